@@ -1,0 +1,46 @@
+//! GELU, tanh approximation (GPT-2's `gelu_new`):
+//! y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+
+use rayon::prelude::*;
+
+const K: f32 = 0.797_884_6; // sqrt(2 / pi)
+const A: f32 = 0.044_715;
+const CHUNK: usize = 16 * 1024;
+
+pub fn gelu_forward(
+    out: &mut [f32],  // (N)
+    inp: &[f32],      // (N)
+) {
+    assert!(out.len() == inp.len());
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = 0.5 * x * (1.0 + (K * (x + A * x * x * x)).tanh());
+        }
+    });
+}
+
+/// Accumulates dinp += dout * gelu'(inp).
+pub fn gelu_backward(
+    dinp: &mut [f32],  // (N)
+    inp: &[f32],       // (N)
+    dout: &[f32],      // (N)
+) {
+    assert!(dinp.len() == inp.len() && dout.len() == inp.len());
+    dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| {
+        for ((di, &x), &dy) in di.iter_mut().zip(x).zip(dy) {
+            let th = (K * (x + A * x * x * x)).tanh();
+            // d/dx: 0.5 (1 + th) + 0.5 x (1 - th^2) K (1 + 3 A x^2)
+            let grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * K * (1.0 + 3.0 * A * x * x);
+            *di += grad * dy;
+        }
+    });
+}
+
+/// Reference in f64.
+pub fn gelu_forward_naive(out: &mut [f32], inp: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(inp) {
+        let x = x as f64;
+        let k = (2.0 / std::f64::consts::PI).sqrt();
+        *o = (0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())) as f32;
+    }
+}

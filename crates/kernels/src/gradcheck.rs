@@ -1,0 +1,58 @@
+//! Finite-difference gradient checking, shared by the kernel and model tests.
+//!
+//! The kernels compute in f32; the check sums the scalar loss in f64 and uses
+//! central differences, so the remaining error is f32 rounding of the forward
+//! pass divided by `eps`. Tolerances in the tests are set from that.
+
+/// Compares `analytic` with central differences of `loss` at `x`.
+/// Returns the worst error, measured as |num - ana| / max(1, |num|, |ana|)
+pub fn check_gradient(
+    x: &mut [f32],
+    analytic: &[f32],
+    eps: f32,
+    mut loss: impl FnMut(&[f32]) -> f64,
+) -> GradCheck {
+    assert_eq!(x.len(), analytic.len());
+    let mut worst = GradCheck { max_err: 0.0, index: 0, numeric: 0.0, analytic: 0.0 };
+    for i in 0..x.len() {
+        let orig = x[i];
+        x[i] = orig + eps;
+        let lp = loss(x);
+        x[i] = orig - eps;
+        let lm = loss(x);
+        x[i] = orig;
+        let num = (lp - lm) / (2.0 * eps as f64);
+        let ana = analytic[i] as f64;
+        let err = (num - ana).abs() / num.abs().max(ana.abs()).max(1.0);
+        if err > worst.max_err {
+            worst = GradCheck { max_err: err, index: i, numeric: num, analytic: ana };
+        }
+    }
+    worst
+}
+
+/// The worst element of a gradient check.
+#[derive(Debug, Clone, Copy)]
+pub struct GradCheck {
+    pub max_err: f64,
+    pub index: usize,
+    pub numeric: f64,
+    pub analytic: f64,
+}
+
+/// A fixed random projection used as the scalar loss: sum(out * proj). Its
+/// gradient with respect to `out` is `proj`, which exercises every output.
+pub fn projection(len: usize, seed: u64) -> Vec<f32> {
+    // A small LCG keeps this helper free of dependencies.
+    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..len)
+        .map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+pub fn weighted_sum(out: &[f32], proj: &[f32]) -> f64 {
+    out.iter().zip(proj).map(|(&a, &b)| a as f64 * b as f64).sum()
+}

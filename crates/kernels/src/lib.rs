@@ -1,0 +1,53 @@
+//! The numeric core of attn: free functions over `f32` slices, in `_forward` /
+//! `_backward` pairs, in the manner of llm.c. There is no autograd: each backward
+//! kernel is derived by hand and checked against finite differences.
+//!
+//! Letters used in every shape comment:
+//! B = batch, T = time (sequence), C = channels, OC = output channels,
+//! V = vocabulary, NH = heads, HS = head size (C / NH), N = B * T rows.
+//!
+//! Conventions (the same in every file):
+//! - Outputs come first, then inputs, then weights, then sizes.
+//! - Every `_backward` kernel *adds* into its gradient outputs; the caller zeroes
+//!   them. This makes tied weights and gradient accumulation free.
+//! - Kernels never allocate and never fail; sizes are checked with `assert!`
+//!   at entry because a wrong size is a programming error, not bad input.
+//! - Each kernel has a slow `_naive` twin that the tests compare against.
+//!
+//! ```
+//! use attn_kernels::gelu::{gelu_forward, gelu_backward};
+//! let x = [0.5f32, -1.0, 2.0];
+//! let mut y = [0.0f32; 3];
+//! gelu_forward(&mut y, &x);
+//! let mut dx = [0.0f32; 3];
+//! gelu_backward(&mut dx, &x, &[1.0, 1.0, 1.0]);
+//! assert!(y[2] > 1.9 && dx[2] > 1.0);
+//! ```
+
+pub mod attention;
+pub mod crossentropy;
+pub mod embedding;
+pub mod gelu;
+pub mod gradcheck;
+pub mod layernorm;
+pub mod matmul;
+pub mod optim;
+pub mod residual;
+mod simd;
+
+/// Rows per rayon task for row-parallel kernels. Small row counts stay on one
+/// thread: spawning costs more than the work.
+pub(crate) fn rows_per_task(rows: usize, row_len: usize) -> usize {
+    // Aim for at least ~16K elements per task so the split pays for itself.
+    let min_rows = (16 * 1024 / row_len.max(1)).max(1);
+    let threads = rayon::current_num_threads().max(1);
+    rows.div_ceil(threads * 4).max(min_rows)
+}
+
+/// A raw pointer that may cross threads. Used where parallel tasks write
+/// provably disjoint, strided regions of one buffer (for example one head's
+/// columns of every row), which slices cannot express.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub *mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}

@@ -1,0 +1,223 @@
+//! Dense layers: `out = inp @ W (+ bias)`, on the `gemm` crate.
+//!
+//! `gemm` was chosen by measurement on the development machine (2 Zen1 cores,
+//! AVX2+FMA): 35-37 GFLOP/s per core on GPT-2 shapes, 70-74 on two threads, with
+//! the transposed operands of the backward pass just as fast, pure Rust, and
+//! with run-time CPU dispatch. See docs/PERFORMANCE.md.
+
+use crate::SendPtr;
+
+/// How a weight matrix is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// (C, OC): GPT-2's `Conv1D` stores weights input-major.
+    InOut,
+    /// (OC, C): `torch.nn.Linear`, and a tied output head that reads `wte` (V, C).
+    OutIn,
+}
+
+/// A matrix operand given by pointer and strides, so transposes cost nothing.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: isize,
+    cs: isize,
+}
+
+/// Below this many multiply-adds a GEMM runs on the calling thread: the rayon
+/// fork/join costs more than it saves.
+const PARALLEL_MIN_WORK: usize = 48 * 48 * 48;
+
+/// dst (m, n) = [dst +] a (m, k) @ b (k, n).
+///
+/// Safety: every operand must cover its strided extent; `dst` must not alias
+/// `a` or `b`.
+unsafe fn sgemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let par = if threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // gemm computes dst = alpha*dst + beta*(a@b): the scale names are swapped
+    // relative to BLAS.
+    gemm::gemm(
+        m, n, k, dst, dst_cs, dst_rs, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0f32, 1.0f32, false, false, false, par,
+    );
+}
+
+/// Single-threaded strided GEMM for kernels that parallelize at a coarser level
+/// (attention runs one GEMM per (batch, head) on each rayon task).
+///
+/// Safety: as for `sgemm`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn sgemm_serial(
+    m: usize, n: usize, k: usize,
+    dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool,
+    a: *const f32, a_rs: isize, a_cs: isize,
+    b: *const f32, b_rs: isize, b_cs: isize,
+) {
+    sgemm(m, n, k, dst, dst_rs, dst_cs, accumulate, Mat { ptr: a, rs: a_rs, cs: a_cs }, Mat { ptr: b, rs: b_rs, cs: b_cs }, 1);
+}
+
+fn weight_mat(weight: *const f32, c: usize, oc: usize, layout: WeightLayout) -> Mat {
+    // Viewed as the (C, OC) operand of inp @ W.
+    match layout {
+        WeightLayout::InOut => Mat { ptr: weight, rs: oc as isize, cs: 1 },
+        WeightLayout::OutIn => Mat { ptr: weight, rs: 1, cs: c as isize },
+    }
+}
+
+/// out = inp @ W + bias.
+pub fn matmul_forward(
+    out: &mut [f32],         // (N, OC)
+    inp: &[f32],             // (N, C)
+    weight: &[f32],          // (C, OC) or (OC, C), see `layout`
+    bias: Option<&[f32]>,    // (OC)
+    n: usize, c: usize, oc: usize,
+    layout: WeightLayout,
+) {
+    assert!(out.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc);
+    let out = &mut out[..n * oc];
+    if let Some(bias) = bias {
+        assert!(bias.len() >= oc);
+        for row in out.chunks_exact_mut(oc) {
+            row.copy_from_slice(&bias[..oc]);
+        }
+    }
+    let threads = rayon::current_num_threads();
+    unsafe {
+        sgemm(
+            n, oc, c, out.as_mut_ptr(), oc as isize, 1, bias.is_some(),
+            Mat { ptr: inp.as_ptr(), rs: c as isize, cs: 1 },
+            weight_mat(weight.as_ptr(), c, oc, layout),
+            threads,
+        );
+    }
+}
+
+/// Accumulates dinp += dout @ W^T, dW += inp^T @ dout, dbias += colsum(dout).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward(
+    dinp: Option<&mut [f32]>,    // (N, C); None when the input needs no gradient
+    dweight: &mut [f32],         // same shape as weight
+    dbias: Option<&mut [f32]>,   // (OC)
+    dout: &[f32],                // (N, OC)
+    inp: &[f32],                 // (N, C)
+    weight: &[f32],              // (C, OC) or (OC, C)
+    n: usize, c: usize, oc: usize,
+    layout: WeightLayout,
+) {
+    assert!(dout.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc && dweight.len() >= c * oc);
+    let threads = rayon::current_num_threads();
+    let w = weight_mat(weight.as_ptr(), c, oc, layout);
+    let dout_m = Mat { ptr: dout.as_ptr(), rs: oc as isize, cs: 1 };
+    unsafe {
+        if let Some(dinp) = dinp {
+            assert!(dinp.len() >= n * c);
+            // W^T as a (OC, C) operand: swap the strides.
+            let wt = Mat { ptr: w.ptr, rs: w.cs, cs: w.rs };
+            sgemm(n, c, oc, dinp.as_mut_ptr(), c as isize, 1, true, dout_m, wt, threads);
+        }
+        match layout {
+            WeightLayout::InOut => {
+                // dW (C, OC) += inp^T (C, N) @ dout (N, OC)
+                let inp_t = Mat { ptr: inp.as_ptr(), rs: 1, cs: c as isize };
+                sgemm(c, oc, n, dweight.as_mut_ptr(), oc as isize, 1, true, inp_t, dout_m, threads);
+            }
+            WeightLayout::OutIn => {
+                // dW (OC, C) += dout^T (OC, N) @ inp (N, C)
+                let dout_t = Mat { ptr: dout.as_ptr(), rs: 1, cs: oc as isize };
+                let inp_m = Mat { ptr: inp.as_ptr(), rs: c as isize, cs: 1 };
+                sgemm(oc, c, n, dweight.as_mut_ptr(), c as isize, 1, true, dout_t, inp_m, threads);
+            }
+        }
+    }
+    if let Some(dbias) = dbias {
+        bias_backward(&mut dbias[..oc], &dout[..n * oc], oc);
+    }
+}
+
+/// dbias (OC) += sum over rows of dout (N, OC). Split by columns so that each
+/// task owns its outputs: no reduction buffers, and the result does not depend
+/// on the thread count.
+fn bias_backward(dbias: &mut [f32], dout: &[f32], oc: usize) {
+    use rayon::prelude::*;
+    let n = dout.len() / oc;
+    let cols = (oc / rayon::current_num_threads().max(1)).max(64);
+    if n * oc < 32 * 1024 {
+        for row in dout.chunks_exact(oc) {
+            crate::simd::axpy(dbias, 1.0, row);
+        }
+        return;
+    }
+    let base = SendPtr(dout.as_ptr() as *mut f32);
+    dbias.par_chunks_mut(cols).enumerate().for_each(|(j, db)| {
+        let base = base;
+        let c0 = j * cols;
+        for r in 0..n {
+            // Safety: reads only, within dout's bounds (r < n, c0 + len <= oc).
+            let row = unsafe { std::slice::from_raw_parts(base.0.add(r * oc + c0), db.len()) };
+            crate::simd::axpy(db, 1.0, row);
+        }
+    });
+}
+
+/// Reference: out = inp @ W + bias, in plain loops.
+pub fn matmul_forward_naive(out: &mut [f32], inp: &[f32], weight: &[f32], bias: Option<&[f32]>, n: usize, c: usize, oc: usize, layout: WeightLayout) {
+    for r in 0..n {
+        for o in 0..oc {
+            let mut s = bias.map_or(0.0, |b| b[o]) as f64;
+            for i in 0..c {
+                let w = match layout {
+                    WeightLayout::InOut => weight[i * oc + o],
+                    WeightLayout::OutIn => weight[o * c + i],
+                };
+                s += inp[r * c + i] as f64 * w as f64;
+            }
+            out[r * oc + o] = s as f32;
+        }
+    }
+}
+
+/// Reference backward in plain loops (accumulating, like the fast one).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_backward_naive(dinp: &mut [f32], dweight: &mut [f32], dbias: Option<&mut [f32]>, dout: &[f32], inp: &[f32], weight: &[f32], n: usize, c: usize, oc: usize, layout: WeightLayout) {
+    let widx = |i: usize, o: usize| match layout {
+        WeightLayout::InOut => i * oc + o,
+        WeightLayout::OutIn => o * c + i,
+    };
+    for r in 0..n {
+        for o in 0..oc {
+            let d = dout[r * oc + o];
+            for i in 0..c {
+                dinp[r * c + i] += d * weight[widx(i, o)];
+                dweight[widx(i, o)] += d * inp[r * c + i];
+            }
+        }
+    }
+    if let Some(db) = dbias {
+        for r in 0..n {
+            for o in 0..oc {
+                db[o] += dout[r * oc + o];
+            }
+        }
+    }
+}
+
+/// One big square GEMM, for measuring this machine's peak (used by `attn bench`).
+/// Returns the multiply-add count times two (FLOPs).
+pub fn sgemm_peak_probe(dst: &mut [f32], a: &[f32], b: &[f32], size: usize) -> f64 {
+    assert!(dst.len() >= size * size && a.len() >= size * size && b.len() >= size * size);
+    unsafe {
+        sgemm(
+            size, size, size, dst.as_mut_ptr(), size as isize, 1, false,
+            Mat { ptr: a.as_ptr(), rs: size as isize, cs: 1 },
+            Mat { ptr: b.as_ptr(), rs: size as isize, cs: 1 },
+            rayon::current_num_threads(),
+        );
+    }
+    2.0 * (size as f64).powi(3)
+}

@@ -1,0 +1,99 @@
+//! Optimizer updates over flat slices, and global-norm gradient clipping.
+//! The model calls these once per parameter group (a contiguous run of the
+//! flat buffer with one weight-decay setting).
+
+use rayon::prelude::*;
+
+const CHUNK: usize = 32 * 1024;
+
+/// Hyperparameters of one AdamW step.
+#[derive(Clone, Copy, Debug)]
+pub struct AdamW {
+    pub lr: f32,
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// 1-based step count, for bias correction.
+    pub step: u64,
+}
+
+/// AdamW with decoupled weight decay, in the operation order of
+/// `torch.optim.AdamW` so that results agree to float rounding.
+pub fn adamw_update(
+    params: &mut [f32],  // (P)
+    grads: &[f32],       // (P)
+    m: &mut [f32],       // (P) first moment
+    v: &mut [f32],       // (P) second moment
+    h: AdamW,
+) {
+    assert!(grads.len() == params.len() && m.len() == params.len() && v.len() == params.len());
+    let bc1 = 1.0 - (h.beta1 as f64).powi(h.step as i32);
+    let bc2 = 1.0 - (h.beta2 as f64).powi(h.step as i32);
+    let step_size = (h.lr as f64 / bc1) as f32;
+    let bc2_sqrt = bc2.sqrt() as f32;
+    let decay = 1.0 - h.lr * h.weight_decay;
+    params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(
+        |((p, g), (m, v))| {
+            for i in 0..p.len() {
+                let gi = g[i];
+                p[i] *= decay;
+                m[i] += (gi - m[i]) * (1.0 - h.beta1);
+                v[i] = v[i] * h.beta2 + (1.0 - h.beta2) * gi * gi;
+                let denom = v[i].sqrt() / bc2_sqrt + h.eps;
+                p[i] -= step_size * m[i] / denom;
+            }
+        },
+    );
+}
+
+/// Hyperparameters of one SGD step.
+#[derive(Clone, Copy, Debug)]
+pub struct Sgd {
+    pub lr: f32,
+    pub momentum: f32,
+    pub weight_decay: f32,
+    /// True on the first step: torch initialises the momentum buffer to the gradient.
+    pub first_step: bool,
+}
+
+/// SGD with momentum and (coupled, L2) weight decay, as `torch.optim.SGD`.
+pub fn sgd_update(
+    params: &mut [f32],   // (P)
+    grads: &[f32],        // (P)
+    momentum: &mut [f32], // (P)
+    h: Sgd,
+) {
+    assert!(grads.len() == params.len() && momentum.len() == params.len());
+    params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(momentum.par_chunks_mut(CHUNK)).for_each(|((p, g), buf)| {
+        for i in 0..p.len() {
+            let gi = g[i] + h.weight_decay * p[i];
+            let d = if h.momentum == 0.0 {
+                gi
+            } else {
+                buf[i] = if h.first_step { gi } else { h.momentum * buf[i] + gi };
+                buf[i]
+            };
+            p[i] -= h.lr * d;
+        }
+    });
+}
+
+/// The L2 norm of the whole gradient, accumulated in f64.
+pub fn grad_norm(grads: &[f32]) -> f32 {
+    // Partial sums per fixed chunk, then a serial sum in chunk order: rayon's own
+    // reduction tree varies from run to run, and resume must be bit-exact.
+    let partial: Vec<f64> = grads.par_chunks(CHUNK).map(|g| g.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>()).collect();
+    partial.iter().sum::<f64>().sqrt() as f32
+}
+
+/// Scales gradients so their global norm is at most `max_norm`, with the same
+/// coefficient as `torch.nn.utils.clip_grad_norm_`. Returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
+    let norm = grad_norm(grads);
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        grads.par_chunks_mut(CHUNK).for_each(|g| g.iter_mut().for_each(|x| *x *= coef));
+    }
+    norm
+}

@@ -1,0 +1,144 @@
+//! Fast kernels against their naive references, on random and awkward shapes
+//! (sizes that are not multiples of the GEMM tile or the SIMD width), with the
+//! rayon pool at 1 and at 3 threads.
+
+use attn_kernels::attention::*;
+use attn_kernels::crossentropy::*;
+use attn_kernels::gelu::*;
+use attn_kernels::layernorm::*;
+use attn_kernels::matmul::*;
+use attn_kernels::optim::*;
+use rand::{Rng, SeedableRng};
+
+fn randn(len: usize, seed: u64) -> Vec<f32> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+fn with_threads(n: usize, f: impl FnOnce() + Send) {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f);
+}
+
+#[test]
+fn matmul_matches_naive() {
+    for threads in [1, 3] {
+        with_threads(threads, || {
+            // Big enough to take the parallel path, and odd-sized.
+            for &(n, c, oc) in &[(1, 1, 1), (7, 13, 5), (67, 129, 131), (130, 64, 257)] {
+                for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                    let (x, w, b) = (randn(n * c, 1), randn(c * oc, 2), randn(oc, 3));
+                    let (mut fast, mut slow) = (vec![0.0; n * oc], vec![0.0; n * oc]);
+                    matmul_forward(&mut fast, &x, &w, Some(&b), n, c, oc, layout);
+                    matmul_forward_naive(&mut slow, &x, &w, Some(&b), n, c, oc, layout);
+                    // f32 sums of up to 129 terms of size ~1: rounding ~1e-5.
+                    assert!(max_diff(&fast, &slow) < 1e-4, "forward {n}x{c}x{oc} {layout:?}");
+                    let dy = randn(n * oc, 4);
+                    let (mut dx1, mut dw1, mut db1) = (vec![0.5; n * c], vec![0.5; c * oc], vec![0.5; oc]);
+                    let (mut dx2, mut dw2, mut db2) = (dx1.clone(), dw1.clone(), db1.clone());
+                    matmul_backward(Some(&mut dx1), &mut dw1, Some(&mut db1), &dy, &x, &w, n, c, oc, layout);
+                    matmul_backward_naive(&mut dx2, &mut dw2, Some(&mut db2), &dy, &x, &w, n, c, oc, layout);
+                    assert!(max_diff(&dx1, &dx2) < 1e-4 && max_diff(&dw1, &dw2) < 1e-4 && max_diff(&db1, &db2) < 1e-4);
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn attention_matches_naive() {
+    for threads in [1, 3] {
+        with_threads(threads, || {
+            for &(b, t, c, nh) in &[(1, 1, 4, 1), (2, 7, 12, 3), (3, 33, 40, 5)] {
+                for causal in [true, false] {
+                    let s = AttnShape { b, t, c, nh, causal };
+                    let qkv = randn(b * t * 3 * c, 5);
+                    let (mut o1, mut a1) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+                    let (mut o2, mut a2) = (o1.clone(), a1.clone());
+                    attention_forward(&mut o1, &mut a1, &qkv, s);
+                    attention_forward_naive(&mut o2, &mut a2, &qkv, s);
+                    assert!(max_diff(&o1, &o2) < 1e-5 && max_diff(&a1, &a2) < 1e-5, "{b} {t} {c} {nh} {causal}");
+                    // Causal rows: zero above the diagonal, each row sums to 1.
+                    for (i, row) in a1.chunks(t).enumerate() {
+                        let q = i % t;
+                        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                        if causal {
+                            assert!(row[q + 1..].iter().all(|&x| x == 0.0));
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn layernorm_gelu_crossentropy_match_naive() {
+    let (n, c) = (37, 75);
+    let (x, w, b) = (randn(n * c, 6), randn(c, 7), randn(c, 8));
+    let (mut o1, mut m1, mut r1) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+    let (mut o2, mut m2, mut r2) = (o1.clone(), m1.clone(), r1.clone());
+    layernorm_forward(&mut o1, &mut m1, &mut r1, &x, &w, &b, n, c, 1e-5);
+    layernorm_forward_naive(&mut o2, &mut m2, &mut r2, &x, &w, &b, n, c, 1e-5);
+    assert!(max_diff(&o1, &o2) < 1e-5 && max_diff(&r1, &r2) < 1e-4);
+
+    let mut g1 = vec![0.0; n * c];
+    let mut g2 = g1.clone();
+    gelu_forward(&mut g1, &x);
+    gelu_forward_naive(&mut g2, &x);
+    assert!(max_diff(&g1, &g2) < 1e-6);
+
+    let v = 75;
+    let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7) % v as u32).collect();
+    let (mut l1, mut lse, mut l2) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    crossentropy_forward(&mut l1, &mut lse, &x, &targets, n, v);
+    crossentropy_forward_naive(&mut l2, &x, &targets, n, v);
+    assert!(max_diff(&l1, &l2) < 1e-5);
+}
+
+#[test]
+fn adamw_matches_scalar_formula() {
+    // Two steps of the textbook update, written out in f64.
+    let (mut p, g) = (vec![0.5f32, -1.0, 2.0], vec![0.1f32, -0.2, 0.0]);
+    let (mut m, mut v) = (vec![0.0; 3], vec![0.0; 3]);
+    let (lr, b1, b2, eps, wd) = (1e-2f64, 0.9f64, 0.95f64, 1e-8f64, 0.1f64);
+    let mut rp: Vec<f64> = p.iter().map(|&x| x as f64).collect();
+    let (mut rm, mut rv) = (vec![0.0f64; 3], vec![0.0f64; 3]);
+    for step in 1..=2u64 {
+        adamw_update(&mut p, &g, &mut m, &mut v, AdamW { lr: lr as f32, beta1: b1 as f32, beta2: b2 as f32, eps: eps as f32, weight_decay: wd as f32, step });
+        for i in 0..3 {
+            let gi = g[i] as f64;
+            rp[i] *= 1.0 - lr * wd;
+            rm[i] = b1 * rm[i] + (1.0 - b1) * gi;
+            rv[i] = b2 * rv[i] + (1.0 - b2) * gi * gi;
+            let mh = rm[i] / (1.0 - b1.powi(step as i32));
+            let vh = rv[i] / (1.0 - b2.powi(step as i32));
+            rp[i] -= lr * mh / (vh.sqrt() + eps);
+        }
+    }
+    for i in 0..3 {
+        assert!((p[i] as f64 - rp[i]).abs() < 1e-6, "{i}: {} vs {}", p[i], rp[i]);
+    }
+}
+
+#[test]
+fn sgd_momentum_and_clipping() {
+    let (mut p, g) = (vec![1.0f32, 1.0], vec![1.0f32, -2.0]);
+    let mut buf = vec![0.0; 2];
+    sgd_update(&mut p, &g, &mut buf, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: true });
+    sgd_update(&mut p, &g, &mut buf, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: false });
+    // buf: g, then 0.9 g + g = 1.9 g; p = 1 - 0.1 g - 0.19 g = 1 - 0.29 g
+    assert!((p[0] - 0.71).abs() < 1e-6 && (p[1] - 1.58).abs() < 1e-6);
+
+    let mut grads = vec![3.0f32, 4.0];
+    let norm = clip_grad_norm(&mut grads, 1.0);
+    assert!((norm - 5.0).abs() < 1e-6);
+    assert!((grads[0] - 0.6).abs() < 1e-5 && (grads[1] - 0.8).abs() < 1e-5);
+    let mut small = vec![0.3f32, 0.4];
+    clip_grad_norm(&mut small, 1.0);
+    assert_eq!(small, vec![0.3, 0.4]);
+}
