@@ -1,0 +1,141 @@
+//! Checkpoints as Hugging Face folders: `config.json` + `model.safetensors`.
+//!
+//! Every file is written to `NAME.tmp` and renamed into place, so a reader (or
+//! a crash) never sees half a file.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+
+use crate::error::{io_err, ModelError, Result};
+use crate::{Gpt, GptConfig, HfGpt2Config};
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = tmp_path(path);
+    {
+        let mut f = fs::File::create(&tmp)?;
+        std::io::Write::write_all(&mut f, bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
+}
+
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Named f32 tensors to safetensors, written atomically. `metadata` lands in
+/// the header's `__metadata__` map.
+pub fn save_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    if cfg!(target_endian = "big") {
+        return Err(ModelError::InvalidConfig("safetensors output needs a little-endian host".into()));
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
+                .map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), detail: e.to_string() })?;
+            Ok((name.to_string(), view))
+        })
+        .collect::<Result<_>>()?;
+    let tmp = tmp_path(path);
+    safetensors::serialize_to_file(views, &metadata, &tmp).map_err(|e| ModelError::Safetensors { path: tmp.clone(), detail: e.to_string() })?;
+    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// A safetensors file read into memory, with errors that name the file.
+pub struct TensorFile {
+    pub path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl TensorFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let bytes = fs::read(path).map_err(io_err(path))?;
+        let f = TensorFile { path: path.to_path_buf(), bytes };
+        f.parse()?; // validate the header once, up front
+        Ok(f)
+    }
+
+    fn parse(&self) -> Result<SafeTensors<'_>> {
+        SafeTensors::deserialize(&self.bytes).map_err(|e| ModelError::Safetensors { path: self.path.clone(), detail: e.to_string() })
+    }
+
+    pub fn metadata(&self) -> Result<HashMap<String, String>> {
+        let (_, meta) = SafeTensors::read_metadata(&self.bytes).map_err(|e| ModelError::Safetensors { path: self.path.clone(), detail: e.to_string() })?;
+        Ok(meta.metadata().clone().unwrap_or_default())
+    }
+
+    pub fn names(&self) -> Result<Vec<String>> {
+        Ok(self.parse()?.names().into_iter().cloned().collect())
+    }
+
+    /// Copies tensor `name` into `out`, checking its shape; F16 and BF16 are
+    /// widened to f32.
+    pub fn read_into(&self, name: &str, expected: &[usize], out: &mut [f32]) -> Result<()> {
+        let st = self.parse()?;
+        let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { path: self.path.clone(), name: name.into() })?;
+        if t.shape() != expected {
+            return Err(ModelError::ShapeMismatch { path: self.path.clone(), name: name.into(), found: t.shape().to_vec(), expected: expected.to_vec() });
+        }
+        let data = t.data();
+        match t.dtype() {
+            Dtype::F32 => out.iter_mut().zip(data.chunks_exact(4)).for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            Dtype::F16 => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, b)| *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
+            Dtype::BF16 => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, b)| *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
+            d => return Err(ModelError::DType { path: self.path.clone(), name: name.into(), dtype: format!("{d:?}") }),
+        }
+        Ok(())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.parse().is_ok_and(|st| st.tensor(name).is_ok())
+    }
+}
+
+/// Writes `config.json` and `model.safetensors` into `dir`. The tied
+/// `lm_head.weight` is omitted, as `save_pretrained` does.
+pub fn save_gpt(dir: &Path, model: &Gpt, metadata: Option<HashMap<String, String>>) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let cfg_path = dir.join(CONFIG_FILE);
+    let json = serde_json::to_string_pretty(&model.config.to_hf()).expect("config serializes");
+    write_atomic(&cfg_path, json.as_bytes()).map_err(io_err(&cfg_path))?;
+    let tensors: Vec<_> = model.layout.entries.iter().map(|e| (e.name.as_str(), e.shape.clone(), &model.params[e.range()])).collect();
+    let mut meta = metadata.unwrap_or_default();
+    meta.insert("format".into(), "pt".into());
+    save_tensors(&dir.join(WEIGHTS_FILE), &tensors, Some(meta))
+}
+
+pub fn read_gpt_config(dir: &Path) -> Result<GptConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    let hf: HfGpt2Config = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+    GptConfig::from_hf(&hf, &path)
+}
+
+/// Loads a GPT-2 folder written by attn or by `transformers` (tensor names with
+/// or without the `transformer.` prefix).
+pub fn load_gpt(dir: &Path) -> Result<(Gpt, HashMap<String, String>)> {
+    let config = read_gpt_config(dir)?;
+    let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
+    let mut model = Gpt::zeros(config)?;
+    for e in model.layout.entries.clone() {
+        let short = e.name.strip_prefix("transformer.").unwrap_or(&e.name);
+        let name = if file.has(&e.name) { e.name.as_str() } else { short };
+        file.read_into(name, &e.shape, &mut model.params[e.range()]).map_err(|err| match err {
+            ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
+            other => other,
+        })?;
+    }
+    Ok((model, file.metadata()?))
+}

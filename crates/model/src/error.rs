@@ -1,0 +1,32 @@
+use std::path::PathBuf;
+
+/// Everything that can go wrong building or loading a model. Each variant names
+/// the file and field involved so the message tells the user what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("unknown preset '{0}' (available: {1})")]
+    UnknownPreset(String, String),
+    #[error("invalid model config: {0}")]
+    InvalidConfig(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: invalid JSON: {source}")]
+    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: not a valid safetensors file ({detail}); the file may be truncated or corrupted, re-save or re-download it")]
+    Safetensors { path: PathBuf, detail: String },
+    #[error("{path}: tensor '{name}' is missing")]
+    MissingTensor { path: PathBuf, name: String },
+    #[error("{path}: tensor '{name}' has shape {found:?}, expected {expected:?} for this config.json")]
+    ShapeMismatch { path: PathBuf, name: String, found: Vec<usize>, expected: Vec<usize> },
+    #[error("{path}: tensor '{name}' has dtype {dtype}, expected F32")]
+    DType { path: PathBuf, name: String, dtype: String },
+    #[error("{path}: unsupported {field} '{value}' ({hint})")]
+    Unsupported { path: PathBuf, field: String, value: String, hint: String },
+}
+
+pub type Result<T> = std::result::Result<T, ModelError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
+    let path = path.into();
+    move |source| ModelError::Io { path, source }
+}
