@@ -98,6 +98,33 @@ impl TensorFile {
         Ok(())
     }
 
+    /// Shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        let st = self.parse()?;
+        let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { path: self.path.clone(), name: name.into() })?;
+        Ok(t.shape().to_vec())
+    }
+
+    /// A whole float tensor as f32, whatever its shape.
+    pub fn read_f32(&self, name: &str) -> Result<Vec<f32>> {
+        let shape = self.shape(name)?;
+        let mut out = vec![0.0; shape.iter().product()];
+        self.read_into(name, &shape, &mut out)?;
+        Ok(out)
+    }
+
+    /// An integer tensor (I32, I64 or U32) as token ids.
+    pub fn read_ids(&self, name: &str) -> Result<Vec<u32>> {
+        let st = self.parse()?;
+        let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { path: self.path.clone(), name: name.into() })?;
+        let d = t.data();
+        Ok(match t.dtype() {
+            Dtype::I32 | Dtype::U32 => d.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+            Dtype::I64 => d.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as u32).collect(),
+            other => return Err(ModelError::DType { path: self.path.clone(), name: name.into(), dtype: format!("{other:?}") }),
+        })
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.parse().is_ok_and(|st| st.tensor(name).is_ok())
     }

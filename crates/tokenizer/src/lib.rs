@@ -1,0 +1,155 @@
+//! Tokenizers: text to token ids and back.
+//!
+//! [`CharTokenizer`] maps each Unicode scalar of a corpus to one id, the
+//! vocabulary being the sorted set of characters seen in training. It is saved
+//! as a Hugging Face `tokenizer.json` (a WordLevel model over single characters
+//! with a `Fuse` decoder), so the same file describes it to attn and to
+//! `tokenizers`.
+//!
+//! ```
+//! use attn_tokenizer::{CharTokenizer, Tokenizer};
+//! let tok = CharTokenizer::train("hello world");
+//! let ids = tok.encode("hold").unwrap();
+//! assert_eq!(tok.decode(&ids).unwrap(), "hold");
+//! assert_eq!(tok.vocab_size(), 8); // ' ', d, e, h, l, o, r, w
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {msg}")]
+    Format { path: PathBuf, msg: String },
+    #[error("character {ch:?} (U+{code:04X}) is not in the tokenizer's vocabulary; a character-level tokenizer only knows the characters of its training text")]
+    UnknownChar { ch: char, code: u32 },
+    #[error("token id {id} is out of range for a vocabulary of {vocab} tokens")]
+    IdOutOfRange { id: u32, vocab: usize },
+}
+
+pub type Result<T> = std::result::Result<T, TokenizerError>;
+
+/// What every tokenizer offers the training and generation paths.
+pub trait Tokenizer: Send + Sync {
+    fn encode(&self, text: &str) -> Result<Vec<u32>>;
+    fn decode(&self, ids: &[u32]) -> Result<String>;
+    fn vocab_size(&self) -> usize;
+    /// Writes a Hugging Face `tokenizer.json`.
+    fn save(&self, path: &Path) -> Result<()>;
+}
+
+/// One id per character.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CharTokenizer {
+    chars: Vec<char>,
+    ids: HashMap<char, u32>,
+}
+
+impl CharTokenizer {
+    /// The vocabulary is every distinct character of `text`, sorted by code point.
+    pub fn train(text: &str) -> Self {
+        let set: BTreeSet<char> = text.chars().collect();
+        Self::from_chars(set.into_iter().collect())
+    }
+
+    fn from_chars(chars: Vec<char>) -> Self {
+        let ids = chars.iter().enumerate().map(|(i, &c)| (c, i as u32)).collect();
+        CharTokenizer { chars, ids }
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io { path: path.into(), source })?;
+        let fmt = |msg: String| TokenizerError::Format { path: path.into(), msg };
+        let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| fmt(format!("invalid JSON: {e}")))?;
+        let model = json.get("model").ok_or_else(|| fmt("no \"model\" field".into()))?;
+        if model.get("type").and_then(|t| t.as_str()) != Some("WordLevel") {
+            return Err(fmt("model.type is not \"WordLevel\"; only character-level tokenizer.json files are supported in this build".into()));
+        }
+        let vocab = model.get("vocab").and_then(|v| v.as_object()).ok_or_else(|| fmt("model.vocab is missing or not an object".into()))?;
+        let mut by_id: BTreeMap<u64, char> = BTreeMap::new();
+        for (tok, id) in vocab {
+            let id = id.as_u64().ok_or_else(|| fmt(format!("model.vocab[{tok:?}] is not an integer id")))?;
+            let mut it = tok.chars();
+            let (Some(ch), None) = (it.next(), it.next()) else {
+                return Err(fmt(format!("model.vocab entry {tok:?} is not a single character")));
+            };
+            by_id.insert(id, ch);
+        }
+        if by_id.keys().enumerate().any(|(i, &id)| i as u64 != id) {
+            return Err(fmt("model.vocab ids must be 0..N with no gaps".into()));
+        }
+        Ok(Self::from_chars(by_id.into_values().collect()))
+    }
+}
+
+impl Tokenizer for CharTokenizer {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        text.chars().map(|ch| self.ids.get(&ch).copied().ok_or(TokenizerError::UnknownChar { ch, code: ch as u32 })).collect()
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        ids.iter().map(|&id| self.chars.get(id as usize).copied().ok_or(TokenizerError::IdOutOfRange { id, vocab: self.chars.len() })).collect()
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.chars.len()
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let vocab: serde_json::Map<String, serde_json::Value> = self.chars.iter().enumerate().map(|(i, c)| (c.to_string(), i.into())).collect();
+        let json = serde_json::json!({
+            "version": "1.0",
+            "truncation": null,
+            "padding": null,
+            "added_tokens": [],
+            "normalizer": null,
+            // Every character is its own piece.
+            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(?s)."}, "behavior": "Isolated", "invert": false},
+            "post_processor": null,
+            // Join pieces with no separator.
+            "decoder": {"type": "Fuse"},
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "\u{fffd}"},
+        });
+        let text = serde_json::to_string_pretty(&json).expect("serializes");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|source| TokenizerError::Io { path: path.into(), source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_through_file_with_multibyte_chars() {
+        let text = "To be, or not to be: thät is the quéstion — 生きるべきか\n\t";
+        let tok = CharTokenizer::train(text);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        tok.save(&path).unwrap();
+        let loaded = CharTokenizer::load(&path).unwrap();
+        assert_eq!(loaded, tok);
+        let ids = loaded.encode(text).unwrap();
+        assert_eq!(ids.len(), text.chars().count());
+        assert_eq!(loaded.decode(&ids).unwrap(), text);
+    }
+
+    #[test]
+    fn unknown_char_and_bad_id_are_errors() {
+        let tok = CharTokenizer::train("abc");
+        let err = tok.encode("abz").unwrap_err().to_string();
+        assert!(err.contains("'z'"), "{err}");
+        assert!(matches!(tok.decode(&[3]), Err(TokenizerError::IdOutOfRange { id: 3, vocab: 3 })));
+    }
+
+    #[test]
+    fn malformed_file_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        std::fs::write(&path, r#"{"model": {"type": "WordLevel", "vocab": {"ab": 0}}}"#).unwrap();
+        let err = CharTokenizer::load(&path).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json") && err.contains("\"ab\""), "{err}");
+    }
+}
