@@ -1,5 +1,16 @@
 //! Training for attn: token shards on disk, seeded batch sampling, the
 //! optimizer over the flat parameter buffer, the training loop with warmup and
 //! cosine decay, metrics, loss curves, and exactly resumable checkpoints.
+//!
+//! A run folder is a Hugging Face model folder plus the training state:
+//! `config.json`, `model.safetensors`, `tokenizer.json`,
+//! `trainer_state.safetensors`, `metrics.jsonl`, `loss.png`, `data/*.bin`.
 
+pub mod data;
+mod error;
+pub mod metrics;
 pub mod optim;
+pub mod trainer;
+
+pub use error::{Result, TrainError};
+pub use trainer::{train, TokenizerSpec, TrainConfig, TrainRun, TrainSummary};

@@ -1,0 +1,122 @@
+//! `attn bench`: whole training steps on random tokens, and the GEMM peak that
+//! MFU is measured against. The last line of each is one JSON object.
+
+use std::time::Instant;
+
+use attn_kernels::matmul::sgemm_peak_probe;
+use attn_model::{Gpt, GptConfig};
+use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
+use clap::Subcommand;
+use rand::{Rng, SeedableRng};
+
+#[derive(Subcommand)]
+pub enum BenchCommand {
+    /// Time full training steps (forward, backward, clip, AdamW) on random tokens
+    Train {
+        #[arg(long, default_value = "baby")]
+        preset: String,
+        #[arg(long, default_value_t = 12)]
+        batch_size: usize,
+        /// Default: the model's context
+        #[arg(long)]
+        seq_len: Option<usize>,
+        /// Timed steps (after 2 untimed warmup steps)
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Vocabulary size for char-level presets (default: the preset's)
+        #[arg(long)]
+        vocab: Option<usize>,
+    },
+    /// Measure single-precision GEMM throughput (the MFU denominator)
+    Gemm {
+        #[arg(long, default_value_t = 1024)]
+        size: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+}
+
+pub fn run(c: BenchCommand) -> anyhow::Result<()> {
+    match c {
+        BenchCommand::Train { preset, batch_size, seq_len, steps, threads, vocab } => {
+            crate::set_threads(threads)?;
+            bench_train(&preset, batch_size, seq_len, steps, vocab)
+        }
+        BenchCommand::Gemm { size, threads } => {
+            crate::set_threads(threads)?;
+            let gflops = gemm_peak(size);
+            println!("{}", serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops}));
+            Ok(())
+        }
+    }
+}
+
+/// Best of several square GEMMs, in GFLOP/s.
+fn gemm_peak(size: usize) -> f64 {
+    let a = vec![0.5f32; size * size];
+    let b = vec![0.25f32; size * size];
+    let mut c = vec![0.0f32; size * size];
+    let mut best = 0.0f64;
+    for _ in 0..6 {
+        let t0 = Instant::now();
+        let flops = sgemm_peak_probe(&mut c, &a, &b, size);
+        best = best.max(flops / t0.elapsed().as_secs_f64() / 1e9);
+    }
+    best
+}
+
+/// Peak resident memory of this process so far, from /proc (Linux), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>) -> anyhow::Result<()> {
+    let mut cfg = GptConfig::preset(preset)?;
+    if let Some(v) = vocab {
+        cfg.vocab_size = v;
+    }
+    let t = seq_len.unwrap_or(cfg.n_ctx);
+    anyhow::ensure!(t <= cfg.n_ctx, "--seq-len {t} exceeds the model's context of {}", cfg.n_ctx);
+    let threads = rayon::current_num_threads();
+    let peak = gemm_peak(1024);
+    let mut model = Gpt::new(cfg.clone(), 0)?;
+    let mut opt = Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, &model.layout);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
+    let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
+    println!(
+        "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s",
+        cfg.num_params() as f64 / 1e6
+    );
+    let mut times = Vec::with_capacity(steps);
+    for i in 0..steps + 2 {
+        let t0 = Instant::now();
+        model.zero_grad();
+        model.forward(&x, Some(&y), b, t)?;
+        model.backward(1.0)?;
+        attn_kernels::optim::clip_grad_norm(&mut model.grads, 1.0);
+        opt.update(&mut model.params, &model.grads, 1e-4);
+        let dt = t0.elapsed().as_secs_f64();
+        if i >= 2 {
+            times.push(dt);
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    // The median resists a stray slow step from the rest of the machine.
+    let med = times[times.len() / 2];
+    let flops = cfg.train_flops(b, t);
+    let gflops = flops / med / 1e9;
+    let out = serde_json::json!({
+        "preset": preset, "batch_size": b, "seq_len": t, "threads": threads, "steps": steps,
+        "ms_per_step": med * 1e3, "tok_per_s": (b * t) as f64 / med,
+        "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    println!("{out}");
+    Ok(())
+}

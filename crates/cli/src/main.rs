@@ -1,0 +1,51 @@
+//! `attn`: parse the command line, run the subcommand, map the result to an
+//! exit code. The work lives in the library crates.
+
+mod bench;
+mod generate;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "attn", version, about = "A transformer language-model system, from tokenizer to training to generation")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a GPT on text files
+    Train(train::TrainArgs),
+    /// Generate text from a trained model
+    Generate(generate::GenerateArgs),
+    /// Time training steps or the GEMM peak
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+/// Sets the size of rayon's global pool, used by every kernel.
+pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Bench(c) => bench::run(c),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,142 @@
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use attn_model::GptConfig;
+use attn_train::optim::{DecayRule, OptimizerKind};
+use attn_train::{TokenizerSpec, TrainConfig, TrainRun};
+use clap::{Args, ValueEnum};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Opt {
+    Adamw,
+    Sgd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Position {
+    Learned,
+    Sinusoidal,
+}
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// Text files to train on (concatenated)
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Run folder: checkpoint, metrics.jsonl, loss.png, token shards
+    #[arg(long)]
+    out: PathBuf,
+    /// Model size: gpt2-124m, gpt2-350m, shakespeare-char, baby
+    #[arg(long, default_value = "baby")]
+    preset: String,
+    /// "char" trains a character vocabulary on the data; or a tokenizer.json path
+    #[arg(long, default_value = "char")]
+    tokenizer: String,
+    #[arg(long, default_value_t = 2000)]
+    steps: usize,
+    #[arg(long, default_value_t = 12)]
+    batch_size: usize,
+    /// Sequence length (default: the model's context)
+    #[arg(long)]
+    seq_len: Option<usize>,
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Final learning rate of the cosine decay (default: lr / 10)
+    #[arg(long)]
+    min_lr: Option<f32>,
+    /// Linear warmup steps
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
+    #[arg(long, default_value_t = 250)]
+    eval_every: usize,
+    /// Validation batches per evaluation
+    #[arg(long, default_value_t = 20)]
+    eval_batches: usize,
+    /// Micro-batches accumulated per optimizer step
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    #[arg(long, value_enum, default_value = "adamw")]
+    optimizer: Opt,
+    #[arg(long, default_value_t = 0.1)]
+    weight_decay: f32,
+    /// Also decay embeddings (nanoGPT's rule); by default only matrices decay
+    #[arg(long)]
+    decay_embeddings: bool,
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f32,
+    #[arg(long, default_value_t = 0.99)]
+    beta2: f32,
+    /// SGD momentum
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Global gradient-norm clip (0 disables)
+    #[arg(long, default_value_t = 1.0)]
+    grad_clip: f32,
+    #[arg(long, default_value_t = 0.1)]
+    val_fraction: f64,
+    #[arg(long, value_enum, default_value = "learned")]
+    position: Position,
+    #[arg(long, default_value_t = 1337)]
+    seed: u64,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Continue the run in --out from its last checkpoint
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this step as if interrupted (checkpoints first); for testing --resume
+    #[arg(long, hide = true)]
+    halt_at: Option<usize>,
+    /// No progress bar or per-eval lines
+    #[arg(long)]
+    quiet: bool,
+}
+
+pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+    crate::set_threads(a.threads)?;
+    let mut model = GptConfig::preset(&a.preset)?;
+    model.position = match a.position {
+        Position::Learned => attn_model::PositionEncoding::Learned,
+        Position::Sinusoidal => attn_model::PositionEncoding::Sinusoidal,
+    };
+    let config = TrainConfig {
+        steps: a.steps,
+        batch_size: a.batch_size,
+        seq_len: a.seq_len.unwrap_or(model.n_ctx),
+        grad_accum: a.grad_accum,
+        lr: a.lr,
+        min_lr: a.min_lr.unwrap_or(a.lr / 10.0),
+        warmup: a.warmup,
+        weight_decay: a.weight_decay,
+        optimizer: match a.optimizer {
+            Opt::Adamw => OptimizerKind::AdamW { beta1: a.beta1, beta2: a.beta2, eps: 1e-8 },
+            Opt::Sgd => OptimizerKind::Sgd { momentum: a.momentum },
+        },
+        decay_rule: if a.decay_embeddings { DecayRule::MatricesAndEmbeddings } else { DecayRule::Matrices },
+        grad_clip: a.grad_clip,
+        eval_every: a.eval_every,
+        eval_batches: a.eval_batches,
+        val_fraction: a.val_fraction,
+        seed: a.seed,
+    };
+    let tokenizer = match a.tokenizer.as_str() {
+        "char" => TokenizerSpec::Char,
+        other if other.starts_with("bpe:") => anyhow::bail!("--tokenizer {other}: byte-level BPE is not in this build yet; use --tokenizer char"),
+        path => TokenizerSpec::File(PathBuf::from(path)),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130); // a second Ctrl-C does not wait for the checkpoint
+        }
+        eprintln!("\ninterrupt: finishing the step and saving a checkpoint (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let run = TrainRun { out: a.out.clone(), data: a.data, model, tokenizer, config, resume: a.resume, halt_at: a.halt_at, quiet: a.quiet, stop: &stop };
+    let s = attn_train::train(&run)?;
+    println!("{}", serde_json::to_string(&s)?);
+    Ok(())
+}

@@ -1,0 +1,124 @@
+//! Token shards on disk and seeded batch sampling.
+//!
+//! A shard is a 24-byte header (`ATTNTOK1`, id width in bytes, token count)
+//! followed by little-endian u16 ids (vocab <= 65536) or u32 ids. Shards are
+//! memory-mapped, so a corpus larger than RAM trains without loading it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::error::{Result, TrainError};
+
+const MAGIC: &[u8; 8] = b"ATTNTOK1";
+const HEADER: usize = 24;
+
+/// Writes `tokens` as a shard, atomically.
+pub fn write_shard(path: &Path, tokens: &[u32], vocab_size: usize) -> Result<()> {
+    let width: u32 = if vocab_size <= 1 << 16 { 2 } else { 4 };
+    let mut bytes = Vec::with_capacity(HEADER + tokens.len() * width as usize);
+    bytes.extend_from_slice(MAGIC);
+    bytes.extend_from_slice(&width.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    bytes.extend_from_slice(&(tokens.len() as u64).to_le_bytes());
+    for &t in tokens {
+        if width == 2 {
+            bytes.extend_from_slice(&(t as u16).to_le_bytes());
+        } else {
+            bytes.extend_from_slice(&t.to_le_bytes());
+        }
+    }
+    attn_model::checkpoint::write_atomic(path, &bytes).map_err(TrainError::io(path))
+}
+
+/// A memory-mapped token shard.
+pub struct TokenShard {
+    pub path: PathBuf,
+    mmap: Mmap,
+    width: usize,
+    len: usize,
+}
+
+impl TokenShard {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = fs::File::open(path).map_err(TrainError::io(path))?;
+        // Safety: the shard is only ever replaced by rename, never modified in place.
+        let mmap = unsafe { Mmap::map(&file) }.map_err(TrainError::io(path))?;
+        let bad = |msg: &str| TrainError::Data(format!("{}: {msg}; delete it and the run will rebuild it", path.display()));
+        if mmap.len() < HEADER || &mmap[..8] != MAGIC {
+            return Err(bad("not a token shard (bad header)"));
+        }
+        let width = u32::from_le_bytes(mmap[8..12].try_into().expect("4 bytes")) as usize;
+        let len = u64::from_le_bytes(mmap[16..24].try_into().expect("8 bytes")) as usize;
+        if !(width == 2 || width == 4) || mmap.len() != HEADER + len * width {
+            return Err(bad("truncated or corrupted (size does not match its header)"));
+        }
+        Ok(TokenShard { path: path.to_path_buf(), mmap, width, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn get(&self, i: usize) -> u32 {
+        let o = HEADER + i * self.width;
+        let b = &self.mmap[o..o + self.width];
+        if self.width == 2 {
+            u16::from_le_bytes([b[0], b[1]]) as u32
+        } else {
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]])
+        }
+    }
+
+    /// Copies tokens [start, start + out.len()) into `out`.
+    pub fn read(&self, start: usize, out: &mut [u32]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.get(start + i);
+        }
+    }
+
+    /// Fills one (B, T) batch of inputs and next-token targets from random
+    /// windows. The RNG is keyed by (seed, stream), so batch k of a run is the
+    /// same whether or not the run was interrupted before it.
+    pub fn sample_batch(&self, x: &mut [u32], y: &mut [u32], b: usize, t: usize, seed: u64, stream: u64) {
+        assert!(self.len > t, "shard shorter than one window (checked at startup)");
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        for r in 0..b {
+            let start = rng.gen_range(0..self.len - t);
+            self.read(start, &mut x[r * t..(r + 1) * t]);
+            self.read(start + 1, &mut y[r * t..(r + 1) * t]);
+        }
+    }
+}
+
+/// Reads and concatenates text files, with errors that name the file.
+pub fn read_corpus(files: &[PathBuf]) -> Result<String> {
+    if files.is_empty() {
+        return Err(TrainError::Data("no --data files given".into()));
+    }
+    let mut text = String::new();
+    for f in files {
+        let bytes = fs::read(f).map_err(TrainError::io(f))?;
+        if bytes.is_empty() {
+            return Err(TrainError::Data(format!("{}: the file is empty", f.display())));
+        }
+        let s = String::from_utf8(bytes).map_err(|e| TrainError::Data(format!("{}: not valid UTF-8 at byte {}", f.display(), e.utf8_error().valid_up_to())))?;
+        text.push_str(&s);
+    }
+    Ok(text)
+}
+
+/// Splits tokens into (train, val): the last `val_fraction` of the corpus is
+/// validation, so the two never share a window.
+pub fn split(tokens: &[u32], val_fraction: f64) -> (&[u32], &[u32]) {
+    let n_val = ((tokens.len() as f64) * val_fraction).round() as usize;
+    tokens.split_at(tokens.len() - n_val.min(tokens.len()))
+}

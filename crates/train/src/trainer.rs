@@ -1,0 +1,323 @@
+//! The training loop: seeded batches, gradient accumulation, warmup + cosine
+//! learning rate, clipping, periodic validation, metrics, loss curve, and
+//! atomic checkpoints that resume bit for bit.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use attn_kernels::optim::{clip_grad_norm, grad_norm};
+use attn_model::checkpoint::{load_gpt, save_gpt, save_tensors, TensorFile};
+use attn_model::{Gpt, GptConfig};
+use attn_tokenizer::{CharTokenizer, Tokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{read_corpus, split, write_shard, TokenShard};
+use crate::error::{Result, TrainError};
+use crate::metrics::{plot_run, MetricsLog, StepRecord};
+use crate::optim::{DecayRule, Optimizer, OptimizerKind};
+
+pub const STATE_FILE: &str = "trainer_state.safetensors";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+/// Everything that decides the numbers a run produces. Saved in the trainer
+/// state, and compared on `--resume`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub steps: usize,
+    pub batch_size: usize,
+    pub seq_len: usize,
+    pub grad_accum: usize,
+    pub lr: f32,
+    pub min_lr: f32,
+    pub warmup: usize,
+    pub weight_decay: f32,
+    pub optimizer: OptimizerKind,
+    pub decay_rule: DecayRule,
+    /// Global-norm clip; 0 disables.
+    pub grad_clip: f32,
+    pub eval_every: usize,
+    pub eval_batches: usize,
+    pub val_fraction: f64,
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// Learning rate for 1-based `step`: linear warmup over `warmup` steps, then
+    /// cosine decay from `lr` to `min_lr` at the last step.
+    pub fn lr_at(&self, step: usize) -> f32 {
+        if step <= self.warmup {
+            return self.lr * step as f32 / self.warmup.max(1) as f32;
+        }
+        let span = (self.steps.saturating_sub(self.warmup)).max(1) as f32;
+        let progress = ((step - self.warmup) as f32 / span).min(1.0);
+        let cosine = 0.5 * (1.0 + (std::f32::consts::PI * progress).cos());
+        self.min_lr + (self.lr - self.min_lr) * cosine
+    }
+
+    pub fn validate(&self, n_ctx: usize) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.steps == 0 || self.batch_size == 0 || self.seq_len == 0 || self.grad_accum == 0 {
+            return bad("--steps, --batch-size, --seq-len and --grad-accum must be positive".into());
+        }
+        if self.seq_len > n_ctx {
+            return bad(format!("--seq-len {} exceeds the model's context of {n_ctx} tokens; use --seq-len {n_ctx} or less", self.seq_len));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 {
+            return bad(format!("--lr must be positive and --min-lr non-negative (got {} and {})", self.lr, self.min_lr));
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(format!("--val-fraction must be in [0, 1), got {}", self.val_fraction));
+        }
+        Ok(())
+    }
+}
+
+/// Where the tokenizer comes from.
+#[derive(Clone, Debug)]
+pub enum TokenizerSpec {
+    /// Train a character-level vocabulary on the corpus.
+    Char,
+    /// A saved character-level `tokenizer.json`.
+    File(PathBuf),
+}
+
+/// One invocation of `attn train`.
+pub struct TrainRun<'a> {
+    pub out: PathBuf,
+    pub data: Vec<PathBuf>,
+    /// The architecture; its vocab_size is replaced by the tokenizer's.
+    pub model: GptConfig,
+    pub tokenizer: TokenizerSpec,
+    pub config: TrainConfig,
+    pub resume: bool,
+    /// Stop after this step as if interrupted (for testing resume).
+    pub halt_at: Option<usize>,
+    pub quiet: bool,
+    /// Set by the Ctrl-C handler; checked after every step.
+    pub stop: &'a AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub step: usize,
+    pub train_loss: f32,
+    pub val_loss: Option<f32>,
+    pub tok_per_s: f64,
+    pub interrupted: bool,
+}
+
+struct Session {
+    model: Gpt,
+    opt: Optimizer,
+    train: TokenShard,
+    val: TokenShard,
+    metrics: MetricsLog,
+    start_step: usize,
+}
+
+fn data_dir(out: &Path) -> PathBuf {
+    out.join("data")
+}
+
+/// Tokenizes the corpus, writes the shards and a fresh model.
+fn start_fresh(run: &TrainRun) -> Result<Session> {
+    let text = read_corpus(&run.data)?;
+    let tok = match &run.tokenizer {
+        TokenizerSpec::Char => CharTokenizer::train(&text),
+        TokenizerSpec::File(p) => CharTokenizer::load(p)?,
+    };
+    let ids = tok.encode(&text)?;
+    let (train_ids, val_ids) = split(&ids, run.config.val_fraction);
+    let t = run.config.seq_len;
+    if train_ids.len() <= t {
+        return Err(TrainError::Data(format!(
+            "the corpus is shorter than one batch: {} training tokens, need more than --seq-len {t}; add text or lower --seq-len",
+            train_ids.len()
+        )));
+    }
+    if val_ids.len() <= t {
+        return Err(TrainError::Data(format!(
+            "the validation split has {} tokens, need more than --seq-len {t}; add text, raise --val-fraction or lower --seq-len",
+            val_ids.len()
+        )));
+    }
+    std::fs::create_dir_all(data_dir(&run.out)).map_err(TrainError::io(&run.out))?;
+    let cfg = GptConfig { vocab_size: tok.vocab_size(), ..run.model.clone() };
+    write_shard(&data_dir(&run.out).join("train.bin"), train_ids, cfg.vocab_size)?;
+    write_shard(&data_dir(&run.out).join("val.bin"), val_ids, cfg.vocab_size)?;
+    tok.save(&run.out.join(TOKENIZER_FILE))?;
+    let model = Gpt::new(cfg, run.config.seed)?;
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
+    Ok(Session {
+        model,
+        opt,
+        train: TokenShard::open(&data_dir(&run.out).join("train.bin"))?,
+        val: TokenShard::open(&data_dir(&run.out).join("val.bin"))?,
+        metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), None)?,
+        start_step: 0,
+    })
+}
+
+fn resume(run: &TrainRun) -> Result<Session> {
+    let state_path = run.out.join(STATE_FILE);
+    let rerr = |msg: String| TrainError::Resume { path: run.out.clone(), msg };
+    if !state_path.exists() {
+        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
+    }
+    let (model, model_meta) = load_gpt(&run.out)?;
+    let state = TensorFile::open(&state_path)?;
+    let meta = state.metadata()?;
+    let step: usize = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| rerr(format!("{}: no valid 'step' in its metadata", state_path.display())))?;
+    if model_meta.get("step") != meta.get("step") {
+        return Err(rerr(format!(
+            "model.safetensors is from step {:?} but {STATE_FILE} from step {step}; the save was interrupted between files, restart the run",
+            model_meta.get("step")
+        )));
+    }
+    let saved: TrainConfig = meta
+        .get("train_config")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' in its metadata", state_path.display())))?;
+    // Everything but the total step count must match, or the resumed run would
+    // silently differ from the one it continues.
+    let mut want = run.config.clone();
+    want.steps = saved.steps;
+    want.eval_every = saved.eval_every;
+    if want != saved {
+        return Err(rerr(format!("the training options differ from the saved run's.\n  saved: {saved:?}\n  given: {:?}\nrepeat the original options with --resume", run.config)));
+    }
+    if run.config.steps != saved.steps {
+        eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
+    }
+    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
+    let n = model.layout.total();
+    state.read_into("m", &[n], &mut opt.m)?;
+    if !opt.v.is_empty() {
+        state.read_into("v", &[n], &mut opt.v)?;
+    }
+    opt.step = meta.get("optimizer_step").and_then(|s| s.parse().ok()).unwrap_or(step as u64);
+    Ok(Session {
+        model,
+        opt,
+        train: TokenShard::open(&data_dir(&run.out).join("train.bin"))?,
+        val: TokenShard::open(&data_dir(&run.out).join("val.bin"))?,
+        metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), Some(step))?,
+        start_step: step,
+    })
+}
+
+/// Writes the model folder and the optimizer state. Both carry the step, so a
+/// crash between the two renames is detected on resume rather than mixed.
+fn save_checkpoint(out: &Path, s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), step.to_string());
+    save_gpt(out, &s.model, Some(meta.clone()))?;
+    meta.insert("optimizer_step".into(), s.opt.step.to_string());
+    meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
+    let n = s.model.layout.total();
+    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
+    if !s.opt.v.is_empty() {
+        tensors.push(("v", vec![n], &s.opt.v));
+    }
+    save_tensors(&out.join(STATE_FILE), &tensors, Some(meta))?;
+    Ok(())
+}
+
+/// Mean loss over a fixed set of validation batches (the same every eval).
+pub fn eval_loss(model: &mut Gpt, val: &TokenShard, cfg: &TrainConfig, x: &mut [u32], y: &mut [u32]) -> Result<f32> {
+    let (b, t) = (cfg.batch_size, cfg.seq_len);
+    let mut sum = 0.0f64;
+    for i in 0..cfg.eval_batches.max(1) {
+        // A stream range disjoint from the training batches' streams.
+        val.sample_batch(x, y, b, t, cfg.seed, (1u64 << 63) + i as u64);
+        sum += model.forward(x, Some(y), b, t)?.expect("targets given") as f64;
+    }
+    Ok((sum / cfg.eval_batches.max(1) as f64) as f32)
+}
+
+pub fn train(run: &TrainRun) -> Result<TrainSummary> {
+    run.config.validate(run.model.n_ctx)?;
+    std::fs::create_dir_all(&run.out).map_err(TrainError::io(&run.out))?;
+    let mut s = if run.resume { resume(run)? } else { start_fresh(run)? };
+    let cfg = &run.config;
+    let (b, t, accum) = (cfg.batch_size, cfg.seq_len, cfg.grad_accum);
+    if !run.quiet {
+        let m = &s.model.config;
+        println!(
+            "model: {} layers, {} heads, {} channels, context {}, vocab {}, {:.2}M parameters ({:?} positions)",
+            m.n_layer, m.n_head, m.n_embd, m.n_ctx, m.vocab_size, m.num_params() as f64 / 1e6, m.position
+        );
+        println!("train: {cfg:?}");
+        println!("data: {} train tokens, {} val tokens; threads: {}", s.train.len(), s.val.len(), rayon::current_num_threads());
+        if s.start_step > 0 {
+            println!("resuming after step {}", s.start_step);
+        }
+    }
+    s.model.reserve(b, t);
+    let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
+    let bar = progress_bar(cfg.steps, s.start_step, run.quiet);
+    let run_start = Instant::now();
+    let mut summary = TrainSummary { step: s.start_step, train_loss: f32::NAN, val_loss: None, tok_per_s: 0.0, interrupted: false };
+    let mut tokens_done = 0usize;
+    let title = format!("{} — loss", run.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    for step in s.start_step + 1..=cfg.steps {
+        let t0 = Instant::now();
+        let lr = cfg.lr_at(step);
+        s.model.zero_grad();
+        let mut loss = 0.0f64;
+        for micro in 0..accum {
+            s.train.sample_batch(&mut x, &mut y, b, t, cfg.seed, ((step - 1) * accum + micro) as u64);
+            loss += s.model.forward(&x, Some(&y), b, t)?.expect("targets given") as f64;
+            s.model.backward(1.0 / accum as f32)?;
+        }
+        let loss = (loss / accum as f64) as f32;
+        let norm = if cfg.grad_clip > 0.0 { clip_grad_norm(&mut s.model.grads, cfg.grad_clip) } else { grad_norm(&s.model.grads) };
+        s.opt.update(&mut s.model.params, &s.model.grads, lr);
+        let dt = t0.elapsed().as_secs_f64();
+        tokens_done += b * t * accum;
+        let tok_per_s = (b * t * accum) as f64 / dt;
+        if !loss.is_finite() {
+            return Err(TrainError::Data(format!("loss became {loss} at step {step}; lower --lr or check the data")));
+        }
+        let stopping = run.stop.load(Ordering::SeqCst) || run.halt_at == Some(step);
+        let is_eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps || stopping;
+        let val_loss = if is_eval { Some(eval_loss(&mut s.model, &s.val, cfg, &mut x, &mut y)?) } else { None };
+        s.metrics.push(StepRecord { step, train_loss: loss, lr, tok_per_s, grad_norm: norm, elapsed_s: run_start.elapsed().as_secs_f64(), val_loss })?;
+        summary = TrainSummary { step, train_loss: loss, val_loss: val_loss.or(summary.val_loss), tok_per_s: tokens_done as f64 / run_start.elapsed().as_secs_f64(), interrupted: false };
+        bar.set_position(step as u64);
+        bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {tok_per_s:.0} tok/s"));
+        if let Some(v) = val_loss {
+            save_checkpoint(&run.out, &s, step, cfg)?;
+            plot_run(&run.out.join("loss.png"), &title, &s.metrics.records)?;
+            if !run.quiet {
+                bar.println(format!("step {step:>6} | train {loss:.4} | val {v:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
+            }
+        }
+        if stopping {
+            summary.interrupted = step != cfg.steps;
+            break;
+        }
+    }
+    bar.finish_and_clear();
+    if summary.interrupted && !run.quiet {
+        println!("stopped after step {}; checkpoint saved in {}; continue with the same command plus --resume", summary.step, run.out.display());
+    }
+    Ok(summary)
+}
+
+fn progress_bar(steps: usize, start: usize, quiet: bool) -> indicatif::ProgressBar {
+    if quiet {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30.cyan/blue} step {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(start as u64);
+    bar.reset_eta();
+    bar
+}
