@@ -74,7 +74,7 @@ fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool) {
         let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
         let mut sum = 0.0f32;
         for x in live.iter_mut() {
-            *x = (*x * scale - max).exp();
+            *x = crate::simd::exp(*x * scale - max);
             sum += *x;
         }
         let inv = 1.0 / sum;

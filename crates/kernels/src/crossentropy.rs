@@ -29,7 +29,7 @@ fn logsumexp(row: &[f32]) -> f32 {
     let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
     let mut sum = 0.0f32;
     for &x in row {
-        sum += (x - max).exp();
+        sum += crate::simd::exp(x - max);
     }
     max + sum.ln()
 }
@@ -45,12 +45,17 @@ pub fn crossentropy_backward_inplace(
 ) {
     assert!(logits.len() >= n * v && lse.len() >= n && targets.len() >= n && dlosses.len() >= n);
     logits[..n * v].par_chunks_mut(v).enumerate().for_each(|(i, row)| {
-        let (l, d) = (lse[i], dlosses[i]);
-        for x in row.iter_mut() {
-            *x = (*x - l).exp() * d;
-        }
-        row[targets[i] as usize] -= d;
+        softmax_scaled(row, lse[i], dlosses[i]);
+        row[targets[i] as usize] -= dlosses[i];
     });
+}
+
+/// row = exp(row - lse) * d
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn softmax_scaled(row: &mut [f32], lse: f32, d: f32) {
+    for x in row.iter_mut() {
+        *x = crate::simd::exp(*x - lse) * d;
+    }
 }
 
 /// Reference forward in f64.

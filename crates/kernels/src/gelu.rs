@@ -1,7 +1,10 @@
 //! GELU, tanh approximation (GPT-2's `gelu_new`):
 //! y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 
+use multiversion::multiversion;
 use rayon::prelude::*;
+
+use crate::simd::tanh;
 
 const K: f32 = 0.797_884_6; // sqrt(2 / pi)
 const A: f32 = 0.044_715;
@@ -12,11 +15,14 @@ pub fn gelu_forward(
     inp: &[f32],      // (N)
 ) {
     assert!(out.len() == inp.len());
-    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = 0.5 * x * (1.0 + (K * (x + A * x * x * x)).tanh());
-        }
-    });
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| forward_chunk(o, x));
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn forward_chunk(out: &mut [f32], inp: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(inp) {
+        *o = 0.5 * x * (1.0 + tanh(K * (x + A * x * x * x)));
+    }
 }
 
 /// Accumulates dinp += dout * gelu'(inp).
@@ -26,14 +32,17 @@ pub fn gelu_backward(
     dout: &[f32],      // (N)
 ) {
     assert!(dinp.len() == inp.len() && dout.len() == inp.len());
-    dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| {
-        for ((di, &x), &dy) in di.iter_mut().zip(x).zip(dy) {
-            let th = (K * (x + A * x * x * x)).tanh();
-            // d/dx: 0.5 (1 + th) + 0.5 x (1 - th^2) K (1 + 3 A x^2)
-            let grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * K * (1.0 + 3.0 * A * x * x);
-            *di += grad * dy;
-        }
-    });
+    dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| backward_chunk(di, x, dy));
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+    for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
+        let th = tanh(K * (x + A * x * x * x));
+        // d/dx: 0.5 (1 + th) + 0.5 x (1 - th^2) K (1 + 3 A x^2)
+        let grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * K * (1.0 + 3.0 * A * x * x);
+        *di += grad * dy;
+    }
 }
 
 /// Reference in f64.

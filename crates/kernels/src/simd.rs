@@ -29,3 +29,55 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
         *yi += alpha * xi;
     }
 }
+
+/// exp(x) in straight-line f32 arithmetic, so a loop of it vectorizes (libm's
+/// `expf` is a call per element). Range reduction x = n ln2 + r with ln2 split
+/// in two for exactness, then the Cephes minimax polynomial on |r| <= ln2/2:
+/// about 1 ulp over the clamped range [-87, 88].
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without
+    // a rounding instruction that baseline x86-64 lacks.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = x - n * LN2_HI - n * LN2_LO;
+    let p = 1.987_569_1e-4f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 5.000_000_1e-1;
+    let e = p * r * r + r + 1.0;
+    // Multiply by 2^n by building the float's exponent bits directly.
+    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// tanh through `exp`: 1 - 2 / (exp(2x) + 1). Absolute error ~1e-7, which is
+/// what GELU needs (it multiplies tanh by 0.5 x).
+#[inline(always)]
+pub fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (exp(2.0 * x) + 1.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn exp_and_tanh_match_libm() {
+        let mut worst_exp = 0.0f64;
+        let mut worst_tanh = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let rel = ((super::exp(x) as f64 - (x as f64).exp()) / (x as f64).exp()).abs();
+            worst_exp = worst_exp.max(rel);
+            let abs = (super::tanh(x / 8.0) as f64 - ((x / 8.0) as f64).tanh()).abs();
+            worst_tanh = worst_tanh.max(abs);
+            x += 0.0137;
+        }
+        assert!(worst_exp < 3e-7, "exp relative error {worst_exp:e}");
+        assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh:e}");
+    }
+}

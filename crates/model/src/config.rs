@@ -105,7 +105,8 @@ impl GptConfig {
             n_head: self.n_head,
             n_inner: None,
             activation_function: "gelu_new".into(),
-            layer_norm_epsilon: self.layer_norm_eps as f64,
+            // Via the shortest decimal, so 1e-5f32 is written as 1e-5, not 9.9999997e-6.
+            layer_norm_epsilon: self.layer_norm_eps.to_string().parse().expect("f32 prints as a number"),
             resid_pdrop: 0.0,
             embd_pdrop: 0.0,
             attn_pdrop: 0.0,

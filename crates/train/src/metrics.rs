@@ -95,7 +95,9 @@ pub fn plot_curves(path: &Path, title: &str, curves: &[Curve]) -> Result<()> {
         return Ok(()); // nothing to draw yet
     }
     let pad = ((y1 - y0) * 0.05).max(1e-3);
-    let tmp = attn_model::checkpoint::tmp_path(path);
+    // The image encoder picks the format from the extension, so the temp file keeps it.
+    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_extension(format!("tmp.{ext}"));
     let is_svg = path.extension().is_some_and(|e| e == "svg");
     let area = (0f64..x1, (y0 - pad)..(y1 + pad));
     let res = if is_svg {

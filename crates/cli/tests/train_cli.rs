@@ -1,0 +1,135 @@
+//! Runs the built `attn` binary on temporary folders and checks what it writes
+//! and prints.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn attn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attn")).args(args).output().expect("attn runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A few KB of varied text: enough for train and val windows at T = 16.
+fn corpus(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..300 {
+        text.push_str(&format!("Line {i}: the quick brown fox {} over the lazy dog.\n", ["jumps", "leaps", "hops"][i % 3]));
+    }
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    train_args_t(data, out, steps, "16")
+}
+
+fn train_args_t<'a>(data: &'a str, out: &'a str, steps: &'a str, seq_len: &'a str) -> Vec<&'a str> {
+    vec![
+        "train", "--data", data, "--out", out, "--preset", "baby", "--steps", steps, "--batch-size", "4", "--seq-len", seq_len,
+        "--eval-every", "4", "--eval-batches", "2", "--warmup", "3", "--threads", "2", "--quiet",
+    ]
+}
+
+fn losses(run: &Path) -> Vec<(u64, u32, Option<u32>)> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let bits = |k: &str| v.get(k).and_then(|x| x.as_f64()).map(|x| (x as f32).to_bits());
+            (v["step"].as_u64().unwrap(), bits("train_loss").unwrap(), bits("val_loss"))
+        })
+        .collect()
+}
+
+#[test]
+fn resume_continues_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let (data, a_s, b_s) = (data.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap());
+
+    let o = attn(&train_args(data, a_s, "10"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut halted = train_args(data, b_s, "10");
+    halted.extend(["--halt-at", "6"]);
+    let o = attn(&halted);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(losses(&b).len(), 6);
+    let mut resumed = train_args(data, b_s, "10");
+    resumed.push("--resume");
+    let o = attn(&resumed);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // Every step's train loss and every scheduled val loss, to the bit, and the
+    // final weights. (The halted run also evaluated at its halt step, 6.)
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.len(), 10);
+    assert_eq!(la.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), lb.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>());
+    for (ra, rb) in la.iter().zip(&lb) {
+        if ra.2.is_some() {
+            assert_eq!(ra.2, rb.2, "val loss at step {}", ra.0);
+        }
+    }
+    assert!(lb[5].2.is_some(), "the halted run evaluates before stopping");
+    // (Compared as tensors: the header's metadata map has no fixed key order.)
+    let (ma, _) = attn_model::checkpoint::load_gpt(&a).unwrap();
+    let (mb, _) = attn_model::checkpoint::load_gpt(&b).unwrap();
+    assert!(ma.params == mb.params, "final weights differ");
+    for f in ["config.json", "tokenizer.json", "trainer_state.safetensors", "loss.png", "data/train.bin", "data/val.bin"] {
+        assert!(a.join(f).exists(), "{f} missing");
+    }
+    // The loss went down.
+    let l = losses(&a);
+    assert!(f32::from_bits(l[9].1) < f32::from_bits(l[0].1));
+
+    // And the run folder generates text that starts with the prompt.
+    let o = attn(&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "20", "--seed", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.starts_with("Line") && text.chars().count() >= 24, "{text:?}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let data_s = data.to_str().unwrap();
+    let out = dir.path().join("run");
+    let out_s = out.to_str().unwrap();
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "just a few words").unwrap();
+
+    let none = dir.path().join("none");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (train_args("/nonexistent/file.txt", out_s, "2"), "/nonexistent/file.txt"),
+        (train_args(empty.to_str().unwrap(), out_s, "2"), "the file is empty"),
+        (train_args(short.to_str().unwrap(), out_s, "2"), "shorter than one batch"),
+        (train_args_t(data_s, out_s, "2", "65"), "exceeds the model's context of 64"),
+        (train_args(data_s, out_s, "2").into_iter().map(|a| if a == "baby" { "gpt5" } else { a }).collect(), "unknown preset 'gpt5'"),
+        ([train_args(data_s, none.to_str().unwrap(), "2"), vec!["--resume"]].concat(), "start the run without --resume"),
+    ];
+    for (args, want) in cases {
+        let o = attn(&args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "should fail: {args:?}");
+        assert!(err.contains(want), "{args:?}: expected {want:?} in {err:?}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+
+    // A corrupted checkpoint on --resume names the file.
+    let o = attn(&train_args(data_s, out_s, "4"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = out.join("trainer_state.safetensors");
+    let bytes = std::fs::read(&state).unwrap();
+    std::fs::write(&state, &bytes[..bytes.len() - 100]).unwrap();
+    let o = attn(&[train_args(data_s, out_s, "8"), vec!["--resume"]].concat());
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("trainer_state.safetensors") && err.contains("corrupted"), "{err}");
+}
