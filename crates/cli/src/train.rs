@@ -21,6 +21,9 @@ enum Position {
 }
 
 #[derive(Args)]
+// A later flag overrides an earlier one, so scripts can pass defaults and let
+// their callers append overrides.
+#[command(args_override_self = true)]
 pub struct TrainArgs {
     /// Text files to train on (concatenated)
     #[arg(long, num_args = 1.., required = true)]

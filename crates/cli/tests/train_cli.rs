@@ -83,6 +83,14 @@ fn resume_continues_bit_for_bit() {
     for f in ["config.json", "tokenizer.json", "trainer_state.safetensors", "loss.png", "data/train.bin", "data/val.bin"] {
         assert!(a.join(f).exists(), "{f} missing");
     }
+    // A repeated flag overrides the earlier one (scripts rely on this).
+    let c = dir.path().join("c");
+    let mut repeated = train_args(data, c.to_str().unwrap(), "10");
+    repeated.extend(["--steps", "3"]);
+    let o = attn(&repeated);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(losses(&c).len(), 3);
+
     // The loss went down.
     let l = losses(&a);
     assert!(f32::from_bits(l[9].1) < f32::from_bits(l[0].1));

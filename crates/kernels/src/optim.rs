@@ -16,6 +16,9 @@ pub struct AdamW {
     pub weight_decay: f32,
     /// 1-based step count, for bias correction.
     pub step: u64,
+    /// Multiplies every gradient first: the clipping coefficient, applied here
+    /// so that clipping costs no extra pass over the gradients.
+    pub grad_scale: f32,
 }
 
 /// AdamW with decoupled weight decay, in the operation order of
@@ -36,7 +39,7 @@ pub fn adamw_update(
     params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(
         |((p, g), (m, v))| {
             for i in 0..p.len() {
-                let gi = g[i];
+                let gi = g[i] * h.grad_scale;
                 p[i] *= decay;
                 m[i] += (gi - m[i]) * (1.0 - h.beta1);
                 v[i] = v[i] * h.beta2 + (1.0 - h.beta2) * gi * gi;
@@ -55,6 +58,8 @@ pub struct Sgd {
     pub weight_decay: f32,
     /// True on the first step: torch initialises the momentum buffer to the gradient.
     pub first_step: bool,
+    /// Multiplies every gradient first (the clipping coefficient).
+    pub grad_scale: f32,
 }
 
 /// SGD with momentum and (coupled, L2) weight decay, as `torch.optim.SGD`.
@@ -67,7 +72,7 @@ pub fn sgd_update(
     assert!(grads.len() == params.len() && momentum.len() == params.len());
     params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(momentum.par_chunks_mut(CHUNK)).for_each(|((p, g), buf)| {
         for i in 0..p.len() {
-            let gi = g[i] + h.weight_decay * p[i];
+            let gi = g[i] * h.grad_scale + h.weight_decay * p[i];
             let d = if h.momentum == 0.0 {
                 gi
             } else {
@@ -87,13 +92,12 @@ pub fn grad_norm(grads: &[f32]) -> f32 {
     partial.iter().sum::<f64>().sqrt() as f32
 }
 
-/// Scales gradients so their global norm is at most `max_norm`, with the same
-/// coefficient as `torch.nn.utils.clip_grad_norm_`. Returns the norm before clipping.
-pub fn clip_grad_norm(grads: &mut [f32], max_norm: f32) -> f32 {
-    let norm = grad_norm(grads);
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        grads.par_chunks_mut(CHUNK).for_each(|g| g.iter_mut().for_each(|x| *x *= coef));
+/// The factor that brings a gradient of global norm `norm` down to at most
+/// `max_norm`, as `torch.nn.utils.clip_grad_norm_` computes it (1 when no
+/// clipping is needed or `max_norm` is 0).
+pub fn clip_coefficient(norm: f32, max_norm: f32) -> f32 {
+    if max_norm <= 0.0 {
+        return 1.0;
     }
-    norm
+    (max_norm / (norm + 1e-6)).min(1.0)
 }

@@ -109,7 +109,7 @@ fn adamw_matches_scalar_formula() {
     let mut rp: Vec<f64> = p.iter().map(|&x| x as f64).collect();
     let (mut rm, mut rv) = (vec![0.0f64; 3], vec![0.0f64; 3]);
     for step in 1..=2u64 {
-        adamw_update(&mut p, &g, &mut m, &mut v, AdamW { lr: lr as f32, beta1: b1 as f32, beta2: b2 as f32, eps: eps as f32, weight_decay: wd as f32, step });
+        adamw_update(&mut p, &g, &mut m, &mut v, AdamW { lr: lr as f32, beta1: b1 as f32, beta2: b2 as f32, eps: eps as f32, weight_decay: wd as f32, step, grad_scale: 1.0 });
         for i in 0..3 {
             let gi = g[i] as f64;
             rp[i] *= 1.0 - lr * wd;
@@ -129,16 +129,22 @@ fn adamw_matches_scalar_formula() {
 fn sgd_momentum_and_clipping() {
     let (mut p, g) = (vec![1.0f32, 1.0], vec![1.0f32, -2.0]);
     let mut buf = vec![0.0; 2];
-    sgd_update(&mut p, &g, &mut buf, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: true });
-    sgd_update(&mut p, &g, &mut buf, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: false });
+    sgd_update(&mut p, &g, &mut buf, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: true, grad_scale: 1.0 });
+    sgd_update(&mut p, &g, &mut buf, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: false, grad_scale: 1.0 });
     // buf: g, then 0.9 g + g = 1.9 g; p = 1 - 0.1 g - 0.19 g = 1 - 0.29 g
     assert!((p[0] - 0.71).abs() < 1e-6 && (p[1] - 1.58).abs() < 1e-6);
 
-    let mut grads = vec![3.0f32, 4.0];
-    let norm = clip_grad_norm(&mut grads, 1.0);
+    let grads = vec![3.0f32, 4.0];
+    let norm = grad_norm(&grads);
     assert!((norm - 5.0).abs() < 1e-6);
-    assert!((grads[0] - 0.6).abs() < 1e-5 && (grads[1] - 0.8).abs() < 1e-5);
-    let mut small = vec![0.3f32, 0.4];
-    clip_grad_norm(&mut small, 1.0);
-    assert_eq!(small, vec![0.3, 0.4]);
+    let coef = clip_coefficient(norm, 1.0);
+    assert!((coef - 0.2).abs() < 1e-6);
+    assert_eq!(clip_coefficient(0.5, 1.0), 1.0, "no clipping below the threshold");
+    assert_eq!(clip_coefficient(50.0, 0.0), 1.0, "0 disables clipping");
+    // The fused scale gives the same update as pre-scaled gradients.
+    let (mut p1, mut p2, mut b1, mut b2) = (vec![1.0f32, 1.0], vec![1.0f32, 1.0], vec![0.0; 2], vec![0.0; 2]);
+    let scaled: Vec<f32> = grads.iter().map(|g| g * coef).collect();
+    sgd_update(&mut p1, &grads, &mut b1, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: true, grad_scale: coef });
+    sgd_update(&mut p2, &scaled, &mut b2, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: true, grad_scale: 1.0 });
+    assert_eq!(p1, p2);
 }

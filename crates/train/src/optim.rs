@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use attn_kernels::optim::{adamw_update, sgd_update, AdamW, Sgd};
+use attn_kernels::optim::{adamw_update, clip_coefficient, grad_norm, sgd_update, AdamW, Sgd};
 use attn_model::params::{ParamKind, ParamLayout};
 use serde::{Deserialize, Serialize};
 
@@ -59,8 +59,17 @@ impl Optimizer {
         Optimizer { kind, weight_decay, groups, m: vec![0.0; n], v, step: 0 }
     }
 
-    /// One update of `params` from `grads` at learning rate `lr`.
-    pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32) {
+    /// One optimizer step: measures the global gradient norm, clips to
+    /// `max_norm` (0 disables) inside the update, and returns the norm before
+    /// clipping.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32, max_norm: f32) -> f32 {
+        let norm = grad_norm(grads);
+        self.update(params, grads, lr, clip_coefficient(norm, max_norm));
+        norm
+    }
+
+    /// One update of `params` from `grads * grad_scale` at learning rate `lr`.
+    pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32, grad_scale: f32) {
         self.step += 1;
         for (r, decays) in &self.groups {
             let wd = if *decays { self.weight_decay } else { 0.0 };
@@ -70,13 +79,13 @@ impl Optimizer {
                     &grads[r.clone()],
                     &mut self.m[r.clone()],
                     &mut self.v[r.clone()],
-                    AdamW { lr, beta1, beta2, eps, weight_decay: wd, step: self.step },
+                    AdamW { lr, beta1, beta2, eps, weight_decay: wd, step: self.step, grad_scale },
                 ),
                 OptimizerKind::Sgd { momentum } => sgd_update(
                     &mut params[r.clone()],
                     &grads[r.clone()],
                     &mut self.m[r.clone()],
-                    Sgd { lr, momentum, weight_decay: wd, first_step: self.step == 1 },
+                    Sgd { lr, momentum, weight_decay: wd, first_step: self.step == 1, grad_scale },
                 ),
             }
         }

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use attn_kernels::optim::{clip_grad_norm, grad_norm};
 use attn_model::checkpoint::{load_gpt, save_gpt, save_tensors, TensorFile};
 use attn_model::{Gpt, GptConfig};
 use attn_tokenizer::{CharTokenizer, Tokenizer};
@@ -273,8 +272,7 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
             s.model.backward(1.0 / accum as f32)?;
         }
         let loss = (loss / accum as f64) as f32;
-        let norm = if cfg.grad_clip > 0.0 { clip_grad_norm(&mut s.model.grads, cfg.grad_clip) } else { grad_norm(&s.model.grads) };
-        s.opt.update(&mut s.model.params, &s.model.grads, lr);
+        let norm = s.opt.step(&mut s.model.params, &s.model.grads, lr, cfg.grad_clip);
         let dt = t0.elapsed().as_secs_f64();
         tokens_done += b * t * accum;
         let tok_per_s = (b * t * accum) as f64 / dt;

@@ -66,7 +66,6 @@ fn ten_adamw_steps_match_pytorch() {
         let loss = model.forward(&x, Some(&y), 3, 10).unwrap().unwrap();
         assert!((loss - w).abs() < 1e-4, "step {step}: loss {loss} vs pytorch {w}");
         model.backward(1.0).unwrap();
-        attn_kernels::optim::clip_grad_norm(&mut model.grads, 1.0);
-        opt.update(&mut model.params, &model.grads, 1e-2);
+        opt.step(&mut model.params, &model.grads, 1e-2, 1.0);
     }
 }
