@@ -94,26 +94,34 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s",
         cfg.num_params() as f64 / 1e6
     );
-    let mut times = Vec::with_capacity(steps);
+    // Per step: (total, forward, backward, optimizer incl. zero_grad) seconds.
+    let mut times: Vec<[f64; 4]> = Vec::with_capacity(steps);
     for i in 0..steps + 2 {
         let t0 = Instant::now();
         model.zero_grad();
         model.forward(&x, Some(&y), b, t)?;
+        let t1 = Instant::now();
         model.backward(1.0)?;
+        let t2 = Instant::now();
         opt.step(&mut model.params, &model.grads, 1e-4, 1.0);
-        let dt = t0.elapsed().as_secs_f64();
+        let t3 = Instant::now();
         if i >= 2 {
-            times.push(dt);
+            times.push([(t3 - t0).as_secs_f64(), (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()]);
         }
     }
-    times.sort_by(f64::total_cmp);
-    // The median resists a stray slow step from the rest of the machine.
-    let med = times[times.len() / 2];
+    // Medians resist a stray slow step from the rest of the machine.
+    let median = |k: usize| {
+        let mut v: Vec<f64> = times.iter().map(|r| r[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let med = median(0);
     let flops = cfg.train_flops(b, t);
     let gflops = flops / med / 1e9;
     let out = serde_json::json!({
         "preset": preset, "batch_size": b, "seq_len": t, "threads": threads, "steps": steps,
         "ms_per_step": med * 1e3, "tok_per_s": (b * t) as f64 / med,
+        "forward_ms": median(1) * 1e3, "backward_ms": median(2) * 1e3, "optimizer_ms": median(3) * 1e3,
         "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak,
         "peak_rss_mb": peak_rss_mb(),
     });

@@ -43,7 +43,12 @@ pub fn exp(x: f32) -> f32 {
     // a rounding instruction that baseline x86-64 lacks.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let n = (x * LOG2E + ROUND) - ROUND;
+    let shifted = x * LOG2E + ROUND;
+    let n = shifted - ROUND;
+    // The integer n also sits in the low mantissa bits of `shifted`; reading it
+    // there avoids a float-to-int cast, which Rust saturates and which then
+    // blocks vectorization.
+    let n_int = shifted.to_bits() as i32 - ROUND.to_bits() as i32;
     let r = x - n * LN2_HI - n * LN2_LO;
     let p = 1.987_569_1e-4f32;
     let p = p * r + 1.398_199_9e-3;
@@ -53,7 +58,7 @@ pub fn exp(x: f32) -> f32 {
     let p = p * r + 5.000_000_1e-1;
     let e = p * r * r + r + 1.0;
     // Multiply by 2^n by building the float's exponent bits directly.
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    e * f32::from_bits(((n_int + 127) as u32) << 23)
 }
 
 /// tanh through `exp`: 1 - 2 / (exp(2x) + 1). Absolute error ~1e-7, which is

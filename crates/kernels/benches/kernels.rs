@@ -1,0 +1,82 @@
+//! Kernel timings on the shapes of the `baby` (B=12, T=64, C=128) and
+//! `gpt2-124m` (B=4, T=64, C=768) training benchmarks, at 1 and 2 threads.
+//! Run: cargo bench -p attn-kernels -- [filter]
+
+use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
+use attn_kernels::gelu::{gelu_backward, gelu_forward};
+use attn_kernels::layernorm::layernorm_forward;
+use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+fn pool(n: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()
+}
+
+fn bench_matmul(c: &mut Criterion) {
+    // (name, N, C, OC): the four projections of one block, for both presets.
+    let shapes = [
+        ("baby/qkv", 768, 128, 384),
+        ("baby/fc", 768, 128, 512),
+        ("baby/fcproj", 768, 512, 128),
+        ("gpt2/qkv", 256, 768, 2304),
+        ("gpt2/fc", 256, 768, 3072),
+        ("gpt2/lm_head", 256, 768, 50257),
+    ];
+    let mut g = c.benchmark_group("matmul");
+    for threads in [1, 2] {
+        let p = pool(threads);
+        for &(name, n, ci, oc) in &shapes {
+            let layout = if name.ends_with("lm_head") { WeightLayout::OutIn } else { WeightLayout::InOut };
+            let (x, w, bias) = (vec![0.1f32; n * ci], vec![0.01f32; ci * oc], vec![0.0f32; oc]);
+            let mut out = vec![0.0f32; n * oc];
+            let (mut dx, mut dw, mut db) = (vec![0.0f32; n * ci], vec![0.0f32; ci * oc], vec![0.0f32; oc]);
+            g.throughput(Throughput::Elements((2 * n * ci * oc) as u64));
+            g.bench_function(format!("{name}/fwd/t{threads}"), |bch| {
+                p.install(|| bch.iter(|| matmul_forward(&mut out, &x, &w, Some(&bias), n, ci, oc, layout)))
+            });
+            g.throughput(Throughput::Elements((4 * n * ci * oc) as u64));
+            g.bench_function(format!("{name}/bwd/t{threads}"), |bch| {
+                p.install(|| bch.iter(|| matmul_backward(Some(&mut dx), &mut dw, Some(&mut db), &out, &x, &w, n, ci, oc, layout)))
+            });
+        }
+    }
+    g.finish();
+}
+
+fn bench_other(c: &mut Criterion) {
+    let mut g = c.benchmark_group("other");
+    for threads in [1, 2] {
+        let p = pool(threads);
+        // baby, gpt2-124m at T=64, and shakespeare-char at T=256.
+        for (name, s) in [
+            ("baby", AttnShape { b: 12, t: 64, c: 128, nh: 4, causal: true }),
+            ("gpt2", AttnShape { b: 4, t: 64, c: 768, nh: 12, causal: true }),
+            ("shakespeare-char", AttnShape { b: 4, t: 256, c: 384, nh: 6, causal: true }),
+        ] {
+            let qkv: Vec<f32> = (0..s.b * s.t * 3 * s.c).map(|i| (i % 17) as f32 * 0.01).collect();
+            let (mut out, mut att) = (vec![0.0f32; s.b * s.t * s.c], vec![0.0f32; s.b * s.nh * s.t * s.t]);
+            let (mut dqkv, mut scratch) = (vec![0.0f32; qkv.len()], vec![0.0f32; att.len()]);
+            g.bench_function(format!("{name}/attention/fwd/t{threads}"), |b| p.install(|| b.iter(|| attention_forward(&mut out, &mut att, &qkv, s))));
+            g.bench_function(format!("{name}/attention/bwd/t{threads}"), |b| {
+                p.install(|| b.iter(|| attention_backward(&mut dqkv, &mut scratch, &out, &qkv, &att, s)))
+            });
+        }
+        let x = vec![0.3f32; 768 * 512];
+        let mut y = vec![0.0f32; x.len()];
+        g.bench_function(format!("baby/gelu/fwd/t{threads}"), |b| p.install(|| b.iter(|| gelu_forward(&mut y, &x))));
+        g.bench_function(format!("baby/gelu/bwd/t{threads}"), |b| p.install(|| b.iter(|| gelu_backward(&mut y, &x, &x))));
+        let (w, bias) = (vec![1.0f32; 128], vec![0.0f32; 128]);
+        let (mut o, mut m, mut r) = (vec![0.0f32; 768 * 128], vec![0.0f32; 768], vec![0.0f32; 768]);
+        g.bench_function(format!("baby/layernorm/fwd/t{threads}"), |b| {
+            p.install(|| b.iter(|| layernorm_forward(&mut o, &mut m, &mut r, &x[..768 * 128], &w, &bias, 768, 128, 1e-5)))
+        });
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
+    targets = bench_matmul, bench_other
+}
+criterion_main!(benches);
