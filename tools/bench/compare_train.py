@@ -1,0 +1,58 @@
+"""attn vs PyTorch eager, training steps, side by side on one machine.
+
+Runs `attn bench train` and `tools/bench/torch_gpt.py bench` in alternating
+rounds (so drift in the machine's speed hits both alike) on the same preset,
+shapes and thread count, then prints the medians and the ratio as JSON lines.
+
+  .cache/venv-ref/bin/python tools/bench/compare_train.py [--rounds 3] [--threads 2]
+"""
+import argparse, json, os, statistics, subprocess, sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CASES = [  # (preset, batch, seq_len, attn steps, torch steps)
+    ("baby", 12, 64, 30, 30),
+    ("gpt2-124m", 4, 64, 4, 4),
+]
+
+
+def run(cmd):
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--only", help="run one preset")
+    a = ap.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
+    print(json.dumps({"load_before": open("/proc/loadavg").read().split()[:3], "threads": a.threads}), flush=True)
+    for preset, b, t, steps, tsteps in CASES:
+        if a.only and preset != a.only:
+            continue
+        ours, theirs = [], []
+        for _ in range(a.rounds):
+            # baby uses the 65-symbol vocabulary of the char-level Shakespeare preset.
+            extra = ["--vocab", "65"] if preset == "baby" else []
+            ours.append(run(["target/release/attn", "bench", "train", "--preset", preset, "--batch-size", str(b), "--seq-len", str(t),
+                             "--steps", str(steps), "--threads", str(a.threads)] + extra))
+            theirs.append(run([sys.executable, "tools/bench/torch_gpt.py", "bench", "--preset", preset, "--batch-size", str(b),
+                               "--seq-len", str(t), "--steps", str(tsteps), "--threads", str(a.threads)]))
+        med = lambda rs, k: statistics.median(r[k] for r in rs)
+        ms_a, ms_t = med(ours, "ms_per_step"), med(theirs, "ms_per_step")
+        print(json.dumps({
+            "preset": preset, "batch_size": b, "seq_len": t, "threads": a.threads, "rounds": a.rounds,
+            "attn_ms_per_step": round(ms_a, 1), "pytorch_ms_per_step": round(ms_t, 1),
+            "attn_tok_per_s": round(b * t / ms_a * 1e3, 1), "pytorch_tok_per_s": round(b * t / ms_t * 1e3, 1),
+            "speedup": round(ms_t / ms_a, 2),
+            "attn_gflops": round(med(ours, "gflops"), 1), "sgemm_peak_gflops": round(med(ours, "peak_gflops"), 1),
+            "attn_mfu": round(med(ours, "mfu"), 3),
+            "attn_peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours)), "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs)),
+            "peer": theirs[0]["peer"],
+        }), flush=True)
+    print(json.dumps({"load_after": open("/proc/loadavg").read().split()[:3]}))
+
+
+if __name__ == "__main__":
+    main()
