@@ -45,7 +45,6 @@ pub fn attention_forward(
     let scale = 1.0 / (hs as f32).sqrt();
     let out_ptr = SendPtr(out.as_mut_ptr());
     att[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, att_bh)| {
-        let out_ptr = out_ptr;
         let (bi, h) = (bh / nh, bh % nh);
         let base = bi * t * 3 * c;
         let q = qkv[base + h * hs..].as_ptr();
@@ -60,7 +59,7 @@ pub fn attention_forward(
         unsafe {
             // out_h (T, HS), row stride C = att (T, T) @ V (T, HS). Each (b, h)
             // task writes only its own head's columns of its own batch rows.
-            let o = out_ptr.0.add(bi * t * c + h * hs);
+            let o = out_ptr.get().add(bi * t * c + h * hs);
             sgemm_serial(t, hs, t, o, c as isize, 1, false, att_bh.as_ptr(), t as isize, 1, v, c3, 1);
         }
     });
@@ -101,7 +100,6 @@ pub fn attention_backward(
     let scale = 1.0 / (hs as f32).sqrt();
     let dqkv_ptr = SendPtr(dqkv.as_mut_ptr());
     scratch[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, datt)| {
-        let dqkv_ptr = dqkv_ptr;
         let (bi, h) = (bh / nh, bh % nh);
         let att_bh = &att[bh * t * t..(bh + 1) * t * t];
         let base = bi * t * 3 * c;
@@ -111,9 +109,9 @@ pub fn attention_backward(
         let dy = dout[bi * t * c + h * hs..].as_ptr();
         let c3 = 3 * c as isize;
         unsafe {
-            let dq = dqkv_ptr.0.add(base + h * hs);
-            let dk = dqkv_ptr.0.add(base + c + h * hs);
-            let dv = dqkv_ptr.0.add(base + 2 * c + h * hs);
+            let dq = dqkv_ptr.get().add(base + h * hs);
+            let dk = dqkv_ptr.get().add(base + c + h * hs);
+            let dv = dqkv_ptr.get().add(base + 2 * c + h * hs);
             // datt (T, T) = dout_h (T, HS) @ V^T (HS, T)
             sgemm_serial(t, t, hs, datt.as_mut_ptr(), t as isize, 1, false, dy, c as isize, 1, v, 1, c3);
             // dV (T, HS) += att^T (T, T) @ dout_h (T, HS)

@@ -39,17 +39,16 @@ pub fn embedding_backward(
     let dwte_p = crate::SendPtr(dwte.as_mut_ptr());
     let dpos_p = dpos.map(|d| crate::SendPtr(d.as_mut_ptr()));
     (0..ncb).into_par_iter().for_each(|j| {
-        let (dwte_p, dpos_p) = (dwte_p, dpos_p);
         let (c0, c1) = (j * cols, ((j + 1) * cols).min(c));
         for i in 0..n {
             let dy = &dout[i * c + c0..i * c + c1];
             let tok = tokens[i] as usize;
             // Safety: task j touches only columns c0..c1 of each row.
             unsafe {
-                let w = std::slice::from_raw_parts_mut(dwte_p.0.add(tok * c + c0), c1 - c0);
+                let w = std::slice::from_raw_parts_mut(dwte_p.get().add(tok * c + c0), c1 - c0);
                 crate::simd::axpy(w, 1.0, dy);
                 if let Some(p) = dpos_p {
-                    let p = std::slice::from_raw_parts_mut(p.0.add((i % t) * c + c0), c1 - c0);
+                    let p = std::slice::from_raw_parts_mut(p.get().add((i % t) * c + c0), c1 - c0);
                     crate::simd::axpy(p, 1.0, dy);
                 }
             }

@@ -26,7 +26,6 @@ pub fn layernorm_forward(
 }
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-#[allow(clippy::too_many_arguments)]
 fn forward_rows(out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize, eps: f32) {
     for (((o, x), m), r) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).zip(mean.iter_mut()).zip(rstd.iter_mut()) {
         let mu = x.iter().sum::<f32>() / c as f32;
@@ -45,7 +44,6 @@ fn forward_rows(out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32]
 }
 
 /// Accumulates dinp, dweight and dbias.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_backward(
     dinp: &mut [f32],     // (N, C)
     dweight: &mut [f32],  // (C)
@@ -104,7 +102,6 @@ fn backward_rows(dinp: &mut [f32], dout: &[f32], inp: &[f32], weight: &[f32], me
 }
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-#[allow(clippy::too_many_arguments)]
 fn param_grad_cols(dw: &mut [f32], db: &mut [f32], c0: usize, dout: &[f32], inp: &[f32], mean: &[f32], rstd: &[f32], n: usize, c: usize) {
     let w = dw.len();
     for r in 0..n {
@@ -119,7 +116,6 @@ fn param_grad_cols(dw: &mut [f32], db: &mut [f32], c0: usize, dout: &[f32], inp:
 }
 
 /// Reference forward in f64.
-#[allow(clippy::too_many_arguments)]
 pub fn layernorm_forward_naive(out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], n: usize, c: usize, eps: f32) {
     for r in 0..n {
         let x = &inp[r * c..(r + 1) * c];

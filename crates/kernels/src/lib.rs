@@ -51,3 +51,12 @@ pub(crate) fn rows_per_task(rows: usize, row_len: usize) -> usize {
 pub(crate) struct SendPtr(pub *mut f32);
 unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
+
+impl SendPtr {
+    /// Going through a method makes a closure capture the whole wrapper (which
+    /// is Send), not its raw-pointer field (which is not).
+    #[inline(always)]
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -57,16 +57,16 @@ unsafe fn sgemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_
     let (a, b) = (SendMat(a), SendMat(b));
     use rayon::prelude::*;
     (0..len.div_ceil(block)).into_par_iter().for_each(|i| {
-        let (dst, a, b) = (dst, a, b);
+        let (a, b) = (a.get(), b.get());
         let start = i * block;
         let size = block.min(len - start);
         // Each block writes its own rows (or columns) of dst.
         if split_rows {
-            let a = Mat { ptr: a.0.ptr.offset(start as isize * a.0.rs), ..a.0 };
-            sgemm_block(size, n, k, dst.0.offset(start as isize * dst_rs), dst_rs, dst_cs, accumulate, a, b.0);
+            let a = Mat { ptr: a.ptr.offset(start as isize * a.rs), ..a };
+            sgemm_block(size, n, k, dst.get().offset(start as isize * dst_rs), dst_rs, dst_cs, accumulate, a, b);
         } else {
-            let b = Mat { ptr: b.0.ptr.offset(start as isize * b.0.cs), ..b.0 };
-            sgemm_block(m, size, k, dst.0.offset(start as isize * dst_cs), dst_rs, dst_cs, accumulate, a.0, b);
+            let b = Mat { ptr: b.ptr.offset(start as isize * b.cs), ..b };
+            sgemm_block(m, size, k, dst.get().offset(start as isize * dst_cs), dst_rs, dst_cs, accumulate, a, b);
         }
     });
 }
@@ -76,8 +76,15 @@ struct SendMat(Mat);
 unsafe impl Send for SendMat {}
 unsafe impl Sync for SendMat {}
 
+impl SendMat {
+    /// See `SendPtr::get`: makes closures capture the Send wrapper.
+    #[inline(always)]
+    fn get(self) -> Mat {
+        self.0
+    }
+}
+
 /// One single-threaded GEMM call.
-#[allow(clippy::too_many_arguments)]
 unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat) {
     // gemm computes dst = alpha*dst + beta*(a@b): the scale names are swapped
     // relative to BLAS.
@@ -91,7 +98,6 @@ unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize
 /// (attention runs one GEMM per (batch, head) on each rayon task).
 ///
 /// Safety: as for `sgemm`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn sgemm_serial(
     m: usize, n: usize, k: usize,
     dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool,
@@ -138,7 +144,6 @@ pub fn matmul_forward(
 }
 
 /// Accumulates dinp += dout @ W^T, dW += inp^T @ dout, dbias += colsum(dout).
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_backward(
     dinp: Option<&mut [f32]>,    // (N, C); None when the input needs no gradient
     dweight: &mut [f32],         // same shape as weight
@@ -194,11 +199,10 @@ fn bias_backward(dbias: &mut [f32], dout: &[f32], oc: usize) {
     }
     let base = SendPtr(dout.as_ptr() as *mut f32);
     dbias.par_chunks_mut(cols).enumerate().for_each(|(j, db)| {
-        let base = base;
         let c0 = j * cols;
         for r in 0..n {
             // Safety: reads only, within dout's bounds (r < n, c0 + len <= oc).
-            let row = unsafe { std::slice::from_raw_parts(base.0.add(r * oc + c0), db.len()) };
+            let row = unsafe { std::slice::from_raw_parts(base.get().add(r * oc + c0), db.len()) };
             crate::simd::axpy(db, 1.0, row);
         }
     });
@@ -222,7 +226,6 @@ pub fn matmul_forward_naive(out: &mut [f32], inp: &[f32], weight: &[f32], bias: 
 }
 
 /// Reference backward in plain loops (accumulating, like the fast one).
-#[allow(clippy::too_many_arguments)]
 pub fn matmul_backward_naive(dinp: &mut [f32], dweight: &mut [f32], dbias: Option<&mut [f32]>, dout: &[f32], inp: &[f32], weight: &[f32], n: usize, c: usize, oc: usize, layout: WeightLayout) {
     let widx = |i: usize, o: usize| match layout {
         WeightLayout::InOut => i * oc + o,

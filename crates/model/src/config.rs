@@ -63,10 +63,10 @@ impl GptConfig {
         if self.vocab_size == 0 || self.n_ctx == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
             return bad(format!("every size must be positive: {self:?}"));
         }
-        if self.n_embd % self.n_head != 0 {
+        if !self.n_embd.is_multiple_of(self.n_head) {
             return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
         }
-        if self.position == PositionEncoding::Sinusoidal && self.n_embd % 2 != 0 {
+        if self.position == PositionEncoding::Sinusoidal && !self.n_embd.is_multiple_of(2) {
             return bad(format!("sinusoidal positions need an even n_embd, got {}", self.n_embd));
         }
         if self.vocab_size > u32::MAX as usize {
