@@ -2,6 +2,7 @@
 //! exit code. The work lives in the library crates.
 
 mod bench;
+mod eval;
 mod generate;
 mod train;
 
@@ -20,6 +21,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Generate text from a trained model
     Generate(generate::GenerateArgs),
+    /// Score a text file: loss, perplexity, bits per byte
+    Eval(eval::EvalArgs),
     /// Time training steps or the GEMM peak
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -39,6 +42,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Train(a) => train::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),
     };
     match result {

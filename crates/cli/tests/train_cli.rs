@@ -95,6 +95,19 @@ fn resume_continues_bit_for_bit() {
     let l = losses(&a);
     assert!(f32::from_bits(l[9].1) < f32::from_bits(l[0].1));
 
+    // `attn eval` scores a text with the run's tokenizer: one window of
+    // exactly its characters when it fits in the context.
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "Line 7: the quick brown fox").unwrap();
+    let o = attn(&["eval", "--model", a_s, "--data", short.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["tokens"], 27);
+    let loss = r["loss"].as_f64().unwrap();
+    assert!(loss > 0.0 && (r["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-9);
+    // bits/byte = nats over 26 predictions / (ln 2 * 27 bytes)
+    assert!((r["bits_per_byte"].as_f64().unwrap() - loss * 26.0 / (std::f64::consts::LN_2 * 27.0)).abs() < 1e-9);
+
     // And the run folder generates text that starts with the prompt.
     let o = attn(&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "20", "--seed", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -105,8 +105,9 @@ impl Tokenizer for CharTokenizer {
             "padding": null,
             "added_tokens": [],
             "normalizer": null,
-            // Every character is its own piece.
-            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(?s)."}, "behavior": "Isolated", "invert": false},
+            // Every character is its own piece. Not "(?s).": HF tokenizers'
+            // Oniguruma rejects inline flags, and the file would not load.
+            "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[\\s\\S]"}, "behavior": "Isolated", "invert": false},
             "post_processor": null,
             // Join pieces with no separator.
             "decoder": {"type": "Fuse"},
@@ -134,6 +135,18 @@ mod tests {
         let ids = loaded.encode(text).unwrap();
         assert_eq!(ids.len(), text.chars().count());
         assert_eq!(loaded.decode(&ids).unwrap(), text);
+    }
+
+    #[test]
+    fn saved_pattern_has_no_inline_flags() {
+        // Regression: "(?s)." made `tokenizers.Tokenizer.from_file` fail with
+        // "data did not match any variant of untagged enum PyPreTokenizerTypeWrapper".
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        CharTokenizer::train("ab").save(&path).unwrap();
+        let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(json["pre_tokenizer"]["pattern"]["Regex"], r"[\s\S]");
+        assert_eq!(json["decoder"]["type"], "Fuse");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod data;
 mod error;
+pub mod eval;
 pub mod metrics;
 pub mod optim;
 pub mod trainer;
