@@ -139,6 +139,47 @@ fn softmax_backward_rows(datt: &mut [f32], att: &[f32], t: usize, scale: f32, ca
     }
 }
 
+/// Attention for one new query at position T-1 over T cached keys and values
+/// (decoding with a KV cache). Causality is implicit: the cache holds only
+/// the past. One task per head.
+pub fn attention_decode(
+    out: &mut [f32],     // (C)
+    scores: &mut [f32],  // (NH, maxT) scratch; row h holds head h's probabilities on return
+    q: &[f32],           // (C)
+    k_cache: &[f32],     // (maxT, C)
+    v_cache: &[f32],     // (maxT, C)
+    t: usize, c: usize, nh: usize,
+) {
+    let hs = c / nh;
+    let max_t = scores.len() / nh;
+    assert!(t >= 1 && t <= max_t && out.len() >= c && q.len() >= c && k_cache.len() >= t * c && v_cache.len() >= t * c);
+    let scale = 1.0 / (hs as f32).sqrt();
+    out[..c].par_chunks_mut(hs).zip(scores.par_chunks_mut(max_t)).enumerate().for_each(|(h, (o, sc))| {
+        decode_head(o, &mut sc[..t], &q[h * hs..(h + 1) * hs], &k_cache[h * hs..], &v_cache[h * hs..], c, scale);
+    });
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], c: usize, scale: f32) {
+    let hs = out.len();
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, &k[j * c..j * c + hs]) * scale;
+        max = max.max(*s);
+    }
+    let mut sum = 0.0f32;
+    for s in scores.iter_mut() {
+        *s = crate::simd::exp(*s - max);
+        sum += *s;
+    }
+    let inv = 1.0 / sum;
+    out.fill(0.0);
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s *= inv;
+        crate::simd::axpy(out, *s, &v[j * c..j * c + hs]);
+    }
+}
+
 /// Reference forward: explicit loops over every (b, h, query, key).
 pub fn attention_forward_naive(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
     let AttnShape { b, t, c, nh, causal } = s;

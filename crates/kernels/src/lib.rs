@@ -31,6 +31,7 @@ pub mod gelu;
 pub mod gradcheck;
 pub mod layernorm;
 pub mod matmul;
+pub mod matvec;
 pub mod optim;
 pub mod residual;
 mod simd;

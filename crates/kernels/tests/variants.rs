@@ -148,3 +148,46 @@ fn sgd_momentum_and_clipping() {
     sgd_update(&mut p2, &scaled, &mut b2, Sgd { lr: 0.1, momentum: 0.9, weight_decay: 0.0, first_step: true, grad_scale: 1.0 });
     assert_eq!(p1, p2);
 }
+
+#[test]
+fn matvec_matches_naive() {
+    use attn_kernels::matvec::matvec_forward;
+    for threads in [1, 3] {
+        with_threads(threads, || {
+            for &(c, oc) in &[(1, 1), (13, 7), (129, 300), (64, 1031)] {
+                for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
+                    let (x, w, b) = (randn(c, 11), randn(c * oc, 12), randn(oc, 13));
+                    let (mut fast, mut slow) = (vec![0.0; oc], vec![0.0; oc]);
+                    matvec_forward(&mut fast, &x, &w, Some(&b), c, oc, layout);
+                    matmul_forward_naive(&mut slow, &x, &w, Some(&b), 1, c, oc, layout);
+                    assert!(max_diff(&fast, &slow) < 1e-4, "{c}x{oc} {layout:?}");
+                }
+            }
+        });
+    }
+}
+
+#[test]
+fn decode_attention_matches_last_row_of_causal_attention() {
+    use attn_kernels::attention::attention_decode;
+    let (t, c, nh) = (9, 12, 3);
+    let qkv = randn(t * 3 * c, 21);
+    let s = AttnShape { b: 1, t, c, nh, causal: true };
+    let (mut full, mut att) = (vec![0.0; t * c], vec![0.0; nh * t * t]);
+    attention_forward(&mut full, &mut att, &qkv, s);
+    // The cache: K and V rows of every position, (maxT, C) with maxT > t.
+    let max_t = 16;
+    let (mut k, mut v) = (vec![0.0; max_t * c], vec![0.0; max_t * c]);
+    for j in 0..t {
+        k[j * c..(j + 1) * c].copy_from_slice(&qkv[j * 3 * c + c..j * 3 * c + 2 * c]);
+        v[j * c..(j + 1) * c].copy_from_slice(&qkv[j * 3 * c + 2 * c..j * 3 * c + 3 * c]);
+    }
+    let q = &qkv[(t - 1) * 3 * c..(t - 1) * 3 * c + c];
+    let (mut out, mut scores) = (vec![0.0; c], vec![0.0; nh * max_t]);
+    attention_decode(&mut out, &mut scores, q, &k, &v, t, c, nh);
+    assert!(max_diff(&out, &full[(t - 1) * c..]) < 1e-6);
+    for h in 0..nh {
+        let want = &att[(h * t + t - 1) * t..(h * t + t) * t];
+        assert!(max_diff(&scores[h * max_t..h * max_t + t], want) < 1e-6);
+    }
+}

@@ -109,13 +109,13 @@ impl Acts {
 pub struct Gpt {
     pub config: GptConfig,
     pub layout: ParamLayout,
-    idx: GptIndex,
+    pub(crate) idx: GptIndex,
     /// All parameters, laid out by `layout`.
     pub params: Vec<f32>,
     /// Gradients, same layout. Backward accumulates; call `zero_grad` between steps.
     pub grads: Vec<f32>,
     /// The fixed sinusoidal table (maxT, C), or empty for learned positions.
-    pos_table: Vec<f32>,
+    pub(crate) pos_table: Vec<f32>,
     acts: Option<Acts>,
     /// (B, T) of the last forward pass.
     last_bt: (usize, usize),
@@ -243,6 +243,13 @@ impl Gpt {
     pub fn logits(&self) -> &[f32] {
         let (b, t) = self.last_bt;
         self.acts.as_ref().map_or(&[], |a| &a.logits[..b * t * self.config.vocab_size])
+    }
+
+    /// Layer `l`'s packed Q, K, V (B, T, 3C) from the last forward pass; the
+    /// KV cache copies K and V from here after a prefill.
+    pub(crate) fn qkv_activations(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.layers[l].qkv[..b * t * 3 * self.config.n_embd])
     }
 
     /// Per-position losses (B, T) of the last forward pass with targets.

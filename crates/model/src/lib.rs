@@ -14,6 +14,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod kv;
 mod config;
 mod error;
 mod gpt;
@@ -22,3 +23,4 @@ pub mod params;
 pub use config::{GptConfig, HfGpt2Config, PositionEncoding, PRESETS};
 pub use error::{ModelError, Result};
 pub use gpt::Gpt;
+pub use kv::KvCache;
