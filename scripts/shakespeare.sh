@@ -11,5 +11,6 @@ cargo build --release --quiet --bin attn
   --steps 2000 --batch-size 12 --seq-len 64 --lr 1e-3 --warmup 100 --eval-every 250 "$@"
 echo
 echo "--- sample (temperature 0.8) ---"
-./target/release/attn generate --model runs/shakespeare --prompt "ROMEO:" --max-new-tokens 400 --temperature 0.8 --seed 7
+# The model sees 64 characters; --sliding-window lets it write past that.
+./target/release/attn generate --model runs/shakespeare --prompt "ROMEO:" --max-new-tokens 400 --temperature 0.8 --seed 7 --sliding-window
 echo "--- loss curve: runs/shakespeare/loss.png, metrics: runs/shakespeare/metrics.jsonl ---"

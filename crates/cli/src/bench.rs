@@ -29,6 +29,20 @@ pub enum BenchCommand {
         #[arg(long)]
         vocab: Option<usize>,
     },
+    /// Time generation at batch 1: prefill a prompt, then decode with the KV cache
+    Generate {
+        /// A model folder; without it, a randomly initialised preset
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "gpt2-124m")]
+        preset: String,
+        #[arg(long, default_value_t = 32)]
+        prompt_len: usize,
+        #[arg(long, default_value_t = 256)]
+        new_tokens: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Measure single-precision GEMM throughput (the MFU denominator)
     Gemm {
         #[arg(long, default_value_t = 1024)]
@@ -43,6 +57,10 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Train { preset, batch_size, seq_len, steps, threads, vocab } => {
             crate::set_threads(threads)?;
             bench_train(&preset, batch_size, seq_len, steps, vocab)
+        }
+        BenchCommand::Generate { model, preset, prompt_len, new_tokens, threads } => {
+            crate::set_threads(threads)?;
+            bench_generate(model, &preset, prompt_len, new_tokens)
         }
         BenchCommand::Gemm { size, threads } => {
             crate::set_threads(threads)?;
@@ -126,5 +144,60 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         "peak_rss_mb": peak_rss_mb(),
     });
     println!("{out}");
+    Ok(())
+}
+
+/// Read bandwidth in GB/s: the best of several parallel sums over 512 MB,
+/// which is what decoding does with the weights.
+fn read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let buf = vec![1.0f32; 128 << 20];
+    let mut best = 0.0f64;
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        let s: f32 = buf.par_chunks(1 << 16).map(|c| c.iter().sum::<f32>()).sum();
+        let dt = t0.elapsed().as_secs_f64();
+        assert!(s > 0.0);
+        best = best.max((buf.len() * 4) as f64 / dt / 1e9);
+    }
+    best
+}
+
+fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize) -> anyhow::Result<()> {
+    let mut model = match &dir {
+        Some(d) => attn_model::checkpoint::load_gpt(d)?.0,
+        None => Gpt::new(GptConfig::preset(preset)?, 0)?,
+    };
+    let cfg = model.config.clone();
+    anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= cfg.n_ctx, "prompt + new tokens must fit in the context of {}", cfg.n_ctx);
+    let bw = read_bandwidth();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
+    let mut sampler = attn_generate::Sampler::new(attn_generate::SamplerConfig { temperature: 0.0, ..Default::default() }, 0)?;
+    // One untimed run warms caches and page tables, then the timed one.
+    let mut timings = Vec::new();
+    for _ in 0..2 {
+        let t0 = Instant::now();
+        let mut first = None;
+        let mut n = 0;
+        attn_generate::generate(&mut model, &prompt, new_tokens, false, &mut sampler, |_| {
+            first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
+            n += 1;
+            true
+        })?;
+        timings.push((t0.elapsed().as_secs_f64(), first.unwrap_or(0.0), n));
+    }
+    let (total, prefill, n) = timings[1];
+    // Decoding reads every weight once per token (the tied wte twice: as the
+    // embedding row, negligible, and as the output head).
+    let weight_bytes = (cfg.num_params() * 4) as f64;
+    let decode_tok_s = (n - 1) as f64 / (total - prefill);
+    let bound = bw * 1e9 / weight_bytes;
+    println!("{}", serde_json::json!({
+        "model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
+        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
+        "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
+        "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
+    }));
     Ok(())
 }

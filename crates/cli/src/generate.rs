@@ -2,7 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use attn_generate::{generate, Sampler, SamplerConfig};
+use attn_generate::{generate, Sampler, SamplerConfig, StopStrings};
 use attn_tokenizer::{CharTokenizer, Tokenizer};
 use clap::Args;
 
@@ -23,6 +23,15 @@ pub struct GenerateArgs {
     top_k: usize,
     #[arg(long, default_value_t = 1.0)]
     top_p: f32,
+    /// > 1 discourages repeating tokens already in the text
+    #[arg(long, default_value_t = 1.0)]
+    repetition_penalty: f32,
+    /// Stop when the generated text contains this string (repeatable); it is not printed
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Past the context, keep generating on the most recent tokens instead of failing
+    #[arg(long)]
+    sliding_window: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     #[arg(long)]
@@ -31,20 +40,31 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let mut sampler = Sampler::new(SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p }, a.seed)?;
+    let cfg = SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, repetition_penalty: a.repetition_penalty };
+    let mut sampler = Sampler::new(cfg, a.seed)?;
     let tok = CharTokenizer::load(&a.model.join("tokenizer.json")).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
     let (mut model, _) = attn_model::checkpoint::load_gpt(&a.model).with_context(|| format!("loading the model in {}", a.model.display()))?;
     let prompt = tok.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization; give at least one character");
     let mut out = std::io::stdout().lock();
-    write!(out, "{}", a.prompt)?;
-    generate(&mut model, &prompt, a.max_new_tokens, &mut sampler, |id| {
-        // A character tokenizer never splits a character, so each id prints whole.
-        if let Ok(s) = tok.decode(&[id]) {
-            let _ = write!(out, "{s}");
-            let _ = out.flush();
+    // The prompt is echoed with the first token, so an up-front error (such as
+    // a context overflow) prints nothing else.
+    let mut echo = Some(a.prompt.as_str());
+    let mut stops = StopStrings::new(a.stop.clone());
+    let mut io_err = None;
+    generate(&mut model, &prompt, a.max_new_tokens, a.sliding_window, &mut sampler, |id| {
+        // A character tokenizer never splits a character, so each id decodes whole.
+        let (text, stop) = stops.push(&tok.decode(&[id]).unwrap_or_default());
+        let prompt = echo.take().unwrap_or("");
+        if let Err(e) = write!(out, "{prompt}{text}").and_then(|_| out.flush()) {
+            io_err = Some(e);
+            return false;
         }
+        !stop
     })?;
-    writeln!(out)?;
+    if let Some(e) = io_err {
+        return Err(e.into());
+    }
+    writeln!(out, "{}", stops.finish())?;
     Ok(())
 }

@@ -113,6 +113,25 @@ fn resume_continues_bit_for_bit() {
     assert!(o.status.success(), "{}", stderr(&o));
     let text = String::from_utf8(o.stdout).unwrap();
     assert!(text.starts_with("Line") && text.chars().count() >= 24, "{text:?}");
+    // The same seed gives the same text.
+    let again = attn(&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "20", "--seed", "3"]);
+    assert_eq!(String::from_utf8(again.stdout).unwrap(), text);
+
+    // Past the context (64 for baby) it is an error that says what to do,
+    // and nothing is printed; with --sliding-window it goes on.
+    let o = attn(&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "100"]);
+    assert!(!o.status.success() && o.stdout.is_empty() && stderr(&o).contains("--sliding-window"), "{}", stderr(&o));
+    let o = attn(&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "100", "--sliding-window"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(String::from_utf8(o.stdout).unwrap().trim_end_matches('\n').chars().count(), 104);
+
+    // Bad sampler values are errors.
+    for bad in [["--temperature", "-1"], ["--top-p", "0"], ["--top-p", "1.5"]] {
+        let o = attn(&[&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "5"][..], &bad[..]].concat());
+        assert!(!o.status.success() && !stderr(&o).contains("panicked"), "{bad:?}");
+    }
+    let o = attn(&["generate", "--model", dir.path().join("nope").to_str().unwrap(), "--prompt", "x"]);
+    assert!(!o.status.success() && stderr(&o).contains("nope"), "{}", stderr(&o));
 }
 
 #[test]

@@ -2,8 +2,8 @@
 //! shaped by temperature, top-k and top-p, then sampled; and the
 //! one-token-at-a-time generation loop.
 //!
-//! This loop re-runs the model over the whole window for every new token; the
-//! KV-cached decoder replaces it (issue 4) behind the same function.
+//! Generation prefills the prompt in one batched pass, then decodes one token
+//! at a time against a KV cache.
 //!
 //! ```
 //! use attn_generate::{Sampler, SamplerConfig};
@@ -11,13 +11,17 @@
 //! assert_eq!(s.sample(&[0.1, 2.0, -1.0]), 1); // temperature 0 is greedy
 //! ```
 
-use attn_model::Gpt;
+use attn_model::{Gpt, KvCache};
 use rand::{Rng, SeedableRng};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("invalid sampler setting: {0}")]
     Sampler(String),
+    #[error("the prompt ({prompt} tokens) plus --max-new-tokens {new} exceeds the model's context of {ctx} tokens; lower --max-new-tokens or pass --sliding-window to drop the oldest tokens")]
+    ContextOverflow { prompt: usize, new: usize, ctx: usize },
+    #[error("the prompt is empty after tokenization")]
+    EmptyPrompt,
     #[error(transparent)]
     Model(#[from] attn_model::ModelError),
 }
@@ -30,11 +34,14 @@ pub struct SamplerConfig {
     pub top_k: usize,
     /// Keep the smallest set whose probability reaches p; 1 keeps all.
     pub top_p: f32,
+    /// > 1 makes tokens already in the text less likely (CTRL's rule: positive
+    /// logits are divided by it, negative ones multiplied); 1 disables.
+    pub repetition_penalty: f32,
 }
 
 impl Default for SamplerConfig {
     fn default() -> Self {
-        SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0 }
+        SamplerConfig { temperature: 1.0, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 }
     }
 }
 
@@ -43,6 +50,8 @@ pub struct Sampler {
     rng: rand_chacha::ChaCha8Rng,
     /// (prob, id) scratch, reused between calls.
     scratch: Vec<(f32, u32)>,
+    /// Logits after the repetition penalty, reused between calls.
+    penalized: Vec<f32>,
 }
 
 impl Sampler {
@@ -53,7 +62,10 @@ impl Sampler {
         if !(cfg.top_p > 0.0 && cfg.top_p <= 1.0) {
             return Err(GenerateError::Sampler(format!("top-p must be in (0, 1], got {}", cfg.top_p)));
         }
-        Ok(Sampler { cfg, rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed), scratch: Vec::new() })
+        if !(cfg.repetition_penalty > 0.0 && cfg.repetition_penalty.is_finite()) {
+            return Err(GenerateError::Sampler(format!("repetition penalty must be positive, got {}", cfg.repetition_penalty)));
+        }
+        Ok(Sampler { cfg, rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed), scratch: Vec::new(), penalized: Vec::new() })
     }
 
     /// Softmax of `logits / temperature`, restricted by top-k then top-p and
@@ -85,6 +97,30 @@ impl Sampler {
         &self.scratch
     }
 
+    /// Samples the next token; `history` (prompt and generated tokens) feeds
+    /// the repetition penalty.
+    pub fn sample_with_history(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        if self.cfg.repetition_penalty == 1.0 || history.is_empty() {
+            return self.sample(logits);
+        }
+        let mut pen = std::mem::take(&mut self.penalized);
+        pen.clear();
+        pen.extend_from_slice(logits);
+        let r = self.cfg.repetition_penalty;
+        let mut seen = std::collections::HashSet::new();
+        for &id in history {
+            // Once per distinct token, however often it occurred.
+            if seen.insert(id) {
+                if let Some(l) = pen.get_mut(id as usize) {
+                    *l = if *l > 0.0 { *l / r } else { *l * r };
+                }
+            }
+        }
+        let next = self.sample(&pen);
+        self.penalized = pen;
+        next
+    }
+
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.cfg.temperature == 0.0 {
             return logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0 as u32;
@@ -102,21 +138,90 @@ impl Sampler {
     }
 }
 
-/// Appends `max_new` sampled tokens to `prompt`, calling `on_token` with each.
-/// The model sees at most its context length of the most recent tokens.
-pub fn generate(model: &mut Gpt, prompt: &[u32], max_new: usize, sampler: &mut Sampler, mut on_token: impl FnMut(u32)) -> Result<Vec<u32>, GenerateError> {
-    let mut ids = prompt.to_vec();
+/// Appends up to `max_new` sampled tokens to `prompt`, calling `on_token` with
+/// each; generation stops early when it returns false. The prompt is
+/// prefilled in one batched pass, then each token is one cached decode step.
+///
+/// Past the context: an error up front, unless `sliding_window`, in which case
+/// the model sees the most recent n_ctx tokens. Learned positions make every
+/// cached key depend on its absolute position, so a sliding window cannot
+/// reuse the cache and each step beyond the context is a full forward pass.
+pub fn generate(
+    model: &mut Gpt,
+    prompt: &[u32],
+    max_new: usize,
+    sliding_window: bool,
+    sampler: &mut Sampler,
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<Vec<u32>, GenerateError> {
+    let ctx = model.config.n_ctx;
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    if prompt.len() + max_new > ctx && !sliding_window {
+        return Err(GenerateError::ContextOverflow { prompt: prompt.len(), new: max_new, ctx });
+    }
     let v = model.config.vocab_size;
-    for _ in 0..max_new {
-        let start = ids.len().saturating_sub(model.config.n_ctx);
-        let window = &ids[start..];
-        let t = window.len();
-        model.forward(window, None, 1, t)?;
-        let next = sampler.sample(&model.logits()[(t - 1) * v..t * v]);
+    let mut ids = prompt.to_vec();
+    let mut cache = KvCache::new(model);
+    let mut logits = model.prefill(&mut cache, &ids[ids.len().saturating_sub(ctx)..])?.to_vec();
+    for i in 0..max_new {
+        let next = sampler.sample_with_history(&logits, &ids);
         ids.push(next);
-        on_token(next);
+        if !on_token(next) || i + 1 == max_new {
+            break;
+        }
+        if !cache.is_full() {
+            logits.copy_from_slice(model.decode(&mut cache, next)?);
+        } else {
+            let window = &ids[ids.len() - ctx..];
+            model.forward(window, None, 1, ctx)?;
+            logits.copy_from_slice(&model.logits()[(ctx - 1) * v..ctx * v]);
+        }
     }
     Ok(ids)
+}
+
+/// Holds back streamed text that might be the start of a stop string, so a
+/// stop string is never printed, not even in part.
+pub struct StopStrings {
+    stops: Vec<String>,
+    pending: String,
+}
+
+impl StopStrings {
+    pub fn new(stops: Vec<String>) -> Self {
+        StopStrings { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
+    }
+
+    /// Adds newly decoded text. Returns the text that is now safe to print,
+    /// and whether a stop string was reached (the text before it is included).
+    pub fn push(&mut self, text: &str) -> (String, bool) {
+        self.pending.push_str(text);
+        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
+            let out = self.pending[..at].to_string();
+            self.pending.clear();
+            return (out, true);
+        }
+        // Keep the longest tail that is a prefix of some stop string.
+        let keep = self
+            .stops
+            .iter()
+            .flat_map(|s| (1..s.len()).filter(|&n| s.is_char_boundary(n)).map(move |n| &s[..n]))
+            .filter(|p| self.pending.ends_with(p))
+            .map(|p| p.len())
+            .max()
+            .unwrap_or(0);
+        let split = self.pending.len() - keep;
+        let out = self.pending[..split].to_string();
+        self.pending.drain(..split);
+        (out, false)
+    }
+
+    /// Text still held back when generation ends without a stop.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.pending)
+    }
 }
 
 #[cfg(test)]
@@ -127,13 +232,13 @@ mod tests {
     fn top_p_keeps_smallest_set_reaching_p() {
         // probs 0.5, 0.3, 0.2 (logits are their logs)
         let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 0, top_p: 0.8 }, 0).unwrap();
+        let mut s = Sampler::new(SamplerConfig { top_p: 0.8, ..Default::default() }, 0).unwrap();
         let d = s.distribution(&logits).to_vec();
         assert_eq!(d.iter().map(|p| p.1).collect::<Vec<_>>(), vec![0, 1]);
         assert!((d[0].0 - 0.625).abs() < 1e-6);
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 0, top_p: 0.79 }, 0).unwrap();
+        let mut s = Sampler::new(SamplerConfig { top_p: 0.79, ..Default::default() }, 0).unwrap();
         assert_eq!(s.distribution(&logits).len(), 2);
-        let mut s = Sampler::new(SamplerConfig { temperature: 1.0, top_k: 0, top_p: 0.5 }, 0).unwrap();
+        let mut s = Sampler::new(SamplerConfig { top_p: 0.5, ..Default::default() }, 0).unwrap();
         assert_eq!(s.distribution(&logits).len(), 1);
     }
 
@@ -151,9 +256,41 @@ mod tests {
     }
 
     #[test]
+    fn repetition_penalty_demotes_seen_tokens() {
+        let logits = [2.0f32, 1.9, -1.0];
+        let mut s = Sampler::new(SamplerConfig { temperature: 0.0, repetition_penalty: 1.5, ..Default::default() }, 0).unwrap();
+        assert_eq!(s.sample_with_history(&logits, &[]), 0);
+        // 2.0 / 1.5 = 1.33 < 1.9
+        assert_eq!(s.sample_with_history(&logits, &[0, 0, 0]), 1);
+    }
+
+    #[test]
+    fn stop_strings_are_never_printed() {
+        let mut st = StopStrings::new(vec!["\n\nEND".into()]);
+        let mut printed = String::new();
+        let mut stopped = false;
+        for piece in ["Hello", "\n", "\n", "EN", "D more"] {
+            let (out, stop) = st.push(piece);
+            printed.push_str(&out);
+            if stop {
+                stopped = true;
+                break;
+            }
+        }
+        assert!(stopped);
+        assert_eq!(printed, "Hello");
+        // A partial match that does not complete is released.
+        let mut st = StopStrings::new(vec!["STOP".into()]);
+        assert_eq!(st.push("ab ST"), ("ab ".to_string(), false));
+        assert_eq!(st.push("AR"), ("STAR".to_string(), false));
+        assert_eq!(st.finish(), "");
+    }
+
+    #[test]
     fn invalid_settings_are_rejected() {
         assert!(Sampler::new(SamplerConfig { temperature: -1.0, ..Default::default() }, 0).is_err());
         assert!(Sampler::new(SamplerConfig { top_p: 0.0, ..Default::default() }, 0).is_err());
         assert!(Sampler::new(SamplerConfig { top_p: 1.5, ..Default::default() }, 0).is_err());
+        assert!(Sampler::new(SamplerConfig { repetition_penalty: 0.0, ..Default::default() }, 0).is_err());
     }
 }
