@@ -155,7 +155,20 @@ fn read_bandwidth() -> f64 {
     let mut best = 0.0f64;
     for _ in 0..5 {
         let t0 = Instant::now();
-        let s: f32 = buf.par_chunks(1 << 16).map(|c| c.iter().sum::<f32>()).sum();
+        // Eight independent partial sums: a single running sum is a serial
+        // chain of adds and would measure the adder, not memory.
+        let s: f32 = buf
+            .par_chunks(1 << 16)
+            .map(|c| {
+                let mut acc = [0.0f32; 8];
+                for x in c.chunks_exact(8) {
+                    for j in 0..8 {
+                        acc[j] += x[j];
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
         let dt = t0.elapsed().as_secs_f64();
         assert!(s > 0.0);
         best = best.max((buf.len() * 4) as f64 / dt / 1e9);

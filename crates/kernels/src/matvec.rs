@@ -10,14 +10,23 @@ use rayon::prelude::*;
 use crate::matmul::WeightLayout;
 use crate::simd::{axpy, dot};
 
-/// Output columns per task for (C, OC) weights: each task streams a
-/// (C, COLS) strip of W and keeps its COLS outputs in L1.
-const COLS: usize = 256;
 /// Output rows per task for (OC, C) weights.
 const ROWS: usize = 64;
 
+/// Scratch floats `matvec_forward` needs for a layer with `oc` outputs.
+pub fn matvec_scratch_len(oc: usize) -> usize {
+    rayon::current_num_threads().saturating_sub(1) * oc
+}
+
+/// out = inp @ W + bias.
+///
+/// (C, OC) weights are split into one contiguous block of rows per thread, so
+/// each thread streams one contiguous region of memory (the prefetcher's best
+/// case); block 0 accumulates into `out`, the others into `scratch`, summed
+/// at the end. (OC, C) weights are split by output rows, each a dot product.
 pub fn matvec_forward(
     out: &mut [f32],        // (OC)
+    scratch: &mut [f32],    // (threads - 1, OC), see `matvec_scratch_len`
     inp: &[f32],            // (C)
     weight: &[f32],         // (C, OC) or (OC, C), see `layout`
     bias: Option<&[f32]>,   // (OC)
@@ -27,14 +36,26 @@ pub fn matvec_forward(
     assert!(out.len() >= oc && inp.len() >= c && weight.len() >= c * oc);
     let (out, inp) = (&mut out[..oc], &inp[..c]);
     match layout {
-        WeightLayout::InOut => out.par_chunks_mut(COLS).enumerate().for_each(|(j, o)| {
-            let c0 = j * COLS;
+        WeightLayout::InOut => {
+            let blocks = (scratch.len() / oc.max(1) + 1).min(rayon::current_num_threads()).min(c.div_ceil(8)).max(1);
+            let rows = c.div_ceil(blocks);
             match bias {
-                Some(b) => o.copy_from_slice(&b[c0..c0 + o.len()]),
-                None => o.fill(0.0),
+                Some(b) => out.copy_from_slice(&b[..oc]),
+                None => out.fill(0.0),
             }
-            strip_in_out(o, inp, weight, c0, oc);
-        }),
+            let partials = &mut scratch[..(blocks - 1) * oc];
+            partials.fill(0.0);
+            rayon::scope(|s| {
+                for (j, part) in partials.chunks_mut(oc).enumerate() {
+                    let r0 = (j + 1) * rows;
+                    s.spawn(move |_| rows_in_out(part, &inp[r0.min(c)..(r0 + rows).min(c)], &weight[r0.min(c) * oc..], oc));
+                }
+                rows_in_out(out, &inp[..rows.min(c)], weight, oc);
+            });
+            for part in scratch[..(blocks - 1) * oc].chunks(oc) {
+                axpy(out, 1.0, part);
+            }
+        }
         WeightLayout::OutIn => out.par_chunks_mut(ROWS).enumerate().for_each(|(j, o)| {
             let (r0, rows) = (j * ROWS, o.len());
             rows_out_in(o, inp, &weight[r0 * c..(r0 + rows) * c], c);
@@ -47,12 +68,11 @@ pub fn matvec_forward(
     }
 }
 
-/// o += sum over rows i of inp[i] * W[i, c0 .. c0 + o.len()]
+/// o += sum over i of inp[i] * W[i, :], for the rows of W starting at `weight`.
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn strip_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], c0: usize, oc: usize) {
-    let w = o.len();
+fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], oc: usize) {
     for (i, &x) in inp.iter().enumerate() {
-        axpy(o, x, &weight[i * oc + c0..i * oc + c0 + w]);
+        axpy(o, x, &weight[i * oc..(i + 1) * oc]);
     }
 }
 

@@ -158,7 +158,8 @@ fn matvec_matches_naive() {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                     let (x, w, b) = (randn(c, 11), randn(c * oc, 12), randn(oc, 13));
                     let (mut fast, mut slow) = (vec![0.0; oc], vec![0.0; oc]);
-                    matvec_forward(&mut fast, &x, &w, Some(&b), c, oc, layout);
+                    let mut scratch = vec![0.0; attn_kernels::matvec::matvec_scratch_len(oc)];
+                    matvec_forward(&mut fast, &mut scratch, &x, &w, Some(&b), c, oc, layout);
                     matmul_forward_naive(&mut slow, &x, &w, Some(&b), 1, c, oc, layout);
                     assert!(max_diff(&fast, &slow) < 1e-4, "{c}x{oc} {layout:?}");
                 }

@@ -10,7 +10,7 @@ use attn_kernels::attention::attention_decode;
 use attn_kernels::gelu::gelu_forward;
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::WeightLayout::*;
-use attn_kernels::matvec::matvec_forward;
+use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
 use attn_kernels::residual::residual_forward;
 
 use crate::error::{ModelError, Result};
@@ -34,6 +34,7 @@ pub struct KvCache {
     scores: Vec<f32>, // (NH, maxT)
     stats: [Vec<f32>; 2], // mean and rstd of one row
     logits: Vec<f32>, // (V)
+    partials: Vec<f32>, // (threads - 1, 4C) matvec partial sums
 }
 
 impl KvCache {
@@ -57,6 +58,7 @@ impl KvCache {
             scores: z(cfg.n_head * t),
             stats: [z(1), z(1)],
             logits: z(cfg.vocab_size),
+            partials: z(matvec_scratch_len(4 * c)),
         }
     }
 
@@ -126,7 +128,7 @@ impl Gpt {
         }
         let (p, idx) = (&self.params, &self.idx);
         let eps = cfg.layer_norm_eps;
-        let KvCache { k, v: vc, x, ln, qkv, atty, proj, h, hg, scores, stats, logits, .. } = cache;
+        let KvCache { k, v: vc, x, ln, qkv, atty, proj, h, hg, scores, stats, logits, partials, .. } = cache;
         let [mean, rstd] = stats;
         let wte = &p[idx.wte.clone()];
         let pos_row: &[f32] = match &idx.wpe {
@@ -138,21 +140,21 @@ impl Gpt {
         }
         for (l, w) in idx.layers.iter().enumerate() {
             layernorm_forward(ln, mean, rstd, x, &p[w.ln1_w.clone()], &p[w.ln1_b.clone()], 1, c, eps);
-            matvec_forward(qkv, ln, &p[w.qkv_w.clone()], Some(&p[w.qkv_b.clone()]), c, 3 * c, InOut);
+            matvec_forward(qkv, partials, ln, &p[w.qkv_w.clone()], Some(&p[w.qkv_b.clone()]), c, 3 * c, InOut);
             let base = l * n_ctx * c;
             k[base + pos * c..base + (pos + 1) * c].copy_from_slice(&qkv[c..2 * c]);
             vc[base + pos * c..base + (pos + 1) * c].copy_from_slice(&qkv[2 * c..3 * c]);
             attention_decode(atty, scores, &qkv[..c], &k[base..base + n_ctx * c], &vc[base..base + n_ctx * c], pos + 1, c, nh);
-            matvec_forward(proj, atty, &p[w.proj_w.clone()], Some(&p[w.proj_b.clone()]), c, c, InOut);
+            matvec_forward(proj, partials, atty, &p[w.proj_w.clone()], Some(&p[w.proj_b.clone()]), c, c, InOut);
             residual_forward(x, proj);
             layernorm_forward(ln, mean, rstd, x, &p[w.ln2_w.clone()], &p[w.ln2_b.clone()], 1, c, eps);
-            matvec_forward(h, ln, &p[w.fc_w.clone()], Some(&p[w.fc_b.clone()]), c, 4 * c, InOut);
+            matvec_forward(h, partials, ln, &p[w.fc_w.clone()], Some(&p[w.fc_b.clone()]), c, 4 * c, InOut);
             gelu_forward(hg, h);
-            matvec_forward(proj, hg, &p[w.fcproj_w.clone()], Some(&p[w.fcproj_b.clone()]), 4 * c, c, InOut);
+            matvec_forward(proj, partials, hg, &p[w.fcproj_w.clone()], Some(&p[w.fcproj_b.clone()]), 4 * c, c, InOut);
             residual_forward(x, proj);
         }
         layernorm_forward(ln, mean, rstd, x, &p[idx.lnf_w.clone()], &p[idx.lnf_b.clone()], 1, c, eps);
-        matvec_forward(logits, ln, wte, None, c, v, OutIn);
+        matvec_forward(logits, partials, ln, wte, None, c, v, OutIn);
         cache.len = pos + 1;
         Ok(&cache.logits)
     }
