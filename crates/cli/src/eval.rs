@@ -9,9 +9,16 @@ pub struct EvalArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
     #[arg(long)]
     model: PathBuf,
-    /// UTF-8 text file to score
+    /// UTF-8 text file to score, or a token shard such as RUN/data/val.bin
     #[arg(long)]
     data: PathBuf,
+    /// Window length (default: the model's context; use the training --seq-len
+    /// to reproduce a run's final val loss)
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// Windows per forward pass (speed only)
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
     /// Print one JSON object: loss, perplexity, bits_per_byte, tokens
     #[arg(long)]
     json: bool,
@@ -23,9 +30,16 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let tok = CharTokenizer::load(&a.model.join("tokenizer.json")).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
     let (mut model, _) = attn_model::checkpoint::load_gpt(&a.model).with_context(|| format!("loading the model in {}", a.model.display()))?;
-    let text = attn_train::data::read_corpus(std::slice::from_ref(&a.data))?;
-    let ids = tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.display()))?;
-    let r = attn_train::eval::evaluate(&mut model, &ids, text.len())?;
+    let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
+        let ids = attn_train::data::TokenShard::open(&a.data)?.to_vec();
+        let bytes = tok.decode(&ids).with_context(|| format!("{} does not match this model's tokenizer", a.data.display()))?.len();
+        (ids, bytes)
+    } else {
+        let text = attn_train::data::read_corpus(std::slice::from_ref(&a.data))?;
+        (tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.display()))?, text.len())
+    };
+    let window = a.seq_len.unwrap_or(model.config.n_ctx);
+    let r = attn_train::eval::evaluate(&mut model, &ids, bytes, window, a.batch_size)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

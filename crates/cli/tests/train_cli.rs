@@ -55,6 +55,8 @@ fn resume_continues_bit_for_bit() {
 
     let o = attn(&train_args(data, a_s, "10"));
     assert!(o.status.success(), "{}", stderr(&o));
+    let summary: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    let val_full = summary["val_loss_full"].as_f64().expect("final full-split val loss");
     let mut halted = train_args(data, b_s, "10");
     halted.extend(["--halt-at", "6"]);
     let o = attn(&halted);
@@ -107,6 +109,15 @@ fn resume_continues_bit_for_bit() {
     assert!(loss > 0.0 && (r["perplexity"].as_f64().unwrap() - loss.exp()).abs() < 1e-9);
     // bits/byte = nats over 26 predictions / (ln 2 * 27 bytes)
     assert!((r["bits_per_byte"].as_f64().unwrap() - loss * 26.0 / (std::f64::consts::LN_2 * 27.0)).abs() < 1e-9);
+
+    // `attn eval` on the run's own val split reproduces the final val loss
+    // training reported (same windows; the batching differs, so the sum order
+    // differs: 1e-4 is far above that rounding and far below any real change).
+    let val = a.join("data/val.bin");
+    let o = attn(&["eval", "--model", a_s, "--data", val.to_str().unwrap(), "--seq-len", "16", "--batch-size", "3", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((r["loss"].as_f64().unwrap() - val_full).abs() < 1e-4, "{} vs {val_full}", r["loss"]);
 
     // And the run folder generates text that starts with the prompt.
     let o = attn(&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "20", "--seed", "3"]);

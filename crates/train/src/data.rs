@@ -77,6 +77,17 @@ impl TokenShard {
         }
     }
 
+    /// Every token, as a vector.
+    pub fn to_vec(&self) -> Vec<u32> {
+        (0..self.len).map(|i| self.get(i)).collect()
+    }
+
+    /// True when `path` starts with the shard header (as opposed to text).
+    pub fn is_shard(path: &Path) -> bool {
+        let mut head = [0u8; 8];
+        fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok() && &head == MAGIC
+    }
+
     /// Copies tokens [start, start + out.len()) into `out`.
     pub fn read(&self, start: usize, out: &mut [u32]) {
         for (i, o) in out.iter_mut().enumerate() {

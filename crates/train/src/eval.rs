@@ -12,32 +12,53 @@ pub struct EvalResult {
     pub perplexity: f64,
     /// Total nats / (ln 2 * bytes of text): comparable across tokenizers.
     pub bits_per_byte: f64,
-    /// Tokens in the text (predictions = tokens - 1).
+    /// Tokens scored (predictions = tokens - 1).
     pub tokens: usize,
 }
 
-/// Scores `ids` (the tokenization of a text of `text_bytes` bytes).
+/// Total nats and the number of predictions over `ids`.
 ///
-/// Windows hold up to n_ctx + 1 tokens and overlap by one, so every token
-/// after the first is predicted exactly once. A text that fits in the context
-/// is one window of exactly its tokens: the same number `transformers`
-/// computes with `labels=input_ids`.
-pub fn evaluate(model: &mut Gpt, ids: &[u32], text_bytes: usize) -> Result<EvalResult> {
+/// Windows hold up to `window` + 1 tokens and overlap by one, so every token
+/// after the first is predicted exactly once; full windows run `batch` at a
+/// time. A text that fits in one window is scored as exactly its tokens: the
+/// number `transformers` computes with `labels=input_ids`. Training's final
+/// full-split validation and `attn eval` both call this, so they agree.
+pub fn score_tokens(model: &mut Gpt, ids: &[u32], window: usize, batch: usize) -> Result<(f64, usize)> {
     if ids.len() < 2 {
         return Err(TrainError::Data(format!("the text has {} token(s); scoring needs at least 2", ids.len())));
     }
-    let ctx = model.config.n_ctx;
-    let mut nats = 0.0f64;
-    let mut start = 0;
-    while start + 1 < ids.len() {
-        let end = (start + ctx + 1).min(ids.len());
-        let window = &ids[start..end];
-        let t = window.len() - 1;
-        model.forward(&window[..t], Some(&window[1..]), 1, t)?;
-        nats += model.losses().iter().map(|&x| x as f64).sum::<f64>();
-        start = end - 1;
+    if window == 0 || window > model.config.n_ctx {
+        return Err(TrainError::Config(format!("window {window} must be in 1..={}", model.config.n_ctx)));
     }
-    let n = (ids.len() - 1) as f64;
-    let loss = nats / n;
+    let preds = ids.len() - 1;
+    let full = preds / window;
+    let (mut x, mut y) = (Vec::with_capacity(batch * window), Vec::with_capacity(batch * window));
+    let mut nats = 0.0f64;
+    let mut w = 0;
+    while w < full {
+        let n = batch.max(1).min(full - w);
+        x.clear();
+        y.clear();
+        for i in w..w + n {
+            x.extend_from_slice(&ids[i * window..(i + 1) * window]);
+            y.extend_from_slice(&ids[i * window + 1..(i + 1) * window + 1]);
+        }
+        model.forward(&x, Some(&y), n, window)?;
+        nats += model.losses().iter().map(|&l| l as f64).sum::<f64>();
+        w += n;
+    }
+    let rest = preds - full * window;
+    if rest > 0 {
+        let s = full * window;
+        model.forward(&ids[s..s + rest], Some(&ids[s + 1..s + rest + 1]), 1, rest)?;
+        nats += model.losses().iter().map(|&l| l as f64).sum::<f64>();
+    }
+    Ok((nats, preds))
+}
+
+/// Scores `ids`, the tokenization of a text of `text_bytes` bytes.
+pub fn evaluate(model: &mut Gpt, ids: &[u32], text_bytes: usize, window: usize, batch: usize) -> Result<EvalResult> {
+    let (nats, preds) = score_tokens(model, ids, window, batch)?;
+    let loss = nats / preds as f64;
     Ok(EvalResult { loss, perplexity: loss.exp(), bits_per_byte: nats / (std::f64::consts::LN_2 * text_bytes.max(1) as f64), tokens: ids.len() })
 }

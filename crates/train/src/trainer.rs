@@ -105,6 +105,10 @@ pub struct TrainSummary {
     pub val_loss: Option<f32>,
     pub tok_per_s: f64,
     pub interrupted: bool,
+    /// Loss over the whole validation split at the end of training, scored
+    /// exactly as `attn eval --data OUT/data/val.bin --seq-len T` scores it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_loss_full: Option<f64>,
 }
 
 struct Session {
@@ -258,7 +262,7 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
     let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
     let bar = progress_bar(cfg.steps, s.start_step, run.quiet);
     let run_start = Instant::now();
-    let mut summary = TrainSummary { step: s.start_step, train_loss: f32::NAN, val_loss: None, tok_per_s: 0.0, interrupted: false };
+    let mut summary = TrainSummary { step: s.start_step, train_loss: f32::NAN, val_loss: None, tok_per_s: 0.0, interrupted: false, val_loss_full: None };
     let mut tokens_done = 0usize;
     let title = format!("{} — loss", run.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     for step in s.start_step + 1..=cfg.steps {
@@ -283,7 +287,7 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
         let is_eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps || stopping;
         let val_loss = if is_eval { Some(eval_loss(&mut s.model, &s.val, cfg, &mut x, &mut y)?) } else { None };
         s.metrics.push(StepRecord { step, train_loss: loss, lr, tok_per_s, grad_norm: norm, elapsed_s: run_start.elapsed().as_secs_f64(), val_loss })?;
-        summary = TrainSummary { step, train_loss: loss, val_loss: val_loss.or(summary.val_loss), tok_per_s: tokens_done as f64 / run_start.elapsed().as_secs_f64(), interrupted: false };
+        summary = TrainSummary { step, train_loss: loss, val_loss: val_loss.or(summary.val_loss), tok_per_s: tokens_done as f64 / run_start.elapsed().as_secs_f64(), interrupted: false, val_loss_full: None };
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {tok_per_s:.0} tok/s"));
         if let Some(v) = val_loss {
@@ -299,6 +303,15 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
         }
     }
     bar.finish_and_clear();
+    if !summary.interrupted && summary.step == cfg.steps {
+        // The periodic evals sample random windows (cheap, but an estimate);
+        // the final one covers the whole split, in order.
+        let (nats, preds) = crate::eval::score_tokens(&mut s.model, &s.val.to_vec(), t, b)?;
+        summary.val_loss_full = Some(nats / preds as f64);
+        if !run.quiet {
+            println!("final val loss over the whole val split ({} tokens): {:.4}", s.val.len(), nats / preds as f64);
+        }
+    }
     if summary.interrupted && !run.quiet {
         println!("stopped after step {}; checkpoint saved in {}; continue with the same command plus --resume", summary.step, run.out.display());
     }
