@@ -2,7 +2,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
-use attn_generate::{generate, Sampler, SamplerConfig, StopStrings};
+use attn_generate::{generate, Sampler, SamplerConfig, StopStrings, Utf8Stream};
 use attn_tokenizer::{CharTokenizer, Tokenizer};
 use clap::Args;
 
@@ -51,20 +51,27 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     // a context overflow) prints nothing else.
     let mut echo = Some(a.prompt.as_str());
     let mut stops = StopStrings::new(a.stop.clone());
+    let mut utf8 = Utf8Stream::default();
     let mut io_err = None;
+    let mut stopped = false;
     generate(&mut model, &prompt, a.max_new_tokens, a.sliding_window, &mut sampler, |id| {
-        // A character tokenizer never splits a character, so each id decodes whole.
-        let (text, stop) = stops.push(&tok.decode(&[id]).unwrap_or_default());
+        // Bytes, not text: a byte-level token may end inside a character.
+        let (text, stop) = stops.push(&utf8.push(&tok.decode_bytes(&[id]).unwrap_or_default()));
         let prompt = echo.take().unwrap_or("");
         if let Err(e) = write!(out, "{prompt}{text}").and_then(|_| out.flush()) {
             io_err = Some(e);
             return false;
         }
+        stopped = stop;
         !stop
     })?;
     if let Some(e) = io_err {
         return Err(e.into());
     }
-    writeln!(out, "{}", stops.finish())?;
+    if !stopped {
+        let (tail, _) = stops.push(&utf8.finish());
+        write!(out, "{tail}{}", stops.finish())?;
+    }
+    writeln!(out)?;
     Ok(())
 }

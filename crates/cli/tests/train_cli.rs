@@ -141,6 +141,8 @@ fn resume_continues_bit_for_bit() {
         let o = attn(&[&["generate", "--model", a_s, "--prompt", "Line", "--max-new-tokens", "5"][..], &bad[..]].concat());
         assert!(!o.status.success() && !stderr(&o).contains("panicked"), "{bad:?}");
     }
+    let o = attn(&["generate", "--model", a_s, "--prompt", "", "--max-new-tokens", "5"]);
+    assert!(!o.status.success() && stderr(&o).contains("empty"), "{}", stderr(&o));
     let o = attn(&["generate", "--model", dir.path().join("nope").to_str().unwrap(), "--prompt", "x"]);
     assert!(!o.status.success() && stderr(&o).contains("nope"), "{}", stderr(&o));
 }

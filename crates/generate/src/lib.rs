@@ -182,6 +182,52 @@ pub fn generate(
     Ok(ids)
 }
 
+/// Turns a stream of byte chunks into text without ever splitting a UTF-8
+/// character: an incomplete sequence at the end of a chunk waits for the next
+/// one; bytes that can never be valid become U+FFFD.
+#[derive(Default)]
+pub struct Utf8Stream {
+    pending: Vec<u8>,
+}
+
+impl Utf8Stream {
+    pub fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let mut out = String::new();
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return out;
+                }
+                Err(e) => {
+                    let good = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("validated prefix"));
+                    match e.error_len() {
+                        // Incomplete at the end: keep it for the next chunk.
+                        None => {
+                            self.pending.drain(..good);
+                            return out;
+                        }
+                        Some(bad) => {
+                            out.push(char::REPLACEMENT_CHARACTER);
+                            self.pending.drain(..good + bad);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whatever is left at the end of the stream (an unfinished character).
+    pub fn finish(&mut self) -> String {
+        let rest = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        rest
+    }
+}
+
 /// Holds back streamed text that might be the start of a stop string, so a
 /// stop string is never printed, not even in part.
 pub struct StopStrings {
@@ -253,6 +299,48 @@ mod tests {
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
+    }
+
+    #[test]
+    fn top_k_keeps_the_k_most_likely() {
+        let logits = [1.0f32, 3.0, 2.0, 0.5];
+        let mut s = Sampler::new(SamplerConfig { top_k: 2, ..Default::default() }, 0).unwrap();
+        let d = s.distribution(&logits).to_vec();
+        assert_eq!(d.iter().map(|p| p.1).collect::<Vec<_>>(), vec![1, 2]);
+        // Renormalized softmax over the two: e^3 / (e^3 + e^2)
+        assert!((d[0].0 - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+        let mut rng_draws = Sampler::new(SamplerConfig { top_k: 2, ..Default::default() }, 5).unwrap();
+        assert!((0..200).all(|_| matches!(rng_draws.sample(&logits), 1 | 2)));
+    }
+
+    #[test]
+    fn temperature_sharpens_and_flattens() {
+        let logits = [1.0f32, 2.0];
+        let p_hi = |t: f32| Sampler::new(SamplerConfig { temperature: t, ..Default::default() }, 0).unwrap().distribution(&logits)[0].0;
+        // softmax([1, 2] / T)[1] = 1 / (1 + e^(-1/T))
+        for t in [0.5f32, 1.0, 2.0] {
+            assert!((p_hi(t) - 1.0 / (1.0 + (-1.0 / t).exp())).abs() < 1e-6);
+        }
+        assert!(p_hi(0.5) > p_hi(1.0) && p_hi(1.0) > p_hi(2.0));
+    }
+
+    #[test]
+    fn utf8_split_across_chunks_prints_whole() {
+        let text = "héllo 世界 🎉";
+        let bytes = text.as_bytes();
+        // Feed one byte at a time: every multi-byte character arrives split.
+        let mut st = Utf8Stream::default();
+        let mut out = String::new();
+        for b in bytes {
+            let piece = st.push(std::slice::from_ref(b));
+            assert!(!piece.contains(char::REPLACEMENT_CHARACTER), "garbage printed: {piece:?}");
+            out.push_str(&piece);
+        }
+        out.push_str(&st.finish());
+        assert_eq!(out, text);
+        // Bytes that can never be UTF-8 become U+FFFD, and the stream goes on.
+        let mut st = Utf8Stream::default();
+        assert_eq!(st.push(&[b'a', 0xFF, b'b']), "a\u{FFFD}b");
     }
 
     #[test]

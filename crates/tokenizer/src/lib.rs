@@ -35,6 +35,12 @@ pub type Result<T> = std::result::Result<T, TokenizerError>;
 pub trait Tokenizer: Send + Sync {
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
     fn decode(&self, ids: &[u32]) -> Result<String>;
+    /// The raw bytes of `ids`. Byte-level tokenizers can end a token in the
+    /// middle of a UTF-8 character; streaming output goes through this and an
+    /// incremental UTF-8 decoder so such characters are printed whole.
+    fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        Ok(self.decode(ids)?.into_bytes())
+    }
     fn vocab_size(&self) -> usize;
     /// Writes a Hugging Face `tokenizer.json`.
     fn save(&self, path: &Path) -> Result<()>;
