@@ -38,10 +38,12 @@ fn logits_loss_and_gradients_match_pytorch() {
     let loss = model.forward(&x, Some(&y), b, t).unwrap().unwrap();
     // f32 GEMMs in a different summation order: ~1e-6 apart; the bar is 1e-4.
     let dl = max_abs(model.logits(), &f.read_f32("logits").unwrap());
+    eprintln!("max |logit difference| {dl:e}");
     assert!(dl < 1e-4, "logits differ by {dl:e}");
     let ref_loss = f.read_f32("loss").unwrap()[0];
     assert!((loss - ref_loss).abs() < 1e-5, "loss {loss} vs {ref_loss}");
     model.backward(1.0).unwrap();
+    let mut worst = (0.0f32, String::new());
     // Gradients: within 1e-3 of the largest gradient of the same tensor, so
     // that near-zero entries are not judged by an unstable relative error.
     for e in &model.layout.entries {
@@ -50,7 +52,11 @@ fn logits_loss_and_gradients_match_pytorch() {
         let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
         let rel = max_abs(ours, &theirs) / scale;
         assert!(rel < 1e-3, "{}: relative gradient difference {rel:e}", e.name);
+        if rel > worst.0 {
+            worst = (rel, e.name.clone());
+        }
     }
+    eprintln!("worst relative gradient difference {:e} ({})", worst.0, worst.1);
 }
 
 #[test]
@@ -61,11 +67,14 @@ fn ten_adamw_steps_match_pytorch() {
     let want = f.read_f32("step_losses").unwrap();
     let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
     let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &model.layout);
+    let mut worst = 0.0f32;
     for (step, &w) in want.iter().enumerate() {
         model.zero_grad();
         let loss = model.forward(&x, Some(&y), 3, 10).unwrap().unwrap();
         assert!((loss - w).abs() < 1e-4, "step {step}: loss {loss} vs pytorch {w}");
+        worst = worst.max((loss - w).abs());
         model.backward(1.0).unwrap();
         opt.step(&mut model.params, &model.grads, 1e-2, 1.0);
     }
+    eprintln!("worst step-loss difference over 10 AdamW steps {worst:e}");
 }
