@@ -14,6 +14,8 @@
 //! assert_eq!(tok.vocab_size(), 8); // ' ', d, e, h, l, o, r, w
 //! ```
 
+pub mod bpe;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 

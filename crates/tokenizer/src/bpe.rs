@@ -1,0 +1,272 @@
+//! Byte-level BPE: GPT-2 / tiktoken style.
+//!
+//! Text is split into pieces by a regex (GPT-2's or cl100k's pattern), each
+//! piece's UTF-8 bytes start as single-byte tokens, and adjacent parts are
+//! merged, lowest rank first, while their concatenation is in the vocabulary.
+//! The rank of a token is its id (as in tiktoken files, and as GPT-2's
+//! `vocab.json` ids follow its merge order), so one table serves both.
+//!
+//! ```text
+//! "hello world" -> pieces ["hello", " world"] -> [31373, 995]   (r50k)
+//! ```
+
+use std::path::Path;
+
+use rustc_hash::FxHashMap;
+
+use crate::{Result, TokenizerError};
+
+/// GPT-2's pre-tokenizer (r50k).
+pub const GPT2_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// cl100k's pre-tokenizer (GPT-3.5 / GPT-4).
+pub const CL100K_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// Which special tokens `encode` may produce from the text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllowedSpecial {
+    /// Every special token in the text becomes its id.
+    All,
+    /// Special-token strings are encoded as ordinary text.
+    None,
+    /// Only these become ids; others are ordinary text.
+    Set(Vec<String>),
+    /// Any special-token string in the text is an error.
+    Raise,
+}
+
+pub struct BytePairEncoder {
+    /// token bytes -> id (= merge rank)
+    ranks: FxHashMap<Vec<u8>, u32>,
+    /// id -> token bytes, specials included
+    tokens: Vec<Vec<u8>>,
+    specials: Vec<(String, u32)>,
+    pattern: fancy_regex::Regex,
+    pattern_src: String,
+}
+
+impl BytePairEncoder {
+    /// From a rank table (bytes -> id), special tokens and a split pattern.
+    pub fn new(ranks: FxHashMap<Vec<u8>, u32>, specials: Vec<(String, u32)>, pattern: &str) -> Result<Self> {
+        let bad = |msg: String| TokenizerError::Format { path: "<bpe>".into(), msg };
+        let re = fancy_regex::Regex::new(pattern).map_err(|e| bad(format!("pattern does not compile: {e}")))?;
+        let n = ranks.values().chain(specials.iter().map(|s| &s.1)).map(|&r| r as usize + 1).max().unwrap_or(0);
+        let mut tokens = vec![Vec::new(); n];
+        for (b, &r) in &ranks {
+            tokens[r as usize] = b.clone();
+        }
+        for (s, r) in &specials {
+            tokens[*r as usize] = s.as_bytes().to_vec();
+        }
+        for b in 0..=255u8 {
+            if !ranks.contains_key(&vec![b]) {
+                return Err(bad(format!("the vocabulary lacks the single byte {b:#04x}; byte-level BPE needs all 256")));
+            }
+        }
+        Ok(BytePairEncoder { ranks, tokens, specials, pattern: re, pattern_src: pattern.to_string() })
+    }
+
+    /// A tiktoken rank file: one `base64(token) rank` per line.
+    pub fn load_tiktoken(path: &Path, specials: Vec<(String, u32)>, pattern: &str) -> Result<Self> {
+        use base64::Engine;
+        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io { path: path.into(), source })?;
+        let mut ranks = FxHashMap::default();
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let bad = |what: &str| TokenizerError::Format { path: path.into(), msg: format!("line {}: {what}; expected `BASE64 RANK`", i + 1) };
+            let (tok, rank) = line.split_once(' ').ok_or_else(|| bad("no space"))?;
+            let bytes = base64::engine::general_purpose::STANDARD.decode(tok).map_err(|_| bad("invalid base64"))?;
+            let rank: u32 = rank.trim().parse().map_err(|_| bad("rank is not an integer"))?;
+            ranks.insert(bytes, rank);
+        }
+        Self::new(ranks, specials, pattern).map_err(|e| relabel(e, path))
+    }
+
+    /// GPT-2's `vocab.json` (also `encoder.json`) and `merges.txt` (also `vocab.bpe`).
+    pub fn load_gpt2(vocab: &Path, merges: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(vocab).map_err(|source| TokenizerError::Io { path: vocab.into(), source })?;
+        let map: std::collections::HashMap<String, u32> =
+            serde_json::from_str(&text).map_err(|e| TokenizerError::Format { path: vocab.into(), msg: format!("not a JSON object of token -> id: {e}") })?;
+        // Every multi-character token the merges produce; a vocab entry that no
+        // merge produces and that is not a single byte is an added token such
+        // as <|endoftext|> (which is spelled in printable bytes, so its
+        // characters alone cannot tell).
+        let m = std::fs::read_to_string(merges).map_err(|source| TokenizerError::Io { path: merges.into(), source })?;
+        let mut merged = std::collections::HashSet::new();
+        for (i, line) in m.lines().enumerate().filter(|(_, l)| !l.starts_with("#version") && !l.trim().is_empty()) {
+            let (a, b) = line
+                .split_once(' ')
+                .ok_or_else(|| TokenizerError::Format { path: merges.into(), msg: format!("line {}: expected two tokens separated by a space", i + 1) })?;
+            merged.insert(format!("{a}{b}"));
+        }
+        let decode = unicode_to_bytes();
+        let mut ranks = FxHashMap::default();
+        let mut specials = Vec::new();
+        for (tok, id) in map {
+            let bytes = tok.chars().map(|c| decode.get(&c).copied()).collect::<Option<Vec<u8>>>();
+            match bytes {
+                Some(b) if b.len() == 1 || merged.contains(&tok) => {
+                    ranks.insert(b, id);
+                }
+                _ => specials.push((tok, id)),
+            }
+        }
+        Self::new(ranks, specials, GPT2_PATTERN).map_err(|e| relabel(e, vocab))
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern_src
+    }
+
+    pub fn special_tokens(&self) -> &[(String, u32)] {
+        &self.specials
+    }
+
+    /// Encodes `text`, turning the special tokens that `allowed` permits into their ids.
+    pub fn encode(&self, text: &str, allowed: &AllowedSpecial) -> Result<Vec<u32>> {
+        let mut out = Vec::new();
+        let mut rest = text;
+        while !rest.is_empty() {
+            // The earliest special token in `rest` that is allowed.
+            let next = self
+                .specials
+                .iter()
+                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s, *id)))
+                .filter(|(_, s, _)| match allowed {
+                    AllowedSpecial::All | AllowedSpecial::Raise => true,
+                    AllowedSpecial::None => false,
+                    AllowedSpecial::Set(set) => set.iter().any(|x| x == *s),
+                })
+                .min_by_key(|(at, s, _)| (*at, std::cmp::Reverse(s.len())));
+            match next {
+                Some((_, s, _)) if *allowed == AllowedSpecial::Raise => {
+                    return Err(TokenizerError::Format { path: "<input>".into(), msg: format!("the text contains the special token {s:?}; choose how to treat special tokens") });
+                }
+                Some((at, s, id)) => {
+                    self.encode_ordinary_into(&rest[..at], &mut out);
+                    out.push(id);
+                    rest = &rest[at + s.len()..];
+                }
+                None => {
+                    self.encode_ordinary_into(rest, &mut out);
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Encodes `text` with no special-token handling.
+    pub fn encode_ordinary(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.encode_ordinary_into(text, &mut out);
+        out
+    }
+
+    fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
+        for m in self.pattern.find_iter(text) {
+            // The patterns only fail on pathological backtracking; fall back to
+            // treating the rest as one piece rather than dropping text.
+            let piece = match m {
+                Ok(m) => m.as_str().as_bytes(),
+                Err(_) => text.as_bytes(),
+            };
+            match self.ranks.get(piece) {
+                Some(&id) => out.push(id),
+                None => self.merge_piece(piece, out),
+            }
+        }
+    }
+
+    /// BPE on one piece: repeatedly merge the adjacent pair whose
+    /// concatenation has the lowest rank. `parts[i]` is the start of part i.
+    fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        let mut parts: Vec<usize> = (0..=piece.len()).collect();
+        let rank_of = |parts: &[usize], i: usize| -> u32 {
+            if i + 2 < parts.len() {
+                self.ranks.get(&piece[parts[i]..parts[i + 2]]).copied().unwrap_or(u32::MAX)
+            } else {
+                u32::MAX
+            }
+        };
+        let mut pair_ranks: Vec<u32> = (0..parts.len() - 1).map(|i| rank_of(&parts, i)).collect();
+        loop {
+            let (best, &r) = match pair_ranks.iter().enumerate().min_by_key(|(_, &r)| r) {
+                Some(x) => x,
+                None => break,
+            };
+            if r == u32::MAX {
+                break;
+            }
+            parts.remove(best + 1);
+            pair_ranks.remove(best + 1);
+            pair_ranks[best] = rank_of(&parts, best);
+            if best > 0 {
+                pair_ranks[best - 1] = rank_of(&parts, best - 1);
+            }
+        }
+        for w in parts.windows(2) {
+            out.push(self.ranks[&piece[w[0]..w[1]]]);
+        }
+    }
+
+    /// The bytes of `ids`. Lossless: any byte string encodes and decodes back.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for &id in ids {
+            let t = self.tokens.get(id as usize).ok_or(TokenizerError::IdOutOfRange { id, vocab: self.tokens.len() })?;
+            out.extend_from_slice(t);
+        }
+        Ok(out)
+    }
+
+    /// Token bytes of one id (for display).
+    pub fn token_bytes(&self, id: u32) -> Option<&[u8]> {
+        self.tokens.get(id as usize).map(|t| t.as_slice())
+    }
+
+    /// Encodes arbitrary bytes: valid UTF-8 runs go through the pattern, and
+    /// every other byte is its own single-byte token (byte fallback).
+    pub fn encode_bytes(&self, bytes: &[u8]) -> Vec<u32> {
+        let mut out = Vec::new();
+        for chunk in bytes.utf8_chunks() {
+            self.encode_ordinary_into(chunk.valid(), &mut out);
+            for &b in chunk.invalid() {
+                out.push(self.ranks[&vec![b]]);
+            }
+        }
+        out
+    }
+}
+
+fn relabel(e: TokenizerError, path: &Path) -> TokenizerError {
+    match e {
+        TokenizerError::Format { msg, .. } => TokenizerError::Format { path: path.into(), msg },
+        other => other,
+    }
+}
+
+/// GPT-2's printable stand-ins for bytes in `vocab.json`: printable Latin-1
+/// bytes map to themselves, the other 68 to U+0100 onwards, in byte order.
+pub fn bytes_to_unicode() -> Vec<char> {
+    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+    let mut next = 0x100u32;
+    (0..256u32)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b).expect("Latin-1")
+            } else {
+                let c = char::from_u32(next).expect("BMP");
+                next += 1;
+                c
+            }
+        })
+        .collect()
+}
+
+fn unicode_to_bytes() -> FxHashMap<char, u8> {
+    bytes_to_unicode().into_iter().enumerate().map(|(b, c)| (c, b as u8)).collect()
+}
