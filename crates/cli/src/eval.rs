@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use attn_tokenizer::{CharTokenizer, Tokenizer};
+use attn_tokenizer::load_tokenizer;
 use clap::Args;
 
 #[derive(Args)]
@@ -28,7 +28,7 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let tok = CharTokenizer::load(&a.model.join("tokenizer.json")).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
+    let tok = load_tokenizer(&a.model, None).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
     let (mut model, _) = attn_model::checkpoint::load_gpt(&a.model).with_context(|| format!("loading the model in {}", a.model.display()))?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let ids = attn_train::data::TokenShard::open(&a.data)?.to_vec();

@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod generate;
+mod tokenizer;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +24,9 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Score a text file: loss, perplexity, bits per byte
     Eval(eval::EvalArgs),
+    /// Encode, decode, inspect and convert tokenizers
+    #[command(subcommand)]
+    Tokenizer(tokenizer::TokenizerCommand),
     /// Time training steps or the GEMM peak
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -44,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),
+        Command::Tokenizer(c) => tokenizer::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -8,8 +8,8 @@ pub enum ModelError {
     UnknownPreset(String, String),
     #[error("invalid model config: {0}")]
     InvalidConfig(String),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: invalid JSON: {source}")]
     Json { path: PathBuf, source: serde_json::Error },
     #[error("{path}: not a valid safetensors file ({detail}); the file may be truncated or corrupted, re-save or re-download it")]
@@ -28,5 +28,5 @@ pub type Result<T> = std::result::Result<T, ModelError>;
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {
     let path = path.into();
-    move |source| ModelError::Io { path, source }
+    move |err| ModelError::Io { path, err }
 }

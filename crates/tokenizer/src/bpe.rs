@@ -69,7 +69,7 @@ impl BytePairEncoder {
     /// A tiktoken rank file: one `base64(token) rank` per line.
     pub fn load_tiktoken(path: &Path, specials: Vec<(String, u32)>, pattern: &str) -> Result<Self> {
         use base64::Engine;
-        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
         let mut ranks = FxHashMap::default();
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let bad = |what: &str| TokenizerError::Format { path: path.into(), msg: format!("line {}: {what}; expected `BASE64 RANK`", i + 1) };
@@ -83,34 +83,83 @@ impl BytePairEncoder {
 
     /// GPT-2's `vocab.json` (also `encoder.json`) and `merges.txt` (also `vocab.bpe`).
     pub fn load_gpt2(vocab: &Path, merges: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(vocab).map_err(|source| TokenizerError::Io { path: vocab.into(), source })?;
+        let text = std::fs::read_to_string(vocab).map_err(|err| TokenizerError::Io { path: vocab.into(), err })?;
         let map: std::collections::HashMap<String, u32> =
             serde_json::from_str(&text).map_err(|e| TokenizerError::Format { path: vocab.into(), msg: format!("not a JSON object of token -> id: {e}") })?;
-        // Every multi-character token the merges produce; a vocab entry that no
-        // merge produces and that is not a single byte is an added token such
-        // as <|endoftext|> (which is spelled in printable bytes, so its
-        // characters alone cannot tell).
-        let m = std::fs::read_to_string(merges).map_err(|source| TokenizerError::Io { path: merges.into(), source })?;
-        let mut merged = std::collections::HashSet::new();
+        let m = std::fs::read_to_string(merges).map_err(|err| TokenizerError::Io { path: merges.into(), err })?;
+        let mut pairs = Vec::new();
         for (i, line) in m.lines().enumerate().filter(|(_, l)| !l.starts_with("#version") && !l.trim().is_empty()) {
             let (a, b) = line
                 .split_once(' ')
                 .ok_or_else(|| TokenizerError::Format { path: merges.into(), msg: format!("line {}: expected two tokens separated by a space", i + 1) })?;
-            merged.insert(format!("{a}{b}"));
+            pairs.push(format!("{a}{b}"));
         }
+        Self::from_vocab(map, &pairs, Vec::new(), GPT2_PATTERN).map_err(|e| relabel(e, vocab))
+    }
+
+    /// From a GPT-2-style vocabulary (tokens in the byte-to-unicode alphabet),
+    /// the concatenations its merges produce, and added tokens.
+    ///
+    /// A vocab entry that no merge produces and that is not a single byte is
+    /// an added token such as <|endoftext|> (which is spelled in printable
+    /// bytes, so its characters alone cannot tell).
+    pub fn from_vocab(vocab: std::collections::HashMap<String, u32>, merged: &[String], added: Vec<(String, u32)>, pattern: &str) -> Result<Self> {
+        let merged: std::collections::HashSet<&str> = merged.iter().map(|s| s.as_str()).collect();
         let decode = unicode_to_bytes();
         let mut ranks = FxHashMap::default();
-        let mut specials = Vec::new();
-        for (tok, id) in map {
+        let mut specials = added;
+        for (tok, id) in vocab {
+            if specials.iter().any(|(s, i)| *s == tok || *i == id) {
+                continue;
+            }
             let bytes = tok.chars().map(|c| decode.get(&c).copied()).collect::<Option<Vec<u8>>>();
             match bytes {
-                Some(b) if b.len() == 1 || merged.contains(&tok) => {
+                Some(b) if b.len() == 1 || merged.contains(tok.as_str()) => {
                     ranks.insert(b, id);
                 }
                 _ => specials.push((tok, id)),
             }
         }
-        Self::new(ranks, specials, GPT2_PATTERN).map_err(|e| relabel(e, vocab))
+        Self::new(ranks, specials, pattern)
+    }
+
+    /// A Hugging Face `tokenizer.json` with a byte-level BPE model: GPT-2's
+    /// ByteLevel pre-tokenizer, or a Split regex followed by ByteLevel.
+    pub fn from_hf_json(json: &serde_json::Value, path: &Path) -> Result<Self> {
+        let bad = |msg: String| TokenizerError::Format { path: path.into(), msg };
+        let model = &json["model"];
+        let vocab: std::collections::HashMap<String, u32> =
+            serde_json::from_value(model["vocab"].clone()).map_err(|e| bad(format!("model.vocab is not an object of token -> id: {e}")))?;
+        let merges = model["merges"].as_array().ok_or_else(|| bad("model.merges is missing".into()))?;
+        let mut pairs = Vec::with_capacity(merges.len());
+        for (i, m) in merges.iter().enumerate() {
+            // Older files write "a b", newer ones ["a", "b"].
+            let pair = match m {
+                serde_json::Value::String(s) => s.split_once(' ').map(|(a, b)| format!("{a}{b}")),
+                serde_json::Value::Array(v) if v.len() == 2 => Some(format!("{}{}", v[0].as_str().unwrap_or(""), v[1].as_str().unwrap_or(""))),
+                _ => None,
+            };
+            pairs.push(pair.ok_or_else(|| bad(format!("model.merges[{i}] is neither \"a b\" nor [\"a\", \"b\"]")))?);
+        }
+        let added = json["added_tokens"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| Some((t["content"].as_str()?.to_string(), t["id"].as_u64()? as u32))).collect())
+            .unwrap_or_default();
+        let pre = &json["pre_tokenizer"];
+        let pattern = match pre["type"].as_str() {
+            Some("ByteLevel") if pre["use_regex"].as_bool() != Some(false) => {
+                if pre["add_prefix_space"].as_bool() == Some(true) {
+                    return Err(bad("pre_tokenizer.add_prefix_space = true is not supported".into()));
+                }
+                GPT2_PATTERN.to_string()
+            }
+            Some("Sequence") => pre["pretokenizers"]
+                .as_array()
+                .and_then(|list| list.iter().find_map(|p| p["pattern"]["Regex"].as_str().map(str::to_string)))
+                .ok_or_else(|| bad("pre_tokenizer.pretokenizers has no Split regex".into()))?,
+            other => return Err(bad(format!("pre_tokenizer.type {other:?} is not a byte-level pre-tokenizer this build reads"))),
+        };
+        Self::from_vocab(vocab, &pairs, added, &pattern).map_err(|e| relabel(e, path))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -184,10 +233,17 @@ impl BytePairEncoder {
     /// BPE on one piece: repeatedly merge the adjacent pair whose
     /// concatenation has the lowest rank. `parts[i]` is the start of part i.
     fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        for w in self.split_piece(piece, u32::MAX).windows(2) {
+            out.push(self.ranks[&piece[w[0]..w[1]]]);
+        }
+    }
+
+    /// Part boundaries of `piece` after BPE using only ranks below `limit`.
+    fn split_piece(&self, piece: &[u8], limit: u32) -> Vec<usize> {
         let mut parts: Vec<usize> = (0..=piece.len()).collect();
         let rank_of = |parts: &[usize], i: usize| -> u32 {
             if i + 2 < parts.len() {
-                self.ranks.get(&piece[parts[i]..parts[i + 2]]).copied().unwrap_or(u32::MAX)
+                self.ranks.get(&piece[parts[i]..parts[i + 2]]).copied().filter(|&r| r < limit).unwrap_or(u32::MAX)
             } else {
                 u32::MAX
             }
@@ -208,9 +264,46 @@ impl BytePairEncoder {
                 pair_ranks[best - 1] = rank_of(&parts, best - 1);
             }
         }
-        for w in parts.windows(2) {
-            out.push(self.ranks[&piece[w[0]..w[1]]]);
-        }
+        parts
+    }
+
+    /// A Hugging Face `tokenizer.json` (byte-level BPE) describing this
+    /// tokenizer. Each multi-byte token's merge is the split BPE reaches with
+    /// only lower ranks allowed, so HF's pair-rank merging and this
+    /// encoder's concatenation-rank merging agree.
+    pub fn to_hf_json(&self) -> serde_json::Value {
+        let map = bytes_to_unicode();
+        let show = |b: &[u8]| b.iter().map(|&x| map[x as usize]).collect::<String>();
+        let mut by_rank: Vec<(u32, &Vec<u8>)> = self.ranks.iter().map(|(b, &r)| (r, b)).collect();
+        by_rank.sort();
+        let vocab: serde_json::Map<String, serde_json::Value> = by_rank.iter().map(|(r, b)| (show(b), (*r).into())).collect();
+        let merges: Vec<serde_json::Value> = by_rank
+            .iter()
+            .filter(|(_, b)| b.len() > 1)
+            .filter_map(|(r, b)| {
+                let parts = self.split_piece(b, *r);
+                (parts.len() == 3).then(|| serde_json::json!([show(&b[..parts[1]]), show(&b[parts[1]..])]))
+            })
+            .collect();
+        let added: Vec<serde_json::Value> = self
+            .specials
+            .iter()
+            .map(|(s, id)| serde_json::json!({"id": id, "content": s, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}))
+            .collect();
+        let pre = if self.pattern_src == GPT2_PATTERN {
+            serde_json::json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
+        } else {
+            serde_json::json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": self.pattern_src}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]})
+        };
+        serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
+            "pre_tokenizer": pre, "post_processor": null,
+            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+            "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
+                      "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
+        })
     }
 
     /// The bytes of `ids`. Lossless: any byte string encodes and decodes back.
@@ -269,4 +362,29 @@ pub fn bytes_to_unicode() -> Vec<char> {
 
 fn unicode_to_bytes() -> FxHashMap<char, u8> {
     bytes_to_unicode().into_iter().enumerate().map(|(b, c)| (c, b as u8)).collect()
+}
+
+impl crate::Tokenizer for BytePairEncoder {
+    /// Special tokens in the text become their ids, as HF tokenizers does.
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        BytePairEncoder::encode(self, text, &AllowedSpecial::All)
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.decode_bytes(ids)?).into_owned())
+    }
+
+    fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
+        BytePairEncoder::decode_bytes(self, ids)
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.tokens.len()
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string(&self.to_hf_json()).expect("serializes");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|err| TokenizerError::Io { path: path.into(), err })
+    }
 }

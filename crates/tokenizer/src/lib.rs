@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
     #[error("character {ch:?} (U+{code:04X}) is not in the tokenizer's vocabulary; a character-level tokenizer only knows the characters of its training text")]
@@ -48,6 +48,49 @@ pub trait Tokenizer: Send + Sync {
     fn save(&self, path: &Path) -> Result<()>;
 }
 
+/// Loads any tokenizer `--tokenizer` accepts:
+/// - a `tokenizer.json` (character-level WordLevel, or byte-level BPE);
+/// - a folder holding `tokenizer.json`, or `vocab.json` + `merges.txt`;
+/// - a `.tiktoken` rank file, with `pattern` (default: GPT-2's for r50k/p50k/gpt2
+///   file names, cl100k's otherwise) and, for the OpenAI encodings named in
+///   the file name, their special tokens.
+pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Tokenizer>> {
+    use bpe::{BytePairEncoder, CL100K_PATTERN, GPT2_PATTERN};
+    if path.is_dir() {
+        if path.join("tokenizer.json").exists() {
+            return load_tokenizer(&path.join("tokenizer.json"), pattern);
+        }
+        let (v, m) = (path.join("vocab.json"), path.join("merges.txt"));
+        if v.exists() && m.exists() {
+            return Ok(Box::new(BytePairEncoder::load_gpt2(&v, &m)?));
+        }
+        return Err(TokenizerError::Format { path: path.into(), msg: "the folder has neither tokenizer.json nor vocab.json + merges.txt".into() });
+    }
+    let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if name.ends_with(".tiktoken") {
+        let default = if ["r50k", "p50k", "gpt2"].iter().any(|k| name.contains(k)) { GPT2_PATTERN } else { CL100K_PATTERN };
+        // Special tokens are not in rank files; these are OpenAI's published ids.
+        let specials: &[(&str, u32)] = if name.contains("cl100k") {
+            &[("<|endoftext|>", 100257), ("<|fim_prefix|>", 100258), ("<|fim_middle|>", 100259), ("<|fim_suffix|>", 100260), ("<|endofprompt|>", 100276)]
+        } else if name.contains("o200k") {
+            &[("<|endoftext|>", 199999), ("<|endofprompt|>", 200018)]
+        } else if ["r50k", "p50k", "gpt2"].iter().any(|k| name.contains(k)) {
+            &[("<|endoftext|>", 50256)]
+        } else {
+            &[]
+        };
+        let specials = specials.iter().map(|(s, i)| (s.to_string(), *i)).collect();
+        return Ok(Box::new(BytePairEncoder::load_tiktoken(path, specials, pattern.unwrap_or(default))?));
+    }
+    let text = std::fs::read_to_string(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
+    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| TokenizerError::Format { path: path.into(), msg: format!("invalid JSON: {e}") })?;
+    match json["model"]["type"].as_str() {
+        Some("BPE") => Ok(Box::new(BytePairEncoder::from_hf_json(&json, path)?)),
+        Some("WordLevel") => Ok(Box::new(CharTokenizer::load(path)?)),
+        other => Err(TokenizerError::Format { path: path.into(), msg: format!("model.type {other:?}: expected \"BPE\" (byte-level) or \"WordLevel\" (character-level)") }),
+    }
+}
+
 /// One id per character.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CharTokenizer {
@@ -68,7 +111,7 @@ impl CharTokenizer {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io { path: path.into(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
         let fmt = |msg: String| TokenizerError::Format { path: path.into(), msg };
         let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| fmt(format!("invalid JSON: {e}")))?;
         let model = json.get("model").ok_or_else(|| fmt("no \"model\" field".into()))?;
@@ -123,7 +166,7 @@ impl Tokenizer for CharTokenizer {
         });
         let text = serde_json::to_string_pretty(&json).expect("serializes");
         let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|source| TokenizerError::Io { path: path.into(), source })
+        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|err| TokenizerError::Io { path: path.into(), err })
     }
 }
 

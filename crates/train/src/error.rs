@@ -2,8 +2,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{0}")]
     Data(String),
     #[error("{0}")]
@@ -21,6 +21,6 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 impl TrainError {
     pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError {
         let path = path.to_path_buf();
-        move |source| TrainError::Io { path, source }
+        move |err| TrainError::Io { path, err }
     }
 }

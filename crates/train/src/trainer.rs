@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use attn_model::checkpoint::{load_gpt, save_gpt, save_tensors, TensorFile};
 use attn_model::{Gpt, GptConfig};
-use attn_tokenizer::{CharTokenizer, Tokenizer};
+use attn_tokenizer::{load_tokenizer, CharTokenizer, Tokenizer};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{read_corpus, split, write_shard, TokenShard};
@@ -78,7 +78,8 @@ impl TrainConfig {
 pub enum TokenizerSpec {
     /// Train a character-level vocabulary on the corpus.
     Char,
-    /// A saved character-level `tokenizer.json`.
+    /// Any tokenizer `attn_tokenizer::load_tokenizer` reads (tokenizer.json,
+    /// a vocab.json + merges.txt folder, a .tiktoken file).
     File(PathBuf),
 }
 
@@ -127,9 +128,9 @@ fn data_dir(out: &Path) -> PathBuf {
 /// Tokenizes the corpus, writes the shards and a fresh model.
 fn start_fresh(run: &TrainRun) -> Result<Session> {
     let text = read_corpus(&run.data)?;
-    let tok = match &run.tokenizer {
-        TokenizerSpec::Char => CharTokenizer::train(&text),
-        TokenizerSpec::File(p) => CharTokenizer::load(p)?,
+    let tok: Box<dyn Tokenizer> = match &run.tokenizer {
+        TokenizerSpec::Char => Box::new(CharTokenizer::train(&text)),
+        TokenizerSpec::File(p) => load_tokenizer(p, None)?,
     };
     let ids = tok.encode(&text)?;
     let (train_ids, val_ids) = split(&ids, run.config.val_fraction);

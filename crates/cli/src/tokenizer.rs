@@ -1,0 +1,109 @@
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use attn_tokenizer::{load_tokenizer, Tokenizer};
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand)]
+pub enum TokenizerCommand {
+    /// Token ids of a text (or a file) on stdout, or a token shard with --out
+    Encode {
+        #[command(flatten)]
+        src: Source,
+        /// Text to encode (or use --data)
+        text: Option<String>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Write a token shard instead of printing ids
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Text of token ids
+    Decode {
+        #[command(flatten)]
+        src: Source,
+        ids: Vec<u32>,
+    },
+    /// Each token of a text with its id, e.g. "unhappiness" -> un|happiness
+    Show {
+        #[command(flatten)]
+        src: Source,
+        text: String,
+    },
+    /// Save any supported tokenizer as a Hugging Face tokenizer.json
+    Convert {
+        #[command(flatten)]
+        src: Source,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Args)]
+pub struct Source {
+    /// tokenizer.json, a folder (tokenizer.json or vocab.json + merges.txt), or a .tiktoken file
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Pre-tokenizer regex for .tiktoken files: gpt2, cl100k, or a regex
+    #[arg(long)]
+    pattern: Option<String>,
+}
+
+impl Source {
+    fn load(&self) -> anyhow::Result<Box<dyn Tokenizer>> {
+        let pattern = self.pattern.as_deref().map(|p| match p {
+            "gpt2" => attn_tokenizer::bpe::GPT2_PATTERN,
+            "cl100k" => attn_tokenizer::bpe::CL100K_PATTERN,
+            custom => custom,
+        });
+        load_tokenizer(&self.tokenizer, pattern).with_context(|| format!("loading the tokenizer {}", self.tokenizer.display()))
+    }
+}
+
+pub fn run(c: TokenizerCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match c {
+        TokenizerCommand::Encode { src, text, data, out: shard } => {
+            let tok = src.load()?;
+            let text = match (text, data) {
+                (Some(t), None) => t,
+                (None, Some(f)) => attn_train::data::read_corpus(&[f])?,
+                _ => anyhow::bail!("give either TEXT or --data FILE"),
+            };
+            // A file is encoded as one text, so the ids are exactly those of the whole.
+            let ids = tok.encode(&text)?;
+            match shard {
+                Some(p) => {
+                    attn_train::data::write_shard(&p, &ids, tok.vocab_size())?;
+                    eprintln!("{} tokens ({:.2} bytes/token) -> {}", ids.len(), text.len() as f64 / ids.len().max(1) as f64, p.display());
+                }
+                None => writeln!(out, "{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "))?,
+            }
+        }
+        TokenizerCommand::Decode { src, ids } => {
+            let tok = src.load()?;
+            write!(out, "{}", String::from_utf8_lossy(&tok.decode_bytes(&ids)?))?;
+        }
+        TokenizerCommand::Show { src, text } => {
+            let tok = src.load()?;
+            let ids = tok.encode(&text)?;
+            // A byte-level token can hold part of a character: show its bytes.
+            let piece = |i: u32| {
+                let b = tok.decode_bytes(&[i]).unwrap_or_default();
+                String::from_utf8(b.clone()).unwrap_or_else(|_| b.escape_ascii().to_string())
+            };
+            let pieces: Vec<String> = ids.iter().map(|&i| piece(i)).collect();
+            writeln!(out, "{}", pieces.join("|"))?;
+            for (p, i) in pieces.iter().zip(&ids) {
+                writeln!(out, "{i:>8}  {p:?}")?;
+            }
+        }
+        TokenizerCommand::Convert { src, out: path } => {
+            let tok = src.load()?;
+            tok.save(&path)?;
+            eprintln!("wrote {} ({} tokens)", path.display(), tok.vocab_size());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+"""Checks that attn's byte-level BPE agrees with tiktoken and that the
+tokenizer.json attn writes loads in Hugging Face `tokenizers` with identical
+ids. Needs scripts/fetch_tokenizers.sh and scripts/fetch_shakespeare.sh.
+
+  .cache/venv-ref/bin/python tools/reference/check_tokenizer_json.py
+"""
+import json, subprocess, tempfile, os
+import tiktoken
+from tiktoken.load import load_tiktoken_bpe
+from tokenizers import Tokenizer
+
+text = open(".cache/data/shakespeare.txt", encoding="utf-8").read()
+text += "\nПривет мир 你好世界 🎉👩‍👩‍👧 code: fn main() { let x = 12345; }\n\n\n   spaces\t\ttabs"
+tmp = tempfile.mkdtemp()
+src = os.path.join(tmp, "text.txt")
+open(src, "w", encoding="utf-8").write(text)
+gpt2_pat = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
+cl_pat = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+cases = [("r50k (vocab.json + merges.txt)", ".cache/tokenizers/gpt2"), ("cl100k (.tiktoken)", ".cache/tokenizers/cl100k_base.tiktoken")]
+results = []
+for name, path in cases:
+    out = os.path.join(tmp, "tokenizer.json")
+    subprocess.run(["target/release/attn", "tokenizer", "convert", "--tokenizer", path, "--out", out], check=True, capture_output=True)
+    ours = [int(x) for x in subprocess.run(["target/release/attn", "tokenizer", "encode", "--tokenizer", path, "--data", src],
+                                           check=True, capture_output=True, text=True).stdout.split()]
+    hf = Tokenizer.from_file(out).encode(text).ids
+    if path.endswith(".tiktoken"):
+        enc = tiktoken.Encoding("cl100k", pat_str=cl_pat, mergeable_ranks=load_tiktoken_bpe(path), special_tokens={})
+    else:
+        # GPT-2's ranks are its vocab ids: rebuild the rank table from the converted file.
+        ranks = {}
+        tj = json.load(open(out))
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+        cs, n = bs[:], 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b); cs.append(256 + n); n += 1
+        dec = {chr(c): b for b, c in zip(bs, cs)}
+        for tok, i in tj["model"]["vocab"].items():
+            ranks[bytes(dec[ch] for ch in tok)] = i
+        enc = tiktoken.Encoding("r50k", pat_str=gpt2_pat, mergeable_ranks=ranks, special_tokens={})
+    tk = enc.encode_ordinary(text)
+    results.append({"tokenizer": name, "bytes": len(text.encode()), "tokens": len(ours), "attn_eq_tiktoken": ours == tk, "hf_tokenizer_json_eq_tiktoken": hf == tk})
+for r in results:
+    print(json.dumps(r))
+assert all(r["attn_eq_tiktoken"] and r["hf_tokenizer_json_eq_tiktoken"] for r in results)
+print("ok")
