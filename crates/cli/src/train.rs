@@ -34,7 +34,8 @@ pub struct TrainArgs {
     /// Model size: gpt2-124m, gpt2-350m, shakespeare-char, baby
     #[arg(long, default_value = "baby")]
     preset: String,
-    /// "char" trains a character vocabulary on the data; or a tokenizer.json path
+    /// "char" trains a character vocabulary on the data; or a tokenizer file or folder
+    /// (tokenizer.json, vocab.json + merges.txt, .tiktoken)
     #[arg(long, default_value = "char")]
     tokenizer: String,
     #[arg(long, default_value_t = 2000)]
@@ -126,7 +127,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let tokenizer = match a.tokenizer.as_str() {
         "char" => TokenizerSpec::Char,
-        other if other.starts_with("bpe:") => anyhow::bail!("--tokenizer {other}: byte-level BPE is not in this build yet; use --tokenizer char"),
+        other if other.starts_with("bpe:") => anyhow::bail!(
+            "--tokenizer {other}: training a BPE vocabulary is not in this build yet; use --tokenizer char, or a tokenizer file \
+             (tokenizer.json, a vocab.json + merges.txt folder, or a .tiktoken file; scripts/fetch_tokenizers.sh fetches GPT-2's)"
+        ),
         path => TokenizerSpec::File(PathBuf::from(path)),
     };
     let stop = Arc::new(AtomicBool::new(false));
