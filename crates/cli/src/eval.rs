@@ -1,7 +1,6 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use attn_tokenizer::load_tokenizer;
 use clap::Args;
 
 #[derive(Args)]
@@ -28,11 +27,10 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let tok = load_tokenizer(&a.model, None).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
-    let (mut model, _) = attn_model::checkpoint::load_gpt(&a.model).with_context(|| format!("loading the model in {}", a.model.display()))?;
+    let (mut model, tok) = crate::load_model_dir(&a.model)?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let ids = attn_train::data::TokenShard::open(&a.data)?.to_vec();
-        let bytes = tok.decode(&ids).with_context(|| format!("{} does not match this model's tokenizer", a.data.display()))?.len();
+        let bytes = tok.decode_bytes(&ids).with_context(|| format!("{} does not match this model's tokenizer", a.data.display()))?.len();
         (ids, bytes)
     } else {
         let text = attn_train::data::read_corpus(std::slice::from_ref(&a.data))?;

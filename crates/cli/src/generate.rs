@@ -1,9 +1,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use attn_generate::{generate, Sampler, SamplerConfig, StopStrings, Utf8Stream};
-use attn_tokenizer::load_tokenizer;
 use clap::Args;
 
 #[derive(Args)]
@@ -42,8 +40,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let cfg = SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, repetition_penalty: a.repetition_penalty };
     let mut sampler = Sampler::new(cfg, a.seed)?;
-    let tok = load_tokenizer(&a.model, None).with_context(|| format!("loading the tokenizer of {}", a.model.display()))?;
-    let (mut model, _) = attn_model::checkpoint::load_gpt(&a.model).with_context(|| format!("loading the model in {}", a.model.display()))?;
+    let (mut model, tok) = crate::load_model_dir(&a.model)?;
     let prompt = tok.encode(&a.prompt)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization; give at least one character");
     let mut out = std::io::stdout().lock();

@@ -41,6 +41,14 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A model folder's weights and tokenizer (attn run folders and HF GPT-2 folders).
+pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Gpt, Box<dyn attn_tokenizer::Tokenizer>)> {
+    use anyhow::Context;
+    let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+    let (model, _) = attn_model::checkpoint::load_gpt(dir).with_context(|| format!("loading the model in {}", dir.display()))?;
+    Ok((model, tok))
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

@@ -34,8 +34,8 @@ pub struct SamplerConfig {
     pub top_k: usize,
     /// Keep the smallest set whose probability reaches p; 1 keeps all.
     pub top_p: f32,
-    /// > 1 makes tokens already in the text less likely (CTRL's rule: positive
-    /// logits are divided by it, negative ones multiplied); 1 disables.
+    /// Above 1 it makes tokens already in the text less likely (CTRL's rule:
+    /// positive logits are divided by it, negative ones multiplied); 1 disables.
     pub repetition_penalty: f32,
 }
 
@@ -76,10 +76,13 @@ impl Sampler {
         self.scratch.clear();
         self.scratch.extend(logits.iter().enumerate().map(|(i, &l)| (((l - max) / temp).exp(), i as u32)));
         // Ties broken by id so the order, and thus sampling, is deterministic.
-        self.scratch.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        if self.cfg.top_k > 0 {
+        let by_prob = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1));
+        if self.cfg.top_k > 0 && self.cfg.top_k < self.scratch.len() {
+            // Partition out the k largest first, so only k entries get sorted.
+            self.scratch.select_nth_unstable_by(self.cfg.top_k - 1, by_prob);
             self.scratch.truncate(self.cfg.top_k);
         }
+        self.scratch.sort_unstable_by(by_prob);
         let total: f32 = self.scratch.iter().map(|p| p.0).sum();
         let mut cum = 0.0;
         let n = self.scratch.len();
@@ -126,9 +129,24 @@ impl Sampler {
             return logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0 as u32;
         }
         let u: f32 = self.rng.gen();
-        let dist = self.distribution(logits).to_vec();
+        if self.cfg.top_k == 0 && self.cfg.top_p >= 1.0 {
+            // No filter needs the ranking: invert the CDF in id order, with no
+            // sort of the vocabulary and no allocation.
+            let temp = self.cfg.temperature;
+            let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+            let total: f32 = logits.iter().map(|&l| ((l - max) / temp).exp()).sum();
+            let mut cum = 0.0;
+            for (id, &l) in logits.iter().enumerate() {
+                cum += ((l - max) / temp).exp() / total;
+                if u < cum {
+                    return id as u32;
+                }
+            }
+            return logits.len().saturating_sub(1) as u32;
+        }
+        let dist = self.distribution(logits);
         let mut cum = 0.0;
-        for &(p, id) in &dist {
+        for &(p, id) in dist {
             cum += p;
             if u < cum {
                 return id;
@@ -311,6 +329,26 @@ mod tests {
         assert!((d[0].0 - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
         let mut rng_draws = Sampler::new(SamplerConfig { top_k: 2, ..Default::default() }, 5).unwrap();
         assert!((0..200).all(|_| matches!(rng_draws.sample(&logits), 1 | 2)));
+    }
+
+    #[test]
+    fn unfiltered_and_filtered_paths_sample_the_softmax() {
+        // top_k = 0 takes the unsorted fast path; top_k = 4 (all tokens) the
+        // sorted one. Both must match softmax([0, 1, 2, 0.5] / 0.7).
+        let logits = [0.0f32, 1.0, 2.0, 0.5];
+        let z: Vec<f64> = logits.iter().map(|&l| (l as f64 / 0.7).exp()).collect();
+        let want: Vec<f64> = z.iter().map(|x| x / z.iter().sum::<f64>()).collect();
+        for top_k in [0, 4] {
+            let mut s = Sampler::new(SamplerConfig { temperature: 0.7, top_k, ..Default::default() }, 42).unwrap();
+            let mut counts = [0usize; 4];
+            for _ in 0..40_000 {
+                counts[s.sample(&logits) as usize] += 1;
+            }
+            for i in 0..4 {
+                // 40k draws: standard error <= 0.0025, so 0.01 is 4 sigma.
+                assert!((counts[i] as f64 / 40_000.0 - want[i]).abs() < 0.01, "top_k {top_k}: {counts:?} vs {want:?}");
+            }
+        }
     }
 
     #[test]

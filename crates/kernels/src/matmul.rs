@@ -5,7 +5,6 @@
 //! the transposed operands of the backward pass just as fast, pure Rust, and
 //! with run-time CPU dispatch. See docs/PERFORMANCE.md.
 
-use crate::SendPtr;
 
 /// How a weight matrix is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,13 +196,10 @@ fn bias_backward(dbias: &mut [f32], dout: &[f32], oc: usize) {
         }
         return;
     }
-    let base = SendPtr(dout.as_ptr() as *mut f32);
     dbias.par_chunks_mut(cols).enumerate().for_each(|(j, db)| {
         let c0 = j * cols;
         for r in 0..n {
-            // Safety: reads only, within dout's bounds (r < n, c0 + len <= oc).
-            let row = unsafe { std::slice::from_raw_parts(base.get().add(r * oc + c0), db.len()) };
-            crate::simd::axpy(db, 1.0, row);
+            crate::simd::axpy(db, 1.0, &dout[r * oc + c0..r * oc + c0 + db.len()]);
         }
     });
 }

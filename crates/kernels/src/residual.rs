@@ -1,5 +1,6 @@
 //! Residual connection: out = a + b. Its backward is the identity into both
-//! inputs, which the model applies by keeping one running residual gradient.
+//! inputs, so there is no backward kernel: the model keeps one running
+//! residual-stream gradient and hands it to both branches unchanged.
 
 use rayon::prelude::*;
 
@@ -13,12 +14,4 @@ pub fn residual_forward(
 ) {
     assert!(out.len() == inp.len());
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| crate::simd::axpy(o, 1.0, x));
-}
-
-/// Accumulates dinp += dout (the gradient of `out += inp` with respect to inp).
-pub fn residual_backward(
-    dinp: &mut [f32],  // (N, C)
-    dout: &[f32],      // (N, C)
-) {
-    residual_forward(dinp, dout);
 }

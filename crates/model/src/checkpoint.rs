@@ -53,43 +53,52 @@ pub fn save_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])], metadat
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-/// A safetensors file read into memory, with errors that name the file.
+/// A safetensors file read into memory, with errors that name the file. The
+/// header is parsed and validated once, at `open`; lookups use its index.
 pub struct TensorFile {
     pub path: PathBuf,
     bytes: Vec<u8>,
+    /// name -> (dtype, shape, byte range in `bytes`)
+    index: HashMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
+    metadata: HashMap<String, String>,
 }
 
 impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
         let bytes = fs::read(path).map_err(io_err(path))?;
-        let f = TensorFile { path: path.to_path_buf(), bytes };
-        f.parse()?; // validate the header once, up front
-        Ok(f)
-    }
-
-    fn parse(&self) -> Result<SafeTensors<'_>> {
-        SafeTensors::deserialize(&self.bytes).map_err(|e| ModelError::Safetensors { path: self.path.clone(), detail: e.to_string() })
+        let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors { path: path.to_path_buf(), detail: e.to_string() };
+        let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
+        let base = bytes.as_ptr() as usize;
+        let index = st
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| {
+                let start = t.data().as_ptr() as usize - base;
+                (name, (t.dtype(), t.shape().to_vec(), start..start + t.data().len()))
+            })
+            .collect();
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        Ok(TensorFile { path: path.to_path_buf(), bytes, index, metadata })
     }
 
     pub fn metadata(&self) -> Result<HashMap<String, String>> {
-        let (_, meta) = SafeTensors::read_metadata(&self.bytes).map_err(|e| ModelError::Safetensors { path: self.path.clone(), detail: e.to_string() })?;
-        Ok(meta.metadata().clone().unwrap_or_default())
+        Ok(self.metadata.clone())
     }
 
-    pub fn names(&self) -> Result<Vec<String>> {
-        Ok(self.parse()?.names().into_iter().cloned().collect())
+    fn entry(&self, name: &str) -> Result<&(Dtype, Vec<usize>, std::ops::Range<usize>)> {
+        self.index.get(name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), name: name.into() })
     }
 
     /// Copies tensor `name` into `out`, checking its shape; F16 and BF16 are
     /// widened to f32.
     pub fn read_into(&self, name: &str, expected: &[usize], out: &mut [f32]) -> Result<()> {
-        let st = self.parse()?;
-        let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { path: self.path.clone(), name: name.into() })?;
-        if t.shape() != expected {
-            return Err(ModelError::ShapeMismatch { path: self.path.clone(), name: name.into(), found: t.shape().to_vec(), expected: expected.to_vec() });
+        let (dtype, shape, range) = self.entry(name)?;
+        if shape != expected {
+            return Err(ModelError::ShapeMismatch { path: self.path.clone(), name: name.into(), found: shape.clone(), expected: expected.to_vec() });
         }
-        let data = t.data();
-        match t.dtype() {
+        let data = &self.bytes[range.clone()];
+        match dtype {
             Dtype::F32 => out.iter_mut().zip(data.chunks_exact(4)).for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
             Dtype::F16 => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, b)| *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
             Dtype::BF16 => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, b)| *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
@@ -100,9 +109,7 @@ impl TensorFile {
 
     /// Shape of tensor `name`.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
-        let st = self.parse()?;
-        let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { path: self.path.clone(), name: name.into() })?;
-        Ok(t.shape().to_vec())
+        Ok(self.entry(name)?.1.clone())
     }
 
     /// A whole float tensor as f32, whatever its shape.
@@ -115,10 +122,9 @@ impl TensorFile {
 
     /// An integer tensor (I32, I64 or U32) as token ids.
     pub fn read_ids(&self, name: &str) -> Result<Vec<u32>> {
-        let st = self.parse()?;
-        let t = st.tensor(name).map_err(|_| ModelError::MissingTensor { path: self.path.clone(), name: name.into() })?;
-        let d = t.data();
-        Ok(match t.dtype() {
+        let (dtype, _, range) = self.entry(name)?;
+        let d = &self.bytes[range.clone()];
+        Ok(match dtype {
             Dtype::I32 | Dtype::U32 => d.chunks_exact(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
             Dtype::I64 => d.chunks_exact(8).map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as u32).collect(),
             other => return Err(ModelError::DType { path: self.path.clone(), name: name.into(), dtype: format!("{other:?}") }),
@@ -126,7 +132,7 @@ impl TensorFile {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.parse().is_ok_and(|st| st.tensor(name).is_ok())
+        self.index.contains_key(name)
     }
 }
 

@@ -216,17 +216,33 @@ impl BytePairEncoder {
     }
 
     fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
+        let mut done = 0;
         for m in self.pattern.find_iter(text) {
-            // The patterns only fail on pathological backtracking; fall back to
-            // treating the rest as one piece rather than dropping text.
-            let piece = match m {
-                Ok(m) => m.as_str().as_bytes(),
-                Err(_) => text.as_bytes(),
-            };
-            match self.ranks.get(piece) {
-                Some(&id) => out.push(id),
-                None => self.merge_piece(piece, out),
+            match m {
+                Ok(m) => {
+                    // Text between matches is a piece of its own (HF's Split
+                    // with "Isolated"); the built-in patterns leave no gaps,
+                    // but a custom one may, and dropping it would lose text.
+                    if m.start() > done {
+                        self.encode_piece(&text.as_bytes()[done..m.start()], out);
+                    }
+                    self.encode_piece(m.as_str().as_bytes(), out);
+                    done = m.end();
+                }
+                // fancy-regex gives up only past its backtracking limit; the
+                // unmatched rest becomes one piece, so no text is lost or repeated.
+                Err(_) => break,
             }
+        }
+        if done < text.len() {
+            self.encode_piece(&text.as_bytes()[done..], out);
+        }
+    }
+
+    fn encode_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
+        match self.ranks.get(piece) {
+            Some(&id) => out.push(id),
+            None => self.merge_piece(piece, out),
         }
     }
 
@@ -249,11 +265,7 @@ impl BytePairEncoder {
             }
         };
         let mut pair_ranks: Vec<u32> = (0..parts.len() - 1).map(|i| rank_of(&parts, i)).collect();
-        loop {
-            let (best, &r) = match pair_ranks.iter().enumerate().min_by_key(|(_, &r)| r) {
-                Some(x) => x,
-                None => break,
-            };
+        while let Some((best, &r)) = pair_ranks.iter().enumerate().min_by_key(|(_, &r)| r) {
             if r == u32::MAX {
                 break;
             }
@@ -384,7 +396,6 @@ impl crate::Tokenizer for BytePairEncoder {
 
     fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string(&self.to_hf_json()).expect("serializes");
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|err| TokenizerError::Io { path: path.into(), err })
+        crate::write_atomic(path, &text)
     }
 }

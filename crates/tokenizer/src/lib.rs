@@ -91,6 +91,13 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
     }
 }
 
+/// Writes `text` to `path` through a temp file and a rename, so a reader never
+/// sees half a tokenizer file.
+pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|err| TokenizerError::Io { path: path.into(), err })
+}
+
 /// One id per character.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CharTokenizer {
@@ -165,8 +172,7 @@ impl Tokenizer for CharTokenizer {
             "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "\u{fffd}"},
         });
         let text = serde_json::to_string_pretty(&json).expect("serializes");
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|err| TokenizerError::Io { path: path.into(), err })
+        write_atomic(path, &text)
     }
 }
 

@@ -150,3 +150,13 @@ fn loads_tiktoken_and_gpt2_files() {
     let err = BytePairEncoder::load_tiktoken(&tk, vec![], GPT2_PATTERN).err().unwrap().to_string();
     assert!(err.contains("r50k_base.tiktoken") && err.contains("line 2"), "{err}");
 }
+
+#[test]
+fn custom_pattern_with_gaps_loses_no_text() {
+    // Regression: text between a custom pattern's matches was dropped.
+    let (core, _) = r50k();
+    let words_only = BytePairEncoder::new(ranks_of(&core, 50256), vec![], r"\p{L}+").unwrap();
+    let text = "Hello, world! 123 — ok";
+    let ids = words_only.encode_ordinary(text);
+    assert_eq!(words_only.decode_bytes(&ids).unwrap(), text.as_bytes());
+}
