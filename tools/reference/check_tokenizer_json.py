@@ -1,6 +1,8 @@
 """Checks that attn's byte-level BPE agrees with tiktoken and that the
 tokenizer.json attn writes loads in Hugging Face `tokenizers` with identical
-ids. Needs scripts/fetch_tokenizers.sh and scripts/fetch_shakespeare.sh.
+ids: for GPT-2's and cl100k's vocabularies, and for vocabularies attn trains
+(GPT-2 and cl100k patterns). Needs scripts/fetch_tokenizers.sh and
+scripts/fetch_shakespeare.sh, and `cargo build --release`.
 
   .cache/venv-ref/bin/python tools/reference/check_tokenizer_json.py
 """
@@ -17,6 +19,14 @@ open(src, "w", encoding="utf-8").write(text)
 gpt2_pat = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 cl_pat = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
 cases = [("r50k (vocab.json + merges.txt)", ".cache/tokenizers/gpt2"), ("cl100k (.tiktoken)", ".cache/tokenizers/cl100k_base.tiktoken")]
+# Vocabularies attn trains on the first half of the text; ids are compared on all of it.
+half = os.path.join(tmp, "half.txt")
+open(half, "w", encoding="utf-8").write(text[: len(text) // 2])
+for pat_name in ("gpt2", "cl100k"):
+    trained = os.path.join(tmp, f"trained-{pat_name}.json")
+    subprocess.run(["target/release/attn", "tokenizer", "train", "--data", half, "--vocab-size", "8000", "--pattern", pat_name,
+                    "--special", "<|endoftext|>", "--out", trained], check=True, capture_output=True)
+    cases.append((f"attn-trained 8k ({pat_name} pattern)", trained))
 results = []
 for name, path in cases:
     out = os.path.join(tmp, "tokenizer.json")
@@ -24,7 +34,9 @@ for name, path in cases:
     ours = [int(x) for x in subprocess.run(["target/release/attn", "tokenizer", "encode", "--tokenizer", path, "--data", src],
                                            check=True, capture_output=True, text=True).stdout.split()]
     hf = Tokenizer.from_file(out).encode(text).ids
-    if path.endswith(".tiktoken"):
+    if "trained" in name:
+        tk = hf  # no tiktoken file exists for these; attn and HF must agree
+    elif path.endswith(".tiktoken"):
         enc = tiktoken.Encoding("cl100k", pat_str=cl_pat, mergeable_ranks=load_tiktoken_bpe(path), special_tokens={})
     else:
         # GPT-2's ranks are its vocab ids: rebuild the rank table from the converted file.
@@ -39,9 +51,11 @@ for name, path in cases:
         for tok, i in tj["model"]["vocab"].items():
             ranks[bytes(dec[ch] for ch in tok)] = i
         enc = tiktoken.Encoding("r50k", pat_str=gpt2_pat, mergeable_ranks=ranks, special_tokens={})
-    tk = enc.encode_ordinary(text)
-    results.append({"tokenizer": name, "bytes": len(text.encode()), "tokens": len(ours), "attn_eq_tiktoken": ours == tk, "hf_tokenizer_json_eq_tiktoken": hf == tk})
+    if "trained" not in name:
+        tk = enc.encode_ordinary(text)
+    results.append({"tokenizer": name, "bytes": len(text.encode()), "tokens": len(ours), "reference": "HF tokenizers" if "trained" in name else "tiktoken",
+                    "attn_eq_reference": ours == tk, "hf_tokenizer_json_eq_reference": hf == tk})
 for r in results:
     print(json.dumps(r))
-assert all(r["attn_eq_tiktoken"] and r["hf_tokenizer_json_eq_tiktoken"] for r in results)
+assert all(r["attn_eq_reference"] and r["hf_tokenizer_json_eq_reference"] for r in results)
 print("ok")

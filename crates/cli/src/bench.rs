@@ -43,6 +43,18 @@ pub enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Time encoding a text file (the whole file as one text, as `attn tokenizer encode` does)
+    Tokenizer {
+        #[command(flatten)]
+        src: crate::tokenizer::Source,
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// Timed encodes (after one untimed)
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Measure single-precision GEMM throughput (the MFU denominator)
     Gemm {
         #[arg(long, default_value_t = 1024)]
@@ -61,6 +73,28 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Generate { model, preset, prompt_len, new_tokens, threads } => {
             crate::set_threads(threads)?;
             bench_generate(model, &preset, prompt_len, new_tokens)
+        }
+        BenchCommand::Tokenizer { src, data, rounds, threads } => {
+            crate::set_threads(threads)?;
+            let tok = src.load()?;
+            let text = attn_train::data::read_corpus(&[data])?;
+            let n = tok.encode(&text)?.len();
+            let mut secs: Vec<f64> = (0..rounds.max(1))
+                .map(|_| {
+                    let t = Instant::now();
+                    let ids = tok.encode(&text);
+                    let s = t.elapsed().as_secs_f64();
+                    std::hint::black_box(ids).map(|_| s)
+                })
+                .collect::<Result<_, _>>()?;
+            secs.sort_by(f64::total_cmp);
+            let mb = text.len() as f64 / 1e6;
+            println!(
+                "{}",
+                serde_json::json!({"bytes": text.len(), "tokens": n, "threads": rayon::current_num_threads(),
+                    "mb_per_s": mb / secs[0], "mb_per_s_median": mb / secs[secs.len() / 2]})
+            );
+            Ok(())
         }
         BenchCommand::Gemm { size, threads } => {
             crate::set_threads(threads)?;
@@ -108,10 +142,7 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
     let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
-    println!(
-        "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s",
-        cfg.num_params() as f64 / 1e6
-    );
+    println!("bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s", cfg.num_params() as f64 / 1e6);
     // Per step: (total, forward, backward, optimizer incl. zero_grad) seconds.
     let mut times: Vec<[f64; 4]> = Vec::with_capacity(steps);
     for i in 0..steps + 2 {
@@ -206,11 +237,14 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
     let weight_bytes = (cfg.num_params() * 4) as f64;
     let decode_tok_s = (n - 1) as f64 / (total - prefill);
     let bound = bw * 1e9 / weight_bytes;
-    println!("{}", serde_json::json!({
-        "model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
-        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
-        "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
-        "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
-    }));
+    println!(
+        "{}",
+        serde_json::json!({
+            "model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
+            "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
+            "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
+            "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
+        })
+    );
     Ok(())
 }

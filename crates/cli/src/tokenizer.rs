@@ -2,11 +2,31 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use attn_tokenizer::bpe::pattern_by_name;
+use attn_tokenizer::train::BpeTrainer;
 use attn_tokenizer::{load_tokenizer, Tokenizer};
 use clap::{Args, Subcommand};
 
 #[derive(Subcommand)]
 pub enum TokenizerCommand {
+    /// Train a byte-level BPE vocabulary on text files
+    Train {
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
+        /// Total tokens: 256 bytes + merges + special tokens
+        #[arg(long)]
+        vocab_size: usize,
+        /// Pre-tokenizer: gpt2, cl100k, or a regex
+        #[arg(long, default_value = "gpt2")]
+        pattern: String,
+        /// Special tokens, e.g. <|endoftext|> (repeatable)
+        #[arg(long)]
+        special: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Token ids of a text (or a file) on stdout, or a token shard with --out
     Encode {
         #[command(flatten)]
@@ -18,6 +38,8 @@ pub enum TokenizerCommand {
         /// Write a token shard instead of printing ids
         #[arg(long)]
         out: Option<PathBuf>,
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Text of token ids
     Decode {
@@ -41,7 +63,7 @@ pub enum TokenizerCommand {
 }
 
 #[derive(Args)]
-pub struct Source {
+pub(crate) struct Source {
     /// tokenizer.json, a folder (tokenizer.json or vocab.json + merges.txt), or a .tiktoken file
     #[arg(long)]
     tokenizer: PathBuf,
@@ -51,12 +73,8 @@ pub struct Source {
 }
 
 impl Source {
-    fn load(&self) -> anyhow::Result<Box<dyn Tokenizer>> {
-        let pattern = self.pattern.as_deref().map(|p| match p {
-            "gpt2" => attn_tokenizer::bpe::GPT2_PATTERN,
-            "cl100k" => attn_tokenizer::bpe::CL100K_PATTERN,
-            custom => custom,
-        });
+    pub(crate) fn load(&self) -> anyhow::Result<Box<dyn Tokenizer>> {
+        let pattern = self.pattern.as_deref().map(attn_tokenizer::bpe::pattern_by_name);
         load_tokenizer(&self.tokenizer, pattern).with_context(|| format!("loading the tokenizer {}", self.tokenizer.display()))
     }
 }
@@ -64,7 +82,26 @@ impl Source {
 pub fn run(c: TokenizerCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match c {
-        TokenizerCommand::Encode { src, text, data, out: shard } => {
+        TokenizerCommand::Train { data, vocab_size, pattern, special, out: path, threads } => {
+            crate::set_threads(threads)?;
+            let text = attn_train::data::read_corpus(&data)?;
+            let start = std::time::Instant::now();
+            let trainer = BpeTrainer { vocab_size, pattern: pattern_by_name(&pattern).to_string(), specials: special };
+            let (tok, stats) = trainer.train(&text)?;
+            let secs = start.elapsed().as_secs_f64();
+            tok.save(&path)?;
+            eprintln!(
+                "trained {} tokens ({} merges, {} reusing a token) over {} distinct pieces of {:.1} MB in {secs:.2} s -> {}",
+                tok.vocab_size(),
+                stats.merges,
+                stats.repeats,
+                stats.words,
+                text.len() as f64 / 1e6,
+                path.display()
+            );
+        }
+        TokenizerCommand::Encode { src, text, data, out: shard, threads } => {
+            crate::set_threads(threads)?;
             let tok = src.load()?;
             let text = match (text, data) {
                 (Some(t), None) => t,

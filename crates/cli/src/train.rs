@@ -127,10 +127,10 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     };
     let tokenizer = match a.tokenizer.as_str() {
         "char" => TokenizerSpec::Char,
-        other if other.starts_with("bpe:") => anyhow::bail!(
-            "--tokenizer {other}: training a BPE vocabulary is not in this build yet; use --tokenizer char, or a tokenizer file \
-             (tokenizer.json, a vocab.json + merges.txt folder, or a .tiktoken file; scripts/fetch_tokenizers.sh fetches GPT-2's)"
-        ),
+        other if other.starts_with("bpe:") => {
+            let n = other[4..].parse().with_context(|| format!("--tokenizer {other}: expected bpe:N with N the vocab size, e.g. bpe:4096"))?;
+            TokenizerSpec::Bpe(n)
+        }
         path => TokenizerSpec::File(PathBuf::from(path)),
     };
     let stop = Arc::new(AtomicBool::new(false));

@@ -50,3 +50,24 @@ fn encode_decode_show_convert() {
     let o = attn(&["tokenizer", "decode", "--tokenizer", p, "999"]);
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("out of range"));
 }
+
+#[test]
+fn train_then_encode_and_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("a.txt");
+    std::fs::write(&data, "the unhappiness of the happy hippo<|endoftext|>happy happy hippo\n".repeat(50)).unwrap();
+    let out = dir.path().join("tok.json");
+    let (d, o_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let o = attn(&["tokenizer", "train", "--data", d, "--vocab-size", "280", "--special", "<|endoftext|>", "--out", o_s]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = attn(&["tokenizer", "encode", "--tokenizer", o_s, "happy hippo<|endoftext|>"]);
+    let ids: Vec<u32> = String::from_utf8(o.stdout).unwrap().split_whitespace().map(|x| x.parse().unwrap()).collect();
+    assert_eq!(ids.last(), Some(&279), "the special token is the last id");
+    assert!(ids.len() <= 4, "merges learned from the text: {ids:?}");
+    let args: Vec<String> = ["tokenizer", "decode", "--tokenizer", o_s].iter().map(|s| s.to_string()).chain(ids.iter().map(u32::to_string)).collect();
+    let o = Command::new(env!("CARGO_BIN_EXE_attn")).args(&args).output().unwrap();
+    assert_eq!(String::from_utf8(o.stdout).unwrap(), "happy hippo<|endoftext|>");
+    // Too small a vocabulary names the minimum.
+    let o = attn(&["tokenizer", "train", "--data", d, "--vocab-size", "200", "--special", "<|endoftext|>", "--out", o_s]);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("at least 257"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -29,8 +29,28 @@ fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
 
 fn train_args_t<'a>(data: &'a str, out: &'a str, steps: &'a str, seq_len: &'a str) -> Vec<&'a str> {
     vec![
-        "train", "--data", data, "--out", out, "--preset", "baby", "--steps", steps, "--batch-size", "4", "--seq-len", seq_len,
-        "--eval-every", "4", "--eval-batches", "2", "--warmup", "3", "--threads", "2", "--quiet",
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--preset",
+        "baby",
+        "--steps",
+        steps,
+        "--batch-size",
+        "4",
+        "--seq-len",
+        seq_len,
+        "--eval-every",
+        "4",
+        "--eval-batches",
+        "2",
+        "--warmup",
+        "3",
+        "--threads",
+        "2",
+        "--quiet",
     ]
 }
 
@@ -185,4 +205,27 @@ fn bad_input_gets_a_clear_error() {
     let o = attn(&[train_args(data_s, out_s, "8"), vec!["--resume"]].concat());
     let err = stderr(&o);
     assert!(!o.status.success() && err.contains("trainer_state.safetensors") && err.contains("corrupted"), "{err}");
+}
+
+#[test]
+fn bpe_tokenizer_trained_for_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    let mut args = train_args(data.to_str().unwrap(), out.to_str().unwrap(), "3");
+    args.extend(["--tokenizer", "bpe:300"]);
+    let o = attn(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("tokenizer.json")).unwrap()).unwrap();
+    assert_eq!(tok["model"]["type"], "BPE");
+    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["vocab_size"], 300);
+    // The run folder generates with its own tokenizer.
+    let o = attn(&["generate", "--model", out.to_str().unwrap(), "--prompt", "Line 7: the", "--max-new-tokens", "5", "--seed", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Line 7: the"));
+    let mut args = train_args(data.to_str().unwrap(), dir.path().join("bad").to_str().unwrap(), "3").into_iter().map(String::from).collect::<Vec<_>>();
+    args.extend(["--tokenizer".into(), "bpe:many".into()]);
+    let o = Command::new(env!("CARGO_BIN_EXE_attn")).args(&args).output().unwrap();
+    assert!(!o.status.success() && stderr(&o).contains("bpe:N"), "{}", stderr(&o));
 }

@@ -33,9 +33,9 @@ impl AttnShape {
 }
 
 pub fn attention_forward(
-    out: &mut [f32],  // (B, T, C)
-    att: &mut [f32],  // (B, NH, T, T)
-    qkv: &[f32],      // (B, T, 3C): Q, K, V packed along channels
+    out: &mut [f32], // (B, T, C)
+    att: &mut [f32], // (B, NH, T, T)
+    qkv: &[f32],     // (B, T, 3C): Q, K, V packed along channels
     s: AttnShape,
 ) {
     let AttnShape { b, t, c, nh, causal } = s;
@@ -86,11 +86,11 @@ fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool) {
 
 /// Accumulates dqkv. `scratch` receives d(att) and is overwritten.
 pub fn attention_backward(
-    dqkv: &mut [f32],     // (B, T, 3C)
-    scratch: &mut [f32],  // (B, NH, T, T)
-    dout: &[f32],         // (B, T, C)
-    qkv: &[f32],          // (B, T, 3C)
-    att: &[f32],          // (B, NH, T, T)
+    dqkv: &mut [f32],    // (B, T, 3C)
+    scratch: &mut [f32], // (B, NH, T, T)
+    dout: &[f32],        // (B, T, C)
+    qkv: &[f32],         // (B, T, 3C)
+    att: &[f32],         // (B, NH, T, T)
     s: AttnShape,
 ) {
     let AttnShape { b, t, c, nh, causal } = s;
@@ -143,12 +143,14 @@ fn softmax_backward_rows(datt: &mut [f32], att: &[f32], t: usize, scale: f32, ca
 /// (decoding with a KV cache). Causality is implicit: the cache holds only
 /// the past. One task per head.
 pub fn attention_decode(
-    out: &mut [f32],     // (C)
-    scores: &mut [f32],  // (NH, maxT) scratch; row h holds head h's probabilities on return
-    q: &[f32],           // (C)
-    k_cache: &[f32],     // (maxT, C)
-    v_cache: &[f32],     // (maxT, C)
-    t: usize, c: usize, nh: usize,
+    out: &mut [f32],    // (C)
+    scores: &mut [f32], // (NH, maxT) scratch; row h holds head h's probabilities on return
+    q: &[f32],          // (C)
+    k_cache: &[f32],    // (maxT, C)
+    v_cache: &[f32],    // (maxT, C)
+    t: usize,
+    c: usize,
+    nh: usize,
 ) {
     let hs = c / nh;
     let max_t = scores.len() / nh;

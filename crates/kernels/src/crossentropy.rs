@@ -8,20 +8,19 @@ use rayon::prelude::*;
 
 /// losses[i] = logsumexp(logits[i]) - logits[i, targets[i]].
 pub fn crossentropy_forward(
-    losses: &mut [f32],  // (N)
-    lse: &mut [f32],     // (N)
-    logits: &[f32],      // (N, V)
-    targets: &[u32],     // (N)
-    n: usize, v: usize,
+    losses: &mut [f32], // (N)
+    lse: &mut [f32],    // (N)
+    logits: &[f32],     // (N, V)
+    targets: &[u32],    // (N)
+    n: usize,
+    v: usize,
 ) {
     assert!(losses.len() >= n && lse.len() >= n && logits.len() >= n * v && targets.len() >= n);
-    losses[..n].par_iter_mut().zip(lse[..n].par_iter_mut()).zip(logits[..n * v].par_chunks(v)).zip(&targets[..n]).for_each(
-        |(((loss, lse), row), &tgt)| {
-            assert!((tgt as usize) < v, "target {tgt} out of range for vocab {v}");
-            *lse = logsumexp(row);
-            *loss = *lse - row[tgt as usize];
-        },
-    );
+    losses[..n].par_iter_mut().zip(lse[..n].par_iter_mut()).zip(logits[..n * v].par_chunks(v)).zip(&targets[..n]).for_each(|(((loss, lse), row), &tgt)| {
+        assert!((tgt as usize) < v, "target {tgt} out of range for vocab {v}");
+        *lse = logsumexp(row);
+        *loss = *lse - row[tgt as usize];
+    });
 }
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
@@ -37,11 +36,12 @@ fn logsumexp(row: &[f32]) -> f32 {
 /// In place: on entry `logits` holds the logits, on exit d(loss)/d(logits),
 /// i.e. (softmax(logits) - onehot(target)) * dlosses[i].
 pub fn crossentropy_backward_inplace(
-    logits: &mut [f32],  // (N, V)
-    lse: &[f32],         // (N)
-    targets: &[u32],     // (N)
-    dlosses: &[f32],     // (N)
-    n: usize, v: usize,
+    logits: &mut [f32], // (N, V)
+    lse: &[f32],        // (N)
+    targets: &[u32],    // (N)
+    dlosses: &[f32],    // (N)
+    n: usize,
+    v: usize,
 ) {
     assert!(logits.len() >= n * v && lse.len() >= n && targets.len() >= n && dlosses.len() >= n);
     logits[..n * v].par_chunks_mut(v).enumerate().for_each(|(i, row)| {

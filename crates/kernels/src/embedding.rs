@@ -5,11 +5,13 @@
 use rayon::prelude::*;
 
 pub fn embedding_forward(
-    out: &mut [f32],   // (B, T, C)
-    tokens: &[u32],    // (B, T)
-    wte: &[f32],       // (V, C)
-    pos: &[f32],       // (maxT, C), learned or sinusoidal
-    b: usize, t: usize, c: usize,
+    out: &mut [f32], // (B, T, C)
+    tokens: &[u32],  // (B, T)
+    wte: &[f32],     // (V, C)
+    pos: &[f32],     // (maxT, C), learned or sinusoidal
+    b: usize,
+    t: usize,
+    c: usize,
 ) {
     assert!(out.len() >= b * t * c && tokens.len() >= b * t && pos.len() >= t * c);
     let v = wte.len() / c;
@@ -27,11 +29,13 @@ pub fn embedding_forward(
 /// repeat, so a row split would race on dwte; a column split keeps every task's
 /// writes disjoint and the sum order independent of the thread count.
 pub fn embedding_backward(
-    dwte: &mut [f32],          // (V, C)
-    dpos: Option<&mut [f32]>,  // (maxT, C)
-    dout: &[f32],              // (B, T, C)
-    tokens: &[u32],            // (B, T)
-    b: usize, t: usize, c: usize,
+    dwte: &mut [f32],         // (V, C)
+    dpos: Option<&mut [f32]>, // (maxT, C)
+    dout: &[f32],             // (B, T, C)
+    tokens: &[u32],           // (B, T)
+    b: usize,
+    t: usize,
+    c: usize,
 ) {
     let n = b * t;
     let cols = c.div_ceil(rayon::current_num_threads().max(1)).max(16);
@@ -59,8 +63,9 @@ pub fn embedding_backward(
 /// The fixed sinusoidal table: PE[p, 2i] = sin(p / 10000^(2i/C)),
 /// PE[p, 2i+1] = cos(p / 10000^(2i/C)).
 pub fn sinusoidal_table(
-    out: &mut [f32],  // (maxT, C)
-    max_t: usize, c: usize,
+    out: &mut [f32], // (maxT, C)
+    max_t: usize,
+    c: usize,
 ) {
     for p in 0..max_t {
         for i in 0..c {

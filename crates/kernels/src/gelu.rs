@@ -11,8 +11,8 @@ const A: f32 = 0.044_715;
 const CHUNK: usize = 16 * 1024;
 
 pub fn gelu_forward(
-    out: &mut [f32],  // (N)
-    inp: &[f32],      // (N)
+    out: &mut [f32], // (N)
+    inp: &[f32],     // (N)
 ) {
     assert!(out.len() == inp.len());
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| forward_chunk(o, x));
@@ -27,9 +27,9 @@ fn forward_chunk(out: &mut [f32], inp: &[f32]) {
 
 /// Accumulates dinp += dout * gelu'(inp).
 pub fn gelu_backward(
-    dinp: &mut [f32],  // (N)
-    inp: &[f32],       // (N)
-    dout: &[f32],      // (N)
+    dinp: &mut [f32], // (N)
+    inp: &[f32],      // (N)
+    dout: &[f32],     // (N)
 ) {
     assert!(dinp.len() == inp.len() && dout.len() == inp.len());
     dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| backward_chunk(di, x, dy));

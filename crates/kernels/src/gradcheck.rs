@@ -6,12 +6,7 @@
 
 /// Compares `analytic` with central differences of `loss` at `x`.
 /// Returns the worst error, measured as |num - ana| / max(1, |num|, |ana|)
-pub fn check_gradient(
-    x: &mut [f32],
-    analytic: &[f32],
-    eps: f32,
-    mut loss: impl FnMut(&[f32]) -> f64,
-) -> GradCheck {
+pub fn check_gradient(x: &mut [f32], analytic: &[f32], eps: f32, mut loss: impl FnMut(&[f32]) -> f64) -> GradCheck {
     assert_eq!(x.len(), analytic.len());
     let mut worst = GradCheck { max_err: 0.0, index: 0, numeric: 0.0, analytic: 0.0 };
     for i in 0..x.len() {

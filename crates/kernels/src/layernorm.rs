@@ -7,13 +7,15 @@ use rayon::prelude::*;
 use crate::rows_per_task;
 
 pub fn layernorm_forward(
-    out: &mut [f32],   // (N, C)
-    mean: &mut [f32],  // (N)
-    rstd: &mut [f32],  // (N)
-    inp: &[f32],       // (N, C)
-    weight: &[f32],    // (C)
-    bias: &[f32],      // (C)
-    n: usize, c: usize, eps: f32,
+    out: &mut [f32],  // (N, C)
+    mean: &mut [f32], // (N)
+    rstd: &mut [f32], // (N)
+    inp: &[f32],      // (N, C)
+    weight: &[f32],   // (C)
+    bias: &[f32],     // (C)
+    n: usize,
+    c: usize,
+    eps: f32,
 ) {
     assert!(out.len() >= n * c && inp.len() >= n * c && mean.len() >= n && rstd.len() >= n);
     assert!(weight.len() == c && bias.len() == c);
@@ -45,15 +47,16 @@ fn forward_rows(out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32]
 
 /// Accumulates dinp, dweight and dbias.
 pub fn layernorm_backward(
-    dinp: &mut [f32],     // (N, C)
-    dweight: &mut [f32],  // (C)
-    dbias: &mut [f32],    // (C)
-    dout: &[f32],         // (N, C)
-    inp: &[f32],          // (N, C)
-    weight: &[f32],       // (C)
-    mean: &[f32],         // (N)
-    rstd: &[f32],         // (N)
-    n: usize, c: usize,
+    dinp: &mut [f32],    // (N, C)
+    dweight: &mut [f32], // (C)
+    dbias: &mut [f32],   // (C)
+    dout: &[f32],        // (N, C)
+    inp: &[f32],         // (N, C)
+    weight: &[f32],      // (C)
+    mean: &[f32],        // (N)
+    rstd: &[f32],        // (N)
+    n: usize,
+    c: usize,
 ) {
     assert!(dinp.len() >= n * c && dout.len() >= n * c && inp.len() >= n * c);
     assert!(dweight.len() == c && dbias.len() == c && weight.len() == c);
@@ -76,12 +79,7 @@ pub fn layernorm_backward(
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
 fn backward_rows(dinp: &mut [f32], dout: &[f32], inp: &[f32], weight: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
-    for (((di, dy), x), (&mu, &rs)) in dinp
-        .chunks_exact_mut(c)
-        .zip(dout.chunks_exact(c))
-        .zip(inp.chunks_exact(c))
-        .zip(mean.iter().zip(rstd))
-    {
+    for (((di, dy), x), (&mu, &rs)) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).zip(mean.iter().zip(rstd)) {
         // dnorm = dy * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
         let mut sum_dn = 0.0f32;
         let mut sum_dn_n = 0.0f32;

@@ -5,7 +5,6 @@
 //! the transposed operands of the backward pass just as fast, pure Rust, and
 //! with run-time CPU dispatch. See docs/PERFORMANCE.md.
 
-
 /// How a weight matrix is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightLayout {
@@ -87,10 +86,7 @@ impl SendMat {
 unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat) {
     // gemm computes dst = alpha*dst + beta*(a@b): the scale names are swapped
     // relative to BLAS.
-    gemm::gemm(
-        m, n, k, dst, dst_cs, dst_rs, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0f32, 1.0f32, false, false, false,
-        gemm::Parallelism::None,
-    );
+    gemm::gemm(m, n, k, dst, dst_cs, dst_rs, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
 }
 
 /// Single-threaded strided GEMM for kernels that parallelize at a coarser level
@@ -98,10 +94,19 @@ unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize
 ///
 /// Safety: as for `sgemm`.
 pub(crate) unsafe fn sgemm_serial(
-    m: usize, n: usize, k: usize,
-    dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool,
-    a: *const f32, a_rs: isize, a_cs: isize,
-    b: *const f32, b_rs: isize, b_cs: isize,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    accumulate: bool,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+    b_cs: isize,
 ) {
     sgemm_block(m, n, k, dst, dst_rs, dst_cs, accumulate, Mat { ptr: a, rs: a_rs, cs: a_cs }, Mat { ptr: b, rs: b_rs, cs: b_cs });
 }
@@ -116,11 +121,13 @@ fn weight_mat(weight: *const f32, c: usize, oc: usize, layout: WeightLayout) -> 
 
 /// out = inp @ W + bias.
 pub fn matmul_forward(
-    out: &mut [f32],         // (N, OC)
-    inp: &[f32],             // (N, C)
-    weight: &[f32],          // (C, OC) or (OC, C), see `layout`
-    bias: Option<&[f32]>,    // (OC)
-    n: usize, c: usize, oc: usize,
+    out: &mut [f32],      // (N, OC)
+    inp: &[f32],          // (N, C)
+    weight: &[f32],       // (C, OC) or (OC, C), see `layout`
+    bias: Option<&[f32]>, // (OC)
+    n: usize,
+    c: usize,
+    oc: usize,
     layout: WeightLayout,
 ) {
     assert!(out.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc);
@@ -134,7 +141,13 @@ pub fn matmul_forward(
     let threads = rayon::current_num_threads();
     unsafe {
         sgemm(
-            n, oc, c, out.as_mut_ptr(), oc as isize, 1, bias.is_some(),
+            n,
+            oc,
+            c,
+            out.as_mut_ptr(),
+            oc as isize,
+            1,
+            bias.is_some(),
             Mat { ptr: inp.as_ptr(), rs: c as isize, cs: 1 },
             weight_mat(weight.as_ptr(), c, oc, layout),
             threads,
@@ -144,13 +157,15 @@ pub fn matmul_forward(
 
 /// Accumulates dinp += dout @ W^T, dW += inp^T @ dout, dbias += colsum(dout).
 pub fn matmul_backward(
-    dinp: Option<&mut [f32]>,    // (N, C); None when the input needs no gradient
-    dweight: &mut [f32],         // same shape as weight
-    dbias: Option<&mut [f32]>,   // (OC)
-    dout: &[f32],                // (N, OC)
-    inp: &[f32],                 // (N, C)
-    weight: &[f32],              // (C, OC) or (OC, C)
-    n: usize, c: usize, oc: usize,
+    dinp: Option<&mut [f32]>,  // (N, C); None when the input needs no gradient
+    dweight: &mut [f32],       // same shape as weight
+    dbias: Option<&mut [f32]>, // (OC)
+    dout: &[f32],              // (N, OC)
+    inp: &[f32],               // (N, C)
+    weight: &[f32],            // (C, OC) or (OC, C)
+    n: usize,
+    c: usize,
+    oc: usize,
     layout: WeightLayout,
 ) {
     assert!(dout.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc && dweight.len() >= c * oc);
@@ -222,7 +237,18 @@ pub fn matmul_forward_naive(out: &mut [f32], inp: &[f32], weight: &[f32], bias: 
 }
 
 /// Reference backward in plain loops (accumulating, like the fast one).
-pub fn matmul_backward_naive(dinp: &mut [f32], dweight: &mut [f32], dbias: Option<&mut [f32]>, dout: &[f32], inp: &[f32], weight: &[f32], n: usize, c: usize, oc: usize, layout: WeightLayout) {
+pub fn matmul_backward_naive(
+    dinp: &mut [f32],
+    dweight: &mut [f32],
+    dbias: Option<&mut [f32]>,
+    dout: &[f32],
+    inp: &[f32],
+    weight: &[f32],
+    n: usize,
+    c: usize,
+    oc: usize,
+    layout: WeightLayout,
+) {
     let widx = |i: usize, o: usize| match layout {
         WeightLayout::InOut => i * oc + o,
         WeightLayout::OutIn => o * c + i,
@@ -251,7 +277,13 @@ pub fn sgemm_peak_probe(dst: &mut [f32], a: &[f32], b: &[f32], size: usize) -> f
     assert!(dst.len() >= size * size && a.len() >= size * size && b.len() >= size * size);
     unsafe {
         sgemm(
-            size, size, size, dst.as_mut_ptr(), size as isize, 1, false,
+            size,
+            size,
+            size,
+            dst.as_mut_ptr(),
+            size as isize,
+            1,
+            false,
             Mat { ptr: a.as_ptr(), rs: size as isize, cs: 1 },
             Mat { ptr: b.as_ptr(), rs: size as isize, cs: 1 },
             rayon::current_num_threads(),

@@ -25,12 +25,13 @@ pub fn matvec_scratch_len(oc: usize) -> usize {
 /// case); block 0 accumulates into `out`, the others into `scratch`, summed
 /// at the end. (OC, C) weights are split by output rows, each a dot product.
 pub fn matvec_forward(
-    out: &mut [f32],        // (OC)
-    scratch: &mut [f32],    // (threads - 1, OC), see `matvec_scratch_len`
-    inp: &[f32],            // (C)
-    weight: &[f32],         // (C, OC) or (OC, C), see `layout`
-    bias: Option<&[f32]>,   // (OC)
-    c: usize, oc: usize,
+    out: &mut [f32],      // (OC)
+    scratch: &mut [f32],  // (threads - 1, OC), see `matvec_scratch_len`
+    inp: &[f32],          // (C)
+    weight: &[f32],       // (C, OC) or (OC, C), see `layout`
+    bias: Option<&[f32]>, // (OC)
+    c: usize,
+    oc: usize,
     layout: WeightLayout,
 ) {
     assert!(out.len() >= oc && inp.len() >= c && weight.len() >= c * oc);

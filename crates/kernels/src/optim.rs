@@ -24,10 +24,10 @@ pub struct AdamW {
 /// AdamW with decoupled weight decay, in the operation order of
 /// `torch.optim.AdamW` so that results agree to float rounding.
 pub fn adamw_update(
-    params: &mut [f32],  // (P)
-    grads: &[f32],       // (P)
-    m: &mut [f32],       // (P) first moment
-    v: &mut [f32],       // (P) second moment
+    params: &mut [f32], // (P)
+    grads: &[f32],      // (P)
+    m: &mut [f32],      // (P) first moment
+    v: &mut [f32],      // (P) second moment
     h: AdamW,
 ) {
     assert!(grads.len() == params.len() && m.len() == params.len() && v.len() == params.len());
@@ -36,18 +36,16 @@ pub fn adamw_update(
     let step_size = (h.lr as f64 / bc1) as f32;
     let bc2_sqrt = bc2.sqrt() as f32;
     let decay = 1.0 - h.lr * h.weight_decay;
-    params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(
-        |((p, g), (m, v))| {
-            for i in 0..p.len() {
-                let gi = g[i] * h.grad_scale;
-                p[i] *= decay;
-                m[i] += (gi - m[i]) * (1.0 - h.beta1);
-                v[i] = v[i] * h.beta2 + (1.0 - h.beta2) * gi * gi;
-                let denom = v[i].sqrt() / bc2_sqrt + h.eps;
-                p[i] -= step_size * m[i] / denom;
-            }
-        },
-    );
+    params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(|((p, g), (m, v))| {
+        for i in 0..p.len() {
+            let gi = g[i] * h.grad_scale;
+            p[i] *= decay;
+            m[i] += (gi - m[i]) * (1.0 - h.beta1);
+            v[i] = v[i] * h.beta2 + (1.0 - h.beta2) * gi * gi;
+            let denom = v[i].sqrt() / bc2_sqrt + h.eps;
+            p[i] -= step_size * m[i] / denom;
+        }
+    });
 }
 
 /// Hyperparameters of one SGD step.

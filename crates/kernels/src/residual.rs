@@ -9,8 +9,8 @@ const CHUNK: usize = 16 * 1024;
 /// out += inp. The model adds a sublayer's output into the residual stream in
 /// place, so no separate `a + b` buffer is kept.
 pub fn residual_forward(
-    out: &mut [f32],  // (N, C)
-    inp: &[f32],      // (N, C)
+    out: &mut [f32], // (N, C)
+    inp: &[f32],     // (N, C)
 ) {
     assert!(out.len() == inp.len());
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| crate::simd::axpy(o, 1.0, x));

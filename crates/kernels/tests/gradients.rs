@@ -38,18 +38,27 @@ fn matmul_gradients_both_layouts() {
         matmul_backward(Some(&mut dx), &mut dw, Some(&mut db), &proj, &x, &w, n, c, oc, layout);
         let mut out = vec![0.0; n * oc];
         let (w0, b0, x0) = (w.clone(), b.clone(), x.clone());
-        assert_ok("matmul dx", check_gradient(&mut x, &dx, EPS, |x| {
-            matmul_forward(&mut out, x, &w0, Some(&b0), n, c, oc, layout);
-            weighted_sum(&out, &proj)
-        }));
-        assert_ok("matmul dw", check_gradient(&mut w, &dw, EPS, |w| {
-            matmul_forward(&mut out, &x0, w, Some(&b0), n, c, oc, layout);
-            weighted_sum(&out, &proj)
-        }));
-        assert_ok("matmul db", check_gradient(&mut b, &db, EPS, |b| {
-            matmul_forward(&mut out, &x0, &w0, Some(b), n, c, oc, layout);
-            weighted_sum(&out, &proj)
-        }));
+        assert_ok(
+            "matmul dx",
+            check_gradient(&mut x, &dx, EPS, |x| {
+                matmul_forward(&mut out, x, &w0, Some(&b0), n, c, oc, layout);
+                weighted_sum(&out, &proj)
+            }),
+        );
+        assert_ok(
+            "matmul dw",
+            check_gradient(&mut w, &dw, EPS, |w| {
+                matmul_forward(&mut out, &x0, w, Some(&b0), n, c, oc, layout);
+                weighted_sum(&out, &proj)
+            }),
+        );
+        assert_ok(
+            "matmul db",
+            check_gradient(&mut b, &db, EPS, |b| {
+                matmul_forward(&mut out, &x0, &w0, Some(b), n, c, oc, layout);
+                weighted_sum(&out, &proj)
+            }),
+        );
     }
 }
 
@@ -86,11 +95,14 @@ fn attention_gradients_causal_and_bidirectional() {
         attention_forward(&mut out, &mut att, &qkv, s);
         let (mut dqkv, mut scratch) = (vec![0.0; qkv.len()], vec![0.0; att.len()]);
         attention_backward(&mut dqkv, &mut scratch, &proj, &qkv, &att, s);
-        assert_ok("attention dqkv", check_gradient(&mut qkv, &dqkv, EPS, |q| {
-            let (mut o, mut a) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
-            attention_forward(&mut o, &mut a, q, s);
-            weighted_sum(&o, &proj)
-        }));
+        assert_ok(
+            "attention dqkv",
+            check_gradient(&mut qkv, &dqkv, EPS, |q| {
+                let (mut o, mut a) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+                attention_forward(&mut o, &mut a, q, s);
+                weighted_sum(&o, &proj)
+            }),
+        );
     }
 }
 
@@ -101,10 +113,13 @@ fn gelu_gradients() {
     let mut dx = vec![0.0; 37];
     gelu_backward(&mut dx, &x, &proj);
     let mut out = vec![0.0; 37];
-    assert_ok("gelu", check_gradient(&mut x, &dx, 1e-3, |x| {
-        gelu_forward(&mut out, x);
-        weighted_sum(&out, &proj)
-    }));
+    assert_ok(
+        "gelu",
+        check_gradient(&mut x, &dx, 1e-3, |x| {
+            gelu_forward(&mut out, x);
+            weighted_sum(&out, &proj)
+        }),
+    );
 }
 
 #[test]
@@ -117,11 +132,14 @@ fn crossentropy_gradients() {
     crossentropy_forward(&mut losses, &mut lse, &logits, &targets, n, v);
     let mut dlogits = logits.clone();
     crossentropy_backward_inplace(&mut dlogits, &lse, &targets, &dl, n, v);
-    assert_ok("crossentropy", check_gradient(&mut logits, &dlogits, EPS, |x| {
-        let (mut l, mut s) = (vec![0.0; n], vec![0.0; n]);
-        crossentropy_forward(&mut l, &mut s, x, &targets, n, v);
-        weighted_sum(&l, &dl)
-    }));
+    assert_ok(
+        "crossentropy",
+        check_gradient(&mut logits, &dlogits, EPS, |x| {
+            let (mut l, mut s) = (vec![0.0; n], vec![0.0; n]);
+            crossentropy_forward(&mut l, &mut s, x, &targets, n, v);
+            weighted_sum(&l, &dl)
+        }),
+    );
 }
 
 #[test]
@@ -135,12 +153,18 @@ fn embedding_gradients_with_repeated_tokens() {
     embedding_backward(&mut dwte, Some(&mut dwpe), &proj, &tokens, b, t, c);
     let mut out = vec![0.0; b * t * c];
     let (wte0, wpe0) = (wte.clone(), wpe.clone());
-    assert_ok("embedding dwte", check_gradient(&mut wte, &dwte, EPS, |w| {
-        embedding_forward(&mut out, &tokens, w, &wpe0, b, t, c);
-        weighted_sum(&out, &proj)
-    }));
-    assert_ok("embedding dwpe", check_gradient(&mut wpe, &dwpe, EPS, |p| {
-        embedding_forward(&mut out, &tokens, &wte0, p, b, t, c);
-        weighted_sum(&out, &proj)
-    }));
+    assert_ok(
+        "embedding dwte",
+        check_gradient(&mut wte, &dwte, EPS, |w| {
+            embedding_forward(&mut out, &tokens, w, &wpe0, b, t, c);
+            weighted_sum(&out, &proj)
+        }),
+    );
+    assert_ok(
+        "embedding dwpe",
+        check_gradient(&mut wpe, &dwpe, EPS, |p| {
+            embedding_forward(&mut out, &tokens, &wte0, p, b, t, c);
+            weighted_sum(&out, &proj)
+        }),
+    );
 }

@@ -109,7 +109,13 @@ fn adamw_matches_scalar_formula() {
     let mut rp: Vec<f64> = p.iter().map(|&x| x as f64).collect();
     let (mut rm, mut rv) = (vec![0.0f64; 3], vec![0.0f64; 3]);
     for step in 1..=2u64 {
-        adamw_update(&mut p, &g, &mut m, &mut v, AdamW { lr: lr as f32, beta1: b1 as f32, beta2: b2 as f32, eps: eps as f32, weight_decay: wd as f32, step, grad_scale: 1.0 });
+        adamw_update(
+            &mut p,
+            &g,
+            &mut m,
+            &mut v,
+            AdamW { lr: lr as f32, beta1: b1 as f32, beta2: b2 as f32, eps: eps as f32, weight_decay: wd as f32, step, grad_scale: 1.0 },
+        );
         for i in 0..3 {
             let gi = g[i] as f64;
             rp[i] *= 1.0 - lr * wd;

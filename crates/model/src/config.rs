@@ -120,12 +120,8 @@ impl GptConfig {
     }
 
     pub fn from_hf(hf: &HfGpt2Config, path: &std::path::Path) -> Result<Self> {
-        let unsupported = |field: &str, value: String, hint: &str| ModelError::Unsupported {
-            path: path.to_path_buf(),
-            field: field.into(),
-            value,
-            hint: hint.into(),
-        };
+        let unsupported =
+            |field: &str, value: String, hint: &str| ModelError::Unsupported { path: path.to_path_buf(), field: field.into(), value, hint: hint.into() };
         if hf.model_type != "gpt2" {
             return Err(unsupported("model_type", hf.model_type.clone(), "this build loads model_type \"gpt2\""));
         }

@@ -40,24 +40,24 @@ struct LayerActs {
 struct Acts {
     b: usize,
     t: usize,
-    tokens: Vec<u32>,    // (N)
-    targets: Vec<u32>,   // (N)
-    encoded: Vec<f32>,   // (N, C)
+    tokens: Vec<u32>,  // (N)
+    targets: Vec<u32>, // (N)
+    encoded: Vec<f32>, // (N, C)
     layers: Vec<LayerActs>,
-    lnf: Vec<f32>,       // (N, C)
-    lnf_mean: Vec<f32>,  // (N)
-    lnf_rstd: Vec<f32>,  // (N)
-    logits: Vec<f32>,    // (N, V); d(logits) after backward
-    losses: Vec<f32>,    // (N)
-    lse: Vec<f32>,       // (N)
-    dlosses: Vec<f32>,   // (N)
+    lnf: Vec<f32>,      // (N, C)
+    lnf_mean: Vec<f32>, // (N)
+    lnf_rstd: Vec<f32>, // (N)
+    logits: Vec<f32>,   // (N, V); d(logits) after backward
+    losses: Vec<f32>,   // (N)
+    lse: Vec<f32>,      // (N)
+    dlosses: Vec<f32>,  // (N)
     // Backward scratch, reused by every layer.
-    dres: Vec<f32>,      // (N, C) gradient of the residual stream
-    dc: Vec<f32>,        // (N, C)
-    d3c: Vec<f32>,       // (N, 3C)
-    d4c_a: Vec<f32>,     // (N, 4C)
-    d4c_b: Vec<f32>,     // (N, 4C)
-    datt: Vec<f32>,      // (B, NH, T, T)
+    dres: Vec<f32>,  // (N, C) gradient of the residual stream
+    dc: Vec<f32>,    // (N, C)
+    d3c: Vec<f32>,   // (N, 3C)
+    d4c_a: Vec<f32>, // (N, 4C)
+    d4c_b: Vec<f32>, // (N, 4C)
+    datt: Vec<f32>,  // (B, NH, T, T)
 }
 
 impl Acts {

@@ -21,20 +21,20 @@ use crate::Gpt;
 pub struct KvCache {
     n_ctx: usize,
     c: usize,
-    k: Vec<f32>,      // (L, maxT, C)
-    v: Vec<f32>,      // (L, maxT, C)
+    k: Vec<f32>, // (L, maxT, C)
+    v: Vec<f32>, // (L, maxT, C)
     len: usize,
-    x: Vec<f32>,      // (C) the residual stream
-    ln: Vec<f32>,     // (C)
-    qkv: Vec<f32>,    // (3C)
-    atty: Vec<f32>,   // (C)
-    proj: Vec<f32>,   // (C)
-    h: Vec<f32>,      // (4C)
-    hg: Vec<f32>,     // (4C)
-    scores: Vec<f32>, // (NH, maxT)
+    x: Vec<f32>,          // (C) the residual stream
+    ln: Vec<f32>,         // (C)
+    qkv: Vec<f32>,        // (3C)
+    atty: Vec<f32>,       // (C)
+    proj: Vec<f32>,       // (C)
+    h: Vec<f32>,          // (4C)
+    hg: Vec<f32>,         // (4C)
+    scores: Vec<f32>,     // (NH, maxT)
     stats: [Vec<f32>; 2], // mean and rstd of one row
-    logits: Vec<f32>, // (V)
-    partials: Vec<f32>, // (threads - 1, 4C) matvec partial sums
+    logits: Vec<f32>,     // (V)
+    partials: Vec<f32>,   // (threads - 1, 4C) matvec partial sums
 }
 
 impl KvCache {

@@ -14,10 +14,10 @@
 //! ```
 
 pub mod checkpoint;
-pub mod kv;
 mod config;
 mod error;
 mod gpt;
+pub mod kv;
 pub mod params;
 
 pub use config::{GptConfig, HfGpt2Config, PositionEncoding, PRESETS};

@@ -12,15 +12,26 @@
 
 use std::path::Path;
 
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
+
+use crate::pretok::Splitter;
 
 use crate::{Result, TokenizerError};
 
 /// GPT-2's pre-tokenizer (r50k).
 pub const GPT2_PATTERN: &str = r"'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
 /// cl100k's pre-tokenizer (GPT-3.5 / GPT-4).
-pub const CL100K_PATTERN: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const CL100K_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// `gpt2` and `cl100k` name the built-in patterns; anything else is a regex.
+pub fn pattern_by_name(name: &str) -> &str {
+    match name {
+        "gpt2" | "r50k" => GPT2_PATTERN,
+        "cl100k" => CL100K_PATTERN,
+        custom => custom,
+    }
+}
 
 /// Which special tokens `encode` may produce from the text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +52,7 @@ pub struct BytePairEncoder {
     /// id -> token bytes, specials included
     tokens: Vec<Vec<u8>>,
     specials: Vec<(String, u32)>,
-    pattern: fancy_regex::Regex,
+    splitter: Splitter,
     pattern_src: String,
 }
 
@@ -49,7 +60,7 @@ impl BytePairEncoder {
     /// From a rank table (bytes -> id), special tokens and a split pattern.
     pub fn new(ranks: FxHashMap<Vec<u8>, u32>, specials: Vec<(String, u32)>, pattern: &str) -> Result<Self> {
         let bad = |msg: String| TokenizerError::Format { path: "<bpe>".into(), msg };
-        let re = fancy_regex::Regex::new(pattern).map_err(|e| bad(format!("pattern does not compile: {e}")))?;
+        let splitter = Splitter::new(pattern)?;
         let n = ranks.values().chain(specials.iter().map(|s| &s.1)).map(|&r| r as usize + 1).max().unwrap_or(0);
         let mut tokens = vec![Vec::new(); n];
         for (b, &r) in &ranks {
@@ -63,7 +74,7 @@ impl BytePairEncoder {
                 return Err(bad(format!("the vocabulary lacks the single byte {b:#04x}; byte-level BPE needs all 256")));
             }
         }
-        Ok(BytePairEncoder { ranks, tokens, specials, pattern: re, pattern_src: pattern.to_string() })
+        Ok(BytePairEncoder { ranks, tokens, specials, splitter, pattern_src: pattern.to_string() })
     }
 
     /// A tiktoken rank file: one `base64(token) rank` per line.
@@ -192,7 +203,10 @@ impl BytePairEncoder {
                 .min_by_key(|(at, s, _)| (*at, std::cmp::Reverse(s.len())));
             match next {
                 Some((_, s, _)) if *allowed == AllowedSpecial::Raise => {
-                    return Err(TokenizerError::Format { path: "<input>".into(), msg: format!("the text contains the special token {s:?}; choose how to treat special tokens") });
+                    return Err(TokenizerError::Format {
+                        path: "<input>".into(),
+                        msg: format!("the text contains the special token {s:?}; choose how to treat special tokens"),
+                    });
                 }
                 Some((at, s, id)) => {
                     self.encode_ordinary_into(&rest[..at], &mut out);
@@ -216,26 +230,26 @@ impl BytePairEncoder {
     }
 
     fn encode_ordinary_into(&self, text: &str, out: &mut Vec<u32>) {
-        let mut done = 0;
-        for m in self.pattern.find_iter(text) {
-            match m {
-                Ok(m) => {
-                    // Text between matches is a piece of its own (HF's Split
-                    // with "Isolated"); the built-in patterns leave no gaps,
-                    // but a custom one may, and dropping it would lose text.
-                    if m.start() > done {
-                        self.encode_piece(&text.as_bytes()[done..m.start()], out);
-                    }
-                    self.encode_piece(m.as_str().as_bytes(), out);
-                    done = m.end();
-                }
-                // fancy-regex gives up only past its backtracking limit; the
-                // unmatched rest becomes one piece, so no text is lost or repeated.
-                Err(_) => break,
-            }
+        // Big texts are cut where no piece crosses, and the chunks are
+        // encoded on the thread pool; the ids are those of the whole text.
+        const CHUNK: usize = 256 << 10;
+        let threads = rayon::current_num_threads();
+        if text.len() < 2 * CHUNK || threads == 1 {
+            self.splitter.for_each_piece(text, |p| self.encode_piece(p.as_bytes(), out));
+            return;
         }
-        if done < text.len() {
-            self.encode_piece(&text.as_bytes()[done..], out);
+        let chunks = self.splitter.chunks(text, text.len() / CHUNK);
+        let parts: Vec<Vec<u32>> = chunks
+            .par_iter()
+            .map(|c| {
+                let mut v = Vec::with_capacity(c.len() / 3);
+                self.splitter.for_each_piece(c, |p| self.encode_piece(p.as_bytes(), &mut v));
+                v
+            })
+            .collect();
+        out.reserve(parts.iter().map(Vec::len).sum());
+        for p in parts {
+            out.extend_from_slice(&p);
         }
     }
 
@@ -249,17 +263,17 @@ impl BytePairEncoder {
     /// BPE on one piece: repeatedly merge the adjacent pair whose
     /// concatenation has the lowest rank. `parts[i]` is the start of part i.
     fn merge_piece(&self, piece: &[u8], out: &mut Vec<u32>) {
-        for w in self.split_piece(piece, u32::MAX).windows(2) {
+        for w in self.split_piece(piece).windows(2) {
             out.push(self.ranks[&piece[w[0]..w[1]]]);
         }
     }
 
-    /// Part boundaries of `piece` after BPE using only ranks below `limit`.
-    fn split_piece(&self, piece: &[u8], limit: u32) -> Vec<usize> {
+    /// Part boundaries of `piece` after BPE.
+    fn split_piece(&self, piece: &[u8]) -> Vec<usize> {
         let mut parts: Vec<usize> = (0..=piece.len()).collect();
         let rank_of = |parts: &[usize], i: usize| -> u32 {
             if i + 2 < parts.len() {
-                self.ranks.get(&piece[parts[i]..parts[i + 2]]).copied().filter(|&r| r < limit).unwrap_or(u32::MAX)
+                self.ranks.get(&piece[parts[i]..parts[i + 2]]).copied().unwrap_or(u32::MAX)
             } else {
                 u32::MAX
             }
@@ -280,9 +294,15 @@ impl BytePairEncoder {
     }
 
     /// A Hugging Face `tokenizer.json` (byte-level BPE) describing this
-    /// tokenizer. Each multi-byte token's merge is the split BPE reaches with
-    /// only lower ranks allowed, so HF's pair-rank merging and this
-    /// encoder's concatenation-rank merging agree.
+    /// tokenizer.
+    ///
+    /// This encoder merges two adjacent parts whenever their concatenation is
+    /// a token, at that token's rank; HF merges listed pairs, in list order.
+    /// Listing, for every token in rank order, each split of it into two
+    /// tokens makes the two rules the same. For GPT-2's and cl100k's files
+    /// this adds merges HF never uses (their vocabularies reach each token
+    /// by one split); for a trained vocabulary where a token was reached by
+    /// two different splits, it is what keeps the ids identical.
     pub fn to_hf_json(&self) -> serde_json::Value {
         let map = bytes_to_unicode();
         let show = |b: &[u8]| b.iter().map(|&x| map[x as usize]).collect::<String>();
@@ -291,11 +311,9 @@ impl BytePairEncoder {
         let vocab: serde_json::Map<String, serde_json::Value> = by_rank.iter().map(|(r, b)| (show(b), (*r).into())).collect();
         let merges: Vec<serde_json::Value> = by_rank
             .iter()
-            .filter(|(_, b)| b.len() > 1)
-            .filter_map(|(r, b)| {
-                let parts = self.split_piece(b, *r);
-                (parts.len() == 3).then(|| serde_json::json!([show(&b[..parts[1]]), show(&b[parts[1]..])]))
-            })
+            .flat_map(|(_, b)| (1..b.len()).map(move |k| (&b[..k], &b[k..])))
+            .filter(|(x, y)| self.ranks.contains_key(*x) && self.ranks.contains_key(*y))
+            .map(|(x, y)| serde_json::json!([show(x), show(y)]))
             .collect();
         let added: Vec<serde_json::Value> = self
             .specials

@@ -15,6 +15,8 @@
 //! ```
 
 pub mod bpe;
+pub mod pretok;
+pub mod train;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,7 +27,9 @@ pub enum TokenizerError {
     Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
-    #[error("character {ch:?} (U+{code:04X}) is not in the tokenizer's vocabulary; a character-level tokenizer only knows the characters of its training text")]
+    #[error(
+        "character {ch:?} (U+{code:04X}) is not in the tokenizer's vocabulary; a character-level tokenizer only knows the characters of its training text"
+    )]
     UnknownChar { ch: char, code: u32 },
     #[error("token id {id} is out of range for a vocabulary of {vocab} tokens")]
     IdOutOfRange { id: u32, vocab: usize },
@@ -87,7 +91,10 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
     match json["model"]["type"].as_str() {
         Some("BPE") => Ok(Box::new(BytePairEncoder::from_hf_json(&json, path)?)),
         Some("WordLevel") => Ok(Box::new(CharTokenizer::load(path)?)),
-        other => Err(TokenizerError::Format { path: path.into(), msg: format!("model.type {other:?}: expected \"BPE\" (byte-level) or \"WordLevel\" (character-level)") }),
+        other => Err(TokenizerError::Format {
+            path: path.into(),
+            msg: format!("model.type {other:?}: expected \"BPE\" (byte-level) or \"WordLevel\" (character-level)"),
+        }),
     }
 }
 

@@ -111,21 +111,25 @@ pub fn plot_curves(path: &Path, title: &str, curves: &[Curve]) -> Result<()> {
 
 type Area = (std::ops::Range<f64>, std::ops::Range<f64>);
 
-fn draw_chart<DB: DrawingBackend>(root: DrawingArea<DB, plotters::coord::Shift>, title: &str, area: Area, curves: &[Curve]) -> std::result::Result<(), Box<dyn std::error::Error>>
+fn draw_chart<DB: DrawingBackend>(
+    root: DrawingArea<DB, plotters::coord::Shift>,
+    title: &str,
+    area: Area,
+    curves: &[Curve],
+) -> std::result::Result<(), Box<dyn std::error::Error>>
 where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(area.0, area.1)?;
+    let mut chart =
+        ChartBuilder::on(&root).caption(title, ("sans-serif", 22)).margin(16).x_label_area_size(40).y_label_area_size(56).build_cartesian_2d(area.0, area.1)?;
     chart.configure_mesh().x_desc("step").y_desc("loss (nats/token)").label_style(("sans-serif", 14)).draw()?;
     for c in curves {
         let style = ShapeStyle { color: c.color.to_rgba(), filled: false, stroke_width: c.width };
-        chart.draw_series(LineSeries::new(c.points.iter().cloned(), style))?.label(c.label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        chart
+            .draw_series(LineSeries::new(c.points.iter().cloned(), style))?
+            .label(c.label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14)).draw()?;
     root.present()?;

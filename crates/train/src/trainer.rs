@@ -9,6 +9,8 @@ use std::time::Instant;
 
 use attn_model::checkpoint::{load_gpt, save_gpt, save_tensors, TensorFile};
 use attn_model::{Gpt, GptConfig};
+use attn_tokenizer::bpe::GPT2_PATTERN;
+use attn_tokenizer::train::BpeTrainer;
 use attn_tokenizer::{load_tokenizer, CharTokenizer, Tokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -81,6 +83,9 @@ pub enum TokenizerSpec {
     /// Any tokenizer `attn_tokenizer::load_tokenizer` reads (tokenizer.json,
     /// a vocab.json + merges.txt folder, a .tiktoken file).
     File(PathBuf),
+    /// Train a byte-level BPE vocabulary of this many tokens (GPT-2's
+    /// pattern, with `<|endoftext|>`) on the training part of the corpus.
+    Bpe(usize),
 }
 
 /// One invocation of `attn train`.
@@ -131,6 +136,19 @@ fn start_fresh(run: &TrainRun) -> Result<Session> {
     let tok: Box<dyn Tokenizer> = match &run.tokenizer {
         TokenizerSpec::Char => Box::new(CharTokenizer::train(&text)),
         TokenizerSpec::File(p) => load_tokenizer(p, None)?,
+        TokenizerSpec::Bpe(n) => {
+            // Only the training part: the validation text stays unseen.
+            let mut cut = ((text.len() as f64) * (1.0 - run.config.val_fraction)) as usize;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let trainer = BpeTrainer { vocab_size: *n, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into()] };
+            let (tok, stats) = trainer.train(&text[..cut])?;
+            if !run.quiet {
+                eprintln!("trained a BPE tokenizer: {} tokens, {} merges over {} distinct pieces", tok.vocab_size(), stats.merges, stats.words);
+            }
+            Box::new(tok)
+        }
     };
     let ids = tok.encode(&text)?;
     let (train_ids, val_ids) = split(&ids, run.config.val_fraction);
@@ -173,7 +191,8 @@ fn resume(run: &TrainRun) -> Result<Session> {
     let (model, model_meta) = load_gpt(&run.out)?;
     let state = TensorFile::open(&state_path)?;
     let meta = state.metadata()?;
-    let step: usize = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| rerr(format!("{}: no valid 'step' in its metadata", state_path.display())))?;
+    let step: usize =
+        meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| rerr(format!("{}: no valid 'step' in its metadata", state_path.display())))?;
     if model_meta.get("step") != meta.get("step") {
         return Err(rerr(format!(
             "model.safetensors is from step {:?} but {STATE_FILE} from step {step}; the save was interrupted between files, restart the run",
@@ -190,7 +209,10 @@ fn resume(run: &TrainRun) -> Result<Session> {
     want.steps = saved.steps;
     want.eval_every = saved.eval_every;
     if want != saved {
-        return Err(rerr(format!("the training options differ from the saved run's.\n  saved: {saved:?}\n  given: {:?}\nrepeat the original options with --resume", run.config)));
+        return Err(rerr(format!(
+            "the training options differ from the saved run's.\n  saved: {saved:?}\n  given: {:?}\nrepeat the original options with --resume",
+            run.config
+        )));
     }
     if run.config.steps != saved.steps {
         eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
@@ -251,7 +273,13 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
         let m = &s.model.config;
         println!(
             "model: {} layers, {} heads, {} channels, context {}, vocab {}, {:.2}M parameters ({:?} positions)",
-            m.n_layer, m.n_head, m.n_embd, m.n_ctx, m.vocab_size, m.num_params() as f64 / 1e6, m.position
+            m.n_layer,
+            m.n_head,
+            m.n_embd,
+            m.n_ctx,
+            m.vocab_size,
+            m.num_params() as f64 / 1e6,
+            m.position
         );
         println!("train: {cfg:?}");
         println!("data: {} train tokens, {} val tokens; threads: {}", s.train.len(), s.val.len(), rayon::current_num_threads());
@@ -288,7 +316,14 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
         let is_eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps || stopping;
         let val_loss = if is_eval { Some(eval_loss(&mut s.model, &s.val, cfg, &mut x, &mut y)?) } else { None };
         s.metrics.push(StepRecord { step, train_loss: loss, lr, tok_per_s, grad_norm: norm, elapsed_s: run_start.elapsed().as_secs_f64(), val_loss })?;
-        summary = TrainSummary { step, train_loss: loss, val_loss: val_loss.or(summary.val_loss), tok_per_s: tokens_done as f64 / run_start.elapsed().as_secs_f64(), interrupted: false, val_loss_full: None };
+        summary = TrainSummary {
+            step,
+            train_loss: loss,
+            val_loss: val_loss.or(summary.val_loss),
+            tok_per_s: tokens_done as f64 / run_start.elapsed().as_secs_f64(),
+            interrupted: false,
+            val_loss_full: None,
+        };
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {tok_per_s:.0} tok/s"));
         if let Some(v) = val_loss {
