@@ -4,6 +4,7 @@
 mod bench;
 mod eval;
 mod generate;
+mod inspect;
 mod tokenizer;
 mod train;
 
@@ -24,7 +25,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Score a text file: loss, perplexity, bits per byte
     Eval(eval::EvalArgs),
-    /// Encode, decode, inspect and convert tokenizers
+    /// Look inside a model: attention maps, next-token distribution, logit lens, embeddings, tokens
+    #[command(subcommand)]
+    Inspect(inspect::InspectCommand),
+    /// Train, encode, decode, show and convert tokenizers
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
     /// Time training steps or the GEMM peak
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),
+        Command::Inspect(c) => inspect::run(c),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,58 +1,12 @@
 //! Runs the built `attn` binary on temporary folders and checks what it writes
 //! and prints.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn attn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_attn")).args(args).output().expect("attn runs")
-}
+use std::path::Path;
+use std::process::Command;
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A few KB of varied text: enough for train and val windows at T = 16.
-fn corpus(dir: &Path) -> PathBuf {
-    let mut text = String::new();
-    for i in 0..300 {
-        text.push_str(&format!("Line {i}: the quick brown fox {} over the lazy dog.\n", ["jumps", "leaps", "hops"][i % 3]));
-    }
-    let p = dir.join("corpus.txt");
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
-    train_args_t(data, out, steps, "16")
-}
-
-fn train_args_t<'a>(data: &'a str, out: &'a str, steps: &'a str, seq_len: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--preset",
-        "baby",
-        "--steps",
-        steps,
-        "--batch-size",
-        "4",
-        "--seq-len",
-        seq_len,
-        "--eval-every",
-        "4",
-        "--eval-batches",
-        "2",
-        "--warmup",
-        "3",
-        "--threads",
-        "2",
-        "--quiet",
-    ]
-}
+use common::{attn, corpus, stderr, train_args, train_args_t};
 
 fn losses(run: &Path) -> Vec<(u64, u32, Option<u32>)> {
     std::fs::read_to_string(run.join("metrics.jsonl"))

@@ -252,6 +252,50 @@ impl Gpt {
         self.acts.as_ref().map_or(&[], |a| &a.layers[l].qkv[..b * t * 3 * self.config.n_embd])
     }
 
+    /// Attention probabilities (B, NH, T, T) of layer `l` from the last
+    /// forward pass: row q holds how much query q attends to each key; a
+    /// causal model's entries above the diagonal are zero.
+    pub fn attention_probs(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.layers[l].att[..b * self.config.n_head * t * t])
+    }
+
+    /// The residual stream (B, T, C) entering block `l` of the last forward
+    /// pass: `l = 0` is the embeddings, `l = n_layer` the last block's output.
+    pub fn residual_stream(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        let n = b * t * self.config.n_embd;
+        self.acts.as_ref().map_or(&[], |a| if l == 0 { &a.encoded[..n] } else { &a.layers[l - 1].res3[..n] })
+    }
+
+    /// Token embeddings (V, C), which are also the output head.
+    pub fn token_embeddings(&self) -> &[f32] {
+        &self.params[self.idx.wte.clone()]
+    }
+
+    /// The output head applied to any residual stream `hidden` (N, C): the
+    /// final LayerNorm, then the tied embedding. Returns logits (N, V). For
+    /// the last block's output this is exactly the model's own logits.
+    pub fn head(&self, hidden: &[f32], n: usize) -> Vec<f32> {
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let (mut ln, mut mean, mut rstd) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n]);
+        let p = &self.params;
+        layernorm_forward(
+            &mut ln,
+            &mut mean,
+            &mut rstd,
+            &hidden[..n * c],
+            &p[self.idx.lnf_w.clone()],
+            &p[self.idx.lnf_b.clone()],
+            n,
+            c,
+            self.config.layer_norm_eps,
+        );
+        let mut logits = vec![0.0; n * v];
+        matmul_forward(&mut logits, &ln, &p[self.idx.wte.clone()], None, n, c, v, OutIn);
+        logits
+    }
+
     /// Per-position losses (B, T) of the last forward pass with targets.
     pub fn losses(&self) -> &[f32] {
         let (b, t) = self.last_bt;

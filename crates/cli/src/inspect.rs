@@ -1,0 +1,360 @@
+//! `attn inspect`: terminal and picture views of what `attn_inspect` computes.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use attn_generate::SamplerConfig;
+use attn_inspect::plot::{self, label};
+use clap::{Args, Subcommand};
+
+#[derive(Subcommand)]
+pub enum InspectCommand {
+    /// Attention maps: every layer × head, or one head with its tokens
+    Attention {
+        #[command(flatten)]
+        m: ModelText,
+        #[arg(long)]
+        layer: Option<usize>,
+        #[arg(long)]
+        head: Option<usize>,
+        /// FILE.png, FILE.svg, or FILE.json (exact probabilities); without it, a terminal heatmap
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// The next-token distribution, before and after temperature / top-k / top-p
+    Next {
+        #[command(flatten)]
+        m: ModelText,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long, default_value_t = 1.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0)]
+        top_k: usize,
+        #[arg(long, default_value_t = 1.0)]
+        top_p: f32,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Logit lens: each layer's residual stream read through the final norm and head
+    Lens {
+        #[command(flatten)]
+        m: ModelText,
+        /// Candidates per cell in --json
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Word embeddings: cosine matrix, nearest vocabulary tokens, PCA projection
+    Embeddings {
+        #[arg(long)]
+        model: PathBuf,
+        /// Comma-separated words, e.g. king,queen,man,woman
+        #[arg(long, value_delimiter = ',', required = true)]
+        words: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        neighbours: usize,
+        /// PCA scatter plot: FILE.png or FILE.svg
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Three principal components instead of two (in the table and --json)
+        #[arg(long)]
+        three_d: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Token boundaries of a text, coloured, with ids
+    Tokens {
+        #[command(flatten)]
+        m: ModelText,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct ModelText {
+    /// An attn run folder or a Hugging Face GPT-2 folder
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    text: String,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+fn model_name(dir: &Path) -> String {
+    std::fs::canonicalize(dir).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| dir.display().to_string())
+}
+
+pub fn run(c: InspectCommand) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let color = std::io::stdout().is_terminal();
+    match c {
+        InspectCommand::Attention { m, layer, head, out: file } => {
+            crate::set_threads(m.threads)?;
+            let (mut model, tok) = crate::load_model_dir(&m.model)?;
+            let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
+            let name = model_name(&m.model);
+            for (what, v, n) in [("--layer", layer, tr.n_layer), ("--head", head, tr.n_head)] {
+                if let Some(v) = v {
+                    anyhow::ensure!(v < n, "{what} {v} is out of range: the model has {n} (counting from 0)");
+                }
+            }
+            match (file, layer, head) {
+                (Some(f), _, _) if f.extension().is_some_and(|e| e == "json") => {
+                    let text = serde_json::to_string(&tr.attention_json(&name))?;
+                    let tmp = f.with_extension("json.tmp");
+                    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &f)).with_context(|| format!("writing {}", f.display()))?;
+                    eprintln!("wrote {}", f.display());
+                }
+                (Some(f), Some(l), Some(h)) => {
+                    plot::attention_head(&f, &tr, &name, l, h, true)?;
+                    eprintln!("wrote {}", f.display());
+                }
+                (Some(f), None, None) => {
+                    plot::attention_grid(&f, &tr, &name, true)?;
+                    eprintln!("wrote {}", f.display());
+                }
+                (Some(_), _, _) => anyhow::bail!("give both --layer and --head for one head's picture, or neither for the grid"),
+                (None, l, h) => {
+                    let layers: Vec<usize> = l.map_or_else(|| (0..tr.n_layer).collect(), |l| vec![l]);
+                    let heads: Vec<usize> = h.map_or_else(|| (0..tr.n_head).collect(), |h| vec![h]);
+                    if layers.len() * heads.len() > 16 {
+                        writeln!(out, "(mean over heads per layer; pass --layer and --head for one head, or --out FILE.png for the full grid)")?;
+                        for l in layers {
+                            let t = tr.len();
+                            let mut mean = vec![0.0f32; t * t];
+                            for h in 0..tr.n_head {
+                                mean.iter_mut().zip(tr.attention(l, h)).for_each(|(a, b)| *a += b / tr.n_head as f32);
+                            }
+                            terminal_heatmap(&mut out, &format!("{name}: layer {l}, mean of {} heads", tr.n_head), &tr.tokens, &mean, color)?;
+                        }
+                    } else {
+                        for l in &layers {
+                            for h in &heads {
+                                terminal_heatmap(&mut out, &format!("{name}: layer {l}, head {h}"), &tr.tokens, tr.attention(*l, *h), color)?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        InspectCommand::Next { m, top, temperature, top_k, top_p, json } => {
+            crate::set_threads(m.threads)?;
+            let (mut model, tok) = crate::load_model_dir(&m.model)?;
+            let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
+            let cfg = SamplerConfig { temperature, top_k, top_p, repetition_penalty: 1.0 };
+            let next = attn_inspect::next_token(&tr, tok.as_ref(), top, cfg)?;
+            if json {
+                writeln!(out, "{}", serde_json::to_string(&next)?)?;
+                return Ok(());
+            }
+            writeln!(out, "next token after {:?} ({} tokens); bars are scaled to the largest probability shown", m.text, tr.len())?;
+            let scale = next.candidates.iter().map(|c| c.prob.max(c.filtered_prob)).fold(1e-12, f64::max);
+            writeln!(
+                out,
+                "  rank  {:>7}  {:<16}  {:>7}  {:<22}  after filters (T={temperature}, top-k={top_k}, top-p={top_p})",
+                "id", "token", "logit", "probability"
+            )?;
+            for (i, c) in next.candidates.iter().enumerate() {
+                writeln!(
+                    out,
+                    "  {:>4}  {:>7}  {:<16}  {:>7.3}  {:>6.2}% {:<14}  {:>6.2}% {}",
+                    i + 1,
+                    c.id,
+                    format!("{:?}", c.token),
+                    c.logit,
+                    100.0 * c.prob,
+                    bar(c.prob / scale, 14),
+                    100.0 * c.filtered_prob,
+                    bar(c.filtered_prob / scale, 14)
+                )?;
+            }
+            writeln!(
+                out,
+                "entropy: {:.3} bits before the filters, {:.3} bits after; the filters keep {} tokens",
+                next.entropy, next.filtered_entropy, next.kept
+            )?;
+        }
+        InspectCommand::Lens { m, top, json } => {
+            crate::set_threads(m.threads)?;
+            let (mut model, tok) = crate::load_model_dir(&m.model)?;
+            let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
+            let lens = attn_inspect::logit_lens(&model, &tr, top.max(1));
+            let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();
+            if json {
+                let layers: Vec<serde_json::Value> = lens
+                    .iter()
+                    .enumerate()
+                    .map(|(l, rows)| {
+                        let pos: Vec<Vec<serde_json::Value>> =
+                            rows.iter().map(|r| r.iter().map(|&(id, p)| serde_json::json!({"id": id, "token": piece(id), "prob": p})).collect()).collect();
+                        serde_json::json!({"layer": l, "positions": pos})
+                    })
+                    .collect();
+                writeln!(out, "{}", serde_json::json!({"tokens": tr.tokens, "ids": tr.ids, "layers": layers}))?;
+                return Ok(());
+            }
+            writeln!(out, "logit lens: the top next-token guess at each position, read from each layer (0 = embeddings)")?;
+            let w = 12;
+            write!(out, "{:>7} ", "")?;
+            for t in &tr.tokens {
+                write!(out, "{:<w$}", fit(&label(t), w - 1))?;
+            }
+            writeln!(out)?;
+            for (l, rows) in lens.iter().enumerate() {
+                write!(out, "{:>7} ", if l == 0 { "emb".to_string() } else { format!("layer {l}") })?;
+                for r in rows {
+                    write!(out, "{:<w$}", fit(&label(&piece(r[0].0)), w - 1))?;
+                }
+                writeln!(out)?;
+            }
+        }
+        InspectCommand::Embeddings { model: dir, words, neighbours, out: file, three_d, json } => {
+            let (model, tok) = crate::load_model_dir(&dir)?;
+            embeddings(&mut out, &model, tok.as_ref(), &model_name(&dir), &words, neighbours, file.as_deref(), three_d, json)?;
+        }
+        InspectCommand::Tokens { m, json } => {
+            let tok = attn_tokenizer::load_tokenizer(&m.model, None).with_context(|| format!("loading the tokenizer of {}", m.model.display()))?;
+            let ids = tok.encode(&m.text)?;
+            let pieces: Vec<String> = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+            if json {
+                writeln!(out, "{}", serde_json::json!({"ids": ids, "tokens": pieces}))?;
+                return Ok(());
+            }
+            // Alternating backgrounds show where each token starts and ends.
+            const BG: [u8; 6] = [153, 223, 194, 218, 229, 189];
+            for (i, p) in pieces.iter().enumerate() {
+                if color {
+                    write!(out, "\x1b[48;5;{}m\x1b[30m{}\x1b[0m", BG[i % BG.len()], p.replace('\n', "↵\n"))?;
+                } else {
+                    write!(out, "{}{}", if i > 0 { "|" } else { "" }, p)?;
+                }
+            }
+            writeln!(out, "\n{} tokens, {} bytes ({:.2} bytes/token)", ids.len(), m.text.len(), m.text.len() as f64 / ids.len().max(1) as f64)?;
+            for (id, p) in ids.iter().zip(&pieces) {
+                writeln!(out, "{id:>8}  {p:?}")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn bar(p: f64, width: usize) -> String {
+    let cells = p * width as f64;
+    let full = cells.floor() as usize;
+    const PART: [&str; 8] = ["", "▏", "▎", "▍", "▌", "▋", "▊", "▉"];
+    let part = PART[((cells - full as f64) * 8.0) as usize % 8];
+    format!("{}{}", "█".repeat(full.min(width)), if full < width { part } else { "" })
+}
+
+fn fit(s: &str, w: usize) -> String {
+    if s.chars().count() > w {
+        s.chars().take(w - 1).chain(std::iter::once('…')).collect()
+    } else {
+        s.to_string()
+    }
+}
+
+/// Rows are queries, columns keys, two characters per cell; 256-colour
+/// backgrounds on a terminal, Unicode shades otherwise. Masked cells (zero
+/// above a causal diagonal) stay blank.
+fn terminal_heatmap(out: &mut impl Write, title: &str, tokens: &[String], att: &[f32], color: bool) -> std::io::Result<()> {
+    let t = tokens.len();
+    writeln!(out, "{title}   (row = query, column = key; scale 0 ·░▒▓█ 1)")?;
+    for q in 0..t {
+        write!(out, "{:>3} {:>12} ", q, fit(&label(&tokens[q]), 12))?;
+        for k in 0..t {
+            let p = att[q * t + k];
+            if k > q && p == 0.0 {
+                write!(out, "  ")?;
+            } else if color {
+                // The 24-step grey ramp, 232 (dark) to 255 (light), inverted so strong is dark.
+                write!(out, "\x1b[48;5;{}m  \x1b[0m", 255 - (p.clamp(0.0, 1.0) * 23.0).round() as u8)?;
+            } else {
+                let shade = ["·", "░", "▒", "▓", "█"][((p.clamp(0.0, 1.0) * 4.0).round()) as usize];
+                write!(out, "{shade}{shade}")?;
+            }
+        }
+        writeln!(out)?;
+    }
+    write!(out, "{:>17}", "")?;
+    for k in 0..t {
+        write!(out, "{:<2}", k % 10)?;
+    }
+    writeln!(out, "\n")
+}
+
+fn embeddings(
+    out: &mut impl Write,
+    model: &attn_model::Gpt,
+    tok: &dyn attn_tokenizer::Tokenizer,
+    name: &str,
+    words: &[String],
+    neighbours: usize,
+    file: Option<&Path>,
+    three_d: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(words.len() >= 2, "--words needs at least two words, comma-separated");
+    let mut vecs = Vec::new();
+    let mut ids = Vec::new();
+    for w in words {
+        let (v, i) = attn_inspect::word_vector(model, tok, w)?;
+        vecs.push(v);
+        ids.push(i);
+    }
+    let cos: Vec<Vec<f64>> = vecs.iter().map(|a| vecs.iter().map(|b| attn_inspect::cosine(a, b)).collect()).collect();
+    let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();
+    let near: Vec<Vec<(String, f64)>> = vecs
+        .iter()
+        .zip(&ids)
+        .map(|(v, own)| attn_inspect::nearest_tokens(model, v, neighbours, own).into_iter().map(|(i, c)| (piece(i), c)).collect())
+        .collect();
+    let k = if three_d { 3 } else { 2 };
+    let proj = attn_inspect::pca(&vecs, k);
+    if let Some(f) = file {
+        let pts: Vec<(f64, f64)> = proj.iter().map(|p| (p[0], p.get(1).copied().unwrap_or(0.0))).collect();
+        plot::scatter(f, &format!("{name} — token embeddings, PCA"), words, &pts, ("principal component 1", "principal component 2"))?;
+        eprintln!("wrote {}", f.display());
+    }
+    if json {
+        let near_json: Vec<Vec<serde_json::Value>> =
+            near.iter().map(|n| n.iter().map(|(t, c)| serde_json::json!({"token": t, "cosine": c})).collect()).collect();
+        writeln!(out, "{}", serde_json::json!({"words": words, "ids": ids, "cosine": cos, "nearest": near_json, "pca": proj}))?;
+        return Ok(());
+    }
+    writeln!(out, "tokens used for each word (a word split into several tokens gets the mean of their embeddings):")?;
+    for (w, i) in words.iter().zip(&ids) {
+        let pieces: Vec<String> = i.iter().map(|&id| format!("{:?}", piece(id))).collect();
+        writeln!(out, "{:>12}  {}", fit(w, 11), pieces.join(" + "))?;
+    }
+    writeln!(out)?;
+    writeln!(out, "cosine similarity of token embeddings ({name})")?;
+    write!(out, "{:>12}", "")?;
+    for w in words {
+        write!(out, "{:>10}", fit(w, 9))?;
+    }
+    writeln!(out)?;
+    for (w, row) in words.iter().zip(&cos) {
+        write!(out, "{:>12}", fit(w, 11))?;
+        for c in row {
+            write!(out, "{c:>10.3}")?;
+        }
+        writeln!(out)?;
+    }
+    writeln!(out, "\nnearest tokens in the vocabulary")?;
+    for (w, n) in words.iter().zip(&near) {
+        let list: Vec<String> = n.iter().map(|(t, c)| format!("{t:?} {c:.2}")).collect();
+        writeln!(out, "{:>12}  {}", fit(w, 11), list.join(", "))?;
+    }
+    writeln!(out, "\nPCA projection")?;
+    for (w, p) in words.iter().zip(&proj) {
+        let coords: Vec<String> = p.iter().map(|x| format!("{x:>8.3}")).collect();
+        writeln!(out, "{:>12}  {}", fit(w, 11), coords.join(" "))?;
+    }
+    Ok(())
+}

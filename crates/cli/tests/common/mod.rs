@@ -1,0 +1,55 @@
+//! Helpers shared by the CLI tests: run the built binary, write a small corpus.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn attn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_attn")).args(args).output().expect("attn runs")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A few KB of varied text: enough for train and val windows at T = 16.
+pub fn corpus(dir: &Path) -> PathBuf {
+    let mut text = String::new();
+    for i in 0..300 {
+        text.push_str(&format!("Line {i}: the quick brown fox {} over the lazy dog.\n", ["jumps", "leaps", "hops"][i % 3]));
+    }
+    let p = dir.join("corpus.txt");
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+pub fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    train_args_t(data, out, steps, "16")
+}
+
+pub fn train_args_t<'a>(data: &'a str, out: &'a str, steps: &'a str, seq_len: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--preset",
+        "baby",
+        "--steps",
+        steps,
+        "--batch-size",
+        "4",
+        "--seq-len",
+        seq_len,
+        "--eval-every",
+        "4",
+        "--eval-batches",
+        "2",
+        "--warmup",
+        "3",
+        "--threads",
+        "2",
+        "--quiet",
+    ]
+}

@@ -1,0 +1,314 @@
+//! Looking inside a model: what each head attends to, what the model would
+//! predict next and how sampling filters reshape it, what each layer would
+//! predict (the logit lens), and where tokens sit in embedding space.
+//!
+//! [`trace`] runs one forward pass over a text and keeps what inspection
+//! needs. It uses the training forward pass, which stores attention
+//! probabilities and the residual stream anyway for its backward pass;
+//! generation uses the KV-cache path, which stores neither, so inspection
+//! costs generation nothing.
+
+pub mod plot;
+
+use attn_generate::{Sampler, SamplerConfig};
+use attn_model::Gpt;
+use attn_tokenizer::Tokenizer;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Model(#[from] attn_model::ModelError),
+    #[error(transparent)]
+    Tokenizer(#[from] attn_tokenizer::TokenizerError),
+    #[error(transparent)]
+    Generate(#[from] attn_generate::GenerateError),
+    #[error("{0}")]
+    Input(String),
+    #[error("{path}: {msg}")]
+    Output { path: std::path::PathBuf, msg: String },
+}
+
+pub type Result<T> = std::result::Result<T, InspectError>;
+
+/// One forward pass over a text, with everything inspection reads.
+pub struct Trace {
+    pub ids: Vec<u32>,
+    /// Each token's text, as `decode` gives it (lossy for partial UTF-8).
+    pub tokens: Vec<String>,
+    pub n_layer: usize,
+    pub n_head: usize,
+    pub n_embd: usize,
+    pub vocab_size: usize,
+    /// Attention probabilities (L, NH, T, T).
+    pub attention: Vec<f32>,
+    /// The residual stream (L + 1, T, C): embeddings, then each block's output.
+    pub hidden: Vec<f32>,
+    /// Logits (T, V).
+    pub logits: Vec<f32>,
+}
+
+/// Tokenizes `text` exactly as generation does and runs the model on it.
+pub fn trace(model: &mut Gpt, tok: &dyn Tokenizer, text: &str) -> Result<Trace> {
+    let ids = tok.encode(text)?;
+    if ids.is_empty() {
+        return Err(InspectError::Input("the text is empty after tokenization".into()));
+    }
+    let ctx = model.config.n_ctx;
+    if ids.len() > ctx {
+        return Err(InspectError::Input(format!("the text is {} tokens; the model's context holds {ctx}: shorten --text", ids.len())));
+    }
+    let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+    trace_ids(model, &ids, tokens)
+}
+
+/// Runs the model on `ids` (T), keeping attention, residual stream and logits.
+/// `tokens` are the display strings of `ids`.
+pub fn trace_ids(model: &mut Gpt, ids: &[u32], tokens: Vec<String>) -> Result<Trace> {
+    let ids = ids.to_vec();
+    let t = ids.len();
+    model.forward(&ids, None, 1, t)?;
+    let cfg = &model.config;
+    let attention = (0..cfg.n_layer).flat_map(|l| model.attention_probs(l).iter().copied()).collect();
+    let hidden = (0..=cfg.n_layer).flat_map(|l| model.residual_stream(l).iter().copied()).collect();
+    Ok(Trace {
+        ids,
+        tokens,
+        n_layer: cfg.n_layer,
+        n_head: cfg.n_head,
+        n_embd: cfg.n_embd,
+        vocab_size: cfg.vocab_size,
+        attention,
+        hidden,
+        logits: model.logits().to_vec(),
+    })
+}
+
+impl Trace {
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Layer `l`, head `h`: (T, T), row = query, column = key.
+    pub fn attention(&self, l: usize, h: usize) -> &[f32] {
+        let t = self.len();
+        let at = (l * self.n_head + h) * t * t;
+        &self.attention[at..at + t * t]
+    }
+
+    /// `{"model", "tokens", "ids", "attention": [layer][head][query][key]}`.
+    pub fn attention_json(&self, model: &str) -> serde_json::Value {
+        let t = self.len();
+        let maps: Vec<Vec<Vec<&[f32]>>> = (0..self.n_layer).map(|l| (0..self.n_head).map(|h| self.attention(l, h).chunks(t).collect()).collect()).collect();
+        serde_json::json!({"model": model, "tokens": self.tokens, "ids": self.ids, "attention": maps})
+    }
+
+    /// Logits (V) for the token after position `pos`.
+    pub fn logits_at(&self, pos: usize) -> &[f32] {
+        &self.logits[pos * self.vocab_size..(pos + 1) * self.vocab_size]
+    }
+}
+
+/// Softmax with a max shift, in f64 for the entropy's sake.
+pub fn softmax(logits: &[f32]) -> Vec<f64> {
+    let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+    let e: Vec<f64> = logits.iter().map(|&x| (x as f64 - max).exp()).collect();
+    let s: f64 = e.iter().sum();
+    e.into_iter().map(|x| x / s).collect()
+}
+
+/// Entropy in bits.
+pub fn entropy_bits(p: &[f64]) -> f64 {
+    -p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.log2()).sum::<f64>()
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Candidate {
+    pub id: u32,
+    pub token: String,
+    /// Softmax of the raw logits, before any sampling filter.
+    pub prob: f64,
+    pub logit: f32,
+    /// After temperature, top-k and top-p, renormalized; 0 if filtered out.
+    pub filtered_prob: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NextToken {
+    pub candidates: Vec<Candidate>,
+    /// Bits, before the filters.
+    pub entropy: f64,
+    /// Bits, of what the sampler would draw from.
+    pub filtered_entropy: f64,
+    /// How many tokens the filters keep.
+    pub kept: usize,
+}
+
+/// The next-token distribution after the last token: the `top` most likely,
+/// with their probabilities before and after the sampler's filters.
+pub fn next_token(trace: &Trace, tok: &dyn Tokenizer, top: usize, sampler: SamplerConfig) -> Result<NextToken> {
+    let logits = trace.logits_at(trace.len() - 1);
+    let p = softmax(logits);
+    let mut s = Sampler::new(sampler, 0)?;
+    let filtered = s.distribution(logits);
+    let mut fp = vec![0.0f64; p.len()];
+    for &(q, id) in filtered {
+        fp[id as usize] = q as f64;
+    }
+    let mut order: Vec<u32> = (0..p.len() as u32).collect();
+    order.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+    let candidates = order
+        .iter()
+        .take(top)
+        .map(|&id| Candidate {
+            id,
+            token: String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned(),
+            prob: p[id as usize],
+            logit: logits[id as usize],
+            filtered_prob: fp[id as usize],
+        })
+        .collect();
+    Ok(NextToken { candidates, entropy: entropy_bits(&p), filtered_entropy: entropy_bits(&fp), kept: filtered.len() })
+}
+
+/// For each layer's residual stream (0 = embeddings, L = the last block), the
+/// top-`k` (id, probability) the output head reads from it at each position:
+/// `[layer][position][rank]`.
+pub fn logit_lens(model: &Gpt, trace: &Trace, k: usize) -> Vec<Vec<Vec<(u32, f64)>>> {
+    let (t, c) = (trace.len(), trace.n_embd);
+    (0..=trace.n_layer)
+        .map(|l| {
+            let logits = model.head(&trace.hidden[l * t * c..(l + 1) * t * c], t);
+            logits
+                .chunks(trace.vocab_size)
+                .map(|row| {
+                    let p = softmax(row);
+                    let mut idx: Vec<u32> = (0..p.len() as u32).collect();
+                    let k = k.min(idx.len());
+                    idx.select_nth_unstable_by(k - 1, |&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+                    idx.truncate(k);
+                    idx.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+                    idx.into_iter().map(|i| (i, p[i as usize])).collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A word's vector: its token's embedding row, or the mean of its tokens'
+/// rows when the tokenizer splits it.
+///
+/// Byte-level BPE vocabularies spell a word inside a sentence with its
+/// leading space (" king"), and that is usually the form that got a token
+/// of its own; so the spelling with fewer tokens is used, the spaced one on
+/// a tie. Character-level models take the word as given.
+pub fn word_vector(model: &Gpt, tok: &dyn Tokenizer, word: &str) -> Result<(Vec<f32>, Vec<u32>)> {
+    let bare = tok.encode(word)?;
+    let ids = match tok.encode(&format!(" {word}")) {
+        Ok(spaced) if !spaced.is_empty() && (bare.is_empty() || spaced.len() <= bare.len()) => spaced,
+        _ => bare,
+    };
+    if ids.is_empty() {
+        return Err(InspectError::Input(format!("{word:?} has no tokens")));
+    }
+    let c = model.config.n_embd;
+    let wte = model.token_embeddings();
+    let mut v = vec![0.0f32; c];
+    for &id in &ids {
+        for (a, b) in v.iter_mut().zip(&wte[id as usize * c..(id as usize + 1) * c]) {
+            *a += b / ids.len() as f32;
+        }
+    }
+    Ok((v, ids))
+}
+
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 {
+        0.0
+    } else {
+        dot / (na * nb)
+    }
+}
+
+/// The `k` vocabulary tokens whose embeddings are closest (by cosine) to `v`,
+/// leaving out `exclude`.
+pub fn nearest_tokens(model: &Gpt, v: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f64)> {
+    let c = model.config.n_embd;
+    let mut all: Vec<(u32, f64)> =
+        model.token_embeddings().chunks(c).enumerate().filter(|(i, _)| !exclude.contains(&(*i as u32))).map(|(i, row)| (i as u32, cosine(v, row))).collect();
+    all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    all.truncate(k);
+    all
+}
+
+/// Projects rows (N, D) onto their top `k` principal components (N, k), by
+/// power iteration with deflation on the centred covariance. Deterministic:
+/// the start vector is fixed and each component's sign is chosen so that its
+/// largest coordinate is positive.
+pub fn pca(rows: &[Vec<f32>], k: usize) -> Vec<Vec<f64>> {
+    let n = rows.len();
+    let d = rows.first().map_or(0, Vec::len);
+    let mean: Vec<f64> = (0..d).map(|j| rows.iter().map(|r| r[j] as f64).sum::<f64>() / n as f64).collect();
+    let x: Vec<Vec<f64>> = rows.iter().map(|r| r.iter().zip(&mean).map(|(&a, m)| a as f64 - m).collect()).collect();
+    let mut comps: Vec<Vec<f64>> = Vec::new();
+    for _ in 0..k.min(d) {
+        let mut v: Vec<f64> = (0..d).map(|j| 1.0 + (j % 7) as f64 * 0.1).collect();
+        for _ in 0..500 {
+            // w = X^T X v, with earlier components projected out.
+            let xv: Vec<f64> = x.iter().map(|r| r.iter().zip(&v).map(|(a, b)| a * b).sum()).collect();
+            let mut w = vec![0.0; d];
+            for (r, s) in x.iter().zip(&xv) {
+                w.iter_mut().zip(r).for_each(|(wj, rj)| *wj += rj * s);
+            }
+            for c in &comps {
+                let dot: f64 = w.iter().zip(c).map(|(a, b)| a * b).sum();
+                w.iter_mut().zip(c).for_each(|(wj, cj)| *wj -= dot * cj);
+            }
+            let norm = w.iter().map(|a| a * a).sum::<f64>().sqrt();
+            if norm == 0.0 {
+                break;
+            }
+            w.iter_mut().for_each(|a| *a /= norm);
+            let delta: f64 = w.iter().zip(&v).map(|(a, b)| (a - b).abs()).sum();
+            v = w;
+            if delta < 1e-12 {
+                break;
+            }
+        }
+        let big = v.iter().fold(0.0f64, |m, &a| if a.abs() > m.abs() { a } else { m });
+        if big < 0.0 {
+            v.iter_mut().for_each(|a| *a = -*a);
+        }
+        comps.push(v);
+    }
+    x.iter().map(|r| comps.iter().map(|c| r.iter().zip(c).map(|(a, b)| a * b).sum()).collect()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pca_finds_the_dominant_direction() {
+        // Points along (1, 1, 0) with a little spread along (0, 0, 1).
+        let rows: Vec<Vec<f32>> = (0..10).map(|i| vec![i as f32, i as f32, 0.1 * ((i % 3) as f32 - 1.0)]).collect();
+        let p = pca(&rows, 2);
+        let first: Vec<f64> = p.iter().map(|r| r[0]).collect();
+        for w in first.windows(2) {
+            assert!((w[1] - w[0] - 2f64.sqrt()).abs() < 1e-3, "{first:?}");
+        }
+        assert!(p.iter().all(|r| r[1].abs() < 0.12), "the rest is the small spread: {p:?}");
+    }
+
+    #[test]
+    fn entropy_of_uniform_is_log2_n() {
+        assert!((entropy_bits(&softmax(&[0.5; 8])) - 3.0).abs() < 1e-12);
+    }
+}
