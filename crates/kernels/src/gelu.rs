@@ -53,3 +53,25 @@ pub fn gelu_forward_naive(out: &mut [f32], inp: &[f32]) {
         *o = (0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())) as f32;
     }
 }
+
+/// GELU with the exact normal CDF, BERT's `gelu`: y = 0.5 x (1 + erf(x / sqrt 2)).
+/// Forward only: attn runs BERT for inference.
+pub fn gelu_erf_forward(
+    out: &mut [f32], // (N)
+    inp: &[f32],     // (N)
+) {
+    assert!(out.len() == inp.len());
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
+        for (o, &x) in o.iter_mut().zip(x) {
+            *o = 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    });
+}
+
+/// Reference in f64.
+pub fn gelu_erf_forward_naive(out: &mut [f32], inp: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(inp) {
+        let x = x as f64;
+        *o = (0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))) as f32;
+    }
+}

@@ -91,6 +91,16 @@ fn layernorm_gelu_crossentropy_match_naive() {
     gelu_forward(&mut g1, &x);
     gelu_forward_naive(&mut g2, &x);
     assert!(max_diff(&g1, &g2) < 1e-6);
+    gelu_erf_forward(&mut g1, &x);
+    gelu_erf_forward_naive(&mut g2, &x);
+    assert!(max_diff(&g1, &g2) < 1e-6);
+    // The exact and tanh forms differ by up to ~1e-3 for |x| near 2: the
+    // exact one must not be the approximation under another name.
+    let probe = [2.0f32, -2.0, 3.0];
+    let (mut e, mut a) = ([0.0; 3], [0.0; 3]);
+    gelu_erf_forward(&mut e, &probe);
+    gelu_forward(&mut a, &probe);
+    assert!(max_diff(&e, &a) > 1e-4);
 
     let v = 75;
     let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7) % v as u32).collect();

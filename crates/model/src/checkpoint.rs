@@ -136,6 +136,82 @@ impl TensorFile {
     }
 }
 
+/// The weights of a model folder: `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` lists (as `save_pretrained` writes large
+/// models), read as one set of named tensors.
+pub struct Weights {
+    files: Vec<TensorFile>,
+    /// tensor name -> index in `files`
+    map: HashMap<String, usize>,
+}
+
+impl Weights {
+    pub fn open_dir(dir: &Path) -> Result<Self> {
+        let index_path = dir.join("model.safetensors.index.json");
+        if index_path.exists() {
+            let text = fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: index_path.clone(), source })?;
+            let wm = json["weight_map"].as_object().ok_or_else(|| ModelError::InvalidConfig(format!("{}: no \"weight_map\" object", index_path.display())))?;
+            let mut shards: Vec<String> = wm.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
+            shards.sort();
+            shards.dedup();
+            let files = shards.iter().map(|f| TensorFile::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
+            let mut map = HashMap::new();
+            for (name, f) in wm {
+                let i = shards.iter().position(|s| Some(s.as_str()) == f.as_str()).expect("listed above");
+                if !files[i].has(name) {
+                    return Err(ModelError::MissingTensor { path: files[i].path.clone(), name: format!("{name} (listed in {})", index_path.display()) });
+                }
+                map.insert(name.clone(), i);
+            }
+            return Ok(Weights { files, map });
+        }
+        let path = dir.join(WEIGHTS_FILE);
+        if !path.exists() && dir.join("pytorch_model.bin").exists() {
+            return Err(ModelError::Unsupported {
+                path: dir.join("pytorch_model.bin"),
+                field: "weights format".into(),
+                value: "pickle".into(),
+                hint: "attn reads safetensors only; convert with `transformers` (save_pretrained(dir, safe_serialization=True))".into(),
+            });
+        }
+        let file = TensorFile::open(&path)?;
+        let map = file.index.keys().map(|k| (k.clone(), 0)).collect();
+        Ok(Weights { files: vec![file], map })
+    }
+
+    fn file(&self, name: &str) -> Result<&TensorFile> {
+        match self.map.get(name) {
+            Some(&i) => Ok(&self.files[i]),
+            None => Err(ModelError::MissingTensor { path: self.files[0].path.clone(), name: name.into() }),
+        }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    pub fn read_into(&self, name: &str, expected: &[usize], out: &mut [f32]) -> Result<()> {
+        self.file(name)?.read_into(name, expected, out)
+    }
+
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
+        self.file(name)?.shape(name)
+    }
+
+    /// Reads `name` with `shape` into a new vector.
+    pub fn read(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+        let mut v = vec![0.0; shape.iter().product()];
+        self.read_into(name, shape, &mut v)?;
+        Ok(v)
+    }
+
+    /// The first file's metadata (attn's training metadata lives there).
+    pub fn metadata(&self) -> Result<HashMap<String, String>> {
+        self.files[0].metadata()
+    }
+}
+
 /// Writes `config.json` and `model.safetensors` into `dir`. The tied
 /// `lm_head.weight` is omitted, as `save_pretrained` does.
 pub fn save_gpt(dir: &Path, model: &Gpt, metadata: Option<HashMap<String, String>>) -> Result<()> {
@@ -160,7 +236,7 @@ pub fn read_gpt_config(dir: &Path) -> Result<GptConfig> {
 /// or without the `transformer.` prefix).
 pub fn load_gpt(dir: &Path) -> Result<(Gpt, HashMap<String, String>)> {
     let config = read_gpt_config(dir)?;
-    let file = TensorFile::open(&dir.join(WEIGHTS_FILE))?;
+    let file = Weights::open_dir(dir)?;
     let mut model = Gpt::zeros(config)?;
     for e in model.layout.entries.clone() {
         let short = e.name.strip_prefix("transformer.").unwrap_or(&e.name);

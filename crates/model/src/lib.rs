@@ -13,6 +13,7 @@
 //! model.backward(1.0).unwrap();
 //! ```
 
+pub mod bert;
 pub mod checkpoint;
 mod config;
 mod error;

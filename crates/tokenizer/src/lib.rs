@@ -17,6 +17,7 @@
 pub mod bpe;
 pub mod pretok;
 pub mod train;
+pub mod wordpiece;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -68,7 +69,17 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
         if v.exists() && m.exists() {
             return Ok(Box::new(BytePairEncoder::load_gpt2(&v, &m)?));
         }
-        return Err(TokenizerError::Format { path: path.into(), msg: "the folder has neither tokenizer.json nor vocab.json + merges.txt".into() });
+        if path.join("vocab.txt").exists() {
+            // BERT's vocab.txt; tokenizer_config.json says whether it is cased.
+            let cfg: serde_json::Value =
+                std::fs::read_to_string(path.join("tokenizer_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
+            let lower = cfg["do_lower_case"].as_bool().unwrap_or(true);
+            return Ok(Box::new(wordpiece::WordPiece::from_vocab_txt(&path.join("vocab.txt"), lower)?));
+        }
+        return Err(TokenizerError::Format {
+            path: path.into(),
+            msg: "the folder has no tokenizer.json, vocab.json + merges.txt (GPT-2) or vocab.txt (BERT)".into(),
+        });
     }
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     if name.ends_with(".tiktoken") {
@@ -91,9 +102,10 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
     match json["model"]["type"].as_str() {
         Some("BPE") => Ok(Box::new(BytePairEncoder::from_hf_json(&json, path)?)),
         Some("WordLevel") => Ok(Box::new(CharTokenizer::load(path)?)),
+        Some("WordPiece") => Ok(Box::new(wordpiece::WordPiece::from_hf_json(&json, path)?)),
         other => Err(TokenizerError::Format {
             path: path.into(),
-            msg: format!("model.type {other:?}: expected \"BPE\" (byte-level) or \"WordLevel\" (character-level)"),
+            msg: format!("model.type {other:?}: expected \"BPE\" (byte-level), \"WordPiece\" (BERT) or \"WordLevel\" (character-level)"),
         }),
     }
 }

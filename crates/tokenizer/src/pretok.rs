@@ -138,6 +138,21 @@ fn tables() -> &'static Tables {
     })
 }
 
+/// The code-point ranges (inclusive, sorted) of a regex class such as `\p{P}`,
+/// from the Unicode tables in `regex-syntax`.
+pub(crate) fn class_ranges(class: &str) -> Vec<(u32, u32)> {
+    let hir = regex_syntax::parse(class).expect("a Unicode class");
+    let regex_syntax::hir::HirKind::Class(regex_syntax::hir::Class::Unicode(u)) = hir.kind() else { unreachable!("{class} parses to a Unicode class") };
+    u.ranges().iter().map(|r| (r.start() as u32, r.end() as u32)).collect()
+}
+
+/// Whether `c` lies in sorted, disjoint `ranges`.
+pub(crate) fn in_ranges(ranges: &[(u32, u32)], c: char) -> bool {
+    let x = c as u32;
+    let i = ranges.partition_point(|r| r.1 < x);
+    i < ranges.len() && ranges[i].0 <= x
+}
+
 fn cat(c: char) -> Cat {
     let x = c as u32;
     if x < 0x10000 {
