@@ -55,6 +55,17 @@ pub enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Time sentence embeddings: one text per line of --data, all embedded per round
+    Embed {
+        #[arg(long)]
+        model: std::path::PathBuf,
+        #[arg(long)]
+        data: std::path::PathBuf,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Measure single-precision GEMM throughput (the MFU denominator)
     Gemm {
         #[arg(long, default_value_t = 1024)]
@@ -93,6 +104,27 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                 "{}",
                 serde_json::json!({"bytes": text.len(), "tokens": n, "threads": rayon::current_num_threads(),
                     "mb_per_s": mb / secs[0], "mb_per_s_median": mb / secs[secs.len() / 2]})
+            );
+            Ok(())
+        }
+        BenchCommand::Embed { model, data, rounds, threads } => {
+            crate::set_threads(threads)?;
+            let enc = crate::embed::Encoder::load(&model)?;
+            let texts: Vec<String> = attn_train::data::read_corpus(&[data])?.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+            // Tokenizing is part of the work, as in sentence-transformers' encode().
+            let run = || -> anyhow::Result<f64> {
+                let t = Instant::now();
+                std::hint::black_box(enc.embed(&texts)?);
+                Ok(t.elapsed().as_secs_f64())
+            };
+            run()?;
+            let mut secs = (0..rounds.max(1)).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?;
+            secs.sort_by(f64::total_cmp);
+            let tokens: usize = texts.iter().map(|t| enc.ids(t).map(|i| i.len()).unwrap_or(0)).sum();
+            println!(
+                "{}",
+                serde_json::json!({"sentences": texts.len(), "tokens": tokens, "threads": rayon::current_num_threads(),
+                    "sentences_per_s": texts.len() as f64 / secs[0], "sentences_per_s_median": texts.len() as f64 / secs[secs.len() / 2]})
             );
             Ok(())
         }

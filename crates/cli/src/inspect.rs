@@ -95,8 +95,10 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
     match c {
         InspectCommand::Attention { m, layer, head, out: file } => {
             crate::set_threads(m.threads)?;
-            let (mut model, tok) = crate::load_model_dir(&m.model)?;
-            let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
+            let tr = match crate::load_any(&m.model)? {
+                (crate::Loaded::Gpt(mut model), tok) => attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?,
+                (crate::Loaded::Bert(bert), tok) => attn_inspect::trace_bert(&bert, tok.as_ref(), &m.text)?,
+            };
             let name = model_name(&m.model);
             for (what, v, n) in [("--layer", layer, tr.n_layer), ("--head", head, tr.n_head)] {
                 if let Some(v) = v {
@@ -111,11 +113,11 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                     eprintln!("wrote {}", f.display());
                 }
                 (Some(f), Some(l), Some(h)) => {
-                    plot::attention_head(&f, &tr, &name, l, h, true)?;
+                    plot::attention_head(&f, &tr, &name, l, h, tr.causal)?;
                     eprintln!("wrote {}", f.display());
                 }
                 (Some(f), None, None) => {
-                    plot::attention_grid(&f, &tr, &name, true)?;
+                    plot::attention_grid(&f, &tr, &name, tr.causal)?;
                     eprintln!("wrote {}", f.display());
                 }
                 (Some(_), _, _) => anyhow::bail!("give both --layer and --head for one head's picture, or neither for the grid"),
@@ -214,8 +216,13 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
             }
         }
         InspectCommand::Embeddings { model: dir, words, neighbours, out: file, three_d, json } => {
-            let (model, tok) = crate::load_model_dir(&dir)?;
-            embeddings(&mut out, &model, tok.as_ref(), &model_name(&dir), &words, neighbours, file.as_deref(), three_d, json)?;
+            anyhow::ensure!(words.len() >= 2, "--words needs at least two words, comma-separated");
+            let k = if three_d { 3 } else { 2 };
+            let name = model_name(&dir);
+            match crate::load_any(&dir)? {
+                (crate::Loaded::Gpt(model), tok) => embeddings(&mut out, &model, tok.as_ref(), &name, &words, neighbours, file.as_deref(), k, json)?,
+                (crate::Loaded::Bert(_), _) => sentence_embeddings(&mut out, &dir, &name, &words, file.as_deref(), k, json)?,
+            }
         }
         InspectCommand::Tokens { m, json } => {
             let tok = attn_tokenizer::load_tokenizer(&m.model, None).with_context(|| format!("loading the tokenizer of {}", m.model.display()))?;
@@ -296,10 +303,9 @@ fn embeddings(
     words: &[String],
     neighbours: usize,
     file: Option<&Path>,
-    three_d: bool,
+    k: usize,
     json: bool,
 ) -> anyhow::Result<()> {
-    anyhow::ensure!(words.len() >= 2, "--words needs at least two words, comma-separated");
     let mut vecs = Vec::new();
     let mut ids = Vec::new();
     for w in words {
@@ -314,13 +320,7 @@ fn embeddings(
         .zip(&ids)
         .map(|(v, own)| attn_inspect::nearest_tokens(model, v, neighbours, own).into_iter().map(|(i, c)| (piece(i), c)).collect())
         .collect();
-    let k = if three_d { 3 } else { 2 };
-    let proj = attn_inspect::pca(&vecs, k);
-    if let Some(f) = file {
-        let pts: Vec<(f64, f64)> = proj.iter().map(|p| (p[0], p.get(1).copied().unwrap_or(0.0))).collect();
-        plot::scatter(f, &format!("{name} — token embeddings, PCA"), words, &pts, ("principal component 1", "principal component 2"))?;
-        eprintln!("wrote {}", f.display());
-    }
+    let proj = project(&vecs, k, words, file, &format!("{name} — token embeddings, PCA"))?;
     if json {
         let near_json: Vec<Vec<serde_json::Value>> =
             near.iter().map(|n| n.iter().map(|(t, c)| serde_json::json!({"token": t, "cosine": c})).collect()).collect();
@@ -333,28 +333,65 @@ fn embeddings(
         writeln!(out, "{:>12}  {}", fit(w, 11), pieces.join(" + "))?;
     }
     writeln!(out)?;
-    writeln!(out, "cosine similarity of token embeddings ({name})")?;
+    print_cosine(out, &format!("cosine similarity of token embeddings ({name})"), words, &cos)?;
+    writeln!(out, "\nnearest tokens in the vocabulary")?;
+    for (w, n) in words.iter().zip(&near) {
+        let list: Vec<String> = n.iter().map(|(t, c)| format!("{t:?} {c:.2}")).collect();
+        writeln!(out, "{:>12}  {}", fit(w, 11), list.join(", "))?;
+    }
+    print_projection(out, words, &proj)?;
+    Ok(())
+}
+
+/// PCA of `vecs`, drawn to `file` when given.
+fn project(vecs: &[Vec<f32>], k: usize, labels: &[String], file: Option<&Path>, title: &str) -> anyhow::Result<Vec<Vec<f64>>> {
+    let proj = attn_inspect::pca(vecs, k);
+    if let Some(f) = file {
+        let pts: Vec<(f64, f64)> = proj.iter().map(|p| (p[0], p.get(1).copied().unwrap_or(0.0))).collect();
+        plot::scatter(f, title, labels, &pts, ("principal component 1", "principal component 2"))?;
+        eprintln!("wrote {}", f.display());
+    }
+    Ok(proj)
+}
+
+fn print_cosine(out: &mut impl Write, title: &str, words: &[String], cos: &[Vec<f64>]) -> std::io::Result<()> {
+    writeln!(out, "{title}")?;
     write!(out, "{:>12}", "")?;
     for w in words {
         write!(out, "{:>10}", fit(w, 9))?;
     }
     writeln!(out)?;
-    for (w, row) in words.iter().zip(&cos) {
+    for (w, row) in words.iter().zip(cos) {
         write!(out, "{:>12}", fit(w, 11))?;
         for c in row {
             write!(out, "{c:>10.3}")?;
         }
         writeln!(out)?;
     }
-    writeln!(out, "\nnearest tokens in the vocabulary")?;
-    for (w, n) in words.iter().zip(&near) {
-        let list: Vec<String> = n.iter().map(|(t, c)| format!("{t:?} {c:.2}")).collect();
-        writeln!(out, "{:>12}  {}", fit(w, 11), list.join(", "))?;
-    }
+    Ok(())
+}
+
+fn print_projection(out: &mut impl Write, words: &[String], proj: &[Vec<f64>]) -> std::io::Result<()> {
     writeln!(out, "\nPCA projection")?;
-    for (w, p) in words.iter().zip(&proj) {
+    for (w, p) in words.iter().zip(proj) {
         let coords: Vec<String> = p.iter().map(|x| format!("{x:>8.3}")).collect();
         writeln!(out, "{:>12}  {}", fit(w, 11), coords.join(" "))?;
     }
+    Ok(())
+}
+
+/// The same views over an encoder's sentence embeddings (each word or phrase
+/// is embedded as a sentence, as `attn similarity` does).
+fn sentence_embeddings(out: &mut impl Write, dir: &Path, name: &str, texts: &[String], file: Option<&Path>, k: usize, json: bool) -> anyhow::Result<()> {
+    let enc = crate::embed::Encoder::load(dir)?;
+    let vecs = enc.embed(texts)?;
+    let cos = crate::embed::cosine_matrix(&vecs);
+    let proj = project(&vecs, k, texts, file, &format!("{name} — sentence embeddings, PCA"))?;
+    if json {
+        writeln!(out, "{}", serde_json::json!({"words": texts, "cosine": cos, "pca": proj}))?;
+        return Ok(());
+    }
+    print_cosine(out, &format!("cosine similarity of sentence embeddings ({name})"), texts, &cos)?;
+    print_projection(out, texts, &proj)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! exit code. The work lives in the library crates.
 
 mod bench;
+mod embed;
 mod eval;
 mod generate;
 mod inspect;
@@ -25,6 +26,10 @@ enum Command {
     Generate(generate::GenerateArgs),
     /// Score a text file: loss, perplexity, bits per byte
     Eval(eval::EvalArgs),
+    /// Sentence embeddings from an encoder (BERT, e.g. all-MiniLM-L6-v2): one vector per text
+    Embed(embed::EmbedArgs),
+    /// Cosine similarity of the sentence embeddings of two or more texts
+    Similarity(embed::SimilarityArgs),
     /// Look inside a model: attention maps, next-token distribution, logit lens, embeddings, tokens
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
@@ -45,12 +50,36 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A model folder's weights and tokenizer (attn run folders and HF GPT-2 folders).
-pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Gpt, Box<dyn attn_tokenizer::Tokenizer>)> {
+/// Any model attn runs: a decoder (GPT-2) or an encoder (BERT).
+pub enum Loaded {
+    Gpt(attn_model::Gpt),
+    Bert(attn_model::bert::Bert),
+}
+
+/// A model folder's weights and tokenizer, by config.json's `model_type`:
+/// attn run folders, and Hugging Face GPT-2 and BERT folders.
+pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_tokenizer::Tokenizer>)> {
     use anyhow::Context;
+    let ctx = || format!("loading the model in {}", dir.display());
+    let kind = attn_model::checkpoint::model_type(dir).with_context(ctx)?;
+    let model = match kind.as_str() {
+        "gpt2" => Loaded::Gpt(attn_model::checkpoint::load_gpt(dir).with_context(ctx)?.0),
+        "bert" => Loaded::Bert(attn_model::bert::Bert::load(dir).with_context(ctx)?),
+        other => anyhow::bail!("{}: model_type {other:?} is not supported; this build runs \"gpt2\" and \"bert\"", dir.join("config.json").display()),
+    };
     let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
-    let (model, _) = attn_model::checkpoint::load_gpt(dir).with_context(|| format!("loading the model in {}", dir.display()))?;
     Ok((model, tok))
+}
+
+/// A decoder and its tokenizer, for the commands that predict tokens.
+pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Gpt, Box<dyn attn_tokenizer::Tokenizer>)> {
+    match load_any(dir)? {
+        (Loaded::Gpt(m), tok) => Ok((m, tok)),
+        (Loaded::Bert(_), _) => anyhow::bail!(
+            "{} holds a BERT encoder, which does not predict next tokens; use `attn embed`, `attn similarity` or `attn inspect attention|embeddings|tokens`",
+            dir.display()
+        ),
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,6 +91,8 @@ fn main() -> std::process::ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Inspect(c) => inspect::run(c),
+        Command::Embed(a) => embed::run_embed(a),
+        Command::Similarity(a) => embed::run_similarity(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

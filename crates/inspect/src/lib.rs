@@ -40,11 +40,14 @@ pub struct Trace {
     pub n_head: usize,
     pub n_embd: usize,
     pub vocab_size: usize,
+    /// A decoder's attention is masked above the diagonal; an encoder's is not.
+    pub causal: bool,
     /// Attention probabilities (L, NH, T, T).
     pub attention: Vec<f32>,
-    /// The residual stream (L + 1, T, C): embeddings, then each block's output.
+    /// The residual stream (L + 1, T, C): embeddings, then each block's
+    /// output. Decoders only.
     pub hidden: Vec<f32>,
-    /// Logits (T, V).
+    /// Logits (T, V). Decoders only.
     pub logits: Vec<f32>,
 }
 
@@ -78,9 +81,34 @@ pub fn trace_ids(model: &mut Gpt, ids: &[u32], tokens: Vec<String>) -> Result<Tr
         n_head: cfg.n_head,
         n_embd: cfg.n_embd,
         vocab_size: cfg.vocab_size,
+        causal: true,
         attention,
         hidden,
         logits: model.logits().to_vec(),
+    })
+}
+
+/// An encoder's trace: the text as its tokenizer encodes it ([CLS] ... [SEP]
+/// for BERT), with every layer's attention probabilities.
+pub fn trace_bert(bert: &attn_model::bert::Bert, tok: &dyn Tokenizer, text: &str) -> Result<Trace> {
+    let ids = tok.encode(text)?;
+    let cfg = &bert.config;
+    if ids.len() > cfg.max_position {
+        return Err(InspectError::Input(format!("the text is {} tokens; the model has {} positions: shorten --text", ids.len(), cfg.max_position)));
+    }
+    let out = bert.forward(&ids, &[ids.len()], true)?;
+    let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+    Ok(Trace {
+        ids,
+        tokens,
+        n_layer: cfg.num_layers,
+        n_head: cfg.num_heads,
+        n_embd: cfg.hidden_size,
+        vocab_size: cfg.vocab_size,
+        causal: false,
+        attention: out.attention.concat(),
+        hidden: Vec::new(),
+        logits: Vec::new(),
     })
 }
 

@@ -228,9 +228,20 @@ where
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     let colour = RGBColor(31, 119, 180);
-    chart.draw_series(points.iter().zip(labels).map(|(&(x, y), name)| {
-        EmptyElement::at((x, y)) + Circle::new((0, 0), 5, colour.filled()) + Text::new(name.clone(), (8, -8), ("sans-serif", 16).into_font())
-    }))?;
+    chart.draw_series(points.iter().map(|&(x, y)| Circle::new((x, y), 5, colour.filled())))?;
+    // Labels go beside their point, on the first side where they overlap no
+    // label placed before them (text boxes estimated at 9 px per character).
+    let mut placed: Vec<(i32, i32, i32, i32)> = Vec::new();
+    for (&(x, y), name) in points.iter().zip(labels) {
+        let (px, py) = chart.backend_coord(&(x, y));
+        let w = 9 * name.chars().count() as i32;
+        let options = [(8, -18), (8, 4), (-8 - w, -18), (-8 - w, 4), (8, -34), (8, 20)];
+        let boxes = options.map(|(dx, dy)| (px + dx, py + dy, px + dx + w, py + dy + 16));
+        let free = |b: &(i32, i32, i32, i32)| placed.iter().all(|p| b.2 <= p.0 || b.0 >= p.2 || b.3 <= p.1 || b.1 >= p.3);
+        let b = boxes.iter().copied().find(free).unwrap_or(boxes[0]);
+        root.draw(&Text::new(name.clone(), (b.0, b.1), ("sans-serif", 16).into_font()))?;
+        placed.push(b);
+    }
     root.present()?;
     Ok(())
 }

@@ -84,3 +84,27 @@ fn logit_lens_final_layer_is_the_model_prediction() {
     let last = &tr.hidden[tr.n_layer * t * tr.n_embd..];
     assert_eq!(model.head(last, t), tr.logits);
 }
+
+/// all-MiniLM-L6-v2 on a real sentence through `trace_bert`, against
+/// transformers' eager attention (testdata/minilm_reference.safetensors).
+#[test]
+fn minilm_attention_matches_transformers() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.cache/models/all-MiniLM-L6-v2");
+    if !dir.join("model.safetensors").exists() {
+        assert!(std::env::var("CI").is_err(), "CI must fetch the model first (scripts/fetch_minilm.sh)");
+        eprintln!("SKIPPED: run scripts/fetch_minilm.sh");
+        return;
+    }
+    let reference = testdata("minilm_reference.safetensors");
+    let sentences: Vec<String> = serde_json::from_str(&reference.metadata().unwrap()["sentences"]).unwrap();
+    let bert = attn_model::bert::Bert::load(&dir).unwrap();
+    let tok = attn_tokenizer::load_tokenizer(&dir, None).unwrap();
+    let tr = attn_inspect::trace_bert(&bert, tok.as_ref(), &sentences[0]).unwrap();
+    assert_eq!(tr.tokens.first().map(String::as_str), Some("[CLS]"));
+    assert_eq!(tr.tokens.last().map(String::as_str), Some("[SEP]"));
+    assert_eq!(tr.ids, reference.read_ids("ids.0").unwrap());
+    let d = max_abs(&tr.attention, &reference.read_f32("attentions.0").unwrap());
+    eprintln!("max |attention difference| (MiniLM) {d:e}");
+    assert!(d < 1e-5, "attention differs by {d:e}");
+    assert!(!tr.causal);
+}

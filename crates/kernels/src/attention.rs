@@ -32,6 +32,9 @@ impl AttnShape {
     }
 }
 
+/// Up to this length, attention is computed row by row instead of by GEMM.
+const SHORT: usize = 32;
+
 pub fn attention_forward(
     out: &mut [f32], // (B, T, C)
     att: &mut [f32], // (B, NH, T, T)
@@ -51,6 +54,28 @@ pub fn attention_forward(
         let k = qkv[base + c + h * hs..].as_ptr();
         let v = qkv[base + 2 * c + h * hs..].as_ptr();
         let c3 = 3 * c as isize;
+        if t <= SHORT {
+            // Short sequences (sentence embeddings): a GEMM call costs more
+            // than the arithmetic, so rows are done directly.
+            let row = |i: usize, part: usize| &qkv[base + i * 3 * c + part * c + h * hs..][..hs];
+            for (i, scores) in att_bh.chunks_exact_mut(t).enumerate() {
+                let len = if causal { i + 1 } else { t };
+                for (j, sc) in scores[..len].iter_mut().enumerate() {
+                    *sc = dot(row(i, 0), row(j, 1));
+                }
+            }
+            softmax_rows(att_bh, t, scale, causal);
+            let mut acc = vec![0.0f32; hs];
+            for (i, probs) in att_bh.chunks_exact(t).enumerate() {
+                acc.fill(0.0);
+                for (j, &p) in probs.iter().enumerate().filter(|(_, &p)| p != 0.0) {
+                    crate::simd::axpy(&mut acc, p, row(j, 2));
+                }
+                // SAFETY: each (b, h) task writes only its head's columns of its batch rows.
+                unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), out_ptr.get().add((bi * t + i) * c + h * hs), hs) };
+            }
+            return;
+        }
         unsafe {
             // scores (T, T) = Q (T, HS) @ K^T (HS, T)
             sgemm_serial(t, t, hs, att_bh.as_mut_ptr(), t as isize, 1, false, q, c3, 1, k, 1, c3);

@@ -61,11 +61,14 @@ pub fn gelu_erf_forward(
     inp: &[f32],     // (N)
 ) {
     assert!(out.len() == inp.len());
-    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| {
-        for (o, &x) in o.iter_mut().zip(x) {
-            *o = 0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2));
-        }
-    });
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| erf_chunk(o, x));
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn erf_chunk(out: &mut [f32], inp: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(inp) {
+        *o = 0.5 * x * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    }
 }
 
 /// Reference in f64.
