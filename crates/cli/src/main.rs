@@ -51,6 +51,8 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 }
 
 /// Any model attn runs: a decoder (GPT-2) or an encoder (BERT).
+// One lives per process, so the size difference between variants is moot.
+#[allow(clippy::large_enum_variant)]
 pub enum Loaded {
     Gpt(attn_model::Gpt),
     Bert(attn_model::bert::Bert),
