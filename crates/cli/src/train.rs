@@ -34,6 +34,10 @@ pub struct TrainArgs {
     /// Model size: gpt2-124m, gpt2-350m, shakespeare-char, baby
     #[arg(long, default_value = "baby")]
     preset: String,
+    /// Fine-tune: start from a model folder's weights, config and tokenizer
+    /// (an attn run, or a Hugging Face GPT-2 folder) instead of a random model
+    #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position", "resume"])]
+    init: Option<PathBuf>,
     /// "char" trains a character vocabulary on the data; or a tokenizer file or folder
     /// (tokenizer.json, vocab.json + merges.txt, .tiktoken)
     #[arg(long, default_value = "char")]
@@ -100,10 +104,16 @@ pub struct TrainArgs {
 
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let mut model = GptConfig::preset(&a.preset)?;
-    model.position = match a.position {
-        Position::Learned => attn_model::PositionEncoding::Learned,
-        Position::Sinusoidal => attn_model::PositionEncoding::Sinusoidal,
+    let model = match &a.init {
+        Some(dir) => attn_model::checkpoint::read_gpt_config(dir).with_context(|| format!("--init {}", dir.display()))?,
+        None => {
+            let mut m = GptConfig::preset(&a.preset)?;
+            m.position = match a.position {
+                Position::Learned => attn_model::PositionEncoding::Learned,
+                Position::Sinusoidal => attn_model::PositionEncoding::Sinusoidal,
+            };
+            m
+        }
     };
     let config = TrainConfig {
         steps: a.steps,
@@ -142,7 +152,18 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         eprintln!("\ninterrupt: finishing the step and saving a checkpoint (Ctrl-C again to abort)");
     })
     .context("installing the Ctrl-C handler")?;
-    let run = TrainRun { out: a.out.clone(), data: a.data, model, tokenizer, config, resume: a.resume, halt_at: a.halt_at, quiet: a.quiet, stop: &stop };
+    let run = TrainRun {
+        out: a.out.clone(),
+        data: a.data,
+        model,
+        tokenizer,
+        config,
+        resume: a.resume,
+        init: a.init,
+        halt_at: a.halt_at,
+        quiet: a.quiet,
+        stop: &stop,
+    };
     let s = attn_train::train(&run)?;
     println!("{}", serde_json::to_string(&s)?);
     Ok(())

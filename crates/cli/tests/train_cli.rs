@@ -183,3 +183,55 @@ fn bpe_tokenizer_trained_for_the_run() {
     let o = Command::new(env!("CARGO_BIN_EXE_attn")).args(&args).output().unwrap();
     assert!(!o.status.success() && stderr(&o).contains("bpe:N"), "{}", stderr(&o));
 }
+
+#[test]
+fn fine_tuning_starts_from_the_given_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (base, tuned) = (dir.path().join("base"), dir.path().join("tuned"));
+    let o = attn(&train_args(data.to_str().unwrap(), base.to_str().unwrap(), "4"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // New data: the same characters in a different order, so the char vocabulary still covers it.
+    let other = dir.path().join("other.txt");
+    let text: String = std::fs::read_to_string(&data).unwrap().lines().rev().collect::<Vec<_>>().join("\n");
+    std::fs::write(&other, text).unwrap();
+    let args = [
+        "train",
+        "--data",
+        other.to_str().unwrap(),
+        "--out",
+        tuned.to_str().unwrap(),
+        "--init",
+        base.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "1",
+        "--eval-batches",
+        "1",
+        "--warmup",
+        "0",
+        "--lr",
+        "1e-12",
+        "--threads",
+        "2",
+        "--quiet",
+    ];
+    let o = attn(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // One step at a negligible learning rate: the weights are the base run's.
+    let read = |p: &Path| attn_model::checkpoint::TensorFile::open(&p.join("model.safetensors")).unwrap().read_f32("transformer.wte.weight").unwrap();
+    let (a, b) = (read(&base), read(&tuned));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6), "fine-tuning did not start from the base weights");
+    assert_eq!(std::fs::read(base.join("tokenizer.json")).unwrap(), std::fs::read(tuned.join("tokenizer.json")).unwrap());
+    // --init with a tokenizer or preset is a contradiction, refused up front.
+    let mut bad = args.to_vec();
+    bad.extend(["--tokenizer", "bpe:300"]);
+    let o = attn(&bad);
+    assert!(!o.status.success() && stderr(&o).contains("--tokenizer"), "{}", stderr(&o));
+}

@@ -97,6 +97,10 @@ pub struct TrainRun<'a> {
     pub tokenizer: TokenizerSpec,
     pub config: TrainConfig,
     pub resume: bool,
+    /// Fine-tuning: start from this model folder's weights and tokenizer
+    /// (an attn run or a Hugging Face GPT-2 folder) instead of a random
+    /// model; `model` must then be that folder's config.
+    pub init: Option<PathBuf>,
     /// Stop after this step as if interrupted (for testing resume).
     pub halt_at: Option<usize>,
     pub quiet: bool,
@@ -133,22 +137,10 @@ fn data_dir(out: &Path) -> PathBuf {
 /// Tokenizes the corpus, writes the shards and a fresh model.
 fn start_fresh(run: &TrainRun) -> Result<Session> {
     let text = read_corpus(&run.data)?;
-    let tok: Box<dyn Tokenizer> = match &run.tokenizer {
-        TokenizerSpec::Char => Box::new(CharTokenizer::train(&text)),
-        TokenizerSpec::File(p) => load_tokenizer(p, None)?,
-        TokenizerSpec::Bpe(n) => {
-            // Only the training part: the validation text stays unseen.
-            let mut cut = ((text.len() as f64) * (1.0 - run.config.val_fraction)) as usize;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let trainer = BpeTrainer { vocab_size: *n, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into()] };
-            let (tok, stats) = trainer.train(&text[..cut])?;
-            if !run.quiet {
-                eprintln!("trained a BPE tokenizer: {} tokens, {} merges over {} distinct pieces", tok.vocab_size(), stats.merges, stats.words);
-            }
-            Box::new(tok)
-        }
+    let tok: Box<dyn Tokenizer> = match (&run.init, &run.tokenizer) {
+        // Fine-tuning keeps the model's own tokenizer: its ids are what the weights know.
+        (Some(dir), _) => load_tokenizer(dir, None)?,
+        (None, spec) => tokenizer_for(spec, &text, run)?,
     };
     let ids = tok.encode(&text)?;
     let (train_ids, val_ids) = split(&ids, run.config.val_fraction);
@@ -170,7 +162,21 @@ fn start_fresh(run: &TrainRun) -> Result<Session> {
     write_shard(&data_dir(&run.out).join("train.bin"), train_ids, cfg.vocab_size)?;
     write_shard(&data_dir(&run.out).join("val.bin"), val_ids, cfg.vocab_size)?;
     tok.save(&run.out.join(TOKENIZER_FILE))?;
-    let model = Gpt::new(cfg, run.config.seed)?;
+    let model = match &run.init {
+        Some(dir) => {
+            let (model, _) = load_gpt(dir)?;
+            if model.config.vocab_size != cfg.vocab_size {
+                return Err(TrainError::Data(format!(
+                    "{}: the model has {} token ids but its tokenizer {}; the folder's config.json and tokenizer do not belong together",
+                    dir.display(),
+                    model.config.vocab_size,
+                    cfg.vocab_size
+                )));
+            }
+            model
+        }
+        None => Gpt::new(cfg, run.config.seed)?,
+    };
     let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
     Ok(Session {
         model,
@@ -179,6 +185,27 @@ fn start_fresh(run: &TrainRun) -> Result<Session> {
         val: TokenShard::open(&data_dir(&run.out).join("val.bin"))?,
         metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), None)?,
         start_step: 0,
+    })
+}
+
+/// The tokenizer a fresh run asks for: character-level, a file, or BPE trained here.
+fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box<dyn Tokenizer>> {
+    Ok(match spec {
+        TokenizerSpec::Char => Box::new(CharTokenizer::train(&text)),
+        TokenizerSpec::File(p) => load_tokenizer(p, None)?,
+        TokenizerSpec::Bpe(n) => {
+            // Only the training part: the validation text stays unseen.
+            let mut cut = ((text.len() as f64) * (1.0 - run.config.val_fraction)) as usize;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let trainer = BpeTrainer { vocab_size: *n, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into()] };
+            let (tok, stats) = trainer.train(&text[..cut])?;
+            if !run.quiet {
+                eprintln!("trained a BPE tokenizer: {} tokens, {} merges over {} distinct pieces", tok.vocab_size(), stats.merges, stats.words);
+            }
+            Box::new(tok)
+        }
     })
 }
 
