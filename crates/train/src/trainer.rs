@@ -191,7 +191,7 @@ fn start_fresh(run: &TrainRun) -> Result<Session> {
 /// The tokenizer a fresh run asks for: character-level, a file, or BPE trained here.
 fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box<dyn Tokenizer>> {
     Ok(match spec {
-        TokenizerSpec::Char => Box::new(CharTokenizer::train(&text)),
+        TokenizerSpec::Char => Box::new(CharTokenizer::train(text)),
         TokenizerSpec::File(p) => load_tokenizer(p, None)?,
         TokenizerSpec::Bpe(n) => {
             // Only the training part: the validation text stays unseen.
