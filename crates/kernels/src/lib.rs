@@ -34,7 +34,10 @@ pub mod matmul;
 pub mod matvec;
 pub mod optim;
 pub mod residual;
+pub mod rmsnorm;
+pub mod rope;
 mod simd;
+pub mod swiglu;
 
 /// Rows per rayon task for row-parallel kernels. Small row counts stay on one
 /// thread: spawning costs more than the work.

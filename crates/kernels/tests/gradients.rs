@@ -168,3 +168,79 @@ fn embedding_gradients_with_repeated_tokens() {
         }),
     );
 }
+
+#[test]
+fn rmsnorm_gradients() {
+    use attn_kernels::rmsnorm::*;
+    let (n, c) = (3, 7);
+    let mut x = randn(n * c, 31, 1.0);
+    let mut w = randn(c, 32, 1.0);
+    let proj = projection(n * c, 33);
+    let (mut out, mut rstd) = (vec![0.0; n * c], vec![0.0; n]);
+    rmsnorm_forward(&mut out, &mut rstd, &x, &w, n, c, 1e-5);
+    let (mut dx, mut dw) = (vec![0.0; n * c], vec![0.0; c]);
+    rmsnorm_backward(&mut dx, &mut dw, &proj, &x, &w, &rstd, n, c);
+    let (w0, x0) = (w.clone(), x.clone());
+    let mut r = vec![0.0; n];
+    assert_ok(
+        "rmsnorm dx",
+        check_gradient(&mut x, &dx, EPS, |x| {
+            rmsnorm_forward(&mut out, &mut r, x, &w0, n, c, 1e-5);
+            weighted_sum(&out, &proj)
+        }),
+    );
+    assert_ok(
+        "rmsnorm dw",
+        check_gradient(&mut w, &dw, EPS, |w| {
+            rmsnorm_forward(&mut out, &mut r, &x0, w, n, c, 1e-5);
+            weighted_sum(&out, &proj)
+        }),
+    );
+}
+
+#[test]
+fn rope_backward_is_the_transpose() {
+    use attn_kernels::rope::*;
+    // Two heads of size 6 at column 2 of rows of width 16; positions start at 3.
+    let (b, t, stride, offset, nh, hs, pos0) = (2, 4, 16, 2, 2, 6, 3);
+    let (cos, sin) = rope_table(16, hs, 10_000.0);
+    let mut x = randn(b * t * stride, 41, 1.0);
+    let proj = projection(b * t * stride, 42);
+    let mut dx = proj.clone();
+    rope_backward(&mut dx, &cos, &sin, b, t, stride, offset, nh, hs, pos0);
+    assert_ok(
+        "rope dx",
+        check_gradient(&mut x, &dx, EPS, |x| {
+            let mut y = x.to_vec();
+            rope_forward(&mut y, &cos, &sin, b, t, stride, offset, nh, hs, pos0);
+            weighted_sum(&y, &proj)
+        }),
+    );
+}
+
+#[test]
+fn swiglu_gradients() {
+    use attn_kernels::swiglu::*;
+    let n = 23;
+    let mut g = randn(n, 51, 3.0);
+    let mut u = randn(n, 52, 1.0);
+    let proj = projection(n, 53);
+    let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+    swiglu_backward(&mut dg, &mut du, &proj, &g, &u);
+    let mut out = vec![0.0; n];
+    let (g0, u0) = (g.clone(), u.clone());
+    assert_ok(
+        "swiglu dgate",
+        check_gradient(&mut g, &dg, EPS, |g| {
+            swiglu_forward(&mut out, g, &u0);
+            weighted_sum(&out, &proj)
+        }),
+    );
+    assert_ok(
+        "swiglu dup",
+        check_gradient(&mut u, &du, EPS, |u| {
+            swiglu_forward(&mut out, &g0, u);
+            weighted_sum(&out, &proj)
+        }),
+    );
+}

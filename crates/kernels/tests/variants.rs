@@ -209,3 +209,37 @@ fn decode_attention_matches_last_row_of_causal_attention() {
         assert!(max_diff(&scores[h * max_t..h * max_t + t], want) < 1e-6);
     }
 }
+
+#[test]
+fn llama_kernels_match_naive() {
+    use attn_kernels::rmsnorm::*;
+    use attn_kernels::rope::*;
+    use attn_kernels::swiglu::*;
+    for threads in [1, 3] {
+        with_threads(threads, || {
+            let (n, c) = (37, 75);
+            let (x, w) = (randn(n * c, 61), randn(c, 62));
+            let (mut o1, mut r1, mut o2, mut r2) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n * c], vec![0.0; n]);
+            rmsnorm_forward(&mut o1, &mut r1, &x, &w, n, c, 1e-6);
+            rmsnorm_forward_naive(&mut o2, &mut r2, &x, &w, n, c, 1e-6);
+            assert!(max_diff(&o1, &o2) < 1e-5 && max_diff(&r1, &r2) < 1e-4);
+
+            let up = randn(n * c, 63);
+            swiglu_forward(&mut o1, &x, &up);
+            swiglu_forward_naive(&mut o2, &x, &up);
+            assert!(max_diff(&o1, &o2) < 1e-6);
+
+            // 3 heads of 8 at column 5 of rows of width 40, positions from 100.
+            let (b, t, stride, offset, nh, hs, pos0, theta) = (2, 9, 40, 5, 3, 8, 100, 500_000.0);
+            let (cos, sin) = rope_table(128, hs, theta);
+            let mut a = randn(b * t * stride, 64);
+            let mut z = a.clone();
+            rope_forward(&mut a, &cos, &sin, b, t, stride, offset, nh, hs, pos0);
+            rope_forward_naive(&mut z, b, t, stride, offset, nh, hs, pos0, theta);
+            assert!(max_diff(&a, &z) < 1e-6);
+            // Columns outside the rotated heads are untouched.
+            let orig = randn(b * t * stride, 64);
+            assert!(a.chunks(stride).zip(orig.chunks(stride)).all(|(r, o)| r[..offset] == o[..offset] && r[offset + nh * hs..] == o[offset + nh * hs..]));
+        });
+    }
+}

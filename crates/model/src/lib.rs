@@ -19,6 +19,7 @@ mod config;
 mod error;
 mod gpt;
 pub mod kv;
+pub mod llama;
 pub mod params;
 
 pub use config::{GptConfig, HfGpt2Config, PositionEncoding, PRESETS};

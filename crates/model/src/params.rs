@@ -48,8 +48,27 @@ pub struct ParamLayout {
 const ALIGN: usize = 16;
 
 impl ParamLayout {
-    fn push(&mut self, name: String, shape: Vec<usize>, kind: ParamKind) -> Range<usize> {
+    pub(crate) fn empty() -> Self {
+        ParamLayout { entries: Vec::new(), total: 0 }
+    }
+
+    pub(crate) fn push(&mut self, name: String, shape: Vec<usize>, kind: ParamKind) -> Range<usize> {
         let offset = self.total.next_multiple_of(ALIGN);
+        self.push_at(offset, name, shape, kind)
+    }
+
+    /// Right after the previous tensor, unaligned, so that consecutive
+    /// tensors (Llama's q, k and v projections) form one matrix in memory.
+    pub(crate) fn push_packed(&mut self, name: String, shape: Vec<usize>, kind: ParamKind) -> Range<usize> {
+        self.push_at(self.total, name, shape, kind)
+    }
+
+    /// Pads the end to the alignment, as the GPT layout does.
+    pub(crate) fn finish(&mut self) {
+        self.total = self.total.next_multiple_of(ALIGN);
+    }
+
+    fn push_at(&mut self, offset: usize, name: String, shape: Vec<usize>, kind: ParamKind) -> Range<usize> {
         let e = ParamEntry { name, shape, offset, kind };
         let r = e.range();
         self.total = r.end;
