@@ -20,6 +20,7 @@ mod error;
 mod gpt;
 pub mod kv;
 pub mod llama;
+pub mod llama_kv;
 pub mod params;
 
 pub use config::{GptConfig, HfGpt2Config, PositionEncoding, PRESETS};

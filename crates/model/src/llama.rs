@@ -39,6 +39,9 @@ pub struct LlamaConfig {
     pub qkv_bias: bool,
     /// "llama" or "qwen2", written back to config.json.
     pub model_type: String,
+    /// The config.json this came from (or null), so that saving keeps the
+    /// fields attn does not use, such as token ids.
+    pub hf: serde_json::Value,
 }
 
 impl LlamaConfig {
@@ -93,38 +96,39 @@ impl LlamaConfig {
             tie_word_embeddings: v["tie_word_embeddings"].as_bool().unwrap_or(false),
             qkv_bias: model_type == "qwen2" || v["attention_bias"].as_bool() == Some(true),
             model_type,
+            hf: v.clone(),
         })
     }
 
-    fn head_size(&self) -> usize {
+    pub fn head_size(&self) -> usize {
         self.hidden_size / self.num_heads
     }
 
     /// Width of the packed q | k | v projection.
-    fn qkv_width(&self) -> usize {
+    pub fn qkv_width(&self) -> usize {
         self.hidden_size + 2 * self.num_kv_heads * self.head_size()
     }
 }
 
 /// Where each tensor sits in the flat buffer.
 #[derive(Clone, Debug)]
-struct LayerIndex {
-    ln1: Range<usize>,
-    qkv_w: Range<usize>,         // q, k, v weights, packed: (C + 2 KVC, C)
-    qkv_b: Option<Range<usize>>, // (C + 2 KVC)
-    o_w: Range<usize>,
-    ln2: Range<usize>,
-    gate_w: Range<usize>,
-    up_w: Range<usize>,
-    down_w: Range<usize>,
+pub(crate) struct LayerIndex {
+    pub ln1: Range<usize>,
+    pub qkv_w: Range<usize>,         // q, k, v weights, packed: (C + 2 KVC, C)
+    pub qkv_b: Option<Range<usize>>, // (C + 2 KVC)
+    pub o_w: Range<usize>,
+    pub ln2: Range<usize>,
+    pub gate_w: Range<usize>,
+    pub up_w: Range<usize>,
+    pub down_w: Range<usize>,
 }
 
 #[derive(Clone, Debug)]
-struct Index {
-    embed: Range<usize>,
-    layers: Vec<LayerIndex>,
-    norm: Range<usize>,
-    head: Range<usize>, // lm_head, or the embedding when tied
+pub(crate) struct Index {
+    pub embed: Range<usize>,
+    pub layers: Vec<LayerIndex>,
+    pub norm: Range<usize>,
+    pub head: Range<usize>, // lm_head, or the embedding when tied
 }
 
 fn layout(cfg: &LlamaConfig) -> (ParamLayout, Index) {
@@ -197,11 +201,11 @@ struct Acts {
 pub struct Llama {
     pub config: LlamaConfig,
     pub layout: ParamLayout,
-    idx: Index,
+    pub(crate) idx: Index,
     pub params: Vec<f32>,
     pub grads: Vec<f32>,
-    cos: Vec<f32>, // (maxT, HS/2)
-    sin: Vec<f32>,
+    pub(crate) cos: Vec<f32>, // (maxT, HS/2)
+    pub(crate) sin: Vec<f32>,
     acts: Option<Acts>,
     last_bt: (usize, usize),
     has_targets: bool,
@@ -315,6 +319,45 @@ impl Llama {
 
     pub fn zero_grad(&mut self) {
         self.grads.fill(0.0);
+    }
+
+    /// Per-position losses (B, T) of the last forward pass with targets.
+    pub fn losses(&self) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.losses[..b * t])
+    }
+
+    /// Layer `l`'s attention probabilities (B, NH, T, T) from the last forward pass.
+    pub fn attention_probs(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.layers[l].att[..b * self.config.num_heads * t * t])
+    }
+
+    /// The residual stream (B, T, C) entering block `l` (`l = num_layers`: the last output).
+    pub fn residual_stream(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        let n = b * t * self.config.hidden_size;
+        self.acts.as_ref().map_or(&[], |a| if l == 0 { &a.x0[..n] } else { &a.layers[l - 1].res3[..n] })
+    }
+
+    /// Layer `l`'s packed q | k | v (B, T, C + 2 KVC) after RoPE, for the KV cache.
+    pub(crate) fn qkv_activations(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.layers[l].qkv[..b * t * self.config.qkv_width()])
+    }
+
+    pub fn token_embeddings(&self) -> &[f32] {
+        &self.params[self.idx.embed.clone()]
+    }
+
+    /// The final RMSNorm and output head applied to any residual stream
+    /// `hidden` (N, C); logits (N, V).
+    pub fn head(&self, hidden: &[f32], n: usize) -> Vec<f32> {
+        let (c, v) = (self.config.hidden_size, self.config.vocab_size);
+        let (mut x, mut rstd, mut logits) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n * v]);
+        rmsnorm_forward(&mut x, &mut rstd, &hidden[..n * c], &self.params[self.idx.norm.clone()], n, c, self.config.rms_norm_eps);
+        matmul_forward(&mut logits, &x, &self.params[self.idx.head.clone()], None, n, c, v, OutIn);
+        logits
     }
 
     /// Accumulates d(loss_scale * mean loss)/d(params) into `grads`.

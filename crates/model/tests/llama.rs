@@ -82,3 +82,62 @@ fn unsupported_config_values_are_named() {
         assert!(err.contains(expect) && err.contains("config.json"), "{field}: {err}");
     }
 }
+
+fn load_variant(variant: &str) -> Llama {
+    let f = fixture();
+    let json: serde_json::Value = serde_json::from_str(&f.metadata().unwrap()[variant]).unwrap();
+    let mut model = Llama::zeros(LlamaConfig::from_hf(&json, Path::new("config.json")).unwrap());
+    for e in model.layout.entries.clone() {
+        f.read_into(&format!("{variant}.param.{}", e.name), &e.shape, &mut model.params[e.range()]).unwrap();
+    }
+    model
+}
+
+/// Cached decoding against a full forward pass at every step, to the end of
+/// the context, with grouped-query attention (2 KV heads for 4 query heads).
+#[test]
+fn kv_cache_matches_full_forward() {
+    use attn_model::llama_kv::LlamaCache;
+    for variant in ["llama_gqa_tied", "qwen2_bias"] {
+        let mut model = load_variant(variant);
+        let (v, ctx) = (model.config.vocab_size, model.config.max_position);
+        let mut tokens = vec![5u32, 17, 3];
+        let mut cache = LlamaCache::new(&model);
+        let mut logits = model.prefill(&mut cache, &tokens).unwrap().to_vec();
+        let mut worst = 0.0f32;
+        while tokens.len() < ctx {
+            model.forward(&tokens, None, 1, tokens.len()).unwrap();
+            let full = &model.logits()[(tokens.len() - 1) * v..];
+            worst = worst.max(max_abs(&logits, full));
+            let next = logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32;
+            tokens.push(next);
+            if tokens.len() < ctx {
+                logits = model.decode(&mut cache, next).unwrap().to_vec();
+            }
+        }
+        eprintln!("{variant}: worst cached-vs-full logit difference {worst:e} over {} positions", ctx);
+        assert!(worst < 1e-5, "{variant}: {worst:e}");
+        assert!(cache.is_full() || cache.len() == ctx - 1);
+    }
+}
+
+#[test]
+fn save_and_load_round_trip() {
+    let model = load_variant("llama_mha_untied");
+    let dir = tempfile::tempdir().unwrap();
+    model.save(dir.path(), None).unwrap();
+    let (loaded, _) = Llama::load(dir.path()).unwrap();
+    assert_eq!(loaded.config.rope_theta, 500000.0);
+    assert_eq!(loaded.params, model.params);
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
+    assert_eq!(cfg["num_key_value_heads"], 4);
+    // A missing tensor is named.
+    let tied = load_variant("llama_gqa_tied");
+    let mut json = tied.hf_config();
+    json["tie_word_embeddings"] = false.into();
+    tied.save(dir.path(), None).unwrap();
+    std::fs::write(dir.path().join("config.json"), json.to_string()).unwrap();
+    let err = Llama::load(dir.path()).err().expect("lm_head is missing").to_string();
+    assert!(err.contains("lm_head.weight") && err.contains("model.safetensors"), "{err}");
+}
