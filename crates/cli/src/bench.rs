@@ -241,14 +241,14 @@ fn read_bandwidth() -> f64 {
 
 fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize) -> anyhow::Result<()> {
     let mut model = match &dir {
-        Some(d) => attn_model::checkpoint::load_gpt(d)?.0,
-        None => Gpt::new(GptConfig::preset(preset)?, 0)?,
+        Some(d) => attn_model::Decoder::load(d)?.0,
+        None => attn_model::Architecture::preset(preset)?.build(0)?,
     };
-    let cfg = model.config.clone();
-    anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= cfg.n_ctx, "prompt + new tokens must fit in the context of {}", cfg.n_ctx);
+    let ctx = model.context();
+    anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= ctx, "prompt + new tokens must fit in the context of {ctx}");
     let bw = read_bandwidth();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
+    let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.gen_range(0..model.vocab_size() as u32)).collect();
     let mut sampler = attn_generate::Sampler::new(attn_generate::SamplerConfig { temperature: 0.0, ..Default::default() }, 0)?;
     // One untimed run warms caches and page tables, then the timed one.
     let mut timings = Vec::new();
@@ -264,9 +264,9 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
         timings.push((t0.elapsed().as_secs_f64(), first.unwrap_or(0.0), n));
     }
     let (total, prefill, n) = timings[1];
-    // Decoding reads every weight once per token (the tied wte twice: as the
-    // embedding row, negligible, and as the output head).
-    let weight_bytes = (cfg.num_params() * 4) as f64;
+    // Decoding reads every weight once per token (a tied embedding twice: as
+    // the embedding row, negligible, and as the output head).
+    let weight_bytes = (model.layout().num_params() * 4) as f64;
     let decode_tok_s = (n - 1) as f64 / (total - prefill);
     let bound = bw * 1e9 / weight_bytes;
     println!(

@@ -45,7 +45,7 @@ impl Encoder {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let (model, tok) = crate::load_any(dir)?;
         let crate::Loaded::Bert(bert) = model else {
-            anyhow::bail!("{} holds a decoder (GPT-2); sentence embeddings need an encoder such as all-MiniLM-L6-v2 (scripts/fetch_minilm.sh)", dir.display())
+            anyhow::bail!("{} holds a decoder; sentence embeddings need an encoder such as all-MiniLM-L6-v2 (scripts/fetch_minilm.sh)", dir.display())
         };
         // sentence-transformers truncates at max_seq_length (256 for MiniLM);
         // without that file, at the model's positions. No padding: each text

@@ -36,7 +36,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         let text = attn_train::data::read_corpus(std::slice::from_ref(&a.data))?;
         (tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.display()))?, text.len())
     };
-    let window = a.seq_len.unwrap_or(model.config.n_ctx);
+    let window = a.seq_len.unwrap_or(model.context());
     let r = attn_train::eval::evaluate(&mut model, &ids, bytes, window, a.batch_size)?;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);

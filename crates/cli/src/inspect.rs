@@ -96,7 +96,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
         InspectCommand::Attention { m, layer, head, out: file } => {
             crate::set_threads(m.threads)?;
             let tr = match crate::load_any(&m.model)? {
-                (crate::Loaded::Gpt(mut model), tok) => attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?,
+                (crate::Loaded::Decoder(mut model), tok) => attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?,
                 (crate::Loaded::Bert(bert), tok) => attn_inspect::trace_bert(&bert, tok.as_ref(), &m.text)?,
             };
             let name = model_name(&m.model);
@@ -220,7 +220,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
             let k = if three_d { 3 } else { 2 };
             let name = model_name(&dir);
             match crate::load_any(&dir)? {
-                (crate::Loaded::Gpt(model), tok) => embeddings(&mut out, &model, tok.as_ref(), &name, &words, neighbours, file.as_deref(), k, json)?,
+                (crate::Loaded::Decoder(model), tok) => embeddings(&mut out, &model, tok.as_ref(), &name, &words, neighbours, file.as_deref(), k, json)?,
                 (crate::Loaded::Bert(_), _) => sentence_embeddings(&mut out, &dir, &name, &words, file.as_deref(), k, json)?,
             }
         }
@@ -297,7 +297,7 @@ fn terminal_heatmap(out: &mut impl Write, title: &str, tokens: &[String], att: &
 
 fn embeddings(
     out: &mut impl Write,
-    model: &attn_model::Gpt,
+    model: &attn_model::Decoder,
     tok: &dyn attn_tokenizer::Tokenizer,
     name: &str,
     words: &[String],

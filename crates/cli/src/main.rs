@@ -50,33 +50,36 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Any model attn runs: a decoder (GPT-2) or an encoder (BERT).
+/// Any model attn runs: a decoder (GPT-2, Llama, Qwen2) or an encoder (BERT).
 // One lives per process, so the size difference between variants is moot.
 #[allow(clippy::large_enum_variant)]
 pub enum Loaded {
-    Gpt(attn_model::Gpt),
+    Decoder(attn_model::Decoder),
     Bert(attn_model::bert::Bert),
 }
 
 /// A model folder's weights and tokenizer, by config.json's `model_type`:
-/// attn run folders, and Hugging Face GPT-2 and BERT folders.
+/// attn run folders, and Hugging Face GPT-2, Llama, Qwen2 and BERT folders.
 pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_tokenizer::Tokenizer>)> {
     use anyhow::Context;
     let ctx = || format!("loading the model in {}", dir.display());
     let kind = attn_model::checkpoint::model_type(dir).with_context(ctx)?;
     let model = match kind.as_str() {
-        "gpt2" => Loaded::Gpt(attn_model::checkpoint::load_gpt(dir).with_context(ctx)?.0),
         "bert" => Loaded::Bert(attn_model::bert::Bert::load(dir).with_context(ctx)?),
-        other => anyhow::bail!("{}: model_type {other:?} is not supported; this build runs \"gpt2\" and \"bert\"", dir.join("config.json").display()),
+        "gpt2" | "llama" | "qwen2" => Loaded::Decoder(attn_model::Decoder::load(dir).with_context(ctx)?.0),
+        other => anyhow::bail!(
+            "{}: model_type {other:?} is not supported; this build runs \"gpt2\", \"llama\", \"qwen2\" and \"bert\"",
+            dir.join("config.json").display()
+        ),
     };
     let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     Ok((model, tok))
 }
 
 /// A decoder and its tokenizer, for the commands that predict tokens.
-pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Gpt, Box<dyn attn_tokenizer::Tokenizer>)> {
+pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Decoder, Box<dyn attn_tokenizer::Tokenizer>)> {
     match load_any(dir)? {
-        (Loaded::Gpt(m), tok) => Ok((m, tok)),
+        (Loaded::Decoder(m), tok) => Ok((m, tok)),
         (Loaded::Bert(_), _) => anyhow::bail!(
             "{} holds a BERT encoder, which does not predict next tokens; use `attn embed`, `attn similarity` or `attn inspect attention|embeddings|tokens`",
             dir.display()

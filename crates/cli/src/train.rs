@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use attn_model::GptConfig;
+use attn_model::Architecture;
 use attn_train::optim::{DecayRule, OptimizerKind};
 use attn_train::{TokenizerSpec, TrainConfig, TrainRun};
 use clap::{Args, ValueEnum};
@@ -31,11 +31,11 @@ pub struct TrainArgs {
     /// Run folder: checkpoint, metrics.jsonl, loss.png, token shards
     #[arg(long)]
     out: PathBuf,
-    /// Model size: gpt2-124m, gpt2-350m, shakespeare-char, baby
+    /// Model size: gpt2-124m, gpt2-350m, shakespeare-char, baby, llama-baby
     #[arg(long, default_value = "baby")]
     preset: String,
     /// Fine-tune: start from a model folder's weights, config and tokenizer
-    /// (an attn run, or a Hugging Face GPT-2 folder) instead of a random model
+    /// (an attn run, or a Hugging Face GPT-2, Llama or Qwen2 folder) instead of a random model
     #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position", "resume"])]
     init: Option<PathBuf>,
     /// "char" trains a character vocabulary on the data; or a tokenizer file or folder
@@ -105,20 +105,25 @@ pub struct TrainArgs {
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let model = match &a.init {
-        Some(dir) => attn_model::checkpoint::read_gpt_config(dir).with_context(|| format!("--init {}", dir.display()))?,
-        None => {
-            let mut m = GptConfig::preset(&a.preset)?;
-            m.position = match a.position {
-                Position::Learned => attn_model::PositionEncoding::Learned,
-                Position::Sinusoidal => attn_model::PositionEncoding::Sinusoidal,
-            };
-            m
-        }
+        Some(dir) => Architecture::from_dir(dir).with_context(|| format!("--init {}", dir.display()))?,
+        None => match Architecture::preset(&a.preset)? {
+            Architecture::Gpt(mut m) => {
+                m.position = match a.position {
+                    Position::Learned => attn_model::PositionEncoding::Learned,
+                    Position::Sinusoidal => attn_model::PositionEncoding::Sinusoidal,
+                };
+                Architecture::Gpt(m)
+            }
+            llama => {
+                anyhow::ensure!(matches!(a.position, Position::Learned), "--position applies to GPT presets; Llama uses rotary positions");
+                llama
+            }
+        },
     };
     let config = TrainConfig {
         steps: a.steps,
         batch_size: a.batch_size,
-        seq_len: a.seq_len.unwrap_or(model.n_ctx),
+        seq_len: a.seq_len.unwrap_or(model.context()),
         grad_accum: a.grad_accum,
         lr: a.lr,
         min_lr: a.min_lr.unwrap_or(a.lr / 10.0),

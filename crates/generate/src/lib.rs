@@ -11,7 +11,7 @@
 //! assert_eq!(s.sample(&[0.1, 2.0, -1.0]), 1); // temperature 0 is greedy
 //! ```
 
-use attn_model::{Gpt, KvCache};
+use attn_model::Decoder;
 use rand::{Rng, SeedableRng};
 
 #[derive(Debug, thiserror::Error)]
@@ -165,23 +165,23 @@ impl Sampler {
 /// cached key depend on its absolute position, so a sliding window cannot
 /// reuse the cache and each step beyond the context is a full forward pass.
 pub fn generate(
-    model: &mut Gpt,
+    model: &mut Decoder,
     prompt: &[u32],
     max_new: usize,
     sliding_window: bool,
     sampler: &mut Sampler,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Vec<u32>, GenerateError> {
-    let ctx = model.config.n_ctx;
+    let ctx = model.context();
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
     if prompt.len() + max_new > ctx && !sliding_window {
         return Err(GenerateError::ContextOverflow { prompt: prompt.len(), new: max_new, ctx });
     }
-    let v = model.config.vocab_size;
+    let v = model.vocab_size();
     let mut ids = prompt.to_vec();
-    let mut cache = KvCache::new(model);
+    let mut cache = model.new_cache();
     let mut logits = model.prefill(&mut cache, &ids[ids.len().saturating_sub(ctx)..])?.to_vec();
     for i in 0..max_new {
         let next = sampler.sample_with_history(&logits, &ids);

@@ -16,6 +16,7 @@
 pub mod bert;
 pub mod checkpoint;
 mod config;
+mod decoder;
 mod error;
 mod gpt;
 pub mod kv;
@@ -24,6 +25,7 @@ pub mod llama_kv;
 pub mod params;
 
 pub use config::{GptConfig, HfGpt2Config, PositionEncoding, PRESETS};
+pub use decoder::{Architecture, Cache, Decoder};
 pub use error::{ModelError, Result};
 pub use gpt::Gpt;
 pub use kv::KvCache;

@@ -211,7 +211,50 @@ pub struct Llama {
     has_targets: bool,
 }
 
+impl LlamaConfig {
+    /// A small Llama for training from scratch on a CPU, shaped like the GPT
+    /// `baby` preset: 4 layers, 4 query heads sharing 2 KV heads, 128
+    /// channels, context 64, tied embeddings. The vocabulary comes from the
+    /// tokenizer.
+    pub fn baby() -> Self {
+        LlamaConfig {
+            vocab_size: 65,
+            hidden_size: 128,
+            num_layers: 4,
+            num_heads: 4,
+            num_kv_heads: 2,
+            intermediate_size: 344,
+            max_position: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            tie_word_embeddings: true,
+            qkv_bias: false,
+            model_type: "llama".into(),
+            hf: serde_json::Value::Null,
+        }
+    }
+}
+
 impl Llama {
+    /// transformers' initialisation: N(0, 0.02) for matrices and embeddings,
+    /// ones for the norms, zeros for biases.
+    pub fn new(config: LlamaConfig, seed: u64) -> Self {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, Normal};
+        let mut m = Self::zeros(config);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let dist = Normal::new(0.0f32, 0.02).expect("positive std");
+        for e in &m.layout.entries {
+            let p = &mut m.params[e.range()];
+            match e.kind {
+                ParamKind::Norm => p.fill(1.0),
+                ParamKind::Bias => p.fill(0.0),
+                ParamKind::Matrix | ParamKind::Embedding => p.iter_mut().for_each(|x| *x = dist.sample(&mut rng)),
+            }
+        }
+        m
+    }
+
     pub fn zeros(config: LlamaConfig) -> Self {
         let (layout, idx) = layout(&config);
         let (cos, sin) = rope_table(config.max_position, config.head_size(), config.rope_theta);

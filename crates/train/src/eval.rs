@@ -1,6 +1,6 @@
 //! Scoring a text: mean next-token loss, perplexity and bits per byte.
 
-use attn_model::Gpt;
+use attn_model::Decoder;
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
@@ -23,12 +23,12 @@ pub struct EvalResult {
 /// time. A text that fits in one window is scored as exactly its tokens: the
 /// number `transformers` computes with `labels=input_ids`. Training's final
 /// full-split validation and `attn eval` both call this, so they agree.
-pub fn score_tokens(model: &mut Gpt, ids: &[u32], window: usize, batch: usize) -> Result<(f64, usize)> {
+pub fn score_tokens(model: &mut Decoder, ids: &[u32], window: usize, batch: usize) -> Result<(f64, usize)> {
     if ids.len() < 2 {
         return Err(TrainError::Data(format!("the text has {} token(s); scoring needs at least 2", ids.len())));
     }
-    if window == 0 || window > model.config.n_ctx {
-        return Err(TrainError::Config(format!("window {window} must be in 1..={}", model.config.n_ctx)));
+    if window == 0 || window > model.context() {
+        return Err(TrainError::Config(format!("window {window} must be in 1..={}", model.context())));
     }
     let preds = ids.len() - 1;
     let full = preds / window;
@@ -57,7 +57,7 @@ pub fn score_tokens(model: &mut Gpt, ids: &[u32], window: usize, batch: usize) -
 }
 
 /// Scores `ids`, the tokenization of a text of `text_bytes` bytes.
-pub fn evaluate(model: &mut Gpt, ids: &[u32], text_bytes: usize, window: usize, batch: usize) -> Result<EvalResult> {
+pub fn evaluate(model: &mut Decoder, ids: &[u32], text_bytes: usize, window: usize, batch: usize) -> Result<EvalResult> {
     let (nats, preds) = score_tokens(model, ids, window, batch)?;
     let loss = nats / preds as f64;
     Ok(EvalResult { loss, perplexity: loss.exp(), bits_per_byte: nats / (std::f64::consts::LN_2 * text_bytes.max(1) as f64), tokens: ids.len() })

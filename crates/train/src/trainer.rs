@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use attn_model::checkpoint::{load_gpt, save_gpt, save_tensors, TensorFile};
-use attn_model::{Gpt, GptConfig};
+use attn_model::checkpoint::{save_tensors, TensorFile};
+use attn_model::{Architecture, Decoder};
 use attn_tokenizer::bpe::GPT2_PATTERN;
 use attn_tokenizer::train::BpeTrainer;
 use attn_tokenizer::{load_tokenizer, CharTokenizer, Tokenizer};
@@ -93,13 +93,13 @@ pub struct TrainRun<'a> {
     pub out: PathBuf,
     pub data: Vec<PathBuf>,
     /// The architecture; its vocab_size is replaced by the tokenizer's.
-    pub model: GptConfig,
+    pub model: Architecture,
     pub tokenizer: TokenizerSpec,
     pub config: TrainConfig,
     pub resume: bool,
     /// Fine-tuning: start from this model folder's weights and tokenizer
-    /// (an attn run or a Hugging Face GPT-2 folder) instead of a random
-    /// model; `model` must then be that folder's config.
+    /// (an attn run, or a Hugging Face GPT-2, Llama or Qwen2 folder) instead
+    /// of a random model; `model` must then be that folder's config.
     pub init: Option<PathBuf>,
     /// Stop after this step as if interrupted (for testing resume).
     pub halt_at: Option<usize>,
@@ -122,7 +122,7 @@ pub struct TrainSummary {
 }
 
 struct Session {
-    model: Gpt,
+    model: Decoder,
     opt: Optimizer,
     train: TokenShard,
     val: TokenShard,
@@ -158,26 +158,28 @@ fn start_fresh(run: &TrainRun) -> Result<Session> {
         )));
     }
     std::fs::create_dir_all(data_dir(&run.out)).map_err(TrainError::io(&run.out))?;
-    let cfg = GptConfig { vocab_size: tok.vocab_size(), ..run.model.clone() };
-    write_shard(&data_dir(&run.out).join("train.bin"), train_ids, cfg.vocab_size)?;
-    write_shard(&data_dir(&run.out).join("val.bin"), val_ids, cfg.vocab_size)?;
+    let arch = run.model.with_vocab(tok.vocab_size());
+    write_shard(&data_dir(&run.out).join("train.bin"), train_ids, tok.vocab_size())?;
+    write_shard(&data_dir(&run.out).join("val.bin"), val_ids, tok.vocab_size())?;
     tok.save(&run.out.join(TOKENIZER_FILE))?;
     let model = match &run.init {
         Some(dir) => {
-            let (model, _) = load_gpt(dir)?;
-            if model.config.vocab_size != cfg.vocab_size {
+            let (model, _) = Decoder::load(dir)?;
+            // A tokenizer may have fewer ids than the embedding has rows
+            // (vocabularies padded for speed), never more.
+            if model.vocab_size() < tok.vocab_size() {
                 return Err(TrainError::Data(format!(
                     "{}: the model has {} token ids but its tokenizer {}; the folder's config.json and tokenizer do not belong together",
                     dir.display(),
-                    model.config.vocab_size,
-                    cfg.vocab_size
+                    model.vocab_size(),
+                    tok.vocab_size()
                 )));
             }
             model
         }
-        None => Gpt::new(cfg, run.config.seed)?,
+        None => arch.build(run.config.seed)?,
     };
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
     Ok(Session {
         model,
         opt,
@@ -215,7 +217,7 @@ fn resume(run: &TrainRun) -> Result<Session> {
     if !state_path.exists() {
         return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
     }
-    let (model, model_meta) = load_gpt(&run.out)?;
+    let (model, model_meta) = Decoder::load(&run.out)?;
     let state = TensorFile::open(&state_path)?;
     let meta = state.metadata()?;
     let step: usize =
@@ -244,8 +246,8 @@ fn resume(run: &TrainRun) -> Result<Session> {
     if run.config.steps != saved.steps {
         eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
     }
-    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
-    let n = model.layout.total();
+    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
+    let n = model.layout().total();
     state.read_into("m", &[n], &mut opt.m)?;
     if !opt.v.is_empty() {
         state.read_into("v", &[n], &mut opt.v)?;
@@ -266,10 +268,10 @@ fn resume(run: &TrainRun) -> Result<Session> {
 fn save_checkpoint(out: &Path, s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), step.to_string());
-    save_gpt(out, &s.model, Some(meta.clone()))?;
+    s.model.save(out, Some(meta.clone()))?;
     meta.insert("optimizer_step".into(), s.opt.step.to_string());
     meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
-    let n = s.model.layout.total();
+    let n = s.model.layout().total();
     let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
     if !s.opt.v.is_empty() {
         tensors.push(("v", vec![n], &s.opt.v));
@@ -279,7 +281,7 @@ fn save_checkpoint(out: &Path, s: &Session, step: usize, cfg: &TrainConfig) -> R
 }
 
 /// Mean loss over a fixed set of validation batches (the same every eval).
-pub fn eval_loss(model: &mut Gpt, val: &TokenShard, cfg: &TrainConfig, x: &mut [u32], y: &mut [u32]) -> Result<f32> {
+pub fn eval_loss(model: &mut Decoder, val: &TokenShard, cfg: &TrainConfig, x: &mut [u32], y: &mut [u32]) -> Result<f32> {
     let (b, t) = (cfg.batch_size, cfg.seq_len);
     let mut sum = 0.0f64;
     for i in 0..cfg.eval_batches.max(1) {
@@ -291,30 +293,19 @@ pub fn eval_loss(model: &mut Gpt, val: &TokenShard, cfg: &TrainConfig, x: &mut [
 }
 
 pub fn train(run: &TrainRun) -> Result<TrainSummary> {
-    run.config.validate(run.model.n_ctx)?;
+    run.config.validate(run.model.context())?;
     std::fs::create_dir_all(&run.out).map_err(TrainError::io(&run.out))?;
     let mut s = if run.resume { resume(run)? } else { start_fresh(run)? };
     let cfg = &run.config;
     let (b, t, accum) = (cfg.batch_size, cfg.seq_len, cfg.grad_accum);
     if !run.quiet {
-        let m = &s.model.config;
-        println!(
-            "model: {} layers, {} heads, {} channels, context {}, vocab {}, {:.2}M parameters ({:?} positions)",
-            m.n_layer,
-            m.n_head,
-            m.n_embd,
-            m.n_ctx,
-            m.vocab_size,
-            m.num_params() as f64 / 1e6,
-            m.position
-        );
+        println!("model: {}", s.model.describe());
         println!("train: {cfg:?}");
         println!("data: {} train tokens, {} val tokens; threads: {}", s.train.len(), s.val.len(), rayon::current_num_threads());
         if s.start_step > 0 {
             println!("resuming after step {}", s.start_step);
         }
     }
-    s.model.reserve(b, t);
     let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
     let bar = progress_bar(cfg.steps, s.start_step, run.quiet);
     let run_start = Instant::now();
@@ -332,7 +323,8 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
             s.model.backward(1.0 / accum as f32)?;
         }
         let loss = (loss / accum as f64) as f32;
-        let norm = s.opt.step(&mut s.model.params, &s.model.grads, lr, cfg.grad_clip);
+        let (params, grads) = s.model.params_and_grads();
+        let norm = s.opt.step(params, grads, lr, cfg.grad_clip);
         let dt = t0.elapsed().as_secs_f64();
         tokens_done += b * t * accum;
         let tok_per_s = (b * t * accum) as f64 / dt;
