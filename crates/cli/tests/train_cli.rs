@@ -235,3 +235,38 @@ fn fine_tuning_starts_from_the_given_weights() {
     let o = attn(&bad);
     assert!(!o.status.success() && stderr(&o).contains("--tokenizer"), "{}", stderr(&o));
 }
+
+#[test]
+fn llama_trains_resumes_and_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let llama = |out: &Path, steps: &str| {
+        let mut v: Vec<String> = train_args(data.to_str().unwrap(), out.to_str().unwrap(), steps).into_iter().map(String::from).collect();
+        v.extend(["--preset", "llama-baby", "--tokenizer", "bpe:300"].map(String::from));
+        v
+    };
+    let run = |args: &[String]| Command::new(env!("CARGO_BIN_EXE_attn")).args(args).output().unwrap();
+    let o = run(&llama(&a, "6"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(a.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model_type"], "llama");
+    assert_eq!(cfg["num_key_value_heads"], 2);
+    // Interrupted at step 3 and resumed: the same losses as the straight run.
+    let mut halted = llama(&b, "6");
+    halted.extend(["--halt-at".into(), "3".into()]);
+    assert!(run(&halted).status.success());
+    let mut resumed = llama(&b, "6");
+    resumed.push("--resume".into());
+    let o = run(&resumed);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // (The halted run also evaluated at step 3, where it stopped.)
+    let train_only = |v: Vec<(u64, u32, Option<u32>)>| v.into_iter().map(|(s, l, _)| (s, l)).collect::<Vec<_>>();
+    assert_eq!(train_only(losses(&a)), train_only(losses(&b)));
+    assert_eq!(losses(&a).last(), losses(&b).last());
+    let o = attn(&["generate", "--model", a.to_str().unwrap(), "--prompt", "Line 3:", "--max-new-tokens", "8", "--seed", "2"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("Line 3:"));
+    let o = attn(&["inspect", "attention", "--model", a.to_str().unwrap(), "--text", "Line 3: the fox", "--layer", "3", "--head", "3"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}

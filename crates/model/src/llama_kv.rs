@@ -171,13 +171,15 @@ impl Llama {
     /// file the model was loaded from (token ids, names) that attn does not use.
     pub fn hf_config(&self) -> serde_json::Value {
         let cfg = &self.config;
+        // f32 settings written as their shortest decimal (1e-5, not 9.99999974e-6).
+        let dec = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
         let mut v = if cfg.hf.is_object() { cfg.hf.clone() } else { serde_json::json!({}) };
         let arch = if cfg.model_type == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" };
         let set = serde_json::json!({
             "model_type": cfg.model_type, "architectures": [arch], "vocab_size": cfg.vocab_size, "hidden_size": cfg.hidden_size,
             "intermediate_size": cfg.intermediate_size, "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
-            "num_key_value_heads": cfg.num_kv_heads, "max_position_embeddings": cfg.max_position, "rms_norm_eps": cfg.rms_norm_eps,
-            "rope_theta": cfg.rope_theta, "tie_word_embeddings": cfg.tie_word_embeddings, "hidden_act": "silu", "torch_dtype": "float32",
+            "num_key_value_heads": cfg.num_kv_heads, "max_position_embeddings": cfg.max_position, "rms_norm_eps": dec(cfg.rms_norm_eps),
+            "rope_theta": dec(cfg.rope_theta), "tie_word_embeddings": cfg.tie_word_embeddings, "hidden_act": "silu", "torch_dtype": "float32",
             "rope_scaling": null,
         });
         for (k, x) in set.as_object().expect("object") {

@@ -141,3 +141,39 @@ fn save_and_load_round_trip() {
     let err = Llama::load(dir.path()).err().expect("lm_head is missing").to_string();
     assert!(err.contains("lm_head.weight") && err.contains("model.safetensors"), "{err}");
 }
+
+/// A folder as `save_pretrained` writes a large model: the tensors split over
+/// two files, listed in model.safetensors.index.json.
+#[test]
+fn sharded_folder_loads() {
+    use attn_model::checkpoint::save_tensors;
+    let model = load_variant("qwen2_bias");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), model.hf_config().to_string()).unwrap();
+    let entries = &model.layout.entries;
+    let half = entries.len() / 2;
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in [&entries[..half], &entries[half..]].iter().enumerate() {
+        let file = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let tensors: Vec<_> = part.iter().map(|e| (e.name.as_str(), e.shape.clone(), &model.params[e.range()])).collect();
+        save_tensors(&dir.path().join(&file), &tensors, None).unwrap();
+        for e in part.iter() {
+            weight_map.insert(e.name.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
+    let (mut loaded, _) = attn_model::Decoder::load(dir.path()).unwrap();
+    assert_eq!(loaded.model_type(), "qwen2");
+    assert_eq!(loaded.params(), &model.params[..]);
+    let f = fixture();
+    let x = f.read_ids("input_ids").unwrap();
+    loaded.forward(&x, None, 2, x.len() / 2).unwrap();
+    assert!(max_abs(loaded.logits(), &f.read_f32("qwen2_bias.logits").unwrap()) < 1e-4);
+    // A shard the index names but that lacks the tensor is an error naming both.
+    let mut bad = index.clone();
+    bad["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors".into();
+    std::fs::write(dir.path().join("model.safetensors.index.json"), bad.to_string()).unwrap();
+    let err = attn_model::Decoder::load(dir.path()).err().expect("inconsistent index").to_string();
+    assert!(err.contains("model.norm.weight") && err.contains("model-00001-of-00002.safetensors"), "{err}");
+}
