@@ -54,6 +54,12 @@ pub struct BytePairEncoder {
     specials: Vec<(String, u32)>,
     splitter: Splitter,
     pattern_src: String,
+    /// Ids the post-processor puts around every encoding (Llama 3's
+    /// `<|begin_of_text|>`); used by `Tokenizer::encode`, as HF's `encode` does.
+    prefix_ids: Vec<u32>,
+    suffix_ids: Vec<u32>,
+    /// Unicode NFC before encoding (Qwen2's normalizer).
+    nfc: bool,
 }
 
 impl BytePairEncoder {
@@ -74,7 +80,7 @@ impl BytePairEncoder {
                 return Err(bad(format!("the vocabulary lacks the single byte {b:#04x}; byte-level BPE needs all 256")));
             }
         }
-        Ok(BytePairEncoder { ranks, tokens, specials, splitter, pattern_src: pattern.to_string() })
+        Ok(BytePairEncoder { ranks, tokens, specials, splitter, pattern_src: pattern.to_string(), prefix_ids: Vec::new(), suffix_ids: Vec::new(), nfc: false })
     }
 
     /// A tiktoken rank file: one `base64(token) rank` per line.
@@ -152,7 +158,7 @@ impl BytePairEncoder {
             };
             pairs.push(pair.ok_or_else(|| bad(format!("model.merges[{i}] is neither \"a b\" nor [\"a\", \"b\"]")))?);
         }
-        let added = json["added_tokens"]
+        let added: Vec<(String, u32)> = json["added_tokens"]
             .as_array()
             .map(|a| a.iter().filter_map(|t| Some((t["content"].as_str()?.to_string(), t["id"].as_u64()? as u32))).collect())
             .unwrap_or_default();
@@ -170,7 +176,18 @@ impl BytePairEncoder {
                 .ok_or_else(|| bad("pre_tokenizer.pretokenizers has no Split regex".into()))?,
             other => return Err(bad(format!("pre_tokenizer.type {other:?} is not a byte-level pre-tokenizer this build reads"))),
         };
-        Self::from_vocab(vocab, &pairs, added, &pattern).map_err(|e| relabel(e, path))
+        let nfc = match json["normalizer"]["type"].as_str() {
+            None => false,
+            Some("NFC") => true,
+            Some(other) => return Err(bad(format!("normalizer.type {other:?} is not supported with byte-level BPE (null or \"NFC\" are)"))),
+        };
+        let id_of = |s: &str| added.iter().find(|(t, _)| t == s).map(|(_, i)| *i).or_else(|| vocab.get(s).copied());
+        let (prefix_ids, suffix_ids) = crate::spbpe::template_ids(&json["post_processor"], id_of, path)?;
+        let mut enc = Self::from_vocab(vocab, &pairs, added, &pattern).map_err(|e| relabel(e, path))?;
+        enc.prefix_ids = prefix_ids;
+        enc.suffix_ids = suffix_ids;
+        enc.nfc = nfc;
+        Ok(enc)
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -328,12 +345,36 @@ impl BytePairEncoder {
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]})
         };
         serde_json::json!({
-            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added, "normalizer": null,
-            "pre_tokenizer": pre, "post_processor": null,
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": if self.nfc { serde_json::json!({"type": "NFC"}) } else { serde_json::Value::Null },
+            "pre_tokenizer": pre, "post_processor": self.template_json(),
             "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
             "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": null, "end_of_word_suffix": null,
                       "fuse_unk": false, "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges},
         })
+    }
+
+    /// The post-processor that adds `prefix_ids` and `suffix_ids`, or null.
+    fn template_json(&self) -> serde_json::Value {
+        if self.prefix_ids.is_empty() && self.suffix_ids.is_empty() {
+            return serde_json::Value::Null;
+        }
+        let name = |id: &u32| String::from_utf8_lossy(&self.tokens[*id as usize]).into_owned();
+        let special = |id: &u32| serde_json::json!({"SpecialToken": {"id": name(id), "type_id": 0}});
+        let single: Vec<serde_json::Value> = self
+            .prefix_ids
+            .iter()
+            .map(special)
+            .chain(std::iter::once(serde_json::json!({"Sequence": {"id": "A", "type_id": 0}})))
+            .chain(self.suffix_ids.iter().map(special))
+            .collect();
+        let tokens: serde_json::Map<String, serde_json::Value> = self
+            .prefix_ids
+            .iter()
+            .chain(&self.suffix_ids)
+            .map(|id| (name(id), serde_json::json!({"id": name(id), "ids": [id], "tokens": [name(id)]})))
+            .collect();
+        serde_json::json!({"type": "TemplateProcessing", "single": single, "pair": single, "special_tokens": tokens})
     }
 
     /// The bytes of `ids`. Lossless: any byte string encodes and decodes back.
@@ -395,9 +436,16 @@ fn unicode_to_bytes() -> FxHashMap<char, u8> {
 }
 
 impl crate::Tokenizer for BytePairEncoder {
-    /// Special tokens in the text become their ids, as HF tokenizers does.
+    /// Special tokens in the text become their ids, and the post-processor's
+    /// tokens are added, as HF tokenizers' `encode` does.
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        BytePairEncoder::encode(self, text, &AllowedSpecial::All)
+        let body = if self.nfc {
+            use unicode_normalization::UnicodeNormalization;
+            BytePairEncoder::encode(self, &text.nfc().collect::<String>(), &AllowedSpecial::All)?
+        } else {
+            BytePairEncoder::encode(self, text, &AllowedSpecial::All)?
+        };
+        Ok([self.prefix_ids.as_slice(), &body, &self.suffix_ids].concat())
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {

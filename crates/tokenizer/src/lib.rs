@@ -16,6 +16,7 @@
 
 pub mod bpe;
 pub mod pretok;
+pub mod spbpe;
 pub mod train;
 pub mod wordpiece;
 
@@ -100,6 +101,7 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
     let text = std::fs::read_to_string(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
     let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| TokenizerError::Format { path: path.into(), msg: format!("invalid JSON: {e}") })?;
     match json["model"]["type"].as_str() {
+        Some("BPE") if spbpe::is_sentencepiece(&json) => Ok(Box::new(spbpe::SentencePieceBpe::from_hf_json(&json, path)?)),
         Some("BPE") => Ok(Box::new(BytePairEncoder::from_hf_json(&json, path)?)),
         Some("WordLevel") => Ok(Box::new(CharTokenizer::load(path)?)),
         Some("WordPiece") => Ok(Box::new(wordpiece::WordPiece::from_hf_json(&json, path)?)),
