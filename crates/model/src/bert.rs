@@ -21,7 +21,7 @@ use attn_kernels::residual::residual_forward;
 use rayon::prelude::*;
 
 use crate::checkpoint::Weights;
-use crate::error::{io_err, ModelError, Result};
+use crate::error::{io_err, HfFields, ModelError, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -47,12 +47,8 @@ pub struct BertConfig {
 impl BertConfig {
     /// From a Hugging Face `config.json` with `model_type` "bert".
     pub fn from_hf(v: &serde_json::Value, path: &Path) -> Result<Self> {
-        let unsupported = |field: &str, value: String, hint: &str| ModelError::Unsupported { path: path.into(), field: field.into(), value, hint: hint.into() };
-        let int = |k: &str| -> Result<usize> {
-            v[k].as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| ModelError::InvalidConfig(format!("{}: \"{k}\" is missing or not a positive integer", path.display())))
-        };
+        let f = HfFields { v, path };
+        let (int, unsupported) = (|k: &str| f.int(k), |field: &str, value: String, hint: &str| f.unsupported(field, value, hint));
         let act = match v["hidden_act"].as_str().unwrap_or("gelu") {
             "gelu" => Activation::GeluErf,
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,

@@ -20,7 +20,7 @@ use attn_kernels::rope::{rope_backward, rope_forward, rope_table};
 use attn_kernels::swiglu::{swiglu_backward, swiglu_forward};
 use rayon::prelude::*;
 
-use crate::error::{ModelError, Result};
+use crate::error::{HfFields, ModelError, Result};
 use crate::params::{ParamKind, ParamLayout};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -48,12 +48,8 @@ impl LlamaConfig {
     /// From a Hugging Face `config.json` (`model_type` "llama" or "qwen2").
     /// Values this implementation does not compute are errors, not ignored.
     pub fn from_hf(v: &serde_json::Value, path: &Path) -> Result<Self> {
-        let unsupported = |field: &str, value: String, hint: &str| ModelError::Unsupported { path: path.into(), field: field.into(), value, hint: hint.into() };
-        let int = |k: &str| -> Result<usize> {
-            v[k].as_u64()
-                .map(|x| x as usize)
-                .ok_or_else(|| ModelError::InvalidConfig(format!("{}: \"{k}\" is missing or not a positive integer", path.display())))
-        };
+        let f = HfFields { v, path };
+        let (int, unsupported) = (|k: &str| f.int(k), |field: &str, value: String, hint: &str| f.unsupported(field, value, hint));
         let model_type = v["model_type"].as_str().unwrap_or("").to_string();
         if model_type != "llama" && model_type != "qwen2" {
             return Err(unsupported("model_type", model_type, "the Llama implementation reads \"llama\" and \"qwen2\""));

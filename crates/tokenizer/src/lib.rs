@@ -112,6 +112,36 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
     }
 }
 
+/// Walks `text`, cutting out the special tokens written in it: `segment` gets
+/// the text between them (never empty), `special` each token's id, both with
+/// `out` to write to. The earliest match wins, the longest on a tie.
+pub(crate) fn split_specials<C>(
+    text: &str,
+    specials: &[(String, u32)],
+    out: &mut C,
+    mut segment: impl FnMut(&mut C, &str),
+    mut special: impl FnMut(&mut C, u32),
+) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let next =
+            specials.iter().filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id))).min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
+        match next {
+            Some((at, len, id)) => {
+                if at > 0 {
+                    segment(out, &rest[..at]);
+                }
+                special(out, id);
+                rest = &rest[at + len..];
+            }
+            None => {
+                segment(out, rest);
+                break;
+            }
+        }
+    }
+}
+
 /// Writes `text` to `path` through a temp file and a rename, so a reader never
 /// sees half a tokenizer file.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {

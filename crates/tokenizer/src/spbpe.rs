@@ -139,22 +139,7 @@ impl SentencePieceBpe {
     /// Ids of `text` with the post-processor's `<s>`.
     pub fn encode_text(&self, text: &str) -> Vec<u32> {
         let mut out = self.prefix_ids.clone();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let next =
-                self.specials.iter().filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id))).min_by_key(|&(at, len, _)| (at, Reverse(len)));
-            match next {
-                Some((at, len, id)) => {
-                    self.encode_segment(&rest[..at], &mut out);
-                    out.push(id);
-                    rest = &rest[at + len..];
-                }
-                None => {
-                    self.encode_segment(rest, &mut out);
-                    break;
-                }
-            }
-        }
+        crate::split_specials(text, &self.specials, &mut out, |out, seg| self.encode_segment(seg, out), |out, id| out.push(id));
         out.extend_from_slice(&self.suffix_ids);
         out
     }

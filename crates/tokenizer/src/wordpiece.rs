@@ -269,25 +269,7 @@ impl WordPiece {
     /// The ids a model sees: `[CLS]`, the text's pieces, `[SEP]`.
     pub fn encode_text(&self, text: &str) -> Vec<u32> {
         let mut out = self.prefix_ids.clone();
-        let mut rest = text;
-        while !rest.is_empty() {
-            let next = self
-                .specials
-                .iter()
-                .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
-                .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
-            match next {
-                Some((at, len, id)) => {
-                    self.encode_words(&rest[..at], &mut out);
-                    out.push(id);
-                    rest = &rest[at + len..];
-                }
-                None => {
-                    self.encode_words(rest, &mut out);
-                    break;
-                }
-            }
-        }
+        crate::split_specials(text, &self.specials, &mut out, |out, seg| self.encode_words(seg, out), |out, id| out.push(id));
         out.extend_from_slice(&self.suffix_ids);
         out
     }
