@@ -347,8 +347,14 @@ fn embeddings(
 fn project(vecs: &[Vec<f32>], k: usize, labels: &[String], file: Option<&Path>, title: &str) -> anyhow::Result<Vec<Vec<f64>>> {
     let proj = attn_inspect::pca(vecs, k);
     if let Some(f) = file {
-        let pts: Vec<(f64, f64)> = proj.iter().map(|p| (p[0], p.get(1).copied().unwrap_or(0.0))).collect();
-        plot::scatter(f, title, labels, &pts, ("principal component 1", "principal component 2"))?;
+        let at = |p: &Vec<f64>, i: usize| p.get(i).copied().unwrap_or(0.0);
+        if k == 3 {
+            let pts: Vec<(f64, f64, f64)> = proj.iter().map(|p| (at(p, 0), at(p, 1), at(p, 2))).collect();
+            plot::scatter3d(f, &title.replace("PCA", "PCA (3D)"), labels, &pts)?;
+        } else {
+            let pts: Vec<(f64, f64)> = proj.iter().map(|p| (at(p, 0), at(p, 1))).collect();
+            plot::scatter(f, title, labels, &pts, ("principal component 1", "principal component 2"))?;
+        }
         eprintln!("wrote {}", f.display());
     }
     Ok(proj)

@@ -83,6 +83,10 @@ fn every_view_on_a_trained_run() {
     }
     assert_eq!(e["nearest"][0].as_array().unwrap().len(), 5);
     assert!(std::fs::read(&p).unwrap().starts_with(b"\x89PNG"));
+    let p3 = dir.path().join("pca3.svg");
+    let e3 = json(&attn(&["inspect", "embeddings", "--model", m, "--words", "the,fox,dog,quick", "--three-d", "--out", p3.to_str().unwrap(), "--json"]));
+    assert_eq!(e3["pca"][0].as_array().unwrap().len(), 3);
+    assert!(std::fs::read_to_string(&p3).unwrap().contains("PC3"));
 
     // Tokens: the pieces concatenate to the text.
     let k = json(&attn(&["inspect", "tokens", "--model", m, "--text", text, "--json"]));

@@ -245,3 +245,36 @@ where
     root.present()?;
     Ok(())
 }
+
+/// Labelled points in 3D, drawn in a fixed oblique projection with the three
+/// axes and their names.
+pub fn scatter3d(path: &Path, title: &str, labels: &[String], points: &[(f64, f64, f64)]) -> Result<()> {
+    render(path, (900, 760), &|root| draw_scatter3d(root, title, labels, points), &|root| draw_scatter3d(root, title, labels, points))
+}
+
+fn draw_scatter3d<DB: DrawingBackend>(root: Draw<DB>, title: &str, labels: &[String], points: &[(f64, f64, f64)]) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    // One symmetric range for all axes keeps the projection's distances honest.
+    let m = points.iter().fold(1e-9f64, |m, p| m.max(p.0.abs()).max(p.1.abs()).max(p.2.abs())) * 1.1;
+    let mut chart = ChartBuilder::on(&root).caption(title, ("sans-serif", 20)).margin(20).build_cartesian_3d(-m..m, -m..m, -m..m)?;
+    chart.with_projection(|mut p| {
+        p.yaw = 0.6;
+        p.pitch = 0.35;
+        p.scale = 0.85;
+        p.into_matrix()
+    });
+    chart.configure_axes().label_style(("sans-serif", 12)).max_light_lines(4).draw()?;
+    let colour = RGBColor(31, 119, 180);
+    chart.draw_series(points.iter().zip(labels).map(|(&(x, y, z), name)| {
+        EmptyElement::at((x, y, z)) + Circle::new((0, 0), 5, colour.filled()) + Text::new(name.clone(), (8, -10), ("sans-serif", 15).into_font())
+    }))?;
+    let style = ("sans-serif", 14).into_font();
+    for (name, at) in [("PC1", (m, 0.0, 0.0)), ("PC2", (0.0, m, 0.0)), ("PC3", (0.0, 0.0, m))] {
+        chart.draw_series(std::iter::once(Text::new(name, at, style.clone())))?;
+    }
+    root.present()?;
+    Ok(())
+}
