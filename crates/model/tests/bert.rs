@@ -76,11 +76,14 @@ fn tiny_bert_matches_transformers() {
     // Attention per layer: sentence 0's (NH, T0, T0), then sentence 1's.
     let (wa, wb) = (f.read_f32("attentions.0").unwrap(), f.read_f32("attentions.1").unwrap());
     let (la, lb) = (wa.len() / bert.config.num_layers, wb.len() / bert.config.num_layers);
+    let mut worst = 0.0f32;
     for (l, got) in out.attention.iter().enumerate() {
         let want = [&wa[l * la..(l + 1) * la], &wb[l * lb..(l + 1) * lb]].concat();
         let d = max_abs(got, &want);
         assert!(d < 1e-5, "layer {l}: attention differs by {d:e}");
+        worst = worst.max(d);
     }
+    eprintln!("max |attention difference| {worst:e}");
     // Bidirectional: a row spreads over keys on both sides of the query.
     assert!(out.attention[0][1..a.len()].iter().any(|&x| x > 0.0));
 }
