@@ -11,6 +11,7 @@ import argparse, json, os, statistics, subprocess, sys
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CASES = [  # (preset, batch, seq_len, attn steps, torch steps)
     ("baby", 12, 64, 30, 30),
+    ("llama-baby", 12, 64, 30, 30),
     ("gpt2-124m", 4, 64, 4, 4),
 ]
 
@@ -34,7 +35,7 @@ def main():
         ours, theirs = [], []
         for _ in range(a.rounds):
             # baby uses the 65-symbol vocabulary of the char-level Shakespeare preset.
-            extra = ["--vocab", "65"] if preset == "baby" else []
+            extra = ["--vocab", "65"] if preset in ("baby", "llama-baby") else []
             ours.append(run(["target/release/attn", "bench", "train", "--preset", preset, "--batch-size", str(b), "--seq-len", str(t),
                              "--steps", str(steps), "--threads", str(a.threads)] + extra))
             theirs.append(run([sys.executable, "tools/bench/torch_gpt.py", "bench", "--preset", preset, "--batch-size", str(b),

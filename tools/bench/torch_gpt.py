@@ -3,6 +3,8 @@
 The model is GPT-2 exactly as attn builds it (pre-LayerNorm, tanh GELU, tied
 head, learned positions, GPT-2 init), written as a plain nn.Module with
 torch's fused scaled_dot_product_attention, which is the fastest eager path.
+For the llama-baby preset it is transformers' LlamaForCausalLM of the same
+shape (bench only).
 
   bench: time full training steps on random tokens   -> one JSON line
   train: train on a text file with attn's recipe      -> metrics JSONL + final JSON line
@@ -18,6 +20,23 @@ PRESETS = {
     "shakespeare-char": dict(vocab=65, ctx=256, layers=6, heads=6, embd=384),
     "baby": dict(vocab=65, ctx=64, layers=4, heads=4, embd=128),
 }
+
+
+class LlamaPeer(nn.Module):
+    """attn's llama-baby as transformers' LlamaForCausalLM (sdpa attention,
+    the fastest eager path), returning the mean cross-entropy."""
+
+    def __init__(self, vocab):
+        super().__init__()
+        from transformers import LlamaConfig, LlamaForCausalLM
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=128, intermediate_size=344, num_hidden_layers=4, num_attention_heads=4,
+                          num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5, rope_theta=10000.0,
+                          tie_word_embeddings=True, attn_implementation="sdpa")
+        self.m = LlamaForCausalLM(cfg)
+
+    def forward(self, x, y):
+        logits = self.m(x).logits
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
 class Block(nn.Module):
@@ -70,13 +89,20 @@ def peak_rss_mb():
 
 
 def bench(a):
-    cfg = dict(PRESETS[a.preset])
+    llama = a.preset == "llama-baby"
+    cfg = dict(PRESETS["baby"] if llama else PRESETS[a.preset])
     if a.vocab:
         cfg["vocab"] = a.vocab
     T = a.seq_len or cfg["ctx"]
     torch.manual_seed(0)
-    model = GPT(**cfg)
-    opt = optimizer(model, 1e-4, (0.9, 0.95), 0.1)
+    model = LlamaPeer(cfg["vocab"]) if llama else GPT(**cfg)
+    if llama:
+        # Decay on matrices only, as attn does: not embeddings or norms.
+        decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n]
+        rest = [p for n, p in model.named_parameters() if not (p.dim() >= 2 and "embed" not in n)]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}], lr=1e-4, betas=(0.9, 0.95), eps=1e-8)
+    else:
+        opt = optimizer(model, 1e-4, (0.9, 0.95), 0.1)
     x = torch.randint(0, cfg["vocab"], (a.batch_size, T))
     y = torch.randint(0, cfg["vocab"], (a.batch_size, T))
     times = []
@@ -145,7 +171,7 @@ def train(a):
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("mode", choices=["bench", "train"])
-    ap.add_argument("--preset", default="baby")
+    ap.add_argument("--preset", default="baby", choices=[*PRESETS, "llama-baby"])
     ap.add_argument("--batch-size", type=int, default=12)
     ap.add_argument("--seq-len", type=int)
     ap.add_argument("--steps", type=int, default=20)

@@ -4,7 +4,6 @@
 use std::time::Instant;
 
 use attn_kernels::matmul::sgemm_peak_probe;
-use attn_model::{Gpt, GptConfig};
 use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
 use clap::Subcommand;
 use rand::{Rng, SeedableRng};
@@ -161,20 +160,21 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>) -> anyhow::Result<()> {
-    let mut cfg = GptConfig::preset(preset)?;
+    let mut arch = attn_model::Architecture::preset(preset)?;
     if let Some(v) = vocab {
-        cfg.vocab_size = v;
+        arch = arch.with_vocab(v);
     }
-    let t = seq_len.unwrap_or(cfg.n_ctx);
-    anyhow::ensure!(t <= cfg.n_ctx, "--seq-len {t} exceeds the model's context of {}", cfg.n_ctx);
+    let t = seq_len.unwrap_or(arch.context());
+    anyhow::ensure!(t <= arch.context(), "--seq-len {t} exceeds the model's context of {}", arch.context());
     let threads = rayon::current_num_threads();
     let peak = gemm_peak(1024);
-    let mut model = Gpt::new(cfg.clone(), 0)?;
-    let mut opt = Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, &model.layout);
+    let mut model = arch.build(0)?;
+    let mut opt = Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, model.layout());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
-    let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..cfg.vocab_size as u32)).collect();
-    println!("bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s", cfg.num_params() as f64 / 1e6);
+    let v = model.vocab_size() as u32;
+    let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
+    let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
+    println!("bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s", model.layout().num_params() as f64 / 1e6);
     // Per step: (total, forward, backward, optimizer incl. zero_grad) seconds.
     let mut times: Vec<[f64; 4]> = Vec::with_capacity(steps);
     for i in 0..steps + 2 {
@@ -184,7 +184,8 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         let t1 = Instant::now();
         model.backward(1.0)?;
         let t2 = Instant::now();
-        opt.step(&mut model.params, &model.grads, 1e-4, 1.0);
+        let (params, grads) = model.params_and_grads();
+        opt.step(params, grads, 1e-4, 1.0);
         let t3 = Instant::now();
         if i >= 2 {
             times.push([(t3 - t0).as_secs_f64(), (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()]);
@@ -197,7 +198,7 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         v[v.len() / 2]
     };
     let med = median(0);
-    let flops = cfg.train_flops(b, t);
+    let flops = model.train_flops(b, t);
     let gflops = flops / med / 1e9;
     let out = serde_json::json!({
         "preset": preset, "batch_size": b, "seq_len": t, "threads": threads, "steps": steps,

@@ -183,6 +183,23 @@ impl Decoder {
         }
     }
 
+    /// Training FLOPs of one step over B x T tokens, counting every GEMM
+    /// (forward 2mnk, backward twice that) and attention's products in full
+    /// T x T, as the kernels compute them.
+    pub fn train_flops(&self, b: usize, t: usize) -> f64 {
+        match self {
+            Decoder::Gpt(m) => m.config.train_flops(b, t),
+            Decoder::Llama(m) => {
+                let c = &m.config;
+                let n = (b * t) as f64;
+                let per_layer = (c.qkv_width() + c.hidden_size + 3 * c.intermediate_size) as f64 * c.hidden_size as f64;
+                let attention = 4.0 * (b * t * t * c.hidden_size) as f64;
+                let head = (c.vocab_size * c.hidden_size) as f64;
+                3.0 * (c.num_layers as f64 * (2.0 * n * per_layer + attention) + 2.0 * n * head)
+            }
+        }
+    }
+
     pub fn layout(&self) -> &ParamLayout {
         each!(self, m => &m.layout)
     }
