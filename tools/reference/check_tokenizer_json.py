@@ -6,7 +6,9 @@ scripts/fetch_shakespeare.sh, and `cargo build --release`.
 
   .cache/venv-ref/bin/python tools/reference/check_tokenizer_json.py
 """
-import json, subprocess, tempfile, os
+import json, subprocess, tempfile, os, sys
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+from compare_tokenizers import gpt2_ranks  # noqa: E402
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe
 from tokenizers import Tokenizer
@@ -40,16 +42,7 @@ for name, path in cases:
         enc = tiktoken.Encoding("cl100k", pat_str=cl_pat, mergeable_ranks=load_tiktoken_bpe(path), special_tokens={})
     else:
         # GPT-2's ranks are its vocab ids: rebuild the rank table from the converted file.
-        ranks = {}
-        tj = json.load(open(out))
-        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-        cs, n = bs[:], 0
-        for b in range(256):
-            if b not in bs:
-                bs.append(b); cs.append(256 + n); n += 1
-        dec = {chr(c): b for b, c in zip(bs, cs)}
-        for tok, i in tj["model"]["vocab"].items():
-            ranks[bytes(dec[ch] for ch in tok)] = i
+        ranks = gpt2_ranks(out)
         enc = tiktoken.Encoding("r50k", pat_str=gpt2_pat, mergeable_ranks=ranks, special_tokens={})
     if "trained" not in name:
         tk = enc.encode_ordinary(text)

@@ -65,14 +65,13 @@ pub fn attention_forward(
                 }
             }
             softmax_rows(att_bh, t, scale, causal);
-            let mut acc = vec![0.0f32; hs];
             for (i, probs) in att_bh.chunks_exact(t).enumerate() {
-                acc.fill(0.0);
-                for (j, &p) in probs.iter().enumerate().filter(|(_, &p)| p != 0.0) {
-                    crate::simd::axpy(&mut acc, p, row(j, 2));
-                }
                 // SAFETY: each (b, h) task writes only its head's columns of its batch rows.
-                unsafe { std::ptr::copy_nonoverlapping(acc.as_ptr(), out_ptr.get().add((bi * t + i) * c + h * hs), hs) };
+                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * t + i) * c + h * hs), hs) };
+                o.fill(0.0);
+                for (j, &p) in probs.iter().enumerate().filter(|(_, &p)| p != 0.0) {
+                    crate::simd::axpy(o, p, row(j, 2));
+                }
             }
             return;
         }

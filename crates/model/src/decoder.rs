@@ -213,10 +213,6 @@ impl Decoder {
         each!(self, m => (&mut m.params, &m.grads))
     }
 
-    pub fn params_mut(&mut self) -> &mut [f32] {
-        each!(self, m => &mut m.params)
-    }
-
     pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
         each!(self, m => m.forward(tokens, targets, b, t))
     }
