@@ -160,15 +160,15 @@ fn peak_rss_mb() -> Option<f64> {
 }
 
 fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>) -> anyhow::Result<()> {
-    let mut arch = attn_model::Architecture::preset(preset)?;
+    let mut arch = attn_model::TransformerConfig::preset(preset)?;
     if let Some(v) = vocab {
         arch = arch.with_vocab(v);
     }
-    let t = seq_len.unwrap_or(arch.context());
-    anyhow::ensure!(t <= arch.context(), "--seq-len {t} exceeds the model's context of {}", arch.context());
+    let t = seq_len.unwrap_or(arch.n_ctx);
+    anyhow::ensure!(t <= arch.n_ctx, "--seq-len {t} exceeds the model's context of {}", arch.n_ctx);
     let threads = rayon::current_num_threads();
     let peak = gemm_peak(1024);
-    let mut model = arch.build(0)?;
+    let mut model = attn_model::Transformer::new(arch, 0)?;
     let mut opt = Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, model.layout());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let v = model.vocab_size() as u32;
@@ -241,9 +241,9 @@ fn read_bandwidth() -> f64 {
 }
 
 fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize) -> anyhow::Result<()> {
-    let mut model = match &dir {
-        Some(d) => attn_model::Decoder::load(d)?.0,
-        None => attn_model::Architecture::preset(preset)?.build(0)?,
+    let model = match &dir {
+        Some(d) => attn_model::Transformer::load(d)?.0,
+        None => attn_model::Transformer::preset(preset, 0)?,
     };
     let ctx = model.context();
     anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= ctx, "prompt + new tokens must fit in the context of {ctx}");
@@ -257,7 +257,7 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
         let t0 = Instant::now();
         let mut first = None;
         let mut n = 0;
-        attn_generate::generate(&mut model, &prompt, new_tokens, false, &mut sampler, |_| {
+        attn_generate::generate(&model, &prompt, Some(new_tokens), false, &[], &mut sampler, |_| {
             first.get_or_insert_with(|| t0.elapsed().as_secs_f64());
             n += 1;
             true
@@ -277,6 +277,8 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
             "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
             "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
             "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
+            "peak_rss_mb": peak_rss_mb(), "weights_mb": weight_bytes / 1e6,
+            "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens) as f64 / 1e6,
         })
     );
     Ok(())

@@ -1,7 +1,9 @@
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::PathBuf;
+use std::time::Instant;
 
-use attn_generate::{generate, Sampler, SamplerConfig, StopStrings, Utf8Stream};
+use anyhow::Context;
+use attn_generate::{generate, GenerationConfig, Sampler, SamplerConfig, StopStrings, Utf8Stream};
 use clap::Args;
 
 #[derive(Args)]
@@ -9,66 +11,126 @@ pub struct GenerateArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
     #[arg(long)]
     model: PathBuf,
+    /// The text to continue; "-" reads it from standard input
+    #[arg(long, required_unless_present = "prompt_file", conflicts_with = "prompt_file")]
+    prompt: Option<String>,
+    /// Read the prompt from this file
     #[arg(long)]
-    prompt: String,
-    #[arg(long, default_value_t = 200)]
-    max_new_tokens: usize,
-    /// 0 is greedy
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Keep the k most likely tokens (0 = all)
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// > 1 discourages repeating tokens already in the text
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
+    prompt_file: Option<PathBuf>,
+    /// Most tokens to generate [default: generation_config.json's, else up to an end-of-sequence token or the end of the context]
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Softmax temperature; 0 is greedy [default: generation_config.json's, else 0.8]
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Keep the k most likely tokens, 0 keeps all [default: generation_config.json's, else 0]
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches p [default: generation_config.json's, else 1]
+    #[arg(long)]
+    top_p: Option<f32>,
+    /// Above 1 discourages repeating tokens already in the text [default: generation_config.json's, else 1]
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
     /// Stop when the generated text contains this string (repeatable); it is not printed
     #[arg(long)]
     stop: Vec<String>,
+    /// Keep going past an end-of-sequence token
+    #[arg(long)]
+    ignore_eos: bool,
     /// Past the context, keep generating on the most recent tokens instead of failing
     #[arg(long)]
     sliding_window: bool,
+    /// Seed of the sampler's random numbers
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Print one JSON object (text, tokens, finish_reason, usage, timings) instead of streaming text
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
 }
 
+fn read_prompt(a: &GenerateArgs) -> anyhow::Result<String> {
+    match (&a.prompt, &a.prompt_file) {
+        (Some(p), _) if p == "-" => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s).context("reading the prompt from standard input")?;
+            Ok(s)
+        }
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(f)) => std::fs::read_to_string(f).with_context(|| format!("--prompt-file {}", f.display())),
+        (None, None) => anyhow::bail!("give --prompt TEXT, --prompt - (standard input) or --prompt-file FILE"),
+    }
+}
+
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let cfg = SamplerConfig { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p, repetition_penalty: a.repetition_penalty };
+    let gen_cfg = GenerationConfig::from_dir(&a.model)?;
+    // Flags win over generation_config.json, which wins over attn's defaults.
+    let greedy_by_default = gen_cfg.do_sample == Some(false);
+    let cfg = SamplerConfig {
+        temperature: a.temperature.or(if greedy_by_default { Some(0.0) } else { gen_cfg.temperature }).unwrap_or(0.8),
+        top_k: a.top_k.or(gen_cfg.top_k).unwrap_or(0),
+        top_p: a.top_p.or(gen_cfg.top_p).unwrap_or(1.0),
+        repetition_penalty: a.repetition_penalty.or(gen_cfg.repetition_penalty).unwrap_or(1.0),
+    };
     let mut sampler = Sampler::new(cfg, a.seed)?;
-    let (mut model, tok) = crate::load_model_dir(&a.model)?;
-    let prompt = tok.encode(&a.prompt)?;
+    let text = read_prompt(&a)?;
+    let (model, tok) = crate::load_model_dir(&a.model)?;
+    let prompt = tok.encode(&text)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization; give at least one character");
+    let mut eos: Vec<u32> = model.config.eos_token_ids.clone();
+    eos.extend(&gen_cfg.eos_token_ids);
+    if a.ignore_eos {
+        eos.clear();
+    }
+    let max_new = a.max_new_tokens.or(gen_cfg.max_new_tokens.filter(|&n| a.sliding_window || prompt.len() + n <= model.context()));
     let mut out = std::io::stdout().lock();
     // The prompt is echoed with the first token, so an up-front error (such as
     // a context overflow) prints nothing else.
-    let mut echo = Some(a.prompt.as_str());
+    let mut echo = (!a.json).then_some(text.as_str());
     let mut stops = StopStrings::new(a.stop.clone());
     let mut utf8 = Utf8Stream::default();
-    let mut io_err = None;
-    let mut stopped = false;
-    generate(&mut model, &prompt, a.max_new_tokens, a.sliding_window, &mut sampler, |id| {
+    let (mut io_err, mut stopped, mut generated) = (None, false, String::new());
+    let t0 = Instant::now();
+    let mut first_token_s = None;
+    let done = generate(&model, &prompt, max_new, a.sliding_window, &eos, &mut sampler, |id| {
+        first_token_s.get_or_insert_with(|| t0.elapsed().as_secs_f64());
         // Bytes, not text: a byte-level token may end inside a character.
-        let (text, stop) = stops.push(&utf8.push(&tok.decode_bytes(&[id]).unwrap_or_default()));
-        let prompt = echo.take().unwrap_or("");
-        if let Err(e) = write!(out, "{prompt}{text}").and_then(|_| out.flush()) {
+        let (piece, stop) = stops.push(&utf8.push(&tok.decode_bytes(&[id]).unwrap_or_default()));
+        stopped = stop;
+        if a.json {
+            generated.push_str(&piece);
+        } else if let Err(e) = write!(out, "{}{piece}", echo.take().unwrap_or("")).and_then(|_| out.flush()) {
             io_err = Some(e);
             return false;
         }
-        stopped = stop;
         !stop
     })?;
     if let Some(e) = io_err {
-        return Err(e.into());
+        return crate::quiet_on_broken_pipe(e);
     }
+    let mut tail = String::new();
     if !stopped {
-        let (tail, _) = stops.push(&utf8.finish());
-        write!(out, "{tail}{}", stops.finish())?;
+        let (rest, _) = stops.push(&utf8.finish());
+        tail = rest + &stops.finish();
     }
-    writeln!(out)?;
-    Ok(())
+    let total_s = t0.elapsed().as_secs_f64();
+    if a.json {
+        generated.push_str(&tail);
+        let completion = done.completion_tokens;
+        let first = first_token_s.unwrap_or(total_s);
+        let json = serde_json::json!({
+            "text": generated,
+            "tokens": &done.ids[prompt.len()..],
+            "finish_reason": done.finish_reason,
+            "usage": {"prompt_tokens": prompt.len(), "completion_tokens": completion, "total_tokens": prompt.len() + completion},
+            "timings": {"total_s": total_s, "first_token_s": first,
+                        "decode_tok_per_s": if completion > 1 { (completion - 1) as f64 / (total_s - first).max(1e-9) } else { 0.0 }},
+        });
+        return crate::print_or_quiet(&mut out, &format!("{json}\n"));
+    }
+    crate::print_or_quiet(&mut out, &format!("{}{tail}\n", echo.unwrap_or("")))
 }

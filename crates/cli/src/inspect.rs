@@ -297,7 +297,7 @@ fn terminal_heatmap(out: &mut impl Write, title: &str, tokens: &[String], att: &
 
 fn embeddings(
     out: &mut impl Write,
-    model: &attn_model::Decoder,
+    model: &attn_model::Transformer,
     tok: &dyn attn_tokenizer::Tokenizer,
     name: &str,
     words: &[String],

@@ -42,6 +42,22 @@ enum Command {
 }
 
 /// Sets the size of rayon's global pool, used by every kernel.
+/// A closed pipe (`attn ... | head`) ends the program quietly with status 0.
+pub fn quiet_on_broken_pipe(e: std::io::Error) -> anyhow::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    Err(e.into())
+}
+
+/// Writes `text` and flushes, treating a closed pipe as a normal end.
+pub fn print_or_quiet(out: &mut impl std::io::Write, text: &str) -> anyhow::Result<()> {
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) => quiet_on_broken_pipe(e),
+    }
+}
+
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
@@ -54,7 +70,7 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 // One lives per process, so the size difference between variants is moot.
 #[allow(clippy::large_enum_variant)]
 pub enum Loaded {
-    Decoder(attn_model::Decoder),
+    Decoder(attn_model::Transformer),
     Bert(attn_model::bert::Bert),
 }
 
@@ -66,10 +82,11 @@ pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_t
     let kind = attn_model::checkpoint::model_type(dir).with_context(ctx)?;
     let model = match kind.as_str() {
         "bert" => Loaded::Bert(attn_model::bert::Bert::load(dir).with_context(ctx)?),
-        "gpt2" | "llama" | "qwen2" => Loaded::Decoder(attn_model::Decoder::load(dir).with_context(ctx)?.0),
+        t if attn_model::hf::DECODER_TYPES.contains(&t) => Loaded::Decoder(attn_model::Transformer::load(dir).with_context(ctx)?.0),
         other => anyhow::bail!(
-            "{}: model_type {other:?} is not supported; this build runs \"gpt2\", \"llama\", \"qwen2\" and \"bert\"",
-            dir.join("config.json").display()
+            "{}: model_type {other:?} is not supported; this build runs {} and \"bert\"",
+            dir.join("config.json").display(),
+            attn_model::hf::DECODER_TYPES.join(", ")
         ),
     };
     let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
@@ -77,7 +94,7 @@ pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_t
 }
 
 /// A decoder and its tokenizer, for the commands that predict tokens.
-pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Decoder, Box<dyn attn_tokenizer::Tokenizer>)> {
+pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
     match load_any(dir)? {
         (Loaded::Decoder(m), tok) => Ok((m, tok)),
         (Loaded::Bert(_), _) => anyhow::bail!(

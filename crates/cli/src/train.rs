@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
-use attn_model::Architecture;
+use attn_model::{config_from_dir, Family, TransformerConfig};
 use attn_train::optim::{DecayRule, OptimizerKind};
 use attn_train::{TokenizerSpec, TrainConfig, TrainRun};
 use clap::{Args, ValueEnum};
@@ -105,25 +105,21 @@ pub struct TrainArgs {
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let model = match &a.init {
-        Some(dir) => Architecture::from_dir(dir).with_context(|| format!("--init {}", dir.display()))?,
-        None => match Architecture::preset(&a.preset)? {
-            Architecture::Gpt(mut m) => {
-                m.position = match a.position {
-                    Position::Learned => attn_model::PositionEncoding::Learned,
-                    Position::Sinusoidal => attn_model::PositionEncoding::Sinusoidal,
-                };
-                Architecture::Gpt(m)
+        Some(dir) => config_from_dir(dir).with_context(|| format!("--init {}", dir.display()))?,
+        None => {
+            let mut m = TransformerConfig::preset(&a.preset)?;
+            match (m.family, a.position) {
+                (Family::Gpt2, Position::Sinusoidal) => m.position = attn_model::Position::Sinusoidal,
+                (_, Position::Learned) => {}
+                _ => anyhow::bail!("--position applies to GPT presets; Llama uses rotary positions"),
             }
-            llama => {
-                anyhow::ensure!(matches!(a.position, Position::Learned), "--position applies to GPT presets; Llama uses rotary positions");
-                llama
-            }
-        },
+            m
+        }
     };
     let config = TrainConfig {
         steps: a.steps,
         batch_size: a.batch_size,
-        seq_len: a.seq_len.unwrap_or(model.context()),
+        seq_len: a.seq_len.unwrap_or(model.n_ctx),
         grad_accum: a.grad_accum,
         lr: a.lr,
         min_lr: a.min_lr.unwrap_or(a.lr / 10.0),

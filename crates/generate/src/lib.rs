@@ -11,15 +11,17 @@
 //! assert_eq!(s.sample(&[0.1, 2.0, -1.0]), 1); // temperature 0 is greedy
 //! ```
 
-use attn_model::Decoder;
+use attn_model::Transformer;
 use rand::{Rng, SeedableRng};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
     #[error("invalid sampler setting: {0}")]
     Sampler(String),
-    #[error("the prompt ({prompt} tokens) plus --max-new-tokens {new} exceeds the model's context of {ctx} tokens; lower --max-new-tokens or pass --sliding-window to drop the oldest tokens")]
+    #[error("the prompt ({prompt} tokens) plus --max-new-tokens {new} exceeds the model's context of {ctx} tokens; lower --max-new-tokens (or leave it out to stop at the end of the context) or pass --sliding-window to drop the oldest tokens")]
     ContextOverflow { prompt: usize, new: usize, ctx: usize },
+    #[error("{0}")]
+    Config(String),
     #[error("the prompt is empty after tokenization")]
     EmptyPrompt,
     #[error(transparent)]
@@ -124,80 +126,182 @@ impl Sampler {
         next
     }
 
+    /// Draws one id. The draw compares `u * total` with the running sum of
+    /// unnormalised weights, in f64, so no id gets mass it does not have
+    /// (summing normalised f32 terms leaves ~1e-5 over 50k ids, which would
+    /// all fall to the last id).
     pub fn sample(&mut self, logits: &[f32]) -> u32 {
         if self.cfg.temperature == 0.0 {
             return logits.iter().enumerate().fold((0, f32::NEG_INFINITY), |best, (i, &l)| if l > best.1 { (i, l) } else { best }).0 as u32;
         }
-        let u: f32 = self.rng.gen();
+        let u: f64 = self.rng.gen();
         if self.cfg.top_k == 0 && self.cfg.top_p >= 1.0 {
             // No filter needs the ranking: invert the CDF in id order, with no
             // sort of the vocabulary and no allocation.
-            let temp = self.cfg.temperature;
-            let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-            let total: f32 = logits.iter().map(|&l| ((l - max) / temp).exp()).sum();
-            let mut cum = 0.0;
-            for (id, &l) in logits.iter().enumerate() {
-                cum += ((l - max) / temp).exp() / total;
-                if u < cum {
-                    return id as u32;
-                }
-            }
-            return logits.len().saturating_sub(1) as u32;
+            let temp = self.cfg.temperature as f64;
+            let max = logits.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) as f64;
+            let weight = |l: f32| ((l as f64 - max) / temp).exp();
+            let total: f64 = logits.iter().map(|&l| weight(l)).sum();
+            return pick(logits.iter().enumerate().map(|(id, &l)| (weight(l), id as u32)), u * total);
         }
         let dist = self.distribution(logits);
-        let mut cum = 0.0;
-        for &(p, id) in dist {
-            cum += p;
-            if u < cum {
-                return id;
-            }
-        }
-        dist.last().map_or(0, |d| d.1)
+        let total: f64 = dist.iter().map(|p| p.0 as f64).sum();
+        pick(dist.iter().map(|&(p, id)| (p as f64, id)), u * total)
     }
 }
 
-/// Appends up to `max_new` sampled tokens to `prompt`, calling `on_token` with
-/// each; generation stops early when it returns false. The prompt is
-/// prefilled in one batched pass, then each token is one cached decode step.
+/// The first id whose running weight passes `target`; past the end (only by
+/// rounding), the last id with any weight.
+fn pick(weights: impl Iterator<Item = (f64, u32)>, target: f64) -> u32 {
+    let (mut cum, mut last) = (0.0f64, 0u32);
+    for (w, id) in weights {
+        if w > 0.0 {
+            cum += w;
+            last = id;
+            if cum > target {
+                return id;
+            }
+        }
+    }
+    last
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FinishReason {
+    /// An end-of-sequence token or a stop string.
+    Stop,
+    /// The token limit or the end of the context.
+    Length,
+}
+
+/// The result of `generate`.
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The prompt followed by the generated tokens (an end-of-sequence token excluded).
+    pub ids: Vec<u32>,
+    pub finish_reason: FinishReason,
+    /// Tokens sampled, an end-of-sequence token included (it was computed).
+    pub completion_tokens: usize,
+}
+
+/// Appends sampled tokens to `prompt`, calling `on_token` with each, until an
+/// id in `eos` is drawn (not passed on), `on_token` returns false, `max_new`
+/// tokens (None: up to the end of the context) or the context runs out. The
+/// prompt is prefilled in one pass, then each token is one cached decode step.
 ///
-/// Past the context: an error up front, unless `sliding_window`, in which case
-/// the model sees the most recent n_ctx tokens. Learned positions make every
-/// cached key depend on its absolute position, so a sliding window cannot
-/// reuse the cache and each step beyond the context is a full forward pass.
+/// Past the context: an error up front when `max_new` asks for more, unless
+/// `sliding_window`, in which case the model sees the most recent n_ctx
+/// tokens. Positions are absolute, so the window cannot reuse the cache:
+/// each step beyond the context runs the whole window again.
 pub fn generate(
-    model: &mut Decoder,
+    model: &Transformer,
     prompt: &[u32],
-    max_new: usize,
+    max_new: Option<usize>,
     sliding_window: bool,
+    eos: &[u32],
     sampler: &mut Sampler,
     mut on_token: impl FnMut(u32) -> bool,
-) -> Result<Vec<u32>, GenerateError> {
+) -> Result<Generation, GenerateError> {
     let ctx = model.context();
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
-    if prompt.len() + max_new > ctx && !sliding_window {
-        return Err(GenerateError::ContextOverflow { prompt: prompt.len(), new: max_new, ctx });
+    let room = ctx.saturating_sub(prompt.len());
+    if !sliding_window && prompt.len() > ctx {
+        return Err(GenerateError::ContextOverflow { prompt: prompt.len(), new: max_new.unwrap_or(0), ctx });
     }
-    let v = model.vocab_size();
+    let max_new = match max_new {
+        Some(n) if n > room && !sliding_window => return Err(GenerateError::ContextOverflow { prompt: prompt.len(), new: n, ctx }),
+        Some(n) => n,
+        None if sliding_window => usize::MAX,
+        None => room,
+    };
     let mut ids = prompt.to_vec();
-    let mut cache = model.new_cache();
+    // Sized to the request, never to the model's maximum context.
+    let capacity = prompt.len().min(ctx).saturating_add(max_new).min(ctx);
+    let mut cache = model.new_cache(capacity)?;
     let mut logits = model.prefill(&mut cache, &ids[ids.len().saturating_sub(ctx)..])?.to_vec();
+    let mut done = Generation { ids: Vec::new(), finish_reason: FinishReason::Length, completion_tokens: 0 };
     for i in 0..max_new {
         let next = sampler.sample_with_history(&logits, &ids);
+        done.completion_tokens += 1;
+        if eos.contains(&next) {
+            done.finish_reason = FinishReason::Stop;
+            break;
+        }
         ids.push(next);
-        if !on_token(next) || i + 1 == max_new {
+        if !on_token(next) {
+            done.finish_reason = FinishReason::Stop;
+            break;
+        }
+        if i + 1 == max_new {
             break;
         }
         if !cache.is_full() {
             logits.copy_from_slice(model.decode(&mut cache, next)?);
+        } else if sliding_window {
+            cache.clear();
+            let window = &ids[ids.len() - cache.capacity()..];
+            logits.copy_from_slice(model.prefill(&mut cache, window)?);
         } else {
-            let window = &ids[ids.len() - ctx..];
-            model.forward(window, None, 1, ctx)?;
-            logits.copy_from_slice(&model.logits()[(ctx - 1) * v..ctx * v]);
+            break;
         }
     }
-    Ok(ids)
+    done.ids = ids;
+    Ok(done)
+}
+
+/// Sampling defaults and end-of-sequence ids from a model folder's
+/// `generation_config.json` (transformers' file), where present.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct GenerationConfig {
+    pub temperature: Option<f32>,
+    pub top_k: Option<usize>,
+    pub top_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub max_new_tokens: Option<usize>,
+    /// `do_sample: false` means greedy whatever the temperature.
+    pub do_sample: Option<bool>,
+    pub eos_token_ids: Vec<u32>,
+}
+
+impl GenerationConfig {
+    /// Reads `dir/generation_config.json`; a missing file gives the empty config.
+    pub fn from_dir(dir: &std::path::Path) -> Result<Self, GenerateError> {
+        let path = dir.join("generation_config.json");
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(GenerateError::Config(format!("{}: {e}", path.display()))),
+        };
+        let bad = |field: &str, v: &serde_json::Value| GenerateError::Config(format!("{}: field \"{field}\" has an unusable value {v}", path.display()));
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| GenerateError::Config(format!("{}: invalid JSON: {e}", path.display())))?;
+        let num = |k: &str| -> Result<Option<f64>, GenerateError> {
+            match v.get(k) {
+                None | Some(serde_json::Value::Null) => Ok(None),
+                Some(x) => x.as_f64().filter(|f| f.is_finite() && *f >= 0.0).map(Some).ok_or_else(|| bad(k, x)),
+            }
+        };
+        let eos_token_ids = match v.get("eos_token_id") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(x) => match (x.as_u64(), x.as_array()) {
+                (Some(id), _) => vec![id as u32],
+                (_, Some(list)) => list.iter().map(|i| i.as_u64().map(|i| i as u32).ok_or_else(|| bad("eos_token_id", x))).collect::<Result<_, _>>()?,
+                _ => return Err(bad("eos_token_id", x)),
+            },
+        };
+        Ok(GenerationConfig {
+            temperature: num("temperature")?.map(|x| x as f32),
+            top_k: num("top_k")?.map(|x| x as usize),
+            top_p: num("top_p")?.map(|x| x as f32),
+            repetition_penalty: num("repetition_penalty")?.map(|x| x as f32),
+            max_new_tokens: num("max_new_tokens")?.map(|x| x as usize),
+            do_sample: v.get("do_sample").and_then(serde_json::Value::as_bool),
+            eos_token_ids,
+        })
+    }
 }
 
 /// Turns a stream of byte chunks into text without ever splitting a UTF-8
@@ -317,6 +421,28 @@ mod tests {
         };
         assert_eq!(draw(1), draw(1));
         assert_ne!(draw(1), draw(2));
+    }
+
+    #[test]
+    fn the_tail_gets_only_its_own_mass() {
+        // 50,257 ids: all equally likely but the last, whose probability is
+        // e^-40 / 50,256 (about 4e-23). Even the largest draw u = 1 - 2^-53
+        // must not land on it. (Normalising each term in f32 and summing left
+        // up to ~1e-5 of the mass, depending on rounding, past the
+        // second-to-last id.)
+        let n = 50_257;
+        let mut logits = vec![0.0f32; n];
+        logits[n - 1] = -40.0;
+        let weights: Vec<f64> = logits.iter().map(|&l| (l as f64).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        let u_max = 1.0 - f64::EPSILON / 2.0;
+        let id = pick(weights.iter().enumerate().map(|(i, &w)| (w, i as u32)), u_max * total);
+        assert_eq!(id, n as u32 - 2);
+        // Draws through the sampler (both paths) never produce the tail id.
+        for top_k in [0, n] {
+            let mut s = Sampler::new(SamplerConfig { top_k, ..Default::default() }, 3).unwrap();
+            assert!((0..300).all(|_| s.sample(&logits) != n as u32 - 1));
+        }
     }
 
     #[test]

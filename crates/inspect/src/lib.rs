@@ -11,7 +11,7 @@
 pub mod plot;
 
 use attn_generate::{Sampler, SamplerConfig};
-use attn_model::Decoder;
+use attn_model::Transformer;
 use attn_tokenizer::Tokenizer;
 use serde::Serialize;
 
@@ -52,7 +52,7 @@ pub struct Trace {
 }
 
 /// Tokenizes `text` exactly as generation does and runs the model on it.
-pub fn trace(model: &mut Decoder, tok: &dyn Tokenizer, text: &str) -> Result<Trace> {
+pub fn trace(model: &mut Transformer, tok: &dyn Tokenizer, text: &str) -> Result<Trace> {
     let ids = tok.encode(text)?;
     if ids.is_empty() {
         return Err(InspectError::Input("the text is empty after tokenization".into()));
@@ -67,7 +67,7 @@ pub fn trace(model: &mut Decoder, tok: &dyn Tokenizer, text: &str) -> Result<Tra
 
 /// Runs the model on `ids` (T), keeping attention, residual stream and logits.
 /// `tokens` are the display strings of `ids`.
-pub fn trace_ids(model: &mut Decoder, ids: &[u32], tokens: Vec<String>) -> Result<Trace> {
+pub fn trace_ids(model: &mut Transformer, ids: &[u32], tokens: Vec<String>) -> Result<Trace> {
     let ids = ids.to_vec();
     let t = ids.len();
     model.forward(&ids, None, 1, t)?;
@@ -205,7 +205,7 @@ pub fn next_token(trace: &Trace, tok: &dyn Tokenizer, top: usize, sampler: Sampl
 /// For each layer's residual stream (0 = embeddings, L = the last block), the
 /// top-`k` (id, probability) the output head reads from it at each position:
 /// `[layer][position][rank]`.
-pub fn logit_lens(model: &Decoder, trace: &Trace, k: usize) -> Vec<Vec<Vec<(u32, f64)>>> {
+pub fn logit_lens(model: &Transformer, trace: &Trace, k: usize) -> Vec<Vec<Vec<(u32, f64)>>> {
     let (t, c) = (trace.len(), trace.n_embd);
     (0..=trace.n_layer)
         .map(|l| {
@@ -233,7 +233,7 @@ pub fn logit_lens(model: &Decoder, trace: &Trace, k: usize) -> Vec<Vec<Vec<(u32,
 /// leading space (" king"), and that is usually the form that got a token
 /// of its own; so the spelling with fewer tokens is used, the spaced one on
 /// a tie. Character-level models take the word as given.
-pub fn word_vector(model: &Decoder, tok: &dyn Tokenizer, word: &str) -> Result<(Vec<f32>, Vec<u32>)> {
+pub fn word_vector(model: &Transformer, tok: &dyn Tokenizer, word: &str) -> Result<(Vec<f32>, Vec<u32>)> {
     let bare = tok.encode(word)?;
     let ids = match tok.encode(&format!(" {word}")) {
         Ok(spaced) if !spaced.is_empty() && (bare.is_empty() || spaced.len() <= bare.len()) => spaced,
@@ -266,7 +266,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 
 /// The `k` vocabulary tokens whose embeddings are closest (by cosine) to `v`,
 /// leaving out `exclude`.
-pub fn nearest_tokens(model: &Decoder, v: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f64)> {
+pub fn nearest_tokens(model: &Transformer, v: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f64)> {
     let c = model.n_embd();
     let mut all: Vec<(u32, f64)> =
         model.token_embeddings().chunks(c).enumerate().filter(|(i, _)| !exclude.contains(&(*i as u32))).map(|(i, row)| (i as u32, cosine(v, row))).collect();

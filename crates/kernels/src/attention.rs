@@ -1,12 +1,17 @@
-//! Multi-head scaled dot-product attention over a packed QKV buffer.
+//! Multi-head scaled dot-product attention over a packed QKV buffer, with
+//! grouped-query attention by stride: NH query heads share NKV key/value heads
+//! (NH / NKV queries a group), and query head h reads KV head h / (NH / NKV).
+//! No K or V head is ever copied.
 //!
-//! For each batch row b and head h (HS = C / NH):
-//!   scores = Q_h K_h^T / sqrt(HS)            (T, T)
+//! Each row of `qkv` is [Q (NH*HS) | K (NKV*HS) | V (NKV*HS)], W = (NH + 2 NKV) HS.
+//! For each batch row b and query head h:
+//!   scores = Q_h K_g^T / sqrt(HS)            (T, T)
 //!   att    = softmax(scores) with the causal mask (keys after the query get 0)
-//!   out_h  = att @ V_h                       (T, HS)
+//!   out_h  = att @ V_g                       (T, HS)
 //! The probabilities `att` are saved for the backward pass (and are what
-//! `attn inspect attention` shows). Work is split over (b, h) pairs; inside a
-//! task the two products are single-threaded GEMMs on strided views of `qkv`.
+//! `attn inspect attention` shows). The forward pass splits work over (b, h);
+//! the backward pass over (b, g), so that the query heads of a group, which
+//! all add into the same dK and dV, run in one task and never race.
 
 use multiversion::multiversion;
 use rayon::prelude::*;
@@ -20,15 +25,34 @@ use crate::SendPtr;
 pub struct AttnShape {
     pub b: usize,
     pub t: usize,
-    pub c: usize,
+    /// Query heads.
     pub nh: usize,
+    /// Key/value heads; divides `nh`.
+    pub nkv: usize,
+    /// Head size.
+    pub hs: usize,
     /// Mask keys after the query (decoders) or not (encoders).
     pub causal: bool,
 }
 
 impl AttnShape {
-    fn hs(&self) -> usize {
-        self.c / self.nh
+    /// Plain multi-head attention over C channels (NKV = NH, HS = C / NH).
+    pub fn mha(b: usize, t: usize, c: usize, nh: usize, causal: bool) -> Self {
+        AttnShape { b, t, nh, nkv: nh, hs: c / nh, causal }
+    }
+    /// Width of one packed q | k | v row.
+    pub fn qkv_width(&self) -> usize {
+        (self.nh + 2 * self.nkv) * self.hs
+    }
+    /// Width of one output row (NH * HS).
+    pub fn out_width(&self) -> usize {
+        self.nh * self.hs
+    }
+    fn group(&self) -> usize {
+        self.nh / self.nkv
+    }
+    fn check(&self) {
+        assert!(self.nkv > 0 && self.nh % self.nkv == 0 && self.hs > 0, "heads {} / kv heads {} / head size {}", self.nh, self.nkv, self.hs);
     }
 }
 
@@ -36,122 +60,138 @@ impl AttnShape {
 const SHORT: usize = 32;
 
 pub fn attention_forward(
-    out: &mut [f32], // (B, T, C)
+    out: &mut [f32], // (B, T, NH*HS)
     att: &mut [f32], // (B, NH, T, T)
-    qkv: &[f32],     // (B, T, 3C): Q, K, V packed along channels
+    qkv: &[f32],     // (B, T, W): Q, K, V packed along channels
     s: AttnShape,
 ) {
-    let AttnShape { b, t, c, nh, causal } = s;
-    assert!(c % nh == 0, "channels {c} not divisible by heads {nh}");
-    assert!(out.len() >= b * t * c && att.len() >= b * nh * t * t && qkv.len() >= b * t * 3 * c);
-    let hs = s.hs();
+    s.check();
+    let AttnShape { b, t, nh, hs, causal, .. } = s;
+    let (w, oc, group) = (s.qkv_width(), s.out_width(), s.group());
+    assert!(out.len() >= b * t * oc && att.len() >= b * nh * t * t && qkv.len() >= b * t * w);
     let scale = 1.0 / (hs as f32).sqrt();
     let out_ptr = SendPtr(out.as_mut_ptr());
     att[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, att_bh)| {
         let (bi, h) = (bh / nh, bh % nh);
-        let base = bi * t * 3 * c;
-        let q = qkv[base + h * hs..].as_ptr();
-        let k = qkv[base + c + h * hs..].as_ptr();
-        let v = qkv[base + 2 * c + h * hs..].as_ptr();
-        let c3 = 3 * c as isize;
+        let g = h / group;
+        let base = bi * t * w;
+        let (qo, ko, vo) = (h * hs, oc + g * hs, oc + s.nkv * hs + g * hs);
+        let q = qkv[base + qo..].as_ptr();
+        let k = qkv[base + ko..].as_ptr();
+        let v = qkv[base + vo..].as_ptr();
+        let ws = w as isize;
         if t <= SHORT {
             // Short sequences (sentence embeddings): a GEMM call costs more
             // than the arithmetic, so rows are done directly.
-            let row = |i: usize, part: usize| &qkv[base + i * 3 * c + part * c + h * hs..][..hs];
+            let row = |i: usize, off: usize| &qkv[base + i * w + off..][..hs];
             for (i, scores) in att_bh.chunks_exact_mut(t).enumerate() {
                 let len = if causal { i + 1 } else { t };
                 for (j, sc) in scores[..len].iter_mut().enumerate() {
-                    *sc = dot(row(i, 0), row(j, 1));
+                    *sc = dot(row(i, qo), row(j, ko));
                 }
             }
             softmax_rows(att_bh, t, scale, causal);
             for (i, probs) in att_bh.chunks_exact(t).enumerate() {
                 // SAFETY: each (b, h) task writes only its head's columns of its batch rows.
-                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * t + i) * c + h * hs), hs) };
+                let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * t + i) * oc + h * hs), hs) };
                 o.fill(0.0);
                 for (j, &p) in probs.iter().enumerate().filter(|(_, &p)| p != 0.0) {
-                    crate::simd::axpy(o, p, row(j, 2));
+                    crate::simd::axpy(o, p, row(j, vo));
                 }
             }
             return;
         }
         unsafe {
-            // scores (T, T) = Q (T, HS) @ K^T (HS, T)
-            sgemm_serial(t, t, hs, att_bh.as_mut_ptr(), t as isize, 1, false, q, c3, 1, k, 1, c3);
+            // scores (T, T) = Q_h (T, HS) @ K_g^T (HS, T)
+            sgemm_serial(t, t, hs, att_bh.as_mut_ptr(), t as isize, 1, false, q, ws, 1, k, 1, ws);
         }
         softmax_rows(att_bh, t, scale, causal);
         unsafe {
-            // out_h (T, HS), row stride C = att (T, T) @ V (T, HS). Each (b, h)
-            // task writes only its own head's columns of its own batch rows.
-            let o = out_ptr.get().add(bi * t * c + h * hs);
-            sgemm_serial(t, hs, t, o, c as isize, 1, false, att_bh.as_ptr(), t as isize, 1, v, c3, 1);
+            // out_h (T, HS), row stride NH*HS = att (T, T) @ V_g (T, HS). Each
+            // (b, h) task writes only its own head's columns of its batch rows.
+            let o = out_ptr.get().add(bi * t * oc + h * hs);
+            sgemm_serial(t, hs, t, o, oc as isize, 1, false, att_bh.as_ptr(), t as isize, 1, v, ws, 1);
         }
     });
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
 fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool) {
     for (q, row) in att.chunks_exact_mut(t).enumerate() {
         let len = if causal { q + 1 } else { t };
-        let (live, masked) = row.split_at_mut(len);
-        let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
-        let mut sum = 0.0f32;
-        for x in live.iter_mut() {
-            *x = crate::simd::exp(*x * scale - max);
-            sum += *x;
-        }
-        let inv = 1.0 / sum;
-        for x in live.iter_mut() {
-            *x *= inv;
-        }
-        masked.fill(0.0);
+        softmax_row(&mut row[..len], scale);
+        row[len..].fill(0.0);
+    }
+}
+
+/// In place: x -> softmax(x * scale), over the live (unmasked) entries.
+#[inline(always)]
+fn softmax_row(live: &mut [f32], scale: f32) {
+    let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
+    let mut sum = 0.0f32;
+    for x in live.iter_mut() {
+        *x = crate::simd::exp(*x * scale - max);
+        sum += *x;
+    }
+    let inv = 1.0 / sum;
+    for x in live.iter_mut() {
+        *x *= inv;
     }
 }
 
 /// Accumulates dqkv. `scratch` receives d(att) and is overwritten.
 pub fn attention_backward(
-    dqkv: &mut [f32],    // (B, T, 3C)
+    dqkv: &mut [f32],    // (B, T, W)
     scratch: &mut [f32], // (B, NH, T, T)
-    dout: &[f32],        // (B, T, C)
-    qkv: &[f32],         // (B, T, 3C)
+    dout: &[f32],        // (B, T, NH*HS)
+    qkv: &[f32],         // (B, T, W)
     att: &[f32],         // (B, NH, T, T)
     s: AttnShape,
 ) {
-    let AttnShape { b, t, c, nh, causal } = s;
-    assert!(dqkv.len() >= b * t * 3 * c && scratch.len() >= b * nh * t * t && dout.len() >= b * t * c);
-    assert!(qkv.len() >= b * t * 3 * c && att.len() >= b * nh * t * t);
-    let hs = s.hs();
+    s.check();
+    let AttnShape { b, t, nh, nkv, hs, causal } = s;
+    let (w, oc, group) = (s.qkv_width(), s.out_width(), s.group());
+    assert!(dqkv.len() >= b * t * w && scratch.len() >= b * nh * t * t && dout.len() >= b * t * oc);
+    assert!(qkv.len() >= b * t * w && att.len() >= b * nh * t * t);
     let scale = 1.0 / (hs as f32).sqrt();
     let dqkv_ptr = SendPtr(dqkv.as_mut_ptr());
-    scratch[..b * nh * t * t].par_chunks_mut(t * t).enumerate().for_each(|(bh, datt)| {
-        let (bi, h) = (bh / nh, bh % nh);
-        let att_bh = &att[bh * t * t..(bh + 1) * t * t];
-        let base = bi * t * 3 * c;
-        let q = qkv[base + h * hs..].as_ptr();
-        let k = qkv[base + c + h * hs..].as_ptr();
-        let v = qkv[base + 2 * c + h * hs..].as_ptr();
-        let dy = dout[bi * t * c + h * hs..].as_ptr();
-        let c3 = 3 * c as isize;
-        unsafe {
-            let dq = dqkv_ptr.get().add(base + h * hs);
-            let dk = dqkv_ptr.get().add(base + c + h * hs);
-            let dv = dqkv_ptr.get().add(base + 2 * c + h * hs);
-            // datt (T, T) = dout_h (T, HS) @ V^T (HS, T)
-            sgemm_serial(t, t, hs, datt.as_mut_ptr(), t as isize, 1, false, dy, c as isize, 1, v, 1, c3);
-            // dV (T, HS) += att^T (T, T) @ dout_h (T, HS)
-            sgemm_serial(t, hs, t, dv, c3, 1, true, att_bh.as_ptr(), 1, t as isize, dy, c as isize, 1);
-            softmax_backward_rows(datt, att_bh, t, scale, causal);
-            // datt now holds d(scores) * scale.
-            // dQ (T, HS) += dS (T, T) @ K (T, HS)
-            sgemm_serial(t, hs, t, dq, c3, 1, true, datt.as_ptr(), t as isize, 1, k, c3, 1);
-            // dK (T, HS) += dS^T (T, T) @ Q (T, HS)
-            sgemm_serial(t, hs, t, dk, c3, 1, true, datt.as_ptr(), 1, t as isize, q, c3, 1);
+    let ws = w as isize;
+    // The heads of a group are adjacent, so a (b, g) task owns one contiguous
+    // run of `group` (T, T) blocks of the scratch.
+    scratch[..b * nh * t * t].par_chunks_mut(group * t * t).enumerate().for_each(|(bg, datt_g)| {
+        let (bi, g) = (bg / nkv, bg % nkv);
+        let base = bi * t * w;
+        let (ko, vo) = (oc + g * hs, oc + nkv * hs + g * hs);
+        let k = qkv[base + ko..].as_ptr();
+        let v = qkv[base + vo..].as_ptr();
+        for (j, datt) in datt_g.chunks_exact_mut(t * t).enumerate() {
+            let h = g * group + j;
+            let att_bh = &att[(bi * nh + h) * t * t..][..t * t];
+            let q = qkv[base + h * hs..].as_ptr();
+            let dy = dout[bi * t * oc + h * hs..].as_ptr();
+            // SAFETY: dQ_h belongs to this task alone; dK_g and dV_g to this
+            // task's group alone, whose heads run one after another here.
+            unsafe {
+                let dq = dqkv_ptr.get().add(base + h * hs);
+                let dk = dqkv_ptr.get().add(base + ko);
+                let dv = dqkv_ptr.get().add(base + vo);
+                // datt (T, T) = dout_h (T, HS) @ V_g^T (HS, T)
+                sgemm_serial(t, t, hs, datt.as_mut_ptr(), t as isize, 1, false, dy, oc as isize, 1, v, 1, ws);
+                // dV_g (T, HS) += att^T (T, T) @ dout_h (T, HS)
+                sgemm_serial(t, hs, t, dv, ws, 1, true, att_bh.as_ptr(), 1, t as isize, dy, oc as isize, 1);
+                softmax_backward_rows(datt, att_bh, t, scale, causal);
+                // datt now holds d(scores) * scale.
+                // dQ_h (T, HS) += dS (T, T) @ K_g (T, HS)
+                sgemm_serial(t, hs, t, dq, ws, 1, true, datt.as_ptr(), t as isize, 1, k, ws, 1);
+                // dK_g (T, HS) += dS^T (T, T) @ Q_h (T, HS)
+                sgemm_serial(t, hs, t, dk, ws, 1, true, datt.as_ptr(), 1, t as isize, q, ws, 1);
+            }
         }
     });
 }
 
 /// In place: datt -> d(pre-softmax scores), already multiplied by `scale`.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
 fn softmax_backward_rows(datt: &mut [f32], att: &[f32], t: usize, scale: f32, causal: bool) {
     for (q, (d, a)) in datt.chunks_exact_mut(t).zip(att.chunks_exact(t)).enumerate() {
         let len = if causal { q + 1 } else { t };
@@ -163,34 +203,80 @@ fn softmax_backward_rows(datt: &mut [f32], att: &[f32], t: usize, scale: f32, ca
     }
 }
 
-/// Attention for one new query at position T-1 over T cached keys and values
-/// (decoding with a KV cache). Causality is implicit: the cache holds only
-/// the past. One task per head.
-pub fn attention_decode(
-    out: &mut [f32],    // (C)
-    scores: &mut [f32], // (NH, maxT) scratch; row h holds head h's probabilities on return
-    q: &[f32],          // (C)
-    k_cache: &[f32],    // (maxT, C)
-    v_cache: &[f32],    // (maxT, C)
+/// Queries per GEMM block in `attention_cached`: the scratch holds one
+/// (block, S) score matrix per head, never (T, S), so a long prompt needs no
+/// T x T memory.
+pub const CACHED_BLOCK: usize = 64;
+
+/// Scratch floats `attention_cached` needs for `nh` heads over up to `max_s` keys.
+pub fn attention_cached_scratch_len(nh: usize, max_s: usize) -> usize {
+    nh * CACHED_BLOCK * max_s
+}
+
+/// Attention for T new queries at positions P0 .. P0+T-1 over the first
+/// P0 + T keys and values of a cache (inference: prefill with T = prompt
+/// length, decoding with T = 1). Query i sees keys 0 ..= P0 + i. Keeps no
+/// probabilities: each head works through its queries a block at a time.
+pub fn attention_cached(
+    out: &mut [f32],     // (T, NH*HS)
+    scratch: &mut [f32], // (NH, CACHED_BLOCK, S) or more, see `attention_cached_scratch_len`
+    q: &[f32],           // (T, q_stride): head h at columns h*HS..
+    k_cache: &[f32],     // (S, NKV*HS), rows 0 .. P0+T filled
+    v_cache: &[f32],     // (S, NKV*HS)
+    q_stride: usize,
     t: usize,
-    c: usize,
+    p0: usize,
     nh: usize,
+    nkv: usize,
+    hs: usize,
 ) {
-    let hs = c / nh;
-    let max_t = scores.len() / nh;
-    assert!(t >= 1 && t <= max_t && out.len() >= c && q.len() >= c && k_cache.len() >= t * c && v_cache.len() >= t * c);
+    let s_len = p0 + t;
+    let (oc, kvw, group) = (nh * hs, nkv * hs, nh / nkv);
+    assert!(nkv > 0 && nh % nkv == 0 && t >= 1);
+    assert!(out.len() >= t * oc && q.len() >= (t - 1) * q_stride + oc && k_cache.len() >= s_len * kvw && v_cache.len() >= s_len * kvw);
+    let per_head = scratch.len() / nh;
+    assert!(per_head >= CACHED_BLOCK.min(t) * s_len, "attention scratch too small");
     let scale = 1.0 / (hs as f32).sqrt();
-    out[..c].par_chunks_mut(hs).zip(scores.par_chunks_mut(max_t)).enumerate().for_each(|(h, (o, sc))| {
-        decode_head(o, &mut sc[..t], &q[h * hs..(h + 1) * hs], &k_cache[h * hs..], &v_cache[h * hs..], c, scale);
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    scratch[..nh * per_head].par_chunks_mut(per_head).enumerate().for_each(|(h, sc)| {
+        let g = h / group;
+        let (k, v) = (&k_cache[g * hs..], &v_cache[g * hs..]);
+        if t == 1 {
+            // SAFETY: head h writes only its own HS columns.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * hs), hs) };
+            decode_head(o, &mut sc[..s_len], &q[h * hs..(h + 1) * hs], k, v, kvw, scale);
+            return;
+        }
+        for r0 in (0..t).step_by(CACHED_BLOCK) {
+            let rows = CACHED_BLOCK.min(t - r0);
+            // Keys this block can see at most: up to its last query's position.
+            let keys = p0 + r0 + rows;
+            let scores = &mut sc[..rows * keys];
+            unsafe {
+                // scores (rows, keys) = Q_h (rows, HS) @ K_g^T (HS, keys)
+                let qp = q[r0 * q_stride + h * hs..].as_ptr();
+                sgemm_serial(rows, keys, hs, scores.as_mut_ptr(), keys as isize, 1, false, qp, q_stride as isize, 1, k.as_ptr(), 1, kvw as isize);
+            }
+            for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+                let live = p0 + r0 + i + 1;
+                softmax_row(&mut row[..live], scale);
+                row[live..].fill(0.0);
+            }
+            unsafe {
+                // out_h (rows, HS) = probs (rows, keys) @ V_g (keys, HS); head h's columns only.
+                let o = out_ptr.get().add(r0 * oc + h * hs);
+                sgemm_serial(rows, hs, keys, o, oc as isize, 1, false, scores.as_ptr(), keys as isize, 1, v.as_ptr(), kvw as isize, 1);
+            }
+        }
     });
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], c: usize, scale: f32) {
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
+fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], stride: usize, scale: f32) {
     let hs = out.len();
     let mut max = f32::NEG_INFINITY;
     for (j, s) in scores.iter_mut().enumerate() {
-        *s = dot(q, &k[j * c..j * c + hs]) * scale;
+        *s = dot(q, &k[j * stride..j * stride + hs]) * scale;
         max = max.max(*s);
     }
     let mut sum = 0.0f32;
@@ -202,24 +288,26 @@ fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f
     out.fill(0.0);
     for (j, s) in scores.iter_mut().enumerate() {
         *s *= inv;
-        crate::simd::axpy(out, *s, &v[j * c..j * c + hs]);
+        crate::simd::axpy(out, *s, &v[j * stride..j * stride + hs]);
     }
 }
 
-/// Reference forward: explicit loops over every (b, h, query, key).
+/// Reference forward: explicit loops over every (b, h, query, key), in f64.
 pub fn attention_forward_naive(out: &mut [f32], att: &mut [f32], qkv: &[f32], s: AttnShape) {
-    let AttnShape { b, t, c, nh, causal } = s;
-    let hs = s.hs();
+    let AttnShape { b, t, nh, nkv, hs, causal } = s;
+    let (w, oc) = (s.qkv_width(), s.out_width());
     let scale = 1.0 / (hs as f64).sqrt();
     for bi in 0..b {
         for h in 0..nh {
+            let g = h / (nh / nkv);
+            let (ko, vo) = (oc + g * hs, oc + nkv * hs + g * hs);
             for tq in 0..t {
-                let q = &qkv[(bi * t + tq) * 3 * c + h * hs..][..hs];
+                let q = &qkv[(bi * t + tq) * w + h * hs..][..hs];
                 let row = &mut att[((bi * nh + h) * t + tq) * t..][..t];
                 let len = if causal { tq + 1 } else { t };
                 let mut scores = vec![f64::NEG_INFINITY; t];
                 for tk in 0..len {
-                    let k = &qkv[(bi * t + tk) * 3 * c + c + h * hs..][..hs];
+                    let k = &qkv[(bi * t + tk) * w + ko..][..hs];
                     scores[tk] = q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale;
                 }
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -230,9 +318,9 @@ pub fn attention_forward_naive(out: &mut [f32], att: &mut [f32], qkv: &[f32], s:
                 for i in 0..hs {
                     let mut acc = 0.0f64;
                     for tk in 0..len {
-                        acc += row[tk] as f64 * qkv[(bi * t + tk) * 3 * c + 2 * c + h * hs + i] as f64;
+                        acc += row[tk] as f64 * qkv[(bi * t + tk) * w + vo + i] as f64;
                     }
-                    out[(bi * t + tq) * c + h * hs + i] = acc as f32;
+                    out[(bi * t + tq) * oc + h * hs + i] = acc as f32;
                 }
             }
         }

@@ -8,13 +8,71 @@
 
 use rayon::prelude::*;
 
-/// cos and sin tables (maxT, HS/2), computed as transformers does in f32: the
-/// inverse frequencies and the angle products are rounded to f32, and only
+/// How the rotation frequencies are stretched for contexts longer than the
+/// model was trained on, as transformers' `rope_type` values compute them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum RopeScaling {
+    /// `default`: theta^(-2i/HS).
+    None,
+    /// `linear`: every frequency divided by `factor` (positions interpolated).
+    Linear { factor: f32 },
+    /// `dynamic` (NTK-aware): past `max_position` tokens the base grows with the
+    /// sequence length; within it, the default frequencies.
+    Dynamic { factor: f32, max_position: usize },
+    /// `llama3`: long wavelengths divided by `factor`, short ones kept, and a
+    /// smooth blend between `original_max_position / low_freq_factor` and
+    /// `original_max_position / high_freq_factor`.
+    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position: usize },
+}
+
+/// Inverse frequencies (HS/2) for a sequence of `seq_len` positions, in f32
+/// as transformers computes them.
+pub fn rope_inv_freq(hs: usize, theta: f32, scaling: RopeScaling, seq_len: usize) -> Vec<f32> {
+    let half = hs / 2;
+    let base_freqs = |theta: f32| (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / hs as f32)).collect::<Vec<f32>>();
+    match scaling {
+        RopeScaling::None => base_freqs(theta),
+        RopeScaling::Linear { factor } => base_freqs(theta).into_iter().map(|f| f / factor).collect(),
+        RopeScaling::Dynamic { factor, max_position } => {
+            if seq_len <= max_position {
+                return base_freqs(theta);
+            }
+            let d = hs as f32;
+            let grown = theta * ((factor * seq_len as f32 / max_position as f32) - (factor - 1.0)).powf(d / (d - 2.0));
+            base_freqs(grown)
+        }
+        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
+            let old = original_max_position as f32;
+            let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+            base_freqs(theta)
+                .into_iter()
+                .map(|f| {
+                    let wavelen = 2.0 * std::f32::consts::PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect()
+        }
+    }
+}
+
+/// cos and sin tables (maxT, HS/2) for the default frequencies.
+pub fn rope_table(max_t: usize, hs: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
+    rope_table_from(max_t, &rope_inv_freq(hs, theta, RopeScaling::None, max_t))
+}
+
+/// cos and sin tables (maxT, HS/2) from inverse frequencies, computed as
+/// transformers does in f32: the angle products are rounded to f32, and only
 /// then is the cosine taken. Matching that rounding matters at long
 /// positions, where an f64 angle would drift from the reference.
-pub fn rope_table(max_t: usize, hs: usize, theta: f32) -> (Vec<f32>, Vec<f32>) {
-    let half = hs / 2;
-    let inv: Vec<f32> = (0..half).map(|i| 1.0 / theta.powf((2 * i) as f32 / hs as f32)).collect();
+pub fn rope_table_from(max_t: usize, inv: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let half = inv.len();
     let mut cos = vec![0.0; max_t * half];
     let mut sin = vec![0.0; max_t * half];
     for p in 0..max_t {

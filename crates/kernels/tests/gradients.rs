@@ -86,10 +86,12 @@ fn layernorm_gradients() {
 
 #[test]
 fn attention_gradients_causal_and_bidirectional() {
-    for causal in [true, false] {
-        let s = AttnShape { b: 2, t: 5, c: 6, nh: 3, causal };
-        let (b, t, c, nh) = (s.b, s.t, s.c, s.nh);
-        let mut qkv = randn(b * t * 3 * c, 9, 1.0);
+    // Multi-head, grouped (two query heads a KV head), and one KV head; T = 40
+    // also takes the GEMM path that training uses past 32 positions.
+    for (causal, nh, nkv, t) in [(true, 3, 3, 5), (false, 3, 3, 5), (true, 4, 2, 5), (true, 4, 1, 40)] {
+        let s = AttnShape { b: 2, t, nh, nkv, hs: 2, causal };
+        let (b, c) = (s.b, s.out_width());
+        let mut qkv = randn(b * t * s.qkv_width(), 9, 1.0);
         let proj = projection(b * t * c, 10);
         let (mut out, mut att) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
         attention_forward(&mut out, &mut att, &qkv, s);

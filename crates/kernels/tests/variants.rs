@@ -53,16 +53,18 @@ fn matmul_matches_naive() {
 fn attention_matches_naive() {
     for threads in [1, 3] {
         with_threads(threads, || {
-            // t = 32 and 33 sit on either side of the switch from row loops to GEMMs.
-            for &(b, t, c, nh) in &[(1, 1, 4, 1), (2, 7, 12, 3), (1, 32, 8, 2), (3, 33, 40, 5)] {
+            // t = 32 and 33 sit on either side of the switch from row loops to
+            // GEMMs; (nh, nkv) covers plain multi-head, grouped and single-KV-head.
+            for &(b, t, nh, nkv, hs) in &[(1, 1, 4, 4, 1), (2, 7, 3, 3, 4), (1, 32, 4, 2, 4), (3, 33, 6, 2, 8), (2, 70, 4, 1, 6)] {
                 for causal in [true, false] {
-                    let s = AttnShape { b, t, c, nh, causal };
-                    let qkv = randn(b * t * 3 * c, 5);
-                    let (mut o1, mut a1) = (vec![0.0; b * t * c], vec![0.0; b * nh * t * t]);
+                    let s = AttnShape { b, t, nh, nkv, hs, causal };
+                    let (w, oc) = (s.qkv_width(), s.out_width());
+                    let qkv = randn(b * t * w, 5);
+                    let (mut o1, mut a1) = (vec![0.0; b * t * oc], vec![0.0; b * nh * t * t]);
                     let (mut o2, mut a2) = (o1.clone(), a1.clone());
                     attention_forward(&mut o1, &mut a1, &qkv, s);
                     attention_forward_naive(&mut o2, &mut a2, &qkv, s);
-                    assert!(max_diff(&o1, &o2) < 1e-5 && max_diff(&a1, &a2) < 1e-5, "{b} {t} {c} {nh} {causal}");
+                    assert!(max_diff(&o1, &o2) < 1e-5 && max_diff(&a1, &a2) < 1e-5, "{s:?}");
                     // Causal rows: zero above the diagonal, each row sums to 1.
                     for (i, row) in a1.chunks(t).enumerate() {
                         let q = i % t;
@@ -185,28 +187,35 @@ fn matvec_matches_naive() {
     }
 }
 
+/// The inference kernel (queries at positions P0.., keys from a cache)
+/// against rows of the full causal attention: decoding (T = 1), a prompt of
+/// more than one query block, and a chunk that starts mid-sequence.
 #[test]
-fn decode_attention_matches_last_row_of_causal_attention() {
-    use attn_kernels::attention::attention_decode;
-    let (t, c, nh) = (9, 12, 3);
-    let qkv = randn(t * 3 * c, 21);
-    let s = AttnShape { b: 1, t, c, nh, causal: true };
-    let (mut full, mut att) = (vec![0.0; t * c], vec![0.0; nh * t * t]);
-    attention_forward(&mut full, &mut att, &qkv, s);
-    // The cache: K and V rows of every position, (maxT, C) with maxT > t.
-    let max_t = 16;
-    let (mut k, mut v) = (vec![0.0; max_t * c], vec![0.0; max_t * c]);
-    for j in 0..t {
-        k[j * c..(j + 1) * c].copy_from_slice(&qkv[j * 3 * c + c..j * 3 * c + 2 * c]);
-        v[j * c..(j + 1) * c].copy_from_slice(&qkv[j * 3 * c + 2 * c..j * 3 * c + 3 * c]);
-    }
-    let q = &qkv[(t - 1) * 3 * c..(t - 1) * 3 * c + c];
-    let (mut out, mut scores) = (vec![0.0; c], vec![0.0; nh * max_t]);
-    attention_decode(&mut out, &mut scores, q, &k, &v, t, c, nh);
-    assert!(max_diff(&out, &full[(t - 1) * c..]) < 1e-6);
-    for h in 0..nh {
-        let want = &att[(h * t + t - 1) * t..(h * t + t) * t];
-        assert!(max_diff(&scores[h * max_t..h * max_t + t], want) < 1e-6);
+fn cached_attention_matches_rows_of_causal_attention() {
+    use attn_kernels::attention::{attention_cached, attention_cached_scratch_len};
+    for threads in [1, 3] {
+        with_threads(threads, || {
+            let (t, nh, nkv, hs) = (150, 6, 2, 8);
+            let s = AttnShape { b: 1, t, nh, nkv, hs, causal: true };
+            let (w, oc, kvw) = (s.qkv_width(), s.out_width(), nkv * hs);
+            let qkv = randn(t * w, 21);
+            let (mut full, mut att) = (vec![0.0; t * oc], vec![0.0; nh * t * t]);
+            attention_forward_naive(&mut full, &mut att, &qkv, s);
+            // The cache: K and V rows of every position, (S, NKV*HS) with S > t.
+            let cap = 160;
+            let (mut k, mut v) = (vec![0.0; cap * kvw], vec![0.0; cap * kvw]);
+            for j in 0..t {
+                k[j * kvw..(j + 1) * kvw].copy_from_slice(&qkv[j * w + oc..j * w + oc + kvw]);
+                v[j * kvw..(j + 1) * kvw].copy_from_slice(&qkv[j * w + oc + kvw..j * w + oc + 2 * kvw]);
+            }
+            let mut scratch = vec![0.0; attention_cached_scratch_len(nh, cap)];
+            for (p0, rows) in [(0, t), (t - 1, 1), (37, 100)] {
+                let mut out = vec![0.0; rows * oc];
+                attention_cached(&mut out, &mut scratch, &qkv[p0 * w..], &k, &v, w, rows, p0, nh, nkv, hs);
+                let d = max_diff(&out, &full[p0 * oc..(p0 + rows) * oc]);
+                assert!(d < 1e-5, "p0 {p0} rows {rows}: {d:e}");
+            }
+        });
     }
 }
 
@@ -240,6 +249,14 @@ fn llama_kernels_match_naive() {
             // Columns outside the rotated heads are untouched.
             let orig = randn(b * t * stride, 64);
             assert!(a.chunks(stride).zip(orig.chunks(stride)).all(|(r, o)| r[..offset] == o[..offset] && r[offset + nh * hs..] == o[offset + nh * hs..]));
+            // Unscaled frequencies are the default table's; llama3 keeps the
+            // high frequencies, divides the low ones by the factor.
+            let l3 = RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 64 };
+            let (base, scaled) = (rope_inv_freq(hs, theta, RopeScaling::None, 1), rope_inv_freq(hs, theta, l3, 1));
+            assert_eq!(base[0], scaled[0]);
+            assert!((scaled[hs / 2 - 1] - base[hs / 2 - 1] / 8.0).abs() < 1e-12);
+            assert_eq!(rope_inv_freq(hs, theta, RopeScaling::Dynamic { factor: 2.0, max_position: 64 }, 64), base);
+            assert!(rope_inv_freq(hs, theta, RopeScaling::Dynamic { factor: 2.0, max_position: 64 }, 128)[1] < base[1]);
         });
     }
 }

@@ -229,7 +229,7 @@ impl Bert {
                 att_rest = b;
             }
             ctx_parts.into_par_iter().zip(att_parts).zip(lens.par_iter().zip(&offsets)).for_each(|((out, a), (&t, &o))| {
-                attention_forward(out, a, &qkv[o * 3 * c..(o + t) * 3 * c], AttnShape { b: 1, t, c, nh, causal: false });
+                attention_forward(out, a, &qkv[o * 3 * c..(o + t) * 3 * c], AttnShape::mha(1, t, c, nh, false));
             });
             if keep_attention {
                 attention.push(att.clone());

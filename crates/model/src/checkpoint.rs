@@ -11,7 +11,6 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
 use crate::error::{io_err, ModelError, Result};
-use crate::{Gpt, GptConfig, HfGpt2Config};
 
 pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -53,11 +52,14 @@ pub fn save_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])], metadat
     fs::rename(&tmp, path).map_err(io_err(path))
 }
 
-/// A safetensors file read into memory, with errors that name the file. The
+/// A memory-mapped safetensors file, with errors that name the file. The
 /// header is parsed and validated once, at `open`; lookups use its index.
+/// Reading a tensor widens it into the caller's f32 buffer and then drops the
+/// file's pages for it, so a loader never holds the file and its f32 copy
+/// together for longer than one tensor.
 pub struct TensorFile {
     pub path: PathBuf,
-    bytes: Vec<u8>,
+    bytes: memmap2::Mmap,
     /// name -> (dtype, shape, byte range in `bytes`)
     index: HashMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
     metadata: HashMap<String, String>,
@@ -65,7 +67,11 @@ pub struct TensorFile {
 
 impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let bytes = fs::read(path).map_err(io_err(path))?;
+        let file = fs::File::open(path).map_err(io_err(path))?;
+        // SAFETY: attn replaces files by rename and never writes into one in
+        // place; a file truncated by another program while mapped could fault,
+        // which is the usual caveat of memory-mapped reading.
+        let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err(path))?;
         let bad = |e: safetensors::SafeTensorError| ModelError::Safetensors { path: path.to_path_buf(), detail: e.to_string() };
         let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
         let base = bytes.as_ptr() as usize;
@@ -104,7 +110,32 @@ impl TensorFile {
             Dtype::BF16 => out.iter_mut().zip(data.chunks_exact(2)).for_each(|(o, b)| *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
             d => return Err(ModelError::DType { path: self.path.clone(), name: name.into(), dtype: format!("{d:?}") }),
         }
+        self.release(range.clone());
         Ok(())
+    }
+
+    /// Tells the kernel the pages of `range` are no longer needed, so that they
+    /// leave this process's resident memory (they stay in the page cache).
+    fn release(&self, range: std::ops::Range<usize>) {
+        #[cfg(unix)]
+        {
+            // Only whole pages inside the range: a neighbour's pages may still be read.
+            let page = 4096;
+            let start = range.start.next_multiple_of(page);
+            let end = range.end / page * page;
+            if end > start {
+                // SAFETY: the mapping is private and read-only; dropped pages are
+                // re-read from the file if touched again.
+                let _ = unsafe { self.bytes.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = range;
+    }
+
+    /// Names of every tensor in the file.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.index.keys().map(String::as_str)
     }
 
     /// Shape of tensor `name`.
@@ -191,6 +222,11 @@ impl Weights {
         self.map.contains_key(name)
     }
 
+    /// Names of every tensor in the folder.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.map.keys().map(String::as_str)
+    }
+
     pub fn read_into(&self, name: &str, expected: &[usize], out: &mut [f32]) -> Result<()> {
         self.file(name)?.read_into(name, expected, out)
     }
@@ -212,19 +248,6 @@ impl Weights {
     }
 }
 
-/// Writes `config.json` and `model.safetensors` into `dir`. The tied
-/// `lm_head.weight` is omitted, as `save_pretrained` does.
-pub fn save_gpt(dir: &Path, model: &Gpt, metadata: Option<HashMap<String, String>>) -> Result<()> {
-    fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let cfg_path = dir.join(CONFIG_FILE);
-    let json = serde_json::to_string_pretty(&model.config.to_hf()).expect("config serializes");
-    write_atomic(&cfg_path, json.as_bytes()).map_err(io_err(&cfg_path))?;
-    let tensors: Vec<_> = model.layout.entries.iter().map(|e| (e.name.as_str(), e.shape.clone(), &model.params[e.range()])).collect();
-    let mut meta = metadata.unwrap_or_default();
-    meta.insert("format".into(), "pt".into());
-    save_tensors(&dir.join(WEIGHTS_FILE), &tensors, Some(meta))
-}
-
 /// The `model_type` of a model folder's config.json ("gpt2", "bert", ...).
 pub fn model_type(dir: &Path) -> Result<String> {
     let path = dir.join(CONFIG_FILE);
@@ -233,26 +256,3 @@ pub fn model_type(dir: &Path) -> Result<String> {
     v["model_type"].as_str().map(str::to_string).ok_or_else(|| ModelError::InvalidConfig(format!("{}: no \"model_type\" field", path.display())))
 }
 
-pub fn read_gpt_config(dir: &Path) -> Result<GptConfig> {
-    let path = dir.join(CONFIG_FILE);
-    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    let hf: HfGpt2Config = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
-    GptConfig::from_hf(&hf, &path)
-}
-
-/// Loads a GPT-2 folder written by attn or by `transformers` (tensor names with
-/// or without the `transformer.` prefix).
-pub fn load_gpt(dir: &Path) -> Result<(Gpt, HashMap<String, String>)> {
-    let config = read_gpt_config(dir)?;
-    let file = Weights::open_dir(dir)?;
-    let mut model = Gpt::zeros(config)?;
-    for e in model.layout.entries.clone() {
-        let short = e.name.strip_prefix("transformer.").unwrap_or(&e.name);
-        let name = if file.has(&e.name) { e.name.as_str() } else { short };
-        file.read_into(name, &e.shape, &mut model.params[e.range()]).map_err(|err| match err {
-            ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
-            other => other,
-        })?;
-    }
-    Ok((model, file.metadata()?))
-}

@@ -1,51 +1,166 @@
-//! GPT configuration: typed presets, and the Hugging Face `config.json` mirror.
+//! One checked config for every decoder attn builds: GPT-2, Llama, Qwen2 and
+//! Mistral are values of it, not separate types. Presets are typed
+//! constructors; `hf.rs` reads and writes Hugging Face `config.json` files.
 
-use serde::{Deserialize, Serialize};
+pub use attn_kernels::rope::RopeScaling;
+
+use std::path::Path;
 
 use crate::error::{ModelError, Result};
 
+/// Which normalisation the blocks use (always before each sub-block here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Norm {
+    /// LayerNorm with weight and bias (GPT-2).
+    Layer,
+    /// RMSNorm with a weight only (Llama).
+    Rms,
+}
+
 /// How word order enters the model.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PositionEncoding {
-    /// A trained (maxT, C) table, GPT-2's `wpe`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Position {
+    /// A trained (maxT, C) table added to the embeddings, GPT-2's `wpe`.
     Learned,
     /// The fixed sin/cos table of "Attention Is All You Need"; no parameters.
     Sinusoidal,
+    /// Rotary embeddings on queries and keys.
+    Rope { theta: f32, scaling: RopeScaling },
 }
 
-/// A resolved, validated GPT-2-architecture config.
+/// The feed-forward network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mlp {
+    /// up -> GELU (tanh form, `gelu_new`) -> down, with biases (GPT-2).
+    Gelu,
+    /// down(silu(gate(x)) * up(x)) (Llama).
+    SwiGlu,
+}
+
+/// The checkpoint family: tensor names, weight layout and `model_type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// `transformer.h.{i}.attn.c_attn`, Conv1D weights stored (in, out).
+    Gpt2,
+    /// `model.layers.{i}.self_attn.q_proj`, Linear weights stored (out, in).
+    Llama,
+    Qwen2,
+    Mistral,
+}
+
+impl Family {
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Family::Gpt2 => "gpt2",
+            Family::Llama => "llama",
+            Family::Qwen2 => "qwen2",
+            Family::Mistral => "mistral",
+        }
+    }
+}
+
+/// A resolved, validated decoder config.
 #[derive(Clone, Debug, PartialEq)]
-pub struct GptConfig {
+pub struct TransformerConfig {
+    pub family: Family,
     pub vocab_size: usize,
-    /// Maximum sequence length (`n_positions`).
+    /// Positions the model attends over (`n_positions`, `max_position_embeddings`).
     pub n_ctx: usize,
     pub n_layer: usize,
+    /// Query heads.
     pub n_head: usize,
+    /// Key/value heads (grouped-query attention when below `n_head`).
+    pub n_kv_head: usize,
+    pub head_dim: usize,
+    /// Width of the residual stream.
     pub n_embd: usize,
-    pub position: PositionEncoding,
-    pub layer_norm_eps: f32,
+    /// Width of the feed-forward network's hidden layer.
+    pub d_ff: usize,
+    pub norm: Norm,
+    pub norm_eps: f32,
+    pub position: Position,
+    pub mlp: Mlp,
+    /// Biases on the q, k and v projections.
+    pub qkv_bias: bool,
+    /// Biases on the attention output and both MLP projections.
+    pub dense_bias: bool,
+    /// The output head is the token embedding (no separate `lm_head`).
+    pub tied_head: bool,
+    /// Token ids that end generation (config.json's `eos_token_id`).
+    pub eos_token_ids: Vec<u32>,
+    /// The config.json this came from (or null), so that saving keeps the
+    /// fields attn does not use, such as names and token ids.
+    pub hf: serde_json::Value,
 }
 
 /// Names accepted by `--preset`.
-pub const PRESETS: &[&str] = &["gpt2-124m", "gpt2-350m", "shakespeare-char", "baby"];
+pub const PRESETS: &[&str] = &["gpt2-124m", "gpt2-350m", "shakespeare-char", "baby", "llama-baby"];
 
-impl GptConfig {
+impl TransformerConfig {
     /// GPT-2 small: 12 layers, 12 heads, 768 channels, 1024 context, 50257 tokens.
     pub fn gpt2_124m() -> Self {
-        Self { vocab_size: 50257, n_ctx: 1024, n_layer: 12, n_head: 12, n_embd: 768, position: PositionEncoding::Learned, layer_norm_eps: 1e-5 }
+        Self::gpt2(50257, 1024, 12, 12, 768)
     }
     /// GPT-2 medium.
     pub fn gpt2_350m() -> Self {
-        Self { n_layer: 24, n_head: 16, n_embd: 1024, ..Self::gpt2_124m() }
+        Self::gpt2(50257, 1024, 24, 16, 1024)
     }
     /// nanoGPT's character-level Shakespeare model: 6 layers, 6 heads, 384 channels, 256 context.
     pub fn shakespeare_char() -> Self {
-        Self { vocab_size: 65, n_ctx: 256, n_layer: 6, n_head: 6, n_embd: 384, position: PositionEncoding::Learned, layer_norm_eps: 1e-5 }
+        Self::gpt2(65, 256, 6, 6, 384)
     }
     /// A model that trains in minutes on two cores: 4 layers, 4 heads, 128 channels, 64 context.
     pub fn baby() -> Self {
-        Self { vocab_size: 65, n_ctx: 64, n_layer: 4, n_head: 4, n_embd: 128, position: PositionEncoding::Learned, layer_norm_eps: 1e-5 }
+        Self::gpt2(65, 64, 4, 4, 128)
+    }
+
+    /// A GPT-2-architecture config (learned positions, LayerNorm, GELU, tied head).
+    pub fn gpt2(vocab_size: usize, n_ctx: usize, n_layer: usize, n_head: usize, n_embd: usize) -> Self {
+        TransformerConfig {
+            family: Family::Gpt2,
+            vocab_size,
+            n_ctx,
+            n_layer,
+            n_head,
+            n_kv_head: n_head,
+            head_dim: n_embd / n_head.max(1),
+            n_embd,
+            d_ff: 4 * n_embd,
+            norm: Norm::Layer,
+            norm_eps: 1e-5,
+            position: Position::Learned,
+            mlp: Mlp::Gelu,
+            qkv_bias: true,
+            dense_bias: true,
+            tied_head: true,
+            eos_token_ids: Vec::new(),
+            hf: serde_json::Value::Null,
+        }
+    }
+
+    /// A small Llama shaped like `baby`: 4 layers, 4 query heads sharing 2 KV
+    /// heads, 128 channels, context 64, tied embeddings.
+    pub fn llama_baby() -> Self {
+        TransformerConfig {
+            family: Family::Llama,
+            vocab_size: 65,
+            n_ctx: 64,
+            n_layer: 4,
+            n_head: 4,
+            n_kv_head: 2,
+            head_dim: 32,
+            n_embd: 128,
+            d_ff: 344,
+            norm: Norm::Rms,
+            norm_eps: 1e-5,
+            position: Position::Rope { theta: 10_000.0, scaling: RopeScaling::None },
+            mlp: Mlp::SwiGlu,
+            qkv_bias: false,
+            dense_bias: false,
+            tied_head: true,
+            eos_token_ids: Vec::new(),
+            hf: serde_json::Value::Null,
+        }
     }
 
     pub fn preset(name: &str) -> Result<Self> {
@@ -54,153 +169,125 @@ impl GptConfig {
             "gpt2-350m" | "gpt2-medium" => Ok(Self::gpt2_350m()),
             "shakespeare-char" => Ok(Self::shakespeare_char()),
             "baby" => Ok(Self::baby()),
+            "llama-baby" => Ok(Self::llama_baby()),
             _ => Err(ModelError::UnknownPreset(name.to_string(), PRESETS.join(", "))),
         }
     }
 
+    /// The same model with another vocabulary size (runs take it from their tokenizer).
+    pub fn with_vocab(&self, vocab_size: usize) -> Self {
+        Self { vocab_size, ..self.clone() }
+    }
+
+    /// Checks every size and value that the arithmetic depends on.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(ModelError::InvalidConfig(m));
-        if self.vocab_size == 0 || self.n_ctx == 0 || self.n_layer == 0 || self.n_head == 0 || self.n_embd == 0 {
-            return bad(format!("every size must be positive: {self:?}"));
+        self.validate_at(Path::new("the model config"))
+    }
+
+    /// As `validate`, with errors that name `path` (a config.json) and the field.
+    pub fn validate_at(&self, path: &Path) -> Result<()> {
+        let bad = |field: &str, m: String| Err(ModelError::Field { path: path.to_path_buf(), field: field.into(), msg: m });
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("max_position_embeddings / n_positions", self.n_ctx),
+            ("num_hidden_layers / n_layer", self.n_layer),
+            ("num_attention_heads / n_head", self.n_head),
+            ("num_key_value_heads", self.n_kv_head),
+            ("head_dim", self.head_dim),
+            ("hidden_size / n_embd", self.n_embd),
+            ("intermediate_size / n_inner", self.d_ff),
+        ] {
+            if v == 0 {
+                return bad(field, "must be positive, got 0".into());
+            }
         }
-        if !self.n_embd.is_multiple_of(self.n_head) {
-            return bad(format!("n_embd {} is not divisible by n_head {}", self.n_embd, self.n_head));
+        if !self.n_head.is_multiple_of(self.n_kv_head) {
+            return bad("num_key_value_heads", format!("{} does not divide num_attention_heads {}", self.n_kv_head, self.n_head));
         }
-        if self.position == PositionEncoding::Sinusoidal && !self.n_embd.is_multiple_of(2) {
-            return bad(format!("sinusoidal positions need an even n_embd, got {}", self.n_embd));
+        if self.family == Family::Gpt2 && self.n_head * self.head_dim != self.n_embd {
+            return bad("n_embd", format!("{} is not divisible by n_head {}", self.n_embd, self.n_head));
+        }
+        if self.family == Family::Gpt2 && self.n_kv_head != self.n_head {
+            return bad("n_head", "GPT-2 checkpoints have as many key/value heads as query heads".into());
+        }
+        if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
+            return bad("rms_norm_eps / layer_norm_epsilon", format!("must be a positive number, got {}", self.norm_eps));
+        }
+        match self.position {
+            Position::Rope { theta, scaling } => {
+                if !(theta > 1.0 && theta.is_finite()) {
+                    return bad("rope_theta", format!("must be a number above 1, got {theta}"));
+                }
+                if !self.head_dim.is_multiple_of(2) {
+                    return bad("head_dim", format!("rotary embeddings need an even head size, got {}", self.head_dim));
+                }
+                let factor = match scaling {
+                    RopeScaling::None => 1.0,
+                    RopeScaling::Linear { factor } | RopeScaling::Dynamic { factor, .. } => factor,
+                    RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => {
+                        if !(low_freq_factor > 0.0 && high_freq_factor > low_freq_factor && original_max_position > 0) {
+                            return bad(
+                                "rope_scaling",
+                                format!("llama3 needs 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0, got {low_freq_factor}, {high_freq_factor}, {original_max_position}"),
+                            );
+                        }
+                        factor
+                    }
+                };
+                if !(factor > 0.0 && factor.is_finite()) {
+                    return bad("rope_scaling.factor", format!("must be a positive number, got {factor}"));
+                }
+            }
+            Position::Sinusoidal if !self.n_embd.is_multiple_of(2) => {
+                return bad("n_embd", format!("sinusoidal positions need an even n_embd, got {}", self.n_embd));
+            }
+            _ => {}
         }
         if self.vocab_size > u32::MAX as usize {
-            return bad(format!("vocab_size {} does not fit in u32 token ids", self.vocab_size));
+            return bad("vocab_size", format!("{} does not fit in u32 token ids", self.vocab_size));
+        }
+        if let Some(&bad_id) = self.eos_token_ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            return bad("eos_token_id", format!("{bad_id} is outside the vocabulary of {} tokens", self.vocab_size));
         }
         Ok(())
     }
 
-    pub fn head_size(&self) -> usize {
-        self.n_embd / self.n_head
+    /// Width of the packed q | k | v projection: (NH + 2 NKV) * HD.
+    pub fn qkv_width(&self) -> usize {
+        (self.n_head + 2 * self.n_kv_head) * self.head_dim
     }
 
-    /// Parameter count (the output head is tied to `wte`, so it adds nothing).
-    pub fn num_params(&self) -> usize {
-        crate::params::ParamLayout::gpt(self).num_params()
+    /// Width of the attention output before its projection: NH * HD.
+    pub fn attn_width(&self) -> usize {
+        self.n_head * self.head_dim
+    }
+
+    /// Parameter count, computed with checked arithmetic so that absurd
+    /// configs are reported instead of overflowing. Tied heads add nothing.
+    pub fn param_count(&self) -> Option<u128> {
+        let (v, c, t, l, f) = (self.vocab_size as u128, self.n_embd as u128, self.n_ctx as u128, self.n_layer as u128, self.d_ff as u128);
+        let (w, a) = (self.qkv_width() as u128, self.attn_width() as u128);
+        let norm = if self.norm == Norm::Layer { 2 * c } else { c };
+        let mlp = match self.mlp {
+            Mlp::Gelu => 2 * c * f,
+            Mlp::SwiGlu => 3 * c * f,
+        };
+        let biases = if self.qkv_bias { w } else { 0 } + if self.dense_bias { c + f + c } else { 0 };
+        let per_layer = 2 * norm + c * w + a * c + mlp + biases;
+        let pos = if self.position == Position::Learned { t * c } else { 0 };
+        let head = if self.tied_head { 0 } else { v * c };
+        Some(v * c + pos + l.checked_mul(per_layer)? + norm + head)
     }
 
     /// Training FLOPs of one step over B x T tokens, counting every GEMM
-    /// (forward 2*m*n*k, backward twice that). Attention products are counted
-    /// in full T x T because the kernel computes them so.
+    /// (forward 2mnk, backward twice that) and attention's products in full
+    /// T x T, as the kernels compute them.
     pub fn train_flops(&self, b: usize, t: usize) -> f64 {
-        let (n, c, l, v) = ((b * t) as f64, self.n_embd as f64, self.n_layer as f64, self.vocab_size as f64);
-        let per_layer = 2.0 * n * c * 12.0 * c + 4.0 * (b as f64) * (t as f64) * (t as f64) * c;
-        3.0 * (l * per_layer + 2.0 * n * c * v)
+        let (n, c) = ((b * t) as f64, self.n_embd as f64);
+        let mlp_mats = if self.mlp == Mlp::SwiGlu { 3.0 } else { 2.0 };
+        let per_layer_weights = (self.qkv_width() + self.attn_width()) as f64 * c + mlp_mats * self.d_ff as f64 * c;
+        let attention = 4.0 * (b * t * t * self.attn_width()) as f64;
+        let head = (self.vocab_size * self.n_embd) as f64;
+        3.0 * (self.n_layer as f64 * (2.0 * n * per_layer_weights + attention) + 2.0 * n * head)
     }
-
-    pub fn to_hf(&self) -> HfGpt2Config {
-        HfGpt2Config {
-            model_type: "gpt2".into(),
-            architectures: vec!["GPT2LMHeadModel".into()],
-            vocab_size: self.vocab_size,
-            n_positions: self.n_ctx,
-            n_ctx: Some(self.n_ctx),
-            n_embd: self.n_embd,
-            n_layer: self.n_layer,
-            n_head: self.n_head,
-            n_inner: None,
-            activation_function: "gelu_new".into(),
-            // Via the shortest decimal, so 1e-5f32 is written as 1e-5, not 9.9999997e-6.
-            layer_norm_epsilon: self.layer_norm_eps.to_string().parse().expect("f32 prints as a number"),
-            resid_pdrop: 0.0,
-            embd_pdrop: 0.0,
-            attn_pdrop: 0.0,
-            initializer_range: 0.02,
-            tie_word_embeddings: true,
-            bos_token_id: None,
-            eos_token_id: None,
-            torch_dtype: Some("float32".into()),
-            attn_position_encoding: Some(self.position),
-        }
-    }
-
-    pub fn from_hf(hf: &HfGpt2Config, path: &std::path::Path) -> Result<Self> {
-        let unsupported =
-            |field: &str, value: String, hint: &str| ModelError::Unsupported { path: path.to_path_buf(), field: field.into(), value, hint: hint.into() };
-        if hf.model_type != "gpt2" {
-            return Err(unsupported("model_type", hf.model_type.clone(), "this build loads model_type \"gpt2\""));
-        }
-        if !matches!(hf.activation_function.as_str(), "gelu_new" | "gelu_pytorch_tanh") {
-            return Err(unsupported("activation_function", hf.activation_function.clone(), "only the tanh GELU (gelu_new) is implemented"));
-        }
-        if let Some(inner) = hf.n_inner {
-            if inner != 4 * hf.n_embd {
-                return Err(unsupported("n_inner", inner.to_string(), "the MLP width must be 4 * n_embd"));
-            }
-        }
-        if !hf.tie_word_embeddings {
-            return Err(unsupported("tie_word_embeddings", "false".into(), "GPT-2 models here tie lm_head to wte"));
-        }
-        let cfg = Self {
-            vocab_size: hf.vocab_size,
-            n_ctx: hf.n_positions,
-            n_layer: hf.n_layer,
-            n_head: hf.n_head,
-            n_embd: hf.n_embd,
-            position: hf.attn_position_encoding.unwrap_or(PositionEncoding::Learned),
-            layer_norm_eps: hf.layer_norm_epsilon as f32,
-        };
-        cfg.validate().map_err(|e| ModelError::InvalidConfig(format!("{}: {e}", path.display())))?;
-        Ok(cfg)
-    }
-}
-
-/// The fields of a Hugging Face GPT-2 `config.json` that matter here. Unknown
-/// fields are ignored, as `transformers` does.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct HfGpt2Config {
-    pub model_type: String,
-    #[serde(default)]
-    pub architectures: Vec<String>,
-    pub vocab_size: usize,
-    pub n_positions: usize,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n_ctx: Option<usize>,
-    pub n_embd: usize,
-    pub n_layer: usize,
-    pub n_head: usize,
-    #[serde(default)]
-    pub n_inner: Option<usize>,
-    #[serde(default = "default_act")]
-    pub activation_function: String,
-    #[serde(default = "default_eps")]
-    pub layer_norm_epsilon: f64,
-    #[serde(default)]
-    pub resid_pdrop: f64,
-    #[serde(default)]
-    pub embd_pdrop: f64,
-    #[serde(default)]
-    pub attn_pdrop: f64,
-    #[serde(default = "default_init")]
-    pub initializer_range: f64,
-    #[serde(default = "default_true")]
-    pub tie_word_embeddings: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bos_token_id: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub eos_token_id: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub torch_dtype: Option<String>,
-    /// attn's own field: `transformers` ignores it, so a sinusoidal model is
-    /// only loadable in attn (its `wpe` is not a parameter).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attn_position_encoding: Option<PositionEncoding>,
-}
-
-fn default_act() -> String {
-    "gelu_new".into()
-}
-fn default_eps() -> f64 {
-    1e-5
-}
-fn default_init() -> f64 {
-    0.02
-}
-fn default_true() -> bool {
-    true
 }

@@ -20,6 +20,14 @@ pub enum ModelError {
     ShapeMismatch { path: PathBuf, name: String, found: Vec<usize>, expected: Vec<usize> },
     #[error("{path}: tensor '{name}' has dtype {dtype}, expected F32")]
     DType { path: PathBuf, name: String, dtype: String },
+    #[error("{path}: field \"{field}\" {msg}")]
+    Field { path: PathBuf, field: String, msg: String },
+    #[error("{path}: the model needs {needed_gb:.1} GB for its weights alone, more than the {available_gb:.1} GB of memory available; {hint}")]
+    TooLarge { path: PathBuf, needed_gb: f64, available_gb: f64, hint: String },
+    #[error("{path}: tensor '{name}' holds {value} at index {index}; the weights are corrupt or came from a diverged run, use an earlier checkpoint")]
+    NonFinite { path: PathBuf, name: String, index: usize, value: f32 },
+    #[error("{path}: {count} tensors in the weights are not used by config.json: {names}; the config does not describe this checkpoint (check num_hidden_layers / n_layer)")]
+    UnusedTensors { path: PathBuf, count: usize, names: String },
     #[error("{path}: unsupported {field} '{value}' ({hint})")]
     Unsupported { path: PathBuf, field: String, value: String, hint: String },
 }

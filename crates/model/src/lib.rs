@@ -1,31 +1,35 @@
-//! Transformer models for attn: configs with typed presets, the flat parameter
-//! store named after Hugging Face tensors, the GPT-2 architecture with explicit
-//! forward and backward passes, and checkpoint I/O.
+//! Transformer models for attn: one checked config for every decoder
+//! (GPT-2, Llama, Qwen2, Mistral), the flat parameter store named after
+//! Hugging Face tensors, the `Transformer` with explicit forward and backward
+//! passes and an inference path with a KV cache, the BERT encoder, and
+//! checkpoint I/O.
 //!
 //! ```
-//! use attn_model::{Gpt, GptConfig};
-//! let cfg = GptConfig { vocab_size: 11, n_ctx: 8, n_layer: 1, n_head: 2, n_embd: 8, ..GptConfig::baby() };
-//! let mut model = Gpt::new(cfg, 0).unwrap();
+//! use attn_model::{Transformer, TransformerConfig};
+//! let cfg = TransformerConfig { vocab_size: 11, n_ctx: 8, ..TransformerConfig::gpt2(11, 8, 1, 2, 8) };
+//! let mut model = Transformer::new(cfg, 0).unwrap();
 //! let tokens = [1u32, 2, 3, 4];
 //! let loss = model.forward(&tokens, Some(&[2, 3, 4, 5]), 1, 4).unwrap().unwrap();
 //! // An untrained model is close to uniform over the vocabulary.
 //! assert!((loss - (11f32).ln()).abs() < 0.5);
 //! model.backward(1.0).unwrap();
+//! // The inference path gives the same next-token logits from a KV cache.
+//! let mut cache = model.new_cache(8).unwrap();
+//! let next = model.prefill(&mut cache, &tokens).unwrap().to_vec();
+//! model.forward(&tokens, None, 1, 4).unwrap();
+//! let full = &model.logits()[3 * 11..4 * 11];
+//! assert!(next.iter().zip(full).all(|(a, b)| (a - b).abs() < 1e-5));
 //! ```
 
 pub mod bert;
 pub mod checkpoint;
 mod config;
-mod decoder;
 mod error;
-mod gpt;
-pub mod kv;
-pub mod llama;
-pub mod llama_kv;
+pub mod hf;
 pub mod params;
+mod transformer;
 
-pub use config::{GptConfig, HfGpt2Config, PositionEncoding, PRESETS};
-pub use decoder::{Architecture, Cache, Decoder};
+pub use config::{Family, Mlp, Norm, Position, RopeScaling, TransformerConfig, PRESETS};
 pub use error::{ModelError, Result};
-pub use gpt::Gpt;
-pub use kv::KvCache;
+pub use transformer::{available_memory, kv_cache_bytes, Cache, Transformer};
+pub use transformer::config_from_dir;

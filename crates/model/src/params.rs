@@ -7,6 +7,8 @@
 
 use std::ops::Range;
 
+use crate::config::{Family, Position, TransformerConfig};
+
 /// What a tensor is, which decides weight decay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamKind {
@@ -76,44 +78,6 @@ impl ParamLayout {
         r
     }
 
-    /// The GPT-2 layout. Returns the layout and the per-layer index ranges.
-    pub fn gpt(cfg: &crate::GptConfig) -> Self {
-        Self::gpt_with_index(cfg).0
-    }
-
-    pub(crate) fn gpt_with_index(cfg: &crate::GptConfig) -> (Self, GptIndex) {
-        let (v, c, t) = (cfg.vocab_size, cfg.n_embd, cfg.n_ctx);
-        let mut l = ParamLayout { entries: Vec::new(), total: 0 };
-        let p = "transformer.";
-        let wte = l.push(format!("{p}wte.weight"), vec![v, c], ParamKind::Embedding);
-        let wpe = match cfg.position {
-            crate::PositionEncoding::Learned => Some(l.push(format!("{p}wpe.weight"), vec![t, c], ParamKind::Embedding)),
-            crate::PositionEncoding::Sinusoidal => None,
-        };
-        let mut layers = Vec::with_capacity(cfg.n_layer);
-        for i in 0..cfg.n_layer {
-            let h = format!("{p}h.{i}.");
-            layers.push(LayerIndex {
-                ln1_w: l.push(format!("{h}ln_1.weight"), vec![c], ParamKind::Norm),
-                ln1_b: l.push(format!("{h}ln_1.bias"), vec![c], ParamKind::Bias),
-                qkv_w: l.push(format!("{h}attn.c_attn.weight"), vec![c, 3 * c], ParamKind::Matrix),
-                qkv_b: l.push(format!("{h}attn.c_attn.bias"), vec![3 * c], ParamKind::Bias),
-                proj_w: l.push(format!("{h}attn.c_proj.weight"), vec![c, c], ParamKind::Matrix),
-                proj_b: l.push(format!("{h}attn.c_proj.bias"), vec![c], ParamKind::Bias),
-                ln2_w: l.push(format!("{h}ln_2.weight"), vec![c], ParamKind::Norm),
-                ln2_b: l.push(format!("{h}ln_2.bias"), vec![c], ParamKind::Bias),
-                fc_w: l.push(format!("{h}mlp.c_fc.weight"), vec![c, 4 * c], ParamKind::Matrix),
-                fc_b: l.push(format!("{h}mlp.c_fc.bias"), vec![4 * c], ParamKind::Bias),
-                fcproj_w: l.push(format!("{h}mlp.c_proj.weight"), vec![4 * c, c], ParamKind::Matrix),
-                fcproj_b: l.push(format!("{h}mlp.c_proj.bias"), vec![c], ParamKind::Bias),
-            });
-        }
-        let lnf_w = l.push(format!("{p}ln_f.weight"), vec![c], ParamKind::Norm);
-        let lnf_b = l.push(format!("{p}ln_f.bias"), vec![c], ParamKind::Bias);
-        l.total = l.total.next_multiple_of(ALIGN);
-        (l, GptIndex { wte, wpe, layers, lnf_w, lnf_b })
-    }
-
     /// Buffer length, padding included.
     pub fn total(&self) -> usize {
         self.total
@@ -129,29 +93,113 @@ impl ParamLayout {
     }
 }
 
+/// A dense layer's weight and optional bias.
 #[derive(Clone, Debug)]
-pub(crate) struct LayerIndex {
-    pub ln1_w: Range<usize>,
-    pub ln1_b: Range<usize>,
-    pub qkv_w: Range<usize>,
-    pub qkv_b: Range<usize>,
-    pub proj_w: Range<usize>,
-    pub proj_b: Range<usize>,
-    pub ln2_w: Range<usize>,
-    pub ln2_b: Range<usize>,
-    pub fc_w: Range<usize>,
-    pub fc_b: Range<usize>,
-    pub fcproj_w: Range<usize>,
-    pub fcproj_b: Range<usize>,
+pub(crate) struct Lin {
+    pub w: Range<usize>,
+    pub b: Option<Range<usize>>,
 }
 
+/// A norm's weight, and its bias for LayerNorm.
+pub(crate) type NormIdx = Lin;
+
 #[derive(Clone, Debug)]
-pub(crate) struct GptIndex {
+pub(crate) struct LayerIndex {
+    pub norm1: NormIdx,
+    /// q | k | v, one packed matrix: GPT-2's `c_attn`, or Llama's three
+    /// projections laid out back to back.
+    pub qkv: Lin,
+    pub proj: Lin,
+    pub norm2: NormIdx,
+    /// SwiGLU's gate projection; None for the GELU MLP.
+    pub gate: Option<Lin>,
+    /// The MLP's first projection (GPT-2 `c_fc`, Llama `up_proj`).
+    pub up: Lin,
+    /// The MLP's last projection (GPT-2 `mlp.c_proj`, Llama `down_proj`).
+    pub down: Lin,
+}
+
+/// Where each tensor of a `Transformer` sits in the flat buffer.
+#[derive(Clone, Debug)]
+pub(crate) struct Index {
     pub wte: Range<usize>,
     pub wpe: Option<Range<usize>>,
     pub layers: Vec<LayerIndex>,
-    pub lnf_w: Range<usize>,
-    pub lnf_b: Range<usize>,
+    pub norm_f: NormIdx,
+    /// `lm_head`, or the token embedding when tied.
+    pub head: Range<usize>,
+}
+
+impl ParamLayout {
+    /// The layout of a config, with Hugging Face names for its family.
+    pub(crate) fn transformer(cfg: &TransformerConfig) -> (Self, Index) {
+        match cfg.family {
+            Family::Gpt2 => Self::gpt2_layout(cfg),
+            _ => Self::llama_layout(cfg),
+        }
+    }
+
+    fn gpt2_layout(cfg: &TransformerConfig) -> (Self, Index) {
+        let (v, c, t, f, w) = (cfg.vocab_size, cfg.n_embd, cfg.n_ctx, cfg.d_ff, cfg.qkv_width());
+        let mut l = ParamLayout::empty();
+        let p = "transformer.";
+        let wte = l.push(format!("{p}wte.weight"), vec![v, c], ParamKind::Embedding);
+        let wpe = (cfg.position == Position::Learned).then(|| l.push(format!("{p}wpe.weight"), vec![t, c], ParamKind::Embedding));
+        let lin = |l: &mut ParamLayout, name: String, shape: Vec<usize>, out: usize, kind: ParamKind| Lin {
+            w: l.push(format!("{name}.weight"), shape, kind),
+            b: Some(l.push(format!("{name}.bias"), vec![out], ParamKind::Bias)),
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let h = format!("{p}h.{i}.");
+            layers.push(LayerIndex {
+                norm1: lin(&mut l, format!("{h}ln_1"), vec![c], c, ParamKind::Norm),
+                qkv: lin(&mut l, format!("{h}attn.c_attn"), vec![c, w], w, ParamKind::Matrix),
+                proj: lin(&mut l, format!("{h}attn.c_proj"), vec![cfg.attn_width(), c], c, ParamKind::Matrix),
+                norm2: lin(&mut l, format!("{h}ln_2"), vec![c], c, ParamKind::Norm),
+                gate: None,
+                up: lin(&mut l, format!("{h}mlp.c_fc"), vec![c, f], f, ParamKind::Matrix),
+                down: lin(&mut l, format!("{h}mlp.c_proj"), vec![f, c], c, ParamKind::Matrix),
+            });
+        }
+        let norm_f = lin(&mut l, format!("{p}ln_f"), vec![c], c, ParamKind::Norm);
+        l.finish();
+        (l, Index { head: wte.clone(), wte, wpe, layers, norm_f })
+    }
+
+    fn llama_layout(cfg: &TransformerConfig) -> (Self, Index) {
+        let (v, c, f, hd) = (cfg.vocab_size, cfg.n_embd, cfg.d_ff, cfg.head_dim);
+        let (qw, kvw) = (cfg.n_head * hd, cfg.n_kv_head * hd);
+        let mut l = ParamLayout::empty();
+        let wte = l.push("model.embed_tokens.weight".into(), vec![v, c], ParamKind::Embedding);
+        let dense = |l: &mut ParamLayout, name: String, shape: Vec<usize>| Lin { w: l.push(name, shape, ParamKind::Matrix), b: None };
+        let norm = |l: &mut ParamLayout, name: String| Lin { w: l.push(name, vec![c], ParamKind::Norm), b: None };
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for li in 0..cfg.n_layer {
+            let p = format!("model.layers.{li}.");
+            let norm1 = norm(&mut l, format!("{p}input_layernorm.weight"));
+            // q, k and v back to back form the (W, C) matrix of one GEMM.
+            let q = l.push(format!("{p}self_attn.q_proj.weight"), vec![qw, c], ParamKind::Matrix);
+            l.push_packed(format!("{p}self_attn.k_proj.weight"), vec![kvw, c], ParamKind::Matrix);
+            let vr = l.push_packed(format!("{p}self_attn.v_proj.weight"), vec![kvw, c], ParamKind::Matrix);
+            let qkv_b = cfg.qkv_bias.then(|| {
+                let qb = l.push(format!("{p}self_attn.q_proj.bias"), vec![qw], ParamKind::Bias);
+                l.push_packed(format!("{p}self_attn.k_proj.bias"), vec![kvw], ParamKind::Bias);
+                let vb = l.push_packed(format!("{p}self_attn.v_proj.bias"), vec![kvw], ParamKind::Bias);
+                qb.start..vb.end
+            });
+            let proj = dense(&mut l, format!("{p}self_attn.o_proj.weight"), vec![c, qw]);
+            let norm2 = norm(&mut l, format!("{p}post_attention_layernorm.weight"));
+            let gate = Some(dense(&mut l, format!("{p}mlp.gate_proj.weight"), vec![f, c]));
+            let up = dense(&mut l, format!("{p}mlp.up_proj.weight"), vec![f, c]);
+            let down = dense(&mut l, format!("{p}mlp.down_proj.weight"), vec![c, f]);
+            layers.push(LayerIndex { norm1, qkv: Lin { w: q.start..vr.end, b: qkv_b }, proj, norm2, gate, up, down });
+        }
+        let norm_f = norm(&mut l, "model.norm.weight".into());
+        let head = if cfg.tied_head { wte.clone() } else { l.push("lm_head.weight".into(), vec![v, c], ParamKind::Matrix) };
+        l.finish();
+        (l, Index { wte, wpe: None, layers, norm_f, head })
+    }
 }
 
 /// Two disjoint mutable views into one buffer (`a` must end before `b` starts).
@@ -159,4 +207,16 @@ pub(crate) fn two_mut(buf: &mut [f32], a: Range<usize>, b: Range<usize>) -> (&mu
     assert!(a.end <= b.start);
     let (lo, hi) = buf.split_at_mut(b.start);
     (&mut lo[a], &mut hi[..b.end - b.start])
+}
+
+/// A weight's gradient view and its bias's, which may both be needed at once.
+pub(crate) fn lin_mut<'a>(buf: &'a mut [f32], lin: &Lin) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+    match &lin.b {
+        Some(b) if lin.w.end <= b.start => {
+            let (w, b) = two_mut(buf, lin.w.clone(), b.clone());
+            (w, Some(b))
+        }
+        Some(_) => unreachable!("biases follow their weights in every layout"),
+        None => (&mut buf[lin.w.clone()], None),
+    }
 }

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use attn_model::checkpoint::TensorFile;
-use attn_model::llama::{Llama, LlamaConfig};
+use attn_model::{hf, Position, Transformer};
 
 fn fixture() -> TensorFile {
     TensorFile::open(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/llama_golden.safetensors")).expect("fixture present")
@@ -23,8 +23,8 @@ fn check(variant: &str) {
     let f = fixture();
     let meta = f.metadata().unwrap();
     let json: serde_json::Value = serde_json::from_str(&meta[variant]).unwrap();
-    let cfg = LlamaConfig::from_hf(&json, Path::new("config.json")).unwrap();
-    let mut model = Llama::zeros(cfg);
+    let cfg = hf::from_hf(&json, Path::new("config.json")).unwrap();
+    let mut model = Transformer::zeros(cfg).unwrap();
     for e in model.layout.entries.clone() {
         f.read_into(&format!("{variant}.param.{}", e.name), &e.shape, &mut model.params[e.range()]).unwrap();
     }
@@ -42,7 +42,7 @@ fn check(variant: &str) {
     for e in &model.layout.entries {
         let theirs = f.read_f32(&format!("{variant}.grad.{}", e.name)).unwrap();
         let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
-        let rel = max_abs(&model.grads[e.range()], &theirs) / scale;
+        let rel = max_abs(&model.grads()[e.range()], &theirs) / scale;
         assert!(rel < 1e-3, "{variant} {}: relative gradient difference {rel:e}", e.name);
         if rel > worst.0 {
             worst = (rel, e.name.clone());
@@ -72,21 +72,24 @@ fn unsupported_config_values_are_named() {
     let base: serde_json::Value = serde_json::from_str(&f.metadata().unwrap()["llama_gqa_tied"]).unwrap();
     for (field, value, expect) in [
         ("hidden_act", serde_json::json!("gelu"), "hidden_act"),
-        ("rope_scaling", serde_json::json!({"type": "linear", "factor": 2.0}), "rope_scaling"),
+        ("rope_scaling", serde_json::json!({"type": "yarn", "factor": 2.0}), "rope_scaling"),
+        ("rms_norm_eps", serde_json::json!(-1e-6), "rms_norm_eps"),
+        ("num_attention_heads", serde_json::json!(0), "num_attention_heads"),
+        ("rope_theta", serde_json::json!(-5.0), "rope_theta"),
         ("num_key_value_heads", serde_json::json!(3), "num_key_value_heads"),
         ("model_type", serde_json::json!("mamba"), "model_type"),
     ] {
         let mut v = base.clone();
         v[field] = value;
-        let err = LlamaConfig::from_hf(&v, Path::new("config.json")).unwrap_err().to_string();
+        let err = hf::from_hf(&v, Path::new("config.json")).unwrap_err().to_string();
         assert!(err.contains(expect) && err.contains("config.json"), "{field}: {err}");
     }
 }
 
-fn load_variant(variant: &str) -> Llama {
+fn load_variant(variant: &str) -> Transformer {
     let f = fixture();
     let json: serde_json::Value = serde_json::from_str(&f.metadata().unwrap()[variant]).unwrap();
-    let mut model = Llama::zeros(LlamaConfig::from_hf(&json, Path::new("config.json")).unwrap());
+    let mut model = Transformer::zeros(hf::from_hf(&json, Path::new("config.json")).unwrap()).unwrap();
     for e in model.layout.entries.clone() {
         f.read_into(&format!("{variant}.param.{}", e.name), &e.shape, &mut model.params[e.range()]).unwrap();
     }
@@ -97,12 +100,11 @@ fn load_variant(variant: &str) -> Llama {
 /// the context, with grouped-query attention (2 KV heads for 4 query heads).
 #[test]
 fn kv_cache_matches_full_forward() {
-    use attn_model::llama_kv::LlamaCache;
     for variant in ["llama_gqa_tied", "qwen2_bias"] {
         let mut model = load_variant(variant);
-        let (v, ctx) = (model.config.vocab_size, model.config.max_position);
+        let (v, ctx) = (model.config.vocab_size, model.config.n_ctx);
         let mut tokens = vec![5u32, 17, 3];
-        let mut cache = LlamaCache::new(&model);
+        let mut cache = model.new_cache(ctx).unwrap();
         let mut logits = model.prefill(&mut cache, &tokens).unwrap().to_vec();
         let mut worst = 0.0f32;
         while tokens.len() < ctx {
@@ -126,8 +128,8 @@ fn save_and_load_round_trip() {
     let model = load_variant("llama_mha_untied");
     let dir = tempfile::tempdir().unwrap();
     model.save(dir.path(), None).unwrap();
-    let (loaded, _) = Llama::load(dir.path()).unwrap();
-    assert_eq!(loaded.config.rope_theta, 500000.0);
+    let (loaded, _) = Transformer::load(dir.path()).unwrap();
+    assert!(matches!(loaded.config.position, Position::Rope { theta: 500000.0, .. }));
     assert_eq!(loaded.params, model.params);
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
     assert_eq!(cfg["architectures"][0], "LlamaForCausalLM");
@@ -138,7 +140,7 @@ fn save_and_load_round_trip() {
     json["tie_word_embeddings"] = false.into();
     tied.save(dir.path(), None).unwrap();
     std::fs::write(dir.path().join("config.json"), json.to_string()).unwrap();
-    let err = Llama::load(dir.path()).err().expect("lm_head is missing").to_string();
+    let err = Transformer::load(dir.path()).err().expect("lm_head is missing").to_string();
     assert!(err.contains("lm_head.weight") && err.contains("model.safetensors"), "{err}");
 }
 
@@ -163,7 +165,7 @@ fn sharded_folder_loads() {
     }
     let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
     std::fs::write(dir.path().join("model.safetensors.index.json"), index.to_string()).unwrap();
-    let (mut loaded, _) = attn_model::Decoder::load(dir.path()).unwrap();
+    let (mut loaded, _) = Transformer::load(dir.path()).unwrap();
     assert_eq!(loaded.model_type(), "qwen2");
     assert_eq!(loaded.params(), &model.params[..]);
     let f = fixture();
@@ -174,6 +176,6 @@ fn sharded_folder_loads() {
     let mut bad = index.clone();
     bad["weight_map"]["model.norm.weight"] = "model-00001-of-00002.safetensors".into();
     std::fs::write(dir.path().join("model.safetensors.index.json"), bad.to_string()).unwrap();
-    let err = attn_model::Decoder::load(dir.path()).err().expect("inconsistent index").to_string();
+    let err = Transformer::load(dir.path()).err().expect("inconsistent index").to_string();
     assert!(err.contains("model.norm.weight") && err.contains("model-00001-of-00002.safetensors"), "{err}");
 }

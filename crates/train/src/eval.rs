@@ -1,6 +1,6 @@
 //! Scoring a text: mean next-token loss, perplexity and bits per byte.
 
-use attn_model::Decoder;
+use attn_model::Transformer;
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
@@ -23,7 +23,7 @@ pub struct EvalResult {
 /// time. A text that fits in one window is scored as exactly its tokens: the
 /// number `transformers` computes with `labels=input_ids`. Training's final
 /// full-split validation and `attn eval` both call this, so they agree.
-pub fn score_tokens(model: &mut Decoder, ids: &[u32], window: usize, batch: usize) -> Result<(f64, usize)> {
+pub fn score_tokens(model: &mut Transformer, ids: &[u32], window: usize, batch: usize) -> Result<(f64, usize)> {
     if ids.len() < 2 {
         return Err(TrainError::Data(format!("the text has {} token(s); scoring needs at least 2", ids.len())));
     }
@@ -57,7 +57,7 @@ pub fn score_tokens(model: &mut Decoder, ids: &[u32], window: usize, batch: usiz
 }
 
 /// Scores `ids`, the tokenization of a text of `text_bytes` bytes.
-pub fn evaluate(model: &mut Decoder, ids: &[u32], text_bytes: usize, window: usize, batch: usize) -> Result<EvalResult> {
+pub fn evaluate(model: &mut Transformer, ids: &[u32], text_bytes: usize, window: usize, batch: usize) -> Result<EvalResult> {
     let (nats, preds) = score_tokens(model, ids, window, batch)?;
     let loss = nats / preds as f64;
     Ok(EvalResult { loss, perplexity: loss.exp(), bits_per_byte: nats / (std::f64::consts::LN_2 * text_bytes.max(1) as f64), tokens: ids.len() })

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use attn_model::checkpoint::{save_tensors, TensorFile};
-use attn_model::{Architecture, Decoder};
+use attn_model::{Transformer, TransformerConfig};
 use attn_tokenizer::bpe::GPT2_PATTERN;
 use attn_tokenizer::train::BpeTrainer;
 use attn_tokenizer::{load_tokenizer, CharTokenizer, Tokenizer};
@@ -93,7 +93,7 @@ pub struct TrainRun<'a> {
     pub out: PathBuf,
     pub data: Vec<PathBuf>,
     /// The architecture; its vocab_size is replaced by the tokenizer's.
-    pub model: Architecture,
+    pub model: TransformerConfig,
     pub tokenizer: TokenizerSpec,
     pub config: TrainConfig,
     pub resume: bool,
@@ -122,7 +122,7 @@ pub struct TrainSummary {
 }
 
 struct Session {
-    model: Decoder,
+    model: Transformer,
     opt: Optimizer,
     train: TokenShard,
     val: TokenShard,
@@ -164,7 +164,7 @@ fn start_fresh(run: &TrainRun) -> Result<Session> {
     tok.save(&run.out.join(TOKENIZER_FILE))?;
     let model = match &run.init {
         Some(dir) => {
-            let (model, _) = Decoder::load(dir)?;
+            let (model, _) = Transformer::load(dir)?;
             // A tokenizer may have fewer ids than the embedding has rows
             // (vocabularies padded for speed), never more.
             if model.vocab_size() < tok.vocab_size() {
@@ -177,7 +177,7 @@ fn start_fresh(run: &TrainRun) -> Result<Session> {
             }
             model
         }
-        None => arch.build(run.config.seed)?,
+        None => Transformer::new(arch, run.config.seed)?,
     };
     let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
     Ok(Session {
@@ -217,7 +217,7 @@ fn resume(run: &TrainRun) -> Result<Session> {
     if !state_path.exists() {
         return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
     }
-    let (model, model_meta) = Decoder::load(&run.out)?;
+    let (model, model_meta) = Transformer::load(&run.out)?;
     let state = TensorFile::open(&state_path)?;
     let meta = state.metadata()?;
     let step: usize =
@@ -281,7 +281,7 @@ fn save_checkpoint(out: &Path, s: &Session, step: usize, cfg: &TrainConfig) -> R
 }
 
 /// Mean loss over a fixed set of validation batches (the same every eval).
-pub fn eval_loss(model: &mut Decoder, val: &TokenShard, cfg: &TrainConfig, x: &mut [u32], y: &mut [u32]) -> Result<f32> {
+pub fn eval_loss(model: &mut Transformer, val: &TokenShard, cfg: &TrainConfig, x: &mut [u32], y: &mut [u32]) -> Result<f32> {
     let (b, t) = (cfg.batch_size, cfg.seq_len);
     let mut sum = 0.0f64;
     for i in 0..cfg.eval_batches.max(1) {
@@ -293,7 +293,7 @@ pub fn eval_loss(model: &mut Decoder, val: &TokenShard, cfg: &TrainConfig, x: &m
 }
 
 pub fn train(run: &TrainRun) -> Result<TrainSummary> {
-    run.config.validate(run.model.context())?;
+    run.config.validate(run.model.n_ctx)?;
     std::fs::create_dir_all(&run.out).map_err(TrainError::io(&run.out))?;
     let mut s = if run.resume { resume(run)? } else { start_fresh(run)? };
     let cfg = &run.config;

@@ -1,0 +1,378 @@
+//! Hugging Face `config.json` for decoders, read into typed structs per
+//! `model_type` and resolved into a checked `TransformerConfig`.
+//!
+//! Both transformers 4.x and 5.x layouts load: `rope_theta` + `rope_scaling`
+//! (4.x) or `rope_parameters` (5.x); `rope_type` or the older `type`;
+//! `eos_token_id` as an int or a list. Every field that changes the
+//! arithmetic is honoured or rejected by name. A missing field takes
+//! transformers' default for that model type, from `defaults` below.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{Family, Mlp, Norm, Position, RopeScaling, TransformerConfig};
+use crate::error::{ModelError, Result};
+
+/// An int or a list of ints, as `eos_token_id` may be written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl TokenIds {
+    pub fn to_vec(&self) -> Vec<u32> {
+        match self {
+            TokenIds::One(x) => vec![*x],
+            TokenIds::Many(v) => v.clone(),
+        }
+    }
+}
+
+/// GPT-2's config.json fields that decide the arithmetic.
+#[derive(Debug, Deserialize)]
+struct HfGpt2 {
+    vocab_size: Option<usize>,
+    n_positions: Option<usize>,
+    n_embd: Option<usize>,
+    n_layer: Option<usize>,
+    n_head: Option<usize>,
+    n_inner: Option<usize>,
+    activation_function: Option<String>,
+    layer_norm_epsilon: Option<f64>,
+    tie_word_embeddings: Option<bool>,
+    scale_attn_weights: Option<bool>,
+    scale_attn_by_inverse_layer_idx: Option<bool>,
+    reorder_and_upcast_attn: Option<bool>,
+    add_cross_attention: Option<bool>,
+    eos_token_id: Option<TokenIds>,
+    /// attn's own field: transformers ignores it, so a sinusoidal model is
+    /// only loadable in attn (its `wpe` is not a parameter).
+    attn_position_encoding: Option<String>,
+}
+
+/// Llama, Qwen2 and Mistral config.json fields that decide the arithmetic.
+#[derive(Debug, Deserialize)]
+struct HfLlama {
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    hidden_act: Option<String>,
+    max_position_embeddings: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    tie_word_embeddings: Option<bool>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<Value>,
+    rope_parameters: Option<Value>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    sliding_window: Option<Value>,
+    use_sliding_window: Option<bool>,
+    eos_token_id: Option<TokenIds>,
+}
+
+/// transformers' defaults for fields a config.json may leave out, per model
+/// type. Source: the `__init__` signatures of `LlamaConfig`, `Qwen2Config` and
+/// `MistralConfig` (transformers 4.46 and 5.x agree on these values).
+struct Defaults {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    /// None: as many as the query heads.
+    num_key_value_heads: Option<usize>,
+    max_position_embeddings: usize,
+    rms_norm_eps: f64,
+    rope_theta: f64,
+    tie_word_embeddings: bool,
+}
+
+fn defaults(family: Family) -> Defaults {
+    match family {
+        Family::Qwen2 => Defaults {
+            vocab_size: 151936,
+            hidden_size: 4096,
+            intermediate_size: 22016,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: Some(32),
+            max_position_embeddings: 32768,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+        },
+        Family::Mistral => Defaults {
+            vocab_size: 32000,
+            hidden_size: 4096,
+            intermediate_size: 14336,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: Some(8),
+            max_position_embeddings: 4096 * 32,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+        },
+        _ => Defaults {
+            vocab_size: 32000,
+            hidden_size: 4096,
+            intermediate_size: 11008,
+            num_hidden_layers: 32,
+            num_attention_heads: 32,
+            num_key_value_heads: None,
+            max_position_embeddings: 2048,
+            rms_norm_eps: 1e-6,
+            rope_theta: 10000.0,
+            tie_word_embeddings: false,
+        },
+    }
+}
+
+fn unsupported(path: &Path, field: &str, value: impl ToString, hint: &str) -> ModelError {
+    ModelError::Unsupported { path: path.to_path_buf(), field: field.into(), value: value.to_string(), hint: hint.into() }
+}
+
+fn field_err(path: &Path, field: &str, msg: impl Into<String>) -> ModelError {
+    ModelError::Field { path: path.to_path_buf(), field: field.into(), msg: msg.into() }
+}
+
+/// The decoder `model_type`s attn runs.
+pub const DECODER_TYPES: &[&str] = &["gpt2", "llama", "qwen2", "mistral"];
+
+/// Resolves a decoder's config.json (already parsed) into a checked config.
+pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
+    let model_type = v.get("model_type").and_then(Value::as_str).ok_or_else(|| field_err(path, "model_type", "is missing; a model folder's config.json names its architecture"))?;
+    let family = match model_type {
+        "gpt2" => Family::Gpt2,
+        "llama" => Family::Llama,
+        "qwen2" => Family::Qwen2,
+        "mistral" => Family::Mistral,
+        other => return Err(unsupported(path, "model_type", other, &format!("decoders attn runs: {}", DECODER_TYPES.join(", ")))),
+    };
+    let cfg = match family {
+        Family::Gpt2 => gpt2_from_hf(v, path)?,
+        _ => llama_from_hf(v, path, family)?,
+    };
+    cfg.validate_at(path)?;
+    Ok(cfg)
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(v: &Value, path: &Path) -> Result<T> {
+    // serde's own message does not say which field had the wrong type.
+    serde_path_to_error::deserialize(v).map_err(|e| field_err(path, &e.path().to_string(), format!("has the wrong type: {}", e.inner())))
+}
+
+fn gpt2_from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
+    let hf: HfGpt2 = parse(v, path)?;
+    let act = hf.activation_function.as_deref().unwrap_or("gelu_new");
+    if !matches!(act, "gelu_new" | "gelu_pytorch_tanh") {
+        return Err(unsupported(path, "activation_function", act, "only the tanh GELU (gelu_new) is implemented"));
+    }
+    for (field, value, default) in [
+        ("scale_attn_weights", hf.scale_attn_weights, true),
+        ("scale_attn_by_inverse_layer_idx", hf.scale_attn_by_inverse_layer_idx, false),
+        ("reorder_and_upcast_attn", hf.reorder_and_upcast_attn, false),
+        ("add_cross_attention", hf.add_cross_attention, false),
+    ] {
+        if value.is_some_and(|x| x != default) {
+            return Err(unsupported(path, field, !default, &format!("only {field} = {default} is implemented")));
+        }
+    }
+    if hf.tie_word_embeddings == Some(false) {
+        return Err(unsupported(path, "tie_word_embeddings", "false", "GPT-2 models here tie lm_head to wte"));
+    }
+    // transformers' GPT2Config defaults: 50257 tokens, 1024 positions, 768/12/12.
+    let (c, nh) = (hf.n_embd.unwrap_or(768), hf.n_head.unwrap_or(12));
+    let mut cfg = TransformerConfig::gpt2(hf.vocab_size.unwrap_or(50257), hf.n_positions.unwrap_or(1024), hf.n_layer.unwrap_or(12), nh, c);
+    if nh == 0 || c % nh != 0 {
+        return Err(field_err(path, "n_embd", format!("{c} is not divisible by n_head {nh}")));
+    }
+    cfg.d_ff = hf.n_inner.unwrap_or(4 * c);
+    cfg.norm_eps = hf.layer_norm_epsilon.unwrap_or(1e-5) as f32;
+    cfg.position = match hf.attn_position_encoding.as_deref() {
+        None | Some("learned") => Position::Learned,
+        Some("sinusoidal") => Position::Sinusoidal,
+        Some(other) => return Err(unsupported(path, "attn_position_encoding", other, "learned or sinusoidal")),
+    };
+    cfg.eos_token_ids = hf.eos_token_id.map(|t| t.to_vec()).unwrap_or_default();
+    cfg.hf = v.clone();
+    Ok(cfg)
+}
+
+/// Rotary settings from either layout: 5.x's `rope_parameters`, or 4.x's
+/// top-level `rope_theta` with an optional `rope_scaling`.
+fn rope_from_hf(hf: &HfLlama, path: &Path, default_theta: f64, max_pos: usize) -> Result<Position> {
+    let (params, field) = match (&hf.rope_parameters, &hf.rope_scaling) {
+        (Some(p), _) if p.is_object() => (Some(p), "rope_parameters"),
+        (_, Some(s)) if s.is_object() => (Some(s), "rope_scaling"),
+        (_, Some(s)) if !s.is_null() => return Err(field_err(path, "rope_scaling", format!("must be an object or null, got {s}"))),
+        _ => (None, "rope_scaling"),
+    };
+    let num = |k: &str| params.and_then(|p| p.get(k)).and_then(Value::as_f64);
+    let theta = num("rope_theta").or(hf.rope_theta).unwrap_or(default_theta);
+    let kind = params.and_then(|p| p.get("rope_type").or_else(|| p.get("type"))).and_then(Value::as_str).unwrap_or("default");
+    let need = |k: &str| num(k).ok_or_else(|| field_err(path, &format!("{field}.{k}"), format!("is required for rope_type \"{kind}\"")));
+    let scaling = match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: need("factor")? as f32 },
+        "dynamic" => RopeScaling::Dynamic {
+            factor: need("factor")? as f32,
+            max_position: num("original_max_position_embeddings").map_or(max_pos, |x| x as usize),
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: need("factor")? as f32,
+            low_freq_factor: need("low_freq_factor")? as f32,
+            high_freq_factor: need("high_freq_factor")? as f32,
+            original_max_position: need("original_max_position_embeddings")? as usize,
+        },
+        other => {
+            return Err(unsupported(path, &format!("{field}.rope_type"), other, "implemented: default, linear, dynamic, llama3"));
+        }
+    };
+    // Types that scale the attention logits (yarn, longrope) are rejected above;
+    // an explicit attention_factor other than 1 would change them too.
+    if let Some(f) = num("attention_factor").filter(|&f| f != 1.0) {
+        return Err(unsupported(path, &format!("{field}.attention_factor"), f, "only 1.0 is implemented"));
+    }
+    Ok(Position::Rope { theta: theta as f32, scaling })
+}
+
+fn llama_from_hf(v: &Value, path: &Path, family: Family) -> Result<TransformerConfig> {
+    let hf: HfLlama = parse(v, path)?;
+    let d = defaults(family);
+    let act = hf.hidden_act.as_deref().unwrap_or("silu");
+    if act != "silu" {
+        return Err(unsupported(path, "hidden_act", act, "the MLP is SwiGLU: hidden_act must be \"silu\""));
+    }
+    if hf.mlp_bias == Some(true) {
+        return Err(unsupported(path, "mlp_bias", "true", "MLP biases are not implemented for this family"));
+    }
+    let n_ctx = hf.max_position_embeddings.unwrap_or(d.max_position_embeddings);
+    // A sliding window narrower than the context changes which keys a query
+    // sees; attn's attention is full-context, so such a model is refused.
+    let window = hf.sliding_window.as_ref().and_then(Value::as_u64).map(|w| w as usize);
+    let window_on = match family {
+        Family::Qwen2 => hf.use_sliding_window == Some(true),
+        _ => true,
+    };
+    if let Some(w) = window.filter(|&w| window_on && w < n_ctx) {
+        return Err(unsupported(path, "sliding_window", w, &format!("sliding-window attention is not implemented; it is a no-op only when >= max_position_embeddings ({n_ctx}) or null")));
+    }
+    let c = hf.hidden_size.unwrap_or(d.hidden_size);
+    let nh = hf.num_attention_heads.unwrap_or(d.num_attention_heads);
+    let nkv = hf.num_key_value_heads.or(d.num_key_value_heads).unwrap_or(nh);
+    if nh == 0 {
+        return Err(field_err(path, "num_attention_heads", "must be positive, got 0"));
+    }
+    let head_dim = match hf.head_dim {
+        Some(hd) => hd,
+        None if c % nh == 0 => c / nh,
+        None => return Err(field_err(path, "hidden_size", format!("{c} is not divisible by num_attention_heads {nh}; give head_dim explicitly"))),
+    };
+    let cfg = TransformerConfig {
+        family,
+        vocab_size: hf.vocab_size.unwrap_or(d.vocab_size),
+        n_ctx,
+        n_layer: hf.num_hidden_layers.unwrap_or(d.num_hidden_layers),
+        n_head: nh,
+        n_kv_head: nkv,
+        head_dim,
+        n_embd: c,
+        d_ff: hf.intermediate_size.unwrap_or(d.intermediate_size),
+        norm: Norm::Rms,
+        norm_eps: hf.rms_norm_eps.unwrap_or(d.rms_norm_eps) as f32,
+        position: rope_from_hf(&hf, path, d.rope_theta, n_ctx)?,
+        mlp: Mlp::SwiGlu,
+        // Qwen2 always has q, k and v biases; Llama and Mistral when attention_bias.
+        qkv_bias: family == Family::Qwen2 || hf.attention_bias == Some(true),
+        // Llama's attention_bias also puts a bias on o_proj.
+        dense_bias: false,
+        tied_head: hf.tie_word_embeddings.unwrap_or(d.tie_word_embeddings),
+        eos_token_ids: hf.eos_token_id.map(|t| t.to_vec()).unwrap_or_default(),
+        hf: v.clone(),
+    };
+    if family != Family::Qwen2 && hf.attention_bias == Some(true) {
+        return Err(unsupported(path, "attention_bias", "true", "Llama's attention_bias also adds an o_proj bias, which is not implemented"));
+    }
+    Ok(cfg)
+}
+
+/// config.json as transformers writes it (4.x layout, which 5.x also reads),
+/// keeping the fields of the file the model was loaded from that attn does
+/// not use (token ids, names).
+pub fn to_hf(cfg: &TransformerConfig) -> Value {
+    // f32 settings written as their shortest decimal (1e-5, not 9.99999974e-6).
+    let dec = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
+    let mut v = if cfg.hf.is_object() { cfg.hf.clone() } else { json!({}) };
+    let set = match cfg.family {
+        Family::Gpt2 => {
+            let mut s = json!({
+                "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size, "n_positions": cfg.n_ctx,
+                "n_ctx": cfg.n_ctx, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer, "n_head": cfg.n_head,
+                "n_inner": if cfg.d_ff == 4 * cfg.n_embd { Value::Null } else { cfg.d_ff.into() },
+                "activation_function": "gelu_new", "layer_norm_epsilon": dec(cfg.norm_eps), "resid_pdrop": 0.0, "embd_pdrop": 0.0,
+                "attn_pdrop": 0.0, "initializer_range": 0.02, "tie_word_embeddings": true, "torch_dtype": "float32",
+            });
+            s["attn_position_encoding"] = match cfg.position {
+                Position::Sinusoidal => "sinusoidal".into(),
+                _ => "learned".into(),
+            };
+            s
+        }
+        family => {
+            let arch = match family {
+                Family::Qwen2 => "Qwen2ForCausalLM",
+                Family::Mistral => "MistralForCausalLM",
+                _ => "LlamaForCausalLM",
+            };
+            let (theta, scaling) = match cfg.position {
+                Position::Rope { theta, scaling } => (theta, scaling),
+                _ => (10_000.0, RopeScaling::None),
+            };
+            let rope_scaling = match scaling {
+                RopeScaling::None => Value::Null,
+                RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": dec(factor)}),
+                RopeScaling::Dynamic { factor, max_position } => {
+                    json!({"rope_type": "dynamic", "factor": dec(factor), "original_max_position_embeddings": max_position})
+                }
+                RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position } => json!({
+                    "rope_type": "llama3", "factor": dec(factor), "low_freq_factor": dec(low_freq_factor),
+                    "high_freq_factor": dec(high_freq_factor), "original_max_position_embeddings": original_max_position,
+                }),
+            };
+            let mut s = json!({
+                "model_type": family.model_type(), "architectures": [arch], "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd,
+                "intermediate_size": cfg.d_ff, "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
+                "num_key_value_heads": cfg.n_kv_head, "head_dim": cfg.head_dim, "max_position_embeddings": cfg.n_ctx,
+                "rms_norm_eps": dec(cfg.norm_eps), "rope_theta": dec(theta), "rope_scaling": rope_scaling,
+                "tie_word_embeddings": cfg.tied_head, "hidden_act": "silu", "torch_dtype": "float32",
+            });
+            if family != Family::Qwen2 {
+                s["attention_bias"] = cfg.qkv_bias.into();
+                s["mlp_bias"] = false.into();
+            }
+            s
+        }
+    };
+    // A 5.x file's rope_parameters would contradict the 4.x fields written here.
+    if let Some(o) = v.as_object_mut() {
+        o.remove("rope_parameters");
+    }
+    for (k, x) in set.as_object().expect("object") {
+        if !x.is_null() || k == "rope_scaling" {
+            v[k] = x.clone();
+        }
+    }
+    if !cfg.eos_token_ids.is_empty() {
+        v["eos_token_id"] = if cfg.eos_token_ids.len() == 1 { cfg.eos_token_ids[0].into() } else { cfg.eos_token_ids.clone().into() };
+    }
+    v
+}

@@ -1,0 +1,235 @@
+//! The inference path. `Transformer::forward_cached` runs new tokens against
+//! a KV cache: a prompt (prefill) or one token (decode) go through the same
+//! code. It keeps no attention probabilities and no per-position logits
+//! (only the last position's), and works through a long prompt in chunks of
+//! `CHUNK` rows, so its memory is the weights, the cache, and a few MB.
+//!
+//! The cache holds NKV heads (grouped-query attention reads them by stride)
+//! for exactly the positions the request asked for.
+
+use attn_kernels::attention::{attention_cached, attention_cached_scratch_len, CACHED_BLOCK};
+use attn_kernels::gelu::gelu_forward;
+use attn_kernels::matmul::{matmul_forward, WeightLayout, WeightLayout::OutIn};
+use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
+use attn_kernels::residual::residual_forward;
+use attn_kernels::rope::rope_forward;
+use attn_kernels::swiglu::swiglu_forward;
+
+use super::Transformer;
+use crate::config::Position;
+use crate::error::{ModelError, Result};
+
+/// Rows of a prompt processed together: large enough for efficient GEMMs,
+/// small enough that the per-chunk buffers stay a few MB.
+const CHUNK: usize = 256;
+
+/// Keys and values of every layer for up to `capacity` positions, plus the
+/// buffers one chunk needs, allocated once.
+pub struct Cache {
+    capacity: usize,
+    len: usize,
+    kvw: usize,
+    k: Vec<f32>, // (L, capacity, NKV*HD)
+    v: Vec<f32>, // (L, capacity, NKV*HD)
+    x: Vec<f32>,        // (rows, C) the residual stream
+    ln: Vec<f32>,       // (rows, C)
+    mean: Vec<f32>,     // (rows)
+    rstd: Vec<f32>,     // (rows)
+    qkv: Vec<f32>,      // (rows, W)
+    atty: Vec<f32>,     // (rows, A)
+    tmp: Vec<f32>,      // (rows, C)
+    h: Vec<f32>,        // (rows, F)
+    gate: Vec<f32>,     // (rows, F)
+    act: Vec<f32>,      // (rows, F)
+    scores: Vec<f32>,   // (NH, CACHED_BLOCK, capacity)
+    logits: Vec<f32>,   // (V)
+    partials: Vec<f32>, // matvec scratch
+    cos: Vec<f32>,      // (capacity, HD/2), rotary only
+    sin: Vec<f32>,      // (capacity, HD/2)
+}
+
+impl Cache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// Positions it can hold.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+    /// True when no further token fits.
+    pub fn is_full(&self) -> bool {
+        self.len == self.capacity
+    }
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+    /// Bytes held by the keys and values.
+    pub fn kv_bytes(&self) -> usize {
+        (self.k.len() + self.v.len()) * 4
+    }
+}
+
+/// Bytes a cache of `capacity` positions needs for its keys and values.
+pub fn kv_cache_bytes(cfg: &crate::TransformerConfig, capacity: usize) -> u128 {
+    2 * 4 * cfg.n_layer as u128 * capacity as u128 * (cfg.n_kv_head * cfg.head_dim) as u128
+}
+
+impl Transformer {
+    /// A KV cache for up to `capacity` positions (at most the model's context).
+    pub fn new_cache(&self, capacity: usize) -> Result<Cache> {
+        let cfg = &self.config;
+        let capacity = capacity.clamp(1, cfg.n_ctx);
+        let need = kv_cache_bytes(cfg, capacity);
+        if let Some(avail) = super::available_memory().filter(|&a| need > a as u128) {
+            return Err(ModelError::InvalidConfig(format!(
+                "a KV cache for {capacity} positions needs {:.1} GB, more than the {:.1} GB available; ask for fewer tokens",
+                need as f64 / 1e9,
+                avail as f64 / 1e9
+            )));
+        }
+        let rows = CHUNK.min(capacity);
+        let (c, w, a, f, kvw) = (cfg.n_embd, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff, cfg.n_kv_head * cfg.head_dim);
+        let z = |n: usize| vec![0.0f32; n];
+        let kv = cfg.n_layer * capacity * kvw;
+        let (cos, sin) = if self.rope_is_dynamic() { (Vec::new(), Vec::new()) } else { self.rope_tables(capacity, capacity) };
+        Ok(Cache {
+            capacity,
+            len: 0,
+            kvw,
+            k: z(kv),
+            v: z(kv),
+            x: z(rows * c),
+            ln: z(rows * c),
+            mean: z(rows),
+            rstd: z(rows),
+            qkv: z(rows * w),
+            atty: z(rows * a),
+            tmp: z(rows * c),
+            h: z(rows * f),
+            gate: z(rows * f),
+            act: z(rows * f),
+            scores: z(attention_cached_scratch_len(cfg.n_head, capacity) / CACHED_BLOCK * CACHED_BLOCK.min(rows)),
+            logits: z(cfg.vocab_size),
+            partials: z(matvec_scratch_len(cfg.vocab_size.max(f).max(w))),
+            cos,
+            sin,
+        })
+    }
+
+    /// Runs the prompt and fills the cache; returns the logits (V) for the next token.
+    pub fn prefill<'c>(&self, cache: &'c mut Cache, tokens: &[u32]) -> Result<&'c [f32]> {
+        if tokens.is_empty() {
+            return Err(ModelError::InvalidConfig("prefill needs at least one token".into()));
+        }
+        self.forward_cached(cache, tokens)
+    }
+
+    /// One token at the cache's next position; returns the next logits (V).
+    pub fn decode<'c>(&self, cache: &'c mut Cache, token: u32) -> Result<&'c [f32]> {
+        self.forward_cached(cache, &[token])
+    }
+
+    /// Appends `tokens` at positions `cache.len()..` and returns the logits
+    /// (V) for the token after the last of them.
+    pub fn forward_cached<'c>(&self, cache: &'c mut Cache, tokens: &[u32]) -> Result<&'c [f32]> {
+        let cfg = &self.config;
+        if cache.k.len() != cfg.n_layer * cache.capacity * cache.kvw || cache.kvw != cfg.n_kv_head * cfg.head_dim || cache.logits.len() != cfg.vocab_size {
+            return Err(ModelError::InvalidConfig("this KV cache was made for a model of another shape".into()));
+        }
+        if cache.len + tokens.len() > cache.capacity {
+            return Err(ModelError::InvalidConfig(format!(
+                "the KV cache holds {} positions: {} are used and {} more were given",
+                cache.capacity,
+                cache.len,
+                tokens.len()
+            )));
+        }
+        self.check_ids("token", tokens)?;
+        let chunks = tokens.len().div_ceil(CHUNK);
+        for (i, chunk) in tokens.chunks(CHUNK).enumerate() {
+            self.chunk_forward(cache, chunk, i + 1 == chunks);
+        }
+        Ok(&cache.logits)
+    }
+
+    /// Dense layer on `rows` rows: a matrix-vector product for one row (the
+    /// decoding case, bound by reading the weights), a GEMM otherwise.
+    fn dense(&self, out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &crate::params::Lin, rows: usize, c: usize, oc: usize, lay: WeightLayout) {
+        let p = &self.params;
+        let bias = lin.b.clone().map(|r| &p[r]);
+        if rows == 1 {
+            matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, c, oc, lay);
+        } else {
+            matmul_forward(out, inp, &p[lin.w.clone()], bias, rows, c, oc, lay);
+        }
+    }
+
+    fn chunk_forward(&self, cache: &mut Cache, tokens: &[u32], want_logits: bool) {
+        let cfg = &self.config;
+        let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
+        let (nh, nkv, hd, kvw) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, cache.kvw);
+        let (rows, p0, cap) = (tokens.len(), cache.len, cache.capacity);
+        let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
+        if self.rope_is_dynamic() {
+            // The frequencies depend on the total length, as transformers
+            // recomputes them once a sequence passes the original context.
+            (cache.cos, cache.sin) = self.rope_tables(p0 + rows, p0 + rows);
+        }
+        let Cache { k, v: vc, x, ln, mean, rstd, qkv, atty, tmp, h, gate, act, scores, logits, partials, cos, sin, .. } = cache;
+        let wte = &p[idx.wte.clone()];
+        for (r, &id) in tokens.iter().enumerate() {
+            let row = &mut x[r * c..(r + 1) * c];
+            row.copy_from_slice(&wte[id as usize * c..][..c]);
+            let pos: Option<&[f32]> = match (&idx.wpe, cfg.position) {
+                (Some(wpe), _) => Some(&p[wpe.start + (p0 + r) * c..][..c]),
+                (None, Position::Sinusoidal) => Some(&self.pos_table[(p0 + r) * c..][..c]),
+                _ => None,
+            };
+            if let Some(pos) = pos {
+                residual_forward(row, pos);
+            }
+        }
+        let rope = matches!(cfg.position, Position::Rope { .. });
+        for (li, wi) in idx.layers.iter().enumerate() {
+            self.norm_forward(ln, mean, rstd, x, &wi.norm1, rows);
+            self.dense(qkv, partials, ln, &wi.qkv, rows, c, w, lay);
+            if rope {
+                rope_forward(qkv, cos, sin, 1, rows, w, 0, nh, hd, p0);
+                rope_forward(qkv, cos, sin, 1, rows, w, at, nkv, hd, p0);
+            }
+            let base = li * cap * kvw;
+            let (kl, vl) = (&mut k[base..base + cap * kvw], &mut vc[base..base + cap * kvw]);
+            for r in 0..rows {
+                let row = &qkv[r * w..(r + 1) * w];
+                kl[(p0 + r) * kvw..][..kvw].copy_from_slice(&row[at..at + kvw]);
+                vl[(p0 + r) * kvw..][..kvw].copy_from_slice(&row[at + kvw..at + 2 * kvw]);
+            }
+            attention_cached(atty, scores, qkv, kl, vl, w, rows, p0, nh, nkv, hd);
+            self.dense(tmp, partials, atty, &wi.proj, rows, at, c, lay);
+            residual_forward(&mut x[..rows * c], &tmp[..rows * c]);
+            self.norm_forward(ln, mean, rstd, x, &wi.norm2, rows);
+            self.dense(h, partials, ln, &wi.up, rows, c, f, lay);
+            match &wi.gate {
+                Some(g) => {
+                    self.dense(gate, partials, ln, g, rows, c, f, lay);
+                    swiglu_forward(&mut act[..rows * f], &gate[..rows * f], &h[..rows * f]);
+                }
+                None => gelu_forward(&mut act[..rows * f], &h[..rows * f]),
+            }
+            self.dense(tmp, partials, act, &wi.down, rows, f, c, lay);
+            residual_forward(&mut x[..rows * c], &tmp[..rows * c]);
+        }
+        cache.len = p0 + rows;
+        if !want_logits {
+            return;
+        }
+        // Only the last position's logits are ever needed from a cached pass.
+        let last = &x[(rows - 1) * c..rows * c];
+        self.norm_forward(ln, mean, rstd, last, &idx.norm_f, 1);
+        matvec_forward(logits, partials, ln, &p[idx.head.clone()], None, c, v, OutIn);
+    }
+}

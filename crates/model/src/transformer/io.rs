@@ -1,0 +1,82 @@
+//! Decoder folders in the Hugging Face layout: config.json + model.safetensors
+//! (or the shards an index lists), tensor names as transformers writes them.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+
+use super::Transformer;
+use crate::checkpoint::{save_tensors, write_atomic, Weights, CONFIG_FILE, WEIGHTS_FILE};
+use crate::config::{Family, TransformerConfig};
+use crate::error::{io_err, ModelError, Result};
+
+/// Tensors that checkpoints carry but that are not parameters: GPT-2's causal
+/// mask buffers and old Llama rotary frequency buffers.
+fn is_known_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name.ends_with("rotary_emb.inv_freq")
+}
+
+/// The config of a decoder folder, from its config.json.
+pub fn config_from_dir(dir: &Path) -> Result<TransformerConfig> {
+    let path = dir.join(CONFIG_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+    crate::hf::from_hf(&v, &path)
+}
+
+impl Transformer {
+    /// Loads a decoder folder (an attn run, or a Hugging Face GPT-2, Llama,
+    /// Qwen2 or Mistral folder) by its config.json `model_type`. Returns the
+    /// model and the weights file's metadata.
+    pub fn load(dir: &Path) -> Result<(Self, HashMap<String, String>)> {
+        let config = config_from_dir(dir)?;
+        super::check_memory(&config, &dir.join(CONFIG_FILE))?;
+        let w = Weights::open_dir(dir)?;
+        let mut model = Transformer::zeros(config)?;
+        // transformers writes bare base models without the head's prefix.
+        let prefix = if model.config.family == Family::Gpt2 { "transformer." } else { "model." };
+        let mut used = HashSet::new();
+        for e in model.layout.entries.clone() {
+            let short = e.name.strip_prefix(prefix).unwrap_or(&e.name);
+            let name = if w.has(&e.name) || !w.has(short) { e.name.as_str() } else { short };
+            w.read_into(name, &e.shape, &mut model.params[e.range()]).map_err(|err| match err {
+                ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
+                other => other,
+            })?;
+            if let Some(i) = model.params[e.range()].iter().position(|x| !x.is_finite()) {
+                return Err(ModelError::NonFinite { path: dir.to_path_buf(), name: e.name.clone(), index: i, value: model.params[e.range()][i] });
+            }
+            used.insert(name.to_string());
+        }
+        // A tied head may still be saved; it is the embedding, so it is not read.
+        let tied_head = |n: &str| model.config.tied_head && n == "lm_head.weight";
+        let mut unused: Vec<&str> = w.names().filter(|n| !used.contains(*n) && !is_known_buffer(n) && !tied_head(n)).collect();
+        if !unused.is_empty() {
+            unused.sort_unstable();
+            let shown: Vec<_> = unused.iter().take(8).collect();
+            return Err(ModelError::UnusedTensors {
+                path: dir.to_path_buf(),
+                count: unused.len(),
+                names: format!("{shown:?}{}", if unused.len() > 8 { " ..." } else { "" }),
+            });
+        }
+        Ok((model, w.metadata()?))
+    }
+
+    /// The config as a Hugging Face config.json object.
+    pub fn hf_config(&self) -> serde_json::Value {
+        crate::hf::to_hf(&self.config)
+    }
+
+    /// Writes config.json and model.safetensors into `dir` (atomically, file
+    /// by file). A tied head is not written, as `save_pretrained` does.
+    pub fn save(&self, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let cfg_path = dir.join(CONFIG_FILE);
+        let json = serde_json::to_string_pretty(&self.hf_config()).expect("serializes");
+        write_atomic(&cfg_path, json.as_bytes()).map_err(io_err(&cfg_path))?;
+        let tensors: Vec<_> = self.layout.entries.iter().map(|e| (e.name.as_str(), e.shape.clone(), &self.params[e.range()])).collect();
+        let mut meta = metadata.unwrap_or_default();
+        meta.insert("format".into(), "pt".into());
+        save_tensors(&dir.join(WEIGHTS_FILE), &tensors, Some(meta))
+    }
+}

@@ -1,0 +1,245 @@
+//! The one decoder: GPT-2, Llama, Qwen2 and Mistral are configs of it.
+//!
+//! - `train.rs`: the training forward pass, which saves what the backward pass
+//!   needs, and the backward pass, its strict reverse.
+//! - `infer.rs`: the inference path: a KV cache sized to the request, no
+//!   saved probabilities, logits for the last position only.
+//! - `io.rs`: Hugging Face folders in both directions.
+
+mod infer;
+mod io;
+mod train;
+
+pub use infer::{kv_cache_bytes, Cache};
+pub use io::config_from_dir;
+
+use attn_kernels::embedding::sinusoidal_table;
+use attn_kernels::layernorm::layernorm_forward;
+use attn_kernels::matmul::{matmul_forward, WeightLayout};
+use attn_kernels::rmsnorm::rmsnorm_forward;
+use attn_kernels::rope::{rope_inv_freq, rope_table_from, RopeScaling};
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use crate::config::{Family, Norm, Position, TransformerConfig};
+use crate::error::{ModelError, Result};
+use crate::params::{Index, NormIdx, ParamKind, ParamLayout};
+
+/// A decoder with its parameters, and (once it trains) gradients and activations.
+pub struct Transformer {
+    pub config: TransformerConfig,
+    pub layout: ParamLayout,
+    pub(crate) idx: Index,
+    /// All parameters, laid out by `layout`.
+    pub params: Vec<f32>,
+    /// Gradients, same layout; empty until the first backward pass, so a
+    /// model that only runs inference never allocates them.
+    grads: Vec<f32>,
+    /// The fixed sinusoidal table (maxT, C), or empty.
+    pub(crate) pos_table: Vec<f32>,
+    acts: Option<train::Acts>,
+    /// (B, T) of the last training-path forward pass.
+    last_bt: (usize, usize),
+    has_targets: bool,
+}
+
+impl Transformer {
+    /// A randomly initialised model: N(0, 0.02) weights (GPT-2 scales its
+    /// residual projections by 1/sqrt(2 * n_layer)), zero biases, unit norms.
+    pub fn new(config: TransformerConfig, seed: u64) -> Result<Self> {
+        let mut m = Self::zeros(config)?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let std = 0.02f32;
+        let scaled = if m.config.family == Family::Gpt2 { std / (2.0 * m.config.n_layer as f32).sqrt() } else { std };
+        for e in &m.layout.entries {
+            let p = &mut m.params[e.range()];
+            match e.kind {
+                ParamKind::Norm => p.fill(1.0),
+                ParamKind::Bias => p.fill(0.0),
+                ParamKind::Matrix | ParamKind::Embedding => {
+                    let s = if e.name.ends_with("c_proj.weight") { scaled } else { std };
+                    let dist = Normal::new(0.0, s).expect("positive std");
+                    p.iter_mut().for_each(|x| *x = dist.sample(&mut rng));
+                }
+            }
+        }
+        Ok(m)
+    }
+
+    /// A model whose parameters are all zero, to be filled by a loader. The
+    /// memory the weights need is checked before anything is allocated.
+    pub fn zeros(config: TransformerConfig) -> Result<Self> {
+        config.validate()?;
+        check_memory(&config, std::path::Path::new("the model config"))?;
+        let (layout, idx) = ParamLayout::transformer(&config);
+        let pos_table = match config.position {
+            Position::Sinusoidal => {
+                let mut t = vec![0.0; config.n_ctx * config.n_embd];
+                sinusoidal_table(&mut t, config.n_ctx, config.n_embd);
+                t
+            }
+            _ => Vec::new(),
+        };
+        let params = vec![0.0; layout.total()];
+        Ok(Transformer { config, layout, idx, params, grads: Vec::new(), pos_table, acts: None, last_bt: (0, 0), has_targets: false })
+    }
+
+    /// A preset (`baby`, `shakespeare-char`, `gpt2-124m`, `llama-baby`, ...), randomly initialised.
+    pub fn preset(name: &str, seed: u64) -> Result<Self> {
+        Self::new(TransformerConfig::preset(name)?, seed)
+    }
+
+    pub(crate) fn layout_kind(&self) -> WeightLayout {
+        match self.config.family {
+            Family::Gpt2 => WeightLayout::InOut,
+            _ => WeightLayout::OutIn,
+        }
+    }
+
+    /// One line for logs: type, layers, heads, channels, context, vocabulary, parameters.
+    pub fn describe(&self) -> String {
+        let c = &self.config;
+        let kv = if c.n_kv_head != c.n_head { format!(" ({} KV heads)", c.n_kv_head) } else { String::new() };
+        format!(
+            "{}: {} layers, {} heads{kv}, {} channels, context {}, vocab {}, {:.2}M parameters",
+            c.family.model_type(),
+            c.n_layer,
+            c.n_head,
+            c.n_embd,
+            c.n_ctx,
+            c.vocab_size,
+            self.layout.num_params() as f64 / 1e6
+        )
+    }
+
+    pub fn model_type(&self) -> &'static str {
+        self.config.family.model_type()
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    /// Positions the model can attend over.
+    pub fn context(&self) -> usize {
+        self.config.n_ctx
+    }
+    pub fn n_layer(&self) -> usize {
+        self.config.n_layer
+    }
+    pub fn n_head(&self) -> usize {
+        self.config.n_head
+    }
+    pub fn n_embd(&self) -> usize {
+        self.config.n_embd
+    }
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+    pub fn params(&self) -> &[f32] {
+        &self.params
+    }
+    /// Gradients of the last backward passes (empty before the first).
+    pub fn grads(&self) -> &[f32] {
+        &self.grads
+    }
+
+    /// Parameters to update and the gradients to update them with.
+    pub fn params_and_grads(&mut self) -> (&mut [f32], &[f32]) {
+        self.ensure_grads();
+        (&mut self.params, &self.grads)
+    }
+
+    fn ensure_grads(&mut self) {
+        if self.grads.len() != self.params.len() {
+            self.grads = vec![0.0; self.params.len()];
+        }
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.ensure_grads();
+        self.grads.fill(0.0);
+    }
+
+    pub fn train_flops(&self, b: usize, t: usize) -> f64 {
+        self.config.train_flops(b, t)
+    }
+
+    /// Token embeddings (V, C).
+    pub fn token_embeddings(&self) -> &[f32] {
+        &self.params[self.idx.wte.clone()]
+    }
+
+    /// The final norm and output head applied to any residual stream `hidden`
+    /// (N, C): logits (N, V). For the last block's output these are exactly
+    /// the model's own logits (the logit lens applies it to every layer).
+    pub fn head(&self, hidden: &[f32], n: usize) -> Vec<f32> {
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let (mut x, mut mean, mut rstd, mut logits) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n], vec![0.0; n * v]);
+        self.norm_forward(&mut x, &mut mean, &mut rstd, &hidden[..n * c], &self.idx.norm_f, n);
+        matmul_forward(&mut logits, &x, &self.params[self.idx.head.clone()], None, n, c, v, WeightLayout::OutIn);
+        logits
+    }
+
+    /// LayerNorm or RMSNorm over rows of C; `mean` is unused by RMSNorm.
+    pub(crate) fn norm_forward(&self, out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], x: &[f32], w: &NormIdx, n: usize) {
+        norm_forward(&self.config, &self.params, out, mean, rstd, x, w, n)
+    }
+
+    /// cos and sin tables (rows, HD/2) for a sequence of `seq_len` positions
+    /// (only dynamic scaling depends on it). Empty when positions are not rotary.
+    pub(crate) fn rope_tables(&self, rows: usize, seq_len: usize) -> (Vec<f32>, Vec<f32>) {
+        match self.config.position {
+            Position::Rope { theta, scaling } => rope_table_from(rows, &rope_inv_freq(self.config.head_dim, theta, scaling, seq_len)),
+            _ => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// Whether the rotary tables change with the sequence length.
+    pub(crate) fn rope_is_dynamic(&self) -> bool {
+        matches!(self.config.position, Position::Rope { scaling: RopeScaling::Dynamic { .. }, .. })
+    }
+
+    pub(crate) fn check_ids(&self, what: &str, ids: &[u32]) -> Result<()> {
+        let v = self.config.vocab_size;
+        match ids.iter().find(|&&x| x as usize >= v) {
+            Some(bad) => Err(ModelError::InvalidConfig(format!("{what} id {bad} is out of range for vocab_size {v}"))),
+            None => Ok(()),
+        }
+    }
+}
+
+pub(crate) fn norm_forward(cfg: &TransformerConfig, p: &[f32], out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], x: &[f32], w: &NormIdx, n: usize) {
+    let (c, eps) = (cfg.n_embd, cfg.norm_eps);
+    match (cfg.norm, &w.b) {
+        (Norm::Layer, Some(b)) => layernorm_forward(out, mean, rstd, x, &p[w.w.clone()], &p[b.clone()], n, c, eps),
+        _ => rmsnorm_forward(out, rstd, x, &p[w.w.clone()], n, c, eps),
+    }
+}
+
+/// Bytes of memory available to this process (Linux's MemAvailable), if known.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+}
+
+/// Refuses a config whose f32 weights alone exceed the memory available,
+/// before anything is allocated.
+pub(crate) fn check_memory(cfg: &TransformerConfig, path: &std::path::Path) -> Result<()> {
+    let needed = cfg.param_count().and_then(|n| n.checked_mul(4));
+    let avail = available_memory();
+    let too_big = match (needed, avail) {
+        (None, _) => true,
+        (Some(n), Some(a)) => n > a as u128,
+        // Without /proc/meminfo, still refuse what no address space holds.
+        (Some(n), None) => n > (1u128 << 47),
+    };
+    if too_big {
+        return Err(ModelError::TooLarge {
+            path: path.to_path_buf(),
+            needed_gb: needed.map_or(f64::INFINITY, |n| n as f64 / 1e9),
+            available_gb: avail.map_or(0.0, |a| a as f64 / 1e9),
+            hint: "check vocab_size, hidden_size, intermediate_size, num_hidden_layers and max_position_embeddings".into(),
+        });
+    }
+    Ok(())
+}

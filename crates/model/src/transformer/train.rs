@@ -1,0 +1,343 @@
+//! The training path: `forward` saves every activation the backward pass
+//! needs (and the attention probabilities that `attn inspect` shows);
+//! `backward` calls the kernels in exactly the reverse order, so the two read
+//! side by side.
+//!
+//! Letters: B batch, T time, C channels, N = B*T rows, W = (NH + 2 NKV) HD the
+//! packed q | k | v width, A = NH*HD the attention output width, F the MLP
+//! width, V vocabulary.
+
+use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
+use attn_kernels::crossentropy::{crossentropy_backward_inplace, crossentropy_forward};
+use attn_kernels::embedding::{embedding_backward, embedding_forward};
+use attn_kernels::gelu::{gelu_backward, gelu_forward};
+use attn_kernels::layernorm::layernorm_backward;
+use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
+use attn_kernels::residual::residual_forward;
+use attn_kernels::rmsnorm::rmsnorm_backward;
+use attn_kernels::rope::{rope_backward, rope_forward};
+use attn_kernels::swiglu::{swiglu_backward, swiglu_forward};
+use rayon::prelude::*;
+
+use super::{norm_forward, Transformer};
+use crate::config::{Mlp, Norm, Position};
+use crate::error::{ModelError, Result};
+use crate::params::{lin_mut, NormIdx};
+
+/// Activations of one block, kept for the backward pass.
+pub(super) struct LayerActs {
+    ln1: Vec<f32>,   // (N, C)
+    mean1: Vec<f32>, // (N), LayerNorm only
+    rstd1: Vec<f32>, // (N)
+    qkv: Vec<f32>,   // (N, W), after RoPE
+    att: Vec<f32>,   // (B, NH, T, T)
+    atty: Vec<f32>,  // (N, A)
+    res2: Vec<f32>,  // (N, C) residual after attention
+    ln2: Vec<f32>,   // (N, C)
+    mean2: Vec<f32>, // (N)
+    rstd2: Vec<f32>, // (N)
+    h: Vec<f32>,     // (N, F) first projection (GPT-2 c_fc, Llama up)
+    gate: Vec<f32>,  // (N, F) SwiGLU only
+    act: Vec<f32>,   // (N, F) activation output
+    res3: Vec<f32>,  // (N, C) the block's output
+}
+
+/// Every buffer forward and backward touch, allocated once for the largest
+/// (B, T) so that the training loop allocates nothing.
+pub(super) struct Acts {
+    b: usize,
+    t: usize,
+    tokens: Vec<u32>,  // (N)
+    targets: Vec<u32>, // (N)
+    x0: Vec<f32>,      // (N, C)
+    layers: Vec<LayerActs>,
+    lnf: Vec<f32>,      // (N, C)
+    lnf_mean: Vec<f32>, // (N)
+    lnf_rstd: Vec<f32>, // (N)
+    logits: Vec<f32>,   // (N, V); d(logits) after backward
+    losses: Vec<f32>,   // (N)
+    lse: Vec<f32>,      // (N)
+    dlosses: Vec<f32>,  // (N)
+    cos: Vec<f32>,      // (T, HD/2), rotary only
+    sin: Vec<f32>,      // (T, HD/2)
+    rope_len: usize,    // the sequence length the tables were made for
+    // Backward scratch, reused by every layer.
+    dres: Vec<f32>, // (N, C) gradient of the residual stream
+    dc: Vec<f32>,   // (N, C)
+    dqkv: Vec<f32>, // (N, W)
+    da: Vec<f32>,   // (N, A)
+    datt: Vec<f32>, // (B, NH, T, T)
+    df1: Vec<f32>,  // (N, F)
+    df2: Vec<f32>,  // (N, F)
+    df3: Vec<f32>,  // (N, F)
+}
+
+impl Acts {
+    fn new(m: &Transformer, b: usize, t: usize) -> Self {
+        let cfg = &m.config;
+        let (n, c, nh, v, w, a, f) = (b * t, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
+        let z = |len: usize| vec![0.0f32; len];
+        let ln = cfg.norm == Norm::Layer;
+        let swiglu = cfg.mlp == Mlp::SwiGlu;
+        let layers = (0..cfg.n_layer)
+            .map(|_| LayerActs {
+                ln1: z(n * c),
+                mean1: z(if ln { n } else { 0 }),
+                rstd1: z(n),
+                qkv: z(n * w),
+                att: z(b * nh * t * t),
+                atty: z(n * a),
+                res2: z(n * c),
+                ln2: z(n * c),
+                mean2: z(if ln { n } else { 0 }),
+                rstd2: z(n),
+                h: z(n * f),
+                gate: z(if swiglu { n * f } else { 0 }),
+                act: z(n * f),
+                res3: z(n * c),
+            })
+            .collect();
+        let (cos, sin) = m.rope_tables(t, t);
+        Acts {
+            b,
+            t,
+            tokens: vec![0; n],
+            targets: vec![0; n],
+            x0: z(n * c),
+            layers,
+            lnf: z(n * c),
+            lnf_mean: z(n),
+            lnf_rstd: z(n),
+            logits: z(n * v),
+            losses: z(n),
+            lse: z(n),
+            dlosses: z(n),
+            cos,
+            sin,
+            rope_len: t,
+            dres: z(n * c),
+            dc: z(n * c),
+            dqkv: z(n * w),
+            da: z(n * a),
+            datt: z(b * nh * t * t),
+            df1: z(n * f),
+            df2: z(n * f),
+            df3: z(n * f),
+        }
+    }
+}
+
+fn norm_backward(m: &Transformer, g: &mut [f32], dx: &mut [f32], dout: &[f32], x: &[f32], w: &NormIdx, mean: &[f32], rstd: &[f32], n: usize) {
+    let (c, p) = (m.config.n_embd, &m.params);
+    let (dw, db) = lin_mut(g, w);
+    match (m.config.norm, db) {
+        (Norm::Layer, Some(db)) => layernorm_backward(dx, dw, db, dout, x, &p[w.w.clone()], mean, rstd, n, c),
+        _ => rmsnorm_backward(dx, dw, dout, x, &p[w.w.clone()], rstd, n, c),
+    }
+}
+
+impl Transformer {
+    /// Make sure activation buffers can hold (B, T); reallocates only when they grow.
+    pub fn reserve(&mut self, b: usize, t: usize) {
+        let fits = self.acts.as_ref().is_some_and(|a| a.b * a.t >= b * t && a.b * a.t * a.t >= b * t * t && a.t >= t);
+        if !fits {
+            self.acts = None; // free before allocating the larger set
+            self.acts = Some(Acts::new(self, b, t));
+        }
+    }
+
+    /// Runs the model on `tokens` (B, T), keeping every activation. With
+    /// `targets` (B, T) it also computes the mean cross-entropy, which it
+    /// returns, and prepares for `backward`.
+    pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let n = b * t;
+        if t == 0 || b == 0 || tokens.len() != n {
+            return Err(ModelError::InvalidConfig(format!("forward needs B*T = {b}*{t} tokens, got {}", tokens.len())));
+        }
+        if t > self.config.n_ctx {
+            return Err(ModelError::InvalidConfig(format!("sequence length {t} exceeds the model's context of {} tokens", self.config.n_ctx)));
+        }
+        self.check_ids("token", tokens)?;
+        if let Some(tg) = targets {
+            if tg.len() != n {
+                return Err(ModelError::InvalidConfig(format!("targets must have B*T = {n} entries, got {}", tg.len())));
+            }
+            self.check_ids("target", tg)?;
+        }
+        self.reserve(b, t);
+        let mut a = self.acts.take().expect("reserved");
+        if self.rope_is_dynamic() && a.rope_len != t {
+            (a.cos, a.sin) = self.rope_tables(t, t);
+            a.rope_len = t;
+        }
+        self.forward_blocks(&mut a, tokens, b, t);
+        self.last_bt = (b, t);
+        self.has_targets = targets.is_some();
+        let loss = targets.map(|tg| {
+            a.targets[..n].copy_from_slice(tg);
+            crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, tg, n, v);
+            (a.losses[..n].iter().map(|&x| x as f64).sum::<f64>() / n as f64) as f32
+        });
+        let _ = c;
+        self.acts = Some(a);
+        Ok(loss)
+    }
+
+    fn forward_blocks(&self, a: &mut Acts, tokens: &[u32], b: usize, t: usize) {
+        let cfg = &self.config;
+        let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
+        let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
+        let n = b * t;
+        let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
+        a.tokens[..n].copy_from_slice(tokens);
+        match (&idx.wpe, cfg.position) {
+            (Some(wpe), _) => embedding_forward(&mut a.x0, tokens, &p[idx.wte.clone()], &p[wpe.clone()], b, t, c),
+            (None, Position::Sinusoidal) => embedding_forward(&mut a.x0, tokens, &p[idx.wte.clone()], &self.pos_table, b, t, c),
+            _ => {
+                let wte = &p[idx.wte.clone()];
+                a.x0[..n * c].par_chunks_mut(c).zip(tokens.par_iter()).for_each(|(row, &id)| row.copy_from_slice(&wte[id as usize * c..][..c]));
+            }
+        }
+        let rope = matches!(cfg.position, Position::Rope { .. });
+        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: true };
+        let bias = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &p[r]);
+        for (li, wi) in idx.layers.iter().enumerate() {
+            let (prev, rest) = a.layers.split_at_mut(li);
+            let x: &[f32] = if li == 0 { &a.x0 } else { &prev[li - 1].res3 };
+            let l = &mut rest[0];
+            norm_forward(cfg, p, &mut l.ln1, &mut l.mean1, &mut l.rstd1, x, &wi.norm1, n);
+            matmul_forward(&mut l.qkv, &l.ln1, &p[wi.qkv.w.clone()], bias(&wi.qkv.b), n, c, w, lay);
+            if rope {
+                rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
+                rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
+            }
+            attention_forward(&mut l.atty, &mut l.att, &l.qkv, shape);
+            matmul_forward(&mut l.res2, &l.atty, &p[wi.proj.w.clone()], bias(&wi.proj.b), n, at, c, lay);
+            residual_forward(&mut l.res2[..n * c], &x[..n * c]);
+            norm_forward(cfg, p, &mut l.ln2, &mut l.mean2, &mut l.rstd2, &l.res2, &wi.norm2, n);
+            matmul_forward(&mut l.h, &l.ln2, &p[wi.up.w.clone()], bias(&wi.up.b), n, c, f, lay);
+            match &wi.gate {
+                Some(g) => {
+                    matmul_forward(&mut l.gate, &l.ln2, &p[g.w.clone()], None, n, c, f, lay);
+                    swiglu_forward(&mut l.act[..n * f], &l.gate[..n * f], &l.h[..n * f]);
+                }
+                None => gelu_forward(&mut l.act[..n * f], &l.h[..n * f]),
+            }
+            matmul_forward(&mut l.res3, &l.act, &p[wi.down.w.clone()], bias(&wi.down.b), n, f, c, lay);
+            residual_forward(&mut l.res3[..n * c], &l.res2[..n * c]);
+        }
+        let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { &a.layers[cfg.n_layer - 1].res3 };
+        norm_forward(cfg, p, &mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &idx.norm_f, n);
+        matmul_forward(&mut a.logits, &a.lnf, &p[idx.head.clone()], None, n, c, v, OutIn);
+    }
+
+    /// Accumulates d(loss_scale * mean loss)/d(params) into the gradients.
+    /// `loss_scale` is 1 / grad_accum_steps when accumulating micro-batches.
+    pub fn backward(&mut self, loss_scale: f32) -> Result<()> {
+        if !self.has_targets {
+            return Err(ModelError::InvalidConfig("backward needs a forward pass with targets first".into()));
+        }
+        self.has_targets = false; // the logits buffer is about to become d(logits)
+        self.ensure_grads();
+        let mut a = self.acts.take().expect("forward ran");
+        let mut g = std::mem::take(&mut self.grads);
+        self.backward_blocks(&mut a, &mut g, loss_scale);
+        self.grads = g;
+        self.acts = Some(a);
+        Ok(())
+    }
+
+    fn backward_blocks(&self, a: &mut Acts, g: &mut [f32], loss_scale: f32) {
+        let cfg = &self.config;
+        let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
+        let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
+        let (b, t) = self.last_bt;
+        let n = b * t;
+        let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
+        a.dlosses[..n].fill(loss_scale / n as f32);
+        crossentropy_backward_inplace(&mut a.logits, &a.lse, &a.targets, &a.dlosses, n, v);
+        a.dc.fill(0.0);
+        matmul_backward(Some(&mut a.dc), &mut g[idx.head.clone()], None, &a.logits, &a.lnf, &p[idx.head.clone()], n, c, v, OutIn);
+        a.dres.fill(0.0);
+        let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { &a.layers[cfg.n_layer - 1].res3 };
+        norm_backward(self, g, &mut a.dres, &a.dc, last, &idx.norm_f, &a.lnf_mean, &a.lnf_rstd, n);
+        let rope = matches!(cfg.position, Position::Rope { .. });
+        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: true };
+        for (li, wi) in idx.layers.iter().enumerate().rev() {
+            let x: &[f32] = if li == 0 { &a.x0 } else { &a.layers[li - 1].res3 };
+            let l = &a.layers[li];
+            // res3 = res2 + down(act(ln2(res2))): dres flows unchanged into both branches.
+            a.df1.fill(0.0);
+            let (dw, db) = lin_mut(g, &wi.down);
+            matmul_backward(Some(&mut a.df1), dw, db, &a.dres, &l.act, &p[wi.down.w.clone()], n, f, c, lay);
+            a.dc.fill(0.0);
+            match &wi.gate {
+                Some(gate) => {
+                    a.df2.fill(0.0);
+                    a.df3.fill(0.0);
+                    swiglu_backward(&mut a.df2[..n * f], &mut a.df3[..n * f], &a.df1[..n * f], &l.gate[..n * f], &l.h[..n * f]);
+                    matmul_backward(Some(&mut a.dc), &mut g[gate.w.clone()], None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
+                    let (dw, db) = lin_mut(g, &wi.up);
+                    matmul_backward(Some(&mut a.dc), dw, db, &a.df3, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
+                }
+                None => {
+                    a.df2.fill(0.0);
+                    gelu_backward(&mut a.df2[..n * f], &l.h[..n * f], &a.df1[..n * f]);
+                    let (dw, db) = lin_mut(g, &wi.up);
+                    matmul_backward(Some(&mut a.dc), dw, db, &a.df2, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
+                }
+            }
+            norm_backward(self, g, &mut a.dres, &a.dc, &l.res2, &wi.norm2, &l.mean2, &l.rstd2, n);
+            // res2 = x + proj(attention(rope(qkv(ln1(x)))))
+            a.da.fill(0.0);
+            let (dw, db) = lin_mut(g, &wi.proj);
+            matmul_backward(Some(&mut a.da), dw, db, &a.dres, &l.atty, &p[wi.proj.w.clone()], n, at, c, lay);
+            a.dqkv.fill(0.0);
+            attention_backward(&mut a.dqkv, &mut a.datt, &a.da, &l.qkv, &l.att, shape);
+            if rope {
+                rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
+                rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
+            }
+            a.dc.fill(0.0);
+            let (dw, db) = lin_mut(g, &wi.qkv);
+            matmul_backward(Some(&mut a.dc), dw, db, &a.dqkv, &l.ln1, &p[wi.qkv.w.clone()], n, c, w, lay);
+            norm_backward(self, g, &mut a.dres, &a.dc, x, &wi.norm1, &l.mean1, &l.rstd1, n);
+        }
+        match &idx.wpe {
+            Some(wpe) => {
+                let (dwte, dwpe) = crate::params::two_mut(g, idx.wte.clone(), wpe.clone());
+                embedding_backward(dwte, Some(dwpe), &a.dres, &a.tokens, b, t, c);
+            }
+            None => embedding_backward(&mut g[idx.wte.clone()], None, &a.dres, &a.tokens, b, t, c),
+        }
+    }
+
+    /// Logits (B, T, V) of the last forward pass. Overwritten by `backward`.
+    pub fn logits(&self) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.logits[..b * t * self.config.vocab_size])
+    }
+
+    /// Per-position losses (B, T) of the last forward pass with targets.
+    pub fn losses(&self) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.losses[..b * t])
+    }
+
+    /// Attention probabilities (B, NH, T, T) of layer `l` from the last
+    /// forward pass: row q holds how much query q attends to each key; a
+    /// causal model's entries above the diagonal are zero.
+    pub fn attention_probs(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        self.acts.as_ref().map_or(&[], |a| &a.layers[l].att[..b * self.config.n_head * t * t])
+    }
+
+    /// The residual stream (B, T, C) entering block `l` of the last forward
+    /// pass: `l = 0` is the embeddings, `l = n_layer` the last block's output.
+    pub fn residual_stream(&self, l: usize) -> &[f32] {
+        let (b, t) = self.last_bt;
+        let n = b * t * self.config.n_embd;
+        self.acts.as_ref().map_or(&[], |a| if l == 0 { &a.x0[..n] } else { &a.layers[l - 1].res3[..n] })
+    }
+}
