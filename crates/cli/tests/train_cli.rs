@@ -53,8 +53,8 @@ fn resume_continues_bit_for_bit() {
     }
     assert!(lb[5].2.is_some(), "the halted run evaluates before stopping");
     // (Compared as tensors: the header's metadata map has no fixed key order.)
-    let (ma, _) = attn_model::checkpoint::load_gpt(&a).unwrap();
-    let (mb, _) = attn_model::checkpoint::load_gpt(&b).unwrap();
+    let (ma, _) = attn_model::Transformer::load(&a).unwrap();
+    let (mb, _) = attn_model::Transformer::load(&b).unwrap();
     assert!(ma.params == mb.params, "final weights differ");
     for f in ["config.json", "tokenizer.json", "trainer_state.safetensors", "loss.png", "data/train.bin", "data/val.bin"] {
         assert!(a.join(f).exists(), "{f} missing");

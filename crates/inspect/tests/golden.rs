@@ -6,23 +6,22 @@
 use std::path::PathBuf;
 
 use attn_model::checkpoint::TensorFile;
-use attn_model::{Decoder, Gpt, GptConfig, PositionEncoding};
+use attn_model::{Transformer, TransformerConfig};
 
 fn testdata(name: &str) -> TensorFile {
     TensorFile::open(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata").join(name)).expect("fixture present")
 }
 
-fn traced() -> (attn_inspect::Trace, Decoder, TensorFile) {
+fn traced() -> (attn_inspect::Trace, Transformer, TensorFile) {
     let weights = testdata("gpt2_golden.safetensors");
-    let cfg = GptConfig { vocab_size: 67, n_ctx: 16, n_layer: 2, n_head: 4, n_embd: 32, position: PositionEncoding::Learned, layer_norm_eps: 1e-5 };
-    let mut model = Gpt::zeros(cfg).unwrap();
+    let cfg = TransformerConfig::gpt2(67, 16, 2, 4, 32);
+    let mut model = Transformer::zeros(cfg).unwrap();
     for e in model.layout.entries.clone() {
         weights.read_into(&format!("param.{}", e.name), &e.shape, &mut model.params[e.range()]).unwrap();
     }
     let golden = testdata("gpt2_inspect_golden.safetensors");
     let ids = golden.read_ids("input_ids").unwrap();
     let tokens = ids.iter().map(|i| format!("<{i}>")).collect();
-    let mut model = Decoder::Gpt(model);
     let tr = attn_inspect::trace_ids(&mut model, &ids, tokens).unwrap();
     (tr, model, golden)
 }

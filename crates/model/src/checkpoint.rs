@@ -255,4 +255,3 @@ pub fn model_type(dir: &Path) -> Result<String> {
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
     v["model_type"].as_str().map(str::to_string).ok_or_else(|| ModelError::InvalidConfig(format!("{}: no \"model_type\" field", path.display())))
 }
-

@@ -149,7 +149,10 @@ pub const DECODER_TYPES: &[&str] = &["gpt2", "llama", "qwen2", "mistral"];
 
 /// Resolves a decoder's config.json (already parsed) into a checked config.
 pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
-    let model_type = v.get("model_type").and_then(Value::as_str).ok_or_else(|| field_err(path, "model_type", "is missing; a model folder's config.json names its architecture"))?;
+    let model_type = v
+        .get("model_type")
+        .and_then(Value::as_str)
+        .ok_or_else(|| field_err(path, "model_type", "is missing; a model folder's config.json names its architecture"))?;
     let family = match model_type {
         "gpt2" => Family::Gpt2,
         "llama" => Family::Llama,
@@ -161,6 +164,10 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
         Family::Gpt2 => gpt2_from_hf(v, path)?,
         _ => llama_from_hf(v, path, family)?,
     };
+    // An end-of-sequence id outside the vocabulary can never be drawn
+    // (transformers' GPT2Config defaults to 50256 whatever the vocab size).
+    let mut cfg = cfg;
+    cfg.eos_token_ids.retain(|&id| (id as usize) < cfg.vocab_size);
     cfg.validate_at(path)?;
     Ok(cfg)
 }
@@ -223,10 +230,9 @@ fn rope_from_hf(hf: &HfLlama, path: &Path, default_theta: f64, max_pos: usize) -
     let scaling = match kind {
         "default" => RopeScaling::None,
         "linear" => RopeScaling::Linear { factor: need("factor")? as f32 },
-        "dynamic" => RopeScaling::Dynamic {
-            factor: need("factor")? as f32,
-            max_position: num("original_max_position_embeddings").map_or(max_pos, |x| x as usize),
-        },
+        "dynamic" => {
+            RopeScaling::Dynamic { factor: need("factor")? as f32, max_position: num("original_max_position_embeddings").map_or(max_pos, |x| x as usize) }
+        }
         "llama3" => RopeScaling::Llama3 {
             factor: need("factor")? as f32,
             low_freq_factor: need("low_freq_factor")? as f32,
@@ -264,7 +270,12 @@ fn llama_from_hf(v: &Value, path: &Path, family: Family) -> Result<TransformerCo
         _ => true,
     };
     if let Some(w) = window.filter(|&w| window_on && w < n_ctx) {
-        return Err(unsupported(path, "sliding_window", w, &format!("sliding-window attention is not implemented; it is a no-op only when >= max_position_embeddings ({n_ctx}) or null")));
+        return Err(unsupported(
+            path,
+            "sliding_window",
+            w,
+            &format!("sliding-window attention is not implemented; it is a no-op only when >= max_position_embeddings ({n_ctx}) or null"),
+        ));
     }
     let c = hf.hidden_size.unwrap_or(d.hidden_size);
     let nh = hf.num_attention_heads.unwrap_or(d.num_attention_heads);

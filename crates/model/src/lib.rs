@@ -31,5 +31,5 @@ mod transformer;
 
 pub use config::{Family, Mlp, Norm, Position, RopeScaling, TransformerConfig, PRESETS};
 pub use error::{ModelError, Result};
-pub use transformer::{available_memory, kv_cache_bytes, Cache, Transformer};
 pub use transformer::config_from_dir;
+pub use transformer::{available_memory, kv_cache_bytes, Cache, Transformer};

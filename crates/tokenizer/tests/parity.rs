@@ -43,7 +43,9 @@ fn varied_text() -> String {
     t.push_str(&" ".repeat(77));
     t.push_str("!!!???...,,,;;;\n");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for f in ["crates/kernels/src/attention.rs", "crates/model/src/gpt.rs", "crates/train/src/trainer.rs", "tools/bench/torch_gpt.py", "README.md"] {
+    for f in
+        ["crates/kernels/src/attention.rs", "crates/model/src/transformer/train.rs", "crates/train/src/trainer.rs", "tools/bench/torch_gpt.py", "README.md"]
+    {
         t.push_str(&std::fs::read_to_string(root.join(f)).unwrap());
     }
     if let Ok(s) = std::fs::read_to_string(root.join(".cache/data/shakespeare.txt")) {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use attn_model::checkpoint::TensorFile;
-use attn_model::{Gpt, GptConfig, PositionEncoding};
+use attn_model::{Transformer, TransformerConfig};
 use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
 
 fn fixture() -> TensorFile {
@@ -14,9 +14,9 @@ fn fixture() -> TensorFile {
     TensorFile::open(&path).expect("fixture present")
 }
 
-fn load_model(f: &TensorFile) -> Gpt {
-    let cfg = GptConfig { vocab_size: 67, n_ctx: 16, n_layer: 2, n_head: 4, n_embd: 32, position: PositionEncoding::Learned, layer_norm_eps: 1e-5 };
-    let mut model = Gpt::zeros(cfg).unwrap();
+fn load_model(f: &TensorFile) -> Transformer {
+    let cfg = TransformerConfig::gpt2(67, 16, 2, 4, 32);
+    let mut model = Transformer::zeros(cfg).unwrap();
     for e in model.layout.entries.clone() {
         f.read_into(&format!("param.{}", e.name), &e.shape, &mut model.params[e.range()]).unwrap();
     }
@@ -47,7 +47,7 @@ fn logits_loss_and_gradients_match_pytorch() {
     // Gradients: within 1e-3 of the largest gradient of the same tensor, so
     // that near-zero entries are not judged by an unstable relative error.
     for e in &model.layout.entries {
-        let ours = &model.grads[e.range()];
+        let ours = &model.grads()[e.range()];
         let theirs = f.read_f32(&format!("grad.{}", e.name)).unwrap();
         let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
         let rel = max_abs(ours, &theirs) / scale;
@@ -74,7 +74,8 @@ fn ten_adamw_steps_match_pytorch() {
         assert!((loss - w).abs() < 1e-4, "step {step}: loss {loss} vs pytorch {w}");
         worst = worst.max((loss - w).abs());
         model.backward(1.0).unwrap();
-        opt.step(&mut model.params, &model.grads, 1e-2, 1.0);
+        let (params, grads) = model.params_and_grads();
+        opt.step(params, grads, 1e-2, 1.0);
     }
     eprintln!("worst step-loss difference over 10 AdamW steps {worst:e}");
 }

@@ -29,8 +29,8 @@ pub struct Cache {
     capacity: usize,
     len: usize,
     kvw: usize,
-    k: Vec<f32>, // (L, capacity, NKV*HD)
-    v: Vec<f32>, // (L, capacity, NKV*HD)
+    k: Vec<f32>,        // (L, capacity, NKV*HD)
+    v: Vec<f32>,        // (L, capacity, NKV*HD)
     x: Vec<f32>,        // (rows, C) the residual stream
     ln: Vec<f32>,       // (rows, C)
     mean: Vec<f32>,     // (rows)
