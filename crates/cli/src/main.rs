@@ -9,7 +9,7 @@ mod inspect;
 mod tokenizer;
 mod train;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "attn", version, about = "A transformer language-model system, from tokenizer to training to generation")]
@@ -105,9 +105,12 @@ pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Tran
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    // The matches are kept so that `train --resume` can tell flags given on
+    // the command line from defaults.
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
-        Command::Train(a) => train::run(a),
+        Command::Train(a) => train::run(a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),

@@ -36,7 +36,7 @@ pub struct TrainArgs {
     preset: String,
     /// Fine-tune: start from a model folder's weights, config and tokenizer
     /// (an attn run, or a Hugging Face GPT-2, Llama or Qwen2 folder) instead of a random model
-    #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position", "resume"])]
+    #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position"])]
     init: Option<PathBuf>,
     /// "char" trains a character vocabulary on the data; or a tokenizer file or folder
     /// (tokenizer.json, vocab.json + merges.txt, .tiktoken)
@@ -102,9 +102,13 @@ pub struct TrainArgs {
     quiet: bool,
 }
 
-pub fn run(a: TrainArgs) -> anyhow::Result<()> {
+pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let saved = if a.resume { Some(attn_train::saved_train_config(&a.out)?) } else { None };
     let model = match &a.init {
+        // A resumed run is what its folder says it is, however it began.
+        _ if a.resume => config_from_dir(&a.out).with_context(|| format!("--resume: the run in {}", a.out.display()))?,
         Some(dir) => config_from_dir(dir).with_context(|| format!("--init {}", dir.display()))?,
         None => {
             let mut m = TransformerConfig::preset(&a.preset)?;
@@ -116,7 +120,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             m
         }
     };
-    let config = TrainConfig {
+    let fresh = TrainConfig {
         steps: a.steps,
         batch_size: a.batch_size,
         seq_len: a.seq_len.unwrap_or(model.n_ctx),
@@ -135,6 +139,25 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         eval_batches: a.eval_batches,
         val_fraction: a.val_fraction,
         seed: a.seed,
+    };
+    // On --resume the saved options hold, with the flags given now on top;
+    // the trainer refuses any change but --steps and --eval-every.
+    let config = if let Some(mut c) = saved {
+        macro_rules! take {
+            ($($field:ident: $flag:literal),*) => {$( if given($flag) { c.$field = fresh.$field.clone(); } )*};
+        }
+        take!(steps: "steps", batch_size: "batch_size", seq_len: "seq_len", grad_accum: "grad_accum", lr: "lr", min_lr: "min_lr",
+              warmup: "warmup", weight_decay: "weight_decay", grad_clip: "grad_clip", eval_every: "eval_every",
+              eval_batches: "eval_batches", val_fraction: "val_fraction", seed: "seed");
+        if ["optimizer", "beta1", "beta2", "momentum"].iter().any(|f| given(f)) {
+            c.optimizer = fresh.optimizer;
+        }
+        if given("decay_embeddings") {
+            c.decay_rule = fresh.decay_rule;
+        }
+        c
+    } else {
+        fresh
     };
     let tokenizer = match a.tokenizer.as_str() {
         "char" => TokenizerSpec::Char,

@@ -229,6 +229,14 @@ fn fine_tuning_starts_from_the_given_weights() {
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6), "fine-tuning did not start from the base weights");
     assert_eq!(std::fs::read(base.join("tokenizer.json")).unwrap(), std::fs::read(tuned.join("tokenizer.json")).unwrap());
+    // The fine-tuning run resumes from its own folder with only --steps
+    // given (its seq-len 16 and batch 4 are read from the run, not the preset).
+    let o = attn(&["train", "--data", other.to_str().unwrap(), "--out", tuned.to_str().unwrap(), "--resume", "--steps", "3", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(losses(&tuned).len(), 3);
+    // Changing an option that decides the numbers is refused by name.
+    let o = attn(&["train", "--data", other.to_str().unwrap(), "--out", tuned.to_str().unwrap(), "--resume", "--steps", "4", "--lr", "0.5", "--quiet"]);
+    assert!(!o.status.success() && stderr(&o).contains("differ"), "{}", stderr(&o));
     // --init with a tokenizer or preset is a contradiction, refused up front.
     let mut bad = args.to_vec();
     bad.extend(["--tokenizer", "bpe:300"]);

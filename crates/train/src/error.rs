@@ -10,6 +10,8 @@ pub enum TrainError {
     Config(String),
     #[error("cannot resume from {path}: {msg}")]
     Resume { path: PathBuf, msg: String },
+    #[error("the loss or the gradients were not finite for {count} steps in a row (step {step}: loss {loss}, gradient norm {norm}); no update was applied, and the last checkpoint ({}) is intact. Lower --lr, check --weight-decay, --beta1 and --beta2, or check the data", last_checkpoint.map_or("none yet".to_string(), |s| format!("step {s}")))]
+    Diverged { step: usize, count: usize, loss: f32, norm: f32, last_checkpoint: Option<usize> },
     #[error(transparent)]
     Model(#[from] attn_model::ModelError),
     #[error(transparent)]

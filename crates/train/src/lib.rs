@@ -14,4 +14,4 @@ pub mod optim;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
-pub use trainer::{train, TokenizerSpec, TrainConfig, TrainRun, TrainSummary};
+pub use trainer::{saved_train_config, train, TokenizerSpec, TrainConfig, TrainRun, TrainSummary};

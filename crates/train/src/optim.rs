@@ -61,10 +61,14 @@ impl Optimizer {
 
     /// One optimizer step: measures the global gradient norm, clips to
     /// `max_norm` (0 disables) inside the update, and returns the norm before
-    /// clipping.
+    /// clipping. A non-finite norm is returned without touching the
+    /// parameters or the moments: `NaN.min(1.0)` is 1.0, so clipping alone
+    /// would let it through.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32, max_norm: f32) -> f32 {
         let norm = grad_norm(grads);
-        self.update(params, grads, lr, clip_coefficient(norm, max_norm));
+        if norm.is_finite() {
+            self.update(params, grads, lr, clip_coefficient(norm, max_norm));
+        }
         norm
     }
 
@@ -89,5 +93,29 @@ impl Optimizer {
                 ),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A NaN or infinite gradient norm leaves the parameters and the moments
+    /// untouched, and does not count as a step.
+    #[test]
+    fn non_finite_gradients_are_never_applied() {
+        let mut layout = ParamLayout::empty_for_tests();
+        layout.push_for_tests("w", vec![4], ParamKind::Matrix);
+        let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.99, eps: 1e-8 };
+        let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &layout);
+        let mut params = vec![1.0f32; layout.total()];
+        for bad in [f32::NAN, f32::INFINITY] {
+            let grads = vec![0.5, bad, 0.5, 0.5];
+            let norm = opt.step(&mut params, &grads, 1e-2, 1.0);
+            assert!(!norm.is_finite());
+            assert!(params.iter().all(|&p| p == 1.0) && opt.m.iter().all(|&m| m == 0.0) && opt.step == 0);
+        }
+        opt.step(&mut params, &[0.5; 4], 1e-2, 1.0);
+        assert!(params[0] < 1.0 && opt.step == 1);
     }
 }

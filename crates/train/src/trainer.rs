@@ -20,6 +20,8 @@ use crate::metrics::{plot_run, MetricsLog, StepRecord};
 use crate::optim::{DecayRule, Optimizer, OptimizerKind};
 
 pub const STATE_FILE: &str = "trainer_state.safetensors";
+/// Consecutive skipped steps after which a run stops as diverged.
+pub const MAX_NON_FINITE_IN_A_ROW: usize = 5;
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Everything that decides the numbers a run produces. Saved in the trainer
@@ -68,6 +70,21 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 {
             return bad(format!("--lr must be positive and --min-lr non-negative (got {} and {})", self.lr, self.min_lr));
         }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) || !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) || !self.min_lr.is_finite() {
+            return bad(format!(
+                "--weight-decay, --grad-clip and --min-lr must be finite and non-negative (got {}, {} and {})",
+                self.weight_decay, self.grad_clip, self.min_lr
+            ));
+        }
+        match self.optimizer {
+            OptimizerKind::AdamW { beta1, beta2, eps } if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0) => {
+                return bad(format!("--beta1 and --beta2 must be in [0, 1) (got {beta1} and {beta2}); 0.9 and 0.99 are usual"));
+            }
+            OptimizerKind::Sgd { momentum } if !(0.0..1.0).contains(&momentum) => {
+                return bad(format!("--momentum must be in [0, 1), got {momentum}"));
+            }
+            _ => {}
+        }
         if !(0.0..1.0).contains(&self.val_fraction) {
             return bad(format!("--val-fraction must be in [0, 1), got {}", self.val_fraction));
         }
@@ -115,6 +132,8 @@ pub struct TrainSummary {
     pub val_loss: Option<f32>,
     pub tok_per_s: f64,
     pub interrupted: bool,
+    /// Steps whose loss or gradient norm was not finite, skipped without an update.
+    pub skipped_steps: usize,
     /// Loss over the whole validation split at the end of training, scored
     /// exactly as `attn eval --data OUT/data/val.bin --seq-len T` scores it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,6 +230,19 @@ fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box
     })
 }
 
+/// The training options a run folder was saved with.
+pub fn saved_train_config(out: &Path) -> Result<TrainConfig> {
+    let state_path = out.join(STATE_FILE);
+    let rerr = |msg: String| TrainError::Resume { path: out.to_path_buf(), msg };
+    if !state_path.exists() {
+        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
+    }
+    let meta = TensorFile::open(&state_path)?.metadata()?;
+    meta.get("train_config")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' in its metadata", state_path.display())))
+}
+
 fn resume(run: &TrainRun) -> Result<Session> {
     let state_path = run.out.join(STATE_FILE);
     let rerr = |msg: String| TrainError::Resume { path: run.out.clone(), msg };
@@ -266,6 +298,15 @@ fn resume(run: &TrainRun) -> Result<Session> {
 /// Writes the model folder and the optimizer state. Both carry the step, so a
 /// crash between the two renames is detected on resume rather than mixed.
 fn save_checkpoint(out: &Path, s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
+    // Updates skip non-finite gradients, so this is a last guard: a checkpoint
+    // never holds a weight that cannot be resumed from.
+    if let Some(e) = s.model.layout().entries.iter().find(|e| s.model.params()[e.range()].iter().any(|x| !x.is_finite())) {
+        return Err(TrainError::Data(format!(
+            "step {step}: tensor {} holds a non-finite value; nothing was saved, the previous checkpoint in {} is intact",
+            e.name,
+            out.display()
+        )));
+    }
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), step.to_string());
     s.model.save(out, Some(meta.clone()))?;
@@ -309,7 +350,9 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
     let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
     let bar = progress_bar(cfg.steps, s.start_step, run.quiet);
     let run_start = Instant::now();
-    let mut summary = TrainSummary { step: s.start_step, train_loss: f32::NAN, val_loss: None, tok_per_s: 0.0, interrupted: false, val_loss_full: None };
+    let mut summary =
+        TrainSummary { step: s.start_step, train_loss: f32::NAN, val_loss: None, tok_per_s: 0.0, interrupted: false, skipped_steps: 0, val_loss_full: None };
+    let mut bad_in_row = 0usize;
     let mut tokens_done = 0usize;
     let title = format!("{} — loss", run.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     for step in s.start_step + 1..=cfg.steps {
@@ -324,12 +367,26 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
         }
         let loss = (loss / accum as f64) as f32;
         let (params, grads) = s.model.params_and_grads();
-        let norm = s.opt.step(params, grads, lr, cfg.grad_clip);
+        // A non-finite loss or gradient is never applied: the step is skipped.
+        let norm = if loss.is_finite() { s.opt.step(params, grads, lr, cfg.grad_clip) } else { f32::NAN };
         let dt = t0.elapsed().as_secs_f64();
         tokens_done += b * t * accum;
         let tok_per_s = (b * t * accum) as f64 / dt;
-        if !loss.is_finite() {
-            return Err(TrainError::Data(format!("loss became {loss} at step {step}; lower --lr or check the data")));
+        if loss.is_finite() && norm.is_finite() {
+            bad_in_row = 0;
+        } else {
+            bad_in_row += 1;
+            summary.skipped_steps += 1;
+            bar.println(format!("step {step}: loss {loss}, gradient norm {norm}: not finite, step skipped (no update)"));
+            if bad_in_row >= MAX_NON_FINITE_IN_A_ROW {
+                return Err(TrainError::Diverged {
+                    step,
+                    count: bad_in_row,
+                    loss,
+                    norm,
+                    last_checkpoint: s.metrics.records.iter().rev().find(|r| r.val_loss.is_some()).map(|r| r.step),
+                });
+            }
         }
         let stopping = run.stop.load(Ordering::SeqCst) || run.halt_at == Some(step);
         let is_eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps || stopping;
@@ -341,6 +398,7 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
             val_loss: val_loss.or(summary.val_loss),
             tok_per_s: tokens_done as f64 / run_start.elapsed().as_secs_f64(),
             interrupted: false,
+            skipped_steps: summary.skipped_steps,
             val_loss_full: None,
         };
         bar.set_position(step as u64);
