@@ -247,7 +247,6 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
     };
     let ctx = model.context();
     anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= ctx, "prompt + new tokens must fit in the context of {ctx}");
-    let bw = read_bandwidth();
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.gen_range(0..model.vocab_size() as u32)).collect();
     let mut sampler = attn_generate::Sampler::new(attn_generate::SamplerConfig { temperature: 0.0, ..Default::default() }, 0)?;
@@ -264,6 +263,9 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
         })?;
         timings.push((t0.elapsed().as_secs_f64(), first.unwrap_or(0.0), n));
     }
+    // Peak memory before the bandwidth probe, whose 512 MB buffer would hide it.
+    let peak_rss = peak_rss_mb();
+    let bw = read_bandwidth();
     let (total, prefill, n) = timings[1];
     // Decoding reads every weight once per token (a tied embedding twice: as
     // the embedding row, negligible, and as the output head).
@@ -277,7 +279,7 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
             "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
             "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
             "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
-            "peak_rss_mb": peak_rss_mb(), "weights_mb": weight_bytes / 1e6,
+            "peak_rss_mb": peak_rss, "weights_mb": weight_bytes / 1e6,
             "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens) as f64 / 1e6,
         })
     );

@@ -4,7 +4,6 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use attn_model::bert::Bert;
 use attn_tokenizer::Tokenizer;
 use clap::Args;
 
@@ -36,7 +35,7 @@ pub struct SimilarityArgs {
 
 /// An encoder and its tokenizer, with the sequence limit sentence-transformers uses.
 pub struct Encoder {
-    pub bert: Bert,
+    pub bert: attn_model::Transformer,
     pub tok: Box<dyn Tokenizer>,
     max_len: usize,
 }
@@ -44,7 +43,7 @@ pub struct Encoder {
 impl Encoder {
     pub fn load(dir: &Path) -> anyhow::Result<Self> {
         let (model, tok) = crate::load_any(dir)?;
-        let crate::Loaded::Bert(bert) = model else {
+        let crate::Loaded::Encoder(bert) = model else {
             anyhow::bail!("{} holds a decoder; sentence embeddings need an encoder such as all-MiniLM-L6-v2 (scripts/fetch_minilm.sh)", dir.display())
         };
         // sentence-transformers truncates at max_seq_length (256 for MiniLM);
@@ -52,7 +51,7 @@ impl Encoder {
         // is exactly its tokens.
         let st: serde_json::Value =
             std::fs::read_to_string(dir.join("sentence_bert_config.json")).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default();
-        let max_len = st["max_seq_length"].as_u64().map_or(bert.config.max_position, |m| m as usize).min(bert.config.max_position);
+        let max_len = st["max_seq_length"].as_u64().map_or(bert.config.n_ctx, |m| m as usize).min(bert.config.n_ctx);
         Ok(Encoder { bert, tok, max_len })
     }
 
@@ -84,7 +83,7 @@ pub fn run_embed(a: EmbedArgs) -> anyhow::Result<()> {
     let vecs = enc.embed(&a.texts).context("embedding")?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::json!({"texts": a.texts, "dim": enc.bert.config.hidden_size, "embeddings": vecs}))?;
+        writeln!(out, "{}", serde_json::json!({"texts": a.texts, "dim": enc.bert.config.n_embd, "embeddings": vecs}))?;
     } else {
         for v in &vecs {
             writeln!(out, "{}", v.iter().map(|x| format!("{x:.7}")).collect::<Vec<_>>().join(" "))?;

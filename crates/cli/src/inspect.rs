@@ -97,7 +97,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
             crate::set_threads(m.threads)?;
             let tr = match crate::load_any(&m.model)? {
                 (crate::Loaded::Decoder(mut model), tok) => attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?,
-                (crate::Loaded::Bert(bert), tok) => attn_inspect::trace_bert(&bert, tok.as_ref(), &m.text)?,
+                (crate::Loaded::Encoder(bert), tok) => attn_inspect::trace_bert(&bert, tok.as_ref(), &m.text)?,
             };
             let name = model_name(&m.model);
             for (what, v, n) in [("--layer", layer, tr.n_layer), ("--head", head, tr.n_head)] {
@@ -221,7 +221,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
             let name = model_name(&dir);
             match crate::load_any(&dir)? {
                 (crate::Loaded::Decoder(model), tok) => embeddings(&mut out, &model, tok.as_ref(), &name, &words, neighbours, file.as_deref(), k, json)?,
-                (crate::Loaded::Bert(_), _) => sentence_embeddings(&mut out, &dir, &name, &words, file.as_deref(), k, json)?,
+                (crate::Loaded::Encoder(_), _) => sentence_embeddings(&mut out, &dir, &name, &words, file.as_deref(), k, json)?,
             }
         }
         InspectCommand::Tokens { m, json } => {

@@ -71,7 +71,7 @@ pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
 #[allow(clippy::large_enum_variant)]
 pub enum Loaded {
     Decoder(attn_model::Transformer),
-    Bert(attn_model::bert::Bert),
+    Encoder(attn_model::Transformer),
 }
 
 /// A model folder's weights and tokenizer, by config.json's `model_type`:
@@ -79,16 +79,9 @@ pub enum Loaded {
 pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_tokenizer::Tokenizer>)> {
     use anyhow::Context;
     let ctx = || format!("loading the model in {}", dir.display());
-    let kind = attn_model::checkpoint::model_type(dir).with_context(ctx)?;
-    let model = match kind.as_str() {
-        "bert" => Loaded::Bert(attn_model::bert::Bert::load(dir).with_context(ctx)?),
-        t if attn_model::hf::DECODER_TYPES.contains(&t) => Loaded::Decoder(attn_model::Transformer::load(dir).with_context(ctx)?.0),
-        other => anyhow::bail!(
-            "{}: model_type {other:?} is not supported; this build runs {} and \"bert\"",
-            dir.join("config.json").display(),
-            attn_model::hf::DECODER_TYPES.join(", ")
-        ),
-    };
+    // One call loads any folder; its config says whether it generates.
+    let (m, _) = attn_model::Transformer::load(dir).with_context(ctx)?;
+    let model = if m.config.has_head() { Loaded::Decoder(m) } else { Loaded::Encoder(m) };
     let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
     Ok((model, tok))
 }
@@ -97,7 +90,7 @@ pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_t
 pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
     match load_any(dir)? {
         (Loaded::Decoder(m), tok) => Ok((m, tok)),
-        (Loaded::Bert(_), _) => anyhow::bail!(
+        (Loaded::Encoder(_), _) => anyhow::bail!(
             "{} holds a BERT encoder, which does not predict next tokens; use `attn embed`, `attn similarity` or `attn inspect attention|embeddings|tokens`",
             dir.display()
         ),

@@ -68,5 +68,5 @@ fn decoder_folders_and_unknown_model_types_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), r#"{"model_type": "mamba"}"#).unwrap();
     let o = attn(&["similarity", "--model", dir.path().to_str().unwrap(), "a", "b"]);
-    assert!(!o.status.success() && stderr(&o).contains("\"mamba\"") && stderr(&o).contains("config.json"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("model_type 'mamba'") && stderr(&o).contains("config.json"), "{}", stderr(&o));
 }

@@ -8,6 +8,7 @@
 //! generation uses the KV-cache path, which stores neither, so inspection
 //! costs generation nothing.
 
+pub mod curves;
 pub mod plot;
 
 use attn_generate::{Sampler, SamplerConfig};
@@ -89,20 +90,20 @@ pub fn trace_ids(model: &mut Transformer, ids: &[u32], tokens: Vec<String>) -> R
 
 /// An encoder's trace: the text as its tokenizer encodes it ([CLS] ... [SEP]
 /// for BERT), with every layer's attention probabilities.
-pub fn trace_bert(bert: &attn_model::bert::Bert, tok: &dyn Tokenizer, text: &str) -> Result<Trace> {
+pub fn trace_bert(bert: &Transformer, tok: &dyn Tokenizer, text: &str) -> Result<Trace> {
     let ids = tok.encode(text)?;
     let cfg = &bert.config;
-    if ids.len() > cfg.max_position {
-        return Err(InspectError::Input(format!("the text is {} tokens; the model has {} positions: shorten --text", ids.len(), cfg.max_position)));
+    if ids.len() > cfg.n_ctx {
+        return Err(InspectError::Input(format!("the text is {} tokens; the model has {} positions: shorten --text", ids.len(), cfg.n_ctx)));
     }
-    let out = bert.forward(&ids, &[ids.len()], true)?;
+    let out = bert.encode(&ids, &[ids.len()], true)?;
     let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
     Ok(Trace {
         ids,
         tokens,
-        n_layer: cfg.num_layers,
-        n_head: cfg.num_heads,
-        n_embd: cfg.hidden_size,
+        n_layer: cfg.n_layer,
+        n_head: cfg.n_head,
+        n_embd: cfg.n_embd,
         vocab_size: cfg.vocab_size,
         causal: false,
         attention: out.attention.concat(),

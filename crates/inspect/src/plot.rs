@@ -46,7 +46,7 @@ fn heat(p: f32) -> RGBColor {
 /// Renders with `draw` to `path` (PNG or SVG by extension) of `size` pixels.
 /// (`f` and `g` are the same drawing code, instantiated for each backend.)
 fn render(path: &Path, size: (u32, u32), f: &dyn Fn(Draw<BitMapBackend>) -> DrawResult, g: &dyn Fn(Draw<SVGBackend>) -> DrawResult) -> Result<()> {
-    attn_train::metrics::register_font();
+    crate::curves::register_font();
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
     let tmp = path.with_extension(format!("tmp.{ext}"));
     let res = match ext.as_str() {

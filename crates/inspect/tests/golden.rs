@@ -97,7 +97,7 @@ fn minilm_attention_matches_transformers() {
     }
     let reference = testdata("minilm_reference.safetensors");
     let sentences: Vec<String> = serde_json::from_str(&reference.metadata().unwrap()["sentences"]).unwrap();
-    let bert = attn_model::bert::Bert::load(&dir).unwrap();
+    let bert = Transformer::load(&dir).unwrap().0;
     let tok = attn_tokenizer::load_tokenizer(&dir, None).unwrap();
     let tr = attn_inspect::trace_bert(&bert, tok.as_ref(), &sentences[0]).unwrap();
     assert_eq!(tr.tokens.first().map(String::as_str), Some("[CLS]"));

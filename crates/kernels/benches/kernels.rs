@@ -49,12 +49,12 @@ fn bench_other(c: &mut Criterion) {
         let p = pool(threads);
         // baby, gpt2-124m at T=64, and shakespeare-char at T=256.
         for (name, s) in [
-            ("baby", AttnShape { b: 12, t: 64, c: 128, nh: 4, causal: true }),
-            ("gpt2", AttnShape { b: 4, t: 64, c: 768, nh: 12, causal: true }),
-            ("shakespeare-char", AttnShape { b: 4, t: 256, c: 384, nh: 6, causal: true }),
+            ("baby", AttnShape::mha(12, 64, 128, 4, true)),
+            ("gpt2", AttnShape::mha(4, 64, 768, 12, true)),
+            ("shakespeare-char", AttnShape::mha(4, 256, 384, 6, true)),
         ] {
-            let qkv: Vec<f32> = (0..s.b * s.t * 3 * s.c).map(|i| (i % 17) as f32 * 0.01).collect();
-            let (mut out, mut att) = (vec![0.0f32; s.b * s.t * s.c], vec![0.0f32; s.b * s.nh * s.t * s.t]);
+            let qkv: Vec<f32> = (0..s.b * s.t * s.qkv_width()).map(|i| (i % 17) as f32 * 0.01).collect();
+            let (mut out, mut att) = (vec![0.0f32; s.b * s.t * s.out_width()], vec![0.0f32; s.b * s.nh * s.t * s.t]);
             let (mut dqkv, mut scratch) = (vec![0.0f32; qkv.len()], vec![0.0f32; att.len()]);
             g.bench_function(format!("{name}/attention/fwd/t{threads}"), |b| p.install(|| b.iter(|| attention_forward(&mut out, &mut att, &qkv, s))));
             g.bench_function(format!("{name}/attention/bwd/t{threads}"), |b| {

@@ -55,7 +55,6 @@ pub fn gelu_forward_naive(out: &mut [f32], inp: &[f32]) {
 }
 
 /// GELU with the exact normal CDF, BERT's `gelu`: y = 0.5 x (1 + erf(x / sqrt 2)).
-/// Forward only: attn runs BERT for inference.
 pub fn gelu_erf_forward(
     out: &mut [f32], // (N)
     inp: &[f32],     // (N)
@@ -68,6 +67,27 @@ pub fn gelu_erf_forward(
 fn erf_chunk(out: &mut [f32], inp: &[f32]) {
     for (o, &x) in out.iter_mut().zip(inp) {
         *o = 0.5 * x * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+    }
+}
+
+/// Accumulates dinp += dout * gelu'(inp) for the exact GELU:
+/// d/dx x Phi(x) = Phi(x) + x phi(x), phi the standard normal density.
+pub fn gelu_erf_backward(
+    dinp: &mut [f32], // (N)
+    inp: &[f32],      // (N)
+    dout: &[f32],     // (N)
+) {
+    assert!(dinp.len() == inp.len() && dout.len() == inp.len());
+    dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| erf_backward_chunk(di, x, dy));
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+fn erf_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
+        let cdf = 0.5 * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        let pdf = INV_SQRT_2PI * crate::simd::exp(-0.5 * x * x);
+        *di += (cdf + x * pdf) * dy;
     }
 }
 

@@ -109,6 +109,22 @@ fn attention_gradients_causal_and_bidirectional() {
 }
 
 #[test]
+fn gelu_erf_gradients() {
+    let mut x = randn(37, 13, 3.0);
+    let proj = projection(37, 14);
+    let mut dx = vec![0.0; 37];
+    gelu_erf_backward(&mut dx, &x, &proj);
+    let mut out = vec![0.0; 37];
+    assert_ok(
+        "gelu_erf",
+        check_gradient(&mut x, &dx, 1e-3, |x| {
+            gelu_erf_forward(&mut out, x);
+            weighted_sum(&out, &proj)
+        }),
+    );
+}
+
+#[test]
 fn gelu_gradients() {
     let mut x = randn(37, 11, 3.0);
     let proj = projection(37, 12);

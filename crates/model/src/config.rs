@@ -8,13 +8,22 @@ use std::path::Path;
 
 use crate::error::{ModelError, Result};
 
-/// Which normalisation the blocks use (always before each sub-block here).
+/// Which normalisation the blocks use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Norm {
     /// LayerNorm with weight and bias (GPT-2).
     Layer,
     /// RMSNorm with a weight only (Llama).
     Rms,
+}
+
+/// Where each block normalises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormPosition {
+    /// x + f(N(x)), with a final norm after the last block (GPT-2, Llama).
+    Pre,
+    /// N(x + f(x)), no final norm (BERT, "Attention Is All You Need").
+    Post,
 }
 
 /// How word order enters the model.
@@ -31,8 +40,10 @@ pub enum Position {
 /// The feed-forward network.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mlp {
-    /// up -> GELU (tanh form, `gelu_new`) -> down, with biases (GPT-2).
+    /// up -> GELU (tanh form, `gelu_new`) -> down (GPT-2).
     Gelu,
+    /// up -> GELU (exact, with erf) -> down (BERT's `gelu`).
+    GeluErf,
     /// down(silu(gate(x)) * up(x)) (Llama).
     SwiGlu,
 }
@@ -46,6 +57,8 @@ pub enum Family {
     Llama,
     Qwen2,
     Mistral,
+    /// `encoder.layer.{i}.attention.self.query`, an encoder without a head.
+    Bert,
 }
 
 impl Family {
@@ -55,6 +68,7 @@ impl Family {
             Family::Llama => "llama",
             Family::Qwen2 => "qwen2",
             Family::Mistral => "mistral",
+            Family::Bert => "bert",
         }
     }
 }
@@ -77,7 +91,14 @@ pub struct TransformerConfig {
     /// Width of the feed-forward network's hidden layer.
     pub d_ff: usize,
     pub norm: Norm,
+    pub norm_position: NormPosition,
     pub norm_eps: f32,
+    /// Queries see only earlier keys (decoders) or every key (encoders).
+    pub causal: bool,
+    /// Token-type (segment) embeddings added to the input; 0 for none.
+    pub type_vocab_size: usize,
+    /// A norm over the summed embeddings (BERT).
+    pub embed_norm: bool,
     pub position: Position,
     pub mlp: Mlp,
     /// Biases on the q, k and v projections.
@@ -127,7 +148,11 @@ impl TransformerConfig {
             n_embd,
             d_ff: 4 * n_embd,
             norm: Norm::Layer,
+            norm_position: NormPosition::Pre,
             norm_eps: 1e-5,
+            causal: true,
+            type_vocab_size: 0,
+            embed_norm: false,
             position: Position::Learned,
             mlp: Mlp::Gelu,
             qkv_bias: true,
@@ -152,7 +177,11 @@ impl TransformerConfig {
             n_embd: 128,
             d_ff: 344,
             norm: Norm::Rms,
+            norm_position: NormPosition::Pre,
             norm_eps: 1e-5,
+            causal: true,
+            type_vocab_size: 0,
+            embed_norm: false,
             position: Position::Rope { theta: 10_000.0, scaling: RopeScaling::None },
             mlp: Mlp::SwiGlu,
             qkv_bias: false,
@@ -161,6 +190,31 @@ impl TransformerConfig {
             eos_token_ids: Vec::new(),
             hf: serde_json::Value::Null,
         }
+    }
+
+    /// A BERT encoder: post-LayerNorm blocks, bidirectional attention, exact
+    /// GELU, learned positions, token types and a norm over the embeddings.
+    pub fn bert(vocab_size: usize, n_ctx: usize, n_layer: usize, n_head: usize, n_embd: usize, d_ff: usize) -> Self {
+        TransformerConfig {
+            family: Family::Bert,
+            d_ff,
+            norm_position: NormPosition::Post,
+            norm_eps: 1e-12,
+            causal: false,
+            type_vocab_size: 2,
+            embed_norm: true,
+            mlp: Mlp::GeluErf,
+            tied_head: false,
+            ..Self::gpt2(vocab_size, n_ctx, n_layer, n_head, n_embd)
+        }
+    }
+
+    /// Whether the model ends in a language-model head (decoders) or in its
+    /// hidden states (encoders). A BERT config with `tied_head` reads its
+    /// hidden states through the word embeddings, which lets the tests train
+    /// the post-norm encoder blocks on a next-token loss.
+    pub fn has_head(&self) -> bool {
+        self.family != Family::Bert || self.tied_head
     }
 
     pub fn preset(name: &str) -> Result<Self> {
@@ -204,11 +258,14 @@ impl TransformerConfig {
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad("num_key_value_heads", format!("{} does not divide num_attention_heads {}", self.n_kv_head, self.n_head));
         }
-        if self.family == Family::Gpt2 && self.n_head * self.head_dim != self.n_embd {
+        if matches!(self.family, Family::Gpt2 | Family::Bert) && self.n_head * self.head_dim != self.n_embd {
             return bad("n_embd", format!("{} is not divisible by n_head {}", self.n_embd, self.n_head));
         }
-        if self.family == Family::Gpt2 && self.n_kv_head != self.n_head {
-            return bad("n_head", "GPT-2 checkpoints have as many key/value heads as query heads".into());
+        if matches!(self.family, Family::Gpt2 | Family::Bert) && self.n_kv_head != self.n_head {
+            return bad("n_head", "GPT-2 and BERT checkpoints have as many key/value heads as query heads".into());
+        }
+        if self.family == Family::Bert && (self.norm != Norm::Layer || matches!(self.position, Position::Rope { .. })) {
+            return bad("model_type", "BERT uses LayerNorm and learned positions".into());
         }
         if !(self.norm_eps > 0.0 && self.norm_eps.is_finite()) {
             return bad("rms_norm_eps / layer_norm_epsilon", format!("must be a positive number, got {}", self.norm_eps));
@@ -269,14 +326,16 @@ impl TransformerConfig {
         let (w, a) = (self.qkv_width() as u128, self.attn_width() as u128);
         let norm = if self.norm == Norm::Layer { 2 * c } else { c };
         let mlp = match self.mlp {
-            Mlp::Gelu => 2 * c * f,
+            Mlp::Gelu | Mlp::GeluErf => 2 * c * f,
             Mlp::SwiGlu => 3 * c * f,
         };
         let biases = if self.qkv_bias { w } else { 0 } + if self.dense_bias { c + f + c } else { 0 };
         let per_layer = 2 * norm + c * w + a * c + mlp + biases;
         let pos = if self.position == Position::Learned { t * c } else { 0 };
-        let head = if self.tied_head { 0 } else { v * c };
-        Some(v * c + pos + l.checked_mul(per_layer)? + norm + head)
+        let head = if self.tied_head || !self.has_head() { 0 } else { v * c };
+        let final_norm = if self.norm_position == NormPosition::Pre { norm } else { 0 };
+        let embed_extra = self.type_vocab_size as u128 * c + if self.embed_norm { 2 * c } else { 0 };
+        Some(v * c + pos + embed_extra + l.checked_mul(per_layer)? + final_norm + head)
     }
 
     /// Training FLOPs of one step over B x T tokens, counting every GEMM
@@ -287,7 +346,7 @@ impl TransformerConfig {
         let mlp_mats = if self.mlp == Mlp::SwiGlu { 3.0 } else { 2.0 };
         let per_layer_weights = (self.qkv_width() + self.attn_width()) as f64 * c + mlp_mats * self.d_ff as f64 * c;
         let attention = 4.0 * (b * t * t * self.attn_width()) as f64;
-        let head = (self.vocab_size * self.n_embd) as f64;
+        let head = if self.has_head() { (self.vocab_size * self.n_embd) as f64 } else { 0.0 };
         3.0 * (self.n_layer as f64 * (2.0 * n * per_layer_weights + attention) + 2.0 * n * head)
     }
 }

@@ -38,24 +38,3 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
     let path = path.into();
     move |err| ModelError::Io { path, err }
 }
-
-/// Reads fields of a Hugging Face config.json, with errors naming the file.
-pub(crate) struct HfFields<'a> {
-    pub v: &'a serde_json::Value,
-    pub path: &'a std::path::Path,
-}
-
-impl HfFields<'_> {
-    /// A required positive integer.
-    pub fn int(&self, k: &str) -> Result<usize> {
-        self.v[k]
-            .as_u64()
-            .map(|x| x as usize)
-            .ok_or_else(|| ModelError::InvalidConfig(format!("{}: \"{k}\" is missing or not a positive integer", self.path.display())))
-    }
-
-    /// The error for a value this build does not compute.
-    pub fn unsupported(&self, field: &str, value: String, hint: &str) -> ModelError {
-        ModelError::Unsupported { path: self.path.into(), field: field.into(), value, hint: hint.into() }
-    }
-}

@@ -12,7 +12,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::{Family, Mlp, Norm, Position, RopeScaling, TransformerConfig};
+use crate::config::{Family, Mlp, Norm, NormPosition, Position, RopeScaling, TransformerConfig};
 use crate::error::{ModelError, Result};
 
 /// An int or a list of ints, as `eos_token_id` may be written.
@@ -76,6 +76,26 @@ struct HfLlama {
     sliding_window: Option<Value>,
     use_sliding_window: Option<bool>,
     eos_token_id: Option<TokenIds>,
+}
+
+/// BERT's config.json fields that decide the arithmetic.
+#[derive(Debug, Deserialize)]
+struct HfBert {
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    intermediate_size: Option<usize>,
+    max_position_embeddings: Option<usize>,
+    type_vocab_size: Option<usize>,
+    layer_norm_eps: Option<f64>,
+    hidden_act: Option<String>,
+    position_embedding_type: Option<String>,
+    is_decoder: Option<bool>,
+    add_cross_attention: Option<bool>,
+    /// attn's own field: the hidden states read through the tied word
+    /// embeddings as a language-model head (attn's tests train on it).
+    attn_lm_head: Option<bool>,
 }
 
 /// transformers' defaults for fields a config.json may leave out, per model
@@ -147,6 +167,9 @@ fn field_err(path: &Path, field: &str, msg: impl Into<String>) -> ModelError {
 /// The decoder `model_type`s attn runs.
 pub const DECODER_TYPES: &[&str] = &["gpt2", "llama", "qwen2", "mistral"];
 
+/// Every `model_type` attn loads.
+pub const MODEL_TYPES: &[&str] = &["gpt2", "llama", "qwen2", "mistral", "bert"];
+
 /// Resolves a decoder's config.json (already parsed) into a checked config.
 pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
     let model_type = v
@@ -158,10 +181,12 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
         "llama" => Family::Llama,
         "qwen2" => Family::Qwen2,
         "mistral" => Family::Mistral,
-        other => return Err(unsupported(path, "model_type", other, &format!("decoders attn runs: {}", DECODER_TYPES.join(", ")))),
+        "bert" => Family::Bert,
+        other => return Err(unsupported(path, "model_type", other, &format!("model types attn runs: {}", MODEL_TYPES.join(", ")))),
     };
     let cfg = match family {
         Family::Gpt2 => gpt2_from_hf(v, path)?,
+        Family::Bert => bert_from_hf(v, path)?,
         _ => llama_from_hf(v, path, family)?,
     };
     // An end-of-sequence id outside the vocabulary can never be drawn
@@ -211,6 +236,45 @@ fn gpt2_from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
     };
     cfg.eos_token_ids = hf.eos_token_id.map(|t| t.to_vec()).unwrap_or_default();
     cfg.hf = v.clone();
+    Ok(cfg)
+}
+
+fn bert_from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
+    let hf: HfBert = parse(v, path)?;
+    let mlp = match hf.hidden_act.as_deref().unwrap_or("gelu") {
+        "gelu" => Mlp::GeluErf,
+        "gelu_new" | "gelu_pytorch_tanh" => Mlp::Gelu,
+        other => return Err(unsupported(path, "hidden_act", other, "supported: gelu, gelu_new, gelu_pytorch_tanh")),
+    };
+    if let Some(p) = hf.position_embedding_type.as_deref().filter(|p| *p != "absolute") {
+        return Err(unsupported(path, "position_embedding_type", p, "only \"absolute\" position embeddings are implemented"));
+    }
+    for (field, value) in [("is_decoder", hf.is_decoder), ("add_cross_attention", hf.add_cross_attention)] {
+        if value == Some(true) {
+            return Err(unsupported(path, field, "true", "BERT runs here as an encoder"));
+        }
+    }
+    // transformers' BertConfig defaults (bert-base-uncased).
+    let (c, nh) = (hf.hidden_size.unwrap_or(768), hf.num_attention_heads.unwrap_or(12));
+    if nh == 0 || c % nh != 0 {
+        return Err(field_err(path, "hidden_size", format!("{c} is not divisible by num_attention_heads {nh}")));
+    }
+    let mut cfg = TransformerConfig::bert(
+        hf.vocab_size.unwrap_or(30522),
+        hf.max_position_embeddings.unwrap_or(512),
+        hf.num_hidden_layers.unwrap_or(12),
+        nh,
+        c,
+        hf.intermediate_size.unwrap_or(3072),
+    );
+    cfg.type_vocab_size = hf.type_vocab_size.unwrap_or(2);
+    cfg.norm_eps = hf.layer_norm_eps.unwrap_or(1e-12) as f32;
+    cfg.mlp = mlp;
+    cfg.tied_head = hf.attn_lm_head.unwrap_or(false);
+    cfg.hf = v.clone();
+    if cfg.type_vocab_size == 0 {
+        return Err(field_err(path, "type_vocab_size", "must be positive, got 0"));
+    }
     Ok(cfg)
 }
 
@@ -299,6 +363,10 @@ fn llama_from_hf(v: &Value, path: &Path, family: Family) -> Result<TransformerCo
         n_embd: c,
         d_ff: hf.intermediate_size.unwrap_or(d.intermediate_size),
         norm: Norm::Rms,
+        norm_position: NormPosition::Pre,
+        causal: true,
+        type_vocab_size: 0,
+        embed_norm: false,
         norm_eps: hf.rms_norm_eps.unwrap_or(d.rms_norm_eps) as f32,
         position: rope_from_hf(&hf, path, d.rope_theta, n_ctx)?,
         mlp: Mlp::SwiGlu,
@@ -324,6 +392,13 @@ pub fn to_hf(cfg: &TransformerConfig) -> Value {
     let dec = |x: f32| x.to_string().parse::<f64>().unwrap_or(x as f64);
     let mut v = if cfg.hf.is_object() { cfg.hf.clone() } else { json!({}) };
     let set = match cfg.family {
+        Family::Bert => json!({
+            "model_type": "bert", "architectures": ["BertModel"], "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd,
+            "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head, "intermediate_size": cfg.d_ff,
+            "max_position_embeddings": cfg.n_ctx, "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": dec(cfg.norm_eps),
+            "hidden_act": if cfg.mlp == Mlp::GeluErf { "gelu" } else { "gelu_new" }, "position_embedding_type": "absolute",
+            "attn_lm_head": if cfg.tied_head { Value::Bool(true) } else { Value::Null },
+        }),
         Family::Gpt2 => {
             let mut s = json!({
                 "model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "vocab_size": cfg.vocab_size, "n_positions": cfg.n_ctx,

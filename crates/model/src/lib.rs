@@ -1,8 +1,8 @@
 //! Transformer models for attn: one checked config for every decoder
-//! (GPT-2, Llama, Qwen2, Mistral), the flat parameter store named after
+//! (GPT-2, Llama, Qwen2, Mistral) and encoder (BERT), the flat parameter store named after
 //! Hugging Face tensors, the `Transformer` with explicit forward and backward
-//! passes and an inference path with a KV cache, the BERT encoder, and
-//! checkpoint I/O.
+//! passes, an inference path with a KV cache, BERT as an encoder config of
+//! the same blocks, and checkpoint I/O.
 //!
 //! ```
 //! use attn_model::{Transformer, TransformerConfig};
@@ -21,7 +21,6 @@
 //! assert!(next.iter().zip(full).all(|(a, b)| (a - b).abs() < 1e-5));
 //! ```
 
-pub mod bert;
 pub mod checkpoint;
 mod config;
 mod error;
@@ -29,7 +28,7 @@ pub mod hf;
 pub mod params;
 mod transformer;
 
-pub use config::{Family, Mlp, Norm, Position, RopeScaling, TransformerConfig, PRESETS};
+pub use config::{Family, Mlp, Norm, NormPosition, Position, RopeScaling, TransformerConfig, PRESETS};
 pub use error::{ModelError, Result};
 pub use transformer::config_from_dir;
-pub use transformer::{available_memory, kv_cache_bytes, Cache, Transformer};
+pub use transformer::{available_memory, kv_cache_bytes, mean_pool_normalize, Cache, EncoderOutput, Transformer};

@@ -135,10 +135,15 @@ pub(crate) struct LayerIndex {
 pub(crate) struct Index {
     pub wte: Range<usize>,
     pub wpe: Option<Range<usize>>,
+    /// Token-type embeddings (BERT).
+    pub wtt: Option<Range<usize>>,
+    /// The norm over the summed embeddings (BERT).
+    pub emb_norm: Option<NormIdx>,
     pub layers: Vec<LayerIndex>,
-    pub norm_f: NormIdx,
-    /// `lm_head`, or the token embedding when tied.
-    pub head: Range<usize>,
+    /// The norm after the last block (pre-norm models only).
+    pub norm_f: Option<NormIdx>,
+    /// `lm_head`, or the token embedding when tied; None for encoders.
+    pub head: Option<Range<usize>>,
 }
 
 impl ParamLayout {
@@ -146,6 +151,7 @@ impl ParamLayout {
     pub(crate) fn transformer(cfg: &TransformerConfig) -> (Self, Index) {
         match cfg.family {
             Family::Gpt2 => Self::gpt2_layout(cfg),
+            Family::Bert => Self::bert_layout(cfg),
             _ => Self::llama_layout(cfg),
         }
     }
@@ -175,7 +181,7 @@ impl ParamLayout {
         }
         let norm_f = lin(&mut l, format!("{p}ln_f"), vec![c], c, ParamKind::Norm);
         l.finish();
-        (l, Index { head: wte.clone(), wte, wpe, layers, norm_f })
+        (l, Index { head: Some(wte.clone()), wte, wpe, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f) })
     }
 
     fn llama_layout(cfg: &TransformerConfig) -> (Self, Index) {
@@ -209,7 +215,45 @@ impl ParamLayout {
         let norm_f = norm(&mut l, "model.norm.weight".into());
         let head = if cfg.tied_head { wte.clone() } else { l.push("lm_head.weight".into(), vec![v, c], ParamKind::Matrix) };
         l.finish();
-        (l, Index { wte, wpe: None, layers, norm_f, head })
+        (l, Index { wte, wpe: None, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), head: Some(head) })
+    }
+
+    /// BERT's names (`BertModel`, without the `bert.` prefix of task models).
+    /// Linear weights are stored (out, in); q, k and v back to back.
+    fn bert_layout(cfg: &TransformerConfig) -> (Self, Index) {
+        let (v, c, t, f) = (cfg.vocab_size, cfg.n_embd, cfg.n_ctx, cfg.d_ff);
+        let mut l = ParamLayout::empty();
+        let lin = |l: &mut ParamLayout, name: &str, out: usize, inp: usize| Lin {
+            w: l.push(format!("{name}.weight"), vec![out, inp], ParamKind::Matrix),
+            b: Some(l.push(format!("{name}.bias"), vec![out], ParamKind::Bias)),
+        };
+        let norm = |l: &mut ParamLayout, name: &str| Lin {
+            w: l.push(format!("{name}.weight"), vec![c], ParamKind::Norm),
+            b: Some(l.push(format!("{name}.bias"), vec![c], ParamKind::Bias)),
+        };
+        let wte = l.push("embeddings.word_embeddings.weight".into(), vec![v, c], ParamKind::Embedding);
+        let wpe = l.push("embeddings.position_embeddings.weight".into(), vec![t, c], ParamKind::Embedding);
+        let wtt = l.push("embeddings.token_type_embeddings.weight".into(), vec![cfg.type_vocab_size, c], ParamKind::Embedding);
+        let emb_norm = norm(&mut l, "embeddings.LayerNorm");
+        let mut layers = Vec::with_capacity(cfg.n_layer);
+        for i in 0..cfg.n_layer {
+            let p = format!("encoder.layer.{i}.");
+            let q = l.push(format!("{p}attention.self.query.weight"), vec![c, c], ParamKind::Matrix);
+            l.push_packed(format!("{p}attention.self.key.weight"), vec![c, c], ParamKind::Matrix);
+            let vw = l.push_packed(format!("{p}attention.self.value.weight"), vec![c, c], ParamKind::Matrix);
+            let qb = l.push(format!("{p}attention.self.query.bias"), vec![c], ParamKind::Bias);
+            l.push_packed(format!("{p}attention.self.key.bias"), vec![c], ParamKind::Bias);
+            let vb = l.push_packed(format!("{p}attention.self.value.bias"), vec![c], ParamKind::Bias);
+            let proj = lin(&mut l, &format!("{p}attention.output.dense"), c, c);
+            let norm1 = norm(&mut l, &format!("{p}attention.output.LayerNorm"));
+            let up = lin(&mut l, &format!("{p}intermediate.dense"), f, c);
+            let down = lin(&mut l, &format!("{p}output.dense"), c, f);
+            let norm2 = norm(&mut l, &format!("{p}output.LayerNorm"));
+            layers.push(LayerIndex { norm1, qkv: Lin { w: q.start..vw.end, b: Some(qb.start..vb.end) }, proj, norm2, gate: None, up, down });
+        }
+        l.finish();
+        let head = cfg.tied_head.then(|| wte.clone());
+        (l, Index { wte, wpe: Some(wpe), wtt: Some(wtt), emb_norm: Some(emb_norm), layers, norm_f: None, head })
     }
 }
 

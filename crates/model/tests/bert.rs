@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use attn_model::bert::Bert;
 use attn_model::checkpoint::{save_tensors, TensorFile};
+use attn_model::Transformer;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -64,10 +64,10 @@ fn golden_folder(dir: &Path) -> TensorFile {
 fn tiny_bert_matches_transformers() {
     let dir = tempfile::tempdir().unwrap();
     let f = golden_folder(dir.path());
-    let bert = Bert::load(dir.path()).unwrap();
+    let bert = Transformer::load(dir.path()).unwrap().0;
     let (a, b) = (f.read_ids("ids.0").unwrap(), f.read_ids("ids.1").unwrap());
-    let out = bert.forward(&[a.clone(), b.clone()].concat(), &[a.len(), b.len()], true).unwrap();
-    let c = bert.config.hidden_size;
+    let out = bert.encode(&[a.clone(), b.clone()].concat(), &[a.len(), b.len()], true).unwrap();
+    let c = bert.config.n_embd;
     let want = [f.read_f32("hidden.0").unwrap(), f.read_f32("hidden.1").unwrap()].concat();
     let d = max_abs(&out.hidden, &want);
     eprintln!("max |hidden difference| {d:e}");
@@ -75,7 +75,7 @@ fn tiny_bert_matches_transformers() {
     assert_eq!(out.hidden.len(), (a.len() + b.len()) * c);
     // Attention per layer: sentence 0's (NH, T0, T0), then sentence 1's.
     let (wa, wb) = (f.read_f32("attentions.0").unwrap(), f.read_f32("attentions.1").unwrap());
-    let (la, lb) = (wa.len() / bert.config.num_layers, wb.len() / bert.config.num_layers);
+    let (la, lb) = (wa.len() / bert.config.n_layer, wb.len() / bert.config.n_layer);
     let mut worst = 0.0f32;
     for (l, got) in out.attention.iter().enumerate() {
         let want = [&wa[l * la..(l + 1) * la], &wb[l * lb..(l + 1) * lb]].concat();
@@ -94,15 +94,15 @@ fn bad_bert_folders_are_clear_errors() {
     golden_folder(dir.path());
     let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap();
     std::fs::write(dir.path().join("config.json"), cfg.replace("\"gelu\"", "\"swish\"")).unwrap();
-    let err = Bert::load(dir.path()).err().expect("swish is rejected").to_string();
+    let err = Transformer::load(dir.path()).err().expect("swish is rejected").to_string();
     assert!(err.contains("hidden_act") && err.contains("swish"), "{err}");
     std::fs::write(dir.path().join("config.json"), cfg.replace("\"hidden_size\": 32", "\"hidden_size\": 48")).unwrap();
-    let err = Bert::load(dir.path()).err().expect("wrong shapes are rejected").to_string();
-    assert!(err.contains("attention.self.query.weight' has shape [32, 32], expected [48, 48]"), "{err}");
+    let err = Transformer::load(dir.path()).err().expect("wrong shapes are rejected").to_string();
+    assert!(err.contains("embeddings.word_embeddings.weight' has shape") && err.contains(", 48]"), "{err}");
     std::fs::write(dir.path().join("config.json"), &cfg).unwrap();
     let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
     std::fs::write(dir.path().join("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    let err = Bert::load(dir.path()).err().expect("truncated weights are rejected").to_string();
+    let err = Transformer::load(dir.path()).err().expect("truncated weights are rejected").to_string();
     assert!(err.contains("model.safetensors") && err.contains("truncated"), "{err}");
 }
 
@@ -117,7 +117,7 @@ fn all_minilm_l6_v2_matches_sentence_transformers() {
     let f = TensorFile::open(&root().join("testdata/minilm_reference.safetensors")).unwrap();
     let sentences: Vec<String> = serde_json::from_str(&f.metadata().unwrap()["sentences"]).unwrap();
     let tok = attn_tokenizer::load_tokenizer(&model, None).unwrap();
-    let bert = Bert::load(&model).unwrap();
+    let bert = Transformer::load(&model).unwrap().0;
     let mut all = Vec::new();
     for (i, s) in sentences.iter().enumerate() {
         let ids = tok.encode(s).unwrap();
@@ -126,7 +126,7 @@ fn all_minilm_l6_v2_matches_sentence_transformers() {
     }
     let got = bert.embed(&all, 4096).unwrap();
     let want = f.read_f32("embeddings").unwrap();
-    let c = bert.config.hidden_size;
+    let c = bert.config.n_embd;
     let mut worst = 1.0f64;
     for (i, g) in got.iter().enumerate() {
         let w = &want[i * c..(i + 1) * c];
@@ -140,7 +140,7 @@ fn all_minilm_l6_v2_matches_sentence_transformers() {
     let cos = |a: usize, b: usize| got[a].iter().zip(&got[b]).map(|(x, y)| x * y).sum::<f32>();
     assert!((cos(1, 2) - 0.6807).abs() < 1e-4, "cos(king, queen) = {}", cos(1, 2));
     assert!((cos(1, 3) - 0.2876).abs() < 1e-4, "cos(king, car) = {}", cos(1, 3));
-    let out = bert.forward(&all[0], &[all[0].len()], true).unwrap();
+    let out = bert.encode(&all[0], &[all[0].len()], true).unwrap();
     let d = max_abs(&out.attention.concat(), &f.read_f32("attentions.0").unwrap());
     eprintln!("max |attention difference| on a real sentence {d:e}");
     assert!(d < 1e-5);

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use plotters::prelude::*;
+use attn_inspect::curves::{plot_curves, Curve, RGBColor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
@@ -63,89 +63,13 @@ impl MetricsLog {
     }
 }
 
-static FONT: std::sync::Once = std::sync::Once::new();
-
-/// Registers the bundled DejaVu Sans (free licence, assets/) so plots need no
-/// system fonts.
-pub fn register_font() {
-    FONT.call_once(|| {
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, include_bytes!("../assets/DejaVuSans.ttf"));
-    });
-}
-
-/// A named series of (step, loss) points.
-pub struct Curve<'a> {
-    pub label: &'a str,
-    pub points: Vec<(f64, f64)>,
-    pub color: RGBColor,
-    pub width: u32,
-}
-
-/// Draws loss curves to a PNG (or SVG, by extension), written atomically.
-pub fn plot_curves(path: &Path, title: &str, curves: &[Curve]) -> Result<()> {
-    register_font();
-    let all = curves.iter().flat_map(|c| c.points.iter());
-    let (mut x1, mut y0, mut y1) = (1.0f64, f64::INFINITY, f64::NEG_INFINITY);
-    for &(x, y) in all {
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if !y0.is_finite() {
-        return Ok(()); // nothing to draw yet
-    }
-    let pad = ((y1 - y0) * 0.05).max(1e-3);
-    // The image encoder picks the format from the extension, so the temp file keeps it.
-    let ext = path.extension().map(|e| e.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_extension(format!("tmp.{ext}"));
-    let is_svg = path.extension().is_some_and(|e| e == "svg");
-    let area = (0f64..x1, (y0 - pad)..(y1 + pad));
-    let res = if is_svg {
-        draw_chart(SVGBackend::new(&tmp, (900, 560)).into_drawing_area(), title, area, curves)
-    } else {
-        draw_chart(BitMapBackend::new(&tmp, (900, 560)).into_drawing_area(), title, area, curves)
-    };
-    res.map_err(|e| TrainError::Data(format!("{}: cannot draw the loss curve: {e}", path.display())))?;
-    std::fs::rename(&tmp, path).map_err(TrainError::io(path))
-}
-
-type Area = (std::ops::Range<f64>, std::ops::Range<f64>);
-
-fn draw_chart<DB: DrawingBackend>(
-    root: DrawingArea<DB, plotters::coord::Shift>,
-    title: &str,
-    area: Area,
-    curves: &[Curve],
-) -> std::result::Result<(), Box<dyn std::error::Error>>
-where
-    DB::ErrorType: 'static,
-{
-    root.fill(&WHITE)?;
-    let mut chart =
-        ChartBuilder::on(&root).caption(title, ("sans-serif", 22)).margin(16).x_label_area_size(40).y_label_area_size(56).build_cartesian_2d(area.0, area.1)?;
-    chart.configure_mesh().x_desc("step").y_desc("loss (nats/token)").label_style(("sans-serif", 14)).draw()?;
-    for c in curves {
-        let style = ShapeStyle { color: c.color.to_rgba(), filled: false, stroke_width: c.width };
-        chart
-            .draw_series(LineSeries::new(c.points.iter().cloned(), style))?
-            .label(c.label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
-    }
-    chart.configure_series_labels().background_style(WHITE.mix(0.85)).border_style(BLACK).label_font(("sans-serif", 14)).draw()?;
-    root.present()?;
-    Ok(())
-}
-
 /// The run's own loss curve: train loss (thin) and val loss (bold).
 pub fn plot_run(path: &Path, title: &str, records: &[StepRecord]) -> Result<()> {
     let train = records.iter().map(|r| (r.step as f64, r.train_loss as f64)).collect();
     let val = records.iter().filter_map(|r| r.val_loss.map(|v| (r.step as f64, v as f64))).collect();
-    plot_curves(
-        path,
-        title,
-        &[
-            Curve { label: "train", points: train, color: RGBColor(120, 160, 220), width: 1 },
-            Curve { label: "val", points: val, color: RGBColor(200, 60, 40), width: 3 },
-        ],
-    )
+    let curves = [
+        Curve { label: "train", points: train, color: RGBColor(120, 160, 220), width: 1 },
+        Curve { label: "val", points: val, color: RGBColor(200, 60, 40), width: 3 },
+    ];
+    plot_curves(path, title, &curves).map_err(TrainError::io(path))
 }

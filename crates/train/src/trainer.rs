@@ -70,7 +70,7 @@ impl TrainConfig {
         if !(self.lr > 0.0 && self.lr.is_finite()) || self.min_lr < 0.0 {
             return bad(format!("--lr must be positive and --min-lr non-negative (got {} and {})", self.lr, self.min_lr));
         }
-        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite()) || !(self.grad_clip >= 0.0 && self.grad_clip.is_finite()) || !self.min_lr.is_finite() {
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite() && self.grad_clip >= 0.0 && self.grad_clip.is_finite() && self.min_lr.is_finite()) {
             return bad(format!(
                 "--weight-decay, --grad-clip and --min-lr must be finite and non-negative (got {}, {} and {})",
                 self.weight_decay, self.grad_clip, self.min_lr

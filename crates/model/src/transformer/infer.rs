@@ -82,6 +82,9 @@ impl Transformer {
     /// A KV cache for up to `capacity` positions (at most the model's context).
     pub fn new_cache(&self, capacity: usize) -> Result<Cache> {
         let cfg = &self.config;
+        if !cfg.has_head() || !cfg.causal {
+            return Err(ModelError::InvalidConfig(format!("a {} encoder does not generate; it has no KV cache", self.model_type())));
+        }
         let capacity = capacity.clamp(1, cfg.n_ctx);
         let need = kv_cache_bytes(cfg, capacity);
         if let Some(avail) = super::available_memory().filter(|&a| need > a as u128) {
@@ -229,7 +232,8 @@ impl Transformer {
         }
         // Only the last position's logits are ever needed from a cached pass.
         let last = &x[(rows - 1) * c..rows * c];
-        self.norm_forward(ln, mean, rstd, last, &idx.norm_f, 1);
-        matvec_forward(logits, partials, ln, &p[idx.head.clone()], None, c, v, OutIn);
+        let (Some(nf), Some(head)) = (&idx.norm_f, &idx.head) else { unreachable!("new_cache refuses encoders") };
+        self.norm_forward(ln, mean, rstd, last, nf, 1);
+        matvec_forward(logits, partials, ln, &p[head.clone()], None, c, v, OutIn);
     }
 }

@@ -9,10 +9,36 @@ use crate::checkpoint::{save_tensors, write_atomic, Weights, CONFIG_FILE, WEIGHT
 use crate::config::{Family, TransformerConfig};
 use crate::error::{io_err, ModelError, Result};
 
-/// Tensors that checkpoints carry but that are not parameters: GPT-2's causal
-/// mask buffers and old Llama rotary frequency buffers.
-fn is_known_buffer(name: &str) -> bool {
-    name.ends_with(".attn.bias") || name.ends_with(".attn.masked_bias") || name.ends_with("rotary_emb.inv_freq")
+/// Tensors that checkpoints carry but that are not parameters of the model
+/// attn builds: GPT-2's causal mask buffers, old Llama rotary frequency
+/// buffers, BERT's position-id buffer, and BERT's pooler and pre-training
+/// heads (a base encoder's outputs are its hidden states).
+fn is_known_extra(name: &str) -> bool {
+    name.ends_with(".attn.bias")
+        || name.ends_with(".attn.masked_bias")
+        || name.ends_with("rotary_emb.inv_freq")
+        || name.ends_with("embeddings.position_ids")
+        || ["pooler.", "bert.pooler.", "cls."].iter().any(|p| name.starts_with(p))
+}
+
+/// The names a checkpoint may give tensor `name`: as attn names it; without
+/// the base model's prefix (bare `GPT2Model` / `LlamaModel` files); with BERT
+/// task models' `bert.` prefix; and old BERT files' LayerNorm gamma / beta.
+fn candidates(family: Family, name: &str) -> Vec<String> {
+    let mut out = vec![name.to_string()];
+    match family {
+        Family::Gpt2 => out.extend(name.strip_prefix("transformer.").map(str::to_string)),
+        Family::Bert => {
+            out.push(format!("bert.{name}"));
+            let old = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
+            if old != name {
+                out.push(format!("bert.{old}"));
+                out.push(old);
+            }
+        }
+        _ => out.extend(name.strip_prefix("model.").map(str::to_string)),
+    }
+    out
 }
 
 /// The config of a decoder folder, from its config.json.
@@ -32,12 +58,10 @@ impl Transformer {
         super::check_memory(&config, &dir.join(CONFIG_FILE))?;
         let w = Weights::open_dir(dir)?;
         let mut model = Transformer::zeros(config)?;
-        // transformers writes bare base models without the head's prefix.
-        let prefix = if model.config.family == Family::Gpt2 { "transformer." } else { "model." };
         let mut used = HashSet::new();
         for e in model.layout.entries.clone() {
-            let short = e.name.strip_prefix(prefix).unwrap_or(&e.name);
-            let name = if w.has(&e.name) || !w.has(short) { e.name.as_str() } else { short };
+            let names = candidates(model.config.family, &e.name);
+            let name = names.iter().find(|n| w.has(n)).unwrap_or(&names[0]).as_str();
             w.read_into(name, &e.shape, &mut model.params[e.range()]).map_err(|err| match err {
                 ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
                 other => other,
@@ -49,7 +73,7 @@ impl Transformer {
         }
         // A tied head may still be saved; it is the embedding, so it is not read.
         let tied_head = |n: &str| model.config.tied_head && n == "lm_head.weight";
-        let mut unused: Vec<&str> = w.names().filter(|n| !used.contains(*n) && !is_known_buffer(n) && !tied_head(n)).collect();
+        let mut unused: Vec<&str> = w.names().filter(|n| !used.contains(*n) && !is_known_extra(n) && !tied_head(n)).collect();
         if !unused.is_empty() {
             unused.sort_unstable();
             let shown: Vec<_> = unused.iter().take(8).collect();

@@ -6,10 +6,12 @@
 //!   saved probabilities, logits for the last position only.
 //! - `io.rs`: Hugging Face folders in both directions.
 
+mod encode;
 mod infer;
 mod io;
 mod train;
 
+pub use encode::{mean_pool_normalize, EncoderOutput};
 pub use infer::{kv_cache_bytes, Cache};
 pub use io::config_from_dir;
 
@@ -171,11 +173,17 @@ impl Transformer {
     /// The final norm and output head applied to any residual stream `hidden`
     /// (N, C): logits (N, V). For the last block's output these are exactly
     /// the model's own logits (the logit lens applies it to every layer).
+    /// Empty for an encoder, which has no head.
     pub fn head(&self, hidden: &[f32], n: usize) -> Vec<f32> {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let (mut x, mut mean, mut rstd, mut logits) = (vec![0.0; n * c], vec![0.0; n], vec![0.0; n], vec![0.0; n * v]);
-        self.norm_forward(&mut x, &mut mean, &mut rstd, &hidden[..n * c], &self.idx.norm_f, n);
-        matmul_forward(&mut logits, &x, &self.params[self.idx.head.clone()], None, n, c, v, WeightLayout::OutIn);
+        let Some(head) = &self.idx.head else { return Vec::new() };
+        let mut x = hidden[..n * c].to_vec();
+        if let Some(nf) = &self.idx.norm_f {
+            let (mut mean, mut rstd) = (vec![0.0; n], vec![0.0; n]);
+            self.norm_forward(&mut x, &mut mean, &mut rstd, &hidden[..n * c], nf, n);
+        }
+        let mut logits = vec![0.0; n * v];
+        matmul_forward(&mut logits, &x, &self.params[head.clone()], None, n, c, v, WeightLayout::OutIn);
         logits
     }
 

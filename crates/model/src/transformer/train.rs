@@ -10,7 +10,7 @@
 use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
 use attn_kernels::crossentropy::{crossentropy_backward_inplace, crossentropy_forward};
 use attn_kernels::embedding::{embedding_backward, embedding_forward};
-use attn_kernels::gelu::{gelu_backward, gelu_forward};
+use attn_kernels::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
 use attn_kernels::layernorm::layernorm_backward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
 use attn_kernels::residual::residual_forward;
@@ -20,11 +20,13 @@ use attn_kernels::swiglu::{swiglu_backward, swiglu_forward};
 use rayon::prelude::*;
 
 use super::{norm_forward, Transformer};
-use crate::config::{Mlp, Norm, Position};
+use crate::config::{Mlp, Norm, NormPosition, Position};
 use crate::error::{ModelError, Result};
 use crate::params::{lin_mut, NormIdx};
 
-/// Activations of one block, kept for the backward pass.
+/// Activations of one block, kept for the backward pass. Post-norm blocks
+/// reuse the buffers: `ln2` holds N1(x + attention), and `ln1` the block's
+/// output N2(ln2 + MLP), whose statistics are `mean1` and `rstd1`.
 pub(super) struct LayerActs {
     ln1: Vec<f32>,   // (N, C)
     mean1: Vec<f32>, // (N), LayerNorm only
@@ -47,9 +49,12 @@ pub(super) struct LayerActs {
 pub(super) struct Acts {
     b: usize,
     t: usize,
-    tokens: Vec<u32>,  // (N)
-    targets: Vec<u32>, // (N)
-    x0: Vec<f32>,      // (N, C)
+    tokens: Vec<u32>,   // (N)
+    targets: Vec<u32>,  // (N)
+    x0: Vec<f32>,       // (N, C) the first block's input
+    emb_raw: Vec<f32>,  // (N, C) summed embeddings before their norm (BERT)
+    emb_mean: Vec<f32>, // (N)
+    emb_rstd: Vec<f32>, // (N)
     layers: Vec<LayerActs>,
     lnf: Vec<f32>,      // (N, C)
     lnf_mean: Vec<f32>, // (N)
@@ -62,14 +67,15 @@ pub(super) struct Acts {
     sin: Vec<f32>,      // (T, HD/2)
     rope_len: usize,    // the sequence length the tables were made for
     // Backward scratch, reused by every layer.
-    dres: Vec<f32>, // (N, C) gradient of the residual stream
-    dc: Vec<f32>,   // (N, C)
-    dqkv: Vec<f32>, // (N, W)
-    da: Vec<f32>,   // (N, A)
-    datt: Vec<f32>, // (B, NH, T, T)
-    df1: Vec<f32>,  // (N, F)
-    df2: Vec<f32>,  // (N, F)
-    df3: Vec<f32>,  // (N, F)
+    dres: Vec<f32>,   // (N, C) gradient of the residual stream
+    dc: Vec<f32>,     // (N, C)
+    dqkv: Vec<f32>,   // (N, W)
+    da: Vec<f32>,     // (N, A)
+    da_ln2: Vec<f32>, // (N, C) d(ln2)
+    datt: Vec<f32>,   // (B, NH, T, T)
+    df1: Vec<f32>,    // (N, F)
+    df2: Vec<f32>,    // (N, F)
+    df3: Vec<f32>,    // (N, F)
 }
 
 impl Acts {
@@ -78,6 +84,7 @@ impl Acts {
         let (n, c, nh, v, w, a, f) = (b * t, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
         let z = |len: usize| vec![0.0f32; len];
         let ln = cfg.norm == Norm::Layer;
+        let en = if cfg.embed_norm { n } else { 0 };
         let swiglu = cfg.mlp == Mlp::SwiGlu;
         let layers = (0..cfg.n_layer)
             .map(|_| LayerActs {
@@ -104,11 +111,14 @@ impl Acts {
             tokens: vec![0; n],
             targets: vec![0; n],
             x0: z(n * c),
+            emb_raw: z(en * c),
+            emb_mean: z(en),
+            emb_rstd: z(en),
             layers,
             lnf: z(n * c),
             lnf_mean: z(n),
             lnf_rstd: z(n),
-            logits: z(n * v),
+            logits: z(if cfg.has_head() { n * v } else { 0 }),
             losses: z(n),
             lse: z(n),
             dlosses: z(n),
@@ -119,6 +129,7 @@ impl Acts {
             dc: z(n * c),
             dqkv: z(n * w),
             da: z(n * a),
+            da_ln2: z(n * c),
             datt: z(b * nh * t * t),
             df1: z(n * f),
             df2: z(n * f),
@@ -150,7 +161,7 @@ impl Transformer {
     /// `targets` (B, T) it also computes the mean cross-entropy, which it
     /// returns, and prepares for `backward`.
     pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
-        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        let v = self.config.vocab_size;
         let n = b * t;
         if t == 0 || b == 0 || tokens.len() != n {
             return Err(ModelError::InvalidConfig(format!("forward needs B*T = {b}*{t} tokens, got {}", tokens.len())));
@@ -159,6 +170,9 @@ impl Transformer {
             return Err(ModelError::InvalidConfig(format!("sequence length {t} exceeds the model's context of {} tokens", self.config.n_ctx)));
         }
         self.check_ids("token", tokens)?;
+        if targets.is_some() && !self.config.has_head() {
+            return Err(ModelError::InvalidConfig(format!("a {} encoder has no language-model head to compute a loss with", self.model_type())));
+        }
         if let Some(tg) = targets {
             if tg.len() != n {
                 return Err(ModelError::InvalidConfig(format!("targets must have B*T = {n} entries, got {}", tg.len())));
@@ -179,7 +193,6 @@ impl Transformer {
             crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, tg, n, v);
             (a.losses[..n].iter().map(|&x| x as f64).sum::<f64>() / n as f64) as f32
         });
-        let _ = c;
         self.acts = Some(a);
         Ok(loss)
     }
@@ -191,23 +204,38 @@ impl Transformer {
         let n = b * t;
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
         a.tokens[..n].copy_from_slice(tokens);
+        // The summed embeddings go straight into x0, or into emb_raw when a norm follows.
+        let emb: &mut [f32] = if cfg.embed_norm { &mut a.emb_raw } else { &mut a.x0 };
         match (&idx.wpe, cfg.position) {
-            (Some(wpe), _) => embedding_forward(&mut a.x0, tokens, &p[idx.wte.clone()], &p[wpe.clone()], b, t, c),
-            (None, Position::Sinusoidal) => embedding_forward(&mut a.x0, tokens, &p[idx.wte.clone()], &self.pos_table, b, t, c),
+            (Some(wpe), _) => embedding_forward(emb, tokens, &p[idx.wte.clone()], &p[wpe.clone()], b, t, c),
+            (None, Position::Sinusoidal) => embedding_forward(emb, tokens, &p[idx.wte.clone()], &self.pos_table, b, t, c),
             _ => {
                 let wte = &p[idx.wte.clone()];
-                a.x0[..n * c].par_chunks_mut(c).zip(tokens.par_iter()).for_each(|(row, &id)| row.copy_from_slice(&wte[id as usize * c..][..c]));
+                emb[..n * c].par_chunks_mut(c).zip(tokens.par_iter()).for_each(|(row, &id)| row.copy_from_slice(&wte[id as usize * c..][..c]));
             }
         }
+        if let Some(wtt) = &idx.wtt {
+            // Every token is of type 0 (one segment).
+            let t0 = &p[wtt.start..wtt.start + c];
+            emb[..n * c].par_chunks_mut(c).for_each(|row| residual_forward(row, t0));
+        }
+        if let Some(en) = &idx.emb_norm {
+            norm_forward(cfg, p, &mut a.x0, &mut a.emb_mean, &mut a.emb_rstd, &a.emb_raw, en, n);
+        }
         let rope = matches!(cfg.position, Position::Rope { .. });
-        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: true };
+        let post = cfg.norm_position == NormPosition::Post;
+        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: cfg.causal };
         let bias = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &p[r]);
         for (li, wi) in idx.layers.iter().enumerate() {
             let (prev, rest) = a.layers.split_at_mut(li);
-            let x: &[f32] = if li == 0 { &a.x0 } else { &prev[li - 1].res3 };
+            let x: &[f32] = if li == 0 { &a.x0 } else { block_output(post, &prev[li - 1]) };
             let l = &mut rest[0];
-            norm_forward(cfg, p, &mut l.ln1, &mut l.mean1, &mut l.rstd1, x, &wi.norm1, n);
-            matmul_forward(&mut l.qkv, &l.ln1, &p[wi.qkv.w.clone()], bias(&wi.qkv.b), n, c, w, lay);
+            // Attention reads N1(x) (pre-norm) or x itself (post-norm).
+            if !post {
+                norm_forward(cfg, p, &mut l.ln1, &mut l.mean1, &mut l.rstd1, x, &wi.norm1, n);
+            }
+            let attn_in: &[f32] = if post { x } else { &l.ln1 };
+            matmul_forward(&mut l.qkv, attn_in, &p[wi.qkv.w.clone()], bias(&wi.qkv.b), n, c, w, lay);
             if rope {
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
@@ -215,21 +243,36 @@ impl Transformer {
             attention_forward(&mut l.atty, &mut l.att, &l.qkv, shape);
             matmul_forward(&mut l.res2, &l.atty, &p[wi.proj.w.clone()], bias(&wi.proj.b), n, at, c, lay);
             residual_forward(&mut l.res2[..n * c], &x[..n * c]);
-            norm_forward(cfg, p, &mut l.ln2, &mut l.mean2, &mut l.rstd2, &l.res2, &wi.norm2, n);
+            // Pre: N2(res2) feeds the MLP. Post: N1(res2) is both the MLP's
+            // input and its residual.
+            let n_mid = if post { &wi.norm1 } else { &wi.norm2 };
+            norm_forward(cfg, p, &mut l.ln2, &mut l.mean2, &mut l.rstd2, &l.res2, n_mid, n);
             matmul_forward(&mut l.h, &l.ln2, &p[wi.up.w.clone()], bias(&wi.up.b), n, c, f, lay);
-            match &wi.gate {
-                Some(g) => {
+            match (&wi.gate, cfg.mlp) {
+                (Some(g), _) => {
                     matmul_forward(&mut l.gate, &l.ln2, &p[g.w.clone()], None, n, c, f, lay);
                     swiglu_forward(&mut l.act[..n * f], &l.gate[..n * f], &l.h[..n * f]);
                 }
-                None => gelu_forward(&mut l.act[..n * f], &l.h[..n * f]),
+                (None, Mlp::GeluErf) => gelu_erf_forward(&mut l.act[..n * f], &l.h[..n * f]),
+                (None, _) => gelu_forward(&mut l.act[..n * f], &l.h[..n * f]),
             }
             matmul_forward(&mut l.res3, &l.act, &p[wi.down.w.clone()], bias(&wi.down.b), n, f, c, lay);
-            residual_forward(&mut l.res3[..n * c], &l.res2[..n * c]);
+            let skip: &[f32] = if post { &l.ln2 } else { &l.res2 };
+            residual_forward(&mut l.res3[..n * c], &skip[..n * c]);
+            if post {
+                norm_forward(cfg, p, &mut l.ln1, &mut l.mean1, &mut l.rstd1, &l.res3, &wi.norm2, n);
+            }
         }
-        let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { &a.layers[cfg.n_layer - 1].res3 };
-        norm_forward(cfg, p, &mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, &idx.norm_f, n);
-        matmul_forward(&mut a.logits, &a.lnf, &p[idx.head.clone()], None, n, c, v, OutIn);
+        let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { block_output(post, &a.layers[cfg.n_layer - 1]) };
+        let Some(head) = &idx.head else { return };
+        let normed: &[f32] = match &idx.norm_f {
+            Some(nf) => {
+                norm_forward(cfg, p, &mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, nf, n);
+                &a.lnf
+            }
+            None => last,
+        };
+        matmul_forward(&mut a.logits, normed, &p[head.clone()], None, n, c, v, OutIn);
     }
 
     /// Accumulates d(loss_scale * mean loss)/d(params) into the gradients.
@@ -255,41 +298,74 @@ impl Transformer {
         let (b, t) = self.last_bt;
         let n = b * t;
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
+        let post = cfg.norm_position == NormPosition::Post;
+        let head = idx.head.clone().expect("forward refused targets without a head");
         a.dlosses[..n].fill(loss_scale / n as f32);
         crossentropy_backward_inplace(&mut a.logits, &a.lse, &a.targets, &a.dlosses, n, v);
+        let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { block_output(post, &a.layers[cfg.n_layer - 1]) };
         a.dc.fill(0.0);
-        matmul_backward(Some(&mut a.dc), &mut g[idx.head.clone()], None, &a.logits, &a.lnf, &p[idx.head.clone()], n, c, v, OutIn);
         a.dres.fill(0.0);
-        let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { &a.layers[cfg.n_layer - 1].res3 };
-        norm_backward(self, g, &mut a.dres, &a.dc, last, &idx.norm_f, &a.lnf_mean, &a.lnf_rstd, n);
+        match &idx.norm_f {
+            Some(nf) => {
+                matmul_backward(Some(&mut a.dc), &mut g[head.clone()], None, &a.logits, &a.lnf, &p[head.clone()], n, c, v, OutIn);
+                norm_backward(self, g, &mut a.dres, &a.dc, last, nf, &a.lnf_mean, &a.lnf_rstd, n);
+            }
+            None => matmul_backward(Some(&mut a.dres), &mut g[head.clone()], None, &a.logits, last, &p[head.clone()], n, c, v, OutIn),
+        }
         let rope = matches!(cfg.position, Position::Rope { .. });
-        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: true };
+        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: cfg.causal };
         for (li, wi) in idx.layers.iter().enumerate().rev() {
-            let x: &[f32] = if li == 0 { &a.x0 } else { &a.layers[li - 1].res3 };
+            let x: &[f32] = if li == 0 { &a.x0 } else { block_output(post, &a.layers[li - 1]) };
             let l = &a.layers[li];
-            // res3 = res2 + down(act(ln2(res2))): dres flows unchanged into both branches.
+            // d(res3): for pre-norm it is dres itself (the residual stream);
+            // for post-norm, back through the output norm into dc.
+            let dres3: &[f32] = if post {
+                a.dc.fill(0.0);
+                norm_backward(self, g, &mut a.dc, &a.dres, &l.res3, &wi.norm2, &l.mean1, &l.rstd1, n);
+                &a.dc
+            } else {
+                &a.dres
+            };
+            // res3 = skip + down(act(up(ln2)))
             a.df1.fill(0.0);
             let (dw, db) = lin_mut(g, &wi.down);
-            matmul_backward(Some(&mut a.df1), dw, db, &a.dres, &l.act, &p[wi.down.w.clone()], n, f, c, lay);
-            a.dc.fill(0.0);
-            match &wi.gate {
-                Some(gate) => {
+            matmul_backward(Some(&mut a.df1), dw, db, dres3, &l.act, &p[wi.down.w.clone()], n, f, c, lay);
+            // d(ln2) collects the MLP branch, plus the residual when post-norm.
+            let mut dln2 = std::mem::take(&mut a.da_ln2);
+            dln2[..n * c].fill(0.0);
+            if post {
+                dln2[..n * c].copy_from_slice(&dres3[..n * c]);
+            }
+            match (&wi.gate, cfg.mlp) {
+                (Some(gate), _) => {
                     a.df2.fill(0.0);
                     a.df3.fill(0.0);
                     swiglu_backward(&mut a.df2[..n * f], &mut a.df3[..n * f], &a.df1[..n * f], &l.gate[..n * f], &l.h[..n * f]);
-                    matmul_backward(Some(&mut a.dc), &mut g[gate.w.clone()], None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
+                    matmul_backward(Some(&mut dln2), &mut g[gate.w.clone()], None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
                     let (dw, db) = lin_mut(g, &wi.up);
-                    matmul_backward(Some(&mut a.dc), dw, db, &a.df3, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
+                    matmul_backward(Some(&mut dln2), dw, db, &a.df3, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
                 }
-                None => {
+                (None, mlp) => {
                     a.df2.fill(0.0);
-                    gelu_backward(&mut a.df2[..n * f], &l.h[..n * f], &a.df1[..n * f]);
+                    if mlp == Mlp::GeluErf {
+                        gelu_erf_backward(&mut a.df2[..n * f], &l.h[..n * f], &a.df1[..n * f]);
+                    } else {
+                        gelu_backward(&mut a.df2[..n * f], &l.h[..n * f], &a.df1[..n * f]);
+                    }
                     let (dw, db) = lin_mut(g, &wi.up);
-                    matmul_backward(Some(&mut a.dc), dw, db, &a.df2, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
+                    matmul_backward(Some(&mut dln2), dw, db, &a.df2, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
                 }
             }
-            norm_backward(self, g, &mut a.dres, &a.dc, &l.res2, &wi.norm2, &l.mean2, &l.rstd2, n);
-            // res2 = x + proj(attention(rope(qkv(ln1(x)))))
+            // ln2 = N(res2): d(res2) adds into dres (pre-norm, where dres
+            // already holds the residual's share) or into a zeroed dres (post).
+            if post {
+                a.dres.fill(0.0);
+            }
+            let n_mid = if post { &wi.norm1 } else { &wi.norm2 };
+            norm_backward(self, g, &mut a.dres, &dln2, &l.res2, n_mid, &l.mean2, &l.rstd2, n);
+            a.da_ln2 = dln2;
+            // res2 = x + proj(attention(rope(qkv(attn_in)))); dres is d(res2),
+            // and stays as the residual's share of d(x).
             a.da.fill(0.0);
             let (dw, db) = lin_mut(g, &wi.proj);
             matmul_backward(Some(&mut a.da), dw, db, &a.dres, &l.atty, &p[wi.proj.w.clone()], n, at, c, lay);
@@ -299,17 +375,36 @@ impl Transformer {
                 rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
             }
-            a.dc.fill(0.0);
             let (dw, db) = lin_mut(g, &wi.qkv);
-            matmul_backward(Some(&mut a.dc), dw, db, &a.dqkv, &l.ln1, &p[wi.qkv.w.clone()], n, c, w, lay);
-            norm_backward(self, g, &mut a.dres, &a.dc, x, &wi.norm1, &l.mean1, &l.rstd1, n);
+            if post {
+                matmul_backward(Some(&mut a.dres), dw, db, &a.dqkv, x, &p[wi.qkv.w.clone()], n, c, w, lay);
+            } else {
+                a.dc.fill(0.0);
+                matmul_backward(Some(&mut a.dc), dw, db, &a.dqkv, &l.ln1, &p[wi.qkv.w.clone()], n, c, w, lay);
+                norm_backward(self, g, &mut a.dres, &a.dc, x, &wi.norm1, &l.mean1, &l.rstd1, n);
+            }
+        }
+        // dres is d(x0); back through the embedding norm when there is one.
+        let demb: &[f32] = match &idx.emb_norm {
+            Some(en) => {
+                a.dc.fill(0.0);
+                norm_backward(self, g, &mut a.dc, &a.dres, &a.emb_raw, en, &a.emb_mean, &a.emb_rstd, n);
+                &a.dc
+            }
+            None => &a.dres,
+        };
+        if let Some(wtt) = &idx.wtt {
+            let dt0 = &mut g[wtt.start..wtt.start + c];
+            for row in demb[..n * c].chunks_exact(c) {
+                residual_forward(dt0, row);
+            }
         }
         match &idx.wpe {
             Some(wpe) => {
                 let (dwte, dwpe) = crate::params::two_mut(g, idx.wte.clone(), wpe.clone());
-                embedding_backward(dwte, Some(dwpe), &a.dres, &a.tokens, b, t, c);
+                embedding_backward(dwte, Some(dwpe), demb, &a.tokens, b, t, c);
             }
-            None => embedding_backward(&mut g[idx.wte.clone()], None, &a.dres, &a.tokens, b, t, c),
+            None => embedding_backward(&mut g[idx.wte.clone()], None, demb, &a.tokens, b, t, c),
         }
     }
 
@@ -338,6 +433,16 @@ impl Transformer {
     pub fn residual_stream(&self, l: usize) -> &[f32] {
         let (b, t) = self.last_bt;
         let n = b * t * self.config.n_embd;
-        self.acts.as_ref().map_or(&[], |a| if l == 0 { &a.x0[..n] } else { &a.layers[l - 1].res3[..n] })
+        let post = self.config.norm_position == NormPosition::Post;
+        self.acts.as_ref().map_or(&[], |a| if l == 0 { &a.x0[..n] } else { &block_output(post, &a.layers[l - 1])[..n] })
+    }
+}
+
+/// What a block passes on: the residual stream (pre-norm) or its normed sum (post-norm).
+fn block_output(post: bool, l: &LayerActs) -> &[f32] {
+    if post {
+        &l.ln1
+    } else {
+        &l.res3
     }
 }
