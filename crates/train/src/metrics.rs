@@ -33,8 +33,15 @@ impl MetricsLog {
         let mut records = Vec::new();
         if let Some(last) = keep_through {
             if let Ok(text) = std::fs::read_to_string(path) {
-                for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    let r: StepRecord = serde_json::from_str(line).map_err(|e| TrainError::Data(format!("{}: bad line: {e}", path.display())))?;
+                let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+                for (i, line) in lines.iter().enumerate() {
+                    let r: StepRecord = match serde_json::from_str(line) {
+                        Ok(r) => r,
+                        // A line cut short by a crash can only be the last,
+                        // written after the checkpoint being resumed.
+                        Err(_) if i + 1 == lines.len() => break,
+                        Err(e) => return Err(TrainError::Data(format!("{}: line {}: {e}; the metrics log is damaged", path.display(), i + 1))),
+                    };
                     if r.step <= last {
                         records.push(r);
                     }

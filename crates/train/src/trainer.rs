@@ -7,19 +7,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use attn_model::checkpoint::{save_tensors, TensorFile};
+use attn_model::checkpoint::save_tensors;
 use attn_model::{Transformer, TransformerConfig};
-use attn_tokenizer::bpe::GPT2_PATTERN;
-use attn_tokenizer::train::BpeTrainer;
-use attn_tokenizer::{load_tokenizer, CharTokenizer, Tokenizer};
 use serde::{Deserialize, Serialize};
 
-use crate::data::{read_corpus, split, write_shard, TokenShard};
+use crate::data::TokenShard;
 use crate::error::{Result, TrainError};
-use crate::metrics::{plot_run, MetricsLog, StepRecord};
-use crate::optim::{DecayRule, Optimizer, OptimizerKind};
+use crate::metrics::{plot_run, StepRecord};
+use crate::optim::{DecayRule, OptimizerKind};
+use crate::run_dir;
+use crate::session::{self, Session};
 
-pub const STATE_FILE: &str = "trainer_state.safetensors";
+pub use crate::run_dir::STATE_FILE;
 /// Consecutive skipped steps after which a run stops as diverged.
 pub const MAX_NON_FINITE_IN_A_ROW: usize = 5;
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
@@ -114,6 +113,8 @@ pub struct TrainRun<'a> {
     pub tokenizer: TokenizerSpec,
     pub config: TrainConfig,
     pub resume: bool,
+    /// Replace a run already in `out` (a new run otherwise refuses to).
+    pub overwrite: bool,
     /// Fine-tuning: start from this model folder's weights and tokenizer
     /// (an attn run, or a Hugging Face GPT-2, Llama or Qwen2 folder) instead
     /// of a random model; `model` must then be that folder's config.
@@ -140,185 +141,34 @@ pub struct TrainSummary {
     pub val_loss_full: Option<f64>,
 }
 
-struct Session {
-    model: Transformer,
-    opt: Optimizer,
-    train: TokenShard,
-    val: TokenShard,
-    metrics: MetricsLog,
-    start_step: usize,
-}
-
-fn data_dir(out: &Path) -> PathBuf {
-    out.join("data")
-}
-
-/// Tokenizes the corpus, writes the shards and a fresh model.
-fn start_fresh(run: &TrainRun) -> Result<Session> {
-    let text = read_corpus(&run.data)?;
-    let tok: Box<dyn Tokenizer> = match (&run.init, &run.tokenizer) {
-        // Fine-tuning keeps the model's own tokenizer: its ids are what the weights know.
-        (Some(dir), _) => load_tokenizer(dir, None)?,
-        (None, spec) => tokenizer_for(spec, &text, run)?,
-    };
-    let ids = tok.encode(&text)?;
-    let (train_ids, val_ids) = split(&ids, run.config.val_fraction);
-    let t = run.config.seq_len;
-    if train_ids.len() <= t {
-        return Err(TrainError::Data(format!(
-            "the corpus is shorter than one batch: {} training tokens, need more than --seq-len {t}; add text or lower --seq-len",
-            train_ids.len()
-        )));
-    }
-    if val_ids.len() <= t {
-        return Err(TrainError::Data(format!(
-            "the validation split has {} tokens, need more than --seq-len {t}; add text, raise --val-fraction or lower --seq-len",
-            val_ids.len()
-        )));
-    }
-    std::fs::create_dir_all(data_dir(&run.out)).map_err(TrainError::io(&run.out))?;
-    let arch = run.model.with_vocab(tok.vocab_size());
-    write_shard(&data_dir(&run.out).join("train.bin"), train_ids, tok.vocab_size())?;
-    write_shard(&data_dir(&run.out).join("val.bin"), val_ids, tok.vocab_size())?;
-    tok.save(&run.out.join(TOKENIZER_FILE))?;
-    let model = match &run.init {
-        Some(dir) => {
-            let (model, _) = Transformer::load(dir)?;
-            // A tokenizer may have fewer ids than the embedding has rows
-            // (vocabularies padded for speed), never more.
-            if model.vocab_size() < tok.vocab_size() {
-                return Err(TrainError::Data(format!(
-                    "{}: the model has {} token ids but its tokenizer {}; the folder's config.json and tokenizer do not belong together",
-                    dir.display(),
-                    model.vocab_size(),
-                    tok.vocab_size()
-                )));
-            }
-            model
-        }
-        None => Transformer::new(arch, run.config.seed)?,
-    };
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
-    Ok(Session {
-        model,
-        opt,
-        train: TokenShard::open(&data_dir(&run.out).join("train.bin"))?,
-        val: TokenShard::open(&data_dir(&run.out).join("val.bin"))?,
-        metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), None)?,
-        start_step: 0,
-    })
-}
-
-/// The tokenizer a fresh run asks for: character-level, a file, or BPE trained here.
-fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box<dyn Tokenizer>> {
-    Ok(match spec {
-        TokenizerSpec::Char => Box::new(CharTokenizer::train(text)),
-        TokenizerSpec::File(p) => load_tokenizer(p, None)?,
-        TokenizerSpec::Bpe(n) => {
-            // Only the training part: the validation text stays unseen.
-            let mut cut = ((text.len() as f64) * (1.0 - run.config.val_fraction)) as usize;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            let trainer = BpeTrainer { vocab_size: *n, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into()] };
-            let (tok, stats) = trainer.train(&text[..cut])?;
-            if !run.quiet {
-                eprintln!("trained a BPE tokenizer: {} tokens, {} merges over {} distinct pieces", tok.vocab_size(), stats.merges, stats.words);
-            }
-            Box::new(tok)
-        }
-    })
-}
-
-/// The training options a run folder was saved with.
-pub fn saved_train_config(out: &Path) -> Result<TrainConfig> {
-    let state_path = out.join(STATE_FILE);
-    let rerr = |msg: String| TrainError::Resume { path: out.to_path_buf(), msg };
-    if !state_path.exists() {
-        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
-    }
-    let meta = TensorFile::open(&state_path)?.metadata()?;
-    meta.get("train_config")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' in its metadata", state_path.display())))
-}
-
-fn resume(run: &TrainRun) -> Result<Session> {
-    let state_path = run.out.join(STATE_FILE);
-    let rerr = |msg: String| TrainError::Resume { path: run.out.clone(), msg };
-    if !state_path.exists() {
-        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
-    }
-    let (model, model_meta) = Transformer::load(&run.out)?;
-    let state = TensorFile::open(&state_path)?;
-    let meta = state.metadata()?;
-    let step: usize =
-        meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| rerr(format!("{}: no valid 'step' in its metadata", state_path.display())))?;
-    if model_meta.get("step") != meta.get("step") {
-        return Err(rerr(format!(
-            "model.safetensors is from step {:?} but {STATE_FILE} from step {step}; the save was interrupted between files, restart the run",
-            model_meta.get("step")
-        )));
-    }
-    let saved: TrainConfig = meta
-        .get("train_config")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' in its metadata", state_path.display())))?;
-    // Everything but the total step count must match, or the resumed run would
-    // silently differ from the one it continues.
-    let mut want = run.config.clone();
-    want.steps = saved.steps;
-    want.eval_every = saved.eval_every;
-    if want != saved {
-        return Err(rerr(format!(
-            "the training options differ from the saved run's.\n  saved: {saved:?}\n  given: {:?}\nrepeat the original options with --resume",
-            run.config
-        )));
-    }
-    if run.config.steps != saved.steps {
-        eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
-    }
-    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
-    let n = model.layout().total();
-    state.read_into("m", &[n], &mut opt.m)?;
-    if !opt.v.is_empty() {
-        state.read_into("v", &[n], &mut opt.v)?;
-    }
-    opt.step = meta.get("optimizer_step").and_then(|s| s.parse().ok()).unwrap_or(step as u64);
-    Ok(Session {
-        model,
-        opt,
-        train: TokenShard::open(&data_dir(&run.out).join("train.bin"))?,
-        val: TokenShard::open(&data_dir(&run.out).join("val.bin"))?,
-        metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), Some(step))?,
-        start_step: step,
-    })
-}
-
-/// Writes the model folder and the optimizer state. Both carry the step, so a
-/// crash between the two renames is detected on resume rather than mixed.
-fn save_checkpoint(out: &Path, s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
+/// Writes the model, the optimizer state and the commit record as one unit
+/// (see `run_dir`): a crash at any instant leaves this checkpoint or the
+/// previous one.
+fn save_checkpoint(s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
     // Updates skip non-finite gradients, so this is a last guard: a checkpoint
     // never holds a weight that cannot be resumed from.
     if let Some(e) = s.model.layout().entries.iter().find(|e| s.model.params()[e.range()].iter().any(|x| !x.is_finite())) {
         return Err(TrainError::Data(format!(
             "step {step}: tensor {} holds a non-finite value; nothing was saved, the previous checkpoint in {} is intact",
             e.name,
-            out.display()
+            s.dir.display()
         )));
     }
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), step.to_string());
-    s.model.save(out, Some(meta.clone()))?;
-    meta.insert("optimizer_step".into(), s.opt.step.to_string());
-    meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
-    let n = s.model.layout().total();
-    let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
-    if !s.opt.v.is_empty() {
-        tensors.push(("v", vec![n], &s.opt.v));
-    }
-    save_tensors(&out.join(STATE_FILE), &tensors, Some(meta))?;
-    Ok(())
+    s.model.save_config(&s.dir)?;
+    run_dir::commit(&s.dir, step, |model_next, state_next| {
+        s.model.save_weights(model_next, Some(meta.clone()))?;
+        meta.insert("optimizer_step".into(), s.opt.step.to_string());
+        meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
+        let n = s.model.layout().total();
+        let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
+        if !s.opt.v.is_empty() {
+            tensors.push(("v", vec![n], &s.opt.v));
+        }
+        save_tensors(state_next, &tensors, Some(meta))?;
+        Ok(())
+    })
 }
 
 /// Mean loss over a fixed set of validation batches (the same every eval).
@@ -333,10 +183,37 @@ pub fn eval_loss(model: &mut Transformer, val: &TokenShard, cfg: &TrainConfig, x
     Ok((sum / cfg.eval_batches.max(1) as f64) as f32)
 }
 
+/// Runs `attn train`: a new run (which moves into `run.out` at its first
+/// checkpoint) or a resumed one.
 pub fn train(run: &TrainRun) -> Result<TrainSummary> {
     run.config.validate(run.model.n_ctx)?;
-    std::fs::create_dir_all(&run.out).map_err(TrainError::io(&run.out))?;
-    let mut s = if run.resume { resume(run)? } else { start_fresh(run)? };
+    if run.resume {
+        if let Some(note) = run_dir::recover(&run.out)? {
+            eprintln!("note: {}: an interrupted checkpoint was found: {note}", run.out.display());
+        }
+        return run_loop(run, session::resume(run)?);
+    }
+    run_dir::check_new_target(&run.out, run.overwrite)?;
+    if let Some(init) = &run.init {
+        let same = |a: &Path, b: &Path| a.canonicalize().ok().zip(b.canonicalize().ok()).is_some_and(|(a, b)| a == b);
+        if same(init, &run.out) {
+            return Err(TrainError::Config(format!(
+                "--init and --out are the same folder ({}); fine-tuning would replace the model it starts from, choose another --out",
+                run.out.display()
+            )));
+        }
+    }
+    let staging = run_dir::staging_path(&run.out);
+    // A staging folder left by a run that crashed before its first checkpoint.
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(TrainError::io(&staging))?;
+    let result = session::start_fresh(run, &staging).and_then(|s| run_loop(run, s));
+    // Still there only if the run ended before its first checkpoint.
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
     let cfg = &run.config;
     let (b, t, accum) = (cfg.batch_size, cfg.seq_len, cfg.grad_accum);
     if !run.quiet {
@@ -349,6 +226,17 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
     }
     let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
     let bar = progress_bar(cfg.steps, s.start_step, run.quiet);
+    // Without a terminal the bar is hidden: lines go to stdout instead, and a
+    // heartbeat at least every 30 s shows the run is alive (nohup, tee, CI).
+    let plain = !run.quiet && bar.is_hidden();
+    let say = |line: String| {
+        if plain {
+            println!("{line}");
+        } else if !run.quiet {
+            bar.println(line);
+        }
+    };
+    let mut last_line = Instant::now();
     let run_start = Instant::now();
     let mut summary =
         TrainSummary { step: s.start_step, train_loss: f32::NAN, val_loss: None, tok_per_s: 0.0, interrupted: false, skipped_steps: 0, val_loss_full: None };
@@ -377,7 +265,7 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
         } else {
             bad_in_row += 1;
             summary.skipped_steps += 1;
-            bar.println(format!("step {step}: loss {loss}, gradient norm {norm}: not finite, step skipped (no update)"));
+            say(format!("step {step}: loss {loss}, gradient norm {norm}: not finite, step skipped (no update)"));
             if bad_in_row >= MAX_NON_FINITE_IN_A_ROW {
                 return Err(TrainError::Diverged {
                     step,
@@ -388,7 +276,11 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
                 });
             }
         }
-        let stopping = run.stop.load(Ordering::SeqCst) || run.halt_at == Some(step);
+        let signalled = run.stop.load(Ordering::SeqCst);
+        if signalled {
+            say(format!("step {step}: stop requested, saving a checkpoint"));
+        }
+        let stopping = signalled || run.halt_at == Some(step);
         let is_eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps || stopping;
         let val_loss = if is_eval { Some(eval_loss(&mut s.model, &s.val, cfg, &mut x, &mut y)?) } else { None };
         s.metrics.push(StepRecord { step, train_loss: loss, lr, tok_per_s, grad_norm: norm, elapsed_s: run_start.elapsed().as_secs_f64(), val_loss })?;
@@ -404,11 +296,19 @@ pub fn train(run: &TrainRun) -> Result<TrainSummary> {
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {tok_per_s:.0} tok/s"));
         if let Some(v) = val_loss {
-            save_checkpoint(&run.out, &s, step, cfg)?;
-            plot_run(&run.out.join("loss.png"), &title, &s.metrics.records)?;
-            if !run.quiet {
-                bar.println(format!("step {step:>6} | train {loss:.4} | val {v:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
+            save_checkpoint(&s, step, cfg)?;
+            if s.dir != run.out {
+                // A new run's first checkpoint: the run moves into --out whole.
+                run_dir::publish(&s.dir, &run.out)?;
+                s.dir = run.out.clone();
+                s.metrics.path = run.out.join("metrics.jsonl");
             }
+            plot_run(&s.dir.join("loss.png"), &title, &s.metrics.records)?;
+            say(format!("step {step:>6} | train {loss:.4} | val {v:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
+            last_line = Instant::now();
+        } else if plain && last_line.elapsed().as_secs() >= 30 {
+            say(format!("step {step:>6} | train {loss:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
+            last_line = Instant::now();
         }
         if stopping {
             summary.interrupted = step != cfg.steps;

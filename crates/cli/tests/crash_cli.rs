@@ -1,0 +1,170 @@
+//! No lost work: `attn train` killed with SIGKILL at random instants (with a
+//! checkpoint at every step, so many kills land inside one) always leaves a
+//! folder that loads and resumes; SIGTERM and SIGINT checkpoint and exit
+//! with 143 and 130; a new run never replaces an existing one unasked.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{attn, corpus, stderr};
+
+fn args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--preset",
+        "baby",
+        "--steps",
+        steps,
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "1",
+        "--eval-batches",
+        "1",
+        "--warmup",
+        "2",
+        "--threads",
+        "1",
+        "--quiet",
+    ]
+}
+
+fn steps_logged(run: &Path) -> Vec<u64> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap())
+        .collect()
+}
+
+/// A splitmix64 stream: reproducible kill instants without a dependency.
+fn delays(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            (z ^ (z >> 31)) % max_ms
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_at_60_random_instants_always_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let (mut kills, mut resumes) = (0, 0);
+    for delay in delays(7, 60, 600) {
+        let resume = out.join("trainer_state.safetensors").exists();
+        let mut a = args(data_s, out_s, "100000");
+        if resume {
+            a.push("--resume");
+            resumes += 1;
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_attn")).args(&a).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            panic!("attn train (resume: {resume}) ended by itself with {status} after {delay} ms: {err}");
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        kills += 1;
+        // Whatever the instant, the folder is a loadable model once it exists.
+        if out.join("model.safetensors").exists() {
+            attn_model::Transformer::load(&out).unwrap_or_else(|e| panic!("after a kill at {delay} ms the run does not load: {e}"));
+        }
+    }
+    assert!(resumes >= 40, "only {resumes} of {kills} kills hit a resumable run; the delays are too short");
+    // Finish the run: three more steps after the last committed one.
+    let committed: u64 =
+        std::fs::read_to_string(out.join("checkpoint.json")).map_or(0, |t| serde_json::from_str::<serde_json::Value>(&t).unwrap()["step"].as_u64().unwrap());
+    let target = (committed + 3).to_string();
+    let o = attn(&[args(data_s, out_s, &target), vec!["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let logged = steps_logged(&out);
+    assert_eq!(logged, (1..=committed + 3).collect::<Vec<_>>(), "metrics are not one contiguous run");
+    eprintln!("{kills} kills, {resumes} resumed starts, final step {}", committed + 3);
+    // Nothing temporary is left behind.
+    let leftovers: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp") || n.ends_with(".next"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!dir.path().join(".run.attn-new").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_and_sigint_checkpoint_and_exit_143_and_130() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    for (signal, code) in [("TERM", 143), ("INT", 130)] {
+        let out = dir.path().join(format!("run-{signal}"));
+        let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "100000");
+        // Checkpoint only when asked: eval-every is large, so the stop is what saves.
+        let i = a.iter().position(|x| *x == "--eval-every").unwrap();
+        a[i + 1] = "100000";
+        let child = Command::new(env!("CARGO_BIN_EXE_attn")).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let status = Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+        let out_status = child.wait_with_output().unwrap().status;
+        assert_eq!(out_status.code(), Some(code), "SIG{signal}");
+        let step = steps_logged(&out).last().copied().unwrap();
+        let o = attn(&[args(data.to_str().unwrap(), out.to_str().unwrap(), &(step + 2).to_string()), vec!["--resume"]].concat());
+        assert!(o.status.success(), "SIG{signal}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn a_new_run_never_replaces_an_existing_one_unasked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let o = attn(&args(data_s, out_s, "3"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let before = std::fs::read(out.join("model.safetensors")).unwrap();
+    // Again without --resume or --overwrite: refused, nothing touched.
+    let o = attn(&args(data_s, out_s, "3"));
+    assert!(!o.status.success() && stderr(&o).contains("--resume") && stderr(&o).contains("--overwrite"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
+    // A new run that fails (a corpus too short) leaves the old one whole.
+    let short = dir.path().join("short.txt");
+    std::fs::write(&short, "too short").unwrap();
+    let o = attn(&[args(short.to_str().unwrap(), out_s, "3"), vec!["--overwrite"]].concat());
+    assert!(!o.status.success());
+    assert_eq!(std::fs::read(out.join("model.safetensors")).unwrap(), before);
+    assert_eq!(steps_logged(&out), vec![1, 2, 3]);
+    // --init X --out X is refused.
+    let o = attn(&["train", "--data", data_s, "--out", out_s, "--init", out_s, "--overwrite", "--steps", "1", "--quiet"]);
+    assert!(!o.status.success() && stderr(&o).contains("same folder"), "{}", stderr(&o));
+    // --overwrite replaces it.
+    let o = attn(&[args(data_s, out_s, "2"), vec!["--overwrite"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(steps_logged(&out), vec![1, 2]);
+    // A folder with other files in it is never taken.
+    let other = dir.path().join("notes");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("todo.txt"), "mine").unwrap();
+    let o = attn(&[args(data_s, other.to_str().unwrap(), "2"), vec!["--overwrite"]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("other files"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(other.join("todo.txt")).unwrap(), "mine");
+}

@@ -1,0 +1,169 @@
+//! The run folder as a unit that no crash can leave half-written.
+//!
+//! - A new run works in a staging folder beside `--out` and moves in whole at
+//!   its first checkpoint, so a run that fails early leaves `--out` as it was.
+//! - A checkpoint is committed in three moves. The weights and the trainer
+//!   state are written to `*.next` files (each complete before it gets that
+//!   name); then `checkpoint.json` is replaced atomically with the new step,
+//!   which is the commit; then the `.next` files are renamed over the old
+//!   ones. `recover` finishes a committed checkpoint (renames what is left)
+//!   or discards an uncommitted one, so a crash at any instant leaves the
+//!   previous checkpoint or the new one, both whole.
+
+use std::path::{Path, PathBuf};
+
+use attn_model::checkpoint::{tmp_path, write_atomic, TensorFile, WEIGHTS_FILE};
+
+use crate::error::{Result, TrainError};
+
+pub const COMMIT_FILE: &str = "checkpoint.json";
+pub const STATE_FILE: &str = "trainer_state.safetensors";
+
+/// `NAME.next`, where a checkpoint file waits for its commit.
+pub fn next_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".next");
+    path.with_file_name(name)
+}
+
+/// The staging folder of a new run into `out`: a hidden sibling, on the same
+/// file system so that moving it in is one rename.
+pub fn staging_path(out: &Path) -> PathBuf {
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+    out.with_file_name(format!(".{name}.attn-new"))
+}
+
+/// Whether `dir` holds a run (or a model) that a new run would replace.
+pub fn holds_run(dir: &Path) -> bool {
+    ["config.json", WEIGHTS_FILE, STATE_FILE, COMMIT_FILE, "metrics.jsonl"].iter().any(|f| dir.join(f).exists())
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    // A rename is durable once its folder is synced.
+    std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(TrainError::io(dir))
+}
+
+fn step_of(path: &Path) -> Option<usize> {
+    TensorFile::open(path).ok()?.metadata().ok()?.get("step")?.parse().ok()
+}
+
+/// The step `checkpoint.json` commits, if any.
+pub fn committed_step(dir: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(dir.join(COMMIT_FILE)).ok()?;
+    serde_json::from_str::<serde_json::Value>(&text).ok()?["step"].as_u64().map(|s| s as usize)
+}
+
+/// Writes a checkpoint as one unit. `write_next(model_next, state_next)`
+/// writes the two files (complete, then renamed into those names).
+pub fn commit(dir: &Path, step: usize, write_next: impl FnOnce(&Path, &Path) -> Result<()>) -> Result<()> {
+    let (model, state) = (dir.join(WEIGHTS_FILE), dir.join(STATE_FILE));
+    write_next(&next_path(&model), &next_path(&state))?;
+    sync_dir(dir)?;
+    let commit = dir.join(COMMIT_FILE);
+    let record = serde_json::json!({"step": step, "files": [WEIGHTS_FILE, STATE_FILE]});
+    write_atomic(&commit, record.to_string().as_bytes()).map_err(|e| {
+        let _ = std::fs::remove_file(tmp_path(&commit));
+        TrainError::io(&commit)(e)
+    })?;
+    sync_dir(dir)?;
+    finish_pending(dir)
+}
+
+/// Renames committed `.next` files over their targets.
+fn finish_pending(dir: &Path) -> Result<()> {
+    for f in [WEIGHTS_FILE, STATE_FILE] {
+        let (target, next) = (dir.join(f), next_path(&dir.join(f)));
+        if next.exists() {
+            std::fs::rename(&next, &target).map_err(TrainError::io(&target))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+/// Brings a run folder to its last committed checkpoint after a crash:
+/// finishes the renames of a committed checkpoint, deletes the files of an
+/// uncommitted one and any temporary file. Returns what it did, for a note.
+pub fn recover(dir: &Path) -> Result<Option<String>> {
+    let committed = committed_step(dir);
+    let mut done = Vec::new();
+    for f in [WEIGHTS_FILE, STATE_FILE] {
+        let next = next_path(&dir.join(f));
+        if !next.exists() {
+            continue;
+        }
+        match (step_of(&next), committed) {
+            (Some(s), Some(c)) if s == c => {
+                std::fs::rename(&next, dir.join(f)).map_err(TrainError::io(&next))?;
+                done.push(format!("completed the step-{s} {f}"));
+            }
+            _ => {
+                std::fs::remove_file(&next).map_err(TrainError::io(&next))?;
+                done.push(format!("discarded an uncommitted {f}"));
+            }
+        }
+    }
+    for entry in std::fs::read_dir(dir).map_err(TrainError::io(dir))?.flatten() {
+        let p = entry.path();
+        if p.extension().is_some_and(|e| e == "tmp") {
+            let _ = std::fs::remove_file(&p);
+        }
+    }
+    if done.is_empty() {
+        return Ok(None);
+    }
+    sync_dir(dir)?;
+    Ok(Some(done.join("; ")))
+}
+
+/// Refuses an `--out` a new run must not touch: one that holds a run
+/// (unless `overwrite`), or a non-empty folder that holds something else.
+pub fn check_new_target(out: &Path, overwrite: bool) -> Result<()> {
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        return Err(TrainError::Config(format!("--out {} is a file, not a folder; choose another --out", out.display())));
+    }
+    if holds_run(out) {
+        if overwrite {
+            return Ok(());
+        }
+        let step = committed_step(out).or_else(|| step_of(&out.join(STATE_FILE)));
+        return Err(TrainError::Config(format!(
+            "--out {} already holds a run{}; continue it with --resume, replace it with --overwrite, or choose another --out",
+            out.display(),
+            step.map_or(String::new(), |s| format!(" (checkpoint at step {s})"))
+        )));
+    }
+    let empty = std::fs::read_dir(out).map_err(TrainError::io(out))?.next().is_none();
+    if !empty {
+        return Err(TrainError::Config(format!(
+            "--out {} is a folder with other files in it and no attn run; a run needs a new or empty folder, choose another --out",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Moves a new run's staging folder to `out`. A run already in `out` (only
+/// with --overwrite) is moved aside first and deleted once the new one is in
+/// place; an empty folder is replaced.
+pub fn publish(staging: &Path, out: &Path) -> Result<()> {
+    let aside = out.with_file_name(format!(".{}.attn-old", out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    let had_old = out.exists() && holds_run(out);
+    if out.exists() && !had_old {
+        std::fs::remove_dir(out).map_err(TrainError::io(out))?;
+    }
+    if had_old {
+        let _ = std::fs::remove_dir_all(&aside);
+        std::fs::rename(out, &aside).map_err(TrainError::io(out))?;
+    }
+    std::fs::rename(staging, out).map_err(TrainError::io(out))?;
+    if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent)?;
+    }
+    if had_old {
+        std::fs::remove_dir_all(&aside).map_err(TrainError::io(&aside))?;
+    }
+    Ok(())
+}

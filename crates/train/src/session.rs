@@ -1,0 +1,182 @@
+//! Setting up a training session: a fresh run (corpus, tokenizer, shards,
+//! model) or a resumed one (the run folder's model, optimizer state and
+//! options).
+
+use std::path::{Path, PathBuf};
+
+use attn_model::checkpoint::TensorFile;
+use attn_model::Transformer;
+use attn_tokenizer::bpe::GPT2_PATTERN;
+use attn_tokenizer::train::BpeTrainer;
+use attn_tokenizer::{load_tokenizer, CharTokenizer, Tokenizer};
+
+use crate::data::{read_corpus, split, write_shard, TokenShard};
+use crate::error::{Result, TrainError};
+use crate::metrics::MetricsLog;
+use crate::optim::Optimizer;
+use crate::run_dir::{self, STATE_FILE};
+use crate::trainer::{TokenizerSpec, TrainConfig, TrainRun, TOKENIZER_FILE};
+
+pub(crate) struct Session {
+    /// The folder the run writes to: the staging folder of a new run until its first checkpoint.
+    pub dir: PathBuf,
+    pub model: Transformer,
+    pub opt: Optimizer,
+    pub train: TokenShard,
+    pub val: TokenShard,
+    pub metrics: MetricsLog,
+    pub start_step: usize,
+}
+
+pub(crate) fn data_dir(out: &Path) -> PathBuf {
+    out.join("data")
+}
+
+/// Tokenizes the corpus, writes the shards and a fresh model.
+pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
+    let text = read_corpus(&run.data)?;
+    let tok: Box<dyn Tokenizer> = match (&run.init, &run.tokenizer) {
+        // Fine-tuning keeps the model's own tokenizer: its ids are what the weights know.
+        (Some(dir), _) => load_tokenizer(dir, None)?,
+        (None, spec) => tokenizer_for(spec, &text, run)?,
+    };
+    let ids = tok.encode(&text)?;
+    let (train_ids, val_ids) = split(&ids, run.config.val_fraction);
+    let t = run.config.seq_len;
+    if train_ids.len() <= t {
+        return Err(TrainError::Data(format!(
+            "the corpus is shorter than one batch: {} training tokens, need more than --seq-len {t}; add text or lower --seq-len",
+            train_ids.len()
+        )));
+    }
+    if val_ids.len() <= t {
+        return Err(TrainError::Data(format!(
+            "the validation split has {} tokens, need more than --seq-len {t}; add text, raise --val-fraction or lower --seq-len",
+            val_ids.len()
+        )));
+    }
+    std::fs::create_dir_all(data_dir(dir)).map_err(TrainError::io(dir))?;
+    let arch = run.model.with_vocab(tok.vocab_size());
+    write_shard(&data_dir(dir).join("train.bin"), train_ids, tok.vocab_size())?;
+    write_shard(&data_dir(dir).join("val.bin"), val_ids, tok.vocab_size())?;
+    tok.save(&dir.join(TOKENIZER_FILE))?;
+    let model = match &run.init {
+        Some(dir) => {
+            let (model, _) = Transformer::load(dir)?;
+            // A tokenizer may have fewer ids than the embedding has rows
+            // (vocabularies padded for speed), never more.
+            if model.vocab_size() < tok.vocab_size() {
+                return Err(TrainError::Data(format!(
+                    "{}: the model has {} token ids but its tokenizer {}; the folder's config.json and tokenizer do not belong together",
+                    dir.display(),
+                    model.vocab_size(),
+                    tok.vocab_size()
+                )));
+            }
+            model
+        }
+        None => Transformer::new(arch, run.config.seed)?,
+    };
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
+    Ok(Session {
+        model,
+        opt,
+        train: TokenShard::open(&data_dir(dir).join("train.bin"))?,
+        val: TokenShard::open(&data_dir(dir).join("val.bin"))?,
+        metrics: MetricsLog::open(&dir.join("metrics.jsonl"), None)?,
+        start_step: 0,
+        dir: dir.to_path_buf(),
+    })
+}
+
+/// The tokenizer a fresh run asks for: character-level, a file, or BPE trained here.
+fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box<dyn Tokenizer>> {
+    Ok(match spec {
+        TokenizerSpec::Char => Box::new(CharTokenizer::train(text)),
+        TokenizerSpec::File(p) => load_tokenizer(p, None)?,
+        TokenizerSpec::Bpe(n) => {
+            // Only the training part: the validation text stays unseen.
+            let mut cut = ((text.len() as f64) * (1.0 - run.config.val_fraction)) as usize;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let trainer = BpeTrainer { vocab_size: *n, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into()] };
+            let (tok, stats) = trainer.train(&text[..cut])?;
+            if !run.quiet {
+                eprintln!("trained a BPE tokenizer: {} tokens, {} merges over {} distinct pieces", tok.vocab_size(), stats.merges, stats.words);
+            }
+            Box::new(tok)
+        }
+    })
+}
+
+/// The training options a run folder was saved with. Finishes or discards a
+/// checkpoint a crash interrupted first, so the options are the last
+/// committed ones.
+pub fn saved_train_config(out: &Path) -> Result<TrainConfig> {
+    if out.is_dir() {
+        run_dir::recover(out)?;
+    }
+    let state_path = out.join(STATE_FILE);
+    let rerr = |msg: String| TrainError::Resume { path: out.to_path_buf(), msg };
+    if !state_path.exists() {
+        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
+    }
+    let meta = TensorFile::open(&state_path)?.metadata()?;
+    meta.get("train_config")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' in its metadata", state_path.display())))
+}
+
+pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
+    let state_path = run.out.join(STATE_FILE);
+    let rerr = |msg: String| TrainError::Resume { path: run.out.clone(), msg };
+    if !state_path.exists() {
+        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
+    }
+    let (model, model_meta) = Transformer::load(&run.out)?;
+    let state = TensorFile::open(&state_path)?;
+    let meta = state.metadata()?;
+    let step: usize =
+        meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| rerr(format!("{}: no valid 'step' in its metadata", state_path.display())))?;
+    if model_meta.get("step") != meta.get("step") {
+        return Err(rerr(format!(
+            "model.safetensors is from step {:?} but {STATE_FILE} from step {step}; the save was interrupted between files, restart the run",
+            model_meta.get("step")
+        )));
+    }
+    let saved: TrainConfig = meta
+        .get("train_config")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' in its metadata", state_path.display())))?;
+    // Everything but the total step count must match, or the resumed run would
+    // silently differ from the one it continues.
+    let mut want = run.config.clone();
+    want.steps = saved.steps;
+    want.eval_every = saved.eval_every;
+    if want != saved {
+        return Err(rerr(format!(
+            "the training options differ from the saved run's.\n  saved: {saved:?}\n  given: {:?}\nrepeat the original options with --resume",
+            run.config
+        )));
+    }
+    if run.config.steps != saved.steps {
+        eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
+    }
+    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
+    let n = model.layout().total();
+    state.read_into("m", &[n], &mut opt.m)?;
+    if !opt.v.is_empty() {
+        state.read_into("v", &[n], &mut opt.v)?;
+    }
+    opt.step = meta.get("optimizer_step").and_then(|s| s.parse().ok()).unwrap_or(step as u64);
+    Ok(Session {
+        model,
+        opt,
+        train: TokenShard::open(&data_dir(&run.out).join("train.bin"))?,
+        val: TokenShard::open(&data_dir(&run.out).join("val.bin"))?,
+        metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), Some(step))?,
+        start_step: step,
+        dir: run.out.clone(),
+    })
+}
