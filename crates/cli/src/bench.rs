@@ -14,6 +14,7 @@ pub enum BenchCommand {
     Train {
         #[arg(long, default_value = "baby")]
         preset: String,
+        /// Sequences per micro-batch
         #[arg(long, default_value_t = 12)]
         batch_size: usize,
         /// Default: the model's context
@@ -22,6 +23,7 @@ pub enum BenchCommand {
         /// Timed steps (after 2 untimed warmup steps)
         #[arg(long, default_value_t = 20)]
         steps: usize,
+        /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
         /// Vocabulary size for char-level presets (default: the preset's)
@@ -39,6 +41,7 @@ pub enum BenchCommand {
         prompt_len: usize,
         #[arg(long, default_value_t = 256)]
         new_tokens: usize,
+        /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -46,22 +49,27 @@ pub enum BenchCommand {
     Tokenizer {
         #[command(flatten)]
         src: crate::tokenizer::Source,
+        /// Input text file
         #[arg(long)]
         data: std::path::PathBuf,
         /// Timed encodes (after one untimed)
         #[arg(long, default_value_t = 5)]
         rounds: usize,
+        /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
     },
     /// Time sentence embeddings: one text per line of --data, all embedded per round
     Embed {
+        /// A model folder (config.json, model.safetensors, tokenizer files) or an attn run folder
         #[arg(long)]
         model: std::path::PathBuf,
+        /// Input text file
         #[arg(long)]
         data: std::path::PathBuf,
         #[arg(long, default_value_t = 3)]
         rounds: usize,
+        /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -69,6 +77,7 @@ pub enum BenchCommand {
     Gemm {
         #[arg(long, default_value_t = 1024)]
         size: usize,
+        /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
     },

@@ -12,8 +12,10 @@ pub struct EmbedArgs {
     /// A Hugging Face BERT / sentence-transformers folder, e.g. all-MiniLM-L6-v2
     #[arg(long)]
     model: PathBuf,
+    /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+    /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
     #[arg(required = true)]
@@ -22,10 +24,13 @@ pub struct EmbedArgs {
 
 #[derive(Args)]
 pub struct SimilarityArgs {
+    /// A model folder (config.json, model.safetensors, tokenizer files) or an attn run folder
     #[arg(long)]
     model: PathBuf,
+    /// Print JSON instead of text
     #[arg(long)]
     json: bool,
+    /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
     /// Two or more texts, e.g. king queen car

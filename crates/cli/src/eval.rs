@@ -21,6 +21,7 @@ pub struct EvalArgs {
     /// Print one JSON object: loss, perplexity, bits_per_byte, tokens
     #[arg(long)]
     json: bool,
+    /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -29,7 +30,9 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let (mut model, tok) = crate::load_model_dir(&a.model)?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
-        let ids = attn_train::data::TokenShard::open(&a.data)?.to_vec();
+        let shard = attn_train::data::TokenShard::open(&a.data)?;
+        shard.check_tokenizer(tok.as_ref(), &format!("the model in {}", a.model.display()))?;
+        let ids = shard.to_vec();
         let bytes = tok.decode_bytes(&ids).with_context(|| format!("{} does not match this model's tokenizer", a.data.display()))?.len();
         (ids, bytes)
     } else {
@@ -37,7 +40,15 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         (tok.encode(&text).with_context(|| format!("tokenizing {}", a.data.display()))?, text.len())
     };
     let window = a.seq_len.unwrap_or(model.context());
-    let r = attn_train::eval::evaluate(&mut model, &ids, bytes, window, a.batch_size)?;
+    // A bar on a terminal (stderr), nothing otherwise.
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        indicatif::ProgressBar::new(ids.len().saturating_sub(1) as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} tokens [{elapsed_precise} < {eta_precise}]").expect("valid template"));
+    let r = attn_train::eval::evaluate_with_progress(&mut model, &ids, bytes, window, a.batch_size, &mut |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

@@ -1,6 +1,6 @@
 //! `attn inspect`: terminal and picture views of what `attn_inspect` computes.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -14,8 +14,10 @@ pub enum InspectCommand {
     Attention {
         #[command(flatten)]
         m: ModelText,
+        /// Layer to show (0-based); with --head, one map with the tokens on both axes
         #[arg(long)]
         layer: Option<usize>,
+        /// Head to show (0-based), with --layer
         #[arg(long)]
         head: Option<usize>,
         /// FILE.png, FILE.svg, or FILE.json (exact probabilities); without it, a terminal heatmap
@@ -32,8 +34,10 @@ pub enum InspectCommand {
         temperature: f32,
         #[arg(long, default_value_t = 0)]
         top_k: usize,
+        /// Keep the smallest set of tokens whose probability reaches p
         #[arg(long, default_value_t = 1.0)]
         top_p: f32,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -44,11 +48,13 @@ pub enum InspectCommand {
         /// Candidates per cell in --json
         #[arg(long, default_value_t = 3)]
         top: usize,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Word embeddings: cosine matrix, nearest vocabulary tokens, PCA projection
     Embeddings {
+        /// A model folder (config.json, model.safetensors, tokenizer files) or an attn run folder
         #[arg(long)]
         model: PathBuf,
         /// Comma-separated words, e.g. king,queen,man,woman
@@ -62,6 +68,7 @@ pub enum InspectCommand {
         /// Three principal components instead of two (in the table and --json)
         #[arg(long)]
         three_d: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -69,6 +76,7 @@ pub enum InspectCommand {
     Tokens {
         #[command(flatten)]
         m: ModelText,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -79,8 +87,10 @@ pub struct ModelText {
     /// An attn run folder or a Hugging Face GPT-2 folder
     #[arg(long)]
     model: PathBuf,
+    /// The text to look at
     #[arg(long)]
     text: String,
+    /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -91,7 +101,7 @@ fn model_name(dir: &Path) -> String {
 
 pub fn run(c: InspectCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    let color = std::io::stdout().is_terminal();
+    let color = crate::use_color();
     match c {
         InspectCommand::Attention { m, layer, head, out: file } => {
             crate::set_threads(m.threads)?;

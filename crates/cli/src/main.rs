@@ -20,6 +20,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print shell completions (bash, zsh, fish, elvish, powershell) to stdout
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Train a GPT on text files
     Train(train::TrainArgs),
     /// Generate text from a trained model
@@ -58,9 +63,23 @@ pub fn print_or_quiet(out: &mut impl std::io::Write, text: &str) -> anyhow::Resu
     }
 }
 
+/// Colour on a terminal, unless NO_COLOR is set (no-color.org).
+pub fn use_color() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && std::io::stdout().is_terminal()
+}
+
 pub fn set_threads(threads: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = threads {
         anyhow::ensure!(n > 0, "--threads must be at least 1");
+        // More threads than cores only add switching; cap with a note.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let n = if n > cores {
+            eprintln!("note: --threads {n} is more than the {cores} cores here; using {cores}");
+            cores
+        } else {
+            n
+        };
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
     }
     Ok(())
@@ -100,9 +119,18 @@ pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Tran
 fn main() -> std::process::ExitCode {
     // The matches are kept so that `train --resume` can tell flags given on
     // the command line from defaults.
+    // A closed pipe (`attn ... | head`) ends the program quietly with status
+    // 0: Rust ignores SIGPIPE, which would turn the next write into an error
+    // or a panic; exiting on it is what a command-line filter should do.
+    #[cfg(unix)]
+    let _ = signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGPIPE, 0, std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "attn", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Train(a) => train::run(a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Generate(a) => generate::run(a),
         Command::Eval(a) => eval::run(a),

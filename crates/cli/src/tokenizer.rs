@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 pub enum TokenizerCommand {
     /// Train a byte-level BPE vocabulary on text files
     Train {
+        /// Input text file
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
         /// Total tokens: 256 bytes + merges + special tokens
@@ -22,8 +23,10 @@ pub enum TokenizerCommand {
         /// Special tokens, e.g. <|endoftext|> (repeatable)
         #[arg(long)]
         special: Vec<String>,
+        /// Where to write the result
         #[arg(long)]
         out: PathBuf,
+        /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -33,11 +36,13 @@ pub enum TokenizerCommand {
         src: Source,
         /// Text to encode (or use --data)
         text: Option<String>,
+        /// Input text file
         #[arg(long)]
         data: Option<PathBuf>,
         /// Write a token shard instead of printing ids
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -57,6 +62,7 @@ pub enum TokenizerCommand {
     Convert {
         #[command(flatten)]
         src: Source,
+        /// Where to write the result
         #[arg(long)]
         out: PathBuf,
     },
@@ -112,7 +118,7 @@ pub fn run(c: TokenizerCommand) -> anyhow::Result<()> {
             let ids = tok.encode(&text)?;
             match shard {
                 Some(p) => {
-                    attn_train::data::write_shard(&p, &ids, tok.vocab_size())?;
+                    attn_train::data::write_shard(&p, &ids, tok.vocab_size(), attn_train::data::tokenizer_fingerprint(tok.as_ref()))?;
                     eprintln!("{} tokens ({:.2} bytes/token) -> {}", ids.len(), text.len() as f64 / ids.len().max(1) as f64, p.display());
                 }
                 None => writeln!(out, "{}", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "))?,

@@ -38,20 +38,23 @@ pub struct TrainArgs {
     #[arg(long, default_value = "baby")]
     preset: String,
     /// Fine-tune: start from a model folder's weights, config and tokenizer
-    /// (an attn run, or a Hugging Face GPT-2, Llama or Qwen2 folder) instead of a random model
+    /// (an attn run, or a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder) instead of a random model
     #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position"])]
     init: Option<PathBuf>,
-    /// "char" trains a character vocabulary on the data; or a tokenizer file or folder
-    /// (tokenizer.json, vocab.json + merges.txt, .tiktoken)
+    /// "char" trains a character vocabulary on the data; "bpe:N" trains an N-token byte-level
+    /// BPE on it; or a tokenizer file or folder (tokenizer.json, vocab.json + merges.txt, .tiktoken)
     #[arg(long, default_value = "char")]
     tokenizer: String,
+    /// Optimizer steps to run (with --resume: the new total)
     #[arg(long, default_value_t = 2000)]
     steps: usize,
+    /// Sequences per micro-batch
     #[arg(long, default_value_t = 12)]
     batch_size: usize,
     /// Sequence length (default: the model's context)
     #[arg(long)]
     seq_len: Option<usize>,
+    /// Peak learning rate (after warmup, before cosine decay)
     #[arg(long, default_value_t = 1e-3)]
     lr: f32,
     /// Final learning rate of the cosine decay (default: lr / 10)
@@ -60,6 +63,7 @@ pub struct TrainArgs {
     /// Linear warmup steps
     #[arg(long, default_value_t = 100)]
     warmup: usize,
+    /// Evaluate and checkpoint every this many steps
     #[arg(long, default_value_t = 250)]
     eval_every: usize,
     /// Validation batches per evaluation
@@ -68,15 +72,19 @@ pub struct TrainArgs {
     /// Micro-batches accumulated per optimizer step
     #[arg(long, default_value_t = 1)]
     grad_accum: usize,
+    /// adamw or sgd
     #[arg(long, value_enum, default_value = "adamw")]
     optimizer: Opt,
+    /// AdamW / SGD weight decay on matrices
     #[arg(long, default_value_t = 0.1)]
     weight_decay: f32,
     /// Also decay embeddings (nanoGPT's rule); by default only matrices decay
     #[arg(long)]
     decay_embeddings: bool,
+    /// AdamW first-moment decay
     #[arg(long, default_value_t = 0.9)]
     beta1: f32,
+    /// AdamW second-moment decay
     #[arg(long, default_value_t = 0.99)]
     beta2: f32,
     /// SGD momentum
@@ -85,10 +93,13 @@ pub struct TrainArgs {
     /// Global gradient-norm clip (0 disables)
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f32,
+    /// Fraction of the corpus held out for validation
     #[arg(long, default_value_t = 0.1)]
     val_fraction: f64,
+    /// Position encoding of GPT presets
     #[arg(long, value_enum, default_value = "learned")]
     position: Position,
+    /// Seed for initialisation and batch sampling
     #[arg(long, default_value_t = 1337)]
     seed: u64,
     /// Worker threads (default: all cores)

@@ -168,3 +168,26 @@ fn a_new_run_never_replaces_an_existing_one_unasked() {
     assert!(!o.status.success() && stderr(&o).contains("other files"), "{}", stderr(&o));
     assert_eq!(std::fs::read_to_string(other.join("todo.txt")).unwrap(), "mine");
 }
+
+#[test]
+fn another_runs_shard_and_other_data_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let o = attn(&args(data.to_str().unwrap(), a.to_str().unwrap(), "2"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Run b has another vocabulary: the same text with extra characters.
+    let other = dir.path().join("other.txt");
+    std::fs::write(&other, std::fs::read_to_string(&data).unwrap() + "\nZebra quartz {~}\n").unwrap();
+    let o = attn(&args(other.to_str().unwrap(), b.to_str().unwrap(), "2"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let val_b = b.join("data/val.bin");
+    let o = attn(&["eval", "--model", a.to_str().unwrap(), "--data", val_b.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("another tokenizer"), "{}", stderr(&o));
+    // Its own shard scores.
+    let o = attn(&["eval", "--model", a.to_str().unwrap(), "--data", a.join("data/val.bin").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // --resume with other --data is refused instead of training on the old shards.
+    let o = attn(&[args(other.to_str().unwrap(), a.to_str().unwrap(), "4"), vec!["--resume"]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("--data differs"), "{}", stderr(&o));
+}

@@ -24,6 +24,18 @@ pub struct EvalResult {
 /// number `transformers` computes with `labels=input_ids`. Training's final
 /// full-split validation and `attn eval` both call this, so they agree.
 pub fn score_tokens(model: &mut Transformer, ids: &[u32], window: usize, batch: usize) -> Result<(f64, usize)> {
+    score_tokens_with_progress(model, ids, window, batch, &mut |_, _| {})
+}
+
+/// `score_tokens`, calling `progress(predictions done, predictions in all)`
+/// after each forward pass.
+pub fn score_tokens_with_progress(
+    model: &mut Transformer,
+    ids: &[u32],
+    window: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(f64, usize)> {
     if ids.len() < 2 {
         return Err(TrainError::Data(format!("the text has {} token(s); scoring needs at least 2", ids.len())));
     }
@@ -46,6 +58,7 @@ pub fn score_tokens(model: &mut Transformer, ids: &[u32], window: usize, batch: 
         model.forward(&x, Some(&y), n, window)?;
         nats += model.losses().iter().map(|&l| l as f64).sum::<f64>();
         w += n;
+        progress(w * window, preds);
     }
     let rest = preds - full * window;
     if rest > 0 {
@@ -58,7 +71,24 @@ pub fn score_tokens(model: &mut Transformer, ids: &[u32], window: usize, batch: 
 
 /// Scores `ids`, the tokenization of a text of `text_bytes` bytes.
 pub fn evaluate(model: &mut Transformer, ids: &[u32], text_bytes: usize, window: usize, batch: usize) -> Result<EvalResult> {
-    let (nats, preds) = score_tokens(model, ids, window, batch)?;
+    evaluate_with_progress(model, ids, text_bytes, window, batch, &mut |_, _| {})
+}
+
+/// `evaluate`, reporting progress as `score_tokens_with_progress` does.
+pub fn evaluate_with_progress(
+    model: &mut Transformer,
+    ids: &[u32],
+    text_bytes: usize,
+    window: usize,
+    batch: usize,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<EvalResult> {
+    let (nats, preds) = score_tokens_with_progress(model, ids, window, batch, progress)?;
     let loss = nats / preds as f64;
+    if !loss.is_finite() {
+        return Err(TrainError::Data(format!(
+            "the loss is {loss}: the model produces non-finite logits on this text; its weights or config are broken (an earlier checkpoint may be sound)"
+        )));
+    }
     Ok(EvalResult { loss, perplexity: loss.exp(), bits_per_byte: nats / (std::f64::consts::LN_2 * text_bytes.max(1) as f64), tokens: ids.len() })
 }

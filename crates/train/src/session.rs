@@ -10,7 +10,7 @@ use attn_tokenizer::bpe::GPT2_PATTERN;
 use attn_tokenizer::train::BpeTrainer;
 use attn_tokenizer::{load_tokenizer, CharTokenizer, Tokenizer};
 
-use crate::data::{read_corpus, split, write_shard, TokenShard};
+use crate::data::{corpus_fingerprint, read_corpus, split, tokenizer_fingerprint, write_shard, TokenShard};
 use crate::error::{Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::optim::Optimizer;
@@ -26,6 +26,8 @@ pub(crate) struct Session {
     pub val: TokenShard,
     pub metrics: MetricsLog,
     pub start_step: usize,
+    /// Fingerprint of the --data files the run was started with.
+    pub data_fingerprint: u64,
 }
 
 pub(crate) fn data_dir(out: &Path) -> PathBuf {
@@ -57,8 +59,9 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
     }
     std::fs::create_dir_all(data_dir(dir)).map_err(TrainError::io(dir))?;
     let arch = run.model.with_vocab(tok.vocab_size());
-    write_shard(&data_dir(dir).join("train.bin"), train_ids, tok.vocab_size())?;
-    write_shard(&data_dir(dir).join("val.bin"), val_ids, tok.vocab_size())?;
+    let fp = tokenizer_fingerprint(tok.as_ref());
+    write_shard(&data_dir(dir).join("train.bin"), train_ids, tok.vocab_size(), fp)?;
+    write_shard(&data_dir(dir).join("val.bin"), val_ids, tok.vocab_size(), fp)?;
     tok.save(&dir.join(TOKENIZER_FILE))?;
     let model = match &run.init {
         Some(dir) => {
@@ -86,6 +89,7 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
         metrics: MetricsLog::open(&dir.join("metrics.jsonl"), None)?,
         start_step: 0,
         dir: dir.to_path_buf(),
+        data_fingerprint: corpus_fingerprint(&run.data)?,
     })
 }
 
@@ -163,6 +167,19 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     if run.config.steps != saved.steps {
         eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
     }
+    // The run trains on its own shards; other --data would be silently ignored.
+    let data_fingerprint = corpus_fingerprint(&run.data)?;
+    if meta.get("data_fingerprint").and_then(|s| s.parse::<u64>().ok()).is_some_and(|saved| saved != data_fingerprint) {
+        return Err(rerr(format!(
+            "--data differs from the text this run was started with (the run trains on its own shards in {}); pass the original --data to continue it, or start a new run to train on other text",
+            data_dir(&run.out).display()
+        )));
+    }
+    let tok = load_tokenizer(&run.out, None)?;
+    let (train, val) = (TokenShard::open(&data_dir(&run.out).join("train.bin"))?, TokenShard::open(&data_dir(&run.out).join("val.bin"))?);
+    for shard in [&train, &val] {
+        shard.check_tokenizer(tok.as_ref(), &format!("the run's {}", run.out.join(TOKENIZER_FILE).display()))?;
+    }
     let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
     let n = model.layout().total();
     state.read_into("m", &[n], &mut opt.m)?;
@@ -173,10 +190,11 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     Ok(Session {
         model,
         opt,
-        train: TokenShard::open(&data_dir(&run.out).join("train.bin"))?,
-        val: TokenShard::open(&data_dir(&run.out).join("val.bin"))?,
+        train,
+        val,
         metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), Some(step))?,
         start_step: step,
         dir: run.out.clone(),
+        data_fingerprint,
     })
 }

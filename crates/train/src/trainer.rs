@@ -160,6 +160,7 @@ fn save_checkpoint(s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
     run_dir::commit(&s.dir, step, |model_next, state_next| {
         s.model.save_weights(model_next, Some(meta.clone()))?;
         meta.insert("optimizer_step".into(), s.opt.step.to_string());
+        meta.insert("data_fingerprint".into(), s.data_fingerprint.to_string());
         meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
         let n = s.model.layout().total();
         let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
