@@ -138,6 +138,15 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
         }
         BenchCommand::Gemm { size, threads } => {
             crate::set_threads(threads)?;
+            // Three size x size f32 matrices; checked before allocating.
+            let bytes = size.checked_mul(size).and_then(|n| n.checked_mul(12));
+            let avail = attn_model::available_memory().unwrap_or(u64::MAX);
+            anyhow::ensure!(
+                size > 0 && bytes.is_some_and(|b| (b as u64) < avail / 2),
+                "--size {size} needs {:.1} GB for three {size}x{size} matrices, and {:.1} GB of memory is available; 1024 to 4096 measure the peak",
+                bytes.map_or(f64::INFINITY, |b| b as f64 / 1e9),
+                avail as f64 / 1e9
+            );
             let gflops = gemm_peak(size);
             println!("{}", serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops}));
             Ok(())

@@ -18,19 +18,19 @@ pub struct GenerateArgs {
     #[arg(long)]
     prompt_file: Option<PathBuf>,
     /// Most tokens to generate [default: generation_config.json's, else up to an end-of-sequence token or the end of the context]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     max_new_tokens: Option<usize>,
     /// Softmax temperature; 0 is greedy [default: generation_config.json's, else 0.8]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     temperature: Option<f32>,
     /// Keep the k most likely tokens, 0 keeps all [default: generation_config.json's, else 0]
     #[arg(long)]
     top_k: Option<usize>,
     /// Keep the smallest set of tokens whose probability reaches p [default: generation_config.json's, else 1]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     top_p: Option<f32>,
     /// Above 1 discourages repeating tokens already in the text [default: generation_config.json's, else 1]
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     repetition_penalty: Option<f32>,
     /// Stop when the generated text contains this string (repeatable); it is not printed
     #[arg(long)]

@@ -30,12 +30,12 @@ pub enum InspectCommand {
         m: ModelText,
         #[arg(long, default_value_t = 10)]
         top: usize,
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
         temperature: f32,
         #[arg(long, default_value_t = 0)]
         top_k: usize,
         /// Keep the smallest set of tokens whose probability reaches p
-        #[arg(long, default_value_t = 1.0)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
         top_p: f32,
         /// Print JSON instead of text
         #[arg(long)]
@@ -226,6 +226,12 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
             }
         }
         InspectCommand::Embeddings { model: dir, words, neighbours, out: file, three_d, json } => {
+            let words: Vec<String> = words.iter().map(|w| w.trim().to_string()).collect();
+            anyhow::ensure!(
+                words.iter().all(|w| !w.is_empty()),
+                "--words has an empty word ({:?}); give words separated by single commas, e.g. king,queen,car",
+                words.join(",")
+            );
             anyhow::ensure!(words.len() >= 2, "--words needs at least two words, comma-separated");
             let k = if three_d { 3 } else { 2 };
             let name = model_name(&dir);

@@ -46,19 +46,19 @@ pub struct TrainArgs {
     #[arg(long, default_value = "char")]
     tokenizer: String,
     /// Optimizer steps to run (with --resume: the new total)
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 2000)]
     steps: usize,
     /// Sequences per micro-batch
-    #[arg(long, default_value_t = 12)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 12)]
     batch_size: usize,
     /// Sequence length (default: the model's context)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     seq_len: Option<usize>,
     /// Peak learning rate (after warmup, before cosine decay)
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
     lr: f32,
     /// Final learning rate of the cosine decay (default: lr / 10)
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     min_lr: Option<f32>,
     /// Linear warmup steps
     #[arg(long, default_value_t = 100)]
@@ -76,25 +76,25 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "adamw")]
     optimizer: Opt,
     /// AdamW / SGD weight decay on matrices
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
     weight_decay: f32,
     /// Also decay embeddings (nanoGPT's rule); by default only matrices decay
     #[arg(long)]
     decay_embeddings: bool,
     /// AdamW first-moment decay
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
     beta1: f32,
     /// AdamW second-moment decay
-    #[arg(long, default_value_t = 0.99)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.99)]
     beta2: f32,
     /// SGD momentum
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
     momentum: f32,
     /// Global gradient-norm clip (0 disables)
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     grad_clip: f32,
     /// Fraction of the corpus held out for validation
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
     val_fraction: f64,
     /// Position encoding of GPT presets
     #[arg(long, value_enum, default_value = "learned")]

@@ -68,13 +68,32 @@ impl BytePairEncoder {
         let bad = |msg: String| TokenizerError::Format { path: "<bpe>".into(), msg };
         let splitter = Splitter::new(pattern)?;
         let n = ranks.values().chain(specials.iter().map(|s| &s.1)).map(|&r| r as usize + 1).max().unwrap_or(0);
-        let mut tokens = vec![Vec::new(); n];
+        // Ids are dense in real files (tiktoken leaves a few gaps before its
+        // specials); an id far past the entries is damage, and would make
+        // the id table as large as the id.
+        let entries = ranks.len() + specials.len();
+        if n > 2 * entries + 1024 {
+            return Err(bad(format!("token id {} is far beyond the vocabulary's {entries} entries; the file is damaged", n - 1)));
+        }
+        let mut tokens: Vec<Option<Vec<u8>>> = vec![None; n];
+        let mut place = |r: u32, b: &[u8]| match &tokens[r as usize] {
+            Some(old) if old != b => Err(bad(format!(
+                "token id {r} is given to two tokens, {:?} and {:?}; every id must name one token",
+                String::from_utf8_lossy(old),
+                String::from_utf8_lossy(b)
+            ))),
+            _ => {
+                tokens[r as usize] = Some(b.to_vec());
+                Ok(())
+            }
+        };
         for (b, &r) in &ranks {
-            tokens[r as usize] = b.clone();
+            place(r, b)?;
         }
         for (s, r) in &specials {
-            tokens[*r as usize] = s.as_bytes().to_vec();
+            place(*r, s.as_bytes())?;
         }
+        let tokens: Vec<Vec<u8>> = tokens.into_iter().map(Option::unwrap_or_default).collect();
         for b in 0..=255u8 {
             if !ranks.contains_key(&vec![b]) {
                 return Err(bad(format!("the vocabulary lacks the single byte {b:#04x}; byte-level BPE needs all 256")));
@@ -124,9 +143,13 @@ impl BytePairEncoder {
         let merged: std::collections::HashSet<&str> = merged.iter().map(|s| s.as_str()).collect();
         let decode = unicode_to_bytes();
         let mut ranks = FxHashMap::default();
+        // Sets, not scans: a file with a million unmerged entries must load
+        // in time linear in its size.
+        let added_names: std::collections::HashSet<String> = added.iter().map(|(s, _)| s.clone()).collect();
+        let added_ids: std::collections::HashSet<u32> = added.iter().map(|(_, i)| *i).collect();
         let mut specials = added;
         for (tok, id) in vocab {
-            if specials.iter().any(|(s, i)| *s == tok || *i == id) {
+            if added_names.contains(&tok) || added_ids.contains(&id) {
                 continue;
             }
             let bytes = tok.chars().map(|c| decode.get(&c).copied()).collect::<Option<Vec<u8>>>();
@@ -174,8 +197,17 @@ impl BytePairEncoder {
                 .as_array()
                 .and_then(|list| list.iter().find_map(|p| p["pattern"]["Regex"].as_str().map(str::to_string)))
                 .ok_or_else(|| bad("pre_tokenizer.pretokenizers has no Split regex".into()))?,
-            other => return Err(bad(format!("pre_tokenizer.type {other:?} is not a byte-level pre-tokenizer this build reads"))),
+            other => {
+                return Err(bad(format!(
+                    "pre_tokenizer.type {} is not a byte-level pre-tokenizer this build reads (ByteLevel, or a Sequence with a Split regex)",
+                    other.map_or("missing".to_string(), |t| format!("{t:?}"))
+                )))
+            }
         };
+        match json["decoder"]["type"].as_str() {
+            None | Some("ByteLevel") | Some("Sequence") => {}
+            Some(other) => return Err(bad(format!("decoder.type {other:?} does not decode byte-level BPE; expected \"ByteLevel\""))),
+        }
         let nfc = match json["normalizer"]["type"].as_str() {
             None => false,
             Some("NFC") => true,

@@ -107,7 +107,10 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
         Some("WordPiece") => Ok(Box::new(wordpiece::WordPiece::from_hf_json(&json, path)?)),
         other => Err(TokenizerError::Format {
             path: path.into(),
-            msg: format!("model.type {other:?}: expected \"BPE\" (byte-level), \"WordPiece\" (BERT) or \"WordLevel\" (character-level)"),
+            msg: format!(
+                "model.type {}: expected \"BPE\" (byte-level), \"WordPiece\" (BERT) or \"WordLevel\" (character-level)",
+                other.map_or("missing".to_string(), |t| format!("{t:?}"))
+            ),
         }),
     }
 }
@@ -184,7 +187,25 @@ impl CharTokenizer {
             let (Some(ch), None) = (it.next(), it.next()) else {
                 return Err(fmt(format!("model.vocab entry {tok:?} is not a single character")));
             };
-            by_id.insert(id, ch);
+            if let Some(other) = by_id.insert(id, ch) {
+                return Err(fmt(format!("model.vocab gives id {id} to both {other:?} and {ch:?}; every id must name one character")));
+            }
+        }
+        // What attn writes for a character tokenizer; anything else would be
+        // silently ignored here (a Metaspace pre-tokenizer, say, would drop spaces).
+        for (field, allowed) in [("normalizer", &[][..]), ("post_processor", &[][..]), ("pre_tokenizer", &["Split"][..]), ("decoder", &["Fuse"][..])] {
+            let v = &json[field];
+            let kind = v["type"].as_str();
+            if !v.is_null() && !kind.is_some_and(|k| allowed.contains(&k)) {
+                return Err(fmt(format!(
+                    "{field}.type {:?} is not supported with a character-level (WordLevel) tokenizer; expected {}",
+                    kind.unwrap_or("?"),
+                    if allowed.is_empty() { "null".to_string() } else { format!("{allowed:?} or null") }
+                )));
+            }
+        }
+        if json["pre_tokenizer"]["type"] == "Split" && json["pre_tokenizer"]["pattern"]["Regex"] != r"[\s\S]" {
+            return Err(fmt(format!("pre_tokenizer.pattern {} is not the one-character split a character tokenizer uses", json["pre_tokenizer"]["pattern"])));
         }
         if by_id.keys().enumerate().any(|(i, &id)| i as u64 != id) {
             return Err(fmt("model.vocab ids must be 0..N with no gaps".into()));

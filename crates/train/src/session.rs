@@ -159,9 +159,18 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     want.steps = saved.steps;
     want.eval_every = saved.eval_every;
     if want != saved {
+        // Name each option that differs, as flags, with both values.
+        let (a, b) = (serde_json::to_value(&saved).expect("serializes"), serde_json::to_value(&want).expect("serializes"));
+        let diffs: Vec<String> = a
+            .as_object()
+            .expect("a struct")
+            .iter()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+            .map(|(k, v)| format!("--{}: saved {}, given {}", k.replace('_', "-"), v, b[k.as_str()]))
+            .collect();
         return Err(rerr(format!(
-            "the training options differ from the saved run's.\n  saved: {saved:?}\n  given: {:?}\nrepeat the original options with --resume",
-            run.config
+            "the training options differ from the saved run's: {}; give the saved values (or leave the flags out) with --resume",
+            diffs.join("; ")
         )));
     }
     if run.config.steps != saved.steps {
