@@ -213,7 +213,8 @@ fn bad_inputs_get_clear_errors() {
         let (model, _) = attn_model::Transformer::load(&gpt).unwrap();
         let tensors: Vec<(String, Vec<usize>, Vec<f32>)> =
             model.layout.entries.iter().map(|e| (e.name.clone(), e.shape.clone(), model.params[e.range()].to_vec())).collect();
-        let write = |tag: &str, f: &dyn Fn(&mut Vec<(String, Vec<usize>, Vec<f32>)>)| {
+        type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+        let write = |tag: &str, f: &dyn Fn(&mut Tensors)| {
             let m = root.join(format!("st-{tag}"));
             copy_dir(&gpt, &m);
             let mut t = tensors.clone();
@@ -313,7 +314,6 @@ fn bad_inputs_get_clear_errors() {
         ("header only", shard[..30].to_vec()),
     ] {
         let p = root.join(format!("shard-{}.bin", tag.replace(' ', "-")));
-        let bytes = if tag == "magic" { bytes } else { bytes };
         std::fs::write(&p, &bytes).unwrap();
         // A file without the shard header is read as text: an empty one is too short to score.
         let expect = if tag == "magic" || tag == "empty" { "" } else { "shard" };

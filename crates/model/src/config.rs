@@ -146,7 +146,7 @@ impl TransformerConfig {
             n_kv_head: n_head,
             head_dim: n_embd / n_head.max(1),
             n_embd,
-            d_ff: 4 * n_embd,
+            d_ff: n_embd.saturating_mul(4),
             norm: Norm::Layer,
             norm_position: NormPosition::Pre,
             norm_eps: 1e-5,
@@ -254,6 +254,15 @@ impl TransformerConfig {
             if v == 0 {
                 return bad(field, "must be positive, got 0".into());
             }
+        }
+        // Widths the kernels index with must fit comfortably in usize; a
+        // damaged config can ask for products that would overflow.
+        let width = (self.n_head as u128 + 2 * self.n_kv_head as u128) * self.head_dim as u128;
+        if width > u32::MAX as u128 || self.n_embd > u32::MAX as usize || self.d_ff > u32::MAX as usize {
+            return bad(
+                "hidden_size / n_embd",
+                format!("the sizes ({} heads of {}, width {}, MLP {}) are far too large for any model", self.n_head, self.head_dim, self.n_embd, self.d_ff),
+            );
         }
         if !self.n_head.is_multiple_of(self.n_kv_head) {
             return bad("num_key_value_heads", format!("{} does not divide num_attention_heads {}", self.n_kv_head, self.n_head));

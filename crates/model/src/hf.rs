@@ -227,7 +227,7 @@ fn gpt2_from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
     if nh == 0 || c % nh != 0 {
         return Err(field_err(path, "n_embd", format!("{c} is not divisible by n_head {nh}")));
     }
-    cfg.d_ff = hf.n_inner.unwrap_or(4 * c);
+    cfg.d_ff = hf.n_inner.unwrap_or(c.saturating_mul(4));
     cfg.norm_eps = hf.layer_norm_epsilon.unwrap_or(1e-5) as f32;
     cfg.position = match hf.attn_position_encoding.as_deref() {
         None | Some("learned") => Position::Learned,

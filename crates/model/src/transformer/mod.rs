@@ -223,11 +223,34 @@ pub(crate) fn norm_forward(cfg: &TransformerConfig, p: &[f32], out: &mut [f32], 
     }
 }
 
-/// Bytes of memory available to this process (Linux's MemAvailable), if known.
+/// Bytes of memory available to this process, if known: Linux's
+/// MemAvailable, or less under an address-space limit (`ulimit -v`).
 pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    });
+    match (meminfo, address_space_limit()) {
+        (Some(m), Some(l)) => Some(m.min(l)),
+        (m, l) => m.or(l),
+    }
+}
+
+/// Half the soft RLIMIT_AS, if one is set: the address space also holds the
+/// program, its threads' stacks and its memory maps.
+fn address_space_limit() -> Option<u64> {
+    #[cfg(unix)]
+    {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct it is given and nothing else.
+        let ok = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } == 0;
+        if ok && lim.rlim_cur != libc::RLIM_INFINITY {
+            // rlim_t is not u64 on every platform.
+            #[allow(clippy::unnecessary_cast)]
+            return Some(lim.rlim_cur as u64 / 2);
+        }
+    }
+    None
 }
 
 /// Refuses a config whose f32 weights alone exceed the memory available,
