@@ -391,7 +391,7 @@ fn loaders_survive_mutated_files() {
         }
         let child_ok = out.status.success() && err.contains("test fuzz_child ... ok") || out.status.code() == Some(0);
         if !child_ok {
-            let last = err.lines().filter(|l| l.starts_with("TRY ")).next_back().unwrap_or("TRY ? ? ?").to_string();
+            let last = err.lines().rfind(|l| l.starts_with("TRY ")).unwrap_or("TRY ? ? ?").to_string();
             let case_dir = last.rsplit(' ').next().unwrap_or("");
             let keep = findings.join(format!("crash-{seed}"));
             if Path::new(case_dir).is_dir() {
