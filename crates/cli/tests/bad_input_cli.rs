@@ -281,6 +281,11 @@ fn bad_inputs_get_clear_errors() {
         let id = v["model"]["vocab"].as_object().unwrap().values().next().unwrap().clone();
         v["model"]["vocab"]["<other>"] = id;
     });
+    // Found by the fuzzer: an empty token matched everywhere and encoding never advanced.
+    bpe_case(&mut cases, "empty-token", "empty string", &|v| {
+        let n = v["model"]["vocab"].as_object().unwrap().len();
+        v["model"]["vocab"][""] = n.into();
+    });
     bpe_case(&mut cases, "pre", "pre_tokenizer", &|v| v["pre_tokenizer"] = serde_json::json!({"type": "Whitespace"}));
     bpe_case(&mut cases, "normalizer", "normalizer", &|v| v["normalizer"] = serde_json::json!({"type": "NFKC"}));
     bpe_case(&mut cases, "decoder", "decoder", &|v| v["decoder"] = serde_json::json!({"type": "Metaspace"}));

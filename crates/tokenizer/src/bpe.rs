@@ -71,6 +71,9 @@ impl BytePairEncoder {
         // Ids are dense in real files (tiktoken leaves a few gaps before its
         // specials); an id far past the entries is damage, and would make
         // the id table as large as the id.
+        if let Some((_, id)) = specials.iter().find(|(s, _)| s.is_empty()) {
+            return Err(bad(format!("token id {id} is the empty string, which no text can be split into; the file is damaged")));
+        }
         let entries = ranks.len() + specials.len();
         if n > 2 * entries + 1024 {
             return Err(bad(format!("token id {} is far beyond the vocabulary's {entries} entries; the file is damaged", n - 1)));
@@ -243,6 +246,7 @@ impl BytePairEncoder {
             let next = self
                 .specials
                 .iter()
+                .filter(|(s, _)| !s.is_empty())
                 .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s, *id)))
                 .filter(|(_, s, _)| match allowed {
                     AllowedSpecial::All | AllowedSpecial::Raise => true,

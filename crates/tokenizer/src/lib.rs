@@ -127,8 +127,12 @@ pub(crate) fn split_specials<C>(
 ) {
     let mut rest = text;
     while !rest.is_empty() {
-        let next =
-            specials.iter().filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id))).min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
+        // An empty token would match everywhere and never advance.
+        let next = specials
+            .iter()
+            .filter(|(s, _)| !s.is_empty())
+            .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s.len(), *id)))
+            .min_by_key(|&(at, len, _)| (at, std::cmp::Reverse(len)));
         match next {
             Some((at, len, id)) => {
                 if at > 0 {
