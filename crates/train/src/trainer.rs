@@ -297,7 +297,12 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {tok_per_s:.0} tok/s"));
         if let Some(v) = val_loss {
-            save_checkpoint(&s, step, cfg)?;
+            save_checkpoint(&s, step, cfg).map_err(|e| TrainError::Checkpoint {
+                step,
+                dir: run.out.clone(),
+                previous: run_dir::committed_step(&s.dir),
+                msg: e.to_string(),
+            })?;
             if s.dir != run.out {
                 // A new run's first checkpoint: the run moves into --out whole.
                 run_dir::publish(&s.dir, &run.out)?;
