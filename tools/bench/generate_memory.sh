@@ -3,7 +3,7 @@
 # bar 1.15 x (f32 weights + the KV cache the request needs) + 150 MB.
 # Model: a random Llama with a 32k context (tools/bench/make_long_llama.py).
 # Needs: cargo build --release, scripts/fetch_tokenizers.sh, scripts/fetch_shakespeare.sh,
-# and a Python with torch + transformers (PY, default .cache/venv-ref5/bin/python).
+# and a Python with torch + transformers (PY, default .cache/venv-ref5/bin/python from tools/reference/setup.sh 5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.cache/venv-ref5/bin/python}

@@ -7,8 +7,8 @@ real prompt of 210 tokens, and 60 new tokens. The generated ids must
 be identical; then an end-of-sequence id is set to a token transformers
 generates, in generation_config.json, and both must stop at it.
 
-  cargo build --release && scripts/fetch_shakespeare.sh && tools/reference/setup.sh
-  .cache/venv-ref/bin/python tools/reference/check_generate.py
+  cargo build --release && scripts/fetch_shakespeare.sh && tools/reference/setup.sh 5
+  .cache/venv-ref5/bin/python tools/reference/check_generate.py
 """
 import json, os, subprocess, tempfile
 import torch

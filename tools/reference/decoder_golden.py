@@ -18,7 +18,7 @@ micro-batches: the loss of every step and every parameter after the last.
 Tensors: "{v}.param.{name}", "{v}.grad.{name}", "{v}.final.{name}", "{v}.logits",
 "{v}.loss", "{v}.step_losses", "{v}.input_ids" (2, B, T), "{v}.targets" (2, B, T).
 
-Run: tools/reference/setup.sh && .cache/venv-ref/bin/python tools/reference/decoder_golden.py
+Run: tools/reference/setup.sh 5 && .cache/venv-ref5/bin/python tools/reference/decoder_golden.py
 """
 import torch
 import torch.nn.functional as F
