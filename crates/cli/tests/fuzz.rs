@@ -16,6 +16,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attn_model::{Transformer, TransformerConfig};
+use common::copy_dir;
+
+mod common;
 
 /// splitmix64: small, fast, reproducible.
 struct Rng(u64);
@@ -287,16 +290,6 @@ fn seeds(root: &Path) -> Vec<Target> {
         t("token shard", &shard, &["val.bin"], load_shard),
         t("run folder", &run, &["config.json", "model.safetensors", "trainer_state.safetensors", "checkpoint.json", "tokenizer.json"], load_run),
     ]
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    let _ = std::fs::remove_dir_all(to);
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        if e.path().is_file() {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }
 
 /// The child: runs every target for its share of the budget, reporting each

@@ -53,3 +53,14 @@ pub fn train_args_t<'a>(data: &'a str, out: &'a str, steps: &'a str, seq_len: &'
         "--quiet",
     ]
 }
+
+/// Copies the files (not subfolders) of `from` into a fresh folder `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    let _ = std::fs::remove_dir_all(to);
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
