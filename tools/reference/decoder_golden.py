@@ -3,10 +3,11 @@ Hugging Face transformers (5.x), at real sequence lengths, for attn's one
 Transformer to match:
 
   gpt2          GPT2LMHeadModel at its full context (T = n_positions = 64)
-  llama_gqa     LlamaForCausalLM, 6 query heads sharing 2 KV heads, explicit head_dim 48
-                (not hidden/heads), rope_theta 5e5, separate lm_head; T = 64
+  llama_gqa     LlamaForCausalLM (1 layer), 6 query heads sharing 2 KV heads, explicit head_dim 48
+                (hidden 48, so not hidden/heads), rope_theta 5e5, separate lm_head; T = 64
   llama3_scaled LlamaForCausalLM with rope_scaling of type llama3 (factor 8, original
-                context 32), T = 96, so low, blended and high frequencies all occur
+                context 64, head_dim 16), T = 96: wavelengths 6.3 (kept), 32 (blended) and
+                167 and up (divided by 8) all occur
   qwen2_bias    Qwen2ForCausalLM (q/k/v biases), 4 query heads sharing 1 KV head; T = 64
 
 For each: the config (metadata, as transformers 5 writes it), every parameter,
@@ -33,14 +34,14 @@ variants = {
     "gpt2": (GPT2LMHeadModel, GPT2Config(vocab_size=V, n_positions=64, n_embd=32, n_layer=2, n_head=4, activation_function="gelu_new",
                                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, layer_norm_epsilon=1e-5,
                                          bos_token_id=1, eos_token_id=2, attn_implementation="eager"), 64),
-    "llama_gqa": (LlamaForCausalLM, LlamaConfig(**llama_common, hidden_size=96, num_attention_heads=6, num_key_value_heads=2, head_dim=48,
+    "llama_gqa": (LlamaForCausalLM, LlamaConfig(**{**llama_common, "num_hidden_layers": 1}, hidden_size=48, num_attention_heads=6, num_key_value_heads=2, head_dim=48,
                                                 max_position_embeddings=128, tie_word_embeddings=False, rope_theta=500000.0), 64),
-    "llama3_scaled": (LlamaForCausalLM, LlamaConfig(**llama_common, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+    "llama3_scaled": (LlamaForCausalLM, LlamaConfig(**llama_common, hidden_size=32, num_attention_heads=2, num_key_value_heads=1,
                                                     max_position_embeddings=256, tie_word_embeddings=True,
                                                     rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0,
                                                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                                                                     "original_max_position_embeddings": 32}), 96),
-    "qwen2_bias": (Qwen2ForCausalLM, Qwen2Config(**llama_common, hidden_size=64, num_attention_heads=4, num_key_value_heads=1,
+                                                                     "original_max_position_embeddings": 64}), 96),
+    "qwen2_bias": (Qwen2ForCausalLM, Qwen2Config(**llama_common, hidden_size=32, num_attention_heads=4, num_key_value_heads=1,
                                                  max_position_embeddings=128, tie_word_embeddings=False, rope_theta=1000000.0), 64),
 }
 
