@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attn_model::checkpoint::save_tensors;
-use common::{attn, copy_dir, corpus, stderr};
+use common::{attn, copy_dir, corpus, stderr, tiny_run};
 
 struct Case {
     name: String,
@@ -87,26 +87,7 @@ fn bad_inputs_get_clear_errors() {
     // Two small runs: a GPT-2 (character tokenizer) and a Llama.
     let (gpt, llama) = (root.join("gpt"), root.join("llama"));
     for (out, preset) in [(&gpt, "baby"), (&llama, "llama-baby")] {
-        let o = attn(&[
-            "train",
-            "--data",
-            &data_s,
-            "--out",
-            out.to_str().unwrap(),
-            "--preset",
-            preset,
-            "--steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "16",
-            "--eval-every",
-            "2",
-            "--eval-batches",
-            "1",
-            "--quiet",
-        ]);
+        let o = tiny_run(&data_s, out.to_str().unwrap(), preset);
         assert!(o.status.success(), "{}", stderr(&o));
     }
     let (g, l) = (gpt.to_str().unwrap().to_string(), llama.to_str().unwrap().to_string());

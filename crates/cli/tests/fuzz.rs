@@ -254,27 +254,7 @@ fn seeds(root: &Path) -> Vec<Target> {
     let data = root.join("corpus.txt");
     std::fs::write(&data, &text).unwrap();
     let run = root.join("run");
-    let o = Command::new(env!("CARGO_BIN_EXE_attn"))
-        .args([
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-            "--steps",
-            "2",
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "16",
-            "--eval-every",
-            "2",
-            "--eval-batches",
-            "1",
-            "--quiet",
-        ])
-        .output()
-        .unwrap();
+    let o = common::tiny_run(data.to_str().unwrap(), run.to_str().unwrap(), "baby");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let t = |name, seed_dir: &PathBuf, files: &[&'static str], run: fn(&Path)| Target { name, seed_dir: seed_dir.clone(), files: files.to_vec(), run };
     vec![

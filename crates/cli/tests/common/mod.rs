@@ -64,3 +64,27 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// A two-step run of `preset` in `out`, for tests that need a run folder.
+pub fn tiny_run(data: &str, out: &str, preset: &str) -> Output {
+    attn(&[
+        "train",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--preset",
+        preset,
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--eval-every",
+        "2",
+        "--eval-batches",
+        "1",
+        "--quiet",
+    ])
+}
