@@ -9,33 +9,16 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{attn, corpus, stderr};
+use common::{attn, corpus, stderr, with_value};
 
+/// A tiny run that checkpoints at every step, on one thread.
 fn args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
-    vec![
-        "train",
-        "--data",
-        data,
-        "--out",
-        out,
-        "--preset",
-        "baby",
-        "--steps",
-        steps,
-        "--batch-size",
-        "2",
-        "--seq-len",
-        "16",
-        "--eval-every",
-        "1",
-        "--eval-batches",
-        "1",
-        "--warmup",
-        "2",
-        "--threads",
-        "1",
-        "--quiet",
-    ]
+    let a = common::train_args(data, out, steps);
+    let a = with_value(a, "--batch-size", "2");
+    let a = with_value(a, "--eval-every", "1");
+    let a = with_value(a, "--eval-batches", "1");
+    let a = with_value(a, "--warmup", "2");
+    with_value(a, "--threads", "1")
 }
 
 fn steps_logged(run: &Path) -> Vec<u64> {
@@ -119,10 +102,8 @@ fn sigterm_and_sigint_checkpoint_and_exit_143_and_130() {
     let data = corpus(dir.path());
     for (signal, sig, code) in [("TERM", libc::SIGTERM, 143), ("INT", libc::SIGINT, 130)] {
         let out = dir.path().join(format!("run-{signal}"));
-        let mut a = args(data.to_str().unwrap(), out.to_str().unwrap(), "100000");
         // Checkpoint only when asked: eval-every is large, so the stop is what saves.
-        let i = a.iter().position(|x| *x == "--eval-every").unwrap();
-        a[i + 1] = "100000";
+        let a = with_value(args(data.to_str().unwrap(), out.to_str().unwrap(), "100000"), "--eval-every", "100000");
         let child = Command::new(env!("CARGO_BIN_EXE_attn")).args(&a).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         std::thread::sleep(Duration::from_millis(1500));
         // SAFETY: kill(2) on the child this test spawned and still owns.

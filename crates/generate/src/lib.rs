@@ -12,8 +12,10 @@
 //! ```
 
 mod config;
+mod stream;
 
 pub use config::GenerationConfig;
+pub use stream::{StopStrings, Utf8Stream};
 
 use attn_model::Transformer;
 use rand::{Rng, SeedableRng};
@@ -255,94 +257,6 @@ pub fn generate(
     }
     done.ids = ids;
     Ok(done)
-}
-
-/// Turns a stream of byte chunks into text without ever splitting a UTF-8
-/// character: an incomplete sequence at the end of a chunk waits for the next
-/// one; bytes that can never be valid become U+FFFD.
-#[derive(Default)]
-pub struct Utf8Stream {
-    pending: Vec<u8>,
-}
-
-impl Utf8Stream {
-    pub fn push(&mut self, bytes: &[u8]) -> String {
-        self.pending.extend_from_slice(bytes);
-        let mut out = String::new();
-        loop {
-            match std::str::from_utf8(&self.pending) {
-                Ok(s) => {
-                    out.push_str(s);
-                    self.pending.clear();
-                    return out;
-                }
-                Err(e) => {
-                    let good = e.valid_up_to();
-                    out.push_str(std::str::from_utf8(&self.pending[..good]).expect("validated prefix"));
-                    match e.error_len() {
-                        // Incomplete at the end: keep it for the next chunk.
-                        None => {
-                            self.pending.drain(..good);
-                            return out;
-                        }
-                        Some(bad) => {
-                            out.push(char::REPLACEMENT_CHARACTER);
-                            self.pending.drain(..good + bad);
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Whatever is left at the end of the stream (an unfinished character).
-    pub fn finish(&mut self) -> String {
-        let rest = String::from_utf8_lossy(&self.pending).into_owned();
-        self.pending.clear();
-        rest
-    }
-}
-
-/// Holds back streamed text that might be the start of a stop string, so a
-/// stop string is never printed, not even in part.
-pub struct StopStrings {
-    stops: Vec<String>,
-    pending: String,
-}
-
-impl StopStrings {
-    pub fn new(stops: Vec<String>) -> Self {
-        StopStrings { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
-    }
-
-    /// Adds newly decoded text. Returns the text that is now safe to print,
-    /// and whether a stop string was reached (the text before it is included).
-    pub fn push(&mut self, text: &str) -> (String, bool) {
-        self.pending.push_str(text);
-        if let Some(at) = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min() {
-            let out = self.pending[..at].to_string();
-            self.pending.clear();
-            return (out, true);
-        }
-        // Keep the longest tail that is a prefix of some stop string.
-        let keep = self
-            .stops
-            .iter()
-            .flat_map(|s| (1..s.len()).filter(|&n| s.is_char_boundary(n)).map(move |n| &s[..n]))
-            .filter(|p| self.pending.ends_with(p))
-            .map(|p| p.len())
-            .max()
-            .unwrap_or(0);
-        let split = self.pending.len() - keep;
-        let out = self.pending[..split].to_string();
-        self.pending.drain(..split);
-        (out, false)
-    }
-
-    /// Text still held back when generation ends without a stop.
-    pub fn finish(&mut self) -> String {
-        std::mem::take(&mut self.pending)
-    }
 }
 
 #[cfg(test)]

@@ -260,11 +260,3 @@ impl Weights {
         self.files[0].metadata()
     }
 }
-
-/// The `model_type` of a model folder's config.json ("gpt2", "bert", ...).
-pub fn model_type(dir: &Path) -> Result<String> {
-    let path = dir.join(CONFIG_FILE);
-    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
-    v["model_type"].as_str().map(str::to_string).ok_or_else(|| ModelError::InvalidConfig(format!("{}: no \"model_type\" field", path.display())))
-}

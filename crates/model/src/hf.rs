@@ -164,9 +164,6 @@ fn field_err(path: &Path, field: &str, msg: impl Into<String>) -> ModelError {
     ModelError::Field { path: path.to_path_buf(), field: field.into(), msg: msg.into() }
 }
 
-/// The decoder `model_type`s attn runs.
-pub const DECODER_TYPES: &[&str] = &["gpt2", "llama", "qwen2", "mistral"];
-
 /// Every `model_type` attn loads.
 pub const MODEL_TYPES: &[&str] = &["gpt2", "llama", "qwen2", "mistral", "bert"];
 

@@ -31,4 +31,4 @@ mod transformer;
 pub use config::{Family, Mlp, Norm, NormPosition, Position, RopeScaling, TransformerConfig, PRESETS};
 pub use error::{ModelError, Result};
 pub use transformer::config_from_dir;
-pub use transformer::{available_memory, kv_cache_bytes, mean_pool_normalize, Cache, EncoderOutput, Transformer};
+pub use transformer::{available_memory, kv_cache_bytes, Cache, EncoderOutput, Transformer};

@@ -78,17 +78,6 @@ impl ParamLayout {
         r
     }
 
-    /// An empty layout, for tests of code that runs over layouts.
-    pub fn empty_for_tests() -> Self {
-        Self::empty()
-    }
-
-    /// Appends a tensor, for tests of code that runs over layouts.
-    pub fn push_for_tests(&mut self, name: &str, shape: Vec<usize>, kind: ParamKind) {
-        self.push(name.into(), shape, kind);
-        self.finish();
-    }
-
     /// Buffer length, padding included.
     pub fn total(&self) -> usize {
         self.total

@@ -10,6 +10,8 @@
 //! "hello world" -> pieces ["hello", " world"] -> [31373, 995]   (r50k)
 //! ```
 
+pub use crate::byte_alphabet::bytes_to_unicode;
+use crate::byte_alphabet::unicode_to_bytes;
 use std::path::Path;
 
 use rayon::prelude::*;
@@ -246,7 +248,6 @@ impl BytePairEncoder {
             let next = self
                 .specials
                 .iter()
-                .filter(|(s, _)| !s.is_empty())
                 .filter_map(|(s, id)| rest.find(s.as_str()).map(|at| (at, s, *id)))
                 .filter(|(_, s, _)| match allowed {
                     AllowedSpecial::All | AllowedSpecial::Raise => true,
@@ -447,28 +448,6 @@ fn relabel(e: TokenizerError, path: &Path) -> TokenizerError {
         TokenizerError::Format { msg, .. } => TokenizerError::Format { path: path.into(), msg },
         other => other,
     }
-}
-
-/// GPT-2's printable stand-ins for bytes in `vocab.json`: printable Latin-1
-/// bytes map to themselves, the other 68 to U+0100 onwards, in byte order.
-pub fn bytes_to_unicode() -> Vec<char> {
-    let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
-    let mut next = 0x100u32;
-    (0..256u32)
-        .map(|b| {
-            if printable(b) {
-                char::from_u32(b).expect("Latin-1")
-            } else {
-                let c = char::from_u32(next).expect("BMP");
-                next += 1;
-                c
-            }
-        })
-        .collect()
-}
-
-fn unicode_to_bytes() -> FxHashMap<char, u8> {
-    bytes_to_unicode().into_iter().enumerate().map(|(b, c)| (c, b as u8)).collect()
 }
 
 impl crate::Tokenizer for BytePairEncoder {

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod bpe;
+mod byte_alphabet;
 pub mod pretok;
 pub mod spbpe;
 pub mod train;

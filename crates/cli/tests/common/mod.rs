@@ -88,3 +88,10 @@ pub fn tiny_run(data: &str, out: &str, preset: &str) -> Output {
         "--quiet",
     ])
 }
+
+/// `args` with the value after `flag` replaced.
+pub fn with_value<'a>(mut args: Vec<&'a str>, flag: &str, value: &'a str) -> Vec<&'a str> {
+    let i = args.iter().position(|a| *a == flag).unwrap_or_else(|| panic!("{flag} is not in {args:?}"));
+    args[i + 1] = value;
+    args
+}

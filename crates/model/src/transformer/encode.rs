@@ -126,12 +126,6 @@ impl Transformer {
         Ok(EncoderOutput { hidden: x, attention })
     }
 
-    /// Word-embedding row of token `id` (C).
-    pub fn word_embedding(&self, id: u32) -> &[f32] {
-        let c = self.config.n_embd;
-        &self.token_embeddings()[id as usize * c..(id as usize + 1) * c]
-    }
-
     /// Sentence embeddings: the mean of each text's last hidden states,
     /// L2-normalised. Texts run in batches of about `max_tokens` tokens.
     pub fn embed(&self, texts: &[Vec<u32>], max_tokens: usize) -> Result<Vec<Vec<f32>>> {
@@ -160,7 +154,7 @@ impl Transformer {
 }
 
 /// Mean over `t` rows of `hidden` (T, C), then divided by its L2 norm.
-pub fn mean_pool_normalize(hidden: &[f32], t: usize, c: usize) -> Vec<f32> {
+fn mean_pool_normalize(hidden: &[f32], t: usize, c: usize) -> Vec<f32> {
     let mut v = vec![0.0f64; c];
     for row in hidden.chunks(c).take(t) {
         v.iter_mut().zip(row).for_each(|(a, &b)| *a += b as f64);

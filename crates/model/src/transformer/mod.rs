@@ -11,7 +11,7 @@ mod infer;
 mod io;
 mod train;
 
-pub use encode::{mean_pool_normalize, EncoderOutput};
+pub use encode::EncoderOutput;
 pub use infer::{kv_cache_bytes, Cache};
 pub use io::config_from_dir;
 
