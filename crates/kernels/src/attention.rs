@@ -126,7 +126,7 @@ fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool) {
 
 /// In place: x -> softmax(x * scale), over the live (unmasked) entries.
 #[inline(always)]
-fn softmax_row(live: &mut [f32], scale: f32) {
+pub(crate) fn softmax_row(live: &mut [f32], scale: f32) {
     let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
     let mut sum = 0.0f32;
     for x in live.iter_mut() {

@@ -24,7 +24,9 @@
 //! assert!(y[2] > 1.9 && dx[2] > 1.0);
 //! ```
 
+pub mod activation;
 pub mod attention;
+pub mod cross_attention;
 pub mod crossentropy;
 pub mod embedding;
 pub mod gelu;
