@@ -1,0 +1,552 @@
+//! The encoder-decoder's training path: `forward` keeps every activation,
+//! `backward` walks the same sub-blocks in reverse.
+//!
+//! Letters: B pairs, S source and T target positions (each padded to the
+//! longest in the batch), C = d_model, F the FFN width, V the vocabulary,
+//! Ns = B*S and Nt = B*T rows. Buffers are sized for the largest batch seen
+//! and used up to the current sizes, since token-count batches change shape
+//! every step.
+
+use attn_kernels::activation::{activation_backward, activation_forward};
+use attn_kernels::cross_attention::{cross_attention_backward, cross_attention_forward, CrossShape};
+use attn_kernels::crossentropy::{crossentropy_smoothed_backward_inplace, crossentropy_smoothed_forward, IGNORE};
+use attn_kernels::layernorm::{layernorm_backward, layernorm_forward};
+use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
+use attn_kernels::residual::residual_forward;
+
+use super::{AttnIdx, FfnIdx, Seq2Seq, StackIdx, BART_POS_OFFSET};
+use crate::config::Position;
+use crate::error::{ModelError, Result};
+use crate::params::{lin_mut, Lin};
+
+/// A batch of (source, target) pairs, right-padded.
+#[derive(Clone, Debug, Default)]
+pub struct Seq2SeqBatch {
+    pub b: usize,
+    pub s: usize,
+    pub t: usize,
+    /// (B, S) source ids, padded with the pad id.
+    pub src: Vec<u32>,
+    pub src_len: Vec<usize>,
+    /// (B, T) decoder inputs: the start token, then the target shifted right.
+    pub tgt_in: Vec<u32>,
+    /// (B, T) the tokens to predict; IGNORE on padding.
+    pub labels: Vec<u32>,
+}
+
+impl Seq2SeqBatch {
+    /// Pairs of token ids as the tokenizer gives them (targets already end in
+    /// EOS); decoder inputs are the targets shifted right behind `start`, as
+    /// transformers' `shift_tokens_right` builds them.
+    pub fn from_pairs(pairs: &[(&[u32], &[u32])], pad: u32, start: u32) -> Self {
+        let b = pairs.len();
+        let s = pairs.iter().map(|p| p.0.len()).max().unwrap_or(0);
+        let t = pairs.iter().map(|p| p.1.len()).max().unwrap_or(0);
+        let (mut src, mut tgt_in, mut labels) = (vec![pad; b * s], vec![pad; b * t], vec![IGNORE; b * t]);
+        for (i, (sr, tg)) in pairs.iter().enumerate() {
+            src[i * s..][..sr.len()].copy_from_slice(sr);
+            labels[i * t..][..tg.len()].copy_from_slice(tg);
+            if !tg.is_empty() {
+                tgt_in[i * t] = start;
+                // Every label but the last of the longest target shifts in, EOS included.
+                let k = tg.len().min(t - 1);
+                tgt_in[i * t + 1..][..k].copy_from_slice(&tg[..k]);
+            }
+        }
+        Seq2SeqBatch { b, s, t, src, src_len: pairs.iter().map(|p| p.0.len()).collect(), tgt_in, labels }
+    }
+
+    /// Target tokens that carry a loss.
+    pub fn label_tokens(&self) -> usize {
+        self.labels.iter().filter(|&&l| l != IGNORE).count()
+    }
+}
+
+/// What one forward pass with labels measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Seq2SeqLoss {
+    /// The loss that is optimised (label-smoothed when smoothing > 0), mean over labelled tokens.
+    pub loss: f32,
+    /// Plain cross-entropy, mean over labelled tokens (transformers' `loss` with `labels`).
+    pub nll: f32,
+    pub tokens: usize,
+}
+
+#[derive(Default)]
+struct AttnActs {
+    q: Vec<f32>,    // (Nq, C)
+    kv: Vec<f32>,   // (Nk, 2C)
+    att: Vec<f32>,  // (B, NH, TQ, TK)
+    atty: Vec<f32>, // (Nq, C)
+    res: Vec<f32>,  // (Nq, C) input + attention
+    ln: Vec<f32>,   // (Nq, C) the sub-block's output
+    mean: Vec<f32>, // (Nq)
+    rstd: Vec<f32>, // (Nq)
+}
+
+#[derive(Default)]
+struct FfnActs {
+    h: Vec<f32>,   // (N, F)
+    act: Vec<f32>, // (N, F)
+    res: Vec<f32>, // (N, C)
+    ln: Vec<f32>,  // (N, C)
+    mean: Vec<f32>,
+    rstd: Vec<f32>,
+}
+
+struct LayerActs {
+    sa: AttnActs,
+    ca: Option<AttnActs>,
+    ffn: FfnActs,
+}
+
+struct StackActs {
+    tokens: Vec<u32>,   // (N)
+    emb_raw: Vec<f32>,  // (N, C) before the embedding norm, if any
+    emb_mean: Vec<f32>, // (N)
+    emb_rstd: Vec<f32>, // (N)
+    x0: Vec<f32>,       // (N, C) the first block's input
+    layers: Vec<LayerActs>,
+}
+
+/// Backward scratch for one side.
+#[derive(Default)]
+struct Scratch {
+    d0: Vec<f32>,   // (N, C) ping
+    d1: Vec<f32>,   // (N, C) pong
+    dres: Vec<f32>, // (N, C)
+    da: Vec<f32>,   // (N, C) d(attention output)
+    dq: Vec<f32>,   // (N, C)
+    dkv: Vec<f32>,  // (N, 2C)
+    datt: Vec<f32>, // (B, NH, TQ, TK), the largest attention of the side
+    dh: Vec<f32>,   // (N, F)
+    dact: Vec<f32>, // (N, F)
+}
+
+/// Capacities the buffers were allocated for.
+#[derive(Clone, Copy, Default, PartialEq, Debug)]
+struct Caps {
+    ns: usize,
+    nt: usize,
+    att_ss: usize,
+    att_tt: usize,
+    att_ts: usize,
+}
+
+pub(super) struct Acts {
+    caps: Caps,
+    b: usize,
+    s: usize,
+    t: usize,
+    src_len: Vec<usize>,
+    tgt_len: Vec<usize>,
+    enc: StackActs,
+    dec: StackActs,
+    labels: Vec<u32>,  // (Nt)
+    logits: Vec<f32>,  // (Nt, V); d(logits) after backward
+    losses: Vec<f32>,  // (Nt)
+    lse: Vec<f32>,     // (Nt)
+    dlosses: Vec<f32>, // (Nt)
+    n_labels: usize,
+    smoothing: f32,
+    has_labels: bool,
+    se: Scratch,
+    sd: Scratch,
+    denc: Vec<f32>,  // (Ns, C) d(encoder output), summed over decoder layers
+    dkvx: Vec<f32>,  // (Ns, 2C) d(cross-attention k | v)
+}
+
+fn z(n: usize) -> Vec<f32> {
+    vec![0.0; n]
+}
+
+fn attn_acts(nq: usize, nk: usize, c: usize, att: usize) -> AttnActs {
+    AttnActs { q: z(nq * c), kv: z(nk * 2 * c), att: z(att), atty: z(nq * c), res: z(nq * c), ln: z(nq * c), mean: z(nq), rstd: z(nq) }
+}
+
+fn ffn_acts(n: usize, c: usize, f: usize) -> FfnActs {
+    FfnActs { h: z(n * f), act: z(n * f), res: z(n * c), ln: z(n * c), mean: z(n), rstd: z(n) }
+}
+
+fn scratch(n: usize, c: usize, f: usize, att: usize) -> Scratch {
+    Scratch { d0: z(n * c), d1: z(n * c), dres: z(n * c), da: z(n * c), dq: z(n * c), dkv: z(n * 2 * c), datt: z(att), dh: z(n * f), dact: z(n * f) }
+}
+
+impl Acts {
+    fn new(m: &Seq2Seq, caps: Caps) -> Self {
+        let cfg = &m.config;
+        let (c, v) = (cfg.d_model, cfg.vocab_size);
+        let Caps { ns, nt, att_ss, att_tt, att_ts } = caps;
+        let stack = |n: usize, layers: usize, f: usize, decoder: bool| StackActs {
+            tokens: vec![0; n],
+            emb_raw: z(if cfg.embed_norm { n * c } else { 0 }),
+            emb_mean: z(n),
+            emb_rstd: z(n),
+            x0: z(n * c),
+            layers: (0..layers)
+                .map(|_| LayerActs {
+                    sa: attn_acts(n, n, c, if decoder { att_tt } else { att_ss }),
+                    ca: decoder.then(|| attn_acts(nt, ns, c, att_ts)),
+                    ffn: ffn_acts(n, c, f),
+                })
+                .collect(),
+        };
+        Acts {
+            caps,
+            b: 0,
+            s: 0,
+            t: 0,
+            src_len: Vec::new(),
+            tgt_len: Vec::new(),
+            enc: stack(ns, cfg.encoder_layers, cfg.encoder_ffn, false),
+            dec: stack(nt, cfg.decoder_layers, cfg.decoder_ffn, true),
+            labels: vec![IGNORE; nt],
+            logits: z(nt * v),
+            losses: z(nt),
+            lse: z(nt),
+            dlosses: z(nt),
+            n_labels: 0,
+            smoothing: 0.0,
+            has_labels: false,
+            se: scratch(ns, c, cfg.encoder_ffn, att_ss),
+            sd: scratch(nt, c, cfg.decoder_ffn, att_tt.max(att_ts)),
+            denc: z(ns * c),
+            dkvx: z(ns * 2 * c),
+        }
+    }
+}
+
+impl Seq2Seq {
+    fn check_batch(&self, batch: &Seq2SeqBatch) -> Result<()> {
+        let Seq2SeqBatch { b, s, t, .. } = *batch;
+        let bad = |m: String| Err(ModelError::InvalidConfig(m));
+        if b == 0 || s == 0 || t == 0 {
+            return bad(format!("an empty batch (B = {b}, S = {s}, T = {t})"));
+        }
+        if batch.src.len() != b * s || batch.tgt_in.len() != b * t || batch.labels.len() != b * t || batch.src_len.len() != b {
+            return bad("batch buffers do not match B, S and T".into());
+        }
+        if s > self.config.n_ctx || t > self.config.n_ctx {
+            return bad(format!("source length {s} or target length {t} exceeds the model's {} positions", self.config.n_ctx));
+        }
+        if batch.src_len.iter().any(|&l| l == 0 || l > s) {
+            return bad("every source needs between 1 and S tokens".into());
+        }
+        let v = self.config.vocab_size as u32;
+        if let Some(bad_id) = batch.src.iter().chain(&batch.tgt_in).chain(batch.labels.iter().filter(|&&l| l != IGNORE)).find(|&&x| x >= v) {
+            return bad(format!("token id {bad_id} is out of range for vocab_size {v}"));
+        }
+        Ok(())
+    }
+
+    fn reserve(&mut self, b: usize, s: usize, t: usize) {
+        let (nhe, nhd) = (self.config.encoder_heads, self.config.decoder_heads);
+        let need = Caps { ns: b * s, nt: b * t, att_ss: b * nhe * s * s, att_tt: b * nhd * t * t, att_ts: b * nhd * t * s };
+        let have = self.acts.as_ref().map(|a| a.caps).unwrap_or_default();
+        let fits = have.ns >= need.ns && have.nt >= need.nt && have.att_ss >= need.att_ss && have.att_tt >= need.att_tt && have.att_ts >= need.att_ts;
+        if !fits {
+            let caps = Caps {
+                ns: have.ns.max(need.ns),
+                nt: have.nt.max(need.nt),
+                att_ss: have.att_ss.max(need.att_ss),
+                att_tt: have.att_tt.max(need.att_tt),
+                att_ts: have.att_ts.max(need.att_ts),
+            };
+            self.acts = None; // free before allocating the larger set
+            self.acts = Some(Acts::new(self, caps));
+        }
+    }
+
+    /// Runs encoder and decoder on a batch, keeping every activation. With
+    /// `labels` it returns the loss and prepares for `backward`;
+    /// `smoothing` is the label smoothing (0 for the plain loss).
+    pub fn forward(&mut self, batch: &Seq2SeqBatch, with_labels: bool, smoothing: f32) -> Result<Option<Seq2SeqLoss>> {
+        self.check_batch(batch)?;
+        let Seq2SeqBatch { b, s, t, .. } = *batch;
+        self.reserve(b, s, t);
+        let mut a = self.acts.take().expect("reserved");
+        (a.b, a.s, a.t) = (b, s, t);
+        a.src_len = batch.src_len.clone();
+        a.tgt_len = vec![t; b];
+        self.forward_all(&mut a, batch);
+        a.has_labels = with_labels;
+        let result = with_labels.then(|| {
+            let (nt, v) = (b * t, self.config.vocab_size);
+            a.labels[..nt].copy_from_slice(&batch.labels);
+            a.smoothing = smoothing;
+            crossentropy_smoothed_forward(&mut a.losses, &mut a.lse, &a.logits, &a.labels, nt, v, smoothing);
+            let mut nll = 0.0f64;
+            for i in (0..nt).filter(|&i| a.labels[i] != IGNORE) {
+                nll += (a.lse[i] - a.logits[i * v + a.labels[i] as usize]) as f64;
+            }
+            a.n_labels = batch.label_tokens();
+            let denom = a.n_labels.max(1) as f64;
+            Seq2SeqLoss { loss: (a.losses[..nt].iter().map(|&x| x as f64).sum::<f64>() / denom) as f32, nll: (nll / denom) as f32, tokens: a.n_labels }
+        });
+        self.acts = Some(a);
+        Ok(result)
+    }
+
+    fn forward_all(&self, a: &mut Acts, batch: &Seq2SeqBatch) {
+        let cfg = &self.config;
+        let (b, s, t, c, v) = (a.b, a.s, a.t, cfg.d_model, cfg.vocab_size);
+        let (ns, nt) = (b * s, b * t);
+        let (he, hd) = (cfg.encoder_heads, cfg.decoder_heads);
+        self.embed(&mut a.enc, &self.idx.enc, &batch.src, b, s);
+        let enc_self = CrossShape { b, tq: s, tk: s, nh: he, nkv: he, hs: c / he, causal: false };
+        for li in 0..cfg.encoder_layers {
+            let (prev, rest) = a.enc.layers.split_at_mut(li);
+            let x: &[f32] = if li == 0 { &a.enc.x0 } else { &prev[li - 1].ffn.ln };
+            let w = &self.idx.enc.layers[li];
+            self.attn_forward(&mut rest[0].sa, &w.self_attn, x, x, ns, ns, enc_self, &a.src_len);
+            self.ffn_forward(&mut rest[0], &w.ffn, ns, cfg.encoder_ffn, false);
+        }
+        let enc_out: &[f32] = &a.enc.layers[cfg.encoder_layers - 1].ffn.ln;
+        self.embed(&mut a.dec, &self.idx.dec, &batch.tgt_in, b, t);
+        let dec_self = CrossShape { b, tq: t, tk: t, nh: hd, nkv: hd, hs: c / hd, causal: true };
+        let cross = CrossShape { b, tq: t, tk: s, nh: hd, nkv: hd, hs: c / hd, causal: false };
+        for li in 0..cfg.decoder_layers {
+            let (prev, rest) = a.dec.layers.split_at_mut(li);
+            let x: &[f32] = if li == 0 { &a.dec.x0 } else { &prev[li - 1].ffn.ln };
+            let w = &self.idx.dec.layers[li];
+            let l = &mut rest[0];
+            self.attn_forward(&mut l.sa, &w.self_attn, x, x, nt, nt, dec_self, &a.tgt_len);
+            let ca = l.ca.as_mut().expect("decoder layer");
+            self.attn_forward(ca, w.cross.as_ref().expect("decoder layer"), &l.sa.ln, enc_out, nt, ns, cross, &a.src_len);
+            self.ffn_forward(l, &w.ffn, nt, cfg.decoder_ffn, true);
+        }
+        let last = &a.dec.layers[cfg.decoder_layers - 1].ffn.ln;
+        let p = &self.params;
+        matmul_forward(&mut a.logits, last, &p[self.idx.shared.clone()], Some(&p[self.idx.final_logits_bias.clone()]), nt, c, v, OutIn);
+    }
+
+    /// x0 = shared[token] * scale + position (+ LayerNorm for BART).
+    fn embed(&self, st: &mut StackActs, stack: &StackIdx, tokens: &[u32], b: usize, t: usize) {
+        let (c, n) = (self.config.d_model, b * t);
+        let p = &self.params;
+        st.tokens[..n].copy_from_slice(tokens);
+        let scale = self.embed_scale();
+        let shared = &p[self.idx.shared.clone()];
+        let pos: &[f32] = match (&stack.pos, self.config.position) {
+            (Some(r), _) => &p[r.start + BART_POS_OFFSET * c..r.end],
+            _ => &self.pos_table,
+        };
+        let out: &mut [f32] = if stack.emb_norm.is_some() { &mut st.emb_raw } else { &mut st.x0 };
+        for (r, row) in out[..n * c].chunks_exact_mut(c).enumerate() {
+            let (tok, pi) = (tokens[r] as usize, r % t);
+            let (e, pe) = (&shared[tok * c..][..c], &pos[pi * c..][..c]);
+            for j in 0..c {
+                row[j] = e[j] * scale + pe[j];
+            }
+        }
+        if let Some(en) = &stack.emb_norm {
+            let (w, bias) = norm_params(p, en);
+            layernorm_forward(&mut st.x0, &mut st.emb_mean, &mut st.emb_rstd, &st.emb_raw, w, bias, n, c, self.config.norm_eps);
+        }
+    }
+
+    pub(crate) fn embed_scale(&self) -> f32 {
+        if self.config.scale_embedding {
+            (self.config.d_model as f32).sqrt()
+        } else {
+            1.0
+        }
+    }
+
+    /// ln = N(x + out(attention(q(x), kv(mem)))).
+    #[allow(clippy::too_many_arguments)]
+    fn attn_forward(&self, a: &mut AttnActs, w: &AttnIdx, x: &[f32], mem: &[f32], nq: usize, nk: usize, shape: CrossShape, key_len: &[usize]) {
+        let (c, p) = (self.config.d_model, &self.params);
+        matmul_forward(&mut a.q, x, &p[w.q.w.clone()], bias(p, &w.q), nq, c, c, OutIn);
+        matmul_forward(&mut a.kv, mem, &p[w.kv.w.clone()], bias(p, &w.kv), nk, c, 2 * c, OutIn);
+        cross_attention_forward(&mut a.atty, &mut a.att, &a.q, &a.kv, key_len, shape);
+        matmul_forward(&mut a.res, &a.atty, &p[w.out.w.clone()], bias(p, &w.out), nq, c, c, OutIn);
+        residual_forward(&mut a.res[..nq * c], &x[..nq * c]);
+        let (nw, nb) = norm_params(p, &w.norm);
+        layernorm_forward(&mut a.ln, &mut a.mean, &mut a.rstd, &a.res, nw, nb, nq, c, self.config.norm_eps);
+    }
+
+    /// ln = N(x + fc2(act(fc1(x)))), x being the layer's last attention output.
+    fn ffn_forward(&self, l: &mut LayerActs, w: &FfnIdx, n: usize, f: usize, decoder: bool) {
+        let (c, p) = (self.config.d_model, &self.params);
+        let x: &[f32] = if decoder { &l.ca.as_ref().expect("decoder").ln } else { &l.sa.ln };
+        let a = &mut l.ffn;
+        matmul_forward(&mut a.h, x, &p[w.fc1.w.clone()], bias(p, &w.fc1), n, c, f, OutIn);
+        activation_forward(self.config.act, &mut a.act[..n * f], &a.h[..n * f]);
+        matmul_forward(&mut a.res, &a.act, &p[w.fc2.w.clone()], bias(p, &w.fc2), n, f, c, OutIn);
+        residual_forward(&mut a.res[..n * c], &x[..n * c]);
+        let (nw, nb) = norm_params(p, &w.norm);
+        layernorm_forward(&mut a.ln, &mut a.mean, &mut a.rstd, &a.res, nw, nb, n, c, self.config.norm_eps);
+    }
+
+    /// Logits (B, T, V) of the last forward pass. Overwritten by `backward`.
+    pub fn logits(&self) -> &[f32] {
+        self.acts.as_ref().map_or(&[], |a| &a.logits[..a.b * a.t * self.config.vocab_size])
+    }
+
+    /// Cross-attention probabilities (B, NH, T, S) of decoder layer `l` in the last forward pass.
+    pub fn cross_attention_probs(&self, l: usize) -> &[f32] {
+        let nh = self.config.decoder_heads;
+        self.acts.as_ref().and_then(|a| a.dec.layers.get(l).and_then(|x| x.ca.as_ref()).map(|ca| &ca.att[..a.b * nh * a.t * a.s])).unwrap_or(&[])
+    }
+
+    /// Accumulates d(loss_scale * loss)/d(params) into the gradients.
+    pub fn backward(&mut self, loss_scale: f32) -> Result<()> {
+        let Some(mut a) = self.acts.take().filter(|a| a.has_labels) else {
+            return Err(ModelError::InvalidConfig("backward needs a forward pass with labels first".into()));
+        };
+        a.has_labels = false; // logits are about to become d(logits)
+        self.ensure_grads();
+        let mut g = std::mem::take(&mut self.grads);
+        self.backward_all(&mut a, &mut g, loss_scale);
+        self.grads = g;
+        self.acts = Some(a);
+        Ok(())
+    }
+
+    fn backward_all(&self, a: &mut Acts, g: &mut [f32], loss_scale: f32) {
+        let cfg = &self.config;
+        let (b, s, t, c, v) = (a.b, a.s, a.t, cfg.d_model, cfg.vocab_size);
+        let (ns, nt) = (b * s, b * t);
+        let (he, hd) = (cfg.encoder_heads, cfg.decoder_heads);
+        let p = &self.params;
+        a.dlosses[..nt].fill(loss_scale / a.n_labels.max(1) as f32);
+        crossentropy_smoothed_backward_inplace(&mut a.logits, &a.lse, &a.labels, &a.dlosses, nt, v, a.smoothing);
+        // logits = last @ shared^T + bias (a buffer, not trained).
+        let sd = &mut a.sd;
+        sd.d0[..nt * c].fill(0.0);
+        let last = &a.dec.layers[cfg.decoder_layers - 1].ffn.ln;
+        matmul_backward(Some(&mut sd.d0), &mut g[self.idx.shared.clone()], None, &a.logits, last, &p[self.idx.shared.clone()], nt, c, v, OutIn);
+        a.denc[..ns * c].fill(0.0);
+        let enc_out: &[f32] = &a.enc.layers[cfg.encoder_layers - 1].ffn.ln;
+        let dec_self = CrossShape { b, tq: t, tk: t, nh: hd, nkv: hd, hs: c / hd, causal: true };
+        let cross = CrossShape { b, tq: t, tk: s, nh: hd, nkv: hd, hs: c / hd, causal: false };
+        for li in (0..cfg.decoder_layers).rev() {
+            let w = &self.idx.dec.layers[li];
+            let l = &a.dec.layers[li];
+            let x: &[f32] = if li == 0 { &a.dec.x0 } else { &a.dec.layers[li - 1].ffn.ln };
+            let ca = l.ca.as_ref().expect("decoder layer");
+            self.ffn_backward(g, sd, &l.ffn, &w.ffn, &ca.ln, nt, cfg.decoder_ffn);
+            let mut dkvx = std::mem::take(&mut a.dkvx);
+            self.attn_backward(g, sd, ca, w.cross.as_ref().expect("decoder layer"), &l.sa.ln, enc_out, Some((&mut a.denc, &mut dkvx)), nt, ns, cross, &a.src_len);
+            a.dkvx = dkvx;
+            self.attn_backward(g, sd, &l.sa, &w.self_attn, x, x, None, nt, nt, dec_self, &a.tgt_len);
+        }
+        self.embed_backward(g, &a.dec, &self.idx.dec, &a.sd.d0, nt, t);
+        let se = &mut a.se;
+        se.d0[..ns * c].copy_from_slice(&a.denc[..ns * c]);
+        let enc_self = CrossShape { b, tq: s, tk: s, nh: he, nkv: he, hs: c / he, causal: false };
+        for li in (0..cfg.encoder_layers).rev() {
+            let w = &self.idx.enc.layers[li];
+            let l = &a.enc.layers[li];
+            let x: &[f32] = if li == 0 { &a.enc.x0 } else { &a.enc.layers[li - 1].ffn.ln };
+            self.ffn_backward(g, se, &l.ffn, &w.ffn, &l.sa.ln, ns, cfg.encoder_ffn);
+            self.attn_backward(g, se, &l.sa, &w.self_attn, x, x, None, ns, ns, enc_self, &a.src_len);
+        }
+        self.embed_backward(g, &a.enc, &self.idx.enc, &a.se.d0, ns, s);
+    }
+
+    /// On entry sc.d0 holds d(ln); on exit d(x).
+    #[allow(clippy::too_many_arguments)]
+    fn ffn_backward(&self, g: &mut [f32], sc: &mut Scratch, a: &FfnActs, w: &FfnIdx, x: &[f32], n: usize, f: usize) {
+        let (c, p) = (self.config.d_model, &self.params);
+        sc.dres[..n * c].fill(0.0);
+        let (dw, db) = lin_mut(g, &w.norm);
+        let (nw, _) = norm_params(p, &w.norm);
+        layernorm_backward(&mut sc.dres, dw, db.expect("LayerNorm bias"), &sc.d0, &a.res, nw, &a.mean, &a.rstd, n, c);
+        // res = x + fc2(act(fc1(x))): d(x) starts as the residual's share.
+        sc.d1[..n * c].copy_from_slice(&sc.dres[..n * c]);
+        sc.dact[..n * f].fill(0.0);
+        let (dw, db) = lin_mut(g, &w.fc2);
+        matmul_backward(Some(&mut sc.dact), dw, db, &sc.dres, &a.act, &p[w.fc2.w.clone()], n, f, c, OutIn);
+        sc.dh[..n * f].fill(0.0);
+        activation_backward(self.config.act, &mut sc.dh[..n * f], &a.h[..n * f], &sc.dact[..n * f]);
+        let (dw, db) = lin_mut(g, &w.fc1);
+        matmul_backward(Some(&mut sc.d1), dw, db, &sc.dh, x, &p[w.fc1.w.clone()], n, c, f, OutIn);
+        std::mem::swap(&mut sc.d0, &mut sc.d1);
+    }
+
+    /// On entry sc.d0 holds d(ln); on exit d(x). For cross-attention, `cross`
+    /// gives d(mem) to add into and the (Nk, 2C) scratch for d(k | v); for
+    /// self-attention (None) mem is x and its gradient goes into d(x).
+    #[allow(clippy::too_many_arguments)]
+    fn attn_backward(
+        &self,
+        g: &mut [f32],
+        sc: &mut Scratch,
+        a: &AttnActs,
+        w: &AttnIdx,
+        x: &[f32],
+        mem: &[f32],
+        cross: Option<(&mut [f32], &mut [f32])>,
+        nq: usize,
+        nk: usize,
+        shape: CrossShape,
+        key_len: &[usize],
+    ) {
+        let (c, p) = (self.config.d_model, &self.params);
+        sc.dres[..nq * c].fill(0.0);
+        let (dw, db) = lin_mut(g, &w.norm);
+        let (nw, _) = norm_params(p, &w.norm);
+        layernorm_backward(&mut sc.dres, dw, db.expect("LayerNorm bias"), &sc.d0, &a.res, nw, &a.mean, &a.rstd, nq, c);
+        sc.d1[..nq * c].copy_from_slice(&sc.dres[..nq * c]);
+        sc.da[..nq * c].fill(0.0);
+        let (dw, db) = lin_mut(g, &w.out);
+        matmul_backward(Some(&mut sc.da), dw, db, &sc.dres, &a.atty, &p[w.out.w.clone()], nq, c, c, OutIn);
+        sc.dq[..nq * c].fill(0.0);
+        let (dmem, dkv): (Option<&mut [f32]>, &mut [f32]) = match cross {
+            Some((dmem, dkv)) => (Some(dmem), dkv),
+            None => (None, &mut sc.dkv),
+        };
+        dkv[..nk * 2 * c].fill(0.0);
+        cross_attention_backward(&mut sc.dq, dkv, &mut sc.datt, &sc.da, &a.q, &a.kv, &a.att, key_len, shape);
+        let (dw, db) = lin_mut(g, &w.q);
+        matmul_backward(Some(&mut sc.d1), dw, db, &sc.dq, x, &p[w.q.w.clone()], nq, c, c, OutIn);
+        let (dw, db) = lin_mut(g, &w.kv);
+        let dmem: &mut [f32] = match dmem {
+            Some(d) => d,
+            None => &mut sc.d1,
+        };
+        matmul_backward(Some(dmem), dw, db, dkv, mem, &p[w.kv.w.clone()], nk, c, 2 * c, OutIn);
+        std::mem::swap(&mut sc.d0, &mut sc.d1);
+    }
+
+    /// d(x0) into the shared embedding (skipping the pad token, whose row
+    /// nn.Embedding's padding_idx keeps fixed) and the learned positions.
+    fn embed_backward(&self, g: &mut [f32], st: &StackActs, stack: &StackIdx, dx0: &[f32], n: usize, t: usize) {
+        let c = self.config.d_model;
+        let demb_buf;
+        let demb: &[f32] = match &stack.emb_norm {
+            Some(en) => {
+                let mut d = z(n * c);
+                let (dw, db) = lin_mut(g, en);
+                let (nw, _) = norm_params(&self.params, en);
+                layernorm_backward(&mut d, dw, db.expect("LayerNorm bias"), dx0, &st.emb_raw, nw, &st.emb_mean, &st.emb_rstd, n, c);
+                demb_buf = d;
+                &demb_buf
+            }
+            None => dx0,
+        };
+        let (scale, pad) = (self.embed_scale(), self.config.pad_token_id);
+        for (r, row) in demb[..n * c].chunks_exact(c).enumerate() {
+            let tok = st.tokens[r];
+            if tok != pad {
+                let dst = &mut g[self.idx.shared.start + tok as usize * c..][..c];
+                dst.iter_mut().zip(row).for_each(|(d, &x)| *d += x * scale);
+            }
+            if let (Some(pos), Position::Learned) = (&stack.pos, self.config.position) {
+                let pi = r % t + BART_POS_OFFSET;
+                let dst = &mut g[pos.start + pi * c..][..c];
+                dst.iter_mut().zip(row).for_each(|(d, &x)| *d += x);
+            }
+        }
+    }
+}
+
+fn bias<'a>(p: &'a [f32], l: &Lin) -> Option<&'a [f32]> {
+    l.b.clone().map(|r| &p[r])
+}
+
+fn norm_params<'a>(p: &'a [f32], n: &Lin) -> (&'a [f32], &'a [f32]) {
+    (&p[n.w.clone()], &p[n.b.clone().expect("LayerNorm has a bias")])
+}

@@ -1,0 +1,177 @@
+//! The encoder-decoder against transformers 5.x (testdata/seq2seq, written by
+//! tools/reference/seq2seq_golden.py): random-init Marian and BART of odd
+//! shapes, loaded from the folders `save_pretrained` wrote, on a right-padded
+//! batch with S, T >= 64. Logits within 1e-4, the loss (plain and
+//! label-smoothed) within 1e-5, every gradient within 1e-3 of its tensor's
+//! largest entry (or of 1e-5, for the key biases whose true gradient is 0). Also: the cached decoder equals the training forward, a
+//! padded batch equals each pair alone, and a saved model loads back exactly.
+
+use std::path::PathBuf;
+
+use attn_kernels::crossentropy::IGNORE;
+use attn_model::checkpoint::TensorFile;
+use attn_model::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig};
+
+fn testdata(p: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/seq2seq").join(p)
+}
+
+fn golden() -> TensorFile {
+    TensorFile::open(&testdata("golden.safetensors")).expect("fixture present")
+}
+
+fn batch_of(g: &TensorFile, v: &str) -> Seq2SeqBatch {
+    let src = g.read_ids(&format!("{v}.src")).unwrap();
+    let src_len: Vec<usize> = g.read_ids(&format!("{v}.src_len")).unwrap().iter().map(|&x| x as usize).collect();
+    // -100 read as u32 is IGNORE's neighbour; map it explicitly.
+    let labels: Vec<u32> = g.read_ids(&format!("{v}.labels")).unwrap().iter().map(|&x| if x as i32 == -100 { IGNORE } else { x }).collect();
+    let tgt_in = g.read_ids(&format!("{v}.decoder_input_ids")).unwrap();
+    let (b, s, t) = (src_len.len(), src.len() / src_len.len(), labels.len() / src_len.len());
+    Seq2SeqBatch { b, s, t, src, src_len, tgt_in, labels }
+}
+
+fn max_abs(a: &[f32]) -> f32 {
+    a.iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
+}
+
+#[test]
+fn marian_and_bart_match_transformers() {
+    let g = golden();
+    for v in ["marian", "bart"] {
+        let (mut m, _) = Seq2Seq::load(&testdata(v)).unwrap();
+        let batch = batch_of(&g, v);
+        // Our batch builder gives the decoder inputs transformers built.
+        let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..batch.b)
+            .map(|i| {
+                let src = batch.src[i * batch.s..][..batch.src_len[i]].to_vec();
+                let tgt = batch.labels[i * batch.t..][..batch.t].iter().copied().filter(|&x| x != IGNORE).collect();
+                (src, tgt)
+            })
+            .collect();
+        let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
+        let built = Seq2SeqBatch::from_pairs(&refs, m.config.pad_token_id, m.config.decoder_start_token_id);
+        assert_eq!((built.src.clone(), built.tgt_in.clone(), built.labels.clone()), (batch.src.clone(), batch.tgt_in.clone(), batch.labels.clone()), "{v}: batch");
+
+        let smoothed = m.forward(&batch, true, 0.1).unwrap().unwrap();
+        let want_ls = g.read_f32(&format!("{v}.loss_ls")).unwrap()[0];
+        assert!((smoothed.loss - want_ls).abs() < 1e-5, "{v}: smoothed loss {} vs {want_ls}", smoothed.loss);
+        let loss = m.forward(&batch, true, 0.0).unwrap().unwrap();
+        let want = g.read_f32(&format!("{v}.loss")).unwrap()[0];
+        assert!((loss.loss - want).abs() < 1e-5 && (loss.nll - want).abs() < 1e-5, "{v}: loss {loss:?} vs {want}");
+        let logits = g.read_f32(&format!("{v}.logits")).unwrap();
+        let d = max_diff(m.logits(), &logits);
+        assert!(d < 1e-4, "{v}: logits differ by {d}");
+
+        m.zero_grad();
+        m.backward(1.0).unwrap();
+        let (mut checked, mut worst) = (0, 0.0f32);
+        for e in m.layout.entries.clone() {
+            let key = format!("{v}.grad.{}", e.name);
+            let Ok(want) = g.read_f32(&key) else {
+                assert_eq!(e.name, "final_logits_bias", "{v}: no reference gradient for {}", e.name);
+                assert!(m.grads()[e.range()].iter().all(|&x| x == 0.0), "{v}: the logits bias is a buffer");
+                continue;
+            };
+            let got = &m.grads()[e.range()];
+            // The key bias has a zero gradient in exact arithmetic (softmax
+            // ignores a shift shared by a row's scores); both sides hold f32
+            // noise there, so entries are measured against a floor of 1e-5.
+            let rel = max_diff(got, &want) / max_abs(&want).max(1e-5);
+            assert!(rel < 1e-3, "{v}: gradient of {} off by {rel:.2e} of its largest entry", e.name);
+            checked += 1;
+            worst = worst.max(rel);
+        }
+        assert!(checked > 40, "{v}: only {checked} gradients compared");
+        println!("{v}: loss {} logits max diff {d:.2e}, {checked} gradients, worst {worst:.2e} relative", loss.loss);
+    }
+}
+
+/// The inference path (encode once, one token per step from the KV cache)
+/// gives the training forward's logits at every position.
+#[test]
+fn cached_decoding_equals_training_forward() {
+    let g = golden();
+    for v in ["marian", "bart"] {
+        let (mut m, _) = Seq2Seq::load(&testdata(v)).unwrap();
+        let batch = batch_of(&g, v);
+        m.forward(&batch, false, 0.0).unwrap();
+        let full = m.logits().to_vec();
+        let mem = m.encode_sources(&batch.src, &batch.src_len, batch.s).unwrap();
+        let mut cache = m.new_decoder_cache(&mem, 1, batch.t).unwrap();
+        let vsz = m.vocab_size();
+        let mut worst = 0.0f32;
+        for pos in 0..batch.t {
+            let tokens: Vec<u32> = (0..batch.b).map(|i| batch.tgt_in[i * batch.t + pos]).collect();
+            let step = m.decode_step(&tokens, &mut cache, &mem).unwrap();
+            for i in 0..batch.b {
+                worst = worst.max(max_diff(&step[i * vsz..][..vsz], &full[(i * batch.t + pos) * vsz..][..vsz]));
+            }
+        }
+        assert!(worst < 2e-5, "{v}: cached logits differ by {worst}");
+    }
+}
+
+/// Each pair of a padded batch gets the logits it gets alone.
+#[test]
+fn padded_batch_equals_each_pair_alone() {
+    let (mut m, _) = Seq2Seq::load(&testdata("bart")).unwrap();
+    let batch = batch_of(&golden(), "bart");
+    m.forward(&batch, false, 0.0).unwrap();
+    let full = m.logits().to_vec();
+    let vsz = m.vocab_size();
+    for i in 0..batch.b {
+        let s = batch.src_len[i];
+        let t = batch.labels[i * batch.t..][..batch.t].iter().filter(|&&x| x != IGNORE).count();
+        let one = Seq2SeqBatch {
+            b: 1,
+            s,
+            t,
+            src: batch.src[i * batch.s..][..s].to_vec(),
+            src_len: vec![s],
+            tgt_in: batch.tgt_in[i * batch.t..][..t].to_vec(),
+            labels: batch.labels[i * batch.t..][..t].to_vec(),
+        };
+        m.forward(&one, false, 0.0).unwrap();
+        let d = max_diff(m.logits(), &full[i * batch.t * vsz..][..t * vsz]);
+        assert!(d < 1e-5, "pair {i}: alone and batched differ by {d}");
+    }
+}
+
+#[test]
+fn saved_model_loads_back_exactly() {
+    let dir = std::env::temp_dir().join(format!("attn-s2s-save-{}", std::process::id()));
+    let m = Seq2Seq::new(Seq2SeqConfig::preset("transformer-tiny", 50).unwrap(), 3).unwrap();
+    m.save(&dir, None).unwrap();
+    let (back, _) = Seq2Seq::load(&dir).unwrap();
+    assert_eq!(back.config.to_hf(), m.config.to_hf());
+    assert_eq!(back.params, m.params);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Every field that changes the arithmetic and is not implemented is refused by name.
+#[test]
+fn unsupported_configs_name_the_field() {
+    let base: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(testdata("marian/config.json")).unwrap()).unwrap();
+    let p = std::path::Path::new("x/config.json");
+    for (field, value) in [
+        ("activation_function", serde_json::json!("mish")),
+        ("share_encoder_decoder_embeddings", serde_json::json!(false)),
+        ("tie_word_embeddings", serde_json::json!(false)),
+        ("normalize_before", serde_json::json!(true)),
+        ("d_model", serde_json::json!(41)),
+        ("decoder_vocab_size", serde_json::json!(7)),
+        ("pad_token_id", serde_json::json!(1000)),
+        ("encoder_layers", serde_json::json!("two")),
+    ] {
+        let mut v = base.clone();
+        v[field] = value;
+        let err = Seq2SeqConfig::from_hf(&v, p).unwrap_err().to_string();
+        assert!(err.contains(field) || (field == "d_model" && err.contains("attention_heads")), "{field}: {err}");
+        assert!(err.contains("x/config.json"), "{err}");
+    }
+}
