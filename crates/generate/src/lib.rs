@@ -12,9 +12,11 @@
 //! ```
 
 mod config;
+mod search;
 mod stream;
 
 pub use config::GenerationConfig;
+pub use search::{search, EarlyStopping, Hypothesis, SearchConfig};
 pub use stream::{StopStrings, Utf8Stream};
 
 use attn_model::Transformer;

@@ -1,0 +1,254 @@
+//! Decoding for encoder-decoders: greedy and beam search over a batch of
+//! sources, encoded once, stepping the decoder with its KV cache.
+//!
+//! Both follow transformers' `generate()` so that the same model gives the
+//! same tokens: `max_new_tokens` counts the EOS; with `forced_eos_token_id`
+//! the last allowed token is EOS; beam search keeps 2K candidates a step,
+//! scores a finished hypothesis by sum(log p) / length^length_penalty (length
+//! = tokens generated, EOS included), and stops, with `early_stopping` false,
+//! when the best running beam, scored at its current length, cannot beat the
+//! worst of K finished ones.
+
+use attn_model::{EncoderMemory, Seq2Seq};
+
+use crate::GenerateError;
+
+/// transformers' `early_stopping`: when beam search may stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EarlyStopping {
+    /// As soon as K hypotheses are finished.
+    True,
+    /// When the best running beam, at its current length, cannot beat the worst finished one (the default).
+    Heuristic,
+    /// Only when no running beam can improve, even at the maximum length.
+    Never,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SearchConfig {
+    /// Tokens to generate at most, EOS included.
+    pub max_new_tokens: usize,
+    /// 1 is greedy.
+    pub num_beams: usize,
+    pub length_penalty: f32,
+    pub early_stopping: EarlyStopping,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        SearchConfig { max_new_tokens: 64, num_beams: 1, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic }
+    }
+}
+
+/// One source's output.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hypothesis {
+    /// Generated ids after the start token; ends with EOS when it finished.
+    pub ids: Vec<u32>,
+    /// Greedy: the sum of log-probabilities. Beam: that sum / length^length_penalty.
+    pub score: f32,
+    /// Whether it ended with EOS (not at the length limit).
+    pub finished: bool,
+}
+
+/// Large negative score transformers uses for "not a candidate".
+const NEG: f32 = -1.0e9;
+
+fn log_softmax(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    let sum: f32 = row.iter().map(|&x| (x - max).exp()).sum();
+    let lse = max + sum.ln();
+    row.iter().map(|&x| x - lse).collect()
+}
+
+/// Logits processors transformers applies by default for these models: at
+/// the last allowed position only the forced EOS remains (with score 0).
+fn force_eos(model: &Seq2Seq, scores: &mut [f32], cur_len: usize, max_length: usize) {
+    if let Some(eos) = model.config.forced_eos_token_id {
+        if cur_len + 1 == max_length {
+            scores.fill(f32::NEG_INFINITY);
+            scores[eos as usize] = 0.0;
+        }
+    }
+}
+
+fn check(model: &Seq2Seq, cfg: &SearchConfig) -> Result<(), GenerateError> {
+    if cfg.max_new_tokens == 0 {
+        return Err(GenerateError::Config("--max-new-tokens must be at least 1".into()));
+    }
+    if cfg.num_beams == 0 {
+        return Err(GenerateError::Config("--beam must be at least 1".into()));
+    }
+    if cfg.max_new_tokens >= model.config.n_ctx {
+        return Err(GenerateError::Config(format!(
+            "--max-new-tokens {} needs {} decoder positions, more than the model's {}",
+            cfg.max_new_tokens,
+            cfg.max_new_tokens + 1,
+            model.config.n_ctx
+        )));
+    }
+    if !cfg.length_penalty.is_finite() {
+        return Err(GenerateError::Config("--length-penalty must be a finite number".into()));
+    }
+    Ok(())
+}
+
+/// Greedy decoding or beam search, by `cfg.num_beams`.
+pub fn search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Vec<Hypothesis>, GenerateError> {
+    check(model, cfg)?;
+    if cfg.num_beams == 1 {
+        greedy(model, mem, cfg)
+    } else {
+        beam_search(model, mem, cfg)
+    }
+}
+
+fn greedy(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Vec<Hypothesis>, GenerateError> {
+    let (b, v, eos) = (mem.b, model.vocab_size(), model.config.eos_token_id);
+    let max_length = cfg.max_new_tokens + 1;
+    let mut cache = model.new_decoder_cache(mem, 1, max_length)?;
+    let mut out: Vec<Hypothesis> = (0..b).map(|_| Hypothesis { ids: Vec::new(), score: 0.0, finished: false }).collect();
+    let mut tokens = vec![model.config.decoder_start_token_id; b];
+    for cur_len in 1..max_length {
+        let logits = model.decode_step(&tokens, &mut cache, mem)?;
+        for (i, h) in out.iter_mut().enumerate() {
+            if h.finished {
+                // transformers feeds the pad token to finished rows; their outputs are unused.
+                tokens[i] = model.config.pad_token_id;
+                continue;
+            }
+            let mut row = logits[i * v..][..v].to_vec();
+            force_eos(model, &mut row, cur_len, max_length);
+            // The first of equal maxima, as torch.argmax picks.
+            let next = row.iter().enumerate().fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
+            h.score += log_softmax(&logits[i * v..][..v])[next];
+            h.ids.push(next as u32);
+            h.finished = next as u32 == eos;
+            tokens[i] = next as u32;
+        }
+        if out.iter().all(|h| h.finished) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// One source's beams.
+struct Beams {
+    /// K running hypotheses (ids after the start token) and their summed log-probabilities.
+    running: Vec<(Vec<u32>, f32)>,
+    /// K best finished hypotheses: ids, length-normalised score, really finished.
+    done: Vec<(Vec<u32>, f32, bool)>,
+    /// The early-stop heuristic still sees room for improvement.
+    open: bool,
+}
+
+fn beam_search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Vec<Hypothesis>, GenerateError> {
+    let (b, v, k, eos) = (mem.b, model.vocab_size(), cfg.num_beams, model.config.eos_token_id);
+    let max_length = cfg.max_new_tokens + 1;
+    let lp = cfg.length_penalty as f64;
+    let keep = 2 * k; // (1 + number of EOS ids) * K, at least 2K
+    let mut cache = model.new_decoder_cache(mem, k, max_length)?;
+    let mut beams: Vec<Beams> = (0..b)
+        .map(|_| Beams {
+            running: (0..k).map(|j| (Vec::new(), if j == 0 { 0.0 } else { NEG })).collect(),
+            done: (0..k).map(|_| (Vec::new(), NEG, false)).collect(),
+            open: true,
+        })
+        .collect();
+    let mut tokens = vec![model.config.decoder_start_token_id; b * k];
+    for cur_len in 1..max_length {
+        let logits = model.decode_step(&tokens, &mut cache, mem)?;
+        let mut from = vec![0usize; b * k];
+        let mut all_hit = true;
+        for (i, bm) in beams.iter_mut().enumerate() {
+            // Accumulated scores of every (beam, token), flattened to K * V.
+            let mut acc = Vec::with_capacity(k * v);
+            for (j, (_, score)) in bm.running.iter().enumerate() {
+                let mut lp_row = log_softmax(&logits[(i * k + j) * v..][..v]);
+                force_eos(model, &mut lp_row, cur_len, max_length);
+                acc.extend(lp_row.iter().map(|&x| x + score));
+            }
+            let top = top_indices(&acc, keep);
+            let cands: Vec<(usize, u32, f32, bool)> = top
+                .iter()
+                .map(|&idx| {
+                    let tok = (idx % v) as u32;
+                    (idx / v, tok, acc[idx], tok == eos || cur_len + 1 >= max_length)
+                })
+                .collect();
+            all_hit &= cands.iter().all(|c| c.3);
+            // The next running beams: the best K candidates that did not stop.
+            let masked: Vec<f32> = cands.iter().map(|c| c.2 + if c.3 { NEG } else { 0.0 }).collect();
+            let next = top_indices(&masked, k);
+            let all_done = bm.done.iter().all(|d| d.2);
+            // Finished candidates among the top K compete for the K finished slots.
+            let denom = ((cur_len as f64).powf(lp)) as f32;
+            let mut merged: Vec<(Vec<u32>, f32, bool)> = std::mem::take(&mut bm.done);
+            for (pos, &(beam, tok, score, hit)) in cands.iter().enumerate() {
+                let mut s = score / denom;
+                if all_done && cfg.early_stopping == EarlyStopping::True {
+                    s += NEG;
+                }
+                if !bm.open {
+                    s += NEG;
+                }
+                let real = hit && pos < k;
+                if !real {
+                    s += NEG;
+                }
+                let mut ids = bm.running[beam].0.clone();
+                ids.push(tok);
+                merged.push((ids, s, real));
+            }
+            let order = top_indices(&merged.iter().map(|m| m.1).collect::<Vec<_>>(), k);
+            bm.done = order.iter().map(|&o| merged[o].clone()).collect();
+            let old = std::mem::take(&mut bm.running);
+            bm.running = next
+                .iter()
+                .map(|&n| {
+                    let (beam, tok, _, _) = cands[n];
+                    let mut ids = old[beam].0.clone();
+                    ids.push(tok);
+                    (ids, masked[n])
+                })
+                .collect();
+            for (j, &n) in next.iter().enumerate() {
+                from[i * k + j] = i * k + cands[n].0;
+                tokens[i * k + j] = cands[n].1;
+            }
+            // The early-stop heuristic, at the new length.
+            let best_len = match cfg.early_stopping {
+                EarlyStopping::Never if lp > 0.0 => max_length - 1,
+                _ => cur_len,
+            };
+            let best_possible = bm.running[0].1 / ((best_len as f64).powf(lp)) as f32;
+            let worst = bm.done.iter().map(|d| d.1).fold(f32::INFINITY, f32::min);
+            bm.open &= bm.done.iter().any(|d| !d.2) || best_possible > worst;
+        }
+        model.reorder_cache(&mut cache, &from);
+        let improvable = beams.iter().any(|bm| bm.open);
+        let all_done = beams.iter().all(|bm| bm.done.iter().all(|d| d.2));
+        if !improvable || (all_done && cfg.early_stopping == EarlyStopping::True) || all_hit {
+            break;
+        }
+    }
+    Ok(beams
+        .into_iter()
+        .map(|bm| {
+            let (ids, score, finished) = bm.done.into_iter().next().expect("K >= 1");
+            Hypothesis { finished: finished && ids.last() == Some(&eos), ids, score }
+        })
+        .collect())
+}
+
+/// Indices of the `n` largest values, largest first; equal values keep
+/// their order.
+fn top_indices(x: &[f32], n: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..x.len()).collect();
+    let n = n.min(x.len());
+    idx.select_nth_unstable_by(n.saturating_sub(1), |&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
+    idx.truncate(n);
+    idx.sort_by(|&a, &b| x[b].total_cmp(&x[a]).then(a.cmp(&b)));
+    idx
+}
