@@ -235,6 +235,12 @@ impl BytePairEncoder {
         &self.pattern_src
     }
 
+    /// Ids to put before and after every `Tokenizer::encode` (saved as a
+    /// TemplateProcessing post-processor), e.g. a translation vocabulary's `</s>`.
+    pub fn set_template(&mut self, prefix: Vec<u32>, suffix: Vec<u32>) {
+        (self.prefix_ids, self.suffix_ids) = (prefix, suffix);
+    }
+
     pub fn special_tokens(&self) -> &[(String, u32)] {
         &self.specials
     }

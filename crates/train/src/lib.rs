@@ -10,10 +10,13 @@ pub mod data;
 mod error;
 pub mod eval;
 pub mod metrics;
+pub mod mt_metrics;
 pub mod optim;
+pub mod pairs;
 pub mod run_dir;
 mod session;
 pub mod trainer;
+pub mod translation;
 
 pub use error::{Result, TrainError};
 pub use session::saved_train_config;

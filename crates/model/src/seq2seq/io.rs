@@ -75,13 +75,23 @@ impl Seq2Seq {
 
     /// Writes config.json and model.safetensors into `dir`, file by file atomically.
     pub fn save(&self, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        self.save_config(dir)?;
+        self.save_weights(&dir.join(WEIGHTS_FILE), metadata)
+    }
+
+    /// Writes config.json into `dir`, atomically.
+    pub fn save_config(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let cfg_path = dir.join(CONFIG_FILE);
         let json = serde_json::to_string_pretty(&self.config.to_hf()).expect("serializes");
-        write_atomic(&cfg_path, json.as_bytes()).map_err(io_err(&cfg_path))?;
+        write_atomic(&cfg_path, json.as_bytes()).map_err(io_err(&cfg_path))
+    }
+
+    /// Writes the weights as safetensors to `path`, atomically.
+    pub fn save_weights(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
         let tensors: Vec<_> = self.layout.entries.iter().map(|e| (e.name.as_str(), e.shape.clone(), &self.params[e.range()])).collect();
         let mut meta = metadata.unwrap_or_default();
         meta.insert("format".into(), "pt".into());
-        save_tensors(&dir.join(WEIGHTS_FILE), &tensors, Some(meta))
+        save_tensors(path, &tensors, Some(meta))
     }
 }

@@ -1,0 +1,414 @@
+//! Training an encoder-decoder on parallel text: a joint BPE over both
+//! sides, token-count batches, label smoothing, warmup with cosine decay or
+//! the paper's inverse-square-root ("noam") schedule, and the same
+//! checkpoint protocol as language-model runs (a crash leaves a loadable
+//! checkpoint; `--resume` continues bit for bit).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use attn_model::checkpoint::{save_tensors, TensorFile};
+use attn_model::{Seq2Seq, Seq2SeqConfig};
+use attn_tokenizer::bpe::{BytePairEncoder, GPT2_PATTERN};
+use attn_tokenizer::train::BpeTrainer;
+use attn_tokenizer::{load_tokenizer, Tokenizer};
+use serde::{Deserialize, Serialize};
+
+use crate::data::corpus_fingerprint;
+use crate::error::{Result, TrainError};
+use crate::metrics::{plot_run, MetricsLog, StepRecord};
+use crate::optim::{DecayRule, Optimizer, OptimizerKind};
+use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, PairIds};
+use crate::run_dir::{self, STATE_FILE};
+use crate::trainer::{TokenizerSpec, TOKENIZER_FILE};
+
+/// The special tokens of attn's translation vocabularies (Marian's names).
+pub const PAD: &str = "<pad>";
+pub const EOS: &str = "</s>";
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Schedule {
+    /// Linear warmup, then cosine decay to min_lr.
+    Cosine,
+    /// Linear warmup, then decay with 1/sqrt(step) ("Attention Is All You Need").
+    Noam,
+}
+
+/// Everything that decides the numbers a translation run produces.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TranslationConfig {
+    pub steps: usize,
+    /// Tokens per micro-batch: pairs x the longest side.
+    pub batch_tokens: usize,
+    pub grad_accum: usize,
+    /// Peak learning rate (reached at the end of warmup).
+    pub lr: f32,
+    pub min_lr: f32,
+    pub warmup: usize,
+    pub schedule: Schedule,
+    pub weight_decay: f32,
+    pub optimizer: OptimizerKind,
+    pub decay_rule: DecayRule,
+    pub grad_clip: f32,
+    pub label_smoothing: f32,
+    pub eval_every: usize,
+    /// Pairs with a side longer than this many tokens are left out.
+    pub max_len: usize,
+    pub val_fraction: f64,
+    pub seed: u64,
+}
+
+impl TranslationConfig {
+    /// Learning rate for 1-based `step`.
+    pub fn lr_at(&self, step: usize) -> f32 {
+        let w = self.warmup.max(1) as f32;
+        match self.schedule {
+            // lr * min(step / w, sqrt(w / step)): with lr = d^-0.5 w^-0.5 this
+            // is the paper's d^-0.5 min(step^-0.5, step w^-1.5).
+            Schedule::Noam => self.lr * (step as f32 / w).min((w / step.max(1) as f32).sqrt()),
+            Schedule::Cosine => {
+                if step <= self.warmup {
+                    return self.lr * step as f32 / w;
+                }
+                let span = self.steps.saturating_sub(self.warmup).max(1) as f32;
+                let progress = ((step - self.warmup) as f32 / span).min(1.0);
+                self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + (std::f32::consts::PI * progress).cos())
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Config(m));
+        if self.steps == 0 || self.batch_tokens == 0 || self.grad_accum == 0 || self.max_len < 2 {
+            return bad("--steps, --batch-tokens and --grad-accum must be positive, --max-len at least 2".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
+            return bad(format!("--lr must be positive and --min-lr non-negative (got {} and {})", self.lr, self.min_lr));
+        }
+        if !(0.0..1.0).contains(&self.label_smoothing) {
+            return bad(format!("--label-smoothing must be in [0, 1), got {}", self.label_smoothing));
+        }
+        if !(self.weight_decay >= 0.0 && self.weight_decay.is_finite() && self.grad_clip >= 0.0 && self.grad_clip.is_finite()) {
+            return bad("--weight-decay and --grad-clip must be finite and non-negative".into());
+        }
+        if !(0.0..1.0).contains(&self.val_fraction) {
+            return bad(format!("--val-fraction must be in [0, 1), got {}", self.val_fraction));
+        }
+        Ok(())
+    }
+}
+
+/// One invocation of `attn train --task translation`.
+pub struct TranslationRun<'a> {
+    pub out: PathBuf,
+    pub train_pairs: Vec<Pair>,
+    /// Held-out pairs; None takes the last `val_fraction` of the training pairs.
+    pub val_pairs: Option<Vec<Pair>>,
+    /// The files the pairs came from (their fingerprint guards --resume).
+    pub data_files: Vec<PathBuf>,
+    /// The architecture; vocabulary and special ids come from the tokenizer.
+    pub model: Seq2SeqConfig,
+    pub tokenizer: TokenizerSpec,
+    pub config: TranslationConfig,
+    pub resume: bool,
+    pub overwrite: bool,
+    pub halt_at: Option<usize>,
+    pub quiet: bool,
+    pub stop: &'a AtomicBool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TranslationSummary {
+    pub step: usize,
+    pub train_loss: f32,
+    /// Plain cross-entropy per target token (EOS included) on the held-out pairs.
+    pub val_loss: Option<f32>,
+    pub tok_per_s: f64,
+    pub interrupted: bool,
+    pub skipped_steps: usize,
+    pub train_pairs: usize,
+    pub val_pairs: usize,
+}
+
+/// Cross-entropy summed over every target token (EOS included) and the
+/// token count, in batches of `batch_tokens`: `attn eval`'s loss.
+pub fn score_pairs(model: &mut Seq2Seq, pairs: &[PairIds], batch_tokens: usize) -> Result<(f64, usize)> {
+    let (pad, start) = (model.config.pad_token_id, model.config.decoder_start_token_id);
+    let (mut nats, mut tokens) = (0.0f64, 0usize);
+    for idx in token_batches(pairs, batch_tokens) {
+        let batch = make_batch(pairs, &idx, pad, start);
+        let l = model.forward(&batch, true, 0.0)?.expect("labels given");
+        nats += l.nll as f64 * l.tokens as f64;
+        tokens += l.tokens;
+    }
+    Ok((nats, tokens))
+}
+
+struct State {
+    dir: PathBuf,
+    model: Seq2Seq,
+    opt: Optimizer,
+    tok: Box<dyn Tokenizer>,
+    metrics: MetricsLog,
+    start_step: usize,
+    fingerprint: u64,
+}
+
+/// A BPE of `n` tokens over both sides, with `<pad>` and `</s>`, and a
+/// template that ends every encoding with `</s>` (as Marian's tokenizers do).
+pub fn train_joint_bpe(pairs: &[Pair], n: usize) -> Result<BytePairEncoder> {
+    let mut text = String::new();
+    for (s, t) in pairs {
+        text.push_str(s);
+        text.push('\n');
+        text.push_str(t);
+        text.push('\n');
+    }
+    let trainer = BpeTrainer { vocab_size: n, pattern: GPT2_PATTERN.into(), specials: vec![PAD.into(), EOS.into()] };
+    let (mut tok, _) = trainer.train(&text)?;
+    let eos = special_id(&tok, EOS).expect("trained with it");
+    tok.set_template(Vec::new(), vec![eos]);
+    Ok(tok)
+}
+
+fn special_id(tok: &BytePairEncoder, name: &str) -> Option<u32> {
+    tok.special_tokens().iter().find(|s| s.0 == name).map(|s| s.1)
+}
+
+fn fresh(run: &TranslationRun, dir: &Path, train: &[Pair]) -> Result<State> {
+    let tok: Box<dyn Tokenizer> = match &run.tokenizer {
+        TokenizerSpec::Bpe(n) => Box::new(train_joint_bpe(train, *n)?),
+        TokenizerSpec::File(p) => load_tokenizer(p, None)?,
+        TokenizerSpec::Char => return Err(TrainError::Config("translation needs a subword vocabulary: --tokenizer bpe:N or a tokenizer file".into())),
+    };
+    let ids = |s: &str| tok.encode(s).ok().filter(|v| v.len() == 2).map(|v| v[0]);
+    // "<pad>" encodes to [pad, eos] under the template.
+    let (pad, eos) = (ids(PAD), tok.encode("").ok().and_then(|v| v.last().copied()));
+    let (Some(pad), Some(eos)) = (pad, eos) else {
+        return Err(TrainError::Config(format!(
+            "the tokenizer must know {PAD} and end every encoding with {EOS} (a TemplateProcessing post-processor); use --tokenizer bpe:N to train one"
+        )));
+    };
+    let mut cfg = run.model.clone();
+    cfg.vocab_size = tok.vocab_size();
+    cfg.pad_token_id = pad;
+    cfg.eos_token_id = eos;
+    cfg.decoder_start_token_id = pad;
+    let model = Seq2Seq::new(cfg, run.config.seed)?;
+    tok.save(&dir.join(TOKENIZER_FILE))?;
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
+    Ok(State {
+        dir: dir.to_path_buf(),
+        model,
+        opt,
+        tok,
+        metrics: MetricsLog::open(&dir.join("metrics.jsonl"), None)?,
+        start_step: 0,
+        fingerprint: corpus_fingerprint(&run.data_files)?,
+    })
+}
+
+fn resumed(run: &TranslationRun) -> Result<State> {
+    let rerr = |msg: String| TrainError::Resume { path: run.out.clone(), msg };
+    let state_path = run.out.join(STATE_FILE);
+    if !state_path.exists() {
+        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
+    }
+    let (model, model_meta) = Seq2Seq::load(&run.out)?;
+    let state = TensorFile::open(&state_path)?;
+    let meta = state.metadata()?;
+    let step: usize = meta.get("step").and_then(|s| s.parse().ok()).ok_or_else(|| rerr("no valid 'step' in the trainer state".into()))?;
+    if model_meta.get("step") != meta.get("step") {
+        return Err(rerr(format!("model.safetensors is from step {:?} but {STATE_FILE} from step {step}", model_meta.get("step"))));
+    }
+    let saved: TranslationConfig =
+        meta.get("train_config").and_then(|s| serde_json::from_str(s).ok()).ok_or_else(|| rerr("no valid 'train_config' in the trainer state".into()))?;
+    let mut want = run.config.clone();
+    (want.steps, want.eval_every) = (saved.steps, saved.eval_every);
+    if want != saved {
+        return Err(rerr(format!("the training options differ from the saved run's ({saved:?}); give the saved values (or leave the flags out) with --resume")));
+    }
+    let fingerprint = corpus_fingerprint(&run.data_files)?;
+    if meta.get("data_fingerprint").and_then(|s| s.parse::<u64>().ok()).is_some_and(|f| f != fingerprint) {
+        return Err(rerr("the data files differ from those the run was started with; pass the original ones to continue it".into()));
+    }
+    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
+    let n = model.layout.total();
+    state.read_into("m", &[n], &mut opt.m)?;
+    if !opt.v.is_empty() {
+        state.read_into("v", &[n], &mut opt.v)?;
+    }
+    opt.step = meta.get("optimizer_step").and_then(|s| s.parse().ok()).unwrap_or(step as u64);
+    Ok(State {
+        dir: run.out.clone(),
+        model,
+        opt,
+        tok: load_tokenizer(&run.out, None)?,
+        metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), Some(step))?,
+        start_step: step,
+        fingerprint,
+    })
+}
+
+fn save_checkpoint(s: &State, step: usize, cfg: &TranslationConfig) -> Result<()> {
+    if let Some(e) = s.model.layout.entries.iter().find(|e| s.model.params[e.range()].iter().any(|x| !x.is_finite())) {
+        return Err(TrainError::Data(format!("step {step}: tensor {} holds a non-finite value; nothing was saved", e.name)));
+    }
+    let mut meta = HashMap::new();
+    meta.insert("step".to_string(), step.to_string());
+    s.model.save_config(&s.dir)?;
+    run_dir::commit(&s.dir, step, |model_next, state_next| {
+        s.model.save_weights(model_next, Some(meta.clone()))?;
+        meta.insert("optimizer_step".into(), s.opt.step.to_string());
+        meta.insert("data_fingerprint".into(), s.fingerprint.to_string());
+        meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
+        let n = s.model.layout.total();
+        let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
+        if !s.opt.v.is_empty() {
+            tensors.push(("v", vec![n], &s.opt.v));
+        }
+        save_tensors(state_next, &tensors, Some(meta))?;
+        Ok(())
+    })
+}
+
+/// Runs `attn train --task translation`.
+pub fn train_translation(run: &TranslationRun) -> Result<TranslationSummary> {
+    let cfg = &run.config;
+    cfg.validate()?;
+    let (train, val): (Vec<Pair>, Vec<Pair>) = match &run.val_pairs {
+        Some(v) => (run.train_pairs.clone(), v.clone()),
+        None => {
+            let cut = run.train_pairs.len() - ((run.train_pairs.len() as f64 * cfg.val_fraction).round() as usize);
+            (run.train_pairs[..cut].to_vec(), run.train_pairs[cut..].to_vec())
+        }
+    };
+    if train.is_empty() || val.is_empty() {
+        return Err(TrainError::Data(format!("{} training and {} validation pairs; both need at least one (see --val-fraction, --val-data)", train.len(), val.len())));
+    }
+    let staging = run_dir::staging_path(&run.out);
+    let mut s = if run.resume {
+        if let Some(note) = run_dir::recover(&run.out)? {
+            eprintln!("note: {}: an interrupted checkpoint was found: {note}", run.out.display());
+        }
+        resumed(run)?
+    } else {
+        run_dir::check_new_target(&run.out, run.overwrite)?;
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(TrainError::io(&staging))?;
+        fresh(run, &staging, &train)?
+    };
+    let result = run_loop(run, &mut s, &train, &val);
+    if !run.resume {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    result
+}
+
+fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -> Result<TranslationSummary> {
+    let cfg = &run.config;
+    let max_len = cfg.max_len.min(s.model.config.n_ctx);
+    let (train_ids, long_t) = encode_pairs(s.tok.as_ref(), train, max_len)?;
+    let (val_ids, long_v) = encode_pairs(s.tok.as_ref(), val, max_len)?;
+    if train_ids.is_empty() || val_ids.is_empty() {
+        return Err(TrainError::Data(format!("no pair fits in --max-len {max_len} tokens on both sides")));
+    }
+    let batches = token_batches(&train_ids, cfg.batch_tokens);
+    let say = |line: String| {
+        if !run.quiet {
+            println!("{line}");
+        }
+    };
+    say(format!("model: {}", s.model.describe()));
+    say(format!(
+        "data: {} training pairs in {} batches, {} validation pairs ({} and {} left out as longer than {max_len} tokens); threads: {}",
+        train_ids.len(),
+        batches.len(),
+        val_ids.len(),
+        long_t,
+        long_v,
+        rayon::current_num_threads()
+    ));
+    let (pad, start) = (s.model.config.pad_token_id, s.model.config.decoder_start_token_id);
+    let mut summary = TranslationSummary {
+        step: s.start_step,
+        train_loss: f32::NAN,
+        val_loss: None,
+        tok_per_s: 0.0,
+        interrupted: false,
+        skipped_steps: 0,
+        train_pairs: train_ids.len(),
+        val_pairs: val_ids.len(),
+    };
+    let run_start = Instant::now();
+    let (mut tokens_done, mut bad_in_row) = (0usize, 0usize);
+    let mut order_cache: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+    let title = format!("{} — loss", run.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    for step in s.start_step + 1..=cfg.steps {
+        let t0 = Instant::now();
+        let lr = cfg.lr_at(step);
+        s.model.zero_grad();
+        let (mut loss, mut step_tokens) = (0.0f64, 0usize);
+        for micro in 0..cfg.grad_accum {
+            let k = (step - 1) * cfg.grad_accum + micro;
+            let (epoch, pos) = (k / batches.len(), k % batches.len());
+            if order_cache.0 != epoch {
+                order_cache = (epoch, epoch_order(batches.len(), cfg.seed, epoch));
+            }
+            let batch = make_batch(&train_ids, &batches[order_cache.1[pos]], pad, start);
+            let l = s.model.forward(&batch, true, cfg.label_smoothing)?.expect("labels given");
+            s.model.backward(1.0 / cfg.grad_accum as f32)?;
+            loss += l.loss as f64;
+            step_tokens += batch.b * (batch.s + batch.t);
+        }
+        let loss = (loss / cfg.grad_accum as f64) as f32;
+        let (params, grads) = s.model.params_and_grads();
+        let norm = if loss.is_finite() { s.opt.step(params, grads, lr, cfg.grad_clip) } else { f32::NAN };
+        tokens_done += step_tokens;
+        let tok_per_s = step_tokens as f64 / t0.elapsed().as_secs_f64();
+        if loss.is_finite() && norm.is_finite() {
+            bad_in_row = 0;
+        } else {
+            bad_in_row += 1;
+            summary.skipped_steps += 1;
+            say(format!("step {step}: loss {loss}, gradient norm {norm}: not finite, step skipped (no update)"));
+            if bad_in_row >= crate::trainer::MAX_NON_FINITE_IN_A_ROW {
+                return Err(TrainError::Diverged { step, count: bad_in_row, loss, norm, last_checkpoint: run_dir::committed_step(&s.dir) });
+            }
+        }
+        let stopping = run.stop.load(Ordering::SeqCst) || run.halt_at == Some(step);
+        let is_eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps || stopping;
+        let val_loss = if is_eval {
+            let (nats, n) = score_pairs(&mut s.model, &val_ids, cfg.batch_tokens)?;
+            Some((nats / n as f64) as f32)
+        } else {
+            None
+        };
+        s.metrics.push(StepRecord { step, train_loss: loss, lr, tok_per_s, grad_norm: norm, elapsed_s: run_start.elapsed().as_secs_f64(), val_loss })?;
+        summary.step = step;
+        summary.train_loss = loss;
+        summary.val_loss = val_loss.or(summary.val_loss);
+        summary.tok_per_s = tokens_done as f64 / run_start.elapsed().as_secs_f64();
+        if let Some(v) = val_loss {
+            save_checkpoint(s, step, cfg)
+                .map_err(|e| TrainError::Checkpoint { step, dir: run.out.clone(), previous: run_dir::committed_step(&s.dir), msg: e.to_string() })?;
+            if s.dir != run.out {
+                run_dir::publish(&s.dir, &run.out)?;
+                s.dir = run.out.clone();
+                s.metrics.path = run.out.join("metrics.jsonl");
+            }
+            plot_run(&s.dir.join("loss.png"), &title, &s.metrics.records)?;
+            say(format!("step {step:>6} | train {loss:.4} | val {v:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
+        }
+        if stopping {
+            summary.interrupted = step != cfg.steps;
+            break;
+        }
+    }
+    if summary.interrupted {
+        say(format!("stopped after step {}; checkpoint saved in {}; continue with the same command plus --resume", summary.step, run.out.display()));
+    }
+    Ok(summary)
+}
