@@ -8,9 +8,13 @@ pub struct EvalArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
     #[arg(long)]
     model: PathBuf,
-    /// UTF-8 text file to score, or a token shard such as RUN/data/val.bin
+    /// UTF-8 text file to score, or a token shard such as RUN/data/val.bin;
+    /// for an encoder-decoder, source<TAB>target pairs
     #[arg(long)]
     data: PathBuf,
+    /// Encoder-decoders: beam width of the translations BLEU and chrF score (1: greedy)
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
     /// Window length (default: the model's context; use the training --seq-len
     /// to reproduce a run's final val loss)
     #[arg(long)]
@@ -18,7 +22,7 @@ pub struct EvalArgs {
     /// Windows per forward pass (speed only)
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Print one JSON object: loss, perplexity, bits_per_byte, tokens
+    /// Print one JSON object: loss, perplexity, bits_per_byte, tokens (encoder-decoders: loss, perplexity, tokens, bleu, chrf)
     #[arg(long)]
     json: bool,
     /// Worker threads (default: all cores)
@@ -28,6 +32,10 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
+    if attn_model::is_seq2seq_dir(&a.model) {
+        anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");
+        return crate::translate::eval(&a.model, &a.data, a.beam, a.json);
+    }
     let (mut model, tok) = crate::load_model_dir(&a.model)?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let shard = attn_train::data::TokenShard::open(&a.data)?;

@@ -8,6 +8,7 @@ mod generate;
 mod inspect;
 mod tokenizer;
 mod train;
+mod translate;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
@@ -25,10 +26,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Train a GPT on text files
+    /// Train a GPT on text files, or an encoder-decoder on translation pairs
     Train(train::TrainArgs),
     /// Generate text from a trained model
     Generate(generate::GenerateArgs),
+    /// Translate with an encoder-decoder (greedy or beam search)
+    Translate(translate::TranslateArgs),
     /// Score a text file: loss, perplexity, bits per byte
     Eval(eval::EvalArgs),
     /// Sentence embeddings from an encoder (BERT, e.g. all-MiniLM-L6-v2): one vector per text
@@ -133,6 +136,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Train(a) => train::run(a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Generate(a) => generate::run(a),
+        Command::Translate(a) => translate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),

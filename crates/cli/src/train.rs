@@ -12,13 +12,27 @@ use attn_train::{TokenizerSpec, TrainConfig, TrainRun};
 use clap::{Args, ValueEnum};
 
 #[derive(Clone, Copy, ValueEnum)]
-enum Opt {
+pub(crate) enum Opt {
     Adamw,
     Sgd,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub(crate) enum Task {
+    /// Next-token prediction on plain text
+    Lm,
+    /// An encoder-decoder on source/target pairs
+    Translation,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
-enum Position {
+pub(crate) enum Schedule {
+    Cosine,
+    Noam,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(crate) enum Position {
     Learned,
     Sinusoidal,
 }
@@ -28,59 +42,84 @@ enum Position {
 // their callers append overrides.
 #[command(args_override_self = true)]
 pub struct TrainArgs {
-    /// Text files to train on (concatenated)
-    #[arg(long, num_args = 1.., required = true)]
-    data: Vec<PathBuf>,
+    /// lm: a language model on text; translation: an encoder-decoder on pairs
+    #[arg(long, value_enum, default_value = "lm")]
+    pub(crate) task: Task,
+    /// Text files to train on (concatenated); with --task translation, source<TAB>target lines
+    #[arg(long, num_args = 1.., required_unless_present = "source")]
+    pub(crate) data: Vec<PathBuf>,
+    /// Translation: source sentences, one a line (with --target, instead of --data)
+    #[arg(long, requires = "target", conflicts_with = "data")]
+    pub(crate) source: Option<PathBuf>,
+    /// Translation: target sentences aligned line by line with --source
+    #[arg(long, requires = "source")]
+    pub(crate) target: Option<PathBuf>,
+    /// Translation: held-out source<TAB>target pairs (default: the last --val-fraction of the pairs)
+    #[arg(long, num_args = 1..)]
+    pub(crate) val_data: Vec<PathBuf>,
+    /// Translation: tokens per micro-batch (pairs x the longer side, padding included)
+    #[arg(long, allow_negative_numbers = true, default_value_t = 4096)]
+    pub(crate) batch_tokens: usize,
+    /// Translation: label smoothing of the training loss
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
+    pub(crate) label_smoothing: f32,
+    /// Translation: cosine (warmup, then cosine decay) or noam (warmup, then 1/sqrt(step))
+    #[arg(long, value_enum, default_value = "cosine")]
+    pub(crate) schedule: Schedule,
+    /// Translation: leave out pairs with a side longer than this many tokens (default: the model's positions)
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) max_len: Option<usize>,
     /// Run folder: checkpoint, metrics.jsonl, loss.png, token shards
     #[arg(long)]
-    out: PathBuf,
-    /// Model size: gpt2-124m, gpt2-350m, shakespeare-char, baby, llama-baby
-    #[arg(long, default_value = "baby")]
-    preset: String,
+    pub(crate) out: PathBuf,
+    /// Model size: gpt2-124m, gpt2-350m, shakespeare-char, baby, llama-baby;
+    /// translation: transformer-tiny, transformer-small, transformer-base [default: baby, or transformer-small]
+    #[arg(long, default_value = "baby", hide_default_value = true)]
+    pub(crate) preset: String,
     /// Fine-tune: start from a model folder's weights, config and tokenizer
     /// (an attn run, or a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder) instead of a random model
     #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position"])]
-    init: Option<PathBuf>,
+    pub(crate) init: Option<PathBuf>,
     /// "char" trains a character vocabulary on the data; "bpe:N" trains an N-token byte-level
     /// BPE on it; or a tokenizer file or folder (tokenizer.json, vocab.json + merges.txt, .tiktoken)
     #[arg(long, default_value = "char")]
-    tokenizer: String,
+    pub(crate) tokenizer: String,
     /// Optimizer steps to run (with --resume: the new total)
     #[arg(long, allow_negative_numbers = true, default_value_t = 2000)]
-    steps: usize,
+    pub(crate) steps: usize,
     /// Sequences per micro-batch
     #[arg(long, allow_negative_numbers = true, default_value_t = 12)]
-    batch_size: usize,
+    pub(crate) batch_size: usize,
     /// Sequence length (default: the model's context)
     #[arg(long, allow_negative_numbers = true)]
-    seq_len: Option<usize>,
+    pub(crate) seq_len: Option<usize>,
     /// Peak learning rate (after warmup, before cosine decay)
     #[arg(long, allow_negative_numbers = true, default_value_t = 1e-3)]
-    lr: f32,
+    pub(crate) lr: f32,
     /// Final learning rate of the cosine decay (default: lr / 10)
     #[arg(long, allow_negative_numbers = true)]
-    min_lr: Option<f32>,
+    pub(crate) min_lr: Option<f32>,
     /// Linear warmup steps
     #[arg(long, default_value_t = 100)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     /// Evaluate and checkpoint every this many steps
     #[arg(long, default_value_t = 250)]
-    eval_every: usize,
+    pub(crate) eval_every: usize,
     /// Validation batches per evaluation
     #[arg(long, default_value_t = 20)]
-    eval_batches: usize,
+    pub(crate) eval_batches: usize,
     /// Micro-batches accumulated per optimizer step
     #[arg(long, default_value_t = 1)]
-    grad_accum: usize,
+    pub(crate) grad_accum: usize,
     /// adamw or sgd
     #[arg(long, value_enum, default_value = "adamw")]
-    optimizer: Opt,
+    pub(crate) optimizer: Opt,
     /// AdamW / SGD weight decay on matrices
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
-    weight_decay: f32,
+    pub(crate) weight_decay: f32,
     /// Also decay embeddings (nanoGPT's rule); by default only matrices decay
     #[arg(long)]
-    decay_embeddings: bool,
+    pub(crate) decay_embeddings: bool,
     /// AdamW first-moment decay
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
     beta1: f32,
@@ -89,38 +128,42 @@ pub struct TrainArgs {
     beta2: f32,
     /// SGD momentum
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
-    momentum: f32,
+    pub(crate) momentum: f32,
     /// Global gradient-norm clip (0 disables)
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
-    grad_clip: f32,
+    pub(crate) grad_clip: f32,
     /// Fraction of the corpus held out for validation
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.1)]
-    val_fraction: f64,
+    pub(crate) val_fraction: f64,
     /// Position encoding of GPT presets
     #[arg(long, value_enum, default_value = "learned")]
-    position: Position,
+    pub(crate) position: Position,
     /// Seed for initialisation and batch sampling
     #[arg(long, default_value_t = 1337)]
-    seed: u64,
+    pub(crate) seed: u64,
     /// Worker threads (default: all cores)
     #[arg(long)]
-    threads: Option<usize>,
+    pub(crate) threads: Option<usize>,
     /// Replace the run already in --out (a new run refuses to otherwise)
     #[arg(long, conflicts_with = "resume")]
-    overwrite: bool,
+    pub(crate) overwrite: bool,
     /// Continue the run in --out from its last checkpoint
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
     /// Stop after this step as if interrupted (checkpoints first); for testing --resume
     #[arg(long, hide = true)]
-    halt_at: Option<usize>,
+    pub(crate) halt_at: Option<usize>,
     /// No progress bar or per-eval lines
     #[arg(long)]
-    quiet: bool,
+    pub(crate) quiet: bool,
 }
 
 pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
+    if a.task == Task::Translation {
+        return crate::translate::train(a, matches);
+    }
+    anyhow::ensure!(a.source.is_none(), "--source and --target are for --task translation; a language model trains on --data");
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let saved = if a.resume { Some(attn_train::saved_train_config(&a.out)?) } else { None };
     let model = match &a.init {
@@ -146,10 +189,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         min_lr: a.min_lr.unwrap_or(a.lr / 10.0),
         warmup: a.warmup,
         weight_decay: a.weight_decay,
-        optimizer: match a.optimizer {
-            Opt::Adamw => OptimizerKind::AdamW { beta1: a.beta1, beta2: a.beta2, eps: 1e-8 },
-            Opt::Sgd => OptimizerKind::Sgd { momentum: a.momentum },
-        },
+        optimizer: optimizer_of(&a, 1e-8),
         decay_rule: if a.decay_embeddings { DecayRule::MatricesAndEmbeddings } else { DecayRule::Matrices },
         grad_clip: a.grad_clip,
         eval_every: a.eval_every,
@@ -176,22 +216,8 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     } else {
         fresh
     };
-    let tokenizer = match a.tokenizer.as_str() {
-        "char" => TokenizerSpec::Char,
-        other if other.starts_with("bpe:") => {
-            let n = other[4..].parse().with_context(|| format!("--tokenizer {other}: expected bpe:N with N the vocab size, e.g. bpe:4096"))?;
-            TokenizerSpec::Bpe(n)
-        }
-        path => TokenizerSpec::File(PathBuf::from(path)),
-    };
-    // SIGINT (Ctrl-C) and SIGTERM both finish the step, checkpoint and exit
-    // with 130 / 143; a second signal exits at once.
-    let (stop, sigterm) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
-    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
-        flag::register_conditional_shutdown(sig, code, stop.clone()).context("installing the signal handlers")?;
-        flag::register(sig, stop.clone()).context("installing the signal handlers")?;
-    }
-    flag::register(SIGTERM, sigterm.clone()).context("installing the signal handlers")?;
+    let tokenizer = tokenizer_spec(&a.tokenizer)?;
+    let (stop, sigterm) = stop_flags()?;
     let run = TrainRun {
         out: a.out.clone(),
         data: a.data,
@@ -207,8 +233,45 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     };
     let s = attn_train::train(&run)?;
     println!("{}", serde_json::to_string(&s)?);
-    if s.interrupted && stop.load(Ordering::SeqCst) {
+    exit_if_signalled(s.interrupted, &stop, &sigterm);
+    Ok(())
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM both finish the step, checkpoint and exit
+/// with 130 / 143; a second signal exits at once. Returns (stop, sigterm).
+pub(crate) fn stop_flags() -> anyhow::Result<(Arc<AtomicBool>, Arc<AtomicBool>)> {
+    let (stop, sigterm) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    for (sig, code) in [(SIGINT, 130), (SIGTERM, 143)] {
+        flag::register_conditional_shutdown(sig, code, stop.clone()).context("installing the signal handlers")?;
+        flag::register(sig, stop.clone()).context("installing the signal handlers")?;
+    }
+    flag::register(SIGTERM, sigterm.clone()).context("installing the signal handlers")?;
+    Ok((stop, sigterm))
+}
+
+/// After a run a signal stopped (and that checkpointed), exit with 130 / 143.
+pub(crate) fn exit_if_signalled(interrupted: bool, stop: &AtomicBool, sigterm: &AtomicBool) {
+    if interrupted && stop.load(Ordering::SeqCst) {
         std::process::exit(if sigterm.load(Ordering::SeqCst) { 143 } else { 130 });
     }
-    Ok(())
+}
+
+/// The optimizer the flags describe.
+pub(crate) fn optimizer_of(a: &TrainArgs, eps: f32) -> OptimizerKind {
+    match a.optimizer {
+        Opt::Adamw => OptimizerKind::AdamW { beta1: a.beta1, beta2: a.beta2, eps },
+        Opt::Sgd => OptimizerKind::Sgd { momentum: a.momentum },
+    }
+}
+
+/// `--tokenizer`: char, bpe:N, or a file.
+pub(crate) fn tokenizer_spec(s: &str) -> anyhow::Result<TokenizerSpec> {
+    Ok(match s {
+        "char" => TokenizerSpec::Char,
+        other if other.starts_with("bpe:") => {
+            let n = other[4..].parse().with_context(|| format!("--tokenizer {other}: expected bpe:N with N the vocab size, e.g. bpe:4096"))?;
+            TokenizerSpec::Bpe(n)
+        }
+        path => TokenizerSpec::File(PathBuf::from(path)),
+    })
 }

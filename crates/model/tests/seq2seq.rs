@@ -175,3 +175,28 @@ fn unsupported_configs_name_the_field() {
         assert!(err.contains("x/config.json"), "{err}");
     }
 }
+
+/// A folder attn's trainer wrote gives transformers' MarianMTModel the same
+/// logits (tools/reference/marian_export_golden.py loaded it with
+/// from_pretrained and saved its logits beside it).
+#[test]
+fn attn_written_marian_folder_matches_transformers() {
+    let dir = testdata("attn_marian");
+    let (mut m, _) = Seq2Seq::load(&dir).unwrap();
+    let g = TensorFile::open(&dir.join("hf_logits.safetensors")).unwrap();
+    let src = g.read_ids("src").unwrap();
+    let src_len: Vec<usize> = g.read_ids("src_len").unwrap().iter().map(|&x| x as usize).collect();
+    let labels: Vec<u32> = g.read_ids("labels").unwrap().iter().map(|&x| if x as i32 == -100 { IGNORE } else { x }).collect();
+    let (b, s) = (src_len.len(), src.len() / src_len.len());
+    let t = labels.len() / b;
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..b)
+        .map(|i| (src[i * s..][..src_len[i]].to_vec(), labels[i * t..][..t].iter().copied().filter(|&x| x != IGNORE).collect()))
+        .collect();
+    let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
+    let batch = Seq2SeqBatch::from_pairs(&refs, m.config.pad_token_id, m.config.decoder_start_token_id);
+    let loss = m.forward(&batch, true, 0.0).unwrap().unwrap();
+    let want = g.read_f32("logits").unwrap();
+    let d = max_diff(m.logits(), &want);
+    assert!(d < 1e-4, "logits differ from MarianMTModel's by {d}");
+    assert!((loss.loss - g.read_f32("loss").unwrap()[0]).abs() < 1e-5);
+}

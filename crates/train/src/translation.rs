@@ -252,6 +252,22 @@ fn resumed(run: &TranslationRun) -> Result<State> {
     })
 }
 
+/// The options a translation run folder was saved with.
+pub fn saved_translation_config(out: &Path) -> Result<TranslationConfig> {
+    if out.is_dir() {
+        run_dir::recover(out)?;
+    }
+    let state_path = out.join(STATE_FILE);
+    let rerr = |msg: String| TrainError::Resume { path: out.to_path_buf(), msg };
+    if !state_path.exists() {
+        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
+    }
+    let meta = TensorFile::open(&state_path)?.metadata()?;
+    meta.get("train_config")
+        .and_then(|s| serde_json::from_str(s).ok())
+        .ok_or_else(|| rerr(format!("{}: no valid translation 'train_config' in its metadata", state_path.display())))
+}
+
 fn save_checkpoint(s: &State, step: usize, cfg: &TranslationConfig) -> Result<()> {
     if let Some(e) = s.model.layout.entries.iter().find(|e| s.model.params[e.range()].iter().any(|x| !x.is_finite())) {
         return Err(TrainError::Data(format!("step {step}: tensor {} holds a non-finite value; nothing was saved", e.name)));

@@ -1,0 +1,244 @@
+//! Translation from the command line: `attn train --task translation`,
+//! `attn translate`, and `attn eval` on an encoder-decoder folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use attn_generate::{search, EarlyStopping, SearchConfig};
+use attn_model::{Seq2Seq, Seq2SeqConfig};
+use attn_tokenizer::Tokenizer;
+use attn_train::optim::DecayRule;
+use attn_train::pairs::{read_aligned, read_tsv, Pair};
+use attn_train::translation::{train_translation, Schedule, TranslationConfig, TranslationRun};
+use clap::Args;
+use serde::Serialize;
+
+use crate::train::{exit_if_signalled, optimizer_of, stop_flags, tokenizer_spec, TrainArgs};
+
+#[derive(Args)]
+pub struct TranslateArgs {
+    /// An encoder-decoder folder: an attn translation run, or a Marian / BART folder
+    #[arg(long)]
+    model: PathBuf,
+    /// Texts to translate
+    #[arg(conflicts_with = "data")]
+    text: Vec<String>,
+    /// A file of texts, one a line (a source<TAB>target file's targets are ignored)
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Beam width (1: greedy)
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// Beam scores are log-probability sums divided by length^A
+    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
+    length_penalty: f32,
+    /// Tokens to generate at most, EOS included (default: twice the source's tokens plus 16, within the model's positions)
+    #[arg(long)]
+    max_new_tokens: Option<usize>,
+    /// Sources per batch (speed only)
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// Print {"translations": [{"source", "text", "ids", "score"}]}
+    #[arg(long)]
+    json: bool,
+    /// Worker threads (default: all cores)
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Serialize)]
+pub struct Translated {
+    pub source: String,
+    pub text: String,
+    pub ids: Vec<u32>,
+    pub score: f32,
+}
+
+/// An encoder-decoder folder and its tokenizer.
+pub fn load_seq2seq(dir: &Path) -> anyhow::Result<(Seq2Seq, Box<dyn Tokenizer>)> {
+    let (m, _) = Seq2Seq::load(dir).with_context(|| format!("loading the model in {}", dir.display()))?;
+    let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+    if tok.vocab_size() > m.vocab_size() {
+        anyhow::bail!("{}: the tokenizer has {} ids but the model {}; they do not belong together", dir.display(), tok.vocab_size(), m.vocab_size());
+    }
+    Ok((m, tok))
+}
+
+/// Translates `texts` in batches; ids are the generated tokens without the EOS.
+pub fn translate_texts(
+    model: &Seq2Seq,
+    tok: &dyn Tokenizer,
+    texts: &[String],
+    beam: usize,
+    length_penalty: f32,
+    max_new: Option<usize>,
+    batch: usize,
+) -> anyhow::Result<Vec<Translated>> {
+    let (pad, eos) = (model.config.pad_token_id, model.config.eos_token_id);
+    let limit = model.config.n_ctx;
+    let mut out = Vec::with_capacity(texts.len());
+    for chunk in texts.chunks(batch.max(1)) {
+        let mut ids = Vec::with_capacity(chunk.len());
+        for t in chunk {
+            let mut v = tok.encode(t).with_context(|| format!("tokenizing {t:?}"))?;
+            if v.last() != Some(&eos) {
+                // Tokenizers without a template (a plain vocab.json) still end the source with EOS.
+                v.push(eos);
+            }
+            anyhow::ensure!(v.len() <= limit, "a source has {} tokens, more than the model's {limit} positions: {t:?}", v.len());
+            ids.push(v);
+        }
+        let s = ids.iter().map(Vec::len).max().unwrap_or(1);
+        let mut src = vec![pad; chunk.len() * s];
+        for (i, v) in ids.iter().enumerate() {
+            src[i * s..][..v.len()].copy_from_slice(v);
+        }
+        let mem = model.encode_sources(&src, &ids.iter().map(Vec::len).collect::<Vec<_>>(), s)?;
+        let max_new_tokens = max_new.unwrap_or((2 * s + 16).min(limit - 1));
+        let cfg = SearchConfig { max_new_tokens, num_beams: beam, length_penalty, early_stopping: EarlyStopping::Heuristic };
+        for (h, text) in search(model, &mem, &cfg)?.into_iter().zip(chunk) {
+            let ids: Vec<u32> = h.ids.iter().copied().filter(|&x| x != eos && x != pad).collect();
+            let text_out = tok.decode(&ids)?;
+            out.push(Translated { source: text.clone(), text: text_out.trim().to_string(), ids, score: h.score });
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
+    crate::set_threads(a.threads)?;
+    anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");
+    let texts: Vec<String> = match &a.data {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split('\t').next().unwrap_or(l).to_string()).collect()
+        }
+        None => a.text.clone(),
+    };
+    anyhow::ensure!(!texts.is_empty(), "nothing to translate: give TEXT arguments or --data FILE");
+    let (model, tok) = load_seq2seq(&a.model)?;
+    let out = translate_texts(&model, tok.as_ref(), &texts, a.beam, a.length_penalty, a.max_new_tokens, a.batch_size)?;
+    let mut stdout = std::io::stdout().lock();
+    if a.json {
+        crate::print_or_quiet(&mut stdout, &format!("{}\n", serde_json::to_string(&serde_json::json!({ "translations": out }))?))?;
+    } else {
+        for t in &out {
+            crate::print_or_quiet(&mut stdout, &format!("{}\n", t.text))?;
+        }
+    }
+    Ok(())
+}
+
+/// `attn eval` on an encoder-decoder: loss over every target token (EOS
+/// included, no label smoothing), and BLEU / chrF of the translations.
+pub fn eval(model_dir: &Path, data: &Path, beam: usize, json: bool) -> anyhow::Result<()> {
+    let (mut model, tok) = load_seq2seq(model_dir)?;
+    let pairs = read_tsv(&[data.to_path_buf()])?;
+    let (ids, long) = attn_train::pairs::encode_pairs(tok.as_ref(), &pairs, model.config.n_ctx)?;
+    anyhow::ensure!(!ids.is_empty(), "no pair in {} fits the model's {} positions", data.display(), model.config.n_ctx);
+    let (nats, tokens) = attn_train::translation::score_pairs(&mut model, &ids, 4096)?;
+    let kept: Vec<&Pair> = pairs.iter().filter(|(s, t)| tok.encode(s).is_ok_and(|v| v.len() <= model.config.n_ctx) && tok.encode(t).is_ok_and(|v| v.len() <= model.config.n_ctx)).collect();
+    let sources: Vec<String> = kept.iter().map(|p| p.0.clone()).collect();
+    let refs: Vec<String> = kept.iter().map(|p| p.1.clone()).collect();
+    let hyps: Vec<String> = translate_texts(&model, tok.as_ref(), &sources, beam, 1.0, None, 16)?.into_iter().map(|t| t.text).collect();
+    let loss = nats / tokens as f64;
+    let r = serde_json::json!({
+        "loss": loss,
+        "perplexity": loss.exp(),
+        "tokens": tokens,
+        "pairs": ids.len(),
+        "skipped_long": long,
+        "bleu": attn_train::mt_metrics::corpus_bleu(&hyps, &refs),
+        "chrf": attn_train::mt_metrics::corpus_chrf(&hyps, &refs),
+        "beam": beam,
+    });
+    if json {
+        println!("{r}");
+    } else {
+        println!(
+            "loss {:.6} nats/token | perplexity {:.4} | {} tokens in {} pairs | BLEU {:.2} | chrF {:.2} (beam {beam})",
+            loss,
+            loss.exp(),
+            tokens,
+            ids.len(),
+            r["bleu"].as_f64().unwrap_or(0.0),
+            r["chrf"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(())
+}
+
+/// `attn train --task translation`.
+pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    anyhow::ensure!(a.init.is_none(), "--init is not supported with --task translation yet; train from a preset");
+    let preset = if given("preset") { a.preset.clone() } else { "transformer-small".into() };
+    // The vocabulary and the special ids come from the tokenizer.
+    let model = Seq2SeqConfig::preset(&preset, 1).with_context(|| format!("--preset {preset}: translation presets are {}", attn_model::SEQ2SEQ_PRESETS.join(", ")))?;
+    let (pairs, files) = match (&a.source, &a.target) {
+        (Some(s), Some(t)) => (read_aligned(s, t)?, vec![s.clone(), t.clone()]),
+        _ => (read_tsv(&a.data)?, a.data.clone()),
+    };
+    let val_pairs = if a.val_data.is_empty() { None } else { Some(read_tsv(&a.val_data)?) };
+    let mut files = files;
+    files.extend(a.val_data.iter().cloned());
+    let tokenizer = if given("tokenizer") { tokenizer_spec(&a.tokenizer)? } else { attn_train::TokenizerSpec::Bpe(8000) };
+    let config = TranslationConfig {
+        steps: a.steps,
+        batch_tokens: a.batch_tokens,
+        grad_accum: a.grad_accum,
+        lr: a.lr,
+        min_lr: a.min_lr.unwrap_or(a.lr / 10.0),
+        warmup: a.warmup,
+        schedule: match a.schedule {
+            crate::train::Schedule::Cosine => Schedule::Cosine,
+            crate::train::Schedule::Noam => Schedule::Noam,
+        },
+        weight_decay: a.weight_decay,
+        // The paper's Adam epsilon.
+        optimizer: optimizer_of(&a, 1e-9),
+        decay_rule: if a.decay_embeddings { DecayRule::MatricesAndEmbeddings } else { DecayRule::Matrices },
+        grad_clip: a.grad_clip,
+        label_smoothing: a.label_smoothing,
+        eval_every: a.eval_every,
+        max_len: a.max_len.unwrap_or(model.n_ctx),
+        val_fraction: a.val_fraction,
+        seed: a.seed,
+    };
+    // On --resume the saved options hold, with the flags given now on top;
+    // the trainer refuses any change but --steps and --eval-every.
+    let config = if a.resume {
+        let mut c = attn_train::translation::saved_translation_config(&a.out)?;
+        macro_rules! take {
+            ($($field:ident: $flag:literal),*) => {$( if given($flag) { c.$field = config.$field.clone(); } )*};
+        }
+        take!(steps: "steps", batch_tokens: "batch_tokens", grad_accum: "grad_accum", lr: "lr", min_lr: "min_lr", warmup: "warmup",
+              schedule: "schedule", weight_decay: "weight_decay", grad_clip: "grad_clip", label_smoothing: "label_smoothing",
+              eval_every: "eval_every", max_len: "max_len", val_fraction: "val_fraction", seed: "seed");
+        if ["optimizer", "beta1", "beta2", "momentum"].iter().any(|f| given(f)) {
+            c.optimizer = config.optimizer;
+        }
+        c
+    } else {
+        config
+    };
+    let (stop, sigterm) = stop_flags()?;
+    let run = TranslationRun {
+        out: a.out.clone(),
+        train_pairs: pairs,
+        val_pairs,
+        data_files: files,
+        model,
+        tokenizer,
+        config,
+        resume: a.resume,
+        overwrite: a.overwrite,
+        halt_at: a.halt_at,
+        quiet: a.quiet,
+        stop: &stop,
+    };
+    let s = train_translation(&run)?;
+    println!("{}", serde_json::to_string(&s)?);
+    exit_if_signalled(s.interrupted, &stop, &sigterm);
+    Ok(())
+}
