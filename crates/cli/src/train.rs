@@ -150,6 +150,9 @@ pub struct TrainArgs {
     /// Continue the run in --out from its last checkpoint
     #[arg(long)]
     pub(crate) resume: bool,
+    /// Translation: write the token ids and every micro-batch's pairs as JSON (for a peer implementation)
+    #[arg(long, hide = true)]
+    pub(crate) export_plan: Option<PathBuf>,
     /// Stop after this step as if interrupted (checkpoints first); for testing --resume
     #[arg(long, hide = true)]
     pub(crate) halt_at: Option<usize>,

@@ -236,6 +236,7 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         halt_at: a.halt_at,
         quiet: a.quiet,
         stop: &stop,
+        export_plan: a.export_plan.clone(),
     };
     let s = train_translation(&run)?;
     println!("{}", serde_json::to_string(&s)?);

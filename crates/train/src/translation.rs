@@ -84,7 +84,7 @@ impl TranslationConfig {
         if self.steps == 0 || self.batch_tokens == 0 || self.grad_accum == 0 || self.max_len < 2 {
             return bad("--steps, --batch-tokens and --grad-accum must be positive, --max-len at least 2".into());
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) || !(self.min_lr >= 0.0 && self.min_lr.is_finite()) {
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.min_lr >= 0.0 && self.min_lr.is_finite()) {
             return bad(format!("--lr must be positive and --min-lr non-negative (got {} and {})", self.lr, self.min_lr));
         }
         if !(0.0..1.0).contains(&self.label_smoothing) {
@@ -117,6 +117,9 @@ pub struct TranslationRun<'a> {
     pub halt_at: Option<usize>,
     pub quiet: bool,
     pub stop: &'a AtomicBool,
+    /// Write the token ids and every micro-batch's pair indices here (JSON),
+    /// so that a peer implementation can train on exactly the same batches.
+    pub export_plan: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -348,6 +351,17 @@ fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -
         rayon::current_num_threads()
     ));
     let (pad, start) = (s.model.config.pad_token_id, s.model.config.decoder_start_token_id);
+    if let Some(path) = &run.export_plan {
+        let micro: Vec<&Vec<usize>> = (0..cfg.steps * cfg.grad_accum)
+            .map(|k| &batches[epoch_order(batches.len(), cfg.seed, k / batches.len())[k % batches.len()]])
+            .collect();
+        let side = |p: &[PairIds]| p.iter().map(|x| (x.src.clone(), x.tgt.clone())).collect::<Vec<_>>();
+        let plan = serde_json::json!({
+            "pad": pad, "start": start, "eos": s.model.config.eos_token_id, "vocab": s.model.config.vocab_size,
+            "train": side(&train_ids), "val": side(&val_ids), "micro_batches": micro, "grad_accum": cfg.grad_accum,
+        });
+        std::fs::write(path, serde_json::to_vec(&plan).expect("serializes")).map_err(TrainError::io(path))?;
+    }
     let mut summary = TranslationSummary {
         step: s.start_step,
         train_loss: f32::NAN,

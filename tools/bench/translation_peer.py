@@ -1,0 +1,200 @@
+"""The PyTorch peer of an attn translation run: torch.nn.TransformerEncoder /
+TransformerDecoder layers (post-norm, ReLU, no dropout) of the run's shapes,
+with the same shared embedding scaled by sqrt(d_model), the same sinusoidal
+positions, the same tied output head, and the same recipe: AdamW (betas,
+eps 1e-9, weight decay on matrices only), warmup + cosine learning rate,
+global-norm clipping, label smoothing, and the very micro-batches the attn run
+trained on (its --export-plan file). Reports the validation loss (plain
+cross-entropy per target token, EOS included) and seconds per step, and
+saves the trained weights as a Marian folder, so `attn eval` scores both
+models' translations with the same beam search and metrics.
+
+  python tools/bench/translation_peer.py RUN_DIR PLAN.json OUT_DIR --threads 2
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file, safe_open
+
+ap = argparse.ArgumentParser()
+ap.add_argument("run")
+ap.add_argument("plan")
+ap.add_argument("out")
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--seed", type=int, default=0)
+ap.add_argument("--metrics", help="write step, train_loss and (every eval_every steps) val_loss here, one JSON a line")
+args = ap.parse_args()
+torch.set_num_threads(args.threads)
+torch.manual_seed(args.seed)
+cfg = json.load(open(os.path.join(args.run, "config.json")))
+plan = json.load(open(args.plan))
+with safe_open(os.path.join(args.run, "trainer_state.safetensors"), "pt") as f:
+    tc = json.loads(f.metadata()["train_config"])
+C, V, H = cfg["d_model"], cfg["vocab_size"], cfg["encoder_attention_heads"]
+pad, start = plan["pad"], plan["start"]
+assert cfg["activation_function"] == "relu" and cfg["scale_embedding"]
+
+
+def sinusoidal(n, d):
+    # Marian's layout: sines of every even feature, then cosines of every odd one.
+    pos = torch.arange(n, dtype=torch.float64)[:, None]
+    j = torch.arange(d, dtype=torch.float64)[None, :]
+    ang = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / d)
+    half = (d + 1) // 2
+    out = torch.empty(n, d, dtype=torch.float64)
+    out[:, :half] = torch.sin(ang[:, 0::2])
+    out[:, half:] = torch.cos(ang[:, 1::2])
+    return out.float()
+
+
+class Peer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.shared = nn.Parameter(torch.randn(V, C) * 0.02)
+        with torch.no_grad():
+            self.shared[pad].zero_()
+        self.register_buffer("pos", sinusoidal(cfg["max_position_embeddings"], C))
+        enc = nn.TransformerEncoderLayer(C, H, cfg["encoder_ffn_dim"], dropout=0.0, activation="relu", batch_first=True)
+        dec = nn.TransformerDecoderLayer(C, cfg["decoder_attention_heads"], cfg["decoder_ffn_dim"], dropout=0.0, activation="relu", batch_first=True)
+        self.encoder = nn.TransformerEncoder(enc, cfg["encoder_layers"], norm=None, enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(dec, cfg["decoder_layers"], norm=None)
+        for n, p in self.named_parameters():
+            if n == "shared":
+                continue
+            if "norm" in n:
+                nn.init.ones_(p) if n.endswith("weight") else nn.init.zeros_(p)
+            elif n.endswith("bias"):
+                nn.init.zeros_(p)
+            else:
+                nn.init.normal_(p, 0.0, 0.02)
+
+    def embed(self, ids):
+        return F.embedding(ids, self.shared, padding_idx=pad) * math.sqrt(C) + self.pos[: ids.shape[1]]
+
+    def forward(self, src, src_pad, tgt_in):
+        mem = self.encoder(self.embed(src), src_key_padding_mask=src_pad)
+        T = tgt_in.shape[1]
+        causal = torch.triu(torch.full((T, T), float("-inf")), diagonal=1)
+        h = self.decoder(self.embed(tgt_in), mem, tgt_mask=causal, memory_key_padding_mask=src_pad)
+        return h @ self.shared.t()
+
+
+def batch(pairs, idx):
+    S = max(len(pairs[i][0]) for i in idx)
+    T = max(len(pairs[i][1]) for i in idx)
+    src = torch.full((len(idx), S), pad)
+    tgt_in = torch.full((len(idx), T), pad)
+    labels = torch.full((len(idx), T), -100)
+    for r, i in enumerate(idx):
+        s, t = pairs[i]
+        src[r, : len(s)] = torch.tensor(s)
+        labels[r, : len(t)] = torch.tensor(t)
+        tgt_in[r, 0] = start
+        k = min(len(t), T - 1)
+        tgt_in[r, 1 : 1 + k] = torch.tensor(t[:k])
+    return src, src == pad, tgt_in, labels
+
+
+model = Peer()
+opt_kind = tc["optimizer"]
+assert opt_kind["type"] == "adamw" and tc["decay_rule"] == "matrices"
+decay = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "shared"]
+other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and n != "shared")]
+opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc["weight_decay"]}, {"params": other, "weight_decay": 0.0}],
+                        lr=tc["lr"], betas=(opt_kind["beta1"], opt_kind["beta2"]), eps=opt_kind["eps"])
+
+
+def lr_at(step):
+    w = max(tc["warmup"], 1)
+    if tc["schedule"] == "Noam":
+        return tc["lr"] * min(step / w, math.sqrt(w / max(step, 1)))
+    if step <= tc["warmup"]:
+        return tc["lr"] * step / w
+    span = max(tc["steps"] - tc["warmup"], 1)
+    prog = min((step - tc["warmup"]) / span, 1.0)
+    return tc["min_lr"] + (tc["lr"] - tc["min_lr"]) * 0.5 * (1 + math.cos(math.pi * prog))
+
+
+train = plan["train"]
+val = plan["val"]
+log = open(args.metrics, "w") if args.metrics else None
+
+
+def val_loss():
+    model.eval()
+    nats, toks = 0.0, 0
+    with torch.no_grad():
+        order = sorted(range(len(val)), key=lambda i: max(len(val[i][0]), len(val[i][1])))
+        for k in range(0, len(order), 64):
+            src, src_pad, tgt_in, labels = batch(val, order[k : k + 64])
+            logits = model(src, src_pad, tgt_in)
+            nats += F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
+            toks += (labels != -100).sum().item()
+    model.train()
+    return nats / toks, toks
+
+
+accum = plan["grad_accum"]
+micro = plan["micro_batches"]
+steps = len(micro) // accum
+times = []
+for step in range(1, steps + 1):
+    t0 = time.perf_counter()
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step)
+    opt.zero_grad(set_to_none=True)
+    total = 0.0
+    for m in range(accum):
+        src, src_pad, tgt_in, labels = batch(train, micro[(step - 1) * accum + m])
+        logits = model(src, src_pad, tgt_in)
+        loss = F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100, label_smoothing=tc["label_smoothing"])
+        (loss / accum).backward()
+        total += loss.item() / accum
+    if tc["grad_clip"] > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+    opt.step()
+    times.append(time.perf_counter() - t0)
+    rec = {"step": step, "train_loss": total}
+    if log and (step % tc["eval_every"] == 0 or step == steps):
+        rec["val_loss"] = val_loss()[0]
+    if log:
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+    if step % 50 == 0 or step == steps:
+        print(f"peer step {step} loss {total:.4f} {times[-1]:.2f} s/step", flush=True)
+
+final_val, toks = val_loss()
+
+# The trained weights as a Marian folder (nn.MultiheadAttention packs q, k, v).
+os.makedirs(args.out, exist_ok=True)
+for f in ["config.json", "tokenizer.json"]:
+    shutil.copy(os.path.join(args.run, f), args.out)
+sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+out = {"model.shared.weight": sd["shared"], "final_logits_bias": torch.zeros(1, V)}
+for side, n in [("encoder", cfg["encoder_layers"]), ("decoder", cfg["decoder_layers"])]:
+    for i in range(n):
+        p, q = f"{side}.layers.{i}.", f"model.{side}.layers.{i}."
+        attns = [("self_attn", "self_attn")] + ([("multihead_attn", "encoder_attn")] if side == "decoder" else [])
+        for src_name, dst in attns:
+            w, b = sd[p + src_name + ".in_proj_weight"], sd[p + src_name + ".in_proj_bias"]
+            for j, x in enumerate(["q", "k", "v"]):
+                out[q + f"{dst}.{x}_proj.weight"] = w[j * C : (j + 1) * C].contiguous()
+                out[q + f"{dst}.{x}_proj.bias"] = b[j * C : (j + 1) * C].contiguous()
+            out[q + f"{dst}.out_proj.weight"] = sd[p + src_name + ".out_proj.weight"]
+            out[q + f"{dst}.out_proj.bias"] = sd[p + src_name + ".out_proj.bias"]
+        out[q + "fc1.weight"], out[q + "fc1.bias"] = sd[p + "linear1.weight"], sd[p + "linear1.bias"]
+        out[q + "fc2.weight"], out[q + "fc2.bias"] = sd[p + "linear2.weight"], sd[p + "linear2.bias"]
+        norms = ["self_attn_layer_norm", "final_layer_norm"] if side == "encoder" else ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"]
+        for j, nm in enumerate(norms):
+            out[q + f"{nm}.weight"], out[q + f"{nm}.bias"] = sd[p + f"norm{j + 1}.weight"], sd[p + f"norm{j + 1}.bias"]
+save_file(out, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
+times.sort()
+print(json.dumps({"peer_val_loss": final_val, "val_tokens": toks, "steps": steps, "median_s_per_step": times[len(times) // 2],
+                  "torch": torch.__version__, "threads": torch.get_num_threads()}))
