@@ -42,67 +42,9 @@ pad, start = plan["pad"], plan["start"]
 assert cfg["activation_function"] == "relu" and cfg["scale_embedding"]
 
 
-def sinusoidal(n, d):
-    # Marian's layout: sines of every even feature, then cosines of every odd one.
-    pos = torch.arange(n, dtype=torch.float64)[:, None]
-    j = torch.arange(d, dtype=torch.float64)[None, :]
-    ang = pos / torch.pow(10000.0, 2 * torch.div(j, 2, rounding_mode="floor") / d)
-    half = (d + 1) // 2
-    out = torch.empty(n, d, dtype=torch.float64)
-    out[:, :half] = torch.sin(ang[:, 0::2])
-    out[:, half:] = torch.cos(ang[:, 1::2])
-    return out.float()
+from torch_seq2seq import Peer, make_batch
 
-
-class Peer(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.shared = nn.Parameter(torch.randn(V, C) * 0.02)
-        with torch.no_grad():
-            self.shared[pad].zero_()
-        self.register_buffer("pos", sinusoidal(cfg["max_position_embeddings"], C))
-        enc = nn.TransformerEncoderLayer(C, H, cfg["encoder_ffn_dim"], dropout=0.0, activation="relu", batch_first=True)
-        dec = nn.TransformerDecoderLayer(C, cfg["decoder_attention_heads"], cfg["decoder_ffn_dim"], dropout=0.0, activation="relu", batch_first=True)
-        self.encoder = nn.TransformerEncoder(enc, cfg["encoder_layers"], norm=None, enable_nested_tensor=False)
-        self.decoder = nn.TransformerDecoder(dec, cfg["decoder_layers"], norm=None)
-        for n, p in self.named_parameters():
-            if n == "shared":
-                continue
-            if "norm" in n:
-                nn.init.ones_(p) if n.endswith("weight") else nn.init.zeros_(p)
-            elif n.endswith("bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.normal_(p, 0.0, 0.02)
-
-    def embed(self, ids):
-        return F.embedding(ids, self.shared, padding_idx=pad) * math.sqrt(C) + self.pos[: ids.shape[1]]
-
-    def forward(self, src, src_pad, tgt_in):
-        mem = self.encoder(self.embed(src), src_key_padding_mask=src_pad)
-        T = tgt_in.shape[1]
-        causal = torch.triu(torch.full((T, T), float("-inf")), diagonal=1)
-        h = self.decoder(self.embed(tgt_in), mem, tgt_mask=causal, memory_key_padding_mask=src_pad)
-        return h @ self.shared.t()
-
-
-def batch(pairs, idx):
-    S = max(len(pairs[i][0]) for i in idx)
-    T = max(len(pairs[i][1]) for i in idx)
-    src = torch.full((len(idx), S), pad)
-    tgt_in = torch.full((len(idx), T), pad)
-    labels = torch.full((len(idx), T), -100)
-    for r, i in enumerate(idx):
-        s, t = pairs[i]
-        src[r, : len(s)] = torch.tensor(s)
-        labels[r, : len(t)] = torch.tensor(t)
-        tgt_in[r, 0] = start
-        k = min(len(t), T - 1)
-        tgt_in[r, 1 : 1 + k] = torch.tensor(t[:k])
-    return src, src == pad, tgt_in, labels
-
-
-model = Peer()
+model = Peer(cfg)
 opt_kind = tc["optimizer"]
 assert opt_kind["type"] == "adamw" and tc["decay_rule"] == "matrices"
 decay = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "shared"]
@@ -133,7 +75,7 @@ def val_loss():
     with torch.no_grad():
         order = sorted(range(len(val)), key=lambda i: max(len(val[i][0]), len(val[i][1])))
         for k in range(0, len(order), 64):
-            src, src_pad, tgt_in, labels = batch(val, order[k : k + 64])
+            src, src_pad, tgt_in, labels = make_batch(val, order[k : k + 64], pad, start)
             logits = model(src, src_pad, tgt_in)
             nats += F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100, reduction="sum").item()
             toks += (labels != -100).sum().item()
@@ -152,7 +94,7 @@ for step in range(1, steps + 1):
     opt.zero_grad(set_to_none=True)
     total = 0.0
     for m in range(accum):
-        src, src_pad, tgt_in, labels = batch(train, micro[(step - 1) * accum + m])
+        src, src_pad, tgt_in, labels = make_batch(train, micro[(step - 1) * accum + m], pad, start)
         logits = model(src, src_pad, tgt_in)
         loss = F.cross_entropy(logits.reshape(-1, V), labels.reshape(-1), ignore_index=-100, label_smoothing=tc["label_smoothing"])
         (loss / accum).backward()

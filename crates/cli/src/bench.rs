@@ -14,10 +14,10 @@ pub enum BenchCommand {
     Train {
         #[arg(long, default_value = "baby")]
         preset: String,
-        /// Sequences per micro-batch
+        /// Sequences (translation presets: pairs) per micro-batch
         #[arg(long, default_value_t = 12)]
         batch_size: usize,
-        /// Default: the model's context
+        /// Default: the model's context (translation presets: 64, for source and target alike)
         #[arg(long)]
         seq_len: Option<usize>,
         /// Timed steps (after 2 untimed warmup steps)
@@ -26,9 +26,33 @@ pub enum BenchCommand {
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
-        /// Vocabulary size for char-level presets (default: the preset's)
+        /// Vocabulary size for char-level and translation presets (default: the preset's, 8000 for translation)
         #[arg(long)]
         vocab: Option<usize>,
+    },
+    /// Time translation: encode a batch of sources, then greedy or beam search with the KV caches
+    Translate {
+        /// An encoder-decoder folder (attn translation run, Marian or BART)
+        #[arg(long)]
+        model: std::path::PathBuf,
+        /// Source texts, one a line (a source<TAB>target file's targets are ignored)
+        #[arg(long)]
+        data: std::path::PathBuf,
+        /// Beam width (1: greedy)
+        #[arg(long, default_value_t = 4)]
+        beam: usize,
+        /// Tokens to generate per source, EOS included
+        #[arg(long, default_value_t = 64)]
+        max_new_tokens: usize,
+        /// Sources per batch
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        /// Timed rounds (after one untimed)
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// Time generation at batch 1: prefill a prompt, then decode with the KV cache
     Generate {
@@ -87,7 +111,14 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
     match c {
         BenchCommand::Train { preset, batch_size, seq_len, steps, threads, vocab } => {
             crate::set_threads(threads)?;
+            if attn_model::SEQ2SEQ_PRESETS.contains(&preset.as_str()) {
+                return crate::bench_seq2seq::bench_train(&preset, batch_size, seq_len.unwrap_or(64), steps, vocab.unwrap_or(8000), gemm_peak(1024));
+            }
             bench_train(&preset, batch_size, seq_len, steps, vocab)
+        }
+        BenchCommand::Translate { model, data, beam, max_new_tokens, batch_size, rounds, threads } => {
+            crate::set_threads(threads)?;
+            crate::bench_seq2seq::bench_translate(&model, &data, beam, max_new_tokens, batch_size, rounds)
         }
         BenchCommand::Generate { model, preset, prompt_len, new_tokens, threads } => {
             crate::set_threads(threads)?;
@@ -170,7 +201,7 @@ fn gemm_peak(size: usize) -> f64 {
 }
 
 /// Peak resident memory of this process so far, from /proc (Linux), in MB.
-fn peak_rss_mb() -> Option<f64> {
+pub(crate) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -12,8 +12,24 @@ use clap::{Args, Subcommand};
 pub enum InspectCommand {
     /// Attention maps: every layer × head, or one head with its tokens
     Attention {
-        #[command(flatten)]
-        m: ModelText,
+        /// An attn run folder or a Hugging Face model folder (decoder, BERT, Marian or BART)
+        #[arg(long)]
+        model: PathBuf,
+        /// The text to look at (decoders and encoders)
+        #[arg(long, required_unless_present = "source")]
+        text: Option<String>,
+        /// Encoder-decoders: the source sentence
+        #[arg(long, requires = "target", conflicts_with = "text")]
+        source: Option<String>,
+        /// Encoder-decoders: the target sentence, read by the decoder as in training
+        #[arg(long, requires = "source")]
+        target: Option<String>,
+        /// Encoder-decoders: cross (target x source alignment, the one drawn so far)
+        #[arg(long, value_enum, default_value = "self")]
+        kind: AttnKind,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
         /// Layer to show (0-based); with --head, one map with the tokens on both axes
         #[arg(long)]
         layer: Option<usize>,
@@ -82,6 +98,15 @@ pub enum InspectCommand {
     },
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttnKind {
+    /// Self-attention (decoders, encoders)
+    #[value(name = "self")]
+    Self_,
+    /// Cross-attention of an encoder-decoder: target rows, source columns
+    Cross,
+}
+
 #[derive(Args)]
 pub struct ModelText {
     /// An attn run folder or a Hugging Face GPT-2 folder
@@ -95,7 +120,7 @@ pub struct ModelText {
     threads: Option<usize>,
 }
 
-fn model_name(dir: &Path) -> String {
+pub(crate) fn model_name(dir: &Path) -> String {
     std::fs::canonicalize(dir).ok().and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned())).unwrap_or_else(|| dir.display().to_string())
 }
 
@@ -103,8 +128,18 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let color = crate::use_color();
     match c {
-        InspectCommand::Attention { m, layer, head, out: file } => {
-            crate::set_threads(m.threads)?;
+        InspectCommand::Attention { model, text, source, target, kind, threads, layer, head, out: file } => {
+            crate::set_threads(threads)?;
+            if attn_model::is_seq2seq_dir(&model) {
+                anyhow::ensure!(kind == AttnKind::Cross, "{} is an encoder-decoder: use --kind cross with --source and --target", model.display());
+                let (Some(src), Some(tgt)) = (source, target) else {
+                    anyhow::bail!("an encoder-decoder needs --source TEXT and --target TEXT");
+                };
+                return crate::translate::cross_attention(&model, &src, &tgt, layer, head, file);
+            }
+            anyhow::ensure!(kind == AttnKind::Self_ && source.is_none(), "--kind cross and --source / --target are for encoder-decoders (Marian, BART, attn translation runs)");
+            let text = text.expect("clap requires --text without --source");
+            let m = ModelText { model, text, threads };
             let tr = match crate::load_any(&m.model)? {
                 (crate::Loaded::Decoder(mut model), tok) => attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?,
                 (crate::Loaded::Encoder(bert), tok) => attn_inspect::trace_bert(&bert, tok.as_ref(), &m.text)?,

@@ -2,6 +2,7 @@
 //! exit code. The work lives in the library crates.
 
 mod bench;
+mod bench_seq2seq;
 mod embed;
 mod eval;
 mod generate;
@@ -44,7 +45,7 @@ enum Command {
     /// Train, encode, decode, show and convert tokenizers
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
-    /// Time training steps or the GEMM peak
+    /// Time training steps, generation, translation, tokenizers, embeddings or the GEMM peak
     #[command(subcommand)]
     Bench(bench::BenchCommand),
 }

@@ -243,3 +243,61 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     exit_if_signalled(s.interrupted, &stop, &sigterm);
     Ok(())
 }
+
+/// `attn inspect attention --kind cross`: the decoder's attention over the
+/// source while it reads the target (teacher forcing, as in training). Rows
+/// are the target tokens being predicted, columns the source tokens. Without
+/// --layer / --head, the mean over the heads of the last layer.
+pub fn cross_attention(dir: &Path, source: &str, target: &str, layer: Option<usize>, head: Option<usize>, out: Option<PathBuf>) -> anyhow::Result<()> {
+    let (mut model, tok) = load_seq2seq(dir)?;
+    let (nl, nh) = (model.config.decoder_layers, model.config.decoder_heads);
+    for (what, v, n) in [("--layer", layer, nl), ("--head", head, nh)] {
+        anyhow::ensure!(v.is_none_or(|v| v < n), "{what} {} is out of range: the decoder has {n} (counting from 0)", v.unwrap_or(0));
+    }
+    let eos = model.config.eos_token_id;
+    let with_eos = |t: &str| -> anyhow::Result<Vec<u32>> {
+        let mut v = tok.encode(t)?;
+        if v.last() != Some(&eos) {
+            v.push(eos);
+        }
+        Ok(v)
+    };
+    let (src, tgt) = (with_eos(source)?, with_eos(target)?);
+    anyhow::ensure!(src.len() <= model.config.n_ctx && tgt.len() <= model.config.n_ctx, "the texts exceed the model's {} positions", model.config.n_ctx);
+    let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, model.config.decoder_start_token_id);
+    model.forward(&batch, false, 0.0)?;
+    let (s, t) = (src.len(), tgt.len());
+    let piece = |i: u32| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned();
+    let (rows, cols): (Vec<String>, Vec<String>) = (tgt.iter().map(|&i| piece(i)).collect(), src.iter().map(|&i| piece(i)).collect());
+    let maps: Vec<Vec<f32>> = (0..nl).map(|l| model.cross_attention_probs(l).to_vec()).collect();
+    let l = layer.unwrap_or(nl - 1);
+    let map: Vec<f32> = match head {
+        Some(h) => maps[l][h * t * s..][..t * s].to_vec(),
+        None => (0..t * s).map(|i| (0..nh).map(|h| maps[l][h * t * s + i]).sum::<f32>() / nh as f32).collect(),
+    };
+    let name = crate::inspect::model_name(dir);
+    let title = match head {
+        Some(h) => format!("{name} — cross-attention, layer {l}, head {h}"),
+        None => format!("{name} — cross-attention, layer {l}, mean of {nh} heads"),
+    };
+    match out {
+        Some(f) if f.extension().is_some_and(|e| e == "json") => {
+            let all: Vec<Vec<Vec<&[f32]>>> = maps.iter().map(|m| (0..nh).map(|h| m[h * t * s..][..t * s].chunks(s).collect()).collect()).collect();
+            let v = serde_json::json!({"model": name, "source_tokens": cols, "target_tokens": rows, "source_ids": src, "target_ids": tgt, "cross_attention": all});
+            std::fs::write(&f, v.to_string()).with_context(|| format!("writing {}", f.display()))?;
+            eprintln!("wrote {}", f.display());
+        }
+        Some(f) => {
+            attn_inspect::plot::alignment(&f, &title, &rows, &cols, &map)?;
+            eprintln!("wrote {}", f.display());
+        }
+        None => {
+            // A terminal table: for each target token, the source token it attends to most.
+            for (r, row) in map.chunks(s).enumerate() {
+                let (best, p) = row.iter().enumerate().fold((0, 0.0f32), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
+                println!("{:>16} -> {:<16} {:.2}", attn_inspect::plot::label(&rows[r]), attn_inspect::plot::label(&cols[best]), p);
+            }
+        }
+    }
+    Ok(())
+}

@@ -278,3 +278,50 @@ where
     root.present()?;
     Ok(())
 }
+
+/// A rectangular map, e.g. cross-attention: row = target token, column =
+/// source token; `probs` is (rows, cols).
+pub fn alignment(path: &Path, title: &str, rows: &[String], cols: &[String], probs: &[f32]) -> Result<()> {
+    assert_eq!(probs.len(), rows.len() * cols.len());
+    let longest = rows.iter().chain(cols).map(|s| label(s).chars().count()).max().unwrap_or(1) as i32;
+    let cell = (960 / rows.len().max(cols.len()) as i32).clamp(14, 48);
+    let font = ((cell as f32 * 0.75) as u32).clamp(10, 16);
+    let label_w = (longest * font as i32 * 6 / 10 + 14).min(170);
+    let size = ((label_w + cell * cols.len() as i32 + 150) as u32, (56 + cell * rows.len() as i32 + label_w + 16) as u32);
+    render(
+        path,
+        size,
+        &|root| draw_alignment(root, title, rows, cols, probs, cell, font, label_w),
+        &|root| draw_alignment(root, title, rows, cols, probs, cell, font, label_w),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn draw_alignment<DB: DrawingBackend>(root: Draw<DB>, title: &str, rows: &[String], cols: &[String], probs: &[f32], c: i32, font: u32, x0: i32) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let y0 = 56;
+    let (w, h) = (c * cols.len() as i32, c * rows.len() as i32);
+    root.draw(&Text::new(title, (x0, 16), ("sans-serif", 20).into_font()))?;
+    for (r, row) in probs.chunks(cols.len()).enumerate() {
+        for (k, &p) in row.iter().enumerate() {
+            let (x, y) = (x0 + k as i32 * c, y0 + r as i32 * c);
+            root.draw(&Rectangle::new([(x, y), (x + c, y + c)], heat(p).filled()))?;
+        }
+    }
+    root.draw(&Rectangle::new([(x0, y0), (x0 + w, y0 + h)], BLACK.mix(0.6).stroke_width(1)))?;
+    let ystyle = TextStyle::from(("sans-serif", font).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    let xstyle = TextStyle::from(("sans-serif", font).into_font().transform(FontTransform::Rotate90)).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, tok) in rows.iter().enumerate() {
+        root.draw(&Text::new(label(tok), (x0 - 6, y0 + i as i32 * c + c / 2), ystyle.clone()))?;
+    }
+    for (i, tok) in cols.iter().enumerate() {
+        root.draw(&Text::new(label(tok), (x0 + i as i32 * c + c / 2, y0 + h + 6), xstyle.clone()))?;
+    }
+    root.draw(&Text::new("target ↓  source →", (x0, y0 - 14), ("sans-serif", 13).into_font()))?;
+    colour_bar(&root, x0 + w + 20, y0, h.clamp(120, 400), 13)?;
+    root.present()?;
+    Ok(())
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The encoder-decoder speed bars, side by side on this machine with the same
+# threads, alternating rounds (medians inside each command):
+#  1. transformer-base training steps: `attn bench train --preset transformer-base`
+#     against the torch.nn peer (eager f32, and bf16 autocast for reference);
+#  2. beam-4 translation: `attn bench translate` against transformers'
+#     generate() on the same random Marian folder of transformer-base's shapes
+#     (EOS pushed down, so both generate exactly --max-new-tokens per source).
+# Needs tools/reference/setup.sh 5 (torch, transformers) and a translation run
+# for its tokenizer (tools/bench/translation_learning.sh makes one).
+#   tools/bench/translation_speed.sh [ROUNDS=3]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.cache/venv-ref5/bin/python}
+rounds=${1:-3}
+pairs=$(scripts/fetch_bible_pairs.sh)
+cargo build --release -q
+tok=runs/translate-attn/tokenizer.json
+[ -f "$tok" ] || { echo "no $tok: run tools/bench/translation_learning.sh first" >&2; exit 1; }
+grep -o 'avx512[a-z_0-9]*\|avx2\|fma\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
+echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+./target/release/attn bench gemm --threads 2
+B=${B:-8}; T=${T:-64}
+for r in $(seq "$rounds"); do
+  ./target/release/attn bench train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2 | tail -1
+  $PY tools/bench/translation_speed.py train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2
+done
+$PY tools/bench/translation_speed.py train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2 --autocast
+model=runs/marian-base-random
+[ -f "$model/model.safetensors" ] || $PY tools/bench/translation_speed.py make --preset transformer-base --tokenizer "$tok" --model "$model"
+head -32 "$pairs/test.tsv" | cut -f1 > runs/translate-sources.txt
+for r in $(seq "$rounds"); do
+  ./target/release/attn bench translate --model "$model" --data runs/translate-sources.txt --beam 4 --max-new-tokens 32 --batch-size 8 --rounds 1 --threads 2
+  $PY tools/bench/translation_speed.py generate --model "$model" --data runs/translate-sources.txt --beam 4 --max-new-tokens 32 --batch-size 8 --rounds 1 --threads 2
+done
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)"
