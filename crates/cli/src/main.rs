@@ -28,7 +28,7 @@ enum Command {
         shell: clap_complete::Shell,
     },
     /// Train a GPT on text files, or an encoder-decoder on translation pairs
-    Train(train::TrainArgs),
+    Train(Box<train::TrainArgs>),
     /// Generate text from a trained model
     Generate(generate::GenerateArgs),
     /// Translate with an encoder-decoder (greedy or beam search)
@@ -135,7 +135,7 @@ fn main() -> std::process::ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "attn", &mut std::io::stdout());
             Ok(())
         }
-        Command::Train(a) => train::run(a, matches.subcommand_matches("train").expect("the train subcommand")),
+        Command::Train(a) => train::run(*a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Generate(a) => generate::run(a),
         Command::Translate(a) => translate::run(a),
         Command::Eval(a) => eval::run(a),

@@ -53,10 +53,15 @@ pub fn is_sentencepiece(json: &serde_json::Value) -> bool {
 }
 
 /// `[CLS] $A [SEP]`-style ids around a sequence, from a TemplateProcessing
-/// post-processor (possibly inside a Sequence). `id_of` maps token text to id.
+/// post-processor (possibly inside a Sequence), or RoBERTa / BERT processing. `id_of` maps token text to id.
 pub(crate) fn template_ids(post: &serde_json::Value, id_of: impl Fn(&str) -> Option<u32>, path: &Path) -> Result<(Vec<u32>, Vec<u32>)> {
     let bad = |msg: String| TokenizerError::Format { path: path.into(), msg };
     let template = match post["type"].as_str() {
+        // BART / RoBERTa: <s> $A </s>, the ids given inline as [token, id].
+        Some("RobertaProcessing") | Some("BertProcessing") => {
+            let id = |f: &str| post[f][1].as_u64().map(|i| i as u32).ok_or_else(|| bad(format!("post_processor.{f} is not [token, id]")));
+            return Ok((vec![id("cls")?], vec![id("sep")?]));
+        }
         Some("TemplateProcessing") => post,
         Some("Sequence") => match post["processors"].as_array().and_then(|ps| ps.iter().find(|p| p["type"] == "TemplateProcessing")) {
             Some(t) => t,

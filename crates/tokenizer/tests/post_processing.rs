@@ -28,3 +28,24 @@ fn bos_and_nfc_match_hf_and_survive_saving() {
     tok.save(&path).unwrap();
     check(load_tokenizer(&path, None).unwrap().as_ref());
 }
+
+/// BART's tokenizer.json puts <s> and </s> around every encoding with a
+/// RobertaProcessing post-processor, whose ids are given inline.
+#[test]
+fn roberta_processing_adds_cls_and_sep() {
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(testdata("bpe_template_tokenizer.json")).unwrap()).unwrap();
+    let plain = {
+        let mut j = json.clone();
+        j["post_processor"] = serde_json::Value::Null;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tokenizer.json");
+        std::fs::write(&p, j.to_string()).unwrap();
+        load_tokenizer(&p, None).unwrap().encode("Hello world").unwrap()
+    };
+    json["post_processor"] = serde_json::json!({"type": "RobertaProcessing", "sep": ["</s>", 7], "cls": ["<s>", 5], "trim_offsets": true, "add_prefix_space": false});
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("tokenizer.json");
+    std::fs::write(&p, json.to_string()).unwrap();
+    let ids = load_tokenizer(&p, None).unwrap().encode("Hello world").unwrap();
+    assert_eq!(ids, [vec![5], plain, vec![7]].concat());
+}
