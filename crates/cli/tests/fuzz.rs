@@ -156,6 +156,16 @@ fn load_model(dir: &Path) {
     }
 }
 
+/// An encoder-decoder folder: load, encode a source, take a decoder step.
+fn load_seq2seq(dir: &Path) {
+    if let Ok((m, _)) = attn_model::Seq2Seq::load(dir) {
+        let mem = m.encode_sources(&[0, 1], &[2], 2).expect("a loaded model encodes");
+        let mut cache = m.new_decoder_cache(&mem, 2, 2).expect("a loaded model makes a cache");
+        let start = m.config.decoder_start_token_id;
+        let _ = m.decode_step(&[start, start], &mut cache, &mem);
+    }
+}
+
 fn load_tokenizer(dir: &Path) {
     let path = if dir.join("tokenizer.json").exists() {
         dir.join("tokenizer.json")
@@ -213,6 +223,10 @@ fn seeds(root: &Path) -> Vec<Target> {
     Transformer::new(lc, 2).unwrap().save(&llama, None).unwrap();
     let bert = mk("bert");
     Transformer::new(TransformerConfig::bert(70, 16, 2, 2, 8, 16), 3).unwrap().save(&bert, None).unwrap();
+    let marian = mk("marian");
+    let mc = attn_model::Seq2SeqConfig { vocab_size: 70, d_model: 8, n_ctx: 16, encoder_heads: 2, decoder_heads: 2, encoder_ffn: 12, decoder_ffn: 12,
+        ..attn_model::Seq2SeqConfig::paper(70, 1, 8, 2, 12, 16) };
+    attn_model::Seq2Seq::new(mc, 4).unwrap().save(&marian, None).unwrap();
     let char_tok = mk("char");
     let ct = attn_tokenizer::CharTokenizer::train(&text);
     attn_tokenizer::Tokenizer::save(&ct, &char_tok.join("tokenizer.json")).unwrap();
@@ -261,6 +275,8 @@ fn seeds(root: &Path) -> Vec<Target> {
         t("gpt2 config.json", &gpt, &["config.json"], load_model),
         t("llama config.json", &llama, &["config.json"], load_model),
         t("bert config.json", &bert, &["config.json"], load_model),
+        t("marian config.json", &marian, &["config.json"], load_seq2seq),
+        t("marian weights", &marian, &["model.safetensors"], load_seq2seq),
         t("safetensors", &gpt, &["model.safetensors"], load_safetensors),
         t("model folder weights", &llama, &["model.safetensors"], load_model),
         t("char tokenizer.json", &char_tok, &["tokenizer.json"], load_tokenizer),

@@ -373,6 +373,7 @@ fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -
         val_pairs: val_ids.len(),
     };
     let run_start = Instant::now();
+    let mut last_line = Instant::now();
     let (mut tokens_done, mut bad_in_row) = (0usize, 0usize);
     let mut order_cache: (usize, Vec<usize>) = (usize::MAX, Vec::new());
     let title = format!("{} — loss", run.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -431,6 +432,11 @@ fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -
             }
             plot_run(&s.dir.join("loss.png"), &title, &s.metrics.records)?;
             say(format!("step {step:>6} | train {loss:.4} | val {v:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
+            last_line = Instant::now();
+        } else if last_line.elapsed().as_secs() >= 30 {
+            // A heartbeat between evals, so a long run visibly lives.
+            say(format!("step {step:>6} | train {loss:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
+            last_line = Instant::now();
         }
         if stopping {
             summary.interrupted = step != cfg.steps;
