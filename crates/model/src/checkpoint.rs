@@ -260,3 +260,23 @@ impl Weights {
         self.files[0].metadata()
     }
 }
+
+/// Refuses a weights file with a non-finite value in tensor `name`.
+pub(crate) fn check_finite(dir: &Path, name: &str, values: &[f32]) -> Result<()> {
+    match values.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(ModelError::NonFinite { path: dir.to_path_buf(), name: name.into(), index: i, value: values[i] }),
+        None => Ok(()),
+    }
+}
+
+/// Refuses tensors the config did not ask for (other than the known extras):
+/// they mean config.json does not describe the checkpoint.
+pub(crate) fn refuse_unused(dir: &Path, w: &Weights, used: &std::collections::HashSet<String>, extra: impl Fn(&str) -> bool) -> Result<()> {
+    let mut unused: Vec<&str> = w.names().filter(|n| !used.contains(*n) && !extra(n)).collect();
+    if unused.is_empty() {
+        return Ok(());
+    }
+    unused.sort_unstable();
+    let shown: Vec<_> = unused.iter().take(8).collect();
+    Err(ModelError::UnusedTensors { path: dir.to_path_buf(), count: unused.len(), names: format!("{shown:?}{}", if unused.len() > 8 { " ..." } else { "" }) })
+}

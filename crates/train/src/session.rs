@@ -118,6 +118,11 @@ fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box
 /// checkpoint a crash interrupted first, so the options are the last
 /// committed ones.
 pub fn saved_train_config(out: &Path) -> Result<TrainConfig> {
+    saved_config(out)
+}
+
+/// The options (of any kind of run) in a run folder's trainer state.
+pub(crate) fn saved_config<T: serde::de::DeserializeOwned>(out: &Path) -> Result<T> {
     if out.is_dir() {
         run_dir::recover(out)?;
     }
@@ -129,7 +134,7 @@ pub fn saved_train_config(out: &Path) -> Result<TrainConfig> {
     let meta = TensorFile::open(&state_path)?.metadata()?;
     meta.get("train_config")
         .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' in its metadata", state_path.display())))
+        .ok_or_else(|| rerr(format!("{}: no valid 'train_config' for this kind of run in its metadata", state_path.display())))
 }
 
 pub(crate) fn resume(run: &TrainRun) -> Result<Session> {

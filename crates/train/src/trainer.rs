@@ -147,25 +147,46 @@ pub struct TrainSummary {
 fn save_checkpoint(s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
     // Updates skip non-finite gradients, so this is a last guard: a checkpoint
     // never holds a weight that cannot be resumed from.
-    if let Some(e) = s.model.layout().entries.iter().find(|e| s.model.params()[e.range()].iter().any(|x| !x.is_finite())) {
-        return Err(TrainError::Data(format!(
+    refuse_non_finite(s.model.layout(), s.model.params(), step, &s.dir)?;
+    s.model.save_config(&s.dir)?;
+    let config = serde_json::to_string(cfg).expect("serializes");
+    commit_checkpoint(&s.dir, step, &s.opt, s.data_fingerprint, config, |path, meta| Ok(s.model.save_weights(path, Some(meta))?))
+}
+
+/// Refuses to checkpoint weights holding a non-finite value.
+pub(crate) fn refuse_non_finite(layout: &attn_model::params::ParamLayout, params: &[f32], step: usize, dir: &Path) -> Result<()> {
+    match layout.entries.iter().find(|e| params[e.range()].iter().any(|x| !x.is_finite())) {
+        Some(e) => Err(TrainError::Data(format!(
             "step {step}: tensor {} holds a non-finite value; nothing was saved, the previous checkpoint in {} is intact",
             e.name,
-            s.dir.display()
-        )));
+            dir.display()
+        ))),
+        None => Ok(()),
     }
+}
+
+/// One checkpoint commit: the weights (written by `save_weights` with the
+/// step in their metadata), then the optimizer moments with the step, the
+/// optimizer step, the data fingerprint and the training options.
+pub(crate) fn commit_checkpoint(
+    dir: &Path,
+    step: usize,
+    opt: &crate::optim::Optimizer,
+    data_fingerprint: u64,
+    train_config: String,
+    save_weights: impl FnOnce(&Path, HashMap<String, String>) -> Result<()>,
+) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), step.to_string());
-    s.model.save_config(&s.dir)?;
-    run_dir::commit(&s.dir, step, |model_next, state_next| {
-        s.model.save_weights(model_next, Some(meta.clone()))?;
-        meta.insert("optimizer_step".into(), s.opt.step.to_string());
-        meta.insert("data_fingerprint".into(), s.data_fingerprint.to_string());
-        meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
-        let n = s.model.layout().total();
-        let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
-        if !s.opt.v.is_empty() {
-            tensors.push(("v", vec![n], &s.opt.v));
+    run_dir::commit(dir, step, |model_next, state_next| {
+        save_weights(model_next, meta.clone())?;
+        meta.insert("optimizer_step".into(), opt.step.to_string());
+        meta.insert("data_fingerprint".into(), data_fingerprint.to_string());
+        meta.insert("train_config".into(), train_config);
+        let n = opt.m.len();
+        let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &opt.m)];
+        if !opt.v.is_empty() {
+            tensors.push(("v", vec![n], &opt.v));
         }
         save_tensors(state_next, &tensors, Some(meta))?;
         Ok(())

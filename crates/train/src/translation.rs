@@ -4,12 +4,11 @@
 //! checkpoint protocol as language-model runs (a crash leaves a loadable
 //! checkpoint; `--resume` continues bit for bit).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use attn_model::checkpoint::{save_tensors, TensorFile};
+use attn_model::checkpoint::TensorFile;
 use attn_model::{Seq2Seq, Seq2SeqConfig};
 use attn_tokenizer::bpe::{BytePairEncoder, GPT2_PATTERN};
 use attn_tokenizer::train::BpeTrainer;
@@ -22,7 +21,7 @@ use crate::metrics::{plot_run, MetricsLog, StepRecord};
 use crate::optim::{DecayRule, Optimizer, OptimizerKind};
 use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, PairIds};
 use crate::run_dir::{self, STATE_FILE};
-use crate::trainer::{TokenizerSpec, TOKENIZER_FILE};
+use crate::trainer::{commit_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
 
 /// The special tokens of attn's translation vocabularies (Marian's names).
 pub const PAD: &str = "<pad>";
@@ -257,40 +256,14 @@ fn resumed(run: &TranslationRun) -> Result<State> {
 
 /// The options a translation run folder was saved with.
 pub fn saved_translation_config(out: &Path) -> Result<TranslationConfig> {
-    if out.is_dir() {
-        run_dir::recover(out)?;
-    }
-    let state_path = out.join(STATE_FILE);
-    let rerr = |msg: String| TrainError::Resume { path: out.to_path_buf(), msg };
-    if !state_path.exists() {
-        return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
-    }
-    let meta = TensorFile::open(&state_path)?.metadata()?;
-    meta.get("train_config")
-        .and_then(|s| serde_json::from_str(s).ok())
-        .ok_or_else(|| rerr(format!("{}: no valid translation 'train_config' in its metadata", state_path.display())))
+    crate::session::saved_config(out)
 }
 
 fn save_checkpoint(s: &State, step: usize, cfg: &TranslationConfig) -> Result<()> {
-    if let Some(e) = s.model.layout.entries.iter().find(|e| s.model.params[e.range()].iter().any(|x| !x.is_finite())) {
-        return Err(TrainError::Data(format!("step {step}: tensor {} holds a non-finite value; nothing was saved", e.name)));
-    }
-    let mut meta = HashMap::new();
-    meta.insert("step".to_string(), step.to_string());
+    refuse_non_finite(&s.model.layout, &s.model.params, step, &s.dir)?;
     s.model.save_config(&s.dir)?;
-    run_dir::commit(&s.dir, step, |model_next, state_next| {
-        s.model.save_weights(model_next, Some(meta.clone()))?;
-        meta.insert("optimizer_step".into(), s.opt.step.to_string());
-        meta.insert("data_fingerprint".into(), s.fingerprint.to_string());
-        meta.insert("train_config".into(), serde_json::to_string(cfg).expect("serializes"));
-        let n = s.model.layout.total();
-        let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &s.opt.m)];
-        if !s.opt.v.is_empty() {
-            tensors.push(("v", vec![n], &s.opt.v));
-        }
-        save_tensors(state_next, &tensors, Some(meta))?;
-        Ok(())
-    })
+    let config = serde_json::to_string(cfg).expect("serializes");
+    commit_checkpoint(&s.dir, step, &s.opt, s.fingerprint, config, |path, meta| Ok(s.model.save_weights(path, Some(meta))?))
 }
 
 /// Runs `attn train --task translation`.

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::{Seq2Seq, Seq2SeqConfig};
-use crate::checkpoint::{save_tensors, write_atomic, Weights, CONFIG_FILE, WEIGHTS_FILE};
+use crate::checkpoint::{check_finite, refuse_unused, save_tensors, write_atomic, Weights, CONFIG_FILE, WEIGHTS_FILE};
 use crate::error::{io_err, ModelError, Result};
 
 /// Tensors a folder may carry that are copies of one attn reads, or fixed
@@ -55,21 +55,10 @@ impl Seq2Seq {
                 return Err(ModelError::MissingTensor { path: dir.join(WEIGHTS_FILE), name: e.name.clone() });
             };
             w.read_into(name, &e.shape, &mut model.params[e.range()])?;
-            if let Some(i) = model.params[e.range()].iter().position(|x| !x.is_finite()) {
-                return Err(ModelError::NonFinite { path: dir.to_path_buf(), name: e.name.clone(), index: i, value: model.params[e.range()][i] });
-            }
+            check_finite(dir, &e.name, &model.params[e.range()])?;
             used.insert(name.to_string());
         }
-        let mut unused: Vec<&str> = w.names().filter(|n| !used.contains(*n) && !is_known_extra(n, marian)).collect();
-        if !unused.is_empty() {
-            unused.sort_unstable();
-            let shown: Vec<_> = unused.iter().take(8).collect();
-            return Err(ModelError::UnusedTensors {
-                path: dir.to_path_buf(),
-                count: unused.len(),
-                names: format!("{shown:?}{}", if unused.len() > 8 { " ..." } else { "" }),
-            });
-        }
+        refuse_unused(dir, &w, &used, |n| is_known_extra(n, marian))?;
         Ok((model, w.metadata()?))
     }
 

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::Transformer;
-use crate::checkpoint::{save_tensors, write_atomic, Weights, CONFIG_FILE, WEIGHTS_FILE};
+use crate::checkpoint::{check_finite, refuse_unused, save_tensors, write_atomic, Weights, CONFIG_FILE, WEIGHTS_FILE};
 use crate::config::{Family, TransformerConfig};
 use crate::error::{io_err, ModelError, Result};
 
@@ -66,23 +66,12 @@ impl Transformer {
                 ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
                 other => other,
             })?;
-            if let Some(i) = model.params[e.range()].iter().position(|x| !x.is_finite()) {
-                return Err(ModelError::NonFinite { path: dir.to_path_buf(), name: e.name.clone(), index: i, value: model.params[e.range()][i] });
-            }
+            check_finite(dir, &e.name, &model.params[e.range()])?;
             used.insert(name.to_string());
         }
         // A tied head may still be saved; it is the embedding, so it is not read.
         let tied_head = |n: &str| model.config.tied_head && n == "lm_head.weight";
-        let mut unused: Vec<&str> = w.names().filter(|n| !used.contains(*n) && !is_known_extra(n) && !tied_head(n)).collect();
-        if !unused.is_empty() {
-            unused.sort_unstable();
-            let shown: Vec<_> = unused.iter().take(8).collect();
-            return Err(ModelError::UnusedTensors {
-                path: dir.to_path_buf(),
-                count: unused.len(),
-                names: format!("{shown:?}{}", if unused.len() > 8 { " ..." } else { "" }),
-            });
-        }
+        refuse_unused(dir, &w, &used, |n| is_known_extra(n) || tied_head(n))?;
         Ok((model, w.metadata()?))
     }
 
