@@ -123,10 +123,16 @@ impl Seq2Seq {
         assert_eq!(from.len(), cache.rows);
         let w = cache.cap * 2 * self.config.d_model;
         let filled = cache.len * 2 * self.config.d_model;
+        // Only rows that take another row's history move; their sources are
+        // copied out first, since a source may itself be overwritten.
+        let moves: Vec<(usize, usize)> = from.iter().enumerate().filter(|&(r, &f)| r != f).map(|(r, &f)| (r, f)).collect();
+        let mut tmp = vec![0.0f32; moves.len() * filled];
         for layer in &mut cache.kv {
-            let old = layer.clone();
-            for (r, &f) in from.iter().enumerate() {
-                layer[r * w..][..filled].copy_from_slice(&old[f * w..][..filled]);
+            for (i, &(_, f)) in moves.iter().enumerate() {
+                tmp[i * filled..][..filled].copy_from_slice(&layer[f * w..][..filled]);
+            }
+            for (i, &(r, _)) in moves.iter().enumerate() {
+                layer[r * w..][..filled].copy_from_slice(&tmp[i * filled..][..filled]);
             }
         }
     }
