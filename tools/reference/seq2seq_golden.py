@@ -5,6 +5,8 @@ random-init transformers (5.x) models of odd shapes:
            FFN 56, swish, scale_embedding, pad 60 = decoder start, eos 0
   bart     BartForConditionalGeneration: d_model 36, 2 encoder + 3 decoder layers,
            3 heads (head dim 12), FFN 48, gelu, learned positions (offset 2), layernorm_embedding
+  mbart    MBartForConditionalGeneration: pre-norm blocks with a final norm per stack,
+           d_model 48, 2 + 2 layers, 4 heads (head dim 12), FFN 40, relu, scale_embedding
 
 Each model's folder (config.json + model.safetensors, as save_pretrained writes
 it) goes to testdata/seq2seq/{v}/. testdata/seq2seq/golden.safetensors holds, for a
@@ -26,12 +28,12 @@ import shutil
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from transformers import BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel
+from transformers import BartConfig, BartForConditionalGeneration, MarianConfig, MarianMTModel, MBartConfig, MBartForConditionalGeneration
 
 torch.manual_seed(2026)
 V = 61
 OUT = "testdata/seq2seq"
-EOS_BIAS = {"marian": 2.4, "bart": 2.4}
+EOS_BIAS = {"marian": 2.4, "bart": 2.4, "mbart": 0.3}
 common = dict(vocab_size=V, max_position_embeddings=128, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
               init_std=0.15, attn_implementation="eager")
 variants = {
@@ -44,6 +46,11 @@ variants = {
                                                       decoder_ffn_dim=48, activation_function="gelu", pad_token_id=1,
                                                       bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
                                                       forced_eos_token_id=2)),
+    "mbart": (MBartForConditionalGeneration, MBartConfig(**common, d_model=48, encoder_layers=2, decoder_layers=2,
+                                                         encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=40,
+                                                         decoder_ffn_dim=40, activation_function="relu", scale_embedding=True,
+                                                         pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2,
+                                                         forced_eos_token_id=2)),
 }
 
 def batch(cfg, src_lens, tgt_lens):

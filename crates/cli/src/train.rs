@@ -25,6 +25,12 @@ pub(crate) enum Task {
     Translation,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub(crate) enum NormPos {
+    Post,
+    Pre,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum Schedule {
     Cosine,
@@ -66,6 +72,10 @@ pub struct TrainArgs {
     /// Translation: cosine (warmup, then cosine decay) or noam (warmup, then 1/sqrt(step))
     #[arg(long, value_enum, default_value = "cosine")]
     pub(crate) schedule: Schedule,
+    /// Translation: post (N(x + f(x)), the paper's, saved as Marian) or pre (x + f(N(x)) with final norms,
+    /// learned positions and an embedding norm, saved as mBART)
+    #[arg(long, value_enum, default_value = "post")]
+    pub(crate) norm_position: NormPos,
     /// Translation: leave out pairs with a side longer than this many tokens (default: the model's positions)
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) max_len: Option<usize>,
@@ -167,6 +177,10 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         return crate::translate::train(a, matches);
     }
     anyhow::ensure!(a.source.is_none(), "--source and --target are for --task translation; a language model trains on --data");
+    let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    for flag in ["val_data", "batch_tokens", "label_smoothing", "schedule", "max_len", "norm_position"] {
+        anyhow::ensure!(!given(flag), "--{} is for --task translation; it does nothing for a language model", flag.replace('_', "-"));
+    }
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let saved = if a.resume { Some(attn_train::saved_train_config(&a.out)?) } else { None };
     let model = match &a.init {

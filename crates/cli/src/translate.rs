@@ -174,7 +174,10 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     anyhow::ensure!(a.init.is_none(), "--init is not supported with --task translation yet; train from a preset");
     let preset = if given("preset") { a.preset.clone() } else { "transformer-small".into() };
     // The vocabulary and the special ids come from the tokenizer.
-    let model = Seq2SeqConfig::preset(&preset, 1).with_context(|| format!("--preset {preset}: translation presets are {}", attn_model::SEQ2SEQ_PRESETS.join(", ")))?;
+    let mut model = Seq2SeqConfig::preset(&preset, 1).with_context(|| format!("--preset {preset}: translation presets are {}", attn_model::SEQ2SEQ_PRESETS.join(", ")))?;
+    if a.norm_position == crate::train::NormPos::Pre {
+        model = model.pre_norm();
+    }
     let (pairs, files) = match (&a.source, &a.target) {
         (Some(s), Some(t)) => (read_aligned(s, t)?, vec![s.clone(), t.clone()]),
         _ => (read_tsv(&a.data)?, a.data.clone()),

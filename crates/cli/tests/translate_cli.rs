@@ -97,6 +97,17 @@ fn aligned_source_and_target_files_train() {
         "--tokenizer", "bpe:300", "--steps", "2", "--batch-tokens", "256", "--threads", "2", "--quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The pre-norm option trains, saves as mBART, and translates.
+    let pre = tmp.path().join("pre");
+    let o = attn(&[
+        "train", "--task", "translation", "--source", &src, "--target", &tgt, "--out", pre.to_str().unwrap(), "--preset", "transformer-tiny",
+        "--tokenizer", "bpe:300", "--steps", "2", "--batch-tokens", "256", "--threads", "2", "--quiet", "--norm-position", "pre",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pre.join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["model_type"], "mbart");
+    let o = attn(&["translate", "--model", pre.to_str().unwrap(), "--max-new-tokens", "4", "the king"]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]
@@ -116,6 +127,7 @@ fn bad_translation_input_is_named() {
         (vec!["--data", &tsv, "--tokenizer", "char"], "subword vocabulary"),
         (vec!["--data", &tsv, "--label-smoothing", "1.5"], "--label-smoothing"),
         (vec!["--data", &tsv, "--batch-tokens", "0"], "--batch-tokens"),
+        (vec!["--task", "lm", "--data", &tsv, "--label-smoothing", "0.2"], "is for --task translation"),
     ];
     for (extra, want) in cases {
         let mut args = vec!["train", "--task", "translation", "--out", out, "--steps", "2", "--quiet", "--tokenizer", "bpe:300", "--preset", "transformer-tiny"];

@@ -17,7 +17,7 @@ fn testdata(p: &str) -> PathBuf {
 #[test]
 fn greedy_and_beam_match_transformers_generate() {
     let g = TensorFile::open(&testdata("golden.safetensors")).unwrap();
-    for v in ["marian", "bart"] {
+    for v in ["marian", "bart", "mbart"] {
         let (m, _) = Seq2Seq::load(&testdata(v)).unwrap();
         let src = g.read_ids(&format!("{v}.src")).unwrap();
         let src_len: Vec<usize> = g.read_ids(&format!("{v}.src_len")).unwrap().iter().map(|&x| x as usize).collect();

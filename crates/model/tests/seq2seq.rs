@@ -1,5 +1,5 @@
 //! The encoder-decoder against transformers 5.x (testdata/seq2seq, written by
-//! tools/reference/seq2seq_golden.py): random-init Marian and BART of odd
+//! tools/reference/seq2seq_golden.py): random-init Marian, BART and (pre-norm) mBART of odd
 //! shapes, loaded from the folders `save_pretrained` wrote, on a right-padded
 //! batch with S, T >= 64. Logits within 1e-4, the loss (plain and
 //! label-smoothed) within 1e-5, every gradient within 1e-3 of its tensor's
@@ -40,9 +40,9 @@ fn max_diff(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[test]
-fn marian_and_bart_match_transformers() {
+fn marian_bart_and_mbart_match_transformers() {
     let g = golden();
-    for v in ["marian", "bart"] {
+    for v in ["marian", "bart", "mbart"] {
         let (mut m, _) = Seq2Seq::load(&testdata(v)).unwrap();
         let batch = batch_of(&g, v);
         // Our batch builder gives the decoder inputs transformers built.
@@ -96,7 +96,7 @@ fn marian_and_bart_match_transformers() {
 #[test]
 fn cached_decoding_equals_training_forward() {
     let g = golden();
-    for v in ["marian", "bart"] {
+    for v in ["marian", "bart", "mbart"] {
         let (mut m, _) = Seq2Seq::load(&testdata(v)).unwrap();
         let batch = batch_of(&g, v);
         m.forward(&batch, false, 0.0).unwrap();

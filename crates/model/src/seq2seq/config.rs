@@ -1,4 +1,4 @@
-//! The encoder-decoder config, its presets, and Marian / BART config.json.
+//! The encoder-decoder config, its presets, and Marian / BART / mBART config.json.
 
 use std::path::Path;
 
@@ -6,7 +6,7 @@ use attn_kernels::activation::Activation;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::Position;
+use crate::config::{NormPosition, Position};
 use crate::error::{ModelError, Result};
 use crate::hf::TokenIds;
 
@@ -19,6 +19,10 @@ pub enum Seq2SeqFamily {
     /// `BartForConditionalGeneration`: learned positions offset by 2, a
     /// LayerNorm over the embeddings.
     Bart,
+    /// `MBartForConditionalGeneration`: BART's embeddings with pre-norm
+    /// blocks and a final LayerNorm after each stack. attn's pre-norm
+    /// translation models are saved as mBART.
+    MBart,
 }
 
 impl Seq2SeqFamily {
@@ -26,12 +30,14 @@ impl Seq2SeqFamily {
         match self {
             Seq2SeqFamily::Marian => "marian",
             Seq2SeqFamily::Bart => "bart",
+            Seq2SeqFamily::MBart => "mbart",
         }
     }
     fn architecture(self) -> &'static str {
         match self {
             Seq2SeqFamily::Marian => "MarianMTModel",
             Seq2SeqFamily::Bart => "BartForConditionalGeneration",
+            Seq2SeqFamily::MBart => "MBartForConditionalGeneration",
         }
     }
 }
@@ -56,6 +62,9 @@ pub struct Seq2SeqConfig {
     pub scale_embedding: bool,
     /// A LayerNorm over the summed embeddings (BART's `layernorm_embedding`).
     pub embed_norm: bool,
+    /// Post: N(x + f(x)) as in the paper (Marian, BART). Pre: x + f(N(x)),
+    /// with a final norm after each stack (mBART).
+    pub norm_position: NormPosition,
     pub norm_eps: f32,
     pub pad_token_id: u32,
     pub eos_token_id: u32,
@@ -91,6 +100,7 @@ impl Seq2SeqConfig {
             position: Position::Sinusoidal,
             scale_embedding: true,
             embed_norm: false,
+            norm_position: NormPosition::Post,
             norm_eps: 1e-5,
             pad_token_id: 0,
             eos_token_id: 1,
@@ -109,6 +119,17 @@ impl Seq2SeqConfig {
             "transformer-base" => Self::paper(vocab_size, 6, 512, 8, 2048, 512),
             other => return Err(ModelError::UnknownPreset(other.into(), SEQ2SEQ_PRESETS.join(", "))),
         })
+    }
+
+    /// The pre-norm variant of a config: pre-norm blocks, final norms, and
+    /// the mBART embeddings (learned positions, embedding LayerNorm) that a
+    /// Hugging Face pre-norm encoder-decoder has.
+    pub fn pre_norm(mut self) -> Self {
+        self.family = Seq2SeqFamily::MBart;
+        self.norm_position = NormPosition::Pre;
+        self.position = Position::Learned;
+        self.embed_norm = true;
+        self
     }
 
     pub fn head_dim(&self, decoder: bool) -> usize {
@@ -178,9 +199,11 @@ impl Seq2SeqConfig {
         let family = match v.get("model_type").and_then(Value::as_str) {
             Some("marian") => Seq2SeqFamily::Marian,
             Some("bart") => Seq2SeqFamily::Bart,
-            other => return Err(field_err(path, "model_type", format!("{other:?} is not an encoder-decoder attn runs (marian, bart)"))),
+            Some("mbart") => Seq2SeqFamily::MBart,
+            other => return Err(field_err(path, "model_type", format!("{other:?} is not an encoder-decoder attn runs (marian, bart, mbart)"))),
         };
         let marian = family == Seq2SeqFamily::Marian;
+        let mbart = family == Seq2SeqFamily::MBart;
         // MarianConfig: 58101 tokens, pad 58100, eos 0; BartConfig: 50265, pad 1, eos 2. Both 12 + 12 layers of 1024, 16 heads, FFN 4096, gelu.
         let vocab_size = hf.vocab_size.unwrap_or(if marian { 58101 } else { 50265 });
         let pad = hf.pad_token_id.unwrap_or(if marian { 58100 } else { 1 });
@@ -198,7 +221,7 @@ impl Seq2SeqConfig {
         for (field, value, want) in [
             ("share_encoder_decoder_embeddings", hf.share_encoder_decoder_embeddings, true),
             ("tie_word_embeddings", hf.tie_word_embeddings, true),
-            ("normalize_before", hf.normalize_before, false),
+            ("normalize_before", hf.normalize_before, mbart),
             ("normalize_embedding", hf.normalize_embedding, false),
             ("add_bias_logits", hf.add_bias_logits, false),
             ("add_final_layer_norm", hf.add_final_layer_norm, false),
@@ -226,6 +249,7 @@ impl Seq2SeqConfig {
             position: if marian { Position::Sinusoidal } else { Position::Learned },
             scale_embedding: hf.scale_embedding.unwrap_or(false),
             embed_norm: !marian,
+            norm_position: if mbart { NormPosition::Pre } else { NormPosition::Post },
             norm_eps: 1e-5,
             pad_token_id: pad,
             eos_token_id: eos,
@@ -284,7 +308,7 @@ impl Seq2SeqConfig {
     }
 }
 
-/// Marian and BART config.json fields that decide the arithmetic.
+/// Marian, BART and mBART config.json fields that decide the arithmetic.
 #[derive(Debug, Deserialize)]
 struct HfSeq2Seq {
     vocab_size: Option<usize>,

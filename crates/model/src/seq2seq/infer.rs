@@ -61,9 +61,11 @@ impl Seq2Seq {
         let he = self.config.encoder_heads;
         let shape = CrossShape { b, tq: s, tk: s, nh: he, nkv: he, hs: c / he, causal: false };
         for w in &self.idx.enc.layers {
-            let kv = self.project(&x, &w.self_attn.kv, n, 2 * c);
-            x = self.attn_infer(&x, &kv, &w.self_attn, n, shape, src_len);
+            x = self.attn_infer(&x, Kv::Project, &w.self_attn, n, shape, src_len);
             x = self.ffn_infer(&x, &w.ffn, n, self.config.encoder_ffn);
+        }
+        if let Some(fw) = &self.idx.enc.final_norm {
+            x = self.layernorm(&x, fw, n);
         }
         let cross_kv = self.idx.dec.layers.iter().map(|w| self.project(&x, &w.cross.as_ref().expect("decoder layer").kv, n, 2 * c)).collect();
         Ok(EncoderMemory { b, s, src_len: src_len.to_vec(), hidden: x, cross_kv })
@@ -101,14 +103,13 @@ impl Seq2Seq {
         let cross_shape = CrossShape { b: mem.b, tq: k, tk: mem.s, nh: hd, nkv: hd, hs: c / hd, causal: false };
         let self_len = vec![pos + 1; rows];
         for (li, w) in self.idx.dec.layers.iter().enumerate() {
-            let kv_new = self.project(&x, &w.self_attn.kv, rows, 2 * c);
-            let cache_l = &mut cache.kv[li];
-            for (r, row) in kv_new.chunks_exact(2 * c).enumerate() {
-                cache_l[(r * cache.cap + pos) * 2 * c..][..2 * c].copy_from_slice(row);
-            }
+            let cache_l = Kv::Append { cache: &mut cache.kv[li], cap: cache.cap, pos };
             x = self.attn_infer(&x, cache_l, &w.self_attn, rows, self_shape, &self_len);
-            x = self.attn_infer(&x, &mem.cross_kv[li], w.cross.as_ref().expect("decoder layer"), rows, cross_shape, &mem.src_len);
+            x = self.attn_infer(&x, Kv::Given(&mem.cross_kv[li]), w.cross.as_ref().expect("decoder layer"), rows, cross_shape, &mem.src_len);
             x = self.ffn_infer(&x, &w.ffn, rows, self.config.decoder_ffn);
+        }
+        if let Some(fw) = &self.idx.dec.final_norm {
+            x = self.layernorm(&x, fw, rows);
         }
         cache.len += 1;
         let p = &self.params;
@@ -175,25 +176,63 @@ impl Seq2Seq {
         out
     }
 
-    /// N(x + out(attention(q(x), kv))) with the keys and values given.
-    fn attn_infer(&self, x: &[f32], kv: &[f32], w: &AttnIdx, n: usize, shape: CrossShape, key_len: &[usize]) -> Vec<f32> {
+    /// One attention sub-block: N(x + out(attention(q(x), kv))) post-norm,
+    /// x + out(attention(q(N(x)), kv)) pre-norm.
+    fn attn_infer(&self, x: &[f32], kv: Kv, w: &AttnIdx, n: usize, shape: CrossShape, key_len: &[usize]) -> Vec<f32> {
         let c = self.config.d_model;
-        let q = self.project(x, &w.q, n, c);
+        let pre = self.pre_norm();
+        let normed = pre.then(|| self.layernorm(x, &w.norm, n));
+        let q_in: &[f32] = normed.as_deref().unwrap_or(x);
+        let q = self.project(q_in, &w.q, n, c);
+        let projected;
+        let kv: &[f32] = match kv {
+            Kv::Given(kv) => kv,
+            Kv::Project => {
+                projected = self.project(q_in, &w.kv, n, 2 * c);
+                &projected
+            }
+            Kv::Append { cache, cap, pos } => {
+                // This step's keys and values join the cache at `pos`.
+                for (r, row) in self.project(q_in, &w.kv, n, 2 * c).chunks_exact(2 * c).enumerate() {
+                    cache[(r * cap + pos) * 2 * c..][..2 * c].copy_from_slice(row);
+                }
+                cache
+            }
+        };
         let (mut atty, mut att) = (vec![0.0; n * c], vec![0.0; shape.b * shape.nh * shape.tq * shape.tk]);
         cross_attention_forward(&mut atty, &mut att, &q, kv, key_len, shape);
         let mut res = self.project(&atty, &w.out, n, c);
         residual_forward(&mut res, &x[..n * c]);
-        self.layernorm(&res, &w.norm, n)
+        if pre {
+            res
+        } else {
+            self.layernorm(&res, &w.norm, n)
+        }
     }
 
     fn ffn_infer(&self, x: &[f32], w: &FfnIdx, n: usize, f: usize) -> Vec<f32> {
-        let (c, p) = (self.config.d_model, &self.params);
-        let h = self.project(x, &w.fc1, n, f);
+        let (c, p, pre) = (self.config.d_model, &self.params, self.pre_norm());
+        let normed = pre.then(|| self.layernorm(x, &w.norm, n));
+        let h = self.project(normed.as_deref().unwrap_or(x), &w.fc1, n, f);
         let mut act = vec![0.0; n * f];
         activation_forward(self.config.act, &mut act, &h);
         let mut res = vec![0.0; n * c];
         matmul_forward(&mut res, &act, &p[w.fc2.w.clone()], w.fc2.b.clone().map(|r| &p[r]), n, f, c, OutIn);
         residual_forward(&mut res, &x[..n * c]);
-        self.layernorm(&res, &w.norm, n)
+        if pre {
+            res
+        } else {
+            self.layernorm(&res, &w.norm, n)
+        }
     }
+}
+
+/// Where an attention sub-block's keys and values come from.
+enum Kv<'a> {
+    /// Computed once per source (cross-attention).
+    Given(&'a [f32]),
+    /// Projected from the sub-block's input (encoder self-attention).
+    Project,
+    /// Projected from this step's input and appended to a (rows, cap, 2C) cache at `pos`.
+    Append { cache: &'a mut [f32], cap: usize, pos: usize },
 }

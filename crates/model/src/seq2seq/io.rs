@@ -1,4 +1,4 @@
-//! Marian and BART folders in both directions: config.json +
+//! Marian, BART and mBART folders in both directions: config.json +
 //! model.safetensors with the names transformers writes.
 
 use std::collections::{HashMap, HashSet};
@@ -30,12 +30,12 @@ pub fn is_seq2seq_dir(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join(CONFIG_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(|m| matches!(m, "marian" | "bart")))
+        .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(|m| matches!(m, "marian" | "bart" | "mbart")))
         .unwrap_or(false)
 }
 
 impl Seq2Seq {
-    /// Loads a Marian or BART folder (or an attn translation run).
+    /// Loads a Marian, BART or mBART folder (or an attn translation run).
     pub fn load(dir: &Path) -> Result<(Self, HashMap<String, String>)> {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;

@@ -1,16 +1,20 @@
 //! The encoder-decoder of "Attention Is All You Need": an encoder over the
 //! source, a decoder over the target whose blocks add a cross-attention
-//! sub-block reading the encoder's output. Marian and BART are configs of it.
+//! sub-block reading the encoder's output. Marian, BART and mBART are configs of it.
 //!
 //! - `config.rs`: the checked config, presets, Hugging Face config.json.
-//! - `train.rs`: forward with saved activations, and the backward pass.
+//! - `train.rs`: forward with saved activations, and the backward pass;
+//!   `blocks.rs`: its sub-blocks, post-norm or pre-norm.
 //! - `infer.rs`: encode once, then decode step by step with a self-attention
 //!   KV cache and cross-attention keys and values computed once per source.
 //! - `io.rs`: Marian / BART folders in both directions.
 //!
-//! Blocks are post-norm, as in the paper and both checkpoint families:
-//! x -> N(x + SelfAttn(x)) -> N(. + CrossAttn(., enc)) -> N(. + FFN(.)).
+//! Blocks are post-norm, as in the paper (Marian, BART):
+//! x -> N(x + SelfAttn(x)) -> N(. + CrossAttn(., enc)) -> N(. + FFN(.)),
+//! or pre-norm (mBART): x -> x + SelfAttn(N(x)) -> ... with a final norm
+//! after each stack.
 
+mod blocks;
 mod config;
 mod infer;
 mod io;
@@ -26,7 +30,7 @@ use std::ops::Range;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use crate::config::Position;
+use crate::config::{NormPosition, Position};
 use crate::error::Result;
 use crate::params::{Lin, NormIdx, ParamKind, ParamLayout};
 
@@ -62,6 +66,8 @@ pub(crate) struct StackIdx {
     pub pos: Option<Range<usize>>,
     pub emb_norm: Option<NormIdx>,
     pub layers: Vec<LayerIdx>,
+    /// The norm after the last block (pre-norm stacks only).
+    pub final_norm: Option<NormIdx>,
 }
 
 #[derive(Clone, Debug)]
@@ -249,7 +255,8 @@ fn layout(cfg: &Seq2SeqConfig) -> (ParamLayout, S2SIndex) {
                 LayerIdx { self_attn, cross, ffn }
             })
             .collect();
-        StackIdx { pos, emb_norm, layers }
+        let final_norm = (cfg.norm_position == NormPosition::Pre).then(|| norm(l, &format!("model.{side}.layer_norm")));
+        StackIdx { pos, emb_norm, layers, final_norm }
     };
     let enc = stack(&mut l, "encoder", cfg.encoder_layers, cfg.encoder_ffn, false);
     let dec = stack(&mut l, "decoder", cfg.decoder_layers, cfg.decoder_ffn, true);

@@ -7,17 +7,16 @@
 //! and used up to the current sizes, since token-count batches change shape
 //! every step.
 
-use attn_kernels::activation::{activation_backward, activation_forward};
-use attn_kernels::cross_attention::{cross_attention_backward, cross_attention_forward, CrossShape};
+use attn_kernels::cross_attention::CrossShape;
 use attn_kernels::crossentropy::{crossentropy_smoothed_backward_inplace, crossentropy_smoothed_forward, IGNORE};
 use attn_kernels::layernorm::{layernorm_backward, layernorm_forward};
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
-use attn_kernels::residual::residual_forward;
 
-use super::{AttnIdx, FfnIdx, Seq2Seq, StackIdx, BART_POS_OFFSET};
+use super::blocks::norm_params;
+use super::{Seq2Seq, StackIdx, BART_POS_OFFSET};
 use crate::config::Position;
 use crate::error::{ModelError, Result};
-use crate::params::{lin_mut, Lin};
+use crate::params::lin_mut;
 
 /// A batch of (source, target) pairs, right-padded.
 #[derive(Clone, Debug, Default)]
@@ -73,54 +72,76 @@ pub struct Seq2SeqLoss {
 }
 
 #[derive(Default)]
-struct AttnActs {
-    q: Vec<f32>,    // (Nq, C)
-    kv: Vec<f32>,   // (Nk, 2C)
-    att: Vec<f32>,  // (B, NH, TQ, TK)
-    atty: Vec<f32>, // (Nq, C)
-    res: Vec<f32>,  // (Nq, C) input + attention
-    ln: Vec<f32>,   // (Nq, C) the sub-block's output
-    mean: Vec<f32>, // (Nq)
-    rstd: Vec<f32>, // (Nq)
+pub(super) struct AttnActs {
+    pub(super) q: Vec<f32>,    // (Nq, C)
+    pub(super) kv: Vec<f32>,   // (Nk, 2C)
+    pub(super) att: Vec<f32>,  // (B, NH, TQ, TK)
+    pub(super) atty: Vec<f32>, // (Nq, C)
+    pub(super) res: Vec<f32>,  // (Nq, C) input + attention
+    pub(super) ln: Vec<f32>,   // (Nq, C) the sub-block's output
+    pub(super) mean: Vec<f32>, // (Nq)
+    pub(super) rstd: Vec<f32>, // (Nq)
 }
 
 #[derive(Default)]
-struct FfnActs {
-    h: Vec<f32>,   // (N, F)
-    act: Vec<f32>, // (N, F)
-    res: Vec<f32>, // (N, C)
-    ln: Vec<f32>,  // (N, C)
-    mean: Vec<f32>,
-    rstd: Vec<f32>,
+pub(super) struct FfnActs {
+    pub(super) h: Vec<f32>,   // (N, F)
+    pub(super) act: Vec<f32>, // (N, F)
+    pub(super) res: Vec<f32>, // (N, C)
+    pub(super) ln: Vec<f32>,  // (N, C)
+    pub(super) mean: Vec<f32>,
+    pub(super) rstd: Vec<f32>,
 }
 
-struct LayerActs {
-    sa: AttnActs,
-    ca: Option<AttnActs>,
-    ffn: FfnActs,
+pub(super) struct LayerActs {
+    pub(super) sa: AttnActs,
+    pub(super) ca: Option<AttnActs>,
+    pub(super) ffn: FfnActs,
 }
 
-struct StackActs {
-    tokens: Vec<u32>,   // (N)
-    emb_raw: Vec<f32>,  // (N, C) before the embedding norm, if any
-    emb_mean: Vec<f32>, // (N)
-    emb_rstd: Vec<f32>, // (N)
-    x0: Vec<f32>,       // (N, C) the first block's input
-    layers: Vec<LayerActs>,
+pub(super) struct StackActs {
+    pub(super) tokens: Vec<u32>,   // (N)
+    pub(super) emb_raw: Vec<f32>,  // (N, C) before the embedding norm, if any
+    pub(super) emb_mean: Vec<f32>, // (N)
+    pub(super) emb_rstd: Vec<f32>, // (N)
+    pub(super) x0: Vec<f32>,       // (N, C) the first block's input
+    pub(super) layers: Vec<LayerActs>,
+    pub(super) fin: Vec<f32>,      // (N, C) the final norm's output (pre-norm only)
+    pub(super) fin_mean: Vec<f32>, // (N)
+    pub(super) fin_rstd: Vec<f32>, // (N)
+}
+
+impl StackActs {
+    /// The stack's output: the final norm (pre-norm) or the last block's (post-norm).
+    pub(super) fn out(&self, pre: bool) -> &[f32] {
+        if pre {
+            &self.fin
+        } else {
+            self.layers.last().expect("at least one layer").ffn.out(false)
+        }
+    }
+    /// The input of block `li`.
+    pub(super) fn input(&self, li: usize, pre: bool) -> &[f32] {
+        if li == 0 {
+            &self.x0
+        } else {
+            self.layers[li - 1].ffn.out(pre)
+        }
+    }
 }
 
 /// Backward scratch for one side.
 #[derive(Default)]
-struct Scratch {
-    d0: Vec<f32>,   // (N, C) ping
-    d1: Vec<f32>,   // (N, C) pong
-    dres: Vec<f32>, // (N, C)
-    da: Vec<f32>,   // (N, C) d(attention output)
-    dq: Vec<f32>,   // (N, C)
-    dkv: Vec<f32>,  // (N, 2C)
-    datt: Vec<f32>, // (B, NH, TQ, TK), the largest attention of the side
-    dh: Vec<f32>,   // (N, F)
-    dact: Vec<f32>, // (N, F)
+pub(super) struct Scratch {
+    pub(super) d0: Vec<f32>,   // (N, C) ping
+    pub(super) d1: Vec<f32>,   // (N, C) pong
+    pub(super) dres: Vec<f32>, // (N, C)
+    pub(super) da: Vec<f32>,   // (N, C) d(attention output)
+    pub(super) dq: Vec<f32>,   // (N, C)
+    pub(super) dkv: Vec<f32>,  // (N, 2C)
+    pub(super) datt: Vec<f32>, // (B, NH, TQ, TK), the largest attention of the side
+    pub(super) dh: Vec<f32>,   // (N, F)
+    pub(super) dact: Vec<f32>, // (N, F)
 }
 
 /// Capacities the buffers were allocated for.
@@ -177,7 +198,11 @@ impl Acts {
         let cfg = &m.config;
         let (c, v) = (cfg.d_model, cfg.vocab_size);
         let Caps { ns, nt, att_ss, att_tt, att_ts } = caps;
+        let pre = m.pre_norm();
         let stack = |n: usize, layers: usize, f: usize, decoder: bool| StackActs {
+            fin: z(if pre { n * c } else { 0 }),
+            fin_mean: z(if pre { n } else { 0 }),
+            fin_rstd: z(if pre { n } else { 0 }),
             tokens: vec![0; n],
             emb_raw: z(if cfg.embed_norm { n * c } else { 0 }),
             emb_mean: z(n),
@@ -292,32 +317,34 @@ impl Seq2Seq {
         let (b, s, t, c, v) = (a.b, a.s, a.t, cfg.d_model, cfg.vocab_size);
         let (ns, nt) = (b * s, b * t);
         let (he, hd) = (cfg.encoder_heads, cfg.decoder_heads);
+        let pre = self.pre_norm();
         self.embed(&mut a.enc, &self.idx.enc, &batch.src, b, s);
         let enc_self = CrossShape { b, tq: s, tk: s, nh: he, nkv: he, hs: c / he, causal: false };
         for li in 0..cfg.encoder_layers {
             let (prev, rest) = a.enc.layers.split_at_mut(li);
-            let x: &[f32] = if li == 0 { &a.enc.x0 } else { &prev[li - 1].ffn.ln };
+            let x: &[f32] = if li == 0 { &a.enc.x0 } else { prev[li - 1].ffn.out(pre) };
             let w = &self.idx.enc.layers[li];
-            self.attn_forward(&mut rest[0].sa, &w.self_attn, x, x, ns, ns, enc_self, &a.src_len);
+            self.attn_forward(&mut rest[0].sa, &w.self_attn, x, None, ns, ns, enc_self, &a.src_len);
             self.ffn_forward(&mut rest[0], &w.ffn, ns, cfg.encoder_ffn, false);
         }
-        let enc_out: &[f32] = &a.enc.layers[cfg.encoder_layers - 1].ffn.ln;
+        self.final_norm(&mut a.enc, &self.idx.enc, ns);
+        let enc_out: &[f32] = a.enc.out(pre);
         self.embed(&mut a.dec, &self.idx.dec, &batch.tgt_in, b, t);
         let dec_self = CrossShape { b, tq: t, tk: t, nh: hd, nkv: hd, hs: c / hd, causal: true };
         let cross = CrossShape { b, tq: t, tk: s, nh: hd, nkv: hd, hs: c / hd, causal: false };
         for li in 0..cfg.decoder_layers {
             let (prev, rest) = a.dec.layers.split_at_mut(li);
-            let x: &[f32] = if li == 0 { &a.dec.x0 } else { &prev[li - 1].ffn.ln };
+            let x: &[f32] = if li == 0 { &a.dec.x0 } else { prev[li - 1].ffn.out(pre) };
             let w = &self.idx.dec.layers[li];
             let l = &mut rest[0];
-            self.attn_forward(&mut l.sa, &w.self_attn, x, x, nt, nt, dec_self, &a.tgt_len);
+            self.attn_forward(&mut l.sa, &w.self_attn, x, None, nt, nt, dec_self, &a.tgt_len);
             let ca = l.ca.as_mut().expect("decoder layer");
-            self.attn_forward(ca, w.cross.as_ref().expect("decoder layer"), &l.sa.ln, enc_out, nt, ns, cross, &a.src_len);
+            self.attn_forward(ca, w.cross.as_ref().expect("decoder layer"), l.sa.out(pre), Some(enc_out), nt, ns, cross, &a.src_len);
             self.ffn_forward(l, &w.ffn, nt, cfg.decoder_ffn, true);
         }
-        let last = &a.dec.layers[cfg.decoder_layers - 1].ffn.ln;
+        self.final_norm(&mut a.dec, &self.idx.dec, nt);
         let p = &self.params;
-        matmul_forward(&mut a.logits, last, &p[self.idx.shared.clone()], Some(&p[self.idx.final_logits_bias.clone()]), nt, c, v, OutIn);
+        matmul_forward(&mut a.logits, a.dec.out(pre), &p[self.idx.shared.clone()], Some(&p[self.idx.final_logits_bias.clone()]), nt, c, v, OutIn);
     }
 
     /// x0 = shared[token] * scale + position (+ LayerNorm for BART).
@@ -353,32 +380,6 @@ impl Seq2Seq {
         }
     }
 
-    /// ln = N(x + out(attention(q(x), kv(mem)))).
-    #[allow(clippy::too_many_arguments)]
-    fn attn_forward(&self, a: &mut AttnActs, w: &AttnIdx, x: &[f32], mem: &[f32], nq: usize, nk: usize, shape: CrossShape, key_len: &[usize]) {
-        let (c, p) = (self.config.d_model, &self.params);
-        matmul_forward(&mut a.q, x, &p[w.q.w.clone()], bias(p, &w.q), nq, c, c, OutIn);
-        matmul_forward(&mut a.kv, mem, &p[w.kv.w.clone()], bias(p, &w.kv), nk, c, 2 * c, OutIn);
-        cross_attention_forward(&mut a.atty, &mut a.att, &a.q, &a.kv, key_len, shape);
-        matmul_forward(&mut a.res, &a.atty, &p[w.out.w.clone()], bias(p, &w.out), nq, c, c, OutIn);
-        residual_forward(&mut a.res[..nq * c], &x[..nq * c]);
-        let (nw, nb) = norm_params(p, &w.norm);
-        layernorm_forward(&mut a.ln, &mut a.mean, &mut a.rstd, &a.res, nw, nb, nq, c, self.config.norm_eps);
-    }
-
-    /// ln = N(x + fc2(act(fc1(x)))), x being the layer's last attention output.
-    fn ffn_forward(&self, l: &mut LayerActs, w: &FfnIdx, n: usize, f: usize, decoder: bool) {
-        let (c, p) = (self.config.d_model, &self.params);
-        let x: &[f32] = if decoder { &l.ca.as_ref().expect("decoder").ln } else { &l.sa.ln };
-        let a = &mut l.ffn;
-        matmul_forward(&mut a.h, x, &p[w.fc1.w.clone()], bias(p, &w.fc1), n, c, f, OutIn);
-        activation_forward(self.config.act, &mut a.act[..n * f], &a.h[..n * f]);
-        matmul_forward(&mut a.res, &a.act, &p[w.fc2.w.clone()], bias(p, &w.fc2), n, f, c, OutIn);
-        residual_forward(&mut a.res[..n * c], &x[..n * c]);
-        let (nw, nb) = norm_params(p, &w.norm);
-        layernorm_forward(&mut a.ln, &mut a.mean, &mut a.rstd, &a.res, nw, nb, n, c, self.config.norm_eps);
-    }
-
     /// Logits (B, T, V) of the last forward pass. Overwritten by `backward`.
     pub fn logits(&self) -> &[f32] {
         self.acts.as_ref().map_or(&[], |a| &a.logits[..a.b * a.t * self.config.vocab_size])
@@ -409,106 +410,41 @@ impl Seq2Seq {
         let (b, s, t, c, v) = (a.b, a.s, a.t, cfg.d_model, cfg.vocab_size);
         let (ns, nt) = (b * s, b * t);
         let (he, hd) = (cfg.encoder_heads, cfg.decoder_heads);
+        let pre = self.pre_norm();
         let p = &self.params;
         a.dlosses[..nt].fill(loss_scale / a.n_labels.max(1) as f32);
         crossentropy_smoothed_backward_inplace(&mut a.logits, &a.lse, &a.labels, &a.dlosses, nt, v, a.smoothing);
-        // logits = last @ shared^T + bias (a buffer, not trained).
+        // logits = out @ shared^T + bias (a buffer, not trained); then back
+        // through the final norm, if there is one, into sd.d0.
         let sd = &mut a.sd;
-        sd.d0[..nt * c].fill(0.0);
-        let last = &a.dec.layers[cfg.decoder_layers - 1].ffn.ln;
-        matmul_backward(Some(&mut sd.d0), &mut g[self.idx.shared.clone()], None, &a.logits, last, &p[self.idx.shared.clone()], nt, c, v, OutIn);
+        sd.dres[..nt * c].fill(0.0);
+        matmul_backward(Some(&mut sd.dres), &mut g[self.idx.shared.clone()], None, &a.logits, a.dec.out(pre), &p[self.idx.shared.clone()], nt, c, v, OutIn);
+        self.final_norm_backward(g, &a.dec, &self.idx.dec, &sd.dres, &mut sd.d0, nt);
         a.denc[..ns * c].fill(0.0);
-        let enc_out: &[f32] = &a.enc.layers[cfg.encoder_layers - 1].ffn.ln;
+        let enc_out: &[f32] = a.enc.out(pre);
         let dec_self = CrossShape { b, tq: t, tk: t, nh: hd, nkv: hd, hs: c / hd, causal: true };
         let cross = CrossShape { b, tq: t, tk: s, nh: hd, nkv: hd, hs: c / hd, causal: false };
         for li in (0..cfg.decoder_layers).rev() {
             let w = &self.idx.dec.layers[li];
             let l = &a.dec.layers[li];
-            let x: &[f32] = if li == 0 { &a.dec.x0 } else { &a.dec.layers[li - 1].ffn.ln };
             let ca = l.ca.as_ref().expect("decoder layer");
-            self.ffn_backward(g, sd, &l.ffn, &w.ffn, &ca.ln, nt, cfg.decoder_ffn);
+            self.ffn_backward(g, sd, &l.ffn, &w.ffn, ca.out(pre), nt, cfg.decoder_ffn);
             let mut dkvx = std::mem::take(&mut a.dkvx);
-            self.attn_backward(g, sd, ca, w.cross.as_ref().expect("decoder layer"), &l.sa.ln, enc_out, Some((&mut a.denc, &mut dkvx)), nt, ns, cross, &a.src_len);
+            self.attn_backward(g, sd, ca, w.cross.as_ref().expect("decoder layer"), l.sa.out(pre), Some(enc_out), Some((&mut a.denc, &mut dkvx)), nt, ns, cross, &a.src_len);
             a.dkvx = dkvx;
-            self.attn_backward(g, sd, &l.sa, &w.self_attn, x, x, None, nt, nt, dec_self, &a.tgt_len);
+            self.attn_backward(g, sd, &l.sa, &w.self_attn, a.dec.input(li, pre), None, None, nt, nt, dec_self, &a.tgt_len);
         }
         self.embed_backward(g, &a.dec, &self.idx.dec, &a.sd.d0, nt, t);
         let se = &mut a.se;
-        se.d0[..ns * c].copy_from_slice(&a.denc[..ns * c]);
+        self.final_norm_backward(g, &a.enc, &self.idx.enc, &a.denc, &mut se.d0, ns);
         let enc_self = CrossShape { b, tq: s, tk: s, nh: he, nkv: he, hs: c / he, causal: false };
         for li in (0..cfg.encoder_layers).rev() {
             let w = &self.idx.enc.layers[li];
             let l = &a.enc.layers[li];
-            let x: &[f32] = if li == 0 { &a.enc.x0 } else { &a.enc.layers[li - 1].ffn.ln };
-            self.ffn_backward(g, se, &l.ffn, &w.ffn, &l.sa.ln, ns, cfg.encoder_ffn);
-            self.attn_backward(g, se, &l.sa, &w.self_attn, x, x, None, ns, ns, enc_self, &a.src_len);
+            self.ffn_backward(g, se, &l.ffn, &w.ffn, l.sa.out(pre), ns, cfg.encoder_ffn);
+            self.attn_backward(g, se, &l.sa, &w.self_attn, a.enc.input(li, pre), None, None, ns, ns, enc_self, &a.src_len);
         }
         self.embed_backward(g, &a.enc, &self.idx.enc, &a.se.d0, ns, s);
-    }
-
-    /// On entry sc.d0 holds d(ln); on exit d(x).
-    #[allow(clippy::too_many_arguments)]
-    fn ffn_backward(&self, g: &mut [f32], sc: &mut Scratch, a: &FfnActs, w: &FfnIdx, x: &[f32], n: usize, f: usize) {
-        let (c, p) = (self.config.d_model, &self.params);
-        sc.dres[..n * c].fill(0.0);
-        let (dw, db) = lin_mut(g, &w.norm);
-        let (nw, _) = norm_params(p, &w.norm);
-        layernorm_backward(&mut sc.dres, dw, db.expect("LayerNorm bias"), &sc.d0, &a.res, nw, &a.mean, &a.rstd, n, c);
-        // res = x + fc2(act(fc1(x))): d(x) starts as the residual's share.
-        sc.d1[..n * c].copy_from_slice(&sc.dres[..n * c]);
-        sc.dact[..n * f].fill(0.0);
-        let (dw, db) = lin_mut(g, &w.fc2);
-        matmul_backward(Some(&mut sc.dact), dw, db, &sc.dres, &a.act, &p[w.fc2.w.clone()], n, f, c, OutIn);
-        sc.dh[..n * f].fill(0.0);
-        activation_backward(self.config.act, &mut sc.dh[..n * f], &a.h[..n * f], &sc.dact[..n * f]);
-        let (dw, db) = lin_mut(g, &w.fc1);
-        matmul_backward(Some(&mut sc.d1), dw, db, &sc.dh, x, &p[w.fc1.w.clone()], n, c, f, OutIn);
-        std::mem::swap(&mut sc.d0, &mut sc.d1);
-    }
-
-    /// On entry sc.d0 holds d(ln); on exit d(x). For cross-attention, `cross`
-    /// gives d(mem) to add into and the (Nk, 2C) scratch for d(k | v); for
-    /// self-attention (None) mem is x and its gradient goes into d(x).
-    #[allow(clippy::too_many_arguments)]
-    fn attn_backward(
-        &self,
-        g: &mut [f32],
-        sc: &mut Scratch,
-        a: &AttnActs,
-        w: &AttnIdx,
-        x: &[f32],
-        mem: &[f32],
-        cross: Option<(&mut [f32], &mut [f32])>,
-        nq: usize,
-        nk: usize,
-        shape: CrossShape,
-        key_len: &[usize],
-    ) {
-        let (c, p) = (self.config.d_model, &self.params);
-        sc.dres[..nq * c].fill(0.0);
-        let (dw, db) = lin_mut(g, &w.norm);
-        let (nw, _) = norm_params(p, &w.norm);
-        layernorm_backward(&mut sc.dres, dw, db.expect("LayerNorm bias"), &sc.d0, &a.res, nw, &a.mean, &a.rstd, nq, c);
-        sc.d1[..nq * c].copy_from_slice(&sc.dres[..nq * c]);
-        sc.da[..nq * c].fill(0.0);
-        let (dw, db) = lin_mut(g, &w.out);
-        matmul_backward(Some(&mut sc.da), dw, db, &sc.dres, &a.atty, &p[w.out.w.clone()], nq, c, c, OutIn);
-        sc.dq[..nq * c].fill(0.0);
-        let (dmem, dkv): (Option<&mut [f32]>, &mut [f32]) = match cross {
-            Some((dmem, dkv)) => (Some(dmem), dkv),
-            None => (None, &mut sc.dkv),
-        };
-        dkv[..nk * 2 * c].fill(0.0);
-        cross_attention_backward(&mut sc.dq, dkv, &mut sc.datt, &sc.da, &a.q, &a.kv, &a.att, key_len, shape);
-        let (dw, db) = lin_mut(g, &w.q);
-        matmul_backward(Some(&mut sc.d1), dw, db, &sc.dq, x, &p[w.q.w.clone()], nq, c, c, OutIn);
-        let (dw, db) = lin_mut(g, &w.kv);
-        let dmem: &mut [f32] = match dmem {
-            Some(d) => d,
-            None => &mut sc.d1,
-        };
-        matmul_backward(Some(dmem), dw, db, dkv, mem, &p[w.kv.w.clone()], nk, c, 2 * c, OutIn);
-        std::mem::swap(&mut sc.d0, &mut sc.d1);
     }
 
     /// d(x0) into the shared embedding (skipping the pad token, whose row
@@ -541,12 +477,4 @@ impl Seq2Seq {
             }
         }
     }
-}
-
-fn bias<'a>(p: &'a [f32], l: &Lin) -> Option<&'a [f32]> {
-    l.b.clone().map(|r| &p[r])
-}
-
-fn norm_params<'a>(p: &'a [f32], n: &Lin) -> (&'a [f32], &'a [f32]) {
-    (&p[n.w.clone()], &p[n.b.clone().expect("LayerNorm has a bias")])
 }
