@@ -200,6 +200,12 @@ fn gemm_peak(size: usize) -> f64 {
     best
 }
 
+/// The median (the upper one for an even count).
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 /// Peak resident memory of this process so far, from /proc (Linux), in MB.
 pub(crate) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -241,18 +247,14 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         }
     }
     // Medians resist a stray slow step from the rest of the machine.
-    let median = |k: usize| {
-        let mut v: Vec<f64> = times.iter().map(|r| r[k]).collect();
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let med = median(0);
+    let col = |k: usize| median(times.iter().map(|r| r[k]).collect());
+    let med = col(0);
     let flops = model.train_flops(b, t);
     let gflops = flops / med / 1e9;
     let out = serde_json::json!({
         "preset": preset, "batch_size": b, "seq_len": t, "threads": threads, "steps": steps,
         "ms_per_step": med * 1e3, "tok_per_s": (b * t) as f64 / med,
-        "forward_ms": median(1) * 1e3, "backward_ms": median(2) * 1e3, "optimizer_ms": median(3) * 1e3,
+        "forward_ms": col(1) * 1e3, "backward_ms": col(2) * 1e3, "optimizer_ms": col(3) * 1e3,
         "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak,
         "peak_rss_mb": peak_rss_mb(),
     });

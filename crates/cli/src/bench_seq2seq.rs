@@ -8,12 +8,7 @@ use attn_model::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig};
 use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
 use rand::{Rng, SeedableRng};
 
-use crate::bench::peak_rss_mb;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+use crate::bench::{median, peak_rss_mb};
 
 /// Full steps (forward, backward, clip, AdamW) on B random pairs of T source
 /// and T target tokens, label smoothing 0.1.
@@ -66,27 +61,13 @@ pub fn bench_translate(dir: &Path, data: &Path, beam: usize, max_new: usize, bat
     let text = std::fs::read_to_string(data)?;
     let texts: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split('\t').next().unwrap_or(l)).collect();
     anyhow::ensure!(!texts.is_empty() && beam >= 1 && batch >= 1, "need sources in --data, --beam >= 1 and --batch-size >= 1");
-    let (pad, eos) = (model.config.pad_token_id, model.config.eos_token_id);
-    let mut sources = Vec::new();
-    for t in &texts {
-        let mut v = tok.encode(t)?;
-        if v.last() != Some(&eos) {
-            v.push(eos);
-        }
-        v.truncate(model.config.n_ctx);
-        sources.push(v);
-    }
+    let sources = texts.iter().map(|t| crate::translate::source_ids(&model, tok.as_ref(), t)).collect::<anyhow::Result<Vec<_>>>()?;
     let cfg = SearchConfig { max_new_tokens: max_new, num_beams: beam, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic };
     let run = || -> anyhow::Result<(f64, usize)> {
         let t0 = Instant::now();
         let mut generated = 0;
         for chunk in sources.chunks(batch) {
-            let s = chunk.iter().map(Vec::len).max().unwrap_or(1);
-            let mut src = vec![pad; chunk.len() * s];
-            for (i, v) in chunk.iter().enumerate() {
-                src[i * s..][..v.len()].copy_from_slice(v);
-            }
-            let mem = model.encode_sources(&src, &chunk.iter().map(Vec::len).collect::<Vec<_>>(), s)?;
+            let (mem, _) = crate::translate::encode_batch(&model, chunk)?;
             generated += search(&model, &mem, &cfg)?.iter().map(|h| h.ids.len()).sum::<usize>();
         }
         Ok((t0.elapsed().as_secs_f64(), generated))

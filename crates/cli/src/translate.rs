@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use attn_generate::{search, EarlyStopping, SearchConfig};
-use attn_model::{Seq2Seq, Seq2SeqConfig};
+use attn_model::{EncoderMemory, Seq2Seq, Seq2SeqConfig};
 use attn_tokenizer::Tokenizer;
 use attn_train::optim::DecayRule;
-use attn_train::pairs::{read_aligned, read_tsv, Pair};
+use attn_train::pairs::{read_aligned, read_tsv};
 use attn_train::translation::{train_translation, Schedule, TranslationConfig, TranslationRun};
 use clap::Args;
 use serde::Serialize;
@@ -64,6 +64,29 @@ pub fn load_seq2seq(dir: &Path) -> anyhow::Result<(Seq2Seq, Box<dyn Tokenizer>)>
     Ok((m, tok))
 }
 
+/// A source's ids, ending with EOS (tokenizers without a template, such as a
+/// plain vocab.json, do not add it), within the model's positions.
+pub fn source_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
+    let eos = model.config.eos_token_id;
+    let mut v = tok.encode(text).with_context(|| format!("tokenizing {text:?}"))?;
+    if v.last() != Some(&eos) {
+        v.push(eos);
+    }
+    let limit = model.config.n_ctx;
+    anyhow::ensure!(v.len() <= limit, "a text has {} tokens, more than the model's {limit} positions: {text:?}", v.len());
+    Ok(v)
+}
+
+/// Pads `sources` into one batch and encodes it; returns the memory and the padded length.
+pub fn encode_batch(model: &Seq2Seq, sources: &[Vec<u32>]) -> anyhow::Result<(EncoderMemory, usize)> {
+    let s = sources.iter().map(Vec::len).max().unwrap_or(1);
+    let mut src = vec![model.config.pad_token_id; sources.len() * s];
+    for (i, v) in sources.iter().enumerate() {
+        src[i * s..][..v.len()].copy_from_slice(v);
+    }
+    Ok((model.encode_sources(&src, &sources.iter().map(Vec::len).collect::<Vec<_>>(), s)?, s))
+}
+
 /// Translates `texts` in batches; ids are the generated tokens without the EOS.
 pub fn translate_texts(
     model: &Seq2Seq,
@@ -78,22 +101,8 @@ pub fn translate_texts(
     let limit = model.config.n_ctx;
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch.max(1)) {
-        let mut ids = Vec::with_capacity(chunk.len());
-        for t in chunk {
-            let mut v = tok.encode(t).with_context(|| format!("tokenizing {t:?}"))?;
-            if v.last() != Some(&eos) {
-                // Tokenizers without a template (a plain vocab.json) still end the source with EOS.
-                v.push(eos);
-            }
-            anyhow::ensure!(v.len() <= limit, "a source has {} tokens, more than the model's {limit} positions: {t:?}", v.len());
-            ids.push(v);
-        }
-        let s = ids.iter().map(Vec::len).max().unwrap_or(1);
-        let mut src = vec![pad; chunk.len() * s];
-        for (i, v) in ids.iter().enumerate() {
-            src[i * s..][..v.len()].copy_from_slice(v);
-        }
-        let mem = model.encode_sources(&src, &ids.iter().map(Vec::len).collect::<Vec<_>>(), s)?;
+        let ids = chunk.iter().map(|t| source_ids(model, tok, t)).collect::<anyhow::Result<Vec<_>>>()?;
+        let (mem, s) = encode_batch(model, &ids)?;
         let max_new_tokens = max_new.unwrap_or((2 * s + 16).min(limit - 1));
         let cfg = SearchConfig { max_new_tokens, num_beams: beam, length_penalty, early_stopping: EarlyStopping::Heuristic };
         for (h, text) in search(model, &mem, &cfg)?.into_iter().zip(chunk) {
@@ -134,12 +143,12 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
 pub fn eval(model_dir: &Path, data: &Path, beam: usize, json: bool) -> anyhow::Result<()> {
     let (mut model, tok) = load_seq2seq(model_dir)?;
     let pairs = read_tsv(&[data.to_path_buf()])?;
-    let (ids, long) = attn_train::pairs::encode_pairs(tok.as_ref(), &pairs, model.config.n_ctx)?;
+    let (ids, kept) = attn_train::pairs::encode_pairs(tok.as_ref(), &pairs, model.config.n_ctx)?;
+    let long = pairs.len() - kept.len();
     anyhow::ensure!(!ids.is_empty(), "no pair in {} fits the model's {} positions", data.display(), model.config.n_ctx);
     let (nats, tokens) = attn_train::translation::score_pairs(&mut model, &ids, 4096)?;
-    let kept: Vec<&Pair> = pairs.iter().filter(|(s, t)| tok.encode(s).is_ok_and(|v| v.len() <= model.config.n_ctx) && tok.encode(t).is_ok_and(|v| v.len() <= model.config.n_ctx)).collect();
-    let sources: Vec<String> = kept.iter().map(|p| p.0.clone()).collect();
-    let refs: Vec<String> = kept.iter().map(|p| p.1.clone()).collect();
+    let sources: Vec<String> = kept.iter().map(|&i| pairs[i].0.clone()).collect();
+    let refs: Vec<String> = kept.iter().map(|&i| pairs[i].1.clone()).collect();
     let hyps: Vec<String> = translate_texts(&model, tok.as_ref(), &sources, beam, 1.0, None, 16)?.into_iter().map(|t| t.text).collect();
     let loss = nats / tokens as f64;
     let r = serde_json::json!({
@@ -257,16 +266,7 @@ pub fn cross_attention(dir: &Path, source: &str, target: &str, layer: Option<usi
     for (what, v, n) in [("--layer", layer, nl), ("--head", head, nh)] {
         anyhow::ensure!(v.is_none_or(|v| v < n), "{what} {} is out of range: the decoder has {n} (counting from 0)", v.unwrap_or(0));
     }
-    let eos = model.config.eos_token_id;
-    let with_eos = |t: &str| -> anyhow::Result<Vec<u32>> {
-        let mut v = tok.encode(t)?;
-        if v.last() != Some(&eos) {
-            v.push(eos);
-        }
-        Ok(v)
-    };
-    let (src, tgt) = (with_eos(source)?, with_eos(target)?);
-    anyhow::ensure!(src.len() <= model.config.n_ctx && tgt.len() <= model.config.n_ctx, "the texts exceed the model's {} positions", model.config.n_ctx);
+    let (src, tgt) = (source_ids(&model, tok.as_ref(), source)?, source_ids(&model, tok.as_ref(), target)?);
     let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, model.config.decoder_start_token_id);
     model.forward(&batch, false, 0.0)?;
     let (s, t) = (src.len(), tgt.len());

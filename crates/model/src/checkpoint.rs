@@ -280,3 +280,19 @@ pub(crate) fn refuse_unused(dir: &Path, w: &Weights, used: &std::collections::Ha
     let shown: Vec<_> = unused.iter().take(8).collect();
     Err(ModelError::UnusedTensors { path: dir.to_path_buf(), count: unused.len(), names: format!("{shown:?}{}", if unused.len() > 8 { " ..." } else { "" }) })
 }
+
+/// Writes a config.json into `dir` (created if needed), atomically.
+pub(crate) fn save_config_json(dir: &Path, config: &serde_json::Value) -> Result<()> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(CONFIG_FILE);
+    let json = serde_json::to_string_pretty(config).expect("serializes");
+    write_atomic(&path, json.as_bytes()).map_err(io_err(&path))
+}
+
+/// Writes every tensor of `layout` from the flat `params` as safetensors, atomically.
+pub(crate) fn save_layout(path: &Path, layout: &crate::params::ParamLayout, params: &[f32], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let tensors: Vec<_> = layout.entries.iter().map(|e| (e.name.as_str(), e.shape.clone(), &params[e.range()])).collect();
+    let mut meta = metadata.unwrap_or_default();
+    meta.insert("format".into(), "pt".into());
+    save_tensors(path, &tensors, Some(meta))
+}

@@ -70,19 +70,17 @@ pub struct PairIds {
 }
 
 /// Encodes pairs, keeping those whose sides fit in `max_len` tokens; returns
-/// the kept pairs and how many were too long.
-pub fn encode_pairs(tok: &dyn Tokenizer, pairs: &[Pair], max_len: usize) -> Result<(Vec<PairIds>, usize)> {
-    let mut out = Vec::with_capacity(pairs.len());
-    let mut long = 0;
-    for (s, t) in pairs {
+/// the kept pairs and their indices in `pairs`.
+pub fn encode_pairs(tok: &dyn Tokenizer, pairs: &[Pair], max_len: usize) -> Result<(Vec<PairIds>, Vec<usize>)> {
+    let (mut out, mut kept) = (Vec::with_capacity(pairs.len()), Vec::with_capacity(pairs.len()));
+    for (i, (s, t)) in pairs.iter().enumerate() {
         let (src, tgt) = (tok.encode(s)?, tok.encode(t)?);
-        if src.len() > max_len || tgt.len() > max_len {
-            long += 1;
-        } else {
+        if src.len() <= max_len && tgt.len() <= max_len {
             out.push(PairIds { src, tgt });
+            kept.push(i);
         }
     }
-    Ok((out, long))
+    Ok((out, kept))
 }
 
 /// Groups pair indices into batches of at most `batch_tokens` tokens,

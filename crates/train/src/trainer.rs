@@ -153,6 +153,22 @@ fn save_checkpoint(s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
     commit_checkpoint(&s.dir, step, &s.opt, s.data_fingerprint, config, |path, meta| Ok(s.model.save_weights(path, Some(meta))?))
 }
 
+/// The error of a failed checkpoint, naming the one that is intact.
+pub(crate) fn checkpoint_failed(step: usize, out: &Path, dir: &Path, e: TrainError) -> TrainError {
+    TrainError::Checkpoint { step, dir: out.to_path_buf(), previous: run_dir::committed_step(dir), msg: e.to_string() }
+}
+
+/// A new run's first checkpoint: the staging folder moves into --out whole,
+/// and the run goes on there. Nothing to do for a run already in --out.
+pub(crate) fn publish_at_first_checkpoint(dir: &mut PathBuf, metrics: &mut crate::metrics::MetricsLog, out: &Path) -> Result<()> {
+    if dir.as_path() != out {
+        run_dir::publish(dir, out)?;
+        *dir = out.to_path_buf();
+        metrics.path = out.join("metrics.jsonl");
+    }
+    Ok(())
+}
+
 /// Refuses to checkpoint weights holding a non-finite value.
 pub(crate) fn refuse_non_finite(layout: &attn_model::params::ParamLayout, params: &[f32], step: usize, dir: &Path) -> Result<()> {
     match layout.entries.iter().find(|e| params[e.range()].iter().any(|x| !x.is_finite())) {
@@ -318,18 +334,8 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {tok_per_s:.0} tok/s"));
         if let Some(v) = val_loss {
-            save_checkpoint(&s, step, cfg).map_err(|e| TrainError::Checkpoint {
-                step,
-                dir: run.out.clone(),
-                previous: run_dir::committed_step(&s.dir),
-                msg: e.to_string(),
-            })?;
-            if s.dir != run.out {
-                // A new run's first checkpoint: the run moves into --out whole.
-                run_dir::publish(&s.dir, &run.out)?;
-                s.dir = run.out.clone();
-                s.metrics.path = run.out.join("metrics.jsonl");
-            }
+            save_checkpoint(&s, step, cfg).map_err(|e| checkpoint_failed(step, &run.out, &s.dir, e))?;
+            publish_at_first_checkpoint(&mut s.dir, &mut s.metrics, &run.out)?;
             plot_run(&s.dir.join("loss.png"), &title, &s.metrics.records)?;
             say(format!("step {step:>6} | train {loss:.4} | val {v:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
             last_line = Instant::now();

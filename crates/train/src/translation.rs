@@ -21,7 +21,7 @@ use crate::metrics::{plot_run, MetricsLog, StepRecord};
 use crate::optim::{DecayRule, Optimizer, OptimizerKind};
 use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, PairIds};
 use crate::run_dir::{self, STATE_FILE};
-use crate::trainer::{commit_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
+use crate::trainer::{checkpoint_failed, commit_checkpoint, publish_at_first_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
 
 /// The special tokens of attn's translation vocabularies (Marian's names).
 pub const PAD: &str = "<pad>";
@@ -302,8 +302,9 @@ pub fn train_translation(run: &TranslationRun) -> Result<TranslationSummary> {
 fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -> Result<TranslationSummary> {
     let cfg = &run.config;
     let max_len = cfg.max_len.min(s.model.config.n_ctx);
-    let (train_ids, long_t) = encode_pairs(s.tok.as_ref(), train, max_len)?;
-    let (val_ids, long_v) = encode_pairs(s.tok.as_ref(), val, max_len)?;
+    let (train_ids, kept_t) = encode_pairs(s.tok.as_ref(), train, max_len)?;
+    let (val_ids, kept_v) = encode_pairs(s.tok.as_ref(), val, max_len)?;
+    let (long_t, long_v) = (train.len() - kept_t.len(), val.len() - kept_v.len());
     if train_ids.is_empty() || val_ids.is_empty() {
         return Err(TrainError::Data(format!("no pair fits in --max-len {max_len} tokens on both sides")));
     }
@@ -396,13 +397,8 @@ fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -
         summary.val_loss = val_loss.or(summary.val_loss);
         summary.tok_per_s = tokens_done as f64 / run_start.elapsed().as_secs_f64();
         if let Some(v) = val_loss {
-            save_checkpoint(s, step, cfg)
-                .map_err(|e| TrainError::Checkpoint { step, dir: run.out.clone(), previous: run_dir::committed_step(&s.dir), msg: e.to_string() })?;
-            if s.dir != run.out {
-                run_dir::publish(&s.dir, &run.out)?;
-                s.dir = run.out.clone();
-                s.metrics.path = run.out.join("metrics.jsonl");
-            }
+            save_checkpoint(s, step, cfg).map_err(|e| checkpoint_failed(step, &run.out, &s.dir, e))?;
+            publish_at_first_checkpoint(&mut s.dir, &mut s.metrics, &run.out)?;
             plot_run(&s.dir.join("loss.png"), &title, &s.metrics.records)?;
             say(format!("step {step:>6} | train {loss:.4} | val {v:.4} | lr {lr:.2e} | {tok_per_s:.0} tok/s"));
             last_line = Instant::now();

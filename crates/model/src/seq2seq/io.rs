@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use super::{Seq2Seq, Seq2SeqConfig};
-use crate::checkpoint::{check_finite, refuse_unused, save_tensors, write_atomic, Weights, CONFIG_FILE, WEIGHTS_FILE};
+use crate::checkpoint::{check_finite, refuse_unused, save_config_json, save_layout, Weights, CONFIG_FILE, WEIGHTS_FILE};
 use crate::error::{io_err, ModelError, Result};
 
 /// Tensors a folder may carry that are copies of one attn reads, or fixed
@@ -70,17 +70,11 @@ impl Seq2Seq {
 
     /// Writes config.json into `dir`, atomically.
     pub fn save_config(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        let cfg_path = dir.join(CONFIG_FILE);
-        let json = serde_json::to_string_pretty(&self.config.to_hf()).expect("serializes");
-        write_atomic(&cfg_path, json.as_bytes()).map_err(io_err(&cfg_path))
+        save_config_json(dir, &self.config.to_hf())
     }
 
     /// Writes the weights as safetensors to `path`, atomically.
     pub fn save_weights(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
-        let tensors: Vec<_> = self.layout.entries.iter().map(|e| (e.name.as_str(), e.shape.clone(), &self.params[e.range()])).collect();
-        let mut meta = metadata.unwrap_or_default();
-        meta.insert("format".into(), "pt".into());
-        save_tensors(path, &tensors, Some(meta))
+        save_layout(path, &self.layout, &self.params, metadata)
     }
 }
