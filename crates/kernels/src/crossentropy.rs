@@ -6,7 +6,9 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-/// losses[i] = logsumexp(logits[i]) - logits[i, targets[i]].
+/// losses[i] = logsumexp(logits[i]) - logits[i, targets[i]]; 0 where
+/// targets[i] is IGNORE (a position with no label: padding, or a prompt the
+/// loss does not cover).
 pub fn crossentropy_forward(
     losses: &mut [f32], // (N)
     lse: &mut [f32],    // (N)
@@ -17,8 +19,12 @@ pub fn crossentropy_forward(
 ) {
     assert!(losses.len() >= n && lse.len() >= n && logits.len() >= n * v && targets.len() >= n);
     losses[..n].par_iter_mut().zip(lse[..n].par_iter_mut()).zip(logits[..n * v].par_chunks(v)).zip(&targets[..n]).for_each(|(((loss, lse), row), &tgt)| {
-        assert!((tgt as usize) < v, "target {tgt} out of range for vocab {v}");
         *lse = logsumexp(row);
+        if tgt == IGNORE {
+            *loss = 0.0;
+            return;
+        }
+        assert!((tgt as usize) < v, "target {tgt} out of range for vocab {v}");
         *loss = *lse - row[tgt as usize];
     });
 }
@@ -34,7 +40,8 @@ fn logsumexp(row: &[f32]) -> f32 {
 }
 
 /// In place: on entry `logits` holds the logits, on exit d(loss)/d(logits),
-/// i.e. (softmax(logits) - onehot(target)) * dlosses[i].
+/// i.e. (softmax(logits) - onehot(target)) * dlosses[i]; rows whose target
+/// is IGNORE become 0.
 pub fn crossentropy_backward_inplace(
     logits: &mut [f32], // (N, V)
     lse: &[f32],        // (N)
@@ -45,6 +52,10 @@ pub fn crossentropy_backward_inplace(
 ) {
     assert!(logits.len() >= n * v && lse.len() >= n && targets.len() >= n && dlosses.len() >= n);
     logits[..n * v].par_chunks_mut(v).enumerate().for_each(|(i, row)| {
+        if targets[i] == IGNORE {
+            row.fill(0.0);
+            return;
+        }
         softmax_scaled(row, lse[i], dlosses[i]);
         row[targets[i] as usize] -= dlosses[i];
     });
@@ -61,6 +72,10 @@ fn softmax_scaled(row: &mut [f32], lse: f32, d: f32) {
 /// Reference forward in f64.
 pub fn crossentropy_forward_naive(losses: &mut [f32], logits: &[f32], targets: &[u32], n: usize, v: usize) {
     for i in 0..n {
+        if targets[i] == IGNORE {
+            losses[i] = 0.0;
+            continue;
+        }
         let row = &logits[i * v..(i + 1) * v];
         let max = row.iter().cloned().fold(f32::NEG_INFINITY, f32::max) as f64;
         let sum: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();

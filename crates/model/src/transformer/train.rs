@@ -8,7 +8,7 @@
 //! width, V vocabulary.
 
 use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
-use attn_kernels::crossentropy::{crossentropy_backward_inplace, crossentropy_forward};
+use attn_kernels::crossentropy::{crossentropy_backward_inplace, crossentropy_forward, IGNORE};
 use attn_kernels::embedding::{embedding_backward, embedding_forward};
 use attn_kernels::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
 use attn_kernels::layernorm::layernorm_backward;
@@ -158,8 +158,10 @@ impl Transformer {
     }
 
     /// Runs the model on `tokens` (B, T), keeping every activation. With
-    /// `targets` (B, T) it also computes the mean cross-entropy, which it
-    /// returns, and prepares for `backward`.
+    /// `targets` (B, T) it also computes the mean cross-entropy over the
+    /// labelled positions (targets equal to `IGNORE` count for nothing, as
+    /// labels of -100 in transformers), which it returns, and prepares for
+    /// `backward`. With no labelled position the loss is 0.
     pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
         let v = self.config.vocab_size;
         let n = b * t;
@@ -177,7 +179,9 @@ impl Transformer {
             if tg.len() != n {
                 return Err(ModelError::InvalidConfig(format!("targets must have B*T = {n} entries, got {}", tg.len())));
             }
-            self.check_ids("target", tg)?;
+            // IGNORE marks a position without a label (padding, a prompt).
+            let labelled: Vec<u32> = tg.iter().copied().filter(|&x| x != IGNORE).collect();
+            self.check_ids("target", &labelled)?;
         }
         self.reserve(b, t);
         let mut a = self.acts.take().expect("reserved");
@@ -191,7 +195,8 @@ impl Transformer {
         let loss = targets.map(|tg| {
             a.targets[..n].copy_from_slice(tg);
             crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, tg, n, v);
-            (a.losses[..n].iter().map(|&x| x as f64).sum::<f64>() / n as f64) as f32
+            let labelled = labelled_count(tg);
+            (a.losses[..n].iter().map(|&x| x as f64).sum::<f64>() / labelled.max(1) as f64) as f32
         });
         self.acts = Some(a);
         Ok(loss)
@@ -300,7 +305,8 @@ impl Transformer {
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
         let post = cfg.norm_position == NormPosition::Post;
         let head = idx.head.clone().expect("forward refused targets without a head");
-        a.dlosses[..n].fill(loss_scale / n as f32);
+        let d = loss_scale / labelled_count(&a.targets[..n]).max(1) as f32;
+        a.dlosses[..n].iter_mut().zip(&a.targets[..n]).for_each(|(dl, &tg)| *dl = if tg == IGNORE { 0.0 } else { d });
         crossentropy_backward_inplace(&mut a.logits, &a.lse, &a.targets, &a.dlosses, n, v);
         let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { block_output(post, &a.layers[cfg.n_layer - 1]) };
         a.dc.fill(0.0);
@@ -436,6 +442,11 @@ impl Transformer {
         let post = self.config.norm_position == NormPosition::Post;
         self.acts.as_ref().map_or(&[], |a| if l == 0 { &a.x0[..n] } else { &block_output(post, &a.layers[l - 1])[..n] })
     }
+}
+
+/// Positions that carry a label.
+fn labelled_count(targets: &[u32]) -> usize {
+    targets.iter().filter(|&&x| x != IGNORE).count()
 }
 
 /// What a block passes on: the residual stream (pre-norm) or its normed sum (post-norm).
