@@ -15,6 +15,7 @@
 //! ```
 
 pub mod bpe;
+pub mod chat;
 mod byte_alphabet;
 pub mod pretok;
 pub mod spbpe;
