@@ -6,6 +6,41 @@ use anyhow::Context;
 use attn_generate::{generate, GenerationConfig, Sampler, SamplerConfig, StopStrings, Utf8Stream};
 use clap::Args;
 
+/// How the next token is chosen; shared by `generate` and `chat`.
+#[derive(Args)]
+pub struct SamplingArgs {
+    /// Softmax temperature; 0 is greedy [default: generation_config.json's, else 0.8]
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// Keep the k most likely tokens, 0 keeps all [default: generation_config.json's, else 0]
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep the smallest set of tokens whose probability reaches p [default: generation_config.json's, else 1]
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// Above 1 discourages repeating tokens already in the text [default: generation_config.json's, else 1]
+    #[arg(long, allow_negative_numbers = true)]
+    repetition_penalty: Option<f32>,
+    /// Seed of the sampler's random numbers
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl SamplingArgs {
+    /// The sampler: flags win over the model folder's generation_config.json,
+    /// which wins over attn's defaults.
+    pub fn sampler(&self, gen_cfg: &GenerationConfig) -> anyhow::Result<Sampler> {
+        let greedy_by_default = gen_cfg.do_sample == Some(false);
+        let cfg = SamplerConfig {
+            temperature: self.temperature.or(if greedy_by_default { Some(0.0) } else { gen_cfg.temperature }).unwrap_or(0.8),
+            top_k: self.top_k.or(gen_cfg.top_k).unwrap_or(0),
+            top_p: self.top_p.or(gen_cfg.top_p).unwrap_or(1.0),
+            repetition_penalty: self.repetition_penalty.or(gen_cfg.repetition_penalty).unwrap_or(1.0),
+        };
+        Ok(Sampler::new(cfg, self.seed)?)
+    }
+}
+
 #[derive(Args)]
 pub struct GenerateArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
@@ -20,18 +55,8 @@ pub struct GenerateArgs {
     /// Most tokens to generate [default: generation_config.json's, else up to an end-of-sequence token or the end of the context]
     #[arg(long, allow_negative_numbers = true)]
     max_new_tokens: Option<usize>,
-    /// Softmax temperature; 0 is greedy [default: generation_config.json's, else 0.8]
-    #[arg(long, allow_negative_numbers = true)]
-    temperature: Option<f32>,
-    /// Keep the k most likely tokens, 0 keeps all [default: generation_config.json's, else 0]
-    #[arg(long)]
-    top_k: Option<usize>,
-    /// Keep the smallest set of tokens whose probability reaches p [default: generation_config.json's, else 1]
-    #[arg(long, allow_negative_numbers = true)]
-    top_p: Option<f32>,
-    /// Above 1 discourages repeating tokens already in the text [default: generation_config.json's, else 1]
-    #[arg(long, allow_negative_numbers = true)]
-    repetition_penalty: Option<f32>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Stop when the generated text contains this string (repeatable); it is not printed
     #[arg(long)]
     stop: Vec<String>,
@@ -41,9 +66,6 @@ pub struct GenerateArgs {
     /// Past the context, keep generating on the most recent tokens instead of failing
     #[arg(long)]
     sliding_window: bool,
-    /// Seed of the sampler's random numbers
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
     /// Print one JSON object (text, tokens, finish_reason, usage, timings) instead of streaming text
     #[arg(long)]
     json: bool,
@@ -68,15 +90,7 @@ fn read_prompt(a: &GenerateArgs) -> anyhow::Result<String> {
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let gen_cfg = GenerationConfig::from_dir(&a.model)?;
-    // Flags win over generation_config.json, which wins over attn's defaults.
-    let greedy_by_default = gen_cfg.do_sample == Some(false);
-    let cfg = SamplerConfig {
-        temperature: a.temperature.or(if greedy_by_default { Some(0.0) } else { gen_cfg.temperature }).unwrap_or(0.8),
-        top_k: a.top_k.or(gen_cfg.top_k).unwrap_or(0),
-        top_p: a.top_p.or(gen_cfg.top_p).unwrap_or(1.0),
-        repetition_penalty: a.repetition_penalty.or(gen_cfg.repetition_penalty).unwrap_or(1.0),
-    };
-    let mut sampler = Sampler::new(cfg, a.seed)?;
+    let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let text = read_prompt(&a)?;
     let (model, tok) = crate::load_model_dir(&a.model)?;
     let prompt = tok.encode(&text)?;

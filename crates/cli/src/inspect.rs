@@ -137,7 +137,10 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 };
                 return crate::translate::cross_attention(&model, &src, &tgt, layer, head, file);
             }
-            anyhow::ensure!(kind == AttnKind::Self_ && source.is_none(), "--kind cross and --source / --target are for encoder-decoders (Marian, BART, attn translation runs)");
+            anyhow::ensure!(
+                kind == AttnKind::Self_ && source.is_none(),
+                "--kind cross and --source / --target are for encoder-decoders (Marian, BART, attn translation runs)"
+            );
             let text = text.expect("clap requires --text without --source");
             let m = ModelText { model, text, threads };
             let tr = match crate::load_any(&m.model)? {

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_seq2seq;
+mod chat;
 mod embed;
 mod eval;
 mod generate;
@@ -27,10 +28,12 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Train a GPT on text files, or an encoder-decoder on translation pairs
+    /// Train a GPT on text files, fine-tune one on prompts and chats (--task sft), or an encoder-decoder on translation pairs
     Train(Box<train::TrainArgs>),
     /// Generate text from a trained model
     Generate(generate::GenerateArgs),
+    /// Chat with a model through its chat template (multi-turn, streamed); --render prints the prompt
+    Chat(chat::ChatArgs),
     /// Translate with an encoder-decoder (greedy or beam search)
     Translate(translate::TranslateArgs),
     /// Score a text file: loss, perplexity, bits per byte
@@ -137,6 +140,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Train(a) => train::run(*a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Translate(a) => translate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),

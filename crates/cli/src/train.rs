@@ -23,6 +23,21 @@ pub(crate) enum Task {
     Lm,
     /// An encoder-decoder on source/target pairs
     Translation,
+    /// Supervised fine-tuning of a decoder on JSONL prompt/completion or chat records
+    Sft,
+}
+
+/// Which tokens of an SFT record carry the loss.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub(crate) enum LossOn {
+    /// The completion of prompt/completion records, the assistant turns of conversations
+    Auto,
+    /// The completion (prompt/completion records)
+    Completion,
+    /// The assistant turns (conversations)
+    Assistant,
+    /// Every token
+    All,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -48,10 +63,15 @@ pub(crate) enum Position {
 // their callers append overrides.
 #[command(args_override_self = true)]
 pub struct TrainArgs {
-    /// lm: a language model on text; translation: an encoder-decoder on pairs
+    /// lm: a language model on text; translation: an encoder-decoder on pairs; sft: supervised
+    /// fine-tuning on JSONL records
     #[arg(long, value_enum, default_value = "lm")]
     pub(crate) task: Task,
-    /// Text files to train on (concatenated); with --task translation, source<TAB>target lines
+    /// SFT: the tokens that carry the loss
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(crate) loss_on: LossOn,
+    /// Text files to train on (concatenated); with --task translation, source<TAB>target lines;
+    /// with --task sft, JSONL lines {"prompt", "completion"} or {"messages": [{"role", "content"}, ...]}
     #[arg(long, num_args = 1.., required_unless_present = "source")]
     pub(crate) data: Vec<PathBuf>,
     /// Translation: source sentences, one a line (with --target, instead of --data)
@@ -60,7 +80,7 @@ pub struct TrainArgs {
     /// Translation: target sentences aligned line by line with --source
     #[arg(long, requires = "source")]
     pub(crate) target: Option<PathBuf>,
-    /// Translation: held-out source<TAB>target pairs (default: the last --val-fraction of the pairs)
+    /// Translation and SFT: held-out pairs or records (default: the last --val-fraction of --data's)
     #[arg(long, num_args = 1..)]
     pub(crate) val_data: Vec<PathBuf>,
     /// Translation: tokens per micro-batch (pairs x the longer side, padding included)
@@ -178,9 +198,13 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     }
     anyhow::ensure!(a.source.is_none(), "--source and --target are for --task translation; a language model trains on --data");
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let sft = a.task == Task::Sft;
     for flag in ["val_data", "batch_tokens", "label_smoothing", "schedule", "max_len", "norm_position"] {
-        anyhow::ensure!(!given(flag), "--{} is for --task translation; it does nothing for a language model", flag.replace('_', "-"));
+        if !(sft && flag == "val_data") {
+            anyhow::ensure!(!given(flag), "--{} is for --task translation; it does nothing for a language model", flag.replace('_', "-"));
+        }
     }
+    anyhow::ensure!(sft || !given("loss_on"), "--loss-on is for --task sft; plain-text training puts the loss on every token");
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let saved = if a.resume { Some(attn_train::saved_train_config(&a.out)?) } else { None };
     let model = match &a.init {
@@ -213,6 +237,12 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         eval_batches: a.eval_batches,
         val_fraction: a.val_fraction,
         seed: a.seed,
+        loss_on: sft.then_some(match a.loss_on {
+            LossOn::Auto => attn_train::sft::LossOn::Auto,
+            LossOn::Completion => attn_train::sft::LossOn::Completion,
+            LossOn::Assistant => attn_train::sft::LossOn::Assistant,
+            LossOn::All => attn_train::sft::LossOn::All,
+        }),
     };
     // On --resume the saved options hold, with the flags given now on top;
     // the trainer refuses any change but --steps and --eval-every.
@@ -228,6 +258,9 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         if given("decay_embeddings") {
             c.decay_rule = fresh.decay_rule;
+        }
+        if given("loss_on") || given("task") {
+            c.loss_on = fresh.loss_on;
         }
         c
     } else {
@@ -247,6 +280,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         halt_at: a.halt_at,
         quiet: a.quiet,
         stop: &stop,
+        val_data: a.val_data,
     };
     let s = attn_train::train(&run)?;
     println!("{}", serde_json::to_string(&s)?);

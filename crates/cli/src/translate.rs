@@ -183,7 +183,8 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     anyhow::ensure!(a.init.is_none(), "--init is not supported with --task translation yet; train from a preset");
     let preset = if given("preset") { a.preset.clone() } else { "transformer-small".into() };
     // The vocabulary and the special ids come from the tokenizer.
-    let mut model = Seq2SeqConfig::preset(&preset, 1).with_context(|| format!("--preset {preset}: translation presets are {}", attn_model::SEQ2SEQ_PRESETS.join(", ")))?;
+    let mut model =
+        Seq2SeqConfig::preset(&preset, 1).with_context(|| format!("--preset {preset}: translation presets are {}", attn_model::SEQ2SEQ_PRESETS.join(", ")))?;
     if a.norm_position == crate::train::NormPos::Pre {
         model = model.pre_norm();
     }
@@ -286,7 +287,8 @@ pub fn cross_attention(dir: &Path, source: &str, target: &str, layer: Option<usi
     match out {
         Some(f) if f.extension().is_some_and(|e| e == "json") => {
             let all: Vec<Vec<Vec<&[f32]>>> = maps.iter().map(|m| (0..nh).map(|h| m[h * t * s..][..t * s].chunks(s).collect()).collect()).collect();
-            let v = serde_json::json!({"model": name, "source_tokens": cols, "target_tokens": rows, "source_ids": src, "target_ids": tgt, "cross_attention": all});
+            let v =
+                serde_json::json!({"model": name, "source_tokens": cols, "target_tokens": rows, "source_ids": src, "target_ids": tgt, "cross_attention": all});
             std::fs::write(&f, v.to_string()).with_context(|| format!("writing {}", f.display()))?;
             eprintln!("wrote {}", f.display());
         }

@@ -224,8 +224,16 @@ fn seeds(root: &Path) -> Vec<Target> {
     let bert = mk("bert");
     Transformer::new(TransformerConfig::bert(70, 16, 2, 2, 8, 16), 3).unwrap().save(&bert, None).unwrap();
     let marian = mk("marian");
-    let mc = attn_model::Seq2SeqConfig { vocab_size: 70, d_model: 8, n_ctx: 16, encoder_heads: 2, decoder_heads: 2, encoder_ffn: 12, decoder_ffn: 12,
-        ..attn_model::Seq2SeqConfig::paper(70, 1, 8, 2, 12, 16) };
+    let mc = attn_model::Seq2SeqConfig {
+        vocab_size: 70,
+        d_model: 8,
+        n_ctx: 16,
+        encoder_heads: 2,
+        decoder_heads: 2,
+        encoder_ffn: 12,
+        decoder_ffn: 12,
+        ..attn_model::Seq2SeqConfig::paper(70, 1, 8, 2, 12, 16)
+    };
     attn_model::Seq2Seq::new(mc, 4).unwrap().save(&marian, None).unwrap();
     let char_tok = mk("char");
     let ct = attn_tokenizer::CharTokenizer::train(&text);

@@ -32,8 +32,30 @@ fn pairs(dir: &Path) -> (String, String, String) {
 
 fn train<'a>(data: &'a str, out: &'a str, steps: &'a str, extra: &[&'a str]) -> std::process::Output {
     let mut args = vec![
-        "train", "--task", "translation", "--data", data, "--out", out, "--preset", "transformer-tiny", "--tokenizer", "bpe:300",
-        "--steps", steps, "--eval-every", "5", "--batch-tokens", "256", "--lr", "3e-3", "--warmup", "5", "--threads", "2", "--quiet",
+        "train",
+        "--task",
+        "translation",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--preset",
+        "transformer-tiny",
+        "--tokenizer",
+        "bpe:300",
+        "--steps",
+        steps,
+        "--eval-every",
+        "5",
+        "--batch-tokens",
+        "256",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "5",
+        "--threads",
+        "2",
+        "--quiet",
     ];
     args.extend_from_slice(extra);
     attn(&args)
@@ -93,15 +115,53 @@ fn aligned_source_and_target_files_train() {
     let (_, src, tgt) = pairs(tmp.path());
     let out = tmp.path().join("run");
     let o = attn(&[
-        "train", "--task", "translation", "--source", &src, "--target", &tgt, "--out", out.to_str().unwrap(), "--preset", "transformer-tiny",
-        "--tokenizer", "bpe:300", "--steps", "2", "--batch-tokens", "256", "--threads", "2", "--quiet",
+        "train",
+        "--task",
+        "translation",
+        "--source",
+        &src,
+        "--target",
+        &tgt,
+        "--out",
+        out.to_str().unwrap(),
+        "--preset",
+        "transformer-tiny",
+        "--tokenizer",
+        "bpe:300",
+        "--steps",
+        "2",
+        "--batch-tokens",
+        "256",
+        "--threads",
+        "2",
+        "--quiet",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     // The pre-norm option trains, saves as mBART, and translates.
     let pre = tmp.path().join("pre");
     let o = attn(&[
-        "train", "--task", "translation", "--source", &src, "--target", &tgt, "--out", pre.to_str().unwrap(), "--preset", "transformer-tiny",
-        "--tokenizer", "bpe:300", "--steps", "2", "--batch-tokens", "256", "--threads", "2", "--quiet", "--norm-position", "pre",
+        "train",
+        "--task",
+        "translation",
+        "--source",
+        &src,
+        "--target",
+        &tgt,
+        "--out",
+        pre.to_str().unwrap(),
+        "--preset",
+        "transformer-tiny",
+        "--tokenizer",
+        "bpe:300",
+        "--steps",
+        "2",
+        "--batch-tokens",
+        "256",
+        "--threads",
+        "2",
+        "--quiet",
+        "--norm-position",
+        "pre",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(pre.join("config.json")).unwrap()).unwrap();
@@ -130,7 +190,8 @@ fn bad_translation_input_is_named() {
         (vec!["--task", "lm", "--data", &tsv, "--label-smoothing", "0.2"], "is for --task translation"),
     ];
     for (extra, want) in cases {
-        let mut args = vec!["train", "--task", "translation", "--out", out, "--steps", "2", "--quiet", "--tokenizer", "bpe:300", "--preset", "transformer-tiny"];
+        let mut args =
+            vec!["train", "--task", "translation", "--out", out, "--steps", "2", "--quiet", "--tokenizer", "bpe:300", "--preset", "transformer-tiny"];
         args.extend(extra);
         let o = attn(&args);
         let err = stderr(&o);

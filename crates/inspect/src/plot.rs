@@ -288,12 +288,9 @@ pub fn alignment(path: &Path, title: &str, rows: &[String], cols: &[String], pro
     let font = ((cell as f32 * 0.75) as u32).clamp(10, 16);
     let label_w = (longest * font as i32 * 6 / 10 + 14).min(170);
     let size = ((label_w + cell * cols.len() as i32 + 150) as u32, (56 + cell * rows.len() as i32 + label_w + 16) as u32);
-    render(
-        path,
-        size,
-        &|root| draw_alignment(root, title, rows, cols, probs, cell, font, label_w),
-        &|root| draw_alignment(root, title, rows, cols, probs, cell, font, label_w),
-    )
+    render(path, size, &|root| draw_alignment(root, title, rows, cols, probs, cell, font, label_w), &|root| {
+        draw_alignment(root, title, rows, cols, probs, cell, font, label_w)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -56,11 +56,11 @@ impl CrossShape {
 }
 
 pub fn cross_attention_forward(
-    out: &mut [f32],    // (B, TQ, NH*HS)
-    att: &mut [f32],    // (B, NH, TQ, TK)
-    q: &[f32],          // (B, TQ, NH*HS)
-    kv: &[f32],         // (B, TK, 2*NKV*HS)
-    key_len: &[usize],  // (B)
+    out: &mut [f32],   // (B, TQ, NH*HS)
+    att: &mut [f32],   // (B, NH, TQ, TK)
+    q: &[f32],         // (B, TQ, NH*HS)
+    kv: &[f32],        // (B, TK, 2*NKV*HS)
+    key_len: &[usize], // (B)
     s: CrossShape,
 ) {
     s.check(key_len);

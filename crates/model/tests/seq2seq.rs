@@ -55,7 +55,11 @@ fn marian_bart_and_mbart_match_transformers() {
             .collect();
         let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
         let built = Seq2SeqBatch::from_pairs(&refs, m.config.pad_token_id, m.config.decoder_start_token_id);
-        assert_eq!((built.src.clone(), built.tgt_in.clone(), built.labels.clone()), (batch.src.clone(), batch.tgt_in.clone(), batch.labels.clone()), "{v}: batch");
+        assert_eq!(
+            (built.src.clone(), built.tgt_in.clone(), built.labels.clone()),
+            (batch.src.clone(), batch.tgt_in.clone(), batch.labels.clone()),
+            "{v}: batch"
+        );
 
         let smoothed = m.forward(&batch, true, 0.1).unwrap().unwrap();
         let want_ls = g.read_f32(&format!("{v}.loss_ls")).unwrap()[0];
@@ -189,9 +193,8 @@ fn attn_written_marian_folder_matches_transformers() {
     let labels: Vec<u32> = g.read_ids("labels").unwrap().iter().map(|&x| if x as i32 == -100 { IGNORE } else { x }).collect();
     let (b, s) = (src_len.len(), src.len() / src_len.len());
     let t = labels.len() / b;
-    let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..b)
-        .map(|i| (src[i * s..][..src_len[i]].to_vec(), labels[i * t..][..t].iter().copied().filter(|&x| x != IGNORE).collect()))
-        .collect();
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> =
+        (0..b).map(|i| (src[i * s..][..src_len[i]].to_vec(), labels[i * t..][..t].iter().copied().filter(|&x| x != IGNORE).collect())).collect();
     let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
     let batch = Seq2SeqBatch::from_pairs(&refs, m.config.pad_token_id, m.config.decoder_start_token_id);
     let loss = m.forward(&batch, true, 0.0).unwrap().unwrap();
@@ -210,7 +213,8 @@ fn a_smaller_batch_after_a_larger_one_is_unaffected() {
         let (mut used, _) = Seq2Seq::load(&testdata(v)).unwrap();
         let (mut fresh, _) = Seq2Seq::load(&testdata(v)).unwrap();
         let big = batch_of(&golden(), v);
-        let pairs: Vec<(Vec<u32>, Vec<u32>)> = (0..2).map(|i| (big.src[i * big.s..][..9 + i].to_vec(), big.labels[i * big.t..][..7 + 3 * i].to_vec())).collect();
+        let pairs: Vec<(Vec<u32>, Vec<u32>)> =
+            (0..2).map(|i| (big.src[i * big.s..][..9 + i].to_vec(), big.labels[i * big.t..][..7 + 3 * i].to_vec())).collect();
         let refs: Vec<(&[u32], &[u32])> = pairs.iter().map(|(a, b)| (a.as_slice(), b.as_slice())).collect();
         let small = Seq2SeqBatch::from_pairs(&refs, used.config.pad_token_id, used.config.decoder_start_token_id);
         used.forward(&big, true, 0.1).unwrap();

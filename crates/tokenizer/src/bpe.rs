@@ -460,13 +460,17 @@ impl crate::Tokenizer for BytePairEncoder {
     /// Special tokens in the text become their ids, and the post-processor's
     /// tokens are added, as HF tokenizers' `encode` does.
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let body = if self.nfc {
-            use unicode_normalization::UnicodeNormalization;
-            BytePairEncoder::encode(self, &text.nfc().collect::<String>(), &AllowedSpecial::All)?
-        } else {
-            BytePairEncoder::encode(self, text, &AllowedSpecial::All)?
-        };
+        let body = self.encode_plain(text)?;
         Ok([self.prefix_ids.as_slice(), &body, &self.suffix_ids].concat())
+    }
+
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        if self.nfc {
+            use unicode_normalization::UnicodeNormalization;
+            BytePairEncoder::encode(self, &text.nfc().collect::<String>(), &AllowedSpecial::All)
+        } else {
+            BytePairEncoder::encode(self, text, &AllowedSpecial::All)
+        }
     }
 
     fn decode(&self, ids: &[u32]) -> Result<String> {

@@ -61,15 +61,7 @@ impl ChatTemplate {
         });
         env.add_filter("tojson", tojson);
         env.add_template_owned("chat", source.to_string()).map_err(|e| template_error(origin, &e))?;
-        Ok(ChatTemplate {
-            env,
-            origin: origin.to_path_buf(),
-            source: source.to_string(),
-            bos_token: None,
-            eos_token: None,
-            pad_token: None,
-            unk_token: None,
-        })
+        Ok(ChatTemplate { env, origin: origin.to_path_buf(), source: source.to_string(), bos_token: None, eos_token: None, pad_token: None, unk_token: None })
     }
 
     /// attn's ChatML.

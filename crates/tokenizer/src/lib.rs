@@ -15,8 +15,8 @@
 //! ```
 
 pub mod bpe;
-pub mod chat;
 mod byte_alphabet;
+pub mod chat;
 pub mod pretok;
 pub mod spbpe;
 pub mod train;
@@ -44,6 +44,12 @@ pub type Result<T> = std::result::Result<T, TokenizerError>;
 /// What every tokenizer offers the training and generation paths.
 pub trait Tokenizer: Send + Sync {
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
+    /// `encode` without the tokens a post-processor adds around the text
+    /// (BOS, CLS / SEP): transformers' `add_special_tokens=False`, which is
+    /// how a rendered chat template (that writes its own BOS) is tokenized.
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text)
+    }
     fn decode(&self, ids: &[u32]) -> Result<String>;
     /// The raw bytes of `ids`. Byte-level tokenizers can end a token in the
     /// middle of a UTF-8 character; streaming output goes through this and an

@@ -144,8 +144,15 @@ impl SentencePieceBpe {
     /// Ids of `text` with the post-processor's `<s>`.
     pub fn encode_text(&self, text: &str) -> Vec<u32> {
         let mut out = self.prefix_ids.clone();
-        crate::split_specials(text, &self.specials, &mut out, |out, seg| self.encode_segment(seg, out), |out, id| out.push(id));
+        out.extend(self.encode_body(text));
         out.extend_from_slice(&self.suffix_ids);
+        out
+    }
+
+    /// Ids of `text` alone, without the post-processor's tokens.
+    pub fn encode_body(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        crate::split_specials(text, &self.specials, &mut out, |out, seg| self.encode_segment(seg, out), |out, id| out.push(id));
         out
     }
 
@@ -240,6 +247,10 @@ impl SentencePieceBpe {
 impl crate::Tokenizer for SentencePieceBpe {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.encode_text(text))
+    }
+
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_body(text))
     }
 
     /// The text, with `<s>` and the other added tokens left out (as HF's

@@ -269,8 +269,15 @@ impl WordPiece {
     /// The ids a model sees: `[CLS]`, the text's pieces, `[SEP]`.
     pub fn encode_text(&self, text: &str) -> Vec<u32> {
         let mut out = self.prefix_ids.clone();
-        crate::split_specials(text, &self.specials, &mut out, |out, seg| self.encode_words(seg, out), |out, id| out.push(id));
+        out.extend(self.encode_body(text));
         out.extend_from_slice(&self.suffix_ids);
+        out
+    }
+
+    /// Ids of `text` alone, without the post-processor's tokens.
+    pub fn encode_body(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::new();
+        crate::split_specials(text, &self.specials, &mut out, |out, seg| self.encode_words(seg, out), |out, id| out.push(id));
         out
     }
 
@@ -282,6 +289,10 @@ impl WordPiece {
 impl crate::Tokenizer for WordPiece {
     fn encode(&self, text: &str) -> Result<Vec<u32>> {
         Ok(self.encode_text(text))
+    }
+
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_body(text))
     }
 
     /// Pieces joined with spaces, `##` continuations glued on; special

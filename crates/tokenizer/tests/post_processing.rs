@@ -42,7 +42,8 @@ fn roberta_processing_adds_cls_and_sep() {
         std::fs::write(&p, j.to_string()).unwrap();
         load_tokenizer(&p, None).unwrap().encode("Hello world").unwrap()
     };
-    json["post_processor"] = serde_json::json!({"type": "RobertaProcessing", "sep": ["</s>", 7], "cls": ["<s>", 5], "trim_offsets": true, "add_prefix_space": false});
+    json["post_processor"] =
+        serde_json::json!({"type": "RobertaProcessing", "sep": ["</s>", 7], "cls": ["<s>", 5], "trim_offsets": true, "add_prefix_space": false});
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("tokenizer.json");
     std::fs::write(&p, json.to_string()).unwrap();

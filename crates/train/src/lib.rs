@@ -15,6 +15,7 @@ pub mod optim;
 pub mod pairs;
 pub mod run_dir;
 mod session;
+pub mod sft;
 pub mod trainer;
 pub mod translation;
 

@@ -84,7 +84,15 @@ pub fn corpus_bleu(hyps: &[String], refs: &[String]) -> f64 {
             total[n - 1] += count;
         }
     }
-    let bp = if sys_len < ref_len { if sys_len > 0 { (1.0 - ref_len as f64 / sys_len as f64).exp() } else { 0.0 } } else { 1.0 };
+    let bp = if sys_len < ref_len {
+        if sys_len > 0 {
+            (1.0 - ref_len as f64 / sys_len as f64).exp()
+        } else {
+            0.0
+        }
+    } else {
+        1.0
+    };
     if correct.iter().all(|&c| c == 0) {
         return 0.0;
     }

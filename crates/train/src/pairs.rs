@@ -36,7 +36,10 @@ pub fn read_tsv(files: &[PathBuf]) -> Result<Vec<Pair>> {
         }
     }
     if pairs.is_empty() {
-        return Err(TrainError::Data(format!("no source<TAB>target pairs in {}", files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "))));
+        return Err(TrainError::Data(format!(
+            "no source<TAB>target pairs in {}",
+            files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
     }
     Ok(pairs)
 }
@@ -55,7 +58,8 @@ pub fn read_aligned(source: &Path, target: &Path) -> Result<Vec<Pair>> {
             tl.len()
         )));
     }
-    let pairs: Vec<Pair> = sl.iter().zip(&tl).filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty()).map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    let pairs: Vec<Pair> =
+        sl.iter().zip(&tl).filter(|(a, b)| !a.trim().is_empty() && !b.trim().is_empty()).map(|(a, b)| (a.to_string(), b.to_string())).collect();
     if pairs.is_empty() {
         return Err(TrainError::Data(format!("{} and {} hold no non-empty line pairs", source.display(), target.display())));
     }

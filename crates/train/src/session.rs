@@ -15,6 +15,7 @@ use crate::error::{Result, TrainError};
 use crate::metrics::MetricsLog;
 use crate::optim::Optimizer;
 use crate::run_dir::{self, STATE_FILE};
+use crate::sft::SftData;
 use crate::trainer::{TokenizerSpec, TrainConfig, TrainRun, TOKENIZER_FILE};
 
 pub(crate) struct Session {
@@ -22,12 +23,58 @@ pub(crate) struct Session {
     pub dir: PathBuf,
     pub model: Transformer,
     pub opt: Optimizer,
-    pub train: TokenShard,
-    pub val: TokenShard,
+    pub data: Data,
     pub metrics: MetricsLog,
     pub start_step: usize,
     /// Fingerprint of the --data files the run was started with.
     pub data_fingerprint: u64,
+}
+
+/// What a run trains and validates on.
+pub(crate) enum Data {
+    /// Plain text: token shards, sampled in windows of --seq-len.
+    Text { train: TokenShard, val: TokenShard },
+    /// Supervised fine-tuning examples.
+    Sft(SftData),
+}
+
+impl Data {
+    pub fn describe(&self) -> String {
+        match self {
+            Data::Text { train, val } => format!("{} train tokens, {} val tokens", train.len(), val.len()),
+            Data::Sft(d) => format!("{} train examples ({} tokens), {} val examples ({} tokens)", d.train.len(), d.train_tokens(), d.val.len(), d.val_tokens()),
+        }
+    }
+
+    /// Fills micro-batch `stream` into x, y; returns its sequence length.
+    pub fn train_batch(&self, x: &mut [u32], y: &mut [u32], b: usize, t: usize, seed: u64, stream: u64) -> usize {
+        match self {
+            Data::Text { train, .. } => {
+                train.sample_batch(x, y, b, t, seed, stream);
+                t
+            }
+            Data::Sft(d) => d.train_batch(x, y, b, seed, stream),
+        }
+    }
+
+    /// The periodic validation loss: the same batches every time.
+    pub fn eval_loss(&self, model: &mut Transformer, cfg: &TrainConfig, x: &mut [u32], y: &mut [u32]) -> Result<f32> {
+        match self {
+            Data::Text { val, .. } => crate::trainer::eval_loss(model, val, cfg, x, y),
+            Data::Sft(d) => {
+                let (nats, n) = d.val_nats(model, cfg.batch_size, Some(cfg.eval_batches.max(1) * cfg.batch_size), &mut Vec::new(), &mut Vec::new())?;
+                Ok((nats / n.max(1) as f64) as f32)
+            }
+        }
+    }
+
+    /// (nats, predictions) over the whole validation split.
+    pub fn full_val(&self, model: &mut Transformer, t: usize, b: usize) -> Result<(f64, usize)> {
+        match self {
+            Data::Text { val, .. } => crate::eval::score_tokens(model, &val.to_vec(), t, b),
+            Data::Sft(d) => d.val_nats(model, b, None, &mut Vec::new(), &mut Vec::new()),
+        }
+    }
 }
 
 pub(crate) fn data_dir(out: &Path) -> PathBuf {
@@ -36,11 +83,14 @@ pub(crate) fn data_dir(out: &Path) -> PathBuf {
 
 /// Tokenizes the corpus, writes the shards and a fresh model.
 pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
+    if run.config.loss_on.is_some() {
+        return crate::sft::start_fresh(run, dir);
+    }
     let text = read_corpus(&run.data)?;
     let tok: Box<dyn Tokenizer> = match (&run.init, &run.tokenizer) {
         // Fine-tuning keeps the model's own tokenizer: its ids are what the weights know.
         (Some(dir), _) => load_tokenizer(dir, None)?,
-        (None, spec) => tokenizer_for(spec, &text, run)?,
+        (None, spec) => tokenizer_for(spec, &text, run, &["<|endoftext|>"])?,
     };
     let ids = tok.encode(&text)?;
     let (train_ids, val_ids) = split(&ids, run.config.val_fraction);
@@ -84,8 +134,7 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
     Ok(Session {
         model,
         opt,
-        train: TokenShard::open(&data_dir(dir).join("train.bin"))?,
-        val: TokenShard::open(&data_dir(dir).join("val.bin"))?,
+        data: Data::Text { train: TokenShard::open(&data_dir(dir).join("train.bin"))?, val: TokenShard::open(&data_dir(dir).join("val.bin"))? },
         metrics: MetricsLog::open(&dir.join("metrics.jsonl"), None)?,
         start_step: 0,
         dir: dir.to_path_buf(),
@@ -93,8 +142,9 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
     })
 }
 
-/// The tokenizer a fresh run asks for: character-level, a file, or BPE trained here.
-fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box<dyn Tokenizer>> {
+/// The tokenizer a fresh run asks for: character-level, a file, or BPE
+/// trained here (with `specials`).
+pub(crate) fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun, specials: &[&str]) -> Result<Box<dyn Tokenizer>> {
     Ok(match spec {
         TokenizerSpec::Char => Box::new(CharTokenizer::train(text)),
         TokenizerSpec::File(p) => load_tokenizer(p, None)?,
@@ -104,7 +154,7 @@ fn tokenizer_for(spec: &TokenizerSpec, text: &str, run: &TrainRun) -> Result<Box
             while !text.is_char_boundary(cut) {
                 cut -= 1;
             }
-            let trainer = BpeTrainer { vocab_size: *n, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into()] };
+            let trainer = BpeTrainer { vocab_size: *n, pattern: GPT2_PATTERN.into(), specials: specials.iter().map(|s| s.to_string()).collect() };
             let (tok, stats) = trainer.train(&text[..cut])?;
             if !run.quiet {
                 eprintln!("trained a BPE tokenizer: {} tokens, {} merges over {} distinct pieces", tok.vocab_size(), stats.merges, stats.words);
@@ -182,7 +232,7 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
         eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
     }
     // The run trains on its own shards; other --data would be silently ignored.
-    let data_fingerprint = corpus_fingerprint(&run.data)?;
+    let data_fingerprint = corpus_fingerprint(&[run.data.as_slice(), &run.val_data].concat())?;
     if meta.get("data_fingerprint").and_then(|s| s.parse::<u64>().ok()).is_some_and(|saved| saved != data_fingerprint) {
         return Err(rerr(format!(
             "--data differs from the text this run was started with (the run trains on its own shards in {}); pass the original --data to continue it, or start a new run to train on other text",
@@ -190,10 +240,15 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
         )));
     }
     let tok = load_tokenizer(&run.out, None)?;
-    let (train, val) = (TokenShard::open(&data_dir(&run.out).join("train.bin"))?, TokenShard::open(&data_dir(&run.out).join("val.bin"))?);
-    for shard in [&train, &val] {
-        shard.check_tokenizer(tok.as_ref(), &format!("the run's {}", run.out.join(TOKENIZER_FILE).display()))?;
-    }
+    let data = if saved.loss_on.is_some() {
+        Data::Sft(crate::sft::load_data(run, tok.as_ref(), &attn_tokenizer::chat::ChatTemplate::for_dir(&run.out)?)?)
+    } else {
+        let (train, val) = (TokenShard::open(&data_dir(&run.out).join("train.bin"))?, TokenShard::open(&data_dir(&run.out).join("val.bin"))?);
+        for shard in [&train, &val] {
+            shard.check_tokenizer(tok.as_ref(), &format!("the run's {}", run.out.join(TOKENIZER_FILE).display()))?;
+        }
+        Data::Text { train, val }
+    };
     let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
     let n = model.layout().total();
     state.read_into("m", &[n], &mut opt.m)?;
@@ -204,8 +259,7 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     Ok(Session {
         model,
         opt,
-        train,
-        val,
+        data,
         metrics: MetricsLog::open(&run.out.join("metrics.jsonl"), Some(step))?,
         start_step: step,
         dir: run.out.clone(),

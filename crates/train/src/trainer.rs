@@ -43,6 +43,10 @@ pub struct TrainConfig {
     pub eval_batches: usize,
     pub val_fraction: f64,
     pub seed: u64,
+    /// Supervised fine-tuning (`--task sft`): which tokens carry a label.
+    /// None for plain language modelling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_on: Option<crate::sft::LossOn>,
 }
 
 impl TrainConfig {
@@ -121,6 +125,9 @@ pub struct TrainRun<'a> {
     pub init: Option<PathBuf>,
     /// Stop after this step as if interrupted (for testing resume).
     pub halt_at: Option<usize>,
+    /// Supervised fine-tuning: `data` holds JSONL records (see `sft`), and
+    /// these held-out ones (else the last `val_fraction` of them) validate.
+    pub val_data: Vec<PathBuf>,
     pub quiet: bool,
     /// Set by the Ctrl-C handler; checked after every step.
     pub stop: &'a AtomicBool,
@@ -257,7 +264,7 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
     if !run.quiet {
         println!("model: {}", s.model.describe());
         println!("train: {cfg:?}");
-        println!("data: {} train tokens, {} val tokens; threads: {}", s.train.len(), s.val.len(), rayon::current_num_threads());
+        println!("data: {}; threads: {}", s.data.describe(), rayon::current_num_threads());
         if s.start_step > 0 {
             println!("resuming after step {}", s.start_step);
         }
@@ -286,18 +293,20 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
         let lr = cfg.lr_at(step);
         s.model.zero_grad();
         let mut loss = 0.0f64;
+        let mut step_tokens = 0;
         for micro in 0..accum {
-            s.train.sample_batch(&mut x, &mut y, b, t, cfg.seed, ((step - 1) * accum + micro) as u64);
-            loss += s.model.forward(&x, Some(&y), b, t)?.expect("targets given") as f64;
+            let tb = s.data.train_batch(&mut x, &mut y, b, t, cfg.seed, ((step - 1) * accum + micro) as u64);
+            loss += s.model.forward(&x[..b * tb], Some(&y[..b * tb]), b, tb)?.expect("targets given") as f64;
             s.model.backward(1.0 / accum as f32)?;
+            step_tokens += b * tb;
         }
         let loss = (loss / accum as f64) as f32;
         let (params, grads) = s.model.params_and_grads();
         // A non-finite loss or gradient is never applied: the step is skipped.
         let norm = if loss.is_finite() { s.opt.step(params, grads, lr, cfg.grad_clip) } else { f32::NAN };
         let dt = t0.elapsed().as_secs_f64();
-        tokens_done += b * t * accum;
-        let tok_per_s = (b * t * accum) as f64 / dt;
+        tokens_done += step_tokens;
+        let tok_per_s = step_tokens as f64 / dt;
         if loss.is_finite() && norm.is_finite() {
             bad_in_row = 0;
         } else {
@@ -320,7 +329,7 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
         }
         let stopping = signalled || run.halt_at == Some(step);
         let is_eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps || stopping;
-        let val_loss = if is_eval { Some(eval_loss(&mut s.model, &s.val, cfg, &mut x, &mut y)?) } else { None };
+        let val_loss = if is_eval { Some(s.data.eval_loss(&mut s.model, cfg, &mut x, &mut y)?) } else { None };
         s.metrics.push(StepRecord { step, train_loss: loss, lr, tok_per_s, grad_norm: norm, elapsed_s: run_start.elapsed().as_secs_f64(), val_loss })?;
         summary = TrainSummary {
             step,
@@ -352,10 +361,10 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
     if !summary.interrupted && summary.step == cfg.steps {
         // The periodic evals sample random windows (cheap, but an estimate);
         // the final one covers the whole split, in order.
-        let (nats, preds) = crate::eval::score_tokens(&mut s.model, &s.val.to_vec(), t, b)?;
+        let (nats, preds) = s.data.full_val(&mut s.model, t, b)?;
         summary.val_loss_full = Some(nats / preds as f64);
         if !run.quiet {
-            println!("final val loss over the whole val split ({} tokens): {:.4}", s.val.len(), nats / preds as f64);
+            println!("final val loss over the whole val split ({preds} predictions): {:.4}", nats / preds as f64);
         }
     }
     if summary.interrupted && !run.quiet {

@@ -230,7 +230,9 @@ fn resumed(run: &TranslationRun) -> Result<State> {
     let mut want = run.config.clone();
     (want.steps, want.eval_every) = (saved.steps, saved.eval_every);
     if want != saved {
-        return Err(rerr(format!("the training options differ from the saved run's ({saved:?}); give the saved values (or leave the flags out) with --resume")));
+        return Err(rerr(format!(
+            "the training options differ from the saved run's ({saved:?}); give the saved values (or leave the flags out) with --resume"
+        )));
     }
     let fingerprint = corpus_fingerprint(&run.data_files)?;
     if meta.get("data_fingerprint").and_then(|s| s.parse::<u64>().ok()).is_some_and(|f| f != fingerprint) {
@@ -278,7 +280,11 @@ pub fn train_translation(run: &TranslationRun) -> Result<TranslationSummary> {
         }
     };
     if train.is_empty() || val.is_empty() {
-        return Err(TrainError::Data(format!("{} training and {} validation pairs; both need at least one (see --val-fraction, --val-data)", train.len(), val.len())));
+        return Err(TrainError::Data(format!(
+            "{} training and {} validation pairs; both need at least one (see --val-fraction, --val-data)",
+            train.len(),
+            val.len()
+        )));
     }
     let staging = run_dir::staging_path(&run.out);
     let mut s = if run.resume {
@@ -326,9 +332,8 @@ fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -
     ));
     let (pad, start) = (s.model.config.pad_token_id, s.model.config.decoder_start_token_id);
     if let Some(path) = &run.export_plan {
-        let micro: Vec<&Vec<usize>> = (0..cfg.steps * cfg.grad_accum)
-            .map(|k| &batches[epoch_order(batches.len(), cfg.seed, k / batches.len())[k % batches.len()]])
-            .collect();
+        let micro: Vec<&Vec<usize>> =
+            (0..cfg.steps * cfg.grad_accum).map(|k| &batches[epoch_order(batches.len(), cfg.seed, k / batches.len())[k % batches.len()]]).collect();
         let side = |p: &[PairIds]| p.iter().map(|x| (x.src.clone(), x.tgt.clone())).collect::<Vec<_>>();
         let plan = serde_json::json!({
             "pad": pad, "start": start, "eos": s.model.config.eos_token_id, "vocab": s.model.config.vocab_size,

@@ -68,7 +68,17 @@ impl Seq2Seq {
     /// Attention sub-block; `mem` is the encoder's output for cross-attention,
     /// None for self-attention (keys and values from the same input as the queries).
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn attn_forward(&self, a: &mut AttnActs, w: &AttnIdx, x: &[f32], mem: Option<&[f32]>, nq: usize, nk: usize, shape: CrossShape, key_len: &[usize]) {
+    pub(super) fn attn_forward(
+        &self,
+        a: &mut AttnActs,
+        w: &AttnIdx,
+        x: &[f32],
+        mem: Option<&[f32]>,
+        nq: usize,
+        nk: usize,
+        shape: CrossShape,
+        key_len: &[usize],
+    ) {
         let (c, p, pre) = (self.config.d_model, &self.params, self.pre_norm());
         if pre {
             self.ln(&mut a.ln, &mut a.mean, &mut a.rstd, x, &w.norm, nq);

@@ -195,7 +195,8 @@ impl Seq2SeqConfig {
     /// A Marian or BART config.json, already parsed. Missing fields take
     /// transformers' defaults for that model type (MarianConfig, BartConfig).
     pub fn from_hf(v: &Value, path: &Path) -> Result<Self> {
-        let hf: HfSeq2Seq = serde_path_to_error::deserialize(v).map_err(|e| field_err(path, &e.path().to_string(), format!("has the wrong type: {}", e.inner())))?;
+        let hf: HfSeq2Seq =
+            serde_path_to_error::deserialize(v).map_err(|e| field_err(path, &e.path().to_string(), format!("has the wrong type: {}", e.inner())))?;
         let family = match v.get("model_type").and_then(Value::as_str) {
             Some("marian") => Seq2SeqFamily::Marian,
             Some("bart") => Seq2SeqFamily::Bart,
@@ -211,12 +212,23 @@ impl Seq2SeqConfig {
             Some(TokenIds::One(x)) => x,
             Some(TokenIds::Many(v)) if v.len() == 1 => v[0],
             Some(TokenIds::Many(v)) => return Err(field_err(path, "eos_token_id", format!("{v:?}: encoder-decoders here stop at one end-of-sequence id"))),
-            None => if marian { 0 } else { 2 },
+            None => {
+                if marian {
+                    0
+                } else {
+                    2
+                }
+            }
         };
         let act_name = hf.activation_function.clone().unwrap_or_else(|| "gelu".into());
         let act = Activation::from_hf(&act_name).ok_or_else(|| unsupported(path, "activation_function", &act_name, "relu, gelu, gelu_new, silu or swish"))?;
         if hf.decoder_vocab_size.is_some_and(|d| d != vocab_size) {
-            return Err(unsupported(path, "decoder_vocab_size", &hf.decoder_vocab_size.unwrap_or(0).to_string(), "source and target share one vocabulary here; it must equal vocab_size"));
+            return Err(unsupported(
+                path,
+                "decoder_vocab_size",
+                &hf.decoder_vocab_size.unwrap_or(0).to_string(),
+                "source and target share one vocabulary here; it must equal vocab_size",
+            ));
         }
         for (field, value, want) in [
             ("share_encoder_decoder_embeddings", hf.share_encoder_decoder_embeddings, true),

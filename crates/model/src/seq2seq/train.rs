@@ -173,8 +173,8 @@ pub(super) struct Acts {
     has_labels: bool,
     se: Scratch,
     sd: Scratch,
-    denc: Vec<f32>,  // (Ns, C) d(encoder output), summed over decoder layers
-    dkvx: Vec<f32>,  // (Ns, 2C) d(cross-attention k | v)
+    denc: Vec<f32>, // (Ns, C) d(encoder output), summed over decoder layers
+    dkvx: Vec<f32>, // (Ns, 2C) d(cross-attention k | v)
 }
 
 fn z(n: usize) -> Vec<f32> {
@@ -430,7 +430,19 @@ impl Seq2Seq {
             let ca = l.ca.as_ref().expect("decoder layer");
             self.ffn_backward(g, sd, &l.ffn, &w.ffn, ca.out(pre), nt, cfg.decoder_ffn);
             let mut dkvx = std::mem::take(&mut a.dkvx);
-            self.attn_backward(g, sd, ca, w.cross.as_ref().expect("decoder layer"), l.sa.out(pre), Some(enc_out), Some((&mut a.denc, &mut dkvx)), nt, ns, cross, &a.src_len);
+            self.attn_backward(
+                g,
+                sd,
+                ca,
+                w.cross.as_ref().expect("decoder layer"),
+                l.sa.out(pre),
+                Some(enc_out),
+                Some((&mut a.denc, &mut dkvx)),
+                nt,
+                ns,
+                cross,
+                &a.src_len,
+            );
             a.dkvx = dkvx;
             self.attn_backward(g, sd, &l.sa, &w.self_attn, a.dec.input(li, pre), None, None, nt, nt, dec_self, &a.tgt_len);
         }
