@@ -158,7 +158,7 @@ pub fn matmul_forward(
 /// Accumulates dinp += dout @ W^T, dW += inp^T @ dout, dbias += colsum(dout).
 pub fn matmul_backward(
     dinp: Option<&mut [f32]>,  // (N, C); None when the input needs no gradient
-    dweight: &mut [f32],       // same shape as weight
+    dweight: &mut [f32],       // same shape as weight; empty when the weight needs no gradient
     dbias: Option<&mut [f32]>, // (OC)
     dout: &[f32],              // (N, OC)
     inp: &[f32],               // (N, C)
@@ -168,7 +168,8 @@ pub fn matmul_backward(
     oc: usize,
     layout: WeightLayout,
 ) {
-    assert!(dout.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc && dweight.len() >= c * oc);
+    // An empty dweight asks for no weight gradient (a frozen weight).
+    assert!(dout.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc && (dweight.is_empty() || dweight.len() >= c * oc));
     let threads = rayon::current_num_threads();
     let w = weight_mat(weight.as_ptr(), c, oc, layout);
     let dout_m = Mat { ptr: dout.as_ptr(), rs: oc as isize, cs: 1 };
@@ -180,6 +181,7 @@ pub fn matmul_backward(
             sgemm(n, c, oc, dinp.as_mut_ptr(), c as isize, 1, true, dout_m, wt, threads);
         }
         match layout {
+            _ if dweight.is_empty() => {}
             WeightLayout::InOut => {
                 // dW (C, OC) += inp^T (C, N) @ dout (N, OC)
                 let inp_t = Mat { ptr: inp.as_ptr(), rs: 1, cs: c as isize };

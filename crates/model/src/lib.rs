@@ -25,6 +25,7 @@ pub mod checkpoint;
 mod config;
 mod error;
 pub mod hf;
+pub mod lora;
 pub mod params;
 mod seq2seq;
 mod transformer;

@@ -246,6 +246,15 @@ impl ParamLayout {
     }
 }
 
+/// The gradient view of `r`, or an empty slice when `buf` is empty (frozen).
+pub(crate) fn grad_view(buf: &mut [f32], r: Range<usize>) -> &mut [f32] {
+    if buf.is_empty() {
+        buf
+    } else {
+        &mut buf[r]
+    }
+}
+
 /// Two disjoint mutable views into one buffer (`a` must end before `b` starts).
 pub(crate) fn two_mut(buf: &mut [f32], a: Range<usize>, b: Range<usize>) -> (&mut [f32], &mut [f32]) {
     assert!(a.end <= b.start);
@@ -254,7 +263,11 @@ pub(crate) fn two_mut(buf: &mut [f32], a: Range<usize>, b: Range<usize>) -> (&mu
 }
 
 /// A weight's gradient view and its bias's, which may both be needed at once.
+/// An empty `buf` (a frozen model's gradients) gives empty views.
 pub(crate) fn lin_mut<'a>(buf: &'a mut [f32], lin: &Lin) -> (&'a mut [f32], Option<&'a mut [f32]>) {
+    if buf.is_empty() {
+        return (buf, None);
+    }
     match &lin.b {
         Some(b) if lin.w.end <= b.start => {
             let (w, b) = two_mut(buf, lin.w.clone(), b.clone());

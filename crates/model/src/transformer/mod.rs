@@ -43,6 +43,9 @@ pub struct Transformer {
     /// (B, T) of the last training-path forward pass.
     last_bt: (usize, usize),
     has_targets: bool,
+    /// LoRA adapters, trained (and applied) by the training path; the
+    /// inference path sees them once merged.
+    pub lora: Option<crate::lora::Lora>,
 }
 
 impl Transformer {
@@ -83,7 +86,7 @@ impl Transformer {
             _ => Vec::new(),
         };
         let params = vec![0.0; layout.total()];
-        Ok(Transformer { config, layout, idx, params, grads: Vec::new(), pos_table, acts: None, last_bt: (0, 0), has_targets: false })
+        Ok(Transformer { config, layout, idx, params, grads: Vec::new(), pos_table, acts: None, last_bt: (0, 0), has_targets: false, lora: None })
     }
 
     /// A preset (`baby`, `shakespeare-char`, `gpt2-124m`, `llama-baby`, ...), randomly initialised.
@@ -144,21 +147,46 @@ impl Transformer {
         &self.grads
     }
 
-    /// Parameters to update and the gradients to update them with.
+    /// Parameters to update and the gradients to update them with: the
+    /// adapters' when LoRA is on (the base is frozen), else the model's.
     pub fn params_and_grads(&mut self) -> (&mut [f32], &[f32]) {
         self.ensure_grads();
-        (&mut self.params, &self.grads)
+        match &mut self.lora {
+            Some(l) => (&mut l.params, &l.grads),
+            None => (&mut self.params, &self.grads),
+        }
     }
 
+    /// The layout of what `params_and_grads` returns.
+    pub fn trainable_layout(&self) -> &ParamLayout {
+        self.lora.as_ref().map_or(&self.layout, |l| &l.layout)
+    }
+
+    /// The values of what `params_and_grads` returns.
+    pub fn trainable_params(&self) -> &[f32] {
+        self.lora.as_ref().map_or(&self.params, |l| &l.params)
+    }
+
+    /// With LoRA the base weights are frozen: they get no gradient buffer.
     fn ensure_grads(&mut self) {
-        if self.grads.len() != self.params.len() {
-            self.grads = vec![0.0; self.params.len()];
+        match &mut self.lora {
+            Some(l) => {
+                self.grads = Vec::new();
+                if l.grads.len() != l.params.len() {
+                    l.grads = vec![0.0; l.params.len()];
+                }
+            }
+            None if self.grads.len() != self.params.len() => self.grads = vec![0.0; self.params.len()],
+            None => {}
         }
     }
 
     pub fn zero_grad(&mut self) {
         self.ensure_grads();
         self.grads.fill(0.0);
+        if let Some(l) = &mut self.lora {
+            l.grads.fill(0.0);
+        }
     }
 
     pub fn train_flops(&self, b: usize, t: usize) -> f64 {

@@ -22,7 +22,8 @@ use rayon::prelude::*;
 use super::{norm_forward, Transformer};
 use crate::config::{Mlp, Norm, NormPosition, Position};
 use crate::error::{ModelError, Result};
-use crate::params::{lin_mut, NormIdx};
+use crate::lora::{Lora, Site};
+use crate::params::{grad_view, lin_mut, NormIdx};
 
 /// Activations of one block, kept for the backward pass. Post-norm blocks
 /// reuse the buffers: `ln2` holds N1(x + attention), and `ln1` the block's
@@ -140,6 +141,15 @@ impl Acts {
 
 fn norm_backward(m: &Transformer, g: &mut [f32], dx: &mut [f32], dout: &[f32], x: &[f32], w: &NormIdx, mean: &[f32], rstd: &[f32], n: usize) {
     let (c, p) = (m.config.n_embd, &m.params);
+    if g.is_empty() {
+        // Frozen: the kernels still want weight-gradient buffers; C floats each.
+        let mut scratch = vec![0.0f32; 2 * c];
+        let (dw, db) = scratch.split_at_mut(c);
+        return match (m.config.norm, &w.b) {
+            (Norm::Layer, Some(_)) => layernorm_backward(dx, dw, db, dout, x, &p[w.w.clone()], mean, rstd, n, c),
+            _ => rmsnorm_backward(dx, dw, dout, x, &p[w.w.clone()], rstd, n, c),
+        };
+    }
     let (dw, db) = lin_mut(g, w);
     match (m.config.norm, db) {
         (Norm::Layer, Some(db)) => layernorm_backward(dx, dw, db, dout, x, &p[w.w.clone()], mean, rstd, n, c),
@@ -189,7 +199,9 @@ impl Transformer {
             (a.cos, a.sin) = self.rope_tables(t, t);
             a.rope_len = t;
         }
-        self.forward_blocks(&mut a, tokens, b, t);
+        let mut lora = self.lora.take();
+        self.forward_blocks(&mut a, lora.as_mut(), tokens, b, t);
+        self.lora = lora;
         self.last_bt = (b, t);
         self.has_targets = targets.is_some();
         let loss = targets.map(|tg| {
@@ -202,7 +214,7 @@ impl Transformer {
         Ok(loss)
     }
 
-    fn forward_blocks(&self, a: &mut Acts, tokens: &[u32], b: usize, t: usize) {
+    fn forward_blocks(&self, a: &mut Acts, mut lora: Option<&mut Lora>, tokens: &[u32], b: usize, t: usize) {
         let cfg = &self.config;
         let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
@@ -241,27 +253,42 @@ impl Transformer {
             }
             let attn_in: &[f32] = if post { x } else { &l.ln1 };
             matmul_forward(&mut l.qkv, attn_in, &p[wi.qkv.w.clone()], bias(&wi.qkv.b), n, c, w, lay);
+            if let Some(lo) = lora.as_deref_mut() {
+                lo.forward(li, Site::Qkv, &mut l.qkv, attn_in, n, w);
+            }
             if rope {
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
             }
             attention_forward(&mut l.atty, &mut l.att, &l.qkv, shape);
             matmul_forward(&mut l.res2, &l.atty, &p[wi.proj.w.clone()], bias(&wi.proj.b), n, at, c, lay);
+            if let Some(lo) = lora.as_deref_mut() {
+                lo.forward(li, Site::Proj, &mut l.res2, &l.atty, n, c);
+            }
             residual_forward(&mut l.res2[..n * c], &x[..n * c]);
             // Pre: N2(res2) feeds the MLP. Post: N1(res2) is both the MLP's
             // input and its residual.
             let n_mid = if post { &wi.norm1 } else { &wi.norm2 };
             norm_forward(cfg, p, &mut l.ln2, &mut l.mean2, &mut l.rstd2, &l.res2, n_mid, n);
             matmul_forward(&mut l.h, &l.ln2, &p[wi.up.w.clone()], bias(&wi.up.b), n, c, f, lay);
+            if let Some(lo) = lora.as_deref_mut() {
+                lo.forward(li, Site::Up, &mut l.h, &l.ln2, n, f);
+            }
             match (&wi.gate, cfg.mlp) {
                 (Some(g), _) => {
                     matmul_forward(&mut l.gate, &l.ln2, &p[g.w.clone()], None, n, c, f, lay);
+                    if let Some(lo) = lora.as_deref_mut() {
+                        lo.forward(li, Site::Gate, &mut l.gate, &l.ln2, n, f);
+                    }
                     swiglu_forward(&mut l.act[..n * f], &l.gate[..n * f], &l.h[..n * f]);
                 }
                 (None, Mlp::GeluErf) => gelu_erf_forward(&mut l.act[..n * f], &l.h[..n * f]),
                 (None, _) => gelu_forward(&mut l.act[..n * f], &l.h[..n * f]),
             }
             matmul_forward(&mut l.res3, &l.act, &p[wi.down.w.clone()], bias(&wi.down.b), n, f, c, lay);
+            if let Some(lo) = lora.as_deref_mut() {
+                lo.forward(li, Site::Down, &mut l.res3, &l.act, n, c);
+            }
             let skip: &[f32] = if post { &l.ln2 } else { &l.res2 };
             residual_forward(&mut l.res3[..n * c], &skip[..n * c]);
             if post {
@@ -290,13 +317,17 @@ impl Transformer {
         self.ensure_grads();
         let mut a = self.acts.take().expect("forward ran");
         let mut g = std::mem::take(&mut self.grads);
-        self.backward_blocks(&mut a, &mut g, loss_scale);
+        let mut lora = self.lora.take();
+        self.backward_blocks(&mut a, &mut g, lora.as_mut(), loss_scale);
+        self.lora = lora;
         self.grads = g;
         self.acts = Some(a);
         Ok(())
     }
 
-    fn backward_blocks(&self, a: &mut Acts, g: &mut [f32], loss_scale: f32) {
+    /// `g` is empty when the base is frozen (LoRA): then only the inputs'
+    /// gradients flow, to reach the adapters.
+    fn backward_blocks(&self, a: &mut Acts, g: &mut [f32], mut lora: Option<&mut Lora>, loss_scale: f32) {
         let cfg = &self.config;
         let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
@@ -313,10 +344,10 @@ impl Transformer {
         a.dres.fill(0.0);
         match &idx.norm_f {
             Some(nf) => {
-                matmul_backward(Some(&mut a.dc), &mut g[head.clone()], None, &a.logits, &a.lnf, &p[head.clone()], n, c, v, OutIn);
+                matmul_backward(Some(&mut a.dc), grad_view(g, head.clone()), None, &a.logits, &a.lnf, &p[head.clone()], n, c, v, OutIn);
                 norm_backward(self, g, &mut a.dres, &a.dc, last, nf, &a.lnf_mean, &a.lnf_rstd, n);
             }
-            None => matmul_backward(Some(&mut a.dres), &mut g[head.clone()], None, &a.logits, last, &p[head.clone()], n, c, v, OutIn),
+            None => matmul_backward(Some(&mut a.dres), grad_view(g, head.clone()), None, &a.logits, last, &p[head.clone()], n, c, v, OutIn),
         }
         let rope = matches!(cfg.position, Position::Rope { .. });
         let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: cfg.causal };
@@ -336,6 +367,9 @@ impl Transformer {
             a.df1.fill(0.0);
             let (dw, db) = lin_mut(g, &wi.down);
             matmul_backward(Some(&mut a.df1), dw, db, dres3, &l.act, &p[wi.down.w.clone()], n, f, c, lay);
+            if let Some(lo) = lora.as_deref_mut() {
+                lo.backward(li, Site::Down, dres3, &l.act, &mut a.df1, n, c);
+            }
             // d(ln2) collects the MLP branch, plus the residual when post-norm.
             let mut dln2 = std::mem::take(&mut a.da_ln2);
             dln2[..n * c].fill(0.0);
@@ -347,9 +381,13 @@ impl Transformer {
                     a.df2.fill(0.0);
                     a.df3.fill(0.0);
                     swiglu_backward(&mut a.df2[..n * f], &mut a.df3[..n * f], &a.df1[..n * f], &l.gate[..n * f], &l.h[..n * f]);
-                    matmul_backward(Some(&mut dln2), &mut g[gate.w.clone()], None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
+                    matmul_backward(Some(&mut dln2), grad_view(g, gate.w.clone()), None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
                     let (dw, db) = lin_mut(g, &wi.up);
                     matmul_backward(Some(&mut dln2), dw, db, &a.df3, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
+                    if let Some(lo) = lora.as_deref_mut() {
+                        lo.backward(li, Site::Gate, &a.df2, &l.ln2, &mut dln2, n, f);
+                        lo.backward(li, Site::Up, &a.df3, &l.ln2, &mut dln2, n, f);
+                    }
                 }
                 (None, mlp) => {
                     a.df2.fill(0.0);
@@ -360,6 +398,9 @@ impl Transformer {
                     }
                     let (dw, db) = lin_mut(g, &wi.up);
                     matmul_backward(Some(&mut dln2), dw, db, &a.df2, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
+                    if let Some(lo) = lora.as_deref_mut() {
+                        lo.backward(li, Site::Up, &a.df2, &l.ln2, &mut dln2, n, f);
+                    }
                 }
             }
             // ln2 = N(res2): d(res2) adds into dres (pre-norm, where dres
@@ -375,6 +416,9 @@ impl Transformer {
             a.da.fill(0.0);
             let (dw, db) = lin_mut(g, &wi.proj);
             matmul_backward(Some(&mut a.da), dw, db, &a.dres, &l.atty, &p[wi.proj.w.clone()], n, at, c, lay);
+            if let Some(lo) = lora.as_deref_mut() {
+                lo.backward(li, Site::Proj, &a.dres, &l.atty, &mut a.da, n, c);
+            }
             a.dqkv.fill(0.0);
             attention_backward(&mut a.dqkv, &mut a.datt, &a.da, &l.qkv, &l.att, shape);
             if rope {
@@ -384,9 +428,15 @@ impl Transformer {
             let (dw, db) = lin_mut(g, &wi.qkv);
             if post {
                 matmul_backward(Some(&mut a.dres), dw, db, &a.dqkv, x, &p[wi.qkv.w.clone()], n, c, w, lay);
+                if let Some(lo) = lora.as_deref_mut() {
+                    lo.backward(li, Site::Qkv, &a.dqkv, x, &mut a.dres, n, w);
+                }
             } else {
                 a.dc.fill(0.0);
                 matmul_backward(Some(&mut a.dc), dw, db, &a.dqkv, &l.ln1, &p[wi.qkv.w.clone()], n, c, w, lay);
+                if let Some(lo) = lora.as_deref_mut() {
+                    lo.backward(li, Site::Qkv, &a.dqkv, &l.ln1, &mut a.dc, n, w);
+                }
                 norm_backward(self, g, &mut a.dres, &a.dc, x, &wi.norm1, &l.mean1, &l.rstd1, n);
             }
         }
@@ -399,6 +449,9 @@ impl Transformer {
             }
             None => &a.dres,
         };
+        if g.is_empty() {
+            return; // a frozen base: no embedding gradients
+        }
         if let Some(wtt) = &idx.wtt {
             let dt0 = &mut g[wtt.start..wtt.start + c];
             for row in demb[..n * c].chunks_exact(c) {

@@ -1,0 +1,421 @@
+//! LoRA: low-rank adapters on a frozen decoder's projections.
+//!
+//! An adapter on a projection y = x W adds s * (x A^T) B^T, with A (r, in),
+//! B (out, r) and s = alpha / r (alpha / sqrt(r) with rsLoRA). Training
+//! updates A and B only; the base weights get no gradient and no optimizer
+//! state. Adapters are saved as PEFT does (`adapter_config.json`,
+//! `adapter_model.safetensors`, keys such as
+//! `base_model.model.transformer.h.0.attn.c_attn.lora_A.weight`), and
+//! folders written by PEFT load.
+//!
+//! attn keeps Llama's q, k and v projections as one packed matrix, so an
+//! adapter names the output columns of its projection it adds to: q_proj's
+//! are the first NH*HD columns of the packed q | k | v output.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::path::Path;
+
+use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout};
+use rand::{Rng, SeedableRng};
+
+use crate::checkpoint::{check_finite, save_layout, TensorFile};
+use crate::config::{Family, TransformerConfig};
+use crate::error::{io_err, ModelError, Result};
+use crate::params::{ParamKind, ParamLayout};
+
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+
+/// The projection of a block an adapter sits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    Qkv,
+    Proj,
+    Up,
+    Gate,
+    Down,
+}
+
+/// `--lora-r`, `--lora-alpha`, `--lora-dropout`, `--lora-targets`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f32,
+    pub dropout: f32,
+    /// attn's names: q, k, v, o, mlp.
+    pub targets: Vec<String>,
+    pub rslora: bool,
+}
+
+impl LoraConfig {
+    pub fn scale(&self, r: usize) -> f32 {
+        if self.rslora {
+            self.alpha / (r as f32).sqrt()
+        } else {
+            self.alpha / r as f32
+        }
+    }
+}
+
+/// One adapter: where it adds, and its A and B in the adapter buffer.
+#[derive(Clone, Debug)]
+pub struct Adapter {
+    pub layer: usize,
+    pub site: Site,
+    /// The output columns of the site's projection it adds to.
+    pub cols: Range<usize>,
+    pub d_in: usize,
+    pub r: usize,
+    /// PEFT's module path, e.g. `transformer.h.0.attn.c_attn`.
+    pub module: String,
+    a: Range<usize>, // (r, in)
+    b: Range<usize>, // (out, r)
+}
+
+/// The adapters of a model, their parameters, gradients and saved activations.
+pub struct Lora {
+    pub config: LoraConfig,
+    pub layout: ParamLayout,
+    pub params: Vec<f32>,
+    pub grads: Vec<f32>,
+    pub adapters: Vec<Adapter>,
+    /// Dropout applies when true (training steps, not evaluation).
+    pub training: bool,
+    /// Seed of this micro-batch's dropout masks.
+    pub dropout_stream: u64,
+    // Saved by the forward pass for the backward: x A^T (N, r), and the
+    // dropped-out input (N, in) when dropout is on.
+    u: Vec<Vec<f32>>,
+    xd: Vec<Vec<f32>>,
+}
+
+/// The modules of layer `li` that `target` names, as (site, columns, in, out, PEFT module path).
+fn modules(cfg: &TransformerConfig, li: usize, target: &str) -> Result<Vec<(Site, Range<usize>, usize, String)>> {
+    let (c, f, w, at) = (cfg.n_embd, cfg.d_ff, cfg.qkv_width(), cfg.attn_width());
+    let qw = cfg.n_head * cfg.head_dim;
+    let kvw = cfg.n_kv_head * cfg.head_dim;
+    let bad = || ModelError::InvalidConfig(format!("--lora-targets: unknown target {target:?}; choose among q, k, v, o, mlp"));
+    Ok(match cfg.family {
+        Family::Gpt2 => {
+            let p = format!("transformer.h.{li}.");
+            match target {
+                // GPT-2's c_attn is one module for q, k and v.
+                "q" | "k" | "v" | "qkv" => vec![(Site::Qkv, 0..w, c, format!("{p}attn.c_attn"))],
+                "o" => vec![(Site::Proj, 0..c, at, format!("{p}attn.c_proj"))],
+                "mlp" => vec![(Site::Up, 0..f, c, format!("{p}mlp.c_fc")), (Site::Down, 0..c, f, format!("{p}mlp.c_proj"))],
+                _ => return Err(bad()),
+            }
+        }
+        Family::Bert => return Err(ModelError::InvalidConfig("LoRA applies to decoders (GPT-2, Llama, Qwen2, Mistral) here, not to BERT".into())),
+        _ => {
+            let p = format!("model.layers.{li}.");
+            match target {
+                "q" => vec![(Site::Qkv, 0..qw, c, format!("{p}self_attn.q_proj"))],
+                "k" => vec![(Site::Qkv, qw..qw + kvw, c, format!("{p}self_attn.k_proj"))],
+                "v" => vec![(Site::Qkv, qw + kvw..w, c, format!("{p}self_attn.v_proj"))],
+                "o" => vec![(Site::Proj, 0..c, at, format!("{p}self_attn.o_proj"))],
+                "mlp" => vec![
+                    (Site::Gate, 0..f, c, format!("{p}mlp.gate_proj")),
+                    (Site::Up, 0..f, c, format!("{p}mlp.up_proj")),
+                    (Site::Down, 0..c, f, format!("{p}mlp.down_proj")),
+                ],
+                _ => return Err(bad()),
+            }
+        }
+    })
+}
+
+/// Every module of the model an adapter can sit on, by PEFT module path.
+fn all_modules(cfg: &TransformerConfig) -> Result<HashMap<String, (usize, Site, Range<usize>, usize)>> {
+    let mut out = HashMap::new();
+    let targets: &[&str] = if cfg.family == Family::Gpt2 { &["qkv", "o", "mlp"] } else { &["q", "k", "v", "o", "mlp"] };
+    for li in 0..cfg.n_layer {
+        for t in targets {
+            for (site, cols, d_in, module) in modules(cfg, li, t)? {
+                out.insert(module, (li, site, cols, d_in));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn key(module: &str, ab: &str) -> String {
+    format!("base_model.model.{module}.lora_{ab}.weight")
+}
+
+impl Lora {
+    fn build(config: LoraConfig, mut specs: Vec<(usize, Site, Range<usize>, usize, String, usize)>) -> Self {
+        // Layer order, then site order, so that the buffer and the file read alike.
+        specs.sort_by(|a, b| (a.0, &a.4).cmp(&(b.0, &b.4)));
+        specs.dedup_by(|a, b| a.4 == b.4);
+        let mut layout = ParamLayout::empty();
+        let mut adapters = Vec::new();
+        for (layer, site, cols, d_in, module, r) in specs {
+            let a = layout.push(key(&module, "A"), vec![r, d_in], ParamKind::Matrix);
+            let b = layout.push(key(&module, "B"), vec![cols.len(), r], ParamKind::Matrix);
+            adapters.push(Adapter { layer, site, cols, d_in, r, module, a, b });
+        }
+        layout.finish();
+        let n = adapters.len();
+        Lora {
+            config,
+            params: vec![0.0; layout.total()],
+            grads: Vec::new(),
+            layout,
+            adapters,
+            training: false,
+            dropout_stream: 0,
+            u: vec![Vec::new(); n],
+            xd: vec![Vec::new(); n],
+        }
+    }
+
+    /// New adapters for `cfg`: A uniform in +-1/sqrt(in) (PEFT's Kaiming
+    /// init), B zero, so the adapted model starts as the base model.
+    pub fn new(model: &TransformerConfig, config: LoraConfig, seed: u64) -> Result<Self> {
+        if config.r == 0 || !(config.alpha > 0.0) || !(0.0..1.0).contains(&config.dropout) {
+            return Err(ModelError::InvalidConfig(format!(
+                "--lora-r must be at least 1, --lora-alpha positive and --lora-dropout in [0, 1) (got {}, {}, {})",
+                config.r, config.alpha, config.dropout
+            )));
+        }
+        let mut specs = Vec::new();
+        for li in 0..model.n_layer {
+            for t in &config.targets {
+                for (site, cols, d_in, module) in modules(model, li, t)? {
+                    specs.push((li, site, cols, d_in, module, config.r));
+                }
+            }
+        }
+        let mut lora = Self::build(config, specs);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ 0x4c6f_5241);
+        for ad in &lora.adapters {
+            let bound = 1.0 / (ad.d_in as f32).sqrt();
+            lora.params[ad.a.clone()].iter_mut().for_each(|x| *x = rng.gen_range(-bound..bound));
+        }
+        Ok(lora)
+    }
+
+    pub fn num_params(&self) -> usize {
+        self.layout.num_params()
+    }
+
+    fn dropout_mask(&self, i: usize, len: usize) -> Vec<f32> {
+        let p = self.config.dropout;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.dropout_stream.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i as u64);
+        (0..len).map(|_| if rng.gen::<f32>() < p { 0.0 } else { 1.0 / (1.0 - p) }).collect()
+    }
+
+    /// After the base projection at (`layer`, `site`): out (N, W) += s * (x A^T) B^T
+    /// in the adapter's columns, for x (N, in). Saves what `backward` needs.
+    pub fn forward(&mut self, layer: usize, site: Site, out: &mut [f32], x: &[f32], n: usize, w: usize) {
+        for i in 0..self.adapters.len() {
+            let ad = &self.adapters[i];
+            if ad.layer != layer || ad.site != site {
+                continue;
+            }
+            let (r, d_in, oc) = (ad.r, ad.d_in, ad.cols.len());
+            let s = self.config.scale(r);
+            let drop = self.training && self.config.dropout > 0.0;
+            let xd: Vec<f32> = if drop { x[..n * d_in].iter().zip(self.dropout_mask(i, n * d_in)).map(|(a, m)| a * m).collect() } else { Vec::new() };
+            let xin: &[f32] = if drop { &xd } else { x };
+            let ad = &self.adapters[i];
+            let mut u = std::mem::take(&mut self.u[i]);
+            u.resize(n * r, 0.0);
+            matmul_forward(&mut u, xin, &self.params[ad.a.clone()], None, n, d_in, r, WeightLayout::OutIn);
+            let mut delta = vec![0.0f32; n * oc];
+            matmul_forward(&mut delta, &u, &self.params[ad.b.clone()], None, n, r, oc, WeightLayout::OutIn);
+            for (row, d) in out[..n * w].chunks_exact_mut(w).zip(delta.chunks_exact(oc)) {
+                row[ad.cols.clone()].iter_mut().zip(d).for_each(|(o, d)| *o += s * d);
+            }
+            self.u[i] = u;
+            self.xd[i] = xd;
+        }
+    }
+
+    /// The reverse of `forward` at (`layer`, `site`), given d(out) (N, W):
+    /// accumulates dA, dB and adds the adapters' share of d(x) into `dx`.
+    pub fn backward(&mut self, layer: usize, site: Site, dout: &[f32], x: &[f32], dx: &mut [f32], n: usize, w: usize) {
+        if self.grads.len() != self.params.len() {
+            self.grads = vec![0.0; self.params.len()];
+        }
+        for i in 0..self.adapters.len() {
+            let ad = self.adapters[i].clone();
+            if ad.layer != layer || ad.site != site {
+                continue;
+            }
+            let (r, d_in, oc) = (ad.r, ad.d_in, ad.cols.len());
+            let s = self.config.scale(r);
+            // d(delta) = s * dout in the adapter's columns.
+            let dd: Vec<f32> = dout[..n * w].chunks_exact(w).flat_map(|row| row[ad.cols.clone()].iter().map(|v| s * v)).collect();
+            let mut du = vec![0.0f32; n * r];
+            let (ga, gb) = crate::params::two_mut(&mut self.grads, ad.a.clone(), ad.b.clone());
+            matmul_backward(Some(&mut du), gb, None, &dd, &self.u[i], &self.params[ad.b.clone()], n, r, oc, WeightLayout::OutIn);
+            let drop = !self.xd[i].is_empty();
+            let xin: &[f32] = if drop { &self.xd[i] } else { x };
+            if drop {
+                let mut dxd = vec![0.0f32; n * d_in];
+                matmul_backward(Some(&mut dxd), ga, None, &du, xin, &self.params[ad.a.clone()], n, d_in, r, WeightLayout::OutIn);
+                let mask = self.dropout_mask(i, n * d_in);
+                dx[..n * d_in].iter_mut().zip(dxd.iter().zip(mask)).for_each(|(g, (d, m))| *g += d * m);
+            } else {
+                matmul_backward(Some(&mut dx[..n * d_in]), ga, None, &du, xin, &self.params[ad.a.clone()], n, d_in, r, WeightLayout::OutIn);
+            }
+        }
+    }
+
+    /// Adds every adapter into the base weights (W += s * B A, transposed for
+    /// GPT-2's (in, out) matrices): the adapted model at no extra cost.
+    pub fn merge_into(&self, model: &mut crate::Transformer) {
+        let cfg = model.config.clone();
+        for ad in &self.adapters {
+            let li = &model.idx.layers[ad.layer];
+            let lin = match ad.site {
+                Site::Qkv => &li.qkv,
+                Site::Proj => &li.proj,
+                Site::Up => &li.up,
+                Site::Gate => li.gate.as_ref().expect("adapters on gate_proj exist only for SwiGLU models"),
+                Site::Down => &li.down,
+            };
+            let w_out = lin.w.len() / ad.d_in;
+            let s = self.config.scale(ad.r);
+            let (a, b) = (&self.params[ad.a.clone()], &self.params[ad.b.clone()]);
+            let wbuf = &mut model.params[lin.w.clone()];
+            for (oi, o) in ad.cols.clone().enumerate() {
+                for i in 0..ad.d_in {
+                    let d: f32 = (0..ad.r).map(|k| b[oi * ad.r + k] * a[k * ad.d_in + i]).sum();
+                    let at = if cfg.family == Family::Gpt2 { i * w_out + o } else { o * ad.d_in + i };
+                    wbuf[at] += s * d;
+                }
+            }
+        }
+    }
+
+    /// Writes `adapter_config.json` (PEFT's fields) and `adapter_model.safetensors` into `dir`.
+    pub fn save(&self, dir: &Path, model: &TransformerConfig, base: &str, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        self.save_config(dir, model, base)?;
+        self.save_weights(&dir.join(ADAPTER_WEIGHTS), metadata)
+    }
+
+    pub fn save_config(&self, dir: &Path, model: &TransformerConfig, base: &str) -> Result<()> {
+        let gpt2 = model.family == Family::Gpt2;
+        let mut targets: Vec<String> = self
+            .adapters
+            .iter()
+            .map(|a| if gpt2 { a.module.splitn(4, '.').nth(3).unwrap_or(&a.module).to_string() } else { a.module.rsplit('.').next().unwrap_or("").to_string() })
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let cfg = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base,
+            "r": self.config.r,
+            "lora_alpha": self.config.alpha,
+            "lora_dropout": self.config.dropout,
+            "target_modules": targets,
+            "fan_in_fan_out": gpt2,
+            "bias": "none",
+            "use_rslora": self.config.rslora,
+            "use_dora": false,
+            "modules_to_save": null,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "rank_pattern": {},
+            "alpha_pattern": {},
+        });
+        let path = dir.join(ADAPTER_CONFIG);
+        crate::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&cfg).expect("serializes").as_bytes()).map_err(io_err(&path))
+    }
+
+    pub fn save_weights(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        save_layout(path, &self.layout, &self.params, metadata)
+    }
+
+    /// Loads a PEFT LoRA folder for a model of config `model`. Anything it
+    /// cannot apply exactly (DoRA, bias training, per-module alphas, saved
+    /// full modules) is refused by field name.
+    pub fn load(dir: &Path, model: &TransformerConfig) -> Result<(Self, HashMap<String, String>)> {
+        let path = dir.join(ADAPTER_CONFIG);
+        let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let bad = |field: &str, msg: String| ModelError::Field { path: path.clone(), field: field.into(), msg };
+        if v["peft_type"].as_str().is_some_and(|t| t != "LORA") {
+            return Err(bad("peft_type", format!("{}: only LORA adapters are supported", v["peft_type"])));
+        }
+        if v["use_dora"].as_bool() == Some(true) {
+            return Err(bad("use_dora", "DoRA adapters are not supported; retrain with use_dora=false".into()));
+        }
+        if v["bias"].as_str().is_some_and(|b| b != "none") {
+            return Err(bad("bias", format!("{}: adapters that train biases are not supported", v["bias"])));
+        }
+        if v["modules_to_save"].as_array().is_some_and(|m| !m.is_empty()) {
+            return Err(bad("modules_to_save", "full copies of modules are not supported".into()));
+        }
+        if v["alpha_pattern"].as_object().is_some_and(|m| !m.is_empty()) {
+            return Err(bad("alpha_pattern", "per-module alphas are not supported".into()));
+        }
+        let r = v["r"].as_u64().ok_or_else(|| bad("r", "missing or not a positive integer".into()))? as usize;
+        let alpha = v["lora_alpha"].as_f64().ok_or_else(|| bad("lora_alpha", "missing or not a number".into()))? as f32;
+        let config = LoraConfig {
+            r,
+            alpha,
+            dropout: v["lora_dropout"].as_f64().unwrap_or(0.0) as f32,
+            targets: Vec::new(),
+            rslora: v["use_rslora"].as_bool().unwrap_or(false),
+        };
+        let w = TensorFile::open(&dir.join(ADAPTER_WEIGHTS))?;
+        let known = all_modules(model)?;
+        let mut specs = Vec::new();
+        for name in w.names() {
+            let Some(module) = name.strip_prefix("base_model.model.").and_then(|n| n.strip_suffix(".lora_A.weight")) else {
+                if name.ends_with(".lora_B.weight") {
+                    continue;
+                }
+                return Err(ModelError::Field {
+                    path: dir.join(ADAPTER_WEIGHTS),
+                    field: name.to_string(),
+                    msg: "is not a LoRA A or B matrix (expected base_model.model.<module>.lora_A.weight)".into(),
+                });
+            };
+            let Some((layer, site, cols, d_in)) = known.get(module) else {
+                return Err(ModelError::Field {
+                    path: dir.join(ADAPTER_WEIGHTS),
+                    field: name.to_string(),
+                    msg: format!("adapts {module}, which is not a projection of this {} model (is it the right base model?)", model.family.model_type()),
+                });
+            };
+            let shape = w.shape(name)?;
+            let rank = shape.first().copied().unwrap_or(0);
+            specs.push((*layer, *site, cols.clone(), *d_in, module.to_string(), rank));
+        }
+        if specs.is_empty() {
+            return Err(bad("target_modules", format!("{} holds no LoRA matrices", dir.join(ADAPTER_WEIGHTS).display())));
+        }
+        let mut lora = Self::build(config, specs);
+        for e in lora.layout.entries.clone() {
+            w.read_into(&e.name, &e.shape, &mut lora.params[e.range()])?;
+            check_finite(dir, &e.name, &lora.params[e.range()])?;
+        }
+        let meta = w.metadata()?;
+        Ok((lora, meta))
+    }
+}
+
+/// Whether `dir` holds a PEFT adapter.
+pub fn is_adapter_dir(dir: &Path) -> bool {
+    dir.join(ADAPTER_CONFIG).exists()
+}
+
+/// The base model an adapter folder names (`base_model_name_or_path`).
+pub fn adapter_base(dir: &Path) -> Result<String> {
+    let path = dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+    v["base_model_name_or_path"].as_str().map(str::to_string).ok_or_else(|| ModelError::Field {
+        path,
+        field: "base_model_name_or_path".into(),
+        msg: "is missing; give the base model folder with --model and this folder with --adapter".into(),
+    })
+}
