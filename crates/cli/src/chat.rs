@@ -18,6 +18,9 @@ pub struct ChatArgs {
     /// `chat_template` or chat_template.jinja, else ChatML
     #[arg(long)]
     model: PathBuf,
+    /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// A system message that opens the conversation (kept across /reset)
     #[arg(long)]
     system: Option<String>,
@@ -51,7 +54,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let gen_cfg = GenerationConfig::from_dir(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
-    let (model, tok) = crate::load_model_dir(&a.model)?;
+    let (model, tok) = crate::load_model_with(&a.model, a.adapter.as_deref())?;
     // A reply ends at the template's end-of-turn string, or an EOS token.
     let turn_ends = template.end_of_turn();
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();

@@ -8,6 +8,9 @@ pub struct EvalArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
     #[arg(long)]
     model: PathBuf,
+    /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// UTF-8 text file to score, or a token shard such as RUN/data/val.bin;
     /// for an encoder-decoder, source<TAB>target pairs
     #[arg(long)]
@@ -36,7 +39,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");
         return crate::translate::eval(&a.model, &a.data, a.beam, a.json);
     }
-    let (mut model, tok) = crate::load_model_dir(&a.model)?;
+    let (mut model, tok) = crate::load_model_with(&a.model, a.adapter.as_deref())?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let shard = attn_train::data::TokenShard::open(&a.data)?;
         shard.check_tokenizer(tok.as_ref(), &format!("the model in {}", a.model.display()))?;

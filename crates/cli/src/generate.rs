@@ -46,6 +46,9 @@ pub struct GenerateArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
     #[arg(long)]
     model: PathBuf,
+    /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The text to continue; "-" reads it from standard input
     #[arg(long, required_unless_present = "prompt_file", conflicts_with = "prompt_file")]
     prompt: Option<String>,
@@ -92,7 +95,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let gen_cfg = GenerationConfig::from_dir(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let text = read_prompt(&a)?;
-    let (model, tok) = crate::load_model_dir(&a.model)?;
+    let (model, tok) = crate::load_model_with(&a.model, a.adapter.as_deref())?;
     let prompt = tok.encode(&text)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization; give at least one character");
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();

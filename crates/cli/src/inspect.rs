@@ -15,6 +15,9 @@ pub enum InspectCommand {
         /// An attn run folder or a Hugging Face model folder (decoder, BERT, Marian or BART)
         #[arg(long)]
         model: PathBuf,
+        /// A LoRA adapter (PEFT folder) to merge into --model
+        #[arg(long)]
+        adapter: Option<PathBuf>,
         /// The text to look at (decoders and encoders)
         #[arg(long, required_unless_present = "source")]
         text: Option<String>,
@@ -112,6 +115,9 @@ pub struct ModelText {
     /// An attn run folder or a Hugging Face GPT-2 folder
     #[arg(long)]
     model: PathBuf,
+    /// A LoRA adapter (PEFT folder) to merge into --model
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// The text to look at
     #[arg(long)]
     text: String,
@@ -128,7 +134,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let color = crate::use_color();
     match c {
-        InspectCommand::Attention { model, text, source, target, kind, threads, layer, head, out: file } => {
+        InspectCommand::Attention { model, adapter, text, source, target, kind, threads, layer, head, out: file } => {
             crate::set_threads(threads)?;
             if attn_model::is_seq2seq_dir(&model) {
                 anyhow::ensure!(kind == AttnKind::Cross, "{} is an encoder-decoder: use --kind cross with --source and --target", model.display());
@@ -142,8 +148,8 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 "--kind cross and --source / --target are for encoder-decoders (Marian, BART, attn translation runs)"
             );
             let text = text.expect("clap requires --text without --source");
-            let m = ModelText { model, text, threads };
-            let tr = match crate::load_any(&m.model)? {
+            let m = ModelText { model, adapter, text, threads };
+            let tr = match crate::load_any_with(&m.model, m.adapter.as_deref())? {
                 (crate::Loaded::Decoder(mut model), tok) => attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?,
                 (crate::Loaded::Encoder(bert), tok) => attn_inspect::trace_bert(&bert, tok.as_ref(), &m.text)?,
             };
@@ -194,7 +200,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
         }
         InspectCommand::Next { m, top, temperature, top_k, top_p, json } => {
             crate::set_threads(m.threads)?;
-            let (mut model, tok) = crate::load_model_dir(&m.model)?;
+            let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;
             let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
             let cfg = SamplerConfig { temperature, top_k, top_p, repetition_penalty: 1.0 };
             let next = attn_inspect::next_token(&tr, tok.as_ref(), top, cfg)?;
@@ -231,7 +237,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
         }
         InspectCommand::Lens { m, top, json } => {
             crate::set_threads(m.threads)?;
-            let (mut model, tok) = crate::load_model_dir(&m.model)?;
+            let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;
             let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
             let lens = attn_inspect::logit_lens(&model, &tr, top.max(1));
             let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();

@@ -8,6 +8,7 @@ mod embed;
 mod eval;
 mod generate;
 mod inspect;
+mod lora;
 mod tokenizer;
 mod train;
 mod translate;
@@ -45,6 +46,9 @@ enum Command {
     /// Look inside a model: attention maps, next-token distribution, logit lens, embeddings, tokens
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// LoRA adapters: merge one into its base model
+    #[command(subcommand)]
+    Lora(lora::LoraCommand),
     /// Train, encode, decode, show and convert tokenizers
     #[command(subcommand)]
     Tokenizer(tokenizer::TokenizerCommand),
@@ -103,18 +107,42 @@ pub enum Loaded {
 /// A model folder's weights and tokenizer, by config.json's `model_type`:
 /// attn run folders, and Hugging Face GPT-2, Llama, Qwen2 and BERT folders.
 pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_tokenizer::Tokenizer>)> {
+    load_any_with(dir, None)
+}
+
+/// `load_any` with a LoRA adapter (a PEFT folder) merged into the weights.
+/// `dir` may itself be an adapter folder (an attn LoRA run): its
+/// `base_model_name_or_path` names the base.
+pub fn load_any_with(dir: &std::path::Path, adapter: Option<&std::path::Path>) -> anyhow::Result<(Loaded, Box<dyn attn_tokenizer::Tokenizer>)> {
     use anyhow::Context;
-    let ctx = || format!("loading the model in {}", dir.display());
+    use attn_model::lora::{adapter_base, is_adapter_dir, Lora};
+    let (base, adapter) = match adapter {
+        Some(a) => (dir.to_path_buf(), Some(a.to_path_buf())),
+        None if is_adapter_dir(dir) && !dir.join("config.json").exists() => (std::path::PathBuf::from(adapter_base(dir)?), Some(dir.to_path_buf())),
+        None => (dir.to_path_buf(), None),
+    };
+    let ctx = || format!("loading the model in {}", base.display());
     // One call loads any folder; its config says whether it generates.
-    let (m, _) = attn_model::Transformer::load(dir).with_context(ctx)?;
+    let (mut m, _) = attn_model::Transformer::load(&base).with_context(ctx)?;
+    if let Some(a) = &adapter {
+        let (lora, _) = Lora::load(a, &m.config).with_context(|| format!("loading the LoRA adapter in {}", a.display()))?;
+        lora.merge_into(&mut m);
+    }
     let model = if m.config.has_head() { Loaded::Decoder(m) } else { Loaded::Encoder(m) };
-    let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+    // An adapter folder's own tokenizer (its run may have saved one) wins.
+    let tok_dir = adapter.as_ref().filter(|a| a.join("tokenizer.json").exists()).unwrap_or(&base);
+    let tok = attn_tokenizer::load_tokenizer(tok_dir, None).with_context(|| format!("loading the tokenizer of {}", tok_dir.display()))?;
     Ok((model, tok))
 }
 
 /// A decoder and its tokenizer, for the commands that predict tokens.
 pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
-    match load_any(dir)? {
+    load_model_with(dir, None)
+}
+
+/// `load_model_dir` with an optional LoRA adapter merged in.
+pub fn load_model_with(dir: &std::path::Path, adapter: Option<&std::path::Path>) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
+    match load_any_with(dir, adapter)? {
         (Loaded::Decoder(m), tok) => Ok((m, tok)),
         (Loaded::Encoder(_), _) => anyhow::bail!(
             "{} holds a BERT encoder, which does not predict next tokens; use `attn embed`, `attn similarity` or `attn inspect attention|embeddings|tokens`",
@@ -145,6 +173,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),
+        Command::Lora(c) => lora::run(c),
         Command::Inspect(c) => inspect::run(c),
         Command::Embed(a) => embed::run_embed(a),
         Command::Similarity(a) => embed::run_similarity(a),

@@ -67,6 +67,19 @@ pub struct TrainArgs {
     /// fine-tuning on JSONL records
     #[arg(long, value_enum, default_value = "lm")]
     pub(crate) task: Task,
+    /// LoRA: train rank-R adapters on a frozen --init model instead of every weight;
+    /// --out becomes a PEFT folder (adapter_config.json, adapter_model.safetensors)
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) lora_r: Option<usize>,
+    /// LoRA: the adapters' scale is alpha / r [default: 2 r]
+    #[arg(long, allow_negative_numbers = true, requires = "lora_r")]
+    pub(crate) lora_alpha: Option<f32>,
+    /// LoRA: the projections adapted, comma-separated among q, k, v, o, mlp (GPT-2's q, k and v share c_attn)
+    #[arg(long, default_value = "q,v", requires = "lora_r")]
+    pub(crate) lora_targets: String,
+    /// LoRA: dropout on the adapters' input during training
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, requires = "lora_r")]
+    pub(crate) lora_dropout: f32,
     /// SFT: the tokens that carry the loss
     #[arg(long, value_enum, default_value = "auto")]
     pub(crate) loss_on: LossOn,
@@ -205,10 +218,19 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(sft || !given("loss_on"), "--loss-on is for --task sft; plain-text training puts the loss on every token");
+    anyhow::ensure!(
+        a.lora_r.is_none() || a.init.is_some() || a.resume,
+        "--lora-r trains adapters on an existing model: give the model with --init DIR"
+    );
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let saved = if a.resume { Some(attn_train::saved_train_config(&a.out)?) } else { None };
     let model = match &a.init {
-        // A resumed run is what its folder says it is, however it began.
+        // A resumed run is what its folder says it is, however it began; a
+        // LoRA run's adapter config names its base.
+        _ if a.resume && attn_model::lora::is_adapter_dir(&a.out) => {
+            let base = attn_model::lora::adapter_base(&a.out)?;
+            config_from_dir(std::path::Path::new(&base)).with_context(|| format!("--resume: the base model {base} of the LoRA run in {}", a.out.display()))?
+        }
         _ if a.resume => config_from_dir(&a.out).with_context(|| format!("--resume: the run in {}", a.out.display()))?,
         Some(dir) => config_from_dir(dir).with_context(|| format!("--init {}", dir.display()))?,
         None => {
@@ -237,6 +259,13 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         eval_batches: a.eval_batches,
         val_fraction: a.val_fraction,
         seed: a.seed,
+        lora: a.lora_r.map(|r| attn_model::lora::LoraConfig {
+            r,
+            alpha: a.lora_alpha.unwrap_or(2.0 * r as f32),
+            dropout: a.lora_dropout,
+            targets: a.lora_targets.split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            rslora: false,
+        }),
         loss_on: sft.then_some(match a.loss_on {
             LossOn::Auto => attn_train::sft::LossOn::Auto,
             LossOn::Completion => attn_train::sft::LossOn::Completion,
@@ -261,6 +290,9 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         if given("loss_on") || given("task") {
             c.loss_on = fresh.loss_on;
+        }
+        if ["lora_r", "lora_alpha", "lora_targets", "lora_dropout"].iter().any(|f| given(f)) {
+            c.lora = fresh.lora.clone();
         }
         c
     } else {

@@ -38,7 +38,7 @@ pub enum Site {
 }
 
 /// `--lora-r`, `--lora-alpha`, `--lora-dropout`, `--lora-targets`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoraConfig {
     pub r: usize,
     pub alpha: f32,

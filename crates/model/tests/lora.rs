@@ -147,3 +147,35 @@ fn dropout_gradient_matches_finite_differences() {
     eprintln!("dropout: worst |numeric - analytic| {worst:e} of gradient scale {scale:e}");
     assert!(worst < 2e-3 * scale.max(1.0), "dropout gradient off by {worst:e}");
 }
+
+/// An adapter attn writes (testdata/lora/attn_export/{gpt2,llama}, with the
+/// logits attn computes with it) for tools/reference/check_lora_export.py to
+/// load with `PeftModel.from_pretrained` and compare. This test keeps the
+/// committed folders equal to what attn writes and computes today;
+/// ATTN_WRITE_FIXTURES=1 rewrites them.
+#[test]
+fn exported_adapters_are_current() {
+    for v in ["gpt2", "llama"] {
+        let (mut model, _) = Transformer::load(&dir(v).join("base")).unwrap();
+        let cfg = LoraConfig { r: 3, alpha: 6.0, dropout: 0.0, targets: ["q", "k", "v", "o", "mlp"].map(String::from).to_vec(), rslora: false };
+        let mut lora = Lora::new(&model.config, cfg, 7).unwrap();
+        lora.params.iter_mut().enumerate().for_each(|(i, p)| *p += ((i * 31 % 17) as f32 - 8.0) * 0.01);
+        let x: Vec<u32> = (0..2 * 64).map(|i| (i * 11 % 67) as u32).collect();
+        let out = dir("attn_export").join(v);
+        if std::env::var_os("ATTN_WRITE_FIXTURES").is_some() {
+            std::fs::create_dir_all(&out).unwrap();
+            lora.save(&out, &model.config, &format!("testdata/lora/{v}/base"), None).unwrap();
+            model.lora = Some(lora);
+            model.forward(&x, None, 2, 64).unwrap();
+            let ids: Vec<f32> = x.iter().map(|&i| i as f32).collect();
+            attn_model::checkpoint::save_tensors(&out.join("attn_logits.safetensors"), &[("logits", vec![2, 64, 67], model.logits()), ("input_ids", vec![2, 64], &ids)], None).unwrap();
+            continue;
+        }
+        let (saved, _) = Lora::load(&out, &model.config).unwrap();
+        assert_eq!(saved.params, lora.params, "{v}: the committed adapter is not what attn writes; rerun with ATTN_WRITE_FIXTURES=1");
+        model.lora = Some(saved);
+        model.forward(&x, None, 2, 64).unwrap();
+        let want = TensorFile::open(&out.join("attn_logits.safetensors")).unwrap().read_f32("logits").unwrap();
+        assert!(max_abs(model.logits(), &want) < 1e-5, "{v}: the committed logits are stale");
+    }
+}

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use attn_model::checkpoint::{tmp_path, write_atomic, TensorFile, WEIGHTS_FILE};
+use attn_model::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 
 use crate::error::{Result, TrainError};
 
@@ -35,7 +36,7 @@ pub fn staging_path(out: &Path) -> PathBuf {
 
 /// Whether `dir` holds a run (or a model) that a new run would replace.
 pub fn holds_run(dir: &Path) -> bool {
-    ["config.json", WEIGHTS_FILE, STATE_FILE, COMMIT_FILE, "metrics.jsonl"].iter().any(|f| dir.join(f).exists())
+    ["config.json", WEIGHTS_FILE, ADAPTER_CONFIG, ADAPTER_WEIGHTS, STATE_FILE, COMMIT_FILE, "metrics.jsonl"].iter().any(|f| dir.join(f).exists())
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
@@ -53,14 +54,18 @@ pub fn committed_step(dir: &Path) -> Option<usize> {
     serde_json::from_str::<serde_json::Value>(&text).ok()?["step"].as_u64().map(|s| s as usize)
 }
 
-/// Writes a checkpoint as one unit. `write_next(model_next, state_next)`
-/// writes the two files (complete, then renamed into those names).
-pub fn commit(dir: &Path, step: usize, write_next: impl FnOnce(&Path, &Path) -> Result<()>) -> Result<()> {
-    let (model, state) = (dir.join(WEIGHTS_FILE), dir.join(STATE_FILE));
+/// The files a checkpoint's weights may be: a model's, or a LoRA run's adapter.
+const WEIGHT_FILES: [&str; 2] = [WEIGHTS_FILE, ADAPTER_WEIGHTS];
+
+/// Writes a checkpoint as one unit. `write_next(weights_next, state_next)`
+/// writes the two files (complete, then renamed into those names);
+/// `weights` is `model.safetensors` or, for a LoRA run, the adapter's file.
+pub fn commit(dir: &Path, step: usize, weights: &str, write_next: impl FnOnce(&Path, &Path) -> Result<()>) -> Result<()> {
+    let (model, state) = (dir.join(weights), dir.join(STATE_FILE));
     write_next(&next_path(&model), &next_path(&state))?;
     sync_dir(dir)?;
     let commit = dir.join(COMMIT_FILE);
-    let record = serde_json::json!({"step": step, "files": [WEIGHTS_FILE, STATE_FILE]});
+    let record = serde_json::json!({"step": step, "files": [weights, STATE_FILE]});
     write_atomic(&commit, record.to_string().as_bytes()).map_err(|e| {
         let _ = std::fs::remove_file(tmp_path(&commit));
         TrainError::io(&commit)(e)
@@ -71,7 +76,7 @@ pub fn commit(dir: &Path, step: usize, write_next: impl FnOnce(&Path, &Path) -> 
 
 /// Renames committed `.next` files over their targets.
 fn finish_pending(dir: &Path) -> Result<()> {
-    for f in [WEIGHTS_FILE, STATE_FILE] {
+    for f in [WEIGHT_FILES[0], WEIGHT_FILES[1], STATE_FILE] {
         let (target, next) = (dir.join(f), next_path(&dir.join(f)));
         if next.exists() {
             std::fs::rename(&next, &target).map_err(TrainError::io(&target))?;
@@ -86,7 +91,7 @@ fn finish_pending(dir: &Path) -> Result<()> {
 pub fn recover(dir: &Path) -> Result<Option<String>> {
     let committed = committed_step(dir);
     let mut done = Vec::new();
-    for f in [WEIGHTS_FILE, STATE_FILE] {
+    for f in [WEIGHT_FILES[0], WEIGHT_FILES[1], STATE_FILE] {
         let next = next_path(&dir.join(f));
         if !next.exists() {
             continue;

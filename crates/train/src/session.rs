@@ -28,6 +28,17 @@ pub(crate) struct Session {
     pub start_step: usize,
     /// Fingerprint of the --data files the run was started with.
     pub data_fingerprint: u64,
+    /// A LoRA run's base model folder (the adapter config's `base_model_name_or_path`).
+    pub lora_base: Option<String>,
+}
+
+/// Puts new LoRA adapters on the model when the run asks for them; returns
+/// the base folder the adapter config will name.
+pub(crate) fn attach_lora(run: &TrainRun, model: &mut Transformer) -> Result<Option<String>> {
+    let Some(cfg) = &run.config.lora else { return Ok(None) };
+    let init = run.init.as_ref().ok_or_else(|| TrainError::Config("LoRA trains adapters on an existing model: give it with --init DIR".into()))?;
+    model.lora = Some(attn_model::lora::Lora::new(&model.config, cfg.clone(), run.config.seed)?);
+    Ok(Some(init.canonicalize().unwrap_or_else(|_| init.clone()).display().to_string()))
 }
 
 /// What a run trains and validates on.
@@ -130,7 +141,9 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
         }
         None => Transformer::new(arch, run.config.seed)?,
     };
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
+    let mut model = model;
+    let lora_base = attach_lora(run, &mut model)?;
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
     Ok(Session {
         model,
         opt,
@@ -139,6 +152,7 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
         start_step: 0,
         dir: dir.to_path_buf(),
         data_fingerprint: corpus_fingerprint(&run.data)?,
+        lora_base,
     })
 }
 
@@ -193,7 +207,17 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     if !state_path.exists() {
         return Err(rerr(format!("{} not found; start the run without --resume", state_path.display())));
     }
-    let (model, model_meta) = Transformer::load(&run.out)?;
+    // A LoRA run holds the adapter; its config names the frozen base.
+    let (model, model_meta, lora_base) = if attn_model::lora::is_adapter_dir(&run.out) {
+        let base = attn_model::lora::adapter_base(&run.out)?;
+        let (mut m, _) = Transformer::load(Path::new(&base))?;
+        let (lora, meta) = attn_model::lora::Lora::load(&run.out, &m.config)?;
+        m.lora = Some(lora);
+        (m, meta, Some(base))
+    } else {
+        let (m, meta) = Transformer::load(&run.out)?;
+        (m, meta, None)
+    };
     let state = TensorFile::open(&state_path)?;
     let meta = state.metadata()?;
     let step: usize =
@@ -249,8 +273,8 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
         }
         Data::Text { train, val }
     };
-    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
-    let n = model.layout().total();
+    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
+    let n = model.trainable_layout().total();
     state.read_into("m", &[n], &mut opt.m)?;
     if !opt.v.is_empty() {
         state.read_into("v", &[n], &mut opt.v)?;
@@ -264,5 +288,6 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
         start_step: step,
         dir: run.out.clone(),
         data_fingerprint,
+        lora_base,
     })
 }

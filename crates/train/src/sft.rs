@@ -8,7 +8,7 @@
 //! (`add_generation_prompt=True`) to the end of the conversation through it,
 //! so the template's end-of-turn token is learned too. The whole rendering
 //! is tokenized at once, as it is when the model is prompted, and a token is
-//! labelled when its first byte lies in such a span.
+//! labelled when any of its bytes lies in such a span.
 //!
 //! Batches are right-padded to their longest example: in a causal model no
 //! real position attends to a later padded one, so no attention mask is
@@ -174,8 +174,11 @@ pub fn label_text(tok: &dyn Tokenizer, text: &str, spans: &[Range<usize>]) -> st
     if spelled != text.as_bytes() {
         return Err("the tokenizer's tokens do not spell the text back byte for byte (it normalizes or adds spaces), so labels cannot be placed on tokens; use --loss-on all".into());
     }
-    let labelled = |s: usize| spans.iter().any(|r| r.contains(&s));
-    let targets = (0..ids.len()).map(|i| if i + 1 < ids.len() && labelled(starts[i + 1]) { ids[i + 1] } else { IGNORE }).collect();
+    // A token is labelled when any of its bytes is: a token that straddles
+    // the start of a completion (" 12" after "4?") is the completion's first.
+    let end = |i: usize| starts.get(i + 1).copied().unwrap_or(spelled.len());
+    let labelled = |i: usize| spans.iter().any(|r| starts[i] < r.end && end(i) > r.start);
+    let targets = (0..ids.len()).map(|i| if i + 1 < ids.len() && labelled(i + 1) { ids[i + 1] } else { IGNORE }).collect();
     Ok(SftExample { ids, targets })
 }
 
@@ -340,10 +343,18 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
                 text.push('\n');
             }
             let tok = tokenizer_for(&run.tokenizer, &text, run, &["<|endoftext|>", "<|im_start|>", "<|im_end|>"])?;
-            let model = Transformer::new(run.model.with_vocab(tok.vocab_size()), run.config.seed)?;
+            let mut arch = run.model.with_vocab(tok.vocab_size());
+            // A new chat model ends its turns with <|im_end|>: its EOS, so
+            // that `attn generate` stops there too.
+            if let Some(id) = tok.encode_plain("<|im_end|>").ok().filter(|ids| ids.len() == 1) {
+                arch.eos_token_ids = id;
+            }
+            let model = Transformer::new(arch, run.config.seed)?;
             (template, tok, model)
         }
     };
+    let mut model = model;
+    let lora_base = crate::session::attach_lora(run, &mut model)?;
     let missing = template_tokens_missing(tok.as_ref(), &template);
     if !missing.is_empty() && !run.quiet {
         eprintln!("note: the tokenizer has no single token for {}; the model learns them as text", missing.join(", "));
@@ -351,7 +362,7 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
     tok.save(&dir.join(TOKENIZER_FILE))?;
     template.save_to_dir(dir)?;
     let data = load_data(run, tok.as_ref(), &template)?;
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.layout());
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
     Ok(Session {
         model,
         opt,
@@ -360,6 +371,7 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
         start_step: 0,
         dir: dir.to_path_buf(),
         data_fingerprint: corpus_fingerprint(&[run.data.as_slice(), &run.val_data].concat())?,
+        lora_base,
     })
 }
 

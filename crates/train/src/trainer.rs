@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use attn_model::checkpoint::save_tensors;
+use attn_model::checkpoint::{save_tensors, WEIGHTS_FILE};
+use attn_model::lora::ADAPTER_WEIGHTS;
 use attn_model::{Transformer, TransformerConfig};
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +48,9 @@ pub struct TrainConfig {
     /// None for plain language modelling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_on: Option<crate::sft::LossOn>,
+    /// LoRA fine-tuning: the adapters trained on a frozen --init model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lora: Option<attn_model::lora::LoraConfig>,
 }
 
 impl TrainConfig {
@@ -154,10 +158,18 @@ pub struct TrainSummary {
 fn save_checkpoint(s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
     // Updates skip non-finite gradients, so this is a last guard: a checkpoint
     // never holds a weight that cannot be resumed from.
-    refuse_non_finite(s.model.layout(), s.model.params(), step, &s.dir)?;
-    s.model.save_config(&s.dir)?;
+    refuse_non_finite(s.model.trainable_layout(), s.model.trainable_params(), step, &s.dir)?;
     let config = serde_json::to_string(cfg).expect("serializes");
-    commit_checkpoint(&s.dir, step, &s.opt, s.data_fingerprint, config, |path, meta| Ok(s.model.save_weights(path, Some(meta))?))
+    // A LoRA run is a PEFT folder: the adapter, not a copy of the frozen base.
+    if let Some(lora) = &s.model.lora {
+        let base = s.lora_base.as_deref().unwrap_or_default();
+        lora.save_config(&s.dir, &s.model.config, base)?;
+        return commit_checkpoint(&s.dir, step, ADAPTER_WEIGHTS, &s.opt, s.data_fingerprint, config, |path, meta| {
+            Ok(lora.save_weights(path, Some(meta))?)
+        });
+    }
+    s.model.save_config(&s.dir)?;
+    commit_checkpoint(&s.dir, step, WEIGHTS_FILE, &s.opt, s.data_fingerprint, config, |path, meta| Ok(s.model.save_weights(path, Some(meta))?))
 }
 
 /// The error of a failed checkpoint, naming the one that is intact.
@@ -194,6 +206,7 @@ pub(crate) fn refuse_non_finite(layout: &attn_model::params::ParamLayout, params
 pub(crate) fn commit_checkpoint(
     dir: &Path,
     step: usize,
+    weights: &str,
     opt: &crate::optim::Optimizer,
     data_fingerprint: u64,
     train_config: String,
@@ -201,7 +214,7 @@ pub(crate) fn commit_checkpoint(
 ) -> Result<()> {
     let mut meta = HashMap::new();
     meta.insert("step".to_string(), step.to_string());
-    run_dir::commit(dir, step, |model_next, state_next| {
+    run_dir::commit(dir, step, weights, |model_next, state_next| {
         save_weights(model_next, meta.clone())?;
         meta.insert("optimizer_step".into(), opt.step.to_string());
         meta.insert("data_fingerprint".into(), data_fingerprint.to_string());
@@ -263,6 +276,14 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
     let (b, t, accum) = (cfg.batch_size, cfg.seq_len, cfg.grad_accum);
     if !run.quiet {
         println!("model: {}", s.model.describe());
+        if let Some(l) = &s.model.lora {
+            println!(
+                "lora: {} adapters, {} trainable parameters ({:.2}% of the frozen base's)",
+                l.adapters.len(),
+                l.num_params(),
+                100.0 * l.num_params() as f64 / s.model.layout().num_params() as f64
+            );
+        }
         println!("train: {cfg:?}");
         println!("data: {}; threads: {}", s.data.describe(), rayon::current_num_threads());
         if s.start_step > 0 {
@@ -295,12 +316,20 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
         let mut loss = 0.0f64;
         let mut step_tokens = 0;
         for micro in 0..accum {
+            if let Some(l) = &mut s.model.lora {
+                // Dropout masks drawn per micro-batch, reproducibly.
+                l.training = true;
+                l.dropout_stream = cfg.seed ^ ((step - 1) * accum + micro) as u64;
+            }
             let tb = s.data.train_batch(&mut x, &mut y, b, t, cfg.seed, ((step - 1) * accum + micro) as u64);
             loss += s.model.forward(&x[..b * tb], Some(&y[..b * tb]), b, tb)?.expect("targets given") as f64;
             s.model.backward(1.0 / accum as f32)?;
             step_tokens += b * tb;
         }
         let loss = (loss / accum as f64) as f32;
+        if let Some(l) = &mut s.model.lora {
+            l.training = false;
+        }
         let (params, grads) = s.model.params_and_grads();
         // A non-finite loss or gradient is never applied: the step is skipped.
         let norm = if loss.is_finite() { s.opt.step(params, grads, lr, cfg.grad_clip) } else { f32::NAN };
