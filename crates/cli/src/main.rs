@@ -141,7 +141,10 @@ pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Tran
 }
 
 /// `load_model_dir` with an optional LoRA adapter merged in.
-pub fn load_model_with(dir: &std::path::Path, adapter: Option<&std::path::Path>) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
+pub fn load_model_with(
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
     match load_any_with(dir, adapter)? {
         (Loaded::Decoder(m), tok) => Ok((m, tok)),
         (Loaded::Encoder(_), _) => anyhow::bail!(

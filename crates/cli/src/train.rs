@@ -218,10 +218,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(sft || !given("loss_on"), "--loss-on is for --task sft; plain-text training puts the loss on every token");
-    anyhow::ensure!(
-        a.lora_r.is_none() || a.init.is_some() || a.resume,
-        "--lora-r trains adapters on an existing model: give the model with --init DIR"
-    );
+    anyhow::ensure!(a.lora_r.is_none() || a.init.is_some() || a.resume, "--lora-r trains adapters on an existing model: give the model with --init DIR");
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let saved = if a.resume { Some(attn_train::saved_train_config(&a.out)?) } else { None };
     let model = match &a.init {

@@ -65,7 +65,22 @@ pub fn attention_forward(
     qkv: &[f32],     // (B, T, W): Q, K, V packed along channels
     s: AttnShape,
 ) {
+    attention_forward_masked(out, att, qkv, s, &[]);
+}
+
+/// `attention_forward` over a right-padded batch: sequence `bi` has
+/// `key_lens[bi]` real positions, and keys past it get probability 0, so no
+/// real position sees padding (an empty `key_lens`: every key is real). The
+/// backward pass needs no mask: it multiplies by these zero probabilities.
+pub fn attention_forward_masked(
+    out: &mut [f32], // (B, T, NH*HS)
+    att: &mut [f32], // (B, NH, T, T)
+    qkv: &[f32],     // (B, T, W)
+    s: AttnShape,
+    key_lens: &[usize], // (B) or empty
+) {
     s.check();
+    assert!(key_lens.is_empty() || (key_lens.len() == s.b && key_lens.iter().all(|&l| l >= 1 && l <= s.t)), "key lengths {key_lens:?} for T = {}", s.t);
     let AttnShape { b, t, nh, hs, causal, .. } = s;
     let (w, oc, group) = (s.qkv_width(), s.out_width(), s.group());
     assert!(out.len() >= b * t * oc && att.len() >= b * nh * t * t && qkv.len() >= b * t * w);
@@ -75,6 +90,7 @@ pub fn attention_forward(
         let (bi, h) = (bh / nh, bh % nh);
         let g = h / group;
         let base = bi * t * w;
+        let klen = key_lens.get(bi).copied().unwrap_or(t);
         let (qo, ko, vo) = (h * hs, oc + g * hs, oc + s.nkv * hs + g * hs);
         let q = qkv[base + qo..].as_ptr();
         let k = qkv[base + ko..].as_ptr();
@@ -85,12 +101,12 @@ pub fn attention_forward(
             // than the arithmetic, so rows are done directly.
             let row = |i: usize, off: usize| &qkv[base + i * w + off..][..hs];
             for (i, scores) in att_bh.chunks_exact_mut(t).enumerate() {
-                let len = if causal { i + 1 } else { t };
+                let len = if causal { i + 1 } else { t }.min(klen);
                 for (j, sc) in scores[..len].iter_mut().enumerate() {
                     *sc = dot(row(i, qo), row(j, ko));
                 }
             }
-            softmax_rows(att_bh, t, scale, causal);
+            softmax_rows(att_bh, t, scale, causal, klen);
             for (i, probs) in att_bh.chunks_exact(t).enumerate() {
                 // SAFETY: each (b, h) task writes only its head's columns of its batch rows.
                 let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add((bi * t + i) * oc + h * hs), hs) };
@@ -105,7 +121,7 @@ pub fn attention_forward(
             // scores (T, T) = Q_h (T, HS) @ K_g^T (HS, T)
             sgemm_serial(t, t, hs, att_bh.as_mut_ptr(), t as isize, 1, false, q, ws, 1, k, 1, ws);
         }
-        softmax_rows(att_bh, t, scale, causal);
+        softmax_rows(att_bh, t, scale, causal, klen);
         unsafe {
             // out_h (T, HS), row stride NH*HS = att (T, T) @ V_g (T, HS). Each
             // (b, h) task writes only its own head's columns of its batch rows.
@@ -116,9 +132,9 @@ pub fn attention_forward(
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
-fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool) {
+fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool, klen: usize) {
     for (q, row) in att.chunks_exact_mut(t).enumerate() {
-        let len = if causal { q + 1 } else { t };
+        let len = if causal { q + 1 } else { t }.min(klen);
         softmax_row(&mut row[..len], scale);
         row[len..].fill(0.0);
     }

@@ -109,6 +109,11 @@ pub struct TransformerConfig {
     pub tied_head: bool,
     /// Token ids that end generation (config.json's `eos_token_id`).
     pub eos_token_ids: Vec<u32>,
+    /// A sequence classifier's labels in id order (`id2label`); empty for a
+    /// language model or an encoder. A classifier has no LM head: GPT-2 and
+    /// Llama end in `score` (K, C) read at the last real token, BERT in its
+    /// pooler (dense + tanh over [CLS]) and `classifier`.
+    pub labels: Vec<String>,
     /// The config.json this came from (or null), so that saving keeps the
     /// fields attn does not use, such as names and token ids.
     pub hf: serde_json::Value,
@@ -159,6 +164,7 @@ impl TransformerConfig {
             dense_bias: true,
             tied_head: true,
             eos_token_ids: Vec::new(),
+            labels: Vec::new(),
             hf: serde_json::Value::Null,
         }
     }
@@ -188,6 +194,7 @@ impl TransformerConfig {
             dense_bias: false,
             tied_head: true,
             eos_token_ids: Vec::new(),
+            labels: Vec::new(),
             hf: serde_json::Value::Null,
         }
     }
@@ -214,7 +221,12 @@ impl TransformerConfig {
     /// hidden states through the word embeddings, which lets the tests train
     /// the post-norm encoder blocks on a next-token loss.
     pub fn has_head(&self) -> bool {
-        self.family != Family::Bert || self.tied_head
+        self.labels.is_empty() && (self.family != Family::Bert || self.tied_head)
+    }
+
+    /// Whether the model ends in a sequence-classification head.
+    pub fn is_classifier(&self) -> bool {
+        !self.labels.is_empty()
     }
 
     pub fn preset(name: &str) -> Result<Self> {
@@ -344,7 +356,13 @@ impl TransformerConfig {
         let head = if self.tied_head || !self.has_head() { 0 } else { v * c };
         let final_norm = if self.norm_position == NormPosition::Pre { norm } else { 0 };
         let embed_extra = self.type_vocab_size as u128 * c + if self.embed_norm { 2 * c } else { 0 };
-        Some(v * c + pos + embed_extra + l.checked_mul(per_layer)? + final_norm + head)
+        let k = self.labels.len() as u128;
+        let cls = match (k, self.family) {
+            (0, _) => 0,
+            (_, Family::Bert) => c * c + c + k * c + k,
+            _ => k * c,
+        };
+        Some(v * c + pos + embed_extra + l.checked_mul(per_layer)? + final_norm + head + cls)
     }
 
     /// Training FLOPs of one step over B x T tokens, counting every GEMM

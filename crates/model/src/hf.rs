@@ -189,9 +189,40 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
     // An end-of-sequence id outside the vocabulary can never be drawn
     // (transformers' GPT2Config defaults to 50256 whatever the vocab size).
     let mut cfg = cfg;
+    cfg.labels = classifier_labels(v, path)?;
     cfg.eos_token_ids.retain(|&id| (id as usize) < cfg.vocab_size);
     cfg.validate_at(path)?;
     Ok(cfg)
+}
+
+/// A `*ForSequenceClassification` config's labels, in id order, from
+/// `id2label` (every config has one, so only the architecture says the model
+/// is a classifier); empty for other architectures.
+fn classifier_labels(v: &Value, path: &Path) -> Result<Vec<String>> {
+    let arch = v["architectures"].get(0).and_then(Value::as_str).unwrap_or("");
+    if !arch.ends_with("ForSequenceClassification") {
+        return Ok(Vec::new());
+    }
+    let map = v["id2label"].as_object().ok_or_else(|| field_err(path, "id2label", "is missing; a sequence classifier names its labels"))?;
+    let mut labels = vec![None; map.len()];
+    for (id, name) in map {
+        let i: usize =
+            id.parse().ok().filter(|&i| i < map.len()).ok_or_else(|| field_err(path, "id2label", format!("key {id:?} is not an id in 0..{}", map.len())))?;
+        labels[i] = Some(name.as_str().ok_or_else(|| field_err(path, "id2label", format!("label {id} is not a string")))?.to_string());
+    }
+    let labels: Vec<String> = labels.into_iter().map(|l| l.expect("ids 0..n are distinct")).collect();
+    if labels.len() < 2 {
+        return Err(field_err(path, "id2label", "a classifier needs at least 2 labels"));
+    }
+    if v["problem_type"].as_str().is_some_and(|p| p != "single_label_classification") {
+        return Err(unsupported(
+            path,
+            "problem_type",
+            v["problem_type"].as_str().unwrap_or(""),
+            "only single_label_classification (softmax over the labels) is implemented",
+        ));
+    }
+    Ok(labels)
 }
 
 fn parse<T: for<'de> Deserialize<'de>>(v: &Value, path: &Path) -> Result<T> {
@@ -373,6 +404,7 @@ fn llama_from_hf(v: &Value, path: &Path, family: Family) -> Result<TransformerCo
         dense_bias: false,
         tied_head: hf.tie_word_embeddings.unwrap_or(d.tie_word_embeddings),
         eos_token_ids: hf.eos_token_id.map(|t| t.to_vec()).unwrap_or_default(),
+        labels: Vec::new(),
         hf: v.clone(),
     };
     if family != Family::Qwen2 && hf.attention_bias == Some(true) {
@@ -456,6 +488,24 @@ pub fn to_hf(cfg: &TransformerConfig) -> Value {
     }
     if !cfg.eos_token_ids.is_empty() {
         v["eos_token_id"] = if cfg.eos_token_ids.len() == 1 { cfg.eos_token_ids[0].into() } else { cfg.eos_token_ids.clone().into() };
+    }
+    if cfg.is_classifier() {
+        let arch = match cfg.family {
+            Family::Gpt2 => "GPT2ForSequenceClassification",
+            Family::Bert => "BertForSequenceClassification",
+            Family::Qwen2 => "Qwen2ForSequenceClassification",
+            Family::Mistral => "MistralForSequenceClassification",
+            Family::Llama => "LlamaForSequenceClassification",
+        };
+        v["architectures"] = json!([arch]);
+        v["id2label"] = cfg.labels.iter().enumerate().map(|(i, l)| (i.to_string(), Value::from(l.clone()))).collect::<serde_json::Map<_, _>>().into();
+        v["label2id"] = cfg.labels.iter().enumerate().map(|(i, l)| (l.clone(), Value::from(i))).collect::<serde_json::Map<_, _>>().into();
+        v["problem_type"] = "single_label_classification".into();
+        // transformers pools a decoder at its last non-pad token, and refuses
+        // batches without a pad id.
+        if cfg.family != Family::Bert && v["pad_token_id"].is_null() {
+            v["pad_token_id"] = cfg.eos_token_ids.first().copied().unwrap_or(0).into();
+        }
     }
     v
 }

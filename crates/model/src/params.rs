@@ -131,8 +131,18 @@ pub(crate) struct Index {
     pub layers: Vec<LayerIndex>,
     /// The norm after the last block (pre-norm models only).
     pub norm_f: Option<NormIdx>,
-    /// `lm_head`, or the token embedding when tied; None for encoders.
+    /// `lm_head`, or the token embedding when tied; None for encoders and classifiers.
     pub head: Option<Range<usize>>,
+    /// A sequence classifier's head.
+    pub cls: Option<ClsIndex>,
+}
+
+/// A classifier's head: BERT's pooler (dense + tanh over [CLS]) then
+/// `classifier`; a decoder's `score` (no bias) over its last real token.
+#[derive(Clone, Debug)]
+pub(crate) struct ClsIndex {
+    pub pooler: Option<Lin>,
+    pub out: Lin,
 }
 
 impl ParamLayout {
@@ -169,8 +179,10 @@ impl ParamLayout {
             });
         }
         let norm_f = lin(&mut l, format!("{p}ln_f"), vec![c], c, ParamKind::Norm);
+        let cls = score_head(&mut l, cfg);
         l.finish();
-        (l, Index { head: Some(wte.clone()), wte, wpe, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f) })
+        let head = cls.is_none().then(|| wte.clone());
+        (l, Index { head, wte, wpe, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), cls })
     }
 
     fn llama_layout(cfg: &TransformerConfig) -> (Self, Index) {
@@ -202,15 +214,22 @@ impl ParamLayout {
             layers.push(LayerIndex { norm1, qkv: Lin { w: q.start..vr.end, b: qkv_b }, proj, norm2, gate, up, down });
         }
         let norm_f = norm(&mut l, "model.norm.weight".into());
-        let head = if cfg.tied_head { wte.clone() } else { l.push("lm_head.weight".into(), vec![v, c], ParamKind::Matrix) };
+        let cls = score_head(&mut l, cfg);
+        let head = match (&cls, cfg.tied_head) {
+            (Some(_), _) => None,
+            (None, true) => Some(wte.clone()),
+            (None, false) => Some(l.push("lm_head.weight".into(), vec![v, c], ParamKind::Matrix)),
+        };
         l.finish();
-        (l, Index { wte, wpe: None, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), head: Some(head) })
+        (l, Index { wte, wpe: None, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), head, cls })
     }
 
-    /// BERT's names (`BertModel`, without the `bert.` prefix of task models).
-    /// Linear weights are stored (out, in); q, k and v back to back.
+    /// BERT's names: `BertModel`'s, or with a classifier the `bert.` prefix
+    /// of `BertForSequenceClassification`. Linear weights are stored (out,
+    /// in); q, k and v back to back.
     fn bert_layout(cfg: &TransformerConfig) -> (Self, Index) {
         let (v, c, t, f) = (cfg.vocab_size, cfg.n_embd, cfg.n_ctx, cfg.d_ff);
+        let pre = if cfg.is_classifier() { "bert." } else { "" };
         let mut l = ParamLayout::empty();
         let lin = |l: &mut ParamLayout, name: &str, out: usize, inp: usize| Lin {
             w: l.push(format!("{name}.weight"), vec![out, inp], ParamKind::Matrix),
@@ -220,13 +239,13 @@ impl ParamLayout {
             w: l.push(format!("{name}.weight"), vec![c], ParamKind::Norm),
             b: Some(l.push(format!("{name}.bias"), vec![c], ParamKind::Bias)),
         };
-        let wte = l.push("embeddings.word_embeddings.weight".into(), vec![v, c], ParamKind::Embedding);
-        let wpe = l.push("embeddings.position_embeddings.weight".into(), vec![t, c], ParamKind::Embedding);
-        let wtt = l.push("embeddings.token_type_embeddings.weight".into(), vec![cfg.type_vocab_size, c], ParamKind::Embedding);
-        let emb_norm = norm(&mut l, "embeddings.LayerNorm");
+        let wte = l.push(format!("{pre}embeddings.word_embeddings.weight"), vec![v, c], ParamKind::Embedding);
+        let wpe = l.push(format!("{pre}embeddings.position_embeddings.weight"), vec![t, c], ParamKind::Embedding);
+        let wtt = l.push(format!("{pre}embeddings.token_type_embeddings.weight"), vec![cfg.type_vocab_size, c], ParamKind::Embedding);
+        let emb_norm = norm(&mut l, &format!("{pre}embeddings.LayerNorm"));
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for i in 0..cfg.n_layer {
-            let p = format!("encoder.layer.{i}.");
+            let p = format!("{pre}encoder.layer.{i}.");
             let q = l.push(format!("{p}attention.self.query.weight"), vec![c, c], ParamKind::Matrix);
             l.push_packed(format!("{p}attention.self.key.weight"), vec![c, c], ParamKind::Matrix);
             let vw = l.push_packed(format!("{p}attention.self.value.weight"), vec![c, c], ParamKind::Matrix);
@@ -240,10 +259,18 @@ impl ParamLayout {
             let norm2 = norm(&mut l, &format!("{p}output.LayerNorm"));
             layers.push(LayerIndex { norm1, qkv: Lin { w: q.start..vw.end, b: Some(qb.start..vb.end) }, proj, norm2, gate: None, up, down });
         }
+        let cls =
+            cfg.is_classifier().then(|| ClsIndex { pooler: Some(lin(&mut l, "bert.pooler.dense", c, c)), out: lin(&mut l, "classifier", cfg.labels.len(), c) });
         l.finish();
-        let head = cfg.tied_head.then(|| wte.clone());
-        (l, Index { wte, wpe: Some(wpe), wtt: Some(wtt), emb_norm: Some(emb_norm), layers, norm_f: None, head })
+        let head = (cfg.tied_head && cls.is_none()).then(|| wte.clone());
+        (l, Index { wte, wpe: Some(wpe), wtt: Some(wtt), emb_norm: Some(emb_norm), layers, norm_f: None, head, cls })
     }
+}
+
+/// A decoder classifier's `score` (K, C), no bias; None for a language model.
+fn score_head(l: &mut ParamLayout, cfg: &TransformerConfig) -> Option<ClsIndex> {
+    cfg.is_classifier()
+        .then(|| ClsIndex { pooler: None, out: Lin { w: l.push("score.weight".into(), vec![cfg.labels.len(), cfg.n_embd], ParamKind::Matrix), b: None } })
 }
 
 /// The gradient view of `r`, or an empty slice when `buf` is empty (frozen).

@@ -168,7 +168,12 @@ fn exported_adapters_are_current() {
             model.lora = Some(lora);
             model.forward(&x, None, 2, 64).unwrap();
             let ids: Vec<f32> = x.iter().map(|&i| i as f32).collect();
-            attn_model::checkpoint::save_tensors(&out.join("attn_logits.safetensors"), &[("logits", vec![2, 64, 67], model.logits()), ("input_ids", vec![2, 64], &ids)], None).unwrap();
+            attn_model::checkpoint::save_tensors(
+                &out.join("attn_logits.safetensors"),
+                &[("logits", vec![2, 64, 67], model.logits()), ("input_ids", vec![2, 64], &ids)],
+                None,
+            )
+            .unwrap();
             continue;
         }
         let (saved, _) = Lora::load(&out, &model.config).unwrap();

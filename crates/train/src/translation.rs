@@ -265,7 +265,9 @@ fn save_checkpoint(s: &State, step: usize, cfg: &TranslationConfig) -> Result<()
     refuse_non_finite(&s.model.layout, &s.model.params, step, &s.dir)?;
     s.model.save_config(&s.dir)?;
     let config = serde_json::to_string(cfg).expect("serializes");
-    commit_checkpoint(&s.dir, step, attn_model::checkpoint::WEIGHTS_FILE, &s.opt, s.fingerprint, config, |path, meta| Ok(s.model.save_weights(path, Some(meta))?))
+    commit_checkpoint(&s.dir, step, attn_model::checkpoint::WEIGHTS_FILE, &s.opt, s.fingerprint, config, |path, meta| {
+        Ok(s.model.save_weights(path, Some(meta))?)
+    })
 }
 
 /// Runs `attn train --task translation`.

@@ -29,6 +29,8 @@ fn candidates(family: Family, name: &str) -> Vec<String> {
     match family {
         Family::Gpt2 => out.extend(name.strip_prefix("transformer.").map(str::to_string)),
         Family::Bert => {
+            // A classifier's body is `bert.`-prefixed; a bare BertModel's is not.
+            out.extend(name.strip_prefix("bert.").map(str::to_string));
             out.push(format!("bert.{name}"));
             let old = name.replace("LayerNorm.weight", "LayerNorm.gamma").replace("LayerNorm.bias", "LayerNorm.beta");
             if old != name {
@@ -55,13 +57,53 @@ impl Transformer {
     /// model and the weights file's metadata.
     pub fn load(dir: &Path) -> Result<(Self, HashMap<String, String>)> {
         let config = config_from_dir(dir)?;
+        Self::load_config(dir, config, None)
+    }
+
+    /// Loads a model folder as a sequence classifier over `labels`: a
+    /// classifier with those labels loads as it is; any other model (a
+    /// language model, an encoder, a classifier of other labels) keeps its
+    /// body and gets a new head, N(0, 0.02) as transformers initialises one
+    /// (BERT's pooler is kept when the folder has it). An LM head is dropped.
+    pub fn load_as_classifier(dir: &Path, labels: Vec<String>, seed: u64) -> Result<Self> {
+        let mut config = config_from_dir(dir)?;
+        if config.labels == labels {
+            return Ok(Self::load(dir)?.0);
+        }
+        config.labels = labels;
+        if let Some(o) = config.hf.as_object_mut() {
+            for k in ["id2label", "label2id", "architectures", "num_labels"] {
+                o.remove(k);
+            }
+        }
+        Ok(Self::load_config(dir, config, Some(seed))?.0)
+    }
+
+    /// Reads the folder's tensors into a model of `config`. With `new_head`,
+    /// head tensors the folder lacks are initialised from that seed instead
+    /// of being an error.
+    fn load_config(dir: &Path, config: TransformerConfig, new_head: Option<u64>) -> Result<(Self, HashMap<String, String>)> {
         super::check_memory(&config, &dir.join(CONFIG_FILE))?;
         let w = Weights::open_dir(dir)?;
         let mut model = Transformer::zeros(config)?;
         let mut used = HashSet::new();
+        let mut rng = new_head.map(|s| <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(s));
         for e in model.layout.entries.clone() {
             let names = candidates(model.config.family, &e.name);
             let name = names.iter().find(|n| w.has(n)).unwrap_or(&names[0]).as_str();
+            let is_head = ["score.", "classifier.", "bert.pooler."].iter().any(|p| e.name.starts_with(p));
+            let fits = w.has(name) && w.shape(name).ok().as_deref() == Some(e.shape.as_slice());
+            if let (Some(rng), true, false) = (rng.as_mut(), is_head, fits) {
+                use rand_distr::Distribution;
+                let dist = rand_distr::Normal::new(0.0f32, 0.02).expect("positive std");
+                let p = &mut model.params[e.range()];
+                if e.kind == crate::params::ParamKind::Bias {
+                    p.fill(0.0);
+                } else {
+                    p.iter_mut().for_each(|x| *x = dist.sample(rng));
+                }
+                continue;
+            }
             w.read_into(name, &e.shape, &mut model.params[e.range()]).map_err(|err| match err {
                 ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
                 other => other,
@@ -71,7 +113,9 @@ impl Transformer {
         }
         // A tied head may still be saved; it is the embedding, so it is not read.
         let tied_head = |n: &str| model.config.tied_head && n == "lm_head.weight";
-        refuse_unused(dir, &w, &used, |n| is_known_extra(n) || tied_head(n))?;
+        // A new classifier drops the folder's LM head or old classification head.
+        let replaced = |n: &str| new_head.is_some() && (n == "lm_head.weight" || n.starts_with("score.") || n.starts_with("classifier."));
+        refuse_unused(dir, &w, &used, |n| is_known_extra(n) || tied_head(n) || replaced(n))?;
         Ok((model, w.metadata()?))
     }
 

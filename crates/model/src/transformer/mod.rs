@@ -6,6 +6,7 @@
 //!   saved probabilities, logits for the last position only.
 //! - `io.rs`: Hugging Face folders in both directions.
 
+mod classify;
 mod encode;
 mod infer;
 mod io;
@@ -46,6 +47,8 @@ pub struct Transformer {
     /// LoRA adapters, trained (and applied) by the training path; the
     /// inference path sees them once merged.
     pub lora: Option<crate::lora::Lora>,
+    /// What a classifier's forward pass keeps for its backward pass.
+    cls_acts: Option<classify::ClsActs>,
 }
 
 impl Transformer {
@@ -86,7 +89,19 @@ impl Transformer {
             _ => Vec::new(),
         };
         let params = vec![0.0; layout.total()];
-        Ok(Transformer { config, layout, idx, params, grads: Vec::new(), pos_table, acts: None, last_bt: (0, 0), has_targets: false, lora: None })
+        Ok(Transformer {
+            config,
+            layout,
+            idx,
+            params,
+            grads: Vec::new(),
+            pos_table,
+            acts: None,
+            last_bt: (0, 0),
+            has_targets: false,
+            lora: None,
+            cls_acts: None,
+        })
     }
 
     /// A preset (`baby`, `shakespeare-char`, `gpt2-124m`, `llama-baby`, ...), randomly initialised.
@@ -165,6 +180,10 @@ impl Transformer {
     /// The values of what `params_and_grads` returns.
     pub fn trainable_params(&self) -> &[f32] {
         self.lora.as_ref().map_or(&self.params, |l| &l.params)
+    }
+
+    pub(crate) fn ensure_grads_pub(&mut self) {
+        self.ensure_grads()
     }
 
     /// With LoRA the base weights are frozen: they get no gradient buffer.

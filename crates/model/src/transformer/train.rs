@@ -7,7 +7,7 @@
 //! packed q | k | v width, A = NH*HD the attention output width, F the MLP
 //! width, V vocabulary.
 
-use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
+use attn_kernels::attention::{attention_backward, attention_forward_masked, AttnShape};
 use attn_kernels::crossentropy::{crossentropy_backward_inplace, crossentropy_forward, IGNORE};
 use attn_kernels::embedding::{embedding_backward, embedding_forward};
 use attn_kernels::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
@@ -50,8 +50,11 @@ pub(super) struct LayerActs {
 pub(super) struct Acts {
     b: usize,
     t: usize,
-    tokens: Vec<u32>,   // (N)
-    targets: Vec<u32>,  // (N)
+    tokens: Vec<u32>,  // (N)
+    targets: Vec<u32>, // (N)
+    /// Real positions of each sequence of a right-padded batch (B); empty
+    /// when every position is real. Bidirectional attention masks the rest.
+    pub(super) key_lens: Vec<usize>,
     x0: Vec<f32>,       // (N, C) the first block's input
     emb_raw: Vec<f32>,  // (N, C) summed embeddings before their norm (BERT)
     emb_mean: Vec<f32>, // (N)
@@ -111,6 +114,7 @@ impl Acts {
             t,
             tokens: vec![0; n],
             targets: vec![0; n],
+            key_lens: Vec::new(),
             x0: z(n * c),
             emb_raw: z(en * c),
             emb_mean: z(en),
@@ -195,10 +199,8 @@ impl Transformer {
         }
         self.reserve(b, t);
         let mut a = self.acts.take().expect("reserved");
-        if self.rope_is_dynamic() && a.rope_len != t {
-            (a.cos, a.sin) = self.rope_tables(t, t);
-            a.rope_len = t;
-        }
+        self.refresh_rope(&mut a, t);
+        a.key_lens.clear();
         let mut lora = self.lora.take();
         self.forward_blocks(&mut a, lora.as_mut(), tokens, b, t);
         self.lora = lora;
@@ -214,7 +216,7 @@ impl Transformer {
         Ok(loss)
     }
 
-    fn forward_blocks(&self, a: &mut Acts, mut lora: Option<&mut Lora>, tokens: &[u32], b: usize, t: usize) {
+    pub(super) fn forward_blocks(&self, a: &mut Acts, mut lora: Option<&mut Lora>, tokens: &[u32], b: usize, t: usize) {
         let cfg = &self.config;
         let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
@@ -260,7 +262,7 @@ impl Transformer {
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
             }
-            attention_forward(&mut l.atty, &mut l.att, &l.qkv, shape);
+            attention_forward_masked(&mut l.atty, &mut l.att, &l.qkv, shape, &a.key_lens);
             matmul_forward(&mut l.res2, &l.atty, &p[wi.proj.w.clone()], bias(&wi.proj.b), n, at, c, lay);
             if let Some(lo) = lora.as_deref_mut() {
                 lo.forward(li, Site::Proj, &mut l.res2, &l.atty, n, c);
@@ -296,7 +298,6 @@ impl Transformer {
             }
         }
         let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { block_output(post, &a.layers[cfg.n_layer - 1]) };
-        let Some(head) = &idx.head else { return };
         let normed: &[f32] = match &idx.norm_f {
             Some(nf) => {
                 norm_forward(cfg, p, &mut a.lnf, &mut a.lnf_mean, &mut a.lnf_rstd, last, nf, n);
@@ -304,6 +305,7 @@ impl Transformer {
             }
             None => last,
         };
+        let Some(head) = &idx.head else { return };
         matmul_forward(&mut a.logits, normed, &p[head.clone()], None, n, c, v, OutIn);
     }
 
@@ -318,7 +320,7 @@ impl Transformer {
         let mut a = self.acts.take().expect("forward ran");
         let mut g = std::mem::take(&mut self.grads);
         let mut lora = self.lora.take();
-        self.backward_blocks(&mut a, &mut g, lora.as_mut(), loss_scale);
+        self.backward_blocks(&mut a, &mut g, lora.as_mut(), Start::Loss(loss_scale));
         self.lora = lora;
         self.grads = g;
         self.acts = Some(a);
@@ -327,7 +329,7 @@ impl Transformer {
 
     /// `g` is empty when the base is frozen (LoRA): then only the inputs'
     /// gradients flow, to reach the adapters.
-    fn backward_blocks(&self, a: &mut Acts, g: &mut [f32], mut lora: Option<&mut Lora>, loss_scale: f32) {
+    pub(super) fn backward_blocks(&self, a: &mut Acts, g: &mut [f32], mut lora: Option<&mut Lora>, start: Start<'_>) {
         let cfg = &self.config;
         let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
@@ -335,19 +337,28 @@ impl Transformer {
         let n = b * t;
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
         let post = cfg.norm_position == NormPosition::Post;
-        let head = idx.head.clone().expect("forward refused targets without a head");
-        let d = loss_scale / labelled_count(&a.targets[..n]).max(1) as f32;
-        a.dlosses[..n].iter_mut().zip(&a.targets[..n]).for_each(|(dl, &tg)| *dl = if tg == IGNORE { 0.0 } else { d });
-        crossentropy_backward_inplace(&mut a.logits, &a.lse, &a.targets, &a.dlosses, n, v);
         let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { block_output(post, &a.layers[cfg.n_layer - 1]) };
         a.dc.fill(0.0);
         a.dres.fill(0.0);
-        match &idx.norm_f {
-            Some(nf) => {
-                matmul_backward(Some(&mut a.dc), grad_view(g, head.clone()), None, &a.logits, &a.lnf, &p[head.clone()], n, c, v, OutIn);
-                norm_backward(self, g, &mut a.dres, &a.dc, last, nf, &a.lnf_mean, &a.lnf_rstd, n);
+        match start {
+            Start::Loss(loss_scale) => {
+                let head = idx.head.clone().expect("forward refused targets without a head");
+                let d = loss_scale / labelled_count(&a.targets[..n]).max(1) as f32;
+                a.dlosses[..n].iter_mut().zip(&a.targets[..n]).for_each(|(dl, &tg)| *dl = if tg == IGNORE { 0.0 } else { d });
+                crossentropy_backward_inplace(&mut a.logits, &a.lse, &a.targets, &a.dlosses, n, v);
+                match &idx.norm_f {
+                    Some(nf) => {
+                        matmul_backward(Some(&mut a.dc), grad_view(g, head.clone()), None, &a.logits, &a.lnf, &p[head.clone()], n, c, v, OutIn);
+                        norm_backward(self, g, &mut a.dres, &a.dc, last, nf, &a.lnf_mean, &a.lnf_rstd, n);
+                    }
+                    None => matmul_backward(Some(&mut a.dres), grad_view(g, head.clone()), None, &a.logits, last, &p[head.clone()], n, c, v, OutIn),
+                }
             }
-            None => matmul_backward(Some(&mut a.dres), grad_view(g, head.clone()), None, &a.logits, last, &p[head.clone()], n, c, v, OutIn),
+            // d(the final hidden states), from a head outside the LM path.
+            Start::Hidden(dh) => match &idx.norm_f {
+                Some(nf) => norm_backward(self, g, &mut a.dres, dh, last, nf, &a.lnf_mean, &a.lnf_rstd, n),
+                None => a.dres[..n * c].copy_from_slice(&dh[..n * c]),
+            },
         }
         let rope = matches!(cfg.position, Position::Rope { .. });
         let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: cfg.causal };
@@ -495,6 +506,55 @@ impl Transformer {
         let post = self.config.norm_position == NormPosition::Post;
         self.acts.as_ref().map_or(&[], |a| if l == 0 { &a.x0[..n] } else { &block_output(post, &a.layers[l - 1])[..n] })
     }
+}
+
+impl Transformer {
+    /// The final hidden states (B, T, C) of the last forward pass in `a`:
+    /// the final norm's output, or the last block's without one.
+    pub(super) fn final_hidden<'a>(&self, a: &'a Acts) -> &'a [f32] {
+        let post = self.config.norm_position == NormPosition::Post;
+        match (&self.idx.norm_f, self.config.n_layer) {
+            (Some(_), _) => &a.lnf,
+            (None, 0) => &a.x0,
+            (None, l) => block_output(post, &a.layers[l - 1]),
+        }
+    }
+
+    /// Moves the activations out (to run a pass that borrows the model) and back.
+    pub(super) fn take_acts(&mut self) -> Option<Acts> {
+        self.acts.take()
+    }
+    pub(super) fn put_acts(&mut self, a: Acts) {
+        self.acts = Some(a);
+    }
+    pub(super) fn take_grads(&mut self) -> Vec<f32> {
+        self.ensure_grads_pub();
+        std::mem::take(&mut self.grads)
+    }
+    pub(super) fn put_grads(&mut self, g: Vec<f32>) {
+        self.grads = g;
+    }
+    pub(super) fn set_last(&mut self, b: usize, t: usize) {
+        self.last_bt = (b, t);
+        self.has_targets = false;
+    }
+    /// Refreshes the rotary tables of `a` for a sequence of `t` when they
+    /// depend on it (dynamic scaling).
+    pub(super) fn refresh_rope(&self, a: &mut Acts, t: usize) {
+        if self.rope_is_dynamic() && a.rope_len != t {
+            (a.cos, a.sin) = self.rope_tables(t, t);
+            a.rope_len = t;
+        }
+    }
+}
+
+/// Where the backward pass starts.
+pub(super) enum Start<'a> {
+    /// The mean next-token loss, scaled.
+    Loss(f32),
+    /// d(final hidden states) (B, T, C): the output of the final norm, or of
+    /// the last block when there is none.
+    Hidden(&'a [f32]),
 }
 
 /// Positions that carry a label.
