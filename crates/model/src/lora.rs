@@ -90,8 +90,12 @@ pub struct Lora {
     xd: Vec<Vec<f32>>,
 }
 
-/// The modules of layer `li` that `target` names, as (site, columns, in, out, PEFT module path).
-fn modules(cfg: &TransformerConfig, li: usize, target: &str) -> Result<Vec<(Site, Range<usize>, usize, String)>> {
+/// A projection an adapter can sit on: its site, the output columns it adds
+/// to, its input width, and PEFT's module path.
+type Module = (Site, Range<usize>, usize, String);
+
+/// The modules of layer `li` that `target` names.
+fn modules(cfg: &TransformerConfig, li: usize, target: &str) -> Result<Vec<Module>> {
     let (c, f, w, at) = (cfg.n_embd, cfg.d_ff, cfg.qkv_width(), cfg.attn_width());
     let qw = cfg.n_head * cfg.head_dim;
     let kvw = cfg.n_kv_head * cfg.head_dim;
@@ -127,7 +131,9 @@ fn modules(cfg: &TransformerConfig, li: usize, target: &str) -> Result<Vec<(Site
 }
 
 /// Every module of the model an adapter can sit on, by PEFT module path.
-fn all_modules(cfg: &TransformerConfig) -> Result<HashMap<String, (usize, Site, Range<usize>, usize)>> {
+type Located = (usize, Site, Range<usize>, usize);
+
+fn all_modules(cfg: &TransformerConfig) -> Result<HashMap<String, Located>> {
     let mut out = HashMap::new();
     let targets: &[&str] = if cfg.family == Family::Gpt2 { &["qkv", "o", "mlp"] } else { &["q", "k", "v", "o", "mlp"] };
     for li in 0..cfg.n_layer {
@@ -174,7 +180,7 @@ impl Lora {
     /// New adapters for `cfg`: A uniform in +-1/sqrt(in) (PEFT's Kaiming
     /// init), B zero, so the adapted model starts as the base model.
     pub fn new(model: &TransformerConfig, config: LoraConfig, seed: u64) -> Result<Self> {
-        if config.r == 0 || !(config.alpha > 0.0) || !(0.0..1.0).contains(&config.dropout) {
+        if config.r == 0 || config.alpha.is_nan() || config.alpha <= 0.0 || !(0.0..1.0).contains(&config.dropout) {
             return Err(ModelError::InvalidConfig(format!(
                 "--lora-r must be at least 1, --lora-alpha positive and --lora-dropout in [0, 1) (got {}, {}, {})",
                 config.r, config.alpha, config.dropout

@@ -87,7 +87,7 @@ impl Transformer {
         let w = Weights::open_dir(dir)?;
         let mut model = Transformer::zeros(config)?;
         let mut used = HashSet::new();
-        let mut rng = new_head.map(|s| <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(s));
+        let mut rng = new_head.map(<rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64);
         for e in model.layout.entries.clone() {
             let names = candidates(model.config.family, &e.name);
             let name = names.iter().find(|n| w.has(n)).unwrap_or(&names[0]).as_str();
