@@ -28,6 +28,9 @@ pub struct EvalArgs {
     /// Print one JSON object: loss, perplexity, bits_per_byte, tokens (encoder-decoders: loss, perplexity, tokens, bleu, chrf)
     #[arg(long)]
     json: bool,
+    /// Classifiers: draw the confusion matrix (FILE.png or FILE.svg)
+    #[arg(long)]
+    out: Option<PathBuf>,
     /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
@@ -39,6 +42,10 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");
         return crate::translate::eval(&a.model, &a.data, a.beam, a.json);
     }
+    if a.adapter.is_none() && attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier()) {
+        return crate::classify::eval(&a.model, &a.data, a.json, a.out.as_deref(), a.batch_size);
+    }
+    anyhow::ensure!(a.out.is_none(), "--out draws a classifier's confusion matrix; {} is not a classifier", a.model.display());
     let (mut model, tok) = crate::load_model_with(&a.model, a.adapter.as_deref())?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let shard = attn_train::data::TokenShard::open(&a.data)?;

@@ -4,6 +4,7 @@
 mod bench;
 mod bench_seq2seq;
 mod chat;
+mod classify;
 mod embed;
 mod eval;
 mod generate;
@@ -33,11 +34,13 @@ enum Command {
     Train(Box<train::TrainArgs>),
     /// Generate text from a trained model
     Generate(generate::GenerateArgs),
+    /// Classify texts with a classifier: labels and probabilities
+    Classify(classify::ClassifyArgs),
     /// Chat with a model through its chat template (multi-turn, streamed); --render prints the prompt
     Chat(chat::ChatArgs),
     /// Translate with an encoder-decoder (greedy or beam search)
     Translate(translate::TranslateArgs),
-    /// Score a text file: loss, perplexity, bits per byte
+    /// Score a text file (loss, perplexity, bits per byte), translations (BLEU, chrF) or a classifier (accuracy, F1)
     Eval(eval::EvalArgs),
     /// Sentence embeddings from an encoder (BERT, e.g. all-MiniLM-L6-v2): one vector per text
     Embed(embed::EmbedArgs),
@@ -172,6 +175,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(a) => train::run(*a, matches.subcommand_matches("train").expect("the train subcommand")),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Classify(a) => classify::run(a),
         Command::Translate(a) => translate::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Bench(c) => bench::run(c),

@@ -25,6 +25,8 @@ pub(crate) enum Task {
     Translation,
     /// Supervised fine-tuning of a decoder on JSONL prompt/completion or chat records
     Sft,
+    /// A sequence classifier (a head on --init's model) on JSONL or CSV text/label records
+    Classify,
 }
 
 /// Which tokens of an SFT record carry the loss.
@@ -130,6 +132,9 @@ pub struct TrainArgs {
     /// Optimizer steps to run (with --resume: the new total)
     #[arg(long, allow_negative_numbers = true, default_value_t = 2000)]
     pub(crate) steps: usize,
+    /// Classify: passes over the training texts, instead of --steps
+    #[arg(long, allow_negative_numbers = true, conflicts_with = "steps")]
+    pub(crate) epochs: Option<f64>,
     /// Sequences per micro-batch
     #[arg(long, allow_negative_numbers = true, default_value_t = 12)]
     pub(crate) batch_size: usize,
@@ -212,8 +217,10 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     anyhow::ensure!(a.source.is_none(), "--source and --target are for --task translation; a language model trains on --data");
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
     let sft = a.task == Task::Sft;
+    let classify = a.task == Task::Classify;
+    anyhow::ensure!(classify || a.epochs.is_none(), "--epochs is for --task classify; other tasks count --steps");
     for flag in ["val_data", "batch_tokens", "label_smoothing", "schedule", "max_len", "norm_position"] {
-        if !(sft && flag == "val_data") {
+        if !((sft || classify) && flag == "val_data") {
             anyhow::ensure!(!given(flag), "--{} is for --task translation; it does nothing for a language model", flag.replace('_', "-"));
         }
     }
@@ -240,8 +247,17 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
             m
         }
     };
+    // --epochs: the steps that pass over the training texts that many times.
+    let steps = match a.epochs {
+        Some(e) => {
+            anyhow::ensure!(e > 0.0 && e.is_finite(), "--epochs must be positive, got {e}");
+            let (train, _) = attn_train::classify::split_labelled(&a.data, &a.val_data, a.val_fraction, a.seed)?;
+            ((e * train.len() as f64) / (a.batch_size.max(1) * a.grad_accum.max(1)) as f64).ceil().max(1.0) as usize
+        }
+        None => a.steps,
+    };
     let fresh = TrainConfig {
-        steps: a.steps,
+        steps,
         batch_size: a.batch_size,
         seq_len: a.seq_len.unwrap_or(model.n_ctx),
         grad_accum: a.grad_accum,
@@ -256,6 +272,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         eval_batches: a.eval_batches,
         val_fraction: a.val_fraction,
         seed: a.seed,
+        classify,
         lora: a.lora_r.map(|r| attn_model::lora::LoraConfig {
             r,
             alpha: a.lora_alpha.unwrap_or(2.0 * r as f32),
@@ -287,6 +304,10 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         if given("loss_on") || given("task") {
             c.loss_on = fresh.loss_on;
+            c.classify = fresh.classify;
+        }
+        if given("epochs") {
+            c.steps = fresh.steps;
         }
         if ["lora_r", "lora_alpha", "lora_targets", "lora_dropout"].iter().any(|f| given(f)) {
             c.lora = fresh.lora.clone();

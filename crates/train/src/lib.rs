@@ -6,6 +6,7 @@
 //! `config.json`, `model.safetensors`, `tokenizer.json`,
 //! `trainer_state.safetensors`, `metrics.jsonl`, `loss.png`, `data/*.bin`.
 
+pub mod classify;
 pub mod data;
 mod error;
 pub mod eval;

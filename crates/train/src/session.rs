@@ -32,6 +32,41 @@ pub(crate) struct Session {
     pub lora_base: Option<String>,
 }
 
+/// A new classification run: --init's body with a head over the labels of
+/// the data (or the labels of --init when it is a classifier already).
+fn start_classify(run: &TrainRun, dir: &Path) -> Result<Session> {
+    let init = run.init.as_ref().ok_or_else(|| TrainError::Config("--task classify fine-tunes a model: give it with --init DIR".into()))?;
+    if run.config.lora.is_some() {
+        return Err(TrainError::Config("--task classify trains every weight here; LoRA with a trained head is not supported yet, drop --lora-r".into()));
+    }
+    let (train, val) = crate::classify::split_labelled(&run.data, &run.val_data, run.config.val_fraction, run.config.seed)?;
+    let existing = attn_model::config_from_dir(init)?.labels;
+    let labels = if existing.is_empty() { crate::classify::label_set(&train) } else { existing };
+    if labels.len() < 2 {
+        return Err(TrainError::Data(format!("the training data has {} label(s) ({labels:?}); a classifier needs at least 2", labels.len())));
+    }
+    let model = Transformer::load_as_classifier(init, labels.clone(), run.config.seed)?;
+    let tok = load_tokenizer(init, None)?;
+    let data = crate::classify::ClassifyData::new(&train, &val, labels, tok.as_ref(), run.config.seq_len, !model.config.causal)?;
+    tok.save(&dir.join(TOKENIZER_FILE))?;
+    for f in ["tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
+        if init.join(f).exists() {
+            std::fs::copy(init.join(f), dir.join(f)).map_err(TrainError::io(&dir.join(f)))?;
+        }
+    }
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
+    Ok(Session {
+        model,
+        opt,
+        data: Data::Classify(data),
+        metrics: MetricsLog::open(&dir.join("metrics.jsonl"), None)?,
+        start_step: 0,
+        dir: dir.to_path_buf(),
+        data_fingerprint: corpus_fingerprint(&[run.data.as_slice(), &run.val_data].concat())?,
+        lora_base: None,
+    })
+}
+
 /// Puts new LoRA adapters on the model when the run asks for them; returns
 /// the base folder the adapter config will name.
 pub(crate) fn attach_lora(run: &TrainRun, model: &mut Transformer) -> Result<Option<String>> {
@@ -47,6 +82,8 @@ pub(crate) enum Data {
     Text { train: TokenShard, val: TokenShard },
     /// Supervised fine-tuning examples.
     Sft(SftData),
+    /// Labelled texts for a classifier.
+    Classify(crate::classify::ClassifyData),
 }
 
 impl Data {
@@ -54,7 +91,32 @@ impl Data {
         match self {
             Data::Text { train, val } => format!("{} train tokens, {} val tokens", train.len(), val.len()),
             Data::Sft(d) => format!("{} train examples ({} tokens), {} val examples ({} tokens)", d.train.len(), d.train_tokens(), d.val.len(), d.val_tokens()),
+            Data::Classify(d) => format!("{} train texts, {} val texts, labels {:?}", d.train.len(), d.val.len(), d.labels),
         }
+    }
+
+    /// One micro-batch's forward and backward pass (gradients scaled by
+    /// `scale`): its mean loss and the tokens it ran.
+    pub fn train_step(
+        &self,
+        model: &mut Transformer,
+        x: &mut [u32],
+        y: &mut [u32],
+        b: usize,
+        t: usize,
+        seed: u64,
+        stream: u64,
+        scale: f32,
+    ) -> Result<(f32, usize)> {
+        if let Data::Classify(d) = self {
+            let batch = d.train_batch(b, seed, stream);
+            let (loss, _, tokens) = d.run(model, &batch, Some(scale))?;
+            return Ok((loss, tokens));
+        }
+        let tb = self.train_batch(x, y, b, t, seed, stream);
+        let loss = model.forward(&x[..b * tb], Some(&y[..b * tb]), b, tb)?.expect("targets given");
+        model.backward(scale)?;
+        Ok((loss, b * tb))
     }
 
     /// Fills micro-batch `stream` into x, y; returns its sequence length.
@@ -65,6 +127,7 @@ impl Data {
                 t
             }
             Data::Sft(d) => d.train_batch(x, y, b, seed, stream),
+            Data::Classify(_) => unreachable!("classification batches run through train_step"),
         }
     }
 
@@ -76,6 +139,11 @@ impl Data {
                 let (nats, n) = d.val_nats(model, cfg.batch_size, Some(cfg.eval_batches.max(1) * cfg.batch_size), &mut Vec::new(), &mut Vec::new())?;
                 Ok((nats / n.max(1) as f64) as f32)
             }
+            Data::Classify(d) => {
+                let limit = cfg.eval_batches.max(1) * cfg.batch_size;
+                let (nats, preds) = d.score_val(model, cfg.batch_size, Some(limit))?;
+                Ok((nats / preds.len().max(1) as f64) as f32)
+            }
         }
     }
 
@@ -84,7 +152,19 @@ impl Data {
         match self {
             Data::Text { val, .. } => crate::eval::score_tokens(model, &val.to_vec(), t, b),
             Data::Sft(d) => d.val_nats(model, b, None, &mut Vec::new(), &mut Vec::new()),
+            Data::Classify(d) => {
+                let (nats, preds) = d.score_val(model, b, None)?;
+                Ok((nats, preds.len()))
+            }
         }
+    }
+
+    /// A classifier's scores on the whole validation split.
+    pub fn classify_report(&self, model: &mut Transformer, b: usize) -> Result<Option<crate::classify::ClassifyReport>> {
+        let Data::Classify(d) = self else { return Ok(None) };
+        let (_, preds) = d.score_val(model, b, None)?;
+        let truth: Vec<u32> = d.val.iter().map(|e| e.1).collect();
+        Ok(Some(crate::classify::report(&d.labels, &truth, &preds)))
     }
 }
 
@@ -96,6 +176,9 @@ pub(crate) fn data_dir(out: &Path) -> PathBuf {
 pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
     if run.config.loss_on.is_some() {
         return crate::sft::start_fresh(run, dir);
+    }
+    if run.config.classify {
+        return start_classify(run, dir);
     }
     let text = read_corpus(&run.data)?;
     let tok: Box<dyn Tokenizer> = match (&run.init, &run.tokenizer) {
@@ -264,7 +347,10 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
         )));
     }
     let tok = load_tokenizer(&run.out, None)?;
-    let data = if saved.loss_on.is_some() {
+    let data = if saved.classify {
+        let (train, val) = crate::classify::split_labelled(&run.data, &run.val_data, saved.val_fraction, saved.seed)?;
+        Data::Classify(crate::classify::ClassifyData::new(&train, &val, model.config.labels.clone(), tok.as_ref(), saved.seq_len, !model.config.causal)?)
+    } else if saved.loss_on.is_some() {
         Data::Sft(crate::sft::load_data(run, tok.as_ref(), &attn_tokenizer::chat::ChatTemplate::for_dir(&run.out)?)?)
     } else {
         let (train, val) = (TokenShard::open(&data_dir(&run.out).join("train.bin"))?, TokenShard::open(&data_dir(&run.out).join("val.bin"))?);

@@ -48,6 +48,9 @@ pub struct TrainConfig {
     /// None for plain language modelling.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_on: Option<crate::sft::LossOn>,
+    /// A sequence classifier (`--task classify`) on labelled texts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub classify: bool,
     /// LoRA fine-tuning: the adapters trained on a frozen --init model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lora: Option<attn_model::lora::LoraConfig>,
@@ -150,6 +153,9 @@ pub struct TrainSummary {
     /// exactly as `attn eval --data OUT/data/val.bin --seq-len T` scores it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub val_loss_full: Option<f64>,
+    /// A classifier's accuracy on the whole validation split at the end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_accuracy: Option<f64>,
 }
 
 /// Writes the model, the optimizer state and the commit record as one unit
@@ -302,8 +308,16 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
     };
     let mut last_line = Instant::now();
     let run_start = Instant::now();
-    let mut summary =
-        TrainSummary { step: s.start_step, train_loss: f32::NAN, val_loss: None, tok_per_s: 0.0, interrupted: false, skipped_steps: 0, val_loss_full: None };
+    let mut summary = TrainSummary {
+        step: s.start_step,
+        train_loss: f32::NAN,
+        val_loss: None,
+        tok_per_s: 0.0,
+        interrupted: false,
+        skipped_steps: 0,
+        val_loss_full: None,
+        val_accuracy: None,
+    };
     let mut bad_in_row = 0usize;
     let mut tokens_done = 0usize;
     let title = format!("{} — loss", run.out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
@@ -319,10 +333,10 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
                 l.training = true;
                 l.dropout_stream = cfg.seed ^ ((step - 1) * accum + micro) as u64;
             }
-            let tb = s.data.train_batch(&mut x, &mut y, b, t, cfg.seed, ((step - 1) * accum + micro) as u64);
-            loss += s.model.forward(&x[..b * tb], Some(&y[..b * tb]), b, tb)?.expect("targets given") as f64;
-            s.model.backward(1.0 / accum as f32)?;
-            step_tokens += b * tb;
+            let stream = ((step - 1) * accum + micro) as u64;
+            let (l, tokens) = s.data.train_step(&mut s.model, &mut x, &mut y, b, t, cfg.seed, stream, 1.0 / accum as f32)?;
+            loss += l as f64;
+            step_tokens += tokens;
         }
         let loss = (loss / accum as f64) as f32;
         if let Some(l) = &mut s.model.lora {
@@ -366,6 +380,7 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
             interrupted: false,
             skipped_steps: summary.skipped_steps,
             val_loss_full: None,
+            val_accuracy: None,
         };
         bar.set_position(step as u64);
         bar.set_message(format!("loss {loss:.4}  lr {lr:.2e}  {tok_per_s:.0} tok/s"));
@@ -392,6 +407,12 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
         summary.val_loss_full = Some(nats / preds as f64);
         if !run.quiet {
             println!("final val loss over the whole val split ({preds} predictions): {:.4}", nats / preds as f64);
+        }
+        if let Some(r) = s.data.classify_report(&mut s.model, b)? {
+            if !run.quiet {
+                println!("val accuracy {:.4}, macro F1 {:.4} over {} texts", r.accuracy, r.macro_f1, r.count);
+            }
+            summary.val_accuracy = Some(r.accuracy);
         }
     }
     if summary.interrupted && !run.quiet {
