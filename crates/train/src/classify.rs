@@ -12,8 +12,11 @@ use serde::Serialize;
 use crate::error::{Result, TrainError};
 use crate::pairs::epoch_order;
 
+/// A text and its label.
+pub type Labelled = (String, String);
+
 /// Reads (text, label) records; the label may be a string or a number.
-pub fn read_labelled(path: &Path) -> Result<Vec<(String, String)>> {
+pub fn read_labelled(path: &Path) -> Result<Vec<Labelled>> {
     let is_csv = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv"));
     let mut out = Vec::new();
     if is_csv {
@@ -87,7 +90,7 @@ pub struct ClassifyData {
 }
 
 /// (train, val) records: --val-data's, or the last --val-fraction of a seeded shuffle of --data's.
-pub fn split_labelled(data: &[PathBuf], val_data: &[PathBuf], val_fraction: f64, seed: u64) -> Result<(Vec<(String, String)>, Vec<(String, String)>)> {
+pub fn split_labelled(data: &[PathBuf], val_data: &[PathBuf], val_fraction: f64, seed: u64) -> Result<(Vec<Labelled>, Vec<Labelled>)> {
     let mut train = Vec::new();
     for p in data {
         train.extend(read_labelled(p)?);
