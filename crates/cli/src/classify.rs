@@ -10,7 +10,7 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct ClassifyArgs {
-    /// A classifier folder: an attn --task classify run, or a Hugging Face *ForSequenceClassification folder
+    /// A classifier folder: an attn classification run, or a Hugging Face *ForSequenceClassification folder
     #[arg(long)]
     model: PathBuf,
     /// Texts to classify

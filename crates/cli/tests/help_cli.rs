@@ -42,7 +42,7 @@ fn readme_usage() -> Vec<(String, String)> {
         let line = line.split("  # ").next().unwrap();
         if let Some(rest) = line.strip_prefix("attn ") {
             let words: Vec<&str> = rest.split_whitespace().collect();
-            let two = matches!(words[0], "tokenizer" | "inspect" | "bench");
+            let two = matches!(words[0], "tokenizer" | "inspect" | "bench" | "lora");
             let name = if two { format!("{} {}", words[0], words[1]) } else { words[0].to_string() };
             cmds.push((name, line.to_string()));
         } else if let Some(last) = cmds.last_mut() {
