@@ -107,3 +107,42 @@ fn a_language_model_becomes_a_classifier_with_a_new_head() {
     assert!(lm.classify(&[5, 6], &[2], 2, None).is_err());
     assert!(m.forward(&[5, 6], Some(&[6, 7]), 1, 2).is_err());
 }
+
+/// Classifier folders attn writes (testdata/classify/attn_export/{gpt2,bert}:
+/// the fixture models after one SGD step on the fixture batch, with the
+/// logits attn computes) for tools/reference/check_classify_export.py to
+/// load with `AutoModelForSequenceClassification` and compare. This test
+/// keeps the committed folders current; ATTN_WRITE_FIXTURES=1 rewrites them.
+#[test]
+fn exported_classifiers_are_current() {
+    let f = TensorFile::open(&dir("golden.safetensors")).unwrap();
+    for v in ["gpt2", "bert"] {
+        let (mut model, _) = Transformer::load(&dir(v)).unwrap();
+        let Batch { x, lens, labels, t } = batch(&f, v);
+        model.zero_grad();
+        model.classify(&x, &lens, t, Some(&labels)).unwrap();
+        model.classify_backward(1.0).unwrap();
+        let g = model.grads().to_vec();
+        model.params.iter_mut().zip(&g).for_each(|(p, g)| *p -= 0.5 * g);
+        let (logits, _) = model.classify(&x, &lens, t, None).unwrap();
+        let out = dir("attn_export").join(v);
+        if std::env::var_os("ATTN_WRITE_FIXTURES").is_some() {
+            model.save(&out, None).unwrap();
+            let ids: Vec<f32> = x.iter().map(|&i| i as f32).collect();
+            let lens_f: Vec<f32> = lens.iter().map(|&l| l as f32).collect();
+            let k = model.config.labels.len();
+            attn_model::checkpoint::save_tensors(
+                &out.join("attn_logits.safetensors"),
+                &[("logits", vec![lens.len(), k], &logits), ("input_ids", vec![lens.len(), t], &ids), ("lens", vec![lens.len()], &lens_f)],
+                None,
+            )
+            .unwrap();
+            continue;
+        }
+        let (mut saved, _) = Transformer::load(&out).unwrap();
+        assert_eq!(saved.params, model.params, "{v}: the committed folder is not what attn writes; rerun with ATTN_WRITE_FIXTURES=1");
+        let (again, _) = saved.classify(&x, &lens, t, None).unwrap();
+        let want = TensorFile::open(&out.join("attn_logits.safetensors")).unwrap().read_f32("logits").unwrap();
+        assert!(max_abs(&again, &want) < 1e-5, "{v}: the committed logits are stale");
+    }
+}
