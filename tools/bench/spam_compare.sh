@@ -19,7 +19,7 @@ target/release/attn train --task classify --init "$model" --data "$data/train.js
   --seq-len 128 --batch-size 16 --epochs "$EPOCHS" --lr 5e-5 --warmup 25 --weight-decay 0.01 --eval-every 100000 --eval-batches 1 \
   --threads "$THREADS" --quiet > /dev/null
 attn_s=$(tail -1 "$out/metrics.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["elapsed_s"])')
-target/release/attn eval --model "$out" --data "$data/test.jsonl" --json --out docs/spam_confusion.png --threads "$THREADS" \
+target/release/attn eval --model "$out" --data "$data/test.jsonl" --seq-len 128 --batch-size 32 --json --out docs/spam_confusion.png --threads "$THREADS" \
   | python3 -c "import json,sys; r=json.load(sys.stdin); print(json.dumps({'attn': 'attn', 'accuracy': r['accuracy'], 'macro_f1': r['macro_f1'], 'confusion': r['confusion'], 's_per_epoch': $attn_s / $EPOCHS}))" \
   | tee /tmp/spam_attn.json
 "$PY" tools/bench/spam_peer.py "$model" "$data/train.jsonl" "$data/test.jsonl" --epochs "$EPOCHS" --threads "$THREADS" | tee /tmp/spam_peer.json

@@ -127,7 +127,7 @@ fn texts_of(path: &Path) -> anyhow::Result<Vec<String>> {
 
 /// `attn eval` on a classifier: accuracy, macro F1 and the confusion matrix
 /// over labelled texts; `out` draws the matrix (rows: true labels).
-pub fn eval(dir: &Path, data: &Path, json: bool, out: Option<&Path>, b: usize) -> anyhow::Result<()> {
+pub fn eval(dir: &Path, data: &Path, json: bool, out: Option<&Path>, b: usize, max_len: Option<usize>) -> anyhow::Result<()> {
     let (mut model, tok) = load(dir)?;
     let records = read_labelled(data)?;
     let labels = model.config.labels.clone();
@@ -142,7 +142,7 @@ pub fn eval(dir: &Path, data: &Path, json: bool, out: Option<&Path>, b: usize) -
         })
         .collect::<anyhow::Result<_>>()?;
     let texts: Vec<String> = records.into_iter().map(|r| r.0).collect();
-    let pred: Vec<u32> = logits_of(&mut model, tok.as_ref(), &texts, None, b)?.iter().map(|l| argmax(l)).collect();
+    let pred: Vec<u32> = logits_of(&mut model, tok.as_ref(), &texts, max_len, b)?.iter().map(|l| argmax(l)).collect();
     let r = report(&labels, &truth, &pred);
     if let Some(path) = out {
         let k = labels.len();

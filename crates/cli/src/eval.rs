@@ -19,7 +19,7 @@ pub struct EvalArgs {
     #[arg(long, default_value_t = 1)]
     beam: usize,
     /// Window length (default: the model's context; use the training --seq-len
-    /// to reproduce a run's final val loss)
+    /// to reproduce a run's final val loss); classifiers: texts are cut to it (default: at most 512)
     #[arg(long)]
     seq_len: Option<usize>,
     /// Windows per forward pass (speed only)
@@ -43,7 +43,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         return crate::translate::eval(&a.model, &a.data, a.beam, a.json);
     }
     if a.adapter.is_none() && attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier()) {
-        return crate::classify::eval(&a.model, &a.data, a.json, a.out.as_deref(), a.batch_size);
+        return crate::classify::eval(&a.model, &a.data, a.json, a.out.as_deref(), a.batch_size, a.seq_len);
     }
     anyhow::ensure!(a.out.is_none(), "--out draws a classifier's confusion matrix; {} is not a classifier", a.model.display());
     let (mut model, tok) = crate::load_model_with(&a.model, a.adapter.as_deref())?;
