@@ -125,6 +125,10 @@ fn texts_of(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
+fn model_name(dir: &Path) -> String {
+    crate::inspect::model_name(dir)
+}
+
 /// `attn eval` on a classifier: accuracy, macro F1 and the confusion matrix
 /// over labelled texts; `out` draws the matrix (rows: true labels).
 pub fn eval(dir: &Path, data: &Path, json: bool, out: Option<&Path>, b: usize, max_len: Option<usize>) -> anyhow::Result<()> {
@@ -145,19 +149,8 @@ pub fn eval(dir: &Path, data: &Path, json: bool, out: Option<&Path>, b: usize, m
     let pred: Vec<u32> = logits_of(&mut model, tok.as_ref(), &texts, max_len, b)?.iter().map(|l| argmax(l)).collect();
     let r = report(&labels, &truth, &pred);
     if let Some(path) = out {
-        let k = labels.len();
-        // Each row as fractions of its true label's texts.
-        let fractions: Vec<f32> = r
-            .confusion
-            .iter()
-            .flat_map(|row| {
-                let n = row.iter().sum::<usize>().max(1) as f32;
-                row.iter().map(move |&c| c as f32 / n)
-            })
-            .collect();
-        let title = format!("confusion: accuracy {:.4} over {} texts (rows: true, columns: predicted)", r.accuracy, r.count);
-        attn_inspect::plot::alignment(path, &title, &labels, &labels, &fractions).with_context(|| format!("drawing {}", path.display()))?;
-        debug_assert_eq!(fractions.len(), k * k);
+        let title = format!("{}: accuracy {:.4}, macro F1 {:.4} over {} texts", model_name(dir), r.accuracy, r.macro_f1, r.count);
+        attn_inspect::plot::confusion(path, &title, &labels, &r.confusion).with_context(|| format!("drawing {}", path.display()))?;
     }
     let mut stdout = std::io::stdout().lock();
     if json {

@@ -322,3 +322,45 @@ where
     root.present()?;
     Ok(())
 }
+
+/// A classifier's confusion matrix: row = true label, column = predicted
+/// label; each cell shows its count, coloured by its share of the row.
+pub fn confusion(path: &Path, title: &str, labels: &[String], counts: &[Vec<usize>]) -> Result<()> {
+    let k = labels.len();
+    let cell = (480 / k.max(1) as i32).clamp(40, 140);
+    let longest = labels.iter().map(|s| label(s).chars().count()).max().unwrap_or(1) as i32;
+    let label_w = (longest * 9 + 40).min(200);
+    let width = (label_w + cell * k as i32 + 40).max(title.chars().count() as i32 * 10 + 20);
+    let size = (width as u32, (80 + cell * k as i32 + label_w) as u32);
+    render(path, size, &|root| draw_confusion(root, title, labels, counts, cell, label_w), &|root| draw_confusion(root, title, labels, counts, cell, label_w))
+}
+
+fn draw_confusion<DB: DrawingBackend>(root: Draw<DB>, title: &str, labels: &[String], counts: &[Vec<usize>], c: i32, x0: i32) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)?;
+    let (y0, k) = (72, labels.len() as i32);
+    root.draw(&Text::new(title, (10, 14), ("sans-serif", 18).into_font()))?;
+    root.draw(&Text::new("true ↓   predicted →", (x0, y0 - 20), ("sans-serif", 14).into_font()))?;
+    let centered = TextStyle::from(("sans-serif", (c / 4).clamp(12, 24)).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+    for (r, row) in counts.iter().enumerate() {
+        let total = row.iter().sum::<usize>().max(1) as f32;
+        for (p, &n) in row.iter().enumerate() {
+            let (x, y) = (x0 + p as i32 * c, y0 + r as i32 * c);
+            let share = n as f32 / total;
+            root.draw(&Rectangle::new([(x, y), (x + c, y + c)], heat(share).filled()))?;
+            let ink = if share > 0.5 { BLACK } else { WHITE };
+            root.draw(&Text::new(n.to_string(), (x + c / 2, y + c / 2), centered.clone().color(&ink)))?;
+        }
+    }
+    root.draw(&Rectangle::new([(x0, y0), (x0 + c * k, y0 + c * k)], BLACK.mix(0.6).stroke_width(1)))?;
+    let ystyle = TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Right, VPos::Center));
+    let xstyle = TextStyle::from(("sans-serif", 15).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    for (i, l) in labels.iter().enumerate() {
+        root.draw(&Text::new(label(l), (x0 - 8, y0 + i as i32 * c + c / 2), ystyle.clone()))?;
+        root.draw(&Text::new(label(l), (x0 + i as i32 * c + c / 2, y0 + k * c + 8), xstyle.clone()))?;
+    }
+    root.present()?;
+    Ok(())
+}
