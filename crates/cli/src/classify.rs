@@ -35,7 +35,8 @@ pub struct ClassifyArgs {
 
 /// A classifier folder's model and tokenizer.
 fn load(dir: &Path) -> anyhow::Result<(Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
-    let (model, _) = Transformer::load(dir).with_context(|| format!("loading the classifier in {}", dir.display()))?;
+    // A classifier folder, or a LoRA classifier run (its adapter merged into its base).
+    let model = attn_model::lora::load_merged(dir, None).with_context(|| format!("loading the classifier in {}", dir.display()))?;
     anyhow::ensure!(
         model.config.is_classifier(),
         "{} is not a classifier (its config.json has no *ForSequenceClassification architecture with id2label); train one with attn train --task classify",

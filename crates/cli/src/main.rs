@@ -118,23 +118,20 @@ pub fn load_any(dir: &std::path::Path) -> anyhow::Result<(Loaded, Box<dyn attn_t
 /// `base_model_name_or_path` names the base.
 pub fn load_any_with(dir: &std::path::Path, adapter: Option<&std::path::Path>) -> anyhow::Result<(Loaded, Box<dyn attn_tokenizer::Tokenizer>)> {
     use anyhow::Context;
-    use attn_model::lora::{adapter_base, is_adapter_dir, Lora};
-    let (base, adapter) = match adapter {
-        Some(a) => (dir.to_path_buf(), Some(a.to_path_buf())),
-        None if is_adapter_dir(dir) && !dir.join("config.json").exists() => (std::path::PathBuf::from(adapter_base(dir)?), Some(dir.to_path_buf())),
-        None => (dir.to_path_buf(), None),
-    };
-    let ctx = || format!("loading the model in {}", base.display());
-    // One call loads any folder; its config says whether it generates.
-    let (mut m, _) = attn_model::Transformer::load(&base).with_context(ctx)?;
-    if let Some(a) = &adapter {
-        let (lora, _) = Lora::load(a, &m.config).with_context(|| format!("loading the LoRA adapter in {}", a.display()))?;
-        lora.merge_into(&mut m);
-    }
+    use attn_model::lora::{adapter_base, is_adapter_dir};
+    let m = attn_model::lora::load_merged(dir, adapter).with_context(|| match adapter {
+        Some(a) => format!("loading the model in {} with the LoRA adapter in {}", dir.display(), a.display()),
+        None => format!("loading the model in {}", dir.display()),
+    })?;
     let model = if m.config.has_head() { Loaded::Decoder(m) } else { Loaded::Encoder(m) };
-    // An adapter folder's own tokenizer (its run may have saved one) wins.
-    let tok_dir = adapter.as_ref().filter(|a| a.join("tokenizer.json").exists()).unwrap_or(&base);
-    let tok = attn_tokenizer::load_tokenizer(tok_dir, None).with_context(|| format!("loading the tokenizer of {}", tok_dir.display()))?;
+    // An adapter folder's own tokenizer (its run saved one) wins over the base's.
+    let adapter_dir = adapter.map(std::path::Path::to_path_buf).or_else(|| is_adapter_dir(dir).then(|| dir.to_path_buf()));
+    let tok_dir = match &adapter_dir {
+        Some(a) if a.join("tokenizer.json").exists() => a.clone(),
+        Some(a) if adapter.is_none() => std::path::PathBuf::from(adapter_base(a)?),
+        _ => dir.to_path_buf(),
+    };
+    let tok = attn_tokenizer::load_tokenizer(&tok_dir, None).with_context(|| format!("loading the tokenizer of {}", tok_dir.display()))?;
     Ok((model, tok))
 }
 

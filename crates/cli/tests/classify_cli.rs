@@ -96,6 +96,70 @@ fn classifier_trains_evaluates_and_labels() {
     let o = attn(&["classify", "--model", m, "--data", &jsonl]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).lines().count() == 240, "{}", stderr(&o));
 
+    // LoRA: adapters on the body, the head trained in full (PEFT's SEQ_CLS);
+    // the run is an adapter folder that classifies, resumes bit for bit.
+    let lora = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--task",
+            "classify",
+            "--data",
+            &jsonl,
+            "--init",
+            base.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--steps",
+            "30",
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "3",
+            "--eval-every",
+            "10",
+            "--threads",
+            "2",
+            "--quiet",
+            "--lora-r",
+            "8",
+            "--lora-targets",
+            "q,v,o,mlp",
+        ];
+        args.extend_from_slice(extra);
+        attn(&args)
+    };
+    let (lfull, lpart) = (tmp.path().join("lora-full"), tmp.path().join("lora-part"));
+    let o = lora(&lfull, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(s["val_accuracy"].as_f64().unwrap() >= 0.75, "{s}");
+    assert!(!lfull.join("model.safetensors").exists() && lfull.join("adapter_model.safetensors").exists());
+    let acfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(lfull.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!((acfg["task_type"].as_str(), acfg["modules_to_save"][1].as_str()), (Some("SEQ_CLS"), Some("score")));
+    let o = lora(&lpart, &["--halt-at", "10"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = lora(&lpart, &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bits = |d: &Path| {
+        std::fs::read(d.join("adapter_model.safetensors"))
+            .map(|_| {
+                let f = attn_model::checkpoint::TensorFile::open(&d.join("adapter_model.safetensors")).unwrap();
+                let mut n: Vec<String> = f.names().map(str::to_string).collect();
+                n.sort();
+                n.iter().map(|k| f.read_f32(k).unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>()).collect::<Vec<_>>()
+            })
+            .unwrap()
+    };
+    assert!(bits(&lpart) == bits(&lfull), "LoRA classifier resume is not bit for bit");
+    let o = attn(&["eval", "--model", lfull.to_str().unwrap(), "--data", &csv, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!((e["accuracy"].as_f64().unwrap() - 0.0).abs() > 0.0 && e["count"] == 240, "{e}");
+    let o = attn(&["classify", "--model", lfull.to_str().unwrap(), red]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
     // Misuse is named.
     let o = attn(&["classify", "--model", base.to_str().unwrap(), "hello"]);
     assert!(!o.status.success() && stderr(&o).contains("not a classifier"), "{}", stderr(&o));

@@ -203,7 +203,14 @@ fn classifier_labels(v: &Value, path: &Path) -> Result<Vec<String>> {
     if !arch.ends_with("ForSequenceClassification") {
         return Ok(Vec::new());
     }
-    let map = v["id2label"].as_object().ok_or_else(|| field_err(path, "id2label", "is missing; a sequence classifier names its labels"))?;
+    // transformers 5 leaves out id2label when it is the default LABEL_0, LABEL_1, ...
+    let Some(map) = v["id2label"].as_object() else {
+        let n = match &v["num_labels"] {
+            Value::Null => 2,
+            x => x.as_u64().filter(|&n| n >= 2).ok_or_else(|| field_err(path, "num_labels", "must be an integer of at least 2"))? as usize,
+        };
+        return Ok((0..n).map(|i| format!("LABEL_{i}")).collect());
+    };
     let mut labels = vec![None; map.len()];
     for (id, name) in map {
         let i: usize =

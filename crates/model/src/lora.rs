@@ -84,6 +84,9 @@ pub struct Lora {
     pub training: bool,
     /// Seed of this micro-batch's dropout masks.
     pub dropout_stream: u64,
+    /// A classifier's head, trained in full beside the adapters (PEFT's
+    /// `modules_to_save`): (the model's tensor name, its range here).
+    pub head: Vec<(String, Range<usize>)>,
     // Saved by the forward pass for the backward: x A^T (N, r), and the
     // dropped-out input (N, in) when dropout is on.
     u: Vec<Vec<f32>>,
@@ -111,7 +114,18 @@ fn modules(cfg: &TransformerConfig, li: usize, target: &str) -> Result<Vec<Modul
                 _ => return Err(bad()),
             }
         }
-        Family::Bert => return Err(ModelError::InvalidConfig("LoRA applies to decoders (GPT-2, Llama, Qwen2, Mistral) here, not to BERT".into())),
+        Family::Bert => {
+            // A classifier's body has the `bert.` prefix; q, k and v are packed.
+            let p = format!("{}encoder.layer.{li}.", if cfg.is_classifier() { "bert." } else { "" });
+            match target {
+                "q" => vec![(Site::Qkv, 0..c, c, format!("{p}attention.self.query"))],
+                "k" => vec![(Site::Qkv, c..2 * c, c, format!("{p}attention.self.key"))],
+                "v" => vec![(Site::Qkv, 2 * c..w, c, format!("{p}attention.self.value"))],
+                "o" => vec![(Site::Proj, 0..c, at, format!("{p}attention.output.dense"))],
+                "mlp" => vec![(Site::Up, 0..f, c, format!("{p}intermediate.dense")), (Site::Down, 0..c, f, format!("{p}output.dense"))],
+                _ => return Err(bad()),
+            }
+        }
         _ => {
             let p = format!("model.layers.{li}.");
             match target {
@@ -172,6 +186,7 @@ impl Lora {
             adapters,
             training: false,
             dropout_stream: 0,
+            head: Vec::new(),
             u: vec![Vec::new(); n],
             xd: vec![Vec::new(); n],
         }
@@ -205,6 +220,40 @@ impl Lora {
 
     pub fn num_params(&self) -> usize {
         self.layout.num_params()
+    }
+
+    /// Trains a classifier's head (`score`, or BERT's `classifier`) beside
+    /// the adapters, starting from the model's values, as PEFT does for
+    /// sequence classification. BERT's pooler stays frozen.
+    pub fn add_head(&mut self, model: &crate::Transformer) {
+        let heads: Vec<_> = model.layout.entries.iter().filter(|e| is_head(&e.name)).cloned().collect();
+        for e in heads {
+            let r = self.layout.push(format!("base_model.model.{}", e.name), e.shape.clone(), e.kind);
+            self.layout.finish();
+            self.params.resize(self.layout.total(), 0.0);
+            self.params[r.clone()].copy_from_slice(&model.params[e.range()]);
+            self.head.push((e.name.clone(), r));
+        }
+    }
+
+    /// Copies the trained head into the model's weights.
+    pub fn sync_head(&self, layout: &ParamLayout, params: &mut [f32]) {
+        for (name, r) in &self.head {
+            if let Some(e) = layout.get(name) {
+                params[e.range()].copy_from_slice(&self.params[r.clone()]);
+            }
+        }
+    }
+
+    /// Adds a head gradient `g` of the model's tensor `name` into the
+    /// adapter's gradients; false when the head is not trained here.
+    pub fn add_head_grad(&mut self, name: &str, g: &[f32]) -> bool {
+        let Some((_, r)) = self.head.iter().find(|(n, _)| n == name) else { return false };
+        if self.grads.len() != self.params.len() {
+            self.grads = vec![0.0; self.params.len()];
+        }
+        self.grads[r.clone()].iter_mut().zip(g).for_each(|(a, b)| *a += b);
+        true
     }
 
     fn dropout_mask(&self, i: usize, len: usize) -> Vec<f32> {
@@ -274,6 +323,7 @@ impl Lora {
     /// Adds every adapter into the base weights (W += s * B A, transposed for
     /// GPT-2's (in, out) matrices): the adapted model at no extra cost.
     pub fn merge_into(&self, model: &mut crate::Transformer) {
+        self.sync_head(&model.layout.clone(), &mut model.params);
         let cfg = model.config.clone();
         for ad in &self.adapters {
             let li = &model.idx.layers[ad.layer];
@@ -315,7 +365,7 @@ impl Lora {
         targets.dedup();
         let cfg = serde_json::json!({
             "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
+            "task_type": if self.head.is_empty() { "CAUSAL_LM" } else { "SEQ_CLS" },
             "base_model_name_or_path": base,
             "r": self.config.r,
             "lora_alpha": self.config.alpha,
@@ -325,7 +375,7 @@ impl Lora {
             "bias": "none",
             "use_rslora": self.config.rslora,
             "use_dora": false,
-            "modules_to_save": null,
+            "modules_to_save": if self.head.is_empty() { serde_json::Value::Null } else { serde_json::json!(["classifier", "score"]) },
             "init_lora_weights": true,
             "inference_mode": true,
             "rank_pattern": {},
@@ -356,8 +406,12 @@ impl Lora {
         if v["bias"].as_str().is_some_and(|b| b != "none") {
             return Err(bad("bias", format!("{}: adapters that train biases are not supported", v["bias"])));
         }
-        if v["modules_to_save"].as_array().is_some_and(|m| !m.is_empty()) {
-            return Err(bad("modules_to_save", "full copies of modules are not supported".into()));
+        // Full copies of modules: only a classifier's head (PEFT's default
+        // for sequence classification) can be applied.
+        if let Some(m) = v["modules_to_save"].as_array() {
+            if let Some(other) = m.iter().filter_map(|x| x.as_str()).find(|x| !["classifier", "score"].contains(x)) {
+                return Err(bad("modules_to_save", format!("{other:?}: only a classifier's head (classifier, score) can be saved in full")));
+            }
         }
         if v["alpha_pattern"].as_object().is_some_and(|m| !m.is_empty()) {
             return Err(bad("alpha_pattern", "per-module alphas are not supported".into()));
@@ -374,7 +428,12 @@ impl Lora {
         let w = TensorFile::open(&dir.join(ADAPTER_WEIGHTS))?;
         let known = all_modules(model)?;
         let mut specs = Vec::new();
+        let mut heads = Vec::new();
         for name in w.names() {
+            if let Some(h) = name.strip_prefix("base_model.model.").filter(|n| is_head(n)) {
+                heads.push((h.to_string(), w.shape(name)?));
+                continue;
+            }
             let Some(module) = name.strip_prefix("base_model.model.").and_then(|n| n.strip_suffix(".lora_A.weight")) else {
                 if name.ends_with(".lora_B.weight") {
                     continue;
@@ -400,6 +459,13 @@ impl Lora {
             return Err(bad("target_modules", format!("{} holds no LoRA matrices", dir.join(ADAPTER_WEIGHTS).display())));
         }
         let mut lora = Self::build(config, specs);
+        heads.sort();
+        for (name, shape) in heads {
+            let r = lora.layout.push(format!("base_model.model.{name}"), shape, if name.ends_with(".bias") { ParamKind::Bias } else { ParamKind::Matrix });
+            lora.layout.finish();
+            lora.params.resize(lora.layout.total(), 0.0);
+            lora.head.push((name, r));
+        }
         for e in lora.layout.entries.clone() {
             w.read_into(&e.name, &e.shape, &mut lora.params[e.range()])?;
             check_finite(dir, &e.name, &lora.params[e.range()])?;
@@ -409,9 +475,44 @@ impl Lora {
     }
 }
 
-/// Whether `dir` holds a PEFT adapter.
+/// A classifier head's tensor, trained in full under LoRA.
+fn is_head(name: &str) -> bool {
+    name.starts_with("score.") || name.starts_with("classifier.")
+}
+
+/// Whether `dir` holds a PEFT adapter (and not a full model: a LoRA
+/// classifier run keeps its config.json, for the labels, beside it).
 pub fn is_adapter_dir(dir: &Path) -> bool {
-    dir.join(ADAPTER_CONFIG).exists()
+    dir.join(ADAPTER_CONFIG).exists() && !dir.join(crate::checkpoint::WEIGHTS_FILE).exists()
+}
+
+/// The frozen base of an adapter folder, built as the adapter needs it: the
+/// folder `base_model_name_or_path` names, as a classifier with the labels of
+/// the adapter folder's config.json when it has one (a LoRA classifier run).
+pub fn load_base(adapter_dir: &Path) -> Result<crate::Transformer> {
+    let base = adapter_base(adapter_dir)?;
+    let own = adapter_dir.join(crate::checkpoint::CONFIG_FILE);
+    if own.exists() {
+        let labels = crate::config_from_dir(adapter_dir)?.labels;
+        if !labels.is_empty() {
+            return crate::Transformer::load_as_classifier(Path::new(&base), labels, 0);
+        }
+    }
+    Ok(crate::Transformer::load(Path::new(&base))?.0)
+}
+
+/// A model with an adapter merged in: `dir` is a base folder and `adapter`
+/// a PEFT folder for it, or `dir` is itself an adapter folder (an attn LoRA
+/// run) whose config names its base.
+pub fn load_merged(dir: &Path, adapter: Option<&Path>) -> Result<crate::Transformer> {
+    let (mut model, adapter) = match adapter {
+        Some(a) => (crate::Transformer::load(dir)?.0, a),
+        None if is_adapter_dir(dir) => (load_base(dir)?, dir),
+        None => return Ok(crate::Transformer::load(dir)?.0),
+    };
+    let (lora, _) = Lora::load(adapter, &model.config)?;
+    lora.merge_into(&mut model);
+    Ok(model)
 }
 
 /// The base model an adapter folder names (`base_model_name_or_path`).

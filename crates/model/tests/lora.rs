@@ -184,3 +184,48 @@ fn exported_adapters_are_current() {
         assert!(max_abs(model.logits(), &want) < 1e-5, "{v}: the committed logits are stale");
     }
 }
+
+/// Sequence classifiers with LoRA (PEFT task_type SEQ_CLS): the adapters and
+/// the head, trained in full beside them, give PEFT's logits, loss and
+/// gradients on a right-padded batch, the base frozen.
+fn check_cls(v: &str) {
+    let f = golden();
+    let (mut model, _) = Transformer::load(&dir(v).join("base")).unwrap();
+    let (lora, _) = Lora::load(&dir(v).join("adapter"), &model.config).unwrap();
+    assert!(!lora.head.is_empty(), "{v}: the adapter carries the classifier's head");
+    model.lora = Some(lora);
+    let t = f.shape(&format!("{v}.input_ids")).unwrap()[1];
+    let x = f.read_ids(&format!("{v}.input_ids")).unwrap();
+    let lens: Vec<usize> = f.read_ids(&format!("{v}.lens")).unwrap().iter().map(|&l| l as usize).collect();
+    let labels = f.read_ids(&format!("{v}.labels")).unwrap();
+    model.zero_grad();
+    let (logits, loss) = model.classify(&x, &lens, t, Some(&labels)).unwrap();
+    let dl = max_abs(&logits, &f.read_f32(&format!("{v}.logits")).unwrap());
+    let (loss, want) = (loss.unwrap(), f.read_f32(&format!("{v}.loss")).unwrap()[0]);
+    eprintln!("{v}: logits {dl:e}, loss {loss} vs PEFT {want}");
+    assert!(dl < 1e-4 && (loss - want).abs() < 1e-5, "{v}: logits {dl:e}, loss {loss} vs {want}");
+    model.classify_backward(1.0).unwrap();
+    assert!(model.grads().is_empty());
+    let lora = model.lora.as_ref().unwrap();
+    let mut worst = (0.0f32, String::new());
+    for e in &lora.layout.entries {
+        let theirs = f.read_f32(&format!("{v}.grad.{}", e.name)).unwrap();
+        let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+        let rel = max_abs(&lora.grads[e.range()], &theirs) / scale;
+        if rel > worst.0 {
+            worst = (rel, e.name.clone());
+        }
+    }
+    eprintln!("{v}: {} tensors (head included), worst relative gradient difference {:e} ({})", lora.layout.entries.len(), worst.0, worst.1);
+    assert!(worst.0 < 1e-3, "{v} {}: {:e}", worst.1, worst.0);
+}
+
+#[test]
+fn gpt2_classifier_adapter_from_peft_matches() {
+    check_cls("gpt2_cls");
+}
+
+#[test]
+fn bert_classifier_adapter_from_peft_matches() {
+    check_cls("bert_cls");
+}

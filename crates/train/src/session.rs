@@ -36,16 +36,19 @@ pub(crate) struct Session {
 /// the data (or the labels of --init when it is a classifier already).
 fn start_classify(run: &TrainRun, dir: &Path) -> Result<Session> {
     let init = run.init.as_ref().ok_or_else(|| TrainError::Config("--task classify fine-tunes a model: give it with --init DIR".into()))?;
-    if run.config.lora.is_some() {
-        return Err(TrainError::Config("--task classify trains every weight here; LoRA with a trained head is not supported yet, drop --lora-r".into()));
-    }
     let (train, val) = crate::classify::split_labelled(&run.data, &run.val_data, run.config.val_fraction, run.config.seed)?;
     let existing = attn_model::config_from_dir(init)?.labels;
     let labels = if existing.is_empty() { crate::classify::label_set(&train) } else { existing };
     if labels.len() < 2 {
         return Err(TrainError::Data(format!("the training data has {} label(s) ({labels:?}); a classifier needs at least 2", labels.len())));
     }
-    let model = Transformer::load_as_classifier(init, labels.clone(), run.config.seed)?;
+    let mut model = Transformer::load_as_classifier(init, labels.clone(), run.config.seed)?;
+    // LoRA: adapters on the body, and the head trained in full beside them.
+    let lora_base = attach_lora(run, &mut model)?;
+    if let Some(mut l) = model.lora.take() {
+        l.add_head(&model);
+        model.lora = Some(l);
+    }
     let tok = load_tokenizer(init, None)?;
     let data = crate::classify::ClassifyData::new(&train, &val, labels, tok.as_ref(), run.config.seq_len, !model.config.causal)?;
     tok.save(&dir.join(TOKENIZER_FILE))?;
@@ -63,7 +66,7 @@ fn start_classify(run: &TrainRun, dir: &Path) -> Result<Session> {
         start_step: 0,
         dir: dir.to_path_buf(),
         data_fingerprint: corpus_fingerprint(&[run.data.as_slice(), &run.val_data].concat())?,
-        lora_base: None,
+        lora_base,
     })
 }
 
@@ -293,7 +296,7 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     // A LoRA run holds the adapter; its config names the frozen base.
     let (model, model_meta, lora_base) = if attn_model::lora::is_adapter_dir(&run.out) {
         let base = attn_model::lora::adapter_base(&run.out)?;
-        let (mut m, _) = Transformer::load(Path::new(&base))?;
+        let mut m = attn_model::lora::load_base(&run.out)?;
         let (lora, meta) = attn_model::lora::Lora::load(&run.out, &m.config)?;
         m.lora = Some(lora);
         (m, meta, Some(base))

@@ -170,6 +170,10 @@ fn save_checkpoint(s: &Session, step: usize, cfg: &TrainConfig) -> Result<()> {
     if let Some(lora) = &s.model.lora {
         let base = s.lora_base.as_deref().unwrap_or_default();
         lora.save_config(&s.dir, &s.model.config, base)?;
+        // A classifier's labels live in its config.json, beside the adapter.
+        if s.model.config.is_classifier() {
+            s.model.save_config(&s.dir)?;
+        }
         return commit_checkpoint(&s.dir, step, ADAPTER_WEIGHTS, &s.opt, s.data_fingerprint, config, |path, meta| Ok(lora.save_weights(path, Some(meta))?));
     }
     s.model.save_config(&s.dir)?;

@@ -54,6 +54,10 @@ impl Transformer {
                 return bad(format!("classify needs {b} labels below {k}, got {l:?}"));
             }
         }
+        // A LoRA run trains the head beside the adapters: use its values.
+        if let Some(l) = &self.lora {
+            l.sync_head(&self.layout, &mut self.params);
+        }
         self.reserve(b, t);
         let mut a = self.take_acts().expect("reserved");
         self.refresh_rope(&mut a, t);
@@ -103,8 +107,28 @@ impl Transformer {
         crossentropy_backward_inplace(&mut dlogits, &ca.lse, &ca.labels, &vec![loss_scale / b as f32; b], b, k);
         let head_in: &[f32] = if cls.pooler.is_some() { &ca.act } else { &ca.pooled };
         let mut dhead_in = vec![0.0f32; b * c];
-        let (dw, db) = lin_mut(&mut g, &cls.out);
+        // A frozen base (LoRA) has no gradient buffer; its head may still
+        // train, in the adapter's buffer.
+        let frozen = g.is_empty();
+        let (mut dw_out, mut db_out) =
+            (vec![0.0f32; if frozen { cls.out.w.len() } else { 0 }], cls.out.b.as_ref().map(|r| vec![0.0f32; if frozen { r.len() } else { 0 }]));
+        let (dw, db) = if frozen { (dw_out.as_mut_slice(), db_out.as_deref_mut()) } else { lin_mut(&mut g, &cls.out) };
         matmul_backward(Some(&mut dhead_in), dw, db, &dlogits, head_in, &p[cls.out.w.clone()], b, c, k, OutIn);
+        if frozen {
+            if let Some(l) = &mut self.lora {
+                let names: Vec<String> = self
+                    .layout
+                    .entries
+                    .iter()
+                    .filter(|e| e.offset == cls.out.w.start || cls.out.b.as_ref().is_some_and(|r| r.start == e.offset))
+                    .map(|e| e.name.clone())
+                    .collect();
+                for n in names {
+                    let grad: &[f32] = if n.ends_with(".bias") { db_out.as_deref().unwrap_or(&[]) } else { &dw_out };
+                    l.add_head_grad(&n, grad);
+                }
+            }
+        }
         let dpooled = match &cls.pooler {
             Some(pl) => {
                 // tanh' = 1 - tanh^2
