@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use attn_generate::{generate, GenerationConfig, StopStrings, Utf8Stream};
+use attn_generate::{generate, GenerationConfig, TextStream};
 use attn_tokenizer::chat::{ChatTemplate, Message};
 use clap::Args;
 
@@ -92,12 +92,10 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
             history.pop();
             continue;
         };
-        let mut stops = StopStrings::new(turn_ends.clone());
-        let mut utf8 = Utf8Stream::default();
-        let (mut reply, mut io_err, mut stopped) = (String::new(), None, false);
+        let mut text = TextStream::new(turn_ends.clone());
+        let (mut reply, mut io_err) = (String::new(), None);
         generate(&model, &prompt, a.max_new_tokens, false, &eos, &mut sampler, |id| {
-            let (piece, stop) = stops.push(&utf8.push(&tok.decode_bytes(&[id]).unwrap_or_default()));
-            stopped = stop;
+            let (piece, stop) = text.push(&tok.decode_bytes(&[id]).unwrap_or_default());
             reply.push_str(&piece);
             if let Err(e) = write!(out, "{piece}").and_then(|_| out.flush()) {
                 io_err = Some(e);
@@ -108,12 +106,9 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
         if let Some(e) = io_err {
             return crate::quiet_on_broken_pipe(e);
         }
-        if !stopped {
-            let (rest, _) = stops.push(&utf8.finish());
-            let tail = rest + &stops.finish();
-            reply.push_str(&tail);
-            crate::print_or_quiet(&mut out, &tail)?;
-        }
+        let tail = text.finish();
+        reply.push_str(&tail);
+        crate::print_or_quiet(&mut out, &tail)?;
         crate::print_or_quiet(&mut out, "\n")?;
         history.push(Message::new("assistant", &reply));
     }

@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context;
-use attn_generate::{generate, GenerationConfig, Sampler, SamplerConfig, StopStrings, Utf8Stream};
+use attn_generate::{generate, GenerationConfig, Sampler, SamplerConfig, TextStream};
 use clap::Args;
 
 /// How the next token is chosen; shared by `generate` and `chat`.
@@ -108,16 +108,14 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     // The prompt is echoed with the first token, so an up-front error (such as
     // a context overflow) prints nothing else.
     let mut echo = (!a.json).then_some(text.as_str());
-    let mut stops = StopStrings::new(a.stop.clone());
-    let mut utf8 = Utf8Stream::default();
-    let (mut io_err, mut stopped, mut generated) = (None, false, String::new());
+    let mut text = TextStream::new(a.stop.clone());
+    let (mut io_err, mut generated) = (None, String::new());
     let t0 = Instant::now();
     let mut first_token_s = None;
     let done = generate(&model, &prompt, max_new, a.sliding_window, &eos, &mut sampler, |id| {
         first_token_s.get_or_insert_with(|| t0.elapsed().as_secs_f64());
         // Bytes, not text: a byte-level token may end inside a character.
-        let (piece, stop) = stops.push(&utf8.push(&tok.decode_bytes(&[id]).unwrap_or_default()));
-        stopped = stop;
+        let (piece, stop) = text.push(&tok.decode_bytes(&[id]).unwrap_or_default());
         if a.json {
             generated.push_str(&piece);
         } else if let Err(e) = write!(out, "{}{piece}", echo.take().unwrap_or("")).and_then(|_| out.flush()) {
@@ -129,11 +127,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     if let Some(e) = io_err {
         return crate::quiet_on_broken_pipe(e);
     }
-    let mut tail = String::new();
-    if !stopped {
-        let (rest, _) = stops.push(&utf8.finish());
-        tail = rest + &stops.finish();
-    }
+    let tail = text.finish();
     let total_s = t0.elapsed().as_secs_f64();
     if a.json {
         generated.push_str(&tail);

@@ -17,7 +17,7 @@ mod stream;
 
 pub use config::GenerationConfig;
 pub use search::{search, EarlyStopping, Hypothesis, SearchConfig};
-pub use stream::{StopStrings, Utf8Stream};
+pub use stream::{StopStrings, TextStream, Utf8Stream};
 
 use attn_model::Transformer;
 use rand::{Rng, SeedableRng};

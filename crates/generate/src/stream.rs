@@ -88,3 +88,33 @@ impl StopStrings {
         std::mem::take(&mut self.pending)
     }
 }
+
+/// Token bytes in, printable text out: whole characters only, and never any
+/// part of a stop string. `finish` gives what is held back at the end (none
+/// after a stop).
+pub struct TextStream {
+    utf8: Utf8Stream,
+    stops: StopStrings,
+    stopped: bool,
+}
+
+impl TextStream {
+    pub fn new(stops: Vec<String>) -> Self {
+        TextStream { utf8: Utf8Stream::default(), stops: StopStrings::new(stops), stopped: false }
+    }
+
+    /// The text that can be shown now, and whether a stop string was reached.
+    pub fn push(&mut self, bytes: &[u8]) -> (String, bool) {
+        let (piece, stop) = self.stops.push(&self.utf8.push(bytes));
+        self.stopped |= stop;
+        (piece, stop)
+    }
+
+    pub fn finish(&mut self) -> String {
+        if self.stopped {
+            return String::new();
+        }
+        let (rest, _) = self.stops.push(&self.utf8.finish());
+        rest + &self.stops.finish()
+    }
+}

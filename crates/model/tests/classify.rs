@@ -140,7 +140,10 @@ fn exported_classifiers_are_current() {
             continue;
         }
         let (mut saved, _) = Transformer::load(&out).unwrap();
-        assert_eq!(saved.params, model.params, "{v}: the committed folder is not what attn writes; rerun with ATTN_WRITE_FIXTURES=1");
+        // Within rounding: the step's gradient sums differ between the
+        // AVX2 and AVX-512 GEMM kernels.
+        let d = max_abs(&saved.params, &model.params);
+        assert!(d < 1e-5, "{v}: the committed folder is not what attn writes (off by {d:e}); rerun with ATTN_WRITE_FIXTURES=1");
         let (again, _) = saved.classify(&x, &lens, t, None).unwrap();
         let want = TensorFile::open(&out.join("attn_logits.safetensors")).unwrap().read_f32("logits").unwrap();
         assert!(max_abs(&again, &want) < 1e-5, "{v}: the committed logits are stale");
