@@ -126,10 +126,6 @@ fn texts_of(path: &Path) -> anyhow::Result<Vec<String>> {
         .collect()
 }
 
-fn model_name(dir: &Path) -> String {
-    crate::inspect::model_name(dir)
-}
-
 /// `attn eval` on a classifier: accuracy, macro F1 and the confusion matrix
 /// over labelled texts; `out` draws the matrix (rows: true labels).
 pub fn eval(dir: &Path, data: &Path, json: bool, out: Option<&Path>, b: usize, max_len: Option<usize>) -> anyhow::Result<()> {
@@ -150,7 +146,7 @@ pub fn eval(dir: &Path, data: &Path, json: bool, out: Option<&Path>, b: usize, m
     let pred: Vec<u32> = logits_of(&mut model, tok.as_ref(), &texts, max_len, b)?.iter().map(|l| argmax(l)).collect();
     let r = report(&labels, &truth, &pred);
     if let Some(path) = out {
-        let title = format!("{}: accuracy {:.4}, macro F1 {:.4} over {} texts", model_name(dir), r.accuracy, r.macro_f1, r.count);
+        let title = format!("{}: accuracy {:.4}, macro F1 {:.4} over {} texts", crate::inspect::model_name(dir), r.accuracy, r.macro_f1, r.count);
         attn_inspect::plot::confusion(path, &title, &labels, &r.confusion).with_context(|| format!("drawing {}", path.display()))?;
     }
     let mut stdout = std::io::stdout().lock();
