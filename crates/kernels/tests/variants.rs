@@ -168,19 +168,31 @@ fn sgd_momentum_and_clipping() {
     assert_eq!(p1, p2);
 }
 
+/// Several rows against the naive product, and each row of a batch bit for
+/// bit equal to the same row run alone (batch invariance: a server's output
+/// must not depend on what else it is decoding).
 #[test]
-fn matvec_matches_naive() {
-    use attn_kernels::matvec::matvec_forward;
+fn matvec_matches_naive_and_is_batch_invariant() {
+    use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
     for threads in [1, 3] {
         with_threads(threads, || {
             for &(c, oc) in &[(1, 1), (13, 7), (129, 300), (64, 1031)] {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
-                    let (x, w, b) = (randn(c, 11), randn(c * oc, 12), randn(oc, 13));
-                    let (mut fast, mut slow) = (vec![0.0; oc], vec![0.0; oc]);
-                    let mut scratch = vec![0.0; attn_kernels::matvec::matvec_scratch_len(oc)];
-                    matvec_forward(&mut fast, &mut scratch, &x, &w, Some(&b), c, oc, layout);
-                    matmul_forward_naive(&mut slow, &x, &w, Some(&b), 1, c, oc, layout);
-                    assert!(max_diff(&fast, &slow) < 1e-4, "{c}x{oc} {layout:?}");
+                    for n in [1, 2, 5] {
+                        let (x, w, b) = (randn(n * c, 11), randn(c * oc, 12), randn(oc, 13));
+                        let (mut fast, mut slow) = (vec![0.0; n * oc], vec![0.0; n * oc]);
+                        // Sized for more rows than used, as a server's batch buffers are.
+                        let mut scratch = vec![0.0; matvec_scratch_len(8, oc)];
+                        matvec_forward(&mut fast, &mut scratch, &x, &w, Some(&b), n, c, oc, layout);
+                        matmul_forward_naive(&mut slow, &x, &w, Some(&b), n, c, oc, layout);
+                        assert!(max_diff(&fast, &slow) < 1e-4, "{c}x{oc} {layout:?} n={n}");
+                        for r in 0..n {
+                            let mut alone = vec![0.0; oc];
+                            let mut scratch1 = vec![0.0; matvec_scratch_len(1, oc)];
+                            matvec_forward(&mut alone, &mut scratch1, &x[r * c..(r + 1) * c], &w, Some(&b), 1, c, oc, layout);
+                            assert_eq!(alone, fast[r * oc..(r + 1) * oc], "{c}x{oc} {layout:?} row {r} of {n}");
+                        }
+                    }
                 }
             }
         });

@@ -26,11 +26,11 @@ const CHUNK: usize = 256;
 /// Keys and values of every layer for up to `capacity` positions, plus the
 /// buffers one chunk needs, allocated once.
 pub struct Cache {
-    capacity: usize,
-    len: usize,
-    kvw: usize,
-    k: Vec<f32>,        // (L, capacity, NKV*HD)
-    v: Vec<f32>,        // (L, capacity, NKV*HD)
+    pub(super) capacity: usize,
+    pub(super) len: usize,
+    pub(super) kvw: usize,
+    pub(super) k: Vec<f32>, // (L, capacity, NKV*HD)
+    pub(super) v: Vec<f32>, // (L, capacity, NKV*HD)
     x: Vec<f32>,        // (rows, C) the residual stream
     ln: Vec<f32>,       // (rows, C)
     mean: Vec<f32>,     // (rows)
@@ -41,11 +41,11 @@ pub struct Cache {
     h: Vec<f32>,        // (rows, F)
     gate: Vec<f32>,     // (rows, F)
     act: Vec<f32>,      // (rows, F)
-    scores: Vec<f32>,   // (NH, CACHED_BLOCK, capacity)
+    pub(super) scores: Vec<f32>, // (NH, CACHED_BLOCK, capacity)
     logits: Vec<f32>,   // (V)
     partials: Vec<f32>, // matvec scratch
-    cos: Vec<f32>,      // (capacity, HD/2), rotary only
-    sin: Vec<f32>,      // (capacity, HD/2)
+    pub(super) cos: Vec<f32>, // (capacity, HD/2), rotary only
+    pub(super) sin: Vec<f32>, // (capacity, HD/2)
 }
 
 impl Cache {
@@ -117,7 +117,7 @@ impl Transformer {
             act: z(rows * f),
             scores: z(attention_cached_scratch_len(cfg.n_head, capacity) / CACHED_BLOCK * CACHED_BLOCK.min(rows)),
             logits: z(cfg.vocab_size),
-            partials: z(matvec_scratch_len(cfg.vocab_size.max(f).max(w))),
+            partials: z(matvec_scratch_len(1, cfg.vocab_size.max(f).max(w))),
             cos,
             sin,
         })
@@ -159,13 +159,14 @@ impl Transformer {
         Ok(&cache.logits)
     }
 
-    /// Dense layer on `rows` rows: a matrix-vector product for one row (the
-    /// decoding case, bound by reading the weights), a GEMM otherwise.
-    fn dense(&self, out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &crate::params::Lin, rows: usize, c: usize, oc: usize, lay: WeightLayout) {
+    /// Dense layer on `rows` rows of one sequence: a matrix-vector product
+    /// for one row (the decoding case, bound by reading the weights), a GEMM
+    /// otherwise.
+    pub(super) fn dense(&self, out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &crate::params::Lin, rows: usize, c: usize, oc: usize, lay: WeightLayout) {
         let p = &self.params;
         let bias = lin.b.clone().map(|r| &p[r]);
         if rows == 1 {
-            matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, c, oc, lay);
+            matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, 1, c, oc, lay);
         } else {
             matmul_forward(out, inp, &p[lin.w.clone()], bias, rows, c, oc, lay);
         }
@@ -183,18 +184,8 @@ impl Transformer {
             (cache.cos, cache.sin) = self.rope_tables(p0 + rows, p0 + rows);
         }
         let Cache { k, v: vc, x, ln, mean, rstd, qkv, atty, tmp, h, gate, act, scores, logits, partials, cos, sin, .. } = cache;
-        let wte = &p[idx.wte.clone()];
         for (r, &id) in tokens.iter().enumerate() {
-            let row = &mut x[r * c..(r + 1) * c];
-            row.copy_from_slice(&wte[id as usize * c..][..c]);
-            let pos: Option<&[f32]> = match (&idx.wpe, cfg.position) {
-                (Some(wpe), _) => Some(&p[wpe.start + (p0 + r) * c..][..c]),
-                (None, Position::Sinusoidal) => Some(&self.pos_table[(p0 + r) * c..][..c]),
-                _ => None,
-            };
-            if let Some(pos) = pos {
-                residual_forward(row, pos);
-            }
+            self.embed_row(&mut x[r * c..(r + 1) * c], id, p0 + r);
         }
         let rope = matches!(cfg.position, Position::Rope { .. });
         for (li, wi) in idx.layers.iter().enumerate() {
@@ -234,6 +225,21 @@ impl Transformer {
         let last = &x[(rows - 1) * c..rows * c];
         let (Some(nf), Some(head)) = (&idx.norm_f, &idx.head) else { unreachable!("new_cache refuses encoders") };
         self.norm_forward(ln, mean, rstd, last, nf, 1);
-        matvec_forward(logits, partials, ln, &p[head.clone()], None, c, v, OutIn);
+        matvec_forward(logits, partials, ln, &p[head.clone()], None, 1, c, v, OutIn);
+    }
+
+    /// The input row of token `id` at position `pos`: its embedding plus a
+    /// learned or sinusoidal position (rotary positions come later, in Q and K).
+    pub(super) fn embed_row(&self, row: &mut [f32], id: u32, pos: usize) {
+        let (p, idx, c) = (&self.params, &self.idx, self.config.n_embd);
+        row.copy_from_slice(&p[idx.wte.start + id as usize * c..][..c]);
+        let add: Option<&[f32]> = match (&idx.wpe, self.config.position) {
+            (Some(wpe), _) => Some(&p[wpe.start + pos * c..][..c]),
+            (None, Position::Sinusoidal) => Some(&self.pos_table[pos * c..][..c]),
+            _ => None,
+        };
+        if let Some(add) = add {
+            residual_forward(row, add);
+        }
     }
 }

@@ -6,12 +6,14 @@
 //!   saved probabilities, logits for the last position only.
 //! - `io.rs`: Hugging Face folders in both directions.
 
+mod batch;
 mod classify;
 mod encode;
 mod infer;
 mod io;
 mod train;
 
+pub use batch::BatchScratch;
 pub use encode::EncoderOutput;
 pub use infer::{kv_cache_bytes, Cache};
 pub use io::config_from_dir;
