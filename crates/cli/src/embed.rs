@@ -60,6 +60,11 @@ impl Encoder {
         Ok(Encoder { bert, tok, max_len })
     }
 
+    /// Longest input in tokens.
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
     /// The ids the model sees for `text`, truncated (keeping the final [SEP]).
     pub fn ids(&self, text: &str) -> anyhow::Result<Vec<u32>> {
         let mut ids = self.tok.encode(text)?;

@@ -10,6 +10,7 @@ mod eval;
 mod generate;
 mod inspect;
 mod lora;
+mod serve;
 mod tokenizer;
 mod train;
 mod translate;
@@ -49,6 +50,8 @@ enum Command {
     /// Look inside a model: attention maps, next-token distribution, logit lens, embeddings, tokens
     #[command(subcommand)]
     Inspect(inspect::InspectCommand),
+    /// Serve a model over an OpenAI-compatible HTTP API, with a web page to chat and look inside it
+    Serve(serve::ServeArgs),
     /// LoRA adapters: merge one into its base model
     #[command(subcommand)]
     Lora(lora::LoraCommand),
@@ -178,6 +181,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Lora(c) => lora::run(c),
+        Command::Serve(a) => serve::run(a),
         Command::Inspect(c) => inspect::run(c),
         Command::Embed(a) => embed::run_embed(a),
         Command::Similarity(a) => embed::run_similarity(a),

@@ -1,0 +1,361 @@
+//! `POST /v1/chat/completions` and `POST /v1/completions`, whole or streamed
+//! as Server-Sent Events in OpenAI's format.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use attn_generate::SamplerConfig;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+
+use crate::api::{self, ApiError, ChatRequest, CompletionRequest, Prompt, Sampling};
+use crate::engine::{Event, GenRequest, TokenLogprob, Work};
+use crate::{AppState, Ready};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    Chat,
+    Completion,
+}
+
+/// The body as bytes; past the size limit, 413.
+pub fn body(st: &AppState, b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| {
+        let err = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than the limit of {} bytes", st.opts.max_body_bytes))
+        } else {
+            ApiError::new(e.status(), e.body_text())
+        };
+        st.metrics.error(err.status.as_u16());
+        err
+    })
+}
+
+/// Counts the error in the metrics on its way out.
+pub fn counted<T>(st: &AppState, r: Result<T, ApiError>) -> Result<T, ApiError> {
+    if let Err(e) = &r {
+        st.metrics.error(e.status.as_u16());
+    }
+    r
+}
+
+pub async fn chat(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let b = body(&st, b)?;
+    st.metrics.request("chat_completions");
+    counted(&st, chat_inner(&st, &b).await)
+}
+
+async fn chat_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
+    let v = api::json_body(b, &[api::CHAT_FIELDS, api::SAMPLING_FIELDS].concat())?;
+    let (req, sampling): (ChatRequest, Sampling) = (api::typed(&v)?, api::typed(&v)?);
+    let ready = st.ready()?;
+    let messages = req.messages.iter().enumerate().map(|(i, m)| message(i, m)).collect::<Result<Vec<_>, _>>()?;
+    if messages.is_empty() {
+        return Err(ApiError::field("messages", "messages is empty: give at least one {\"role\", \"content\"}"));
+    }
+    let template = ready.template.as_ref().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model's chat template can't be used: {e}")))?;
+    let text = template.render_json(&messages, true).map_err(|e| ApiError::field("messages", format!("the chat template refused these messages: {e}")))?;
+    let prompt = ready.tok.encode_plain(&text).map_err(|e| ApiError::bad(e.to_string()))?;
+    let logprobs = match (req.logprobs, req.top_logprobs) {
+        (true, k) => Some(k.unwrap_or(0)),
+        (false, Some(_)) => return Err(ApiError::field("top_logprobs", "top_logprobs needs \"logprobs\": true")),
+        (false, None) => None,
+    };
+    if logprobs.is_some_and(|k| k > 20) {
+        return Err(ApiError::field("top_logprobs", "top_logprobs must be between 0 and 20"));
+    }
+    // A reply ends at the template's end of turn, whether the model writes
+    // it as one token or as text.
+    let turn_ends = template.end_of_turn();
+    let turn_ids: Vec<u32> = turn_ends.iter().filter_map(|s| ready.tok.encode_plain(s).ok().filter(|ids| ids.len() == 1).map(|ids| ids[0])).collect();
+    run(st, ready, Kind::Chat, prompt, sampling, logprobs.map(|k| k as usize), turn_ends, turn_ids).await
+}
+
+pub async fn completions(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
+    let b = body(&st, b)?;
+    st.metrics.request("completions");
+    counted(&st, completions_inner(&st, &b).await)
+}
+
+async fn completions_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
+    let v = api::json_body(b, &[api::COMPLETION_FIELDS, api::SAMPLING_FIELDS].concat())?;
+    let (req, sampling): (CompletionRequest, Sampling) = (api::typed(&v)?, api::typed(&v)?);
+    let ready = st.ready()?;
+    if req.echo {
+        return Err(ApiError::field("echo", "echo is not supported"));
+    }
+    if req.suffix.is_some() {
+        return Err(ApiError::field("suffix", "suffix (fill in the middle) is not supported"));
+    }
+    let prompt = match req.prompt {
+        Prompt::Text(t) => ready.tok.encode(&t).map_err(|e| ApiError::bad(e.to_string()))?,
+        Prompt::Texts(v) if v.len() == 1 => ready.tok.encode(&v[0]).map_err(|e| ApiError::bad(e.to_string()))?,
+        Prompt::Ids(ids) => ids,
+        Prompt::IdLists(mut v) if v.len() == 1 => v.remove(0),
+        _ => return Err(ApiError::field("prompt", "one prompt per request: a string, or a list of token ids")),
+    };
+    if let Some(bad) = prompt.iter().find(|&&i| i as usize >= ready.tok.vocab_size()) {
+        return Err(ApiError::field("prompt", format!("token id {bad} is out of range for the vocabulary of {}", ready.tok.vocab_size())));
+    }
+    if req.logprobs.is_some_and(|k| k > 5) {
+        return Err(ApiError::field("logprobs", "logprobs must be between 0 and 5"));
+    }
+    run(st, ready, Kind::Completion, prompt, sampling, req.logprobs.map(|k| k as usize), Vec::new(), Vec::new()).await
+}
+
+/// A message with its content as one string (a list of text parts is joined).
+fn message(i: usize, m: &Value) -> Result<Value, ApiError> {
+    let at = |f: &str| format!("messages[{i}].{f}");
+    let role = m.get("role").and_then(Value::as_str).ok_or_else(|| ApiError::field(&at("role"), format!("{} must be a string such as \"user\"", at("role"))))?;
+    let content = match m.get("content") {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(Value::Array(parts)) => {
+            let mut s = String::new();
+            for p in parts {
+                match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => s.push_str(t),
+                    _ => return Err(ApiError::field(&at("content"), "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported")),
+                }
+            }
+            s
+        }
+        Some(_) => return Err(ApiError::field(&at("content"), format!("{} must be a string or a list of text parts", at("content")))),
+    };
+    let mut out = m.clone();
+    out["role"] = json!(role);
+    out["content"] = json!(content);
+    Ok(out)
+}
+
+/// Checks the sampling fields against the model and builds the request.
+fn build(ready: &Ready, prompt: Vec<u32>, s: &Sampling, logprobs: Option<usize>, mut stop: Vec<String>, extra_eos: Vec<u32>) -> Result<(GenRequest, UnboundedReceiver<Event>), ApiError> {
+    if s.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::field("n", "only n = 1 is supported"));
+    }
+    if let Some(f) = s.response_format.as_ref().filter(|f| f.kind != "text") {
+        return Err(ApiError::field("response_format", format!("response_format of type \"{}\" is not supported; only \"text\"", f.kind)));
+    }
+    if prompt.is_empty() {
+        return Err(ApiError::field("prompt", "the prompt is empty after tokenization"));
+    }
+    let (p, ctx) = (prompt.len(), ready.ctx);
+    let max_tokens = match s.max_completion_tokens.or(s.max_tokens) {
+        Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1")),
+        Some(m) if p as u64 + m > ctx as u64 => {
+            return Err(ApiError::field(
+                "max_tokens",
+                format!("the prompt is {p} tokens and max_tokens is {m}: {} in all, more than the model's context of {ctx} tokens; lower max_tokens to {} or less", p as u64 + m, ctx.saturating_sub(p)),
+            )
+            .code("context_length_exceeded"))
+        }
+        Some(m) => m as usize,
+        None if p >= ctx => return Err(ApiError::field("messages", format!("the prompt is {p} tokens, which leaves no room for a reply in the model's context of {ctx} tokens")).code("context_length_exceeded")),
+        None => ctx - p,
+    };
+    let g = &ready.gen_cfg;
+    let greedy = g.do_sample == Some(false);
+    let sampling = SamplerConfig {
+        temperature: s.temperature.or(if greedy { Some(0.0) } else { g.temperature }).unwrap_or(1.0),
+        top_k: s.top_k.map(|k| k as usize).or(g.top_k).unwrap_or(0),
+        top_p: s.top_p.or(g.top_p).unwrap_or(1.0),
+        repetition_penalty: 1.0,
+    };
+    if !(0.0..=2.0).contains(&sampling.temperature) {
+        return Err(ApiError::field("temperature", format!("temperature must be between 0 and 2, got {}", sampling.temperature)));
+    }
+    if !(sampling.top_p > 0.0 && sampling.top_p <= 1.0) {
+        return Err(ApiError::field("top_p", format!("top_p must be in (0, 1], got {}", sampling.top_p)));
+    }
+    for (name, v) in [("frequency_penalty", s.frequency_penalty), ("presence_penalty", s.presence_penalty)] {
+        if v.is_some_and(|v| !(-2.0..=2.0).contains(&v)) {
+            return Err(ApiError::field(name, format!("{name} must be between -2 and 2")));
+        }
+    }
+    let user_stop = s.stop.clone().map(api::OneOrMany::into_vec).unwrap_or_default();
+    if user_stop.len() > 4 {
+        return Err(ApiError::field("stop", "at most 4 stop strings"));
+    }
+    stop.extend(user_stop);
+    let mut eos = if s.ignore_eos { Vec::new() } else { ready.eos.clone() };
+    if !s.ignore_eos {
+        eos.extend(extra_eos);
+    }
+    let (tx, rx) = unbounded_channel();
+    let req = GenRequest {
+        prompt,
+        max_tokens,
+        sampling,
+        seed: s.seed.map_or_else(rand::random, |x| x as u64),
+        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
+        presence_penalty: s.presence_penalty.unwrap_or(0.0),
+        stop,
+        eos,
+        logprobs,
+        events: tx,
+    };
+    Ok((req, rx))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(st: &AppState, ready: &Ready, kind: Kind, prompt: Vec<u32>, s: Sampling, logprobs: Option<usize>, stop: Vec<String>, eos: Vec<u32>) -> Result<Response, ApiError> {
+    let (req, rx) = build(ready, prompt, &s, logprobs, stop, eos)?;
+    let prompt_tokens = req.prompt.len();
+    if !st.metrics.try_enqueue(st.opts.queue) {
+        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("the server is busy: {} requests are already waiting; try again later", st.opts.queue)).code("queue_full"));
+    }
+    st.metrics.prompt_tokens(prompt_tokens);
+    if ready.work.send(Work::Generate(req, Instant::now())).is_err() {
+        st.metrics.dequeued();
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
+    }
+    let fmt = Format {
+        kind,
+        id: format!("{}-{:016x}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>()),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        model: ready.name.clone(),
+        include_usage: s.stream_options.as_ref().is_some_and(|o| o.include_usage),
+        logprobs: logprobs.is_some(),
+    };
+    if s.stream {
+        let head = futures_util::stream::iter(fmt.start());
+        let body = UnboundedReceiverStream::new(rx).flat_map(move |ev| futures_util::stream::iter(fmt.chunks(ev)));
+        let sse = axum::response::Sse::new(head.chain(body).map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default());
+        return Ok(sse.into_response());
+    }
+    collect(fmt, rx).await
+}
+
+/// Waits for the whole generation and answers with one JSON object.
+async fn collect(fmt: Format, mut rx: UnboundedReceiver<Event>) -> Result<Response, ApiError> {
+    let (mut text, mut lps) = (String::new(), Vec::new());
+    while let Some(ev) = rx.recv().await {
+        match ev {
+            Event::Text { text: t, logprobs } => {
+                text.push_str(&t);
+                lps.extend(logprobs);
+            }
+            Event::Error(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
+            Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                let usage = usage(prompt_tokens, completion_tokens);
+                let lp = fmt.logprobs.then(|| fmt.logprobs_json(&lps, 0));
+                let choice = match fmt.kind {
+                    Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason}),
+                    Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": finish_reason}),
+                };
+                let object = if fmt.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+                let body = json!({"id": fmt.id, "object": object, "created": fmt.created, "model": fmt.model, "choices": [choice], "usage": usage});
+                return Ok(Json(body).into_response());
+            }
+        }
+    }
+    Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result"))
+}
+
+fn usage(prompt: usize, completion: usize) -> Value {
+    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
+}
+
+/// Turns engine events into OpenAI's response chunks.
+struct Format {
+    kind: Kind,
+    id: String,
+    created: u64,
+    model: String,
+    include_usage: bool,
+    logprobs: bool,
+}
+
+impl Format {
+    fn chunk(&self, choice: Value, usage: Value) -> Sse {
+        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let choices = if choice.is_null() { json!([]) } else { json!([choice]) };
+        let mut c = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices});
+        if self.include_usage {
+            c["usage"] = usage;
+        }
+        Sse::default().data(c.to_string())
+    }
+
+    /// The first chunk: the assistant's role (chat only).
+    fn start(&self) -> Vec<Sse> {
+        match self.kind {
+            Kind::Chat => vec![self.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), Value::Null)],
+            Kind::Completion => Vec::new(),
+        }
+    }
+
+    fn chunks(&self, ev: Event) -> Vec<Sse> {
+        match ev {
+            Event::Text { text, logprobs } => {
+                let lp = if self.logprobs { self.logprobs_json(&logprobs, 0) } else { Value::Null };
+                let choice = match self.kind {
+                    Kind::Chat => json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
+                    Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}),
+                };
+                vec![self.chunk(choice, Value::Null)]
+            }
+            Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+                let choice = match self.kind {
+                    Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason}),
+                    Kind::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason}),
+                };
+                let mut out = vec![self.chunk(choice, Value::Null)];
+                if self.include_usage {
+                    out.push(self.chunk(Value::Null, usage(prompt_tokens, completion_tokens)));
+                }
+                out.push(Sse::default().data("[DONE]"));
+                out
+            }
+            Event::Error(e) => {
+                let err = json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}});
+                vec![Sse::default().data(err.to_string()), Sse::default().data("[DONE]")]
+            }
+        }
+    }
+
+    /// Chat: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
+    /// Completions: `{tokens, token_logprobs, top_logprobs, text_offset}`.
+    fn logprobs_json(&self, lps: &[TokenLogprob], offset: usize) -> Value {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        match self.kind {
+            Kind::Chat => {
+                let entry = |b: &[u8], lp: f32| json!({"token": text(b), "logprob": lp, "bytes": b});
+                let content: Vec<Value> = lps
+                    .iter()
+                    .map(|t| {
+                        let mut e = entry(&t.bytes, t.logprob);
+                        e["top_logprobs"] = t.top.iter().map(|(_, b, lp)| entry(b, *lp)).collect();
+                        e
+                    })
+                    .collect();
+                json!({"content": content})
+            }
+            Kind::Completion => {
+                let mut at = offset;
+                let mut offsets = Vec::new();
+                for t in lps {
+                    offsets.push(at);
+                    at += t.bytes.len();
+                }
+                let top: Vec<Value> = lps.iter().map(|t| t.top.iter().map(|(_, b, lp)| (text(b), json!(lp))).collect::<serde_json::Map<_, _>>().into()).collect();
+                json!({
+                    "tokens": lps.iter().map(|t| text(&t.bytes)).collect::<Vec<_>>(),
+                    "token_logprobs": lps.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                    "top_logprobs": top,
+                    "text_offset": offsets,
+                })
+            }
+        }
+    }
+}
