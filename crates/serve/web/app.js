@@ -188,8 +188,10 @@ function fill(select, n, label) {
   if (keep !== "" && Number(keep) < n) select.value = keep;
 }
 
+// A token as text: escapes for control characters, a middle dot for each
+// space so that leading spaces show.
 function shown(tok) {
-  return JSON.stringify(tok).slice(1, -1);
+  return JSON.stringify(tok).slice(1, -1).replace(/ /g, "\u00b7");
 }
 
 function drawHeatmap() {

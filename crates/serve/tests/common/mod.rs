@@ -21,14 +21,27 @@ pub fn tokenizer() -> Box<dyn Tokenizer> {
 
 /// The served model's weights: the same every time, so a test can rebuild them.
 pub fn model(tok: &dyn Tokenizer) -> Transformer {
-    let mut cfg = TransformerConfig::gpt2(tok.vocab_size(), 256, 2, 2, 32);
+    sized(tok, TransformerConfig::gpt2(tok.vocab_size(), 256, 2, 2, 32))
+}
+
+/// A slower model with a longer context, for requests that must still be
+/// running when the test acts on them (~1,000 tokens take seconds).
+pub fn slow_model(tok: &dyn Tokenizer) -> Transformer {
+    sized(tok, TransformerConfig::gpt2(tok.vocab_size(), 1024, 4, 4, 128))
+}
+
+fn sized(tok: &dyn Tokenizer, mut cfg: TransformerConfig) -> Transformer {
     cfg.eos_token_ids = vec![tok.encode_plain("<|endoftext|>").unwrap()[0]];
     Transformer::new(cfg, 11).unwrap()
 }
 
 pub fn loaded() -> Loaded {
+    loaded_with(model)
+}
+
+pub fn loaded_with(make: fn(&dyn Tokenizer) -> Transformer) -> Loaded {
     let tok = tokenizer();
-    let model = model(tok.as_ref());
+    let model = make(tok.as_ref());
     let chat = ChatModel { name: "tiny".into(), model, tok: Arc::from(tok), template: Ok(ChatTemplate::chatml()), gen_cfg: Default::default() };
     Loaded { chat, embedder: None }
 }
