@@ -69,6 +69,26 @@ pub enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Time batched decoding steps (continuous batching in `attn serve`): N sequences, one token each per step
+    Decode {
+        /// A model folder; without it, a randomly initialised preset
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "gpt2-124m")]
+        preset: String,
+        /// Sequences per step, comma-separated
+        #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
+        rows: Vec<usize>,
+        /// Each sequence's prompt length (its cache position when the timed steps start)
+        #[arg(long, default_value_t = 32)]
+        prompt_len: usize,
+        /// Timed steps per batch size (after 2 untimed)
+        #[arg(long, default_value_t = 32)]
+        steps: usize,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
+        threads: Option<usize>,
+    },
     /// Time encoding a text file (the whole file as one text, as `attn tokenizer encode` does)
     Tokenizer {
         #[command(flatten)]
@@ -123,6 +143,10 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Generate { model, preset, prompt_len, new_tokens, threads } => {
             crate::set_threads(threads)?;
             bench_generate(model, &preset, prompt_len, new_tokens)
+        }
+        BenchCommand::Decode { model, preset, rows, prompt_len, steps, threads } => {
+            crate::set_threads(threads)?;
+            bench_decode(model, &preset, &rows, prompt_len, steps)
         }
         BenchCommand::Tokenizer { src, data, rounds, threads } => {
             crate::set_threads(threads)?;
@@ -334,5 +358,48 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
             "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens) as f64 / 1e6,
         })
     );
+    Ok(())
+}
+
+/// Median step time of `decode_batch` for each batch size; tokens per
+/// second is rows / step time.
+fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], prompt_len: usize, steps: usize) -> anyhow::Result<()> {
+    let model = match &dir {
+        Some(d) => attn_model::Transformer::load(d)?.0,
+        None => attn_model::Transformer::preset(preset, 0)?,
+    };
+    anyhow::ensure!(prompt_len >= 1 && prompt_len + steps + 2 <= model.context(), "prompt + steps must fit in the context of {}", model.context());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut out = Vec::new();
+    for &n in rows {
+        anyhow::ensure!(n >= 1, "--rows must be at least 1");
+        let mut caches = Vec::new();
+        for _ in 0..n {
+            let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.gen_range(0..model.vocab_size() as u32)).collect();
+            let mut c = model.new_cache(prompt_len + steps + 2)?;
+            model.prefill(&mut c, &prompt)?;
+            caches.push(c);
+        }
+        let mut scratch = model.new_batch_scratch(n);
+        let tokens: Vec<u32> = (0..n as u32).collect();
+        let mut times = Vec::new();
+        for step in 0..steps + 2 {
+            let mut refs: Vec<&mut attn_model::Cache> = caches.iter_mut().collect();
+            let t0 = Instant::now();
+            std::hint::black_box(model.decode_batch(&mut scratch, &mut refs, &tokens)?);
+            if step >= 2 {
+                times.push(t0.elapsed().as_secs_f64());
+            }
+        }
+        times.sort_by(f64::total_cmp);
+        let med = times[times.len() / 2];
+        out.push(serde_json::json!({"rows": n, "step_ms": med * 1e3, "tok_per_s": n as f64 / med}));
+    }
+    let base = out[0]["tok_per_s"].as_f64().unwrap_or(1.0);
+    for o in &mut out {
+        o["vs_first"] = serde_json::json!(o["tok_per_s"].as_f64().unwrap_or(0.0) / base);
+    }
+    println!("{}", serde_json::json!({"model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
+        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out}));
     Ok(())
 }

@@ -9,7 +9,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use crate::matmul::WeightLayout;
-use crate::simd::{axpy, dot};
+use crate::simd::axpy;
 
 /// Output rows per task for (OC, C) weights.
 const ROWS: usize = 64;
@@ -103,25 +103,169 @@ fn add_bias(o: &mut [f32], bias: Option<&[f32]>) {
 }
 
 /// o[b] += sum over i in `range` of inp[b, i] * W[i, :], for W's rows from
-/// `range.start` on (given at `weight`). The sum over i runs in the same
-/// order for every b.
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+/// `range.start` on (given at `weight`). Four rows of W go through each
+/// pass over o, which quarters the traffic to o (in L2 for several rows)
+/// while adding the terms in the same order as one row at a time: each
+/// output is fma(x1, w1, fma(x0, w0, o))..., the same for every b and n.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
 fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], range: std::ops::Range<usize>, c: usize, oc: usize) {
-    for (k, i) in range.enumerate() {
+    let (i0, len) = (range.start, range.len());
+    let quads = len / 4;
+    for q in 0..quads {
+        let k = q * 4;
+        let w = &weight[k * oc..(k + 4) * oc];
+        let (w0, rest) = w.split_at(oc);
+        let (w1, rest) = rest.split_at(oc);
+        let (w2, w3) = rest.split_at(oc);
+        for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
+            let x = &xb[i0 + k..i0 + k + 4];
+            let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
+            for ((((y, &a), &b), &cc), &d) in ob.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                *y = x3.mul_add(d, x2.mul_add(cc, x1.mul_add(b, x0.mul_add(a, *y))));
+            }
+        }
+    }
+    for k in quads * 4..len {
         let w = &weight[k * oc..(k + 1) * oc];
         for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
-            axpy(ob, xb[i], w);
+            let x = xb[i0 + k];
+            for (y, &a) in ob.iter_mut().zip(w) {
+                *y = x.mul_add(a, *y);
+            }
         }
     }
 }
 
-/// o[r, b] = W[r, :] . inp[b] (o is (rows, N))
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
+/// o[r, b] = W[r, :] . inp[b] (o is (rows, N)). Two weight rows and up to
+/// four inputs go through each pass, so one load of W serves four inputs
+/// and one load of an input serves two rows. Every (r, b) is summed the
+/// same way, see `dot_lanes`.
 fn rows_out_in(o: &mut [f32], inp: &[f32], weight: &[f32], c: usize, n: usize) {
-    for (r, ob) in o.chunks_mut(n).enumerate() {
-        let w = &weight[r * c..(r + 1) * c];
-        for (x, xb) in ob.iter_mut().zip(inp.chunks(c)) {
-            *x = dot(w, xb);
+    let rows = o.len() / n;
+    let mut r = 0;
+    while r < rows {
+        let two = r + 1 < rows;
+        let w0 = &weight[r * c..(r + 1) * c];
+        let w1 = if two { &weight[(r + 1) * c..(r + 2) * c] } else { w0 };
+        let mut b = 0;
+        while b < n {
+            let nb = (n - b).min(4);
+            let x = |k: usize| &inp[(b + k.min(nb - 1)) * c..(b + k.min(nb - 1) + 1) * c];
+            let d = dots_2x4(w0, w1, [x(0), x(1), x(2), x(3)], nb);
+            o[r * n + b..r * n + b + nb].copy_from_slice(&d[0][..nb]);
+            if two {
+                o[(r + 1) * n + b..(r + 1) * n + b + nb].copy_from_slice(&d[1][..nb]);
+            }
+            b += nb;
+        }
+        r += 2;
+    }
+}
+
+/// w0 . x[k] and w1 . x[k] for k < nb, each as `dot_lanes` sums it.
+fn dots_2x4(w0: &[f32], w1: &[f32], x: [&[f32]; 4], nb: usize) -> [[f32; 4]; 2] {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        // SAFETY: the features were just detected; every slice has w0's length.
+        return unsafe {
+            match nb {
+                1 => widen(x86::dots::<1>(w0, w1, [x[0]])),
+                2 => widen(x86::dots::<2>(w0, w1, [x[0], x[1]])),
+                3 => widen(x86::dots::<3>(w0, w1, [x[0], x[1], x[2]])),
+                _ => x86::dots::<4>(w0, w1, x),
+            }
+        };
+    }
+    let mut out = [[0.0; 4]; 2];
+    for k in 0..nb {
+        out[0][k] = dot_lanes(w0, x[k]);
+        out[1][k] = dot_lanes(w1, x[k]);
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+fn widen<const NB: usize>(d: [[f32; NB]; 2]) -> [[f32; 4]; 2] {
+    let mut out = [[0.0; 4]; 2];
+    out[0][..NB].copy_from_slice(&d[0]);
+    out[1][..NB].copy_from_slice(&d[1]);
+    out
+}
+
+/// The one definition of a decoding dot product: eight lanes, lane j
+/// accumulating w[8i + j] * x[8i + j] by fused multiply-add over i, the
+/// tail fused into a scalar, then a fixed reduction of the lanes. The
+/// vector kernels compute exactly this (a fused multiply-add rounds once,
+/// in a register or in libm alike), so every path gives the same bits.
+fn dot_lanes(w: &[f32], x: &[f32]) -> f32 {
+    let n = w.len();
+    let chunks = n / 8;
+    let mut a = [0.0f32; 8];
+    for i in 0..chunks {
+        for j in 0..8 {
+            a[j] = w[i * 8 + j].mul_add(x[i * 8 + j], a[j]);
+        }
+    }
+    reduce(&a, &w[chunks * 8..], &x[chunks * 8..n])
+}
+
+#[inline(always)]
+fn reduce(a: &[f32; 8], w_tail: &[f32], x_tail: &[f32]) -> f32 {
+    let mut s = 0.0f32;
+    for (&w, &x) in w_tail.iter().zip(x_tail) {
+        s = w.mul_add(x, s);
+    }
+    let p = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+    s + (p[0] + p[2]) + (p[1] + p[3])
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `dot_lanes` of w0 and w1 with each of NB inputs, in AVX2 registers.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dots<const NB: usize>(w0: &[f32], w1: &[f32], x: [&[f32]; NB]) -> [[f32; NB]; 2] {
+        let n = w0.len();
+        let chunks = n / 8;
+        let mut acc0 = [_mm256_setzero_ps(); NB];
+        let mut acc1 = [_mm256_setzero_ps(); NB];
+        for i in 0..chunks {
+            let a = _mm256_loadu_ps(w0.as_ptr().add(i * 8));
+            let b = _mm256_loadu_ps(w1.as_ptr().add(i * 8));
+            for k in 0..NB {
+                let xv = _mm256_loadu_ps(x[k].as_ptr().add(i * 8));
+                acc0[k] = _mm256_fmadd_ps(a, xv, acc0[k]);
+                acc1[k] = _mm256_fmadd_ps(b, xv, acc1[k]);
+            }
+        }
+        let mut out = [[0.0f32; NB]; 2];
+        for k in 0..NB {
+            for (o, (acc, w)) in out.iter_mut().zip([(acc0[k], w0), (acc1[k], w1)]) {
+                let mut lanes = [0.0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
+                o[k] = super::reduce(&lanes, &w[chunks * 8..], &x[k][chunks * 8..n]);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The AVX2 kernel and the portable definition agree bit for bit.
+    #[test]
+    fn vector_dots_equal_dot_lanes() {
+        let c = 203; // a tail after 25 chunks of 8
+        let v = |seed: u32| -> Vec<f32> { (0..c).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect() };
+        let (w0, w1) = (v(1), v(2));
+        let xs: Vec<Vec<f32>> = (3..7).map(v).collect();
+        for nb in 1..=4 {
+            let d = super::dots_2x4(&w0, &w1, [&xs[0], &xs[1], &xs[2], &xs[3]], nb);
+            for k in 0..nb {
+                assert_eq!(d[0][k].to_bits(), super::dot_lanes(&w0, &xs[k]).to_bits());
+                assert_eq!(d[1][k].to_bits(), super::dot_lanes(&w1, &xs[k]).to_bits());
+            }
         }
     }
 }
