@@ -28,7 +28,7 @@ venv=.cache/venv-openai
 [ -x $venv/bin/python ] && $venv/bin/python -c 'import openai' 2>/dev/null || { python3 -m venv $venv && $venv/bin/pip install -q openai==3.57.0; }
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(nproc) cores; flags: $(grep -m1 flags /proc/cpuinfo | grep -o -w -E 'avx2|fma|avx512f|avx512_bf16|amx_tile|amx_bf16' | sort -u | xargs)"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-./target/release/attn bench gemm --json 2>/dev/null | tail -1 || true
+echo "gemm peak: $(./target/release/attn bench gemm 2>/dev/null | tail -1)"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p runs
 ./target/release/attn serve --model "$model" --port "$port" --parallel "$parallel" 2> runs/serve-load.log &

@@ -136,25 +136,34 @@ fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], range: std::ops::Rang
     }
 }
 
-/// o[r, b] = W[r, :] . inp[b] (o is (rows, N)). Two weight rows and up to
-/// four inputs go through each pass, so one load of W serves four inputs
-/// and one load of an input serves two rows. Every (r, b) is summed the
-/// same way, see `dot_lanes`.
+/// o[r, b] = W[r, :] . inp[b] (o is (rows, N)). Several weight rows and
+/// inputs go through each pass: one load of W serves up to four inputs and
+/// one load of an input serves several rows; for one input, four rows keep
+/// four independent chains of fused multiply-adds in flight. Every (r, b) is
+/// summed the same way, see `dot_lanes`.
 fn rows_out_in(o: &mut [f32], inp: &[f32], weight: &[f32], c: usize, n: usize) {
     let rows = o.len() / n;
+    let row = |r: usize| &weight[r.min(rows - 1) * c..(r.min(rows - 1) + 1) * c];
     let mut r = 0;
     while r < rows {
-        let two = r + 1 < rows;
-        let w0 = &weight[r * c..(r + 1) * c];
-        let w1 = if two { &weight[(r + 1) * c..(r + 2) * c] } else { w0 };
+        if n == 1 {
+            let k = (rows - r).min(4);
+            let d = dots::<4, 1>([row(r), row(r + 1), row(r + 2), row(r + 3)], [inp]);
+            for (i, x) in o[r..r + k].iter_mut().enumerate() {
+                *x = d[i][0];
+            }
+            r += 4;
+            continue;
+        }
+        let k = (rows - r).min(2);
+        let (w0, w1) = (row(r), row(r + 1));
         let mut b = 0;
         while b < n {
             let nb = (n - b).min(4);
-            let x = |k: usize| &inp[(b + k.min(nb - 1)) * c..(b + k.min(nb - 1) + 1) * c];
-            let d = dots_2x4(w0, w1, [x(0), x(1), x(2), x(3)], nb);
-            o[r * n + b..r * n + b + nb].copy_from_slice(&d[0][..nb]);
-            if two {
-                o[(r + 1) * n + b..(r + 1) * n + b + nb].copy_from_slice(&d[1][..nb]);
+            let x = |j: usize| &inp[(b + j.min(nb - 1)) * c..(b + j.min(nb - 1) + 1) * c];
+            let d = dots::<2, 4>([w0, w1], [x(0), x(1), x(2), x(3)]);
+            for i in 0..k {
+                o[(r + i) * n + b..(r + i) * n + b + nb].copy_from_slice(&d[i][..nb]);
             }
             b += nb;
         }
@@ -162,33 +171,19 @@ fn rows_out_in(o: &mut [f32], inp: &[f32], weight: &[f32], c: usize, n: usize) {
     }
 }
 
-/// w0 . x[k] and w1 . x[k] for k < nb, each as `dot_lanes` sums it.
-fn dots_2x4(w0: &[f32], w1: &[f32], x: [&[f32]; 4], nb: usize) -> [[f32; 4]; 2] {
+/// w[i] . x[j] for every i < R, j < NB, each as `dot_lanes` sums it.
+fn dots<const R: usize, const NB: usize>(w: [&[f32]; R], x: [&[f32]; NB]) -> [[f32; NB]; R] {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected; every slice has w0's length.
-        return unsafe {
-            match nb {
-                1 => widen(x86::dots::<1>(w0, w1, [x[0]])),
-                2 => widen(x86::dots::<2>(w0, w1, [x[0], x[1]])),
-                3 => widen(x86::dots::<3>(w0, w1, [x[0], x[1], x[2]])),
-                _ => x86::dots::<4>(w0, w1, x),
-            }
-        };
+        // SAFETY: the features were just detected; every slice has w[0]'s length.
+        return unsafe { x86::dots(w, x) };
     }
-    let mut out = [[0.0; 4]; 2];
-    for k in 0..nb {
-        out[0][k] = dot_lanes(w0, x[k]);
-        out[1][k] = dot_lanes(w1, x[k]);
+    let mut out = [[0.0; NB]; R];
+    for (o, wi) in out.iter_mut().zip(w) {
+        for (oj, xj) in o.iter_mut().zip(x) {
+            *oj = dot_lanes(wi, xj);
+        }
     }
-    out
-}
-
-#[cfg(target_arch = "x86_64")]
-fn widen<const NB: usize>(d: [[f32; NB]; 2]) -> [[f32; 4]; 2] {
-    let mut out = [[0.0; 4]; 2];
-    out[0][..NB].copy_from_slice(&d[0]);
-    out[1][..NB].copy_from_slice(&d[1]);
     out
 }
 
@@ -223,28 +218,31 @@ fn reduce(a: &[f32; 8], w_tail: &[f32], x_tail: &[f32]) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// `dot_lanes` of w0 and w1 with each of NB inputs, in AVX2 registers.
+    /// `dot_lanes` of each of R weight rows with each of NB inputs, in AVX2
+    /// registers (R x NB accumulators).
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dots<const NB: usize>(w0: &[f32], w1: &[f32], x: [&[f32]; NB]) -> [[f32; NB]; 2] {
-        let n = w0.len();
+    pub unsafe fn dots<const R: usize, const NB: usize>(w: [&[f32]; R], x: [&[f32]; NB]) -> [[f32; NB]; R] {
+        let n = w[0].len();
         let chunks = n / 8;
-        let mut acc0 = [_mm256_setzero_ps(); NB];
-        let mut acc1 = [_mm256_setzero_ps(); NB];
+        let mut acc = [[_mm256_setzero_ps(); NB]; R];
         for i in 0..chunks {
-            let a = _mm256_loadu_ps(w0.as_ptr().add(i * 8));
-            let b = _mm256_loadu_ps(w1.as_ptr().add(i * 8));
+            let mut wv = [_mm256_setzero_ps(); R];
+            for (v, wi) in wv.iter_mut().zip(&w) {
+                *v = _mm256_loadu_ps(wi.as_ptr().add(i * 8));
+            }
             for k in 0..NB {
                 let xv = _mm256_loadu_ps(x[k].as_ptr().add(i * 8));
-                acc0[k] = _mm256_fmadd_ps(a, xv, acc0[k]);
-                acc1[k] = _mm256_fmadd_ps(b, xv, acc1[k]);
+                for r in 0..R {
+                    acc[r][k] = _mm256_fmadd_ps(wv[r], xv, acc[r][k]);
+                }
             }
         }
-        let mut out = [[0.0f32; NB]; 2];
-        for k in 0..NB {
-            for (o, (acc, w)) in out.iter_mut().zip([(acc0[k], w0), (acc1[k], w1)]) {
+        let mut out = [[0.0f32; NB]; R];
+        for r in 0..R {
+            for k in 0..NB {
                 let mut lanes = [0.0f32; 8];
-                _mm256_storeu_ps(lanes.as_mut_ptr(), acc);
-                o[k] = super::reduce(&lanes, &w[chunks * 8..], &x[k][chunks * 8..n]);
+                _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][k]);
+                out[r][k] = super::reduce(&lanes, &w[r][chunks * 8..n], &x[k][chunks * 8..n]);
             }
         }
         out
@@ -260,12 +258,14 @@ mod tests {
         let v = |seed: u32| -> Vec<f32> { (0..c).map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 500.0 - 1.0).collect() };
         let (w0, w1) = (v(1), v(2));
         let xs: Vec<Vec<f32>> = (3..7).map(v).collect();
-        for nb in 1..=4 {
-            let d = super::dots_2x4(&w0, &w1, [&xs[0], &xs[1], &xs[2], &xs[3]], nb);
-            for k in 0..nb {
-                assert_eq!(d[0][k].to_bits(), super::dot_lanes(&w0, &xs[k]).to_bits());
-                assert_eq!(d[1][k].to_bits(), super::dot_lanes(&w1, &xs[k]).to_bits());
-            }
+        let d = super::dots::<2, 4>([&w0, &w1], [&xs[0], &xs[1], &xs[2], &xs[3]]);
+        let e = super::dots::<4, 1>([&w0, &w1, &xs[2], &xs[3]], [&xs[0]]);
+        for k in 0..4 {
+            assert_eq!(d[0][k].to_bits(), super::dot_lanes(&w0, &xs[k]).to_bits());
+            assert_eq!(d[1][k].to_bits(), super::dot_lanes(&w1, &xs[k]).to_bits());
+        }
+        for (r, w) in [&w0, &w1, &xs[2], &xs[3]].iter().enumerate() {
+            assert_eq!(e[r][0].to_bits(), super::dot_lanes(w, &xs[0]).to_bits());
         }
     }
 }
