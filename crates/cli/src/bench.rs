@@ -399,7 +399,10 @@ fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], p
     for o in &mut out {
         o["vs_first"] = serde_json::json!(o["tok_per_s"].as_f64().unwrap_or(0.0) / base);
     }
-    println!("{}", serde_json::json!({"model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
-        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out}));
+    println!(
+        "{}",
+        serde_json::json!({"model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
+        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out})
+    );
     Ok(())
 }

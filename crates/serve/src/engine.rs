@@ -57,8 +57,15 @@ pub struct TokenLogprob {
 pub enum Event {
     /// Newly generated text (whole characters, never part of a stop
     /// string; may be empty) and the tokens it came from.
-    Text { text: String, logprobs: Vec<TokenLogprob> },
-    Done { finish_reason: &'static str, prompt_tokens: usize, completion_tokens: usize },
+    Text {
+        text: String,
+        logprobs: Vec<TokenLogprob>,
+    },
+    Done {
+        finish_reason: &'static str,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+    },
     Error(String),
 }
 

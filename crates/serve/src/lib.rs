@@ -117,7 +117,10 @@ impl AppState {
     /// The model, or 503 while it loads (and 500 if loading failed).
     pub fn ready(&self) -> Result<&Ready, ApiError> {
         match self.ready.get() {
-            None => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading; try again shortly (GET /health says when)").code("model_loading")),
+            None => {
+                Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is still loading; try again shortly (GET /health says when)")
+                    .code("model_loading"))
+            }
             Some(Err(e)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model failed to load: {e}"))),
             Some(Ok(r)) => Ok(r),
         }
@@ -126,7 +129,8 @@ impl AppState {
 
 /// Serves on `listener` until `shutdown` resolves, then lets requests in
 /// flight finish. `load` runs on a worker thread while the server already
-/// answers (`/health` is 503 until it returns).
+/// answers (`/health` is 503 until it returns); if it fails, the server
+/// stops and `serve` returns its error.
 pub async fn serve<L, S>(listener: tokio::net::TcpListener, opts: ServeOptions, load: L, shutdown: S) -> Result<(), ServeError>
 where
     L: FnOnce() -> Result<Loaded, String> + Send + 'static,
@@ -134,16 +138,26 @@ where
 {
     let state = Arc::new(AppState { opts: opts.clone(), metrics: Arc::new(Metrics::default()), ready: OnceLock::new() });
     let st = state.clone();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::task::spawn_blocking(move || {
         let ready = load().map(|loaded| start_engine(loaded, &st));
-        if let Err(e) = &ready {
-            eprintln!("error: {e}");
+        if ready.is_err() {
+            let _ = failed_tx.send(());
         }
         let _ = st.ready.set(ready);
     });
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {},
+            Ok(()) = failed_rx => {},
+        }
+    };
     let app = router(state.clone());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    axum::serve(listener, app).with_graceful_shutdown(stop).await?;
+    match state.ready.get() {
+        Some(Err(e)) => Err(ServeError::Input(e.clone())),
+        _ => Ok(()),
+    }
 }
 
 fn start_engine(loaded: Loaded, st: &AppState) -> Ready {
@@ -194,7 +208,11 @@ async fn auth(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Resp
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         if given != Some(key.as_str()) {
             st.metrics.error(401);
-            let msg = if given.is_none() { "no API key: send the header Authorization: Bearer KEY" } else { "the API key is not the one this server was started with" };
+            let msg = if given.is_none() {
+                "no API key: send the header Authorization: Bearer KEY"
+            } else {
+                "the API key is not the one this server was started with"
+            };
             return ApiError::new(StatusCode::UNAUTHORIZED, msg).code("invalid_api_key").into_response();
         }
     }

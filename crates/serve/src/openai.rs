@@ -63,7 +63,8 @@ async fn chat_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
     if messages.is_empty() {
         return Err(ApiError::field("messages", "messages is empty: give at least one {\"role\", \"content\"}"));
     }
-    let template = ready.template.as_ref().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model's chat template can't be used: {e}")))?;
+    let template =
+        ready.template.as_ref().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model's chat template can't be used: {e}")))?;
     let text = template.render_json(&messages, true).map_err(|e| ApiError::field("messages", format!("the chat template refused these messages: {e}")))?;
     let prompt = ready.tok.encode_plain(&text).map_err(|e| ApiError::bad(e.to_string()))?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
@@ -116,7 +117,8 @@ async fn completions_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError
 /// A message with its content as one string (a list of text parts is joined).
 fn message(i: usize, m: &Value) -> Result<Value, ApiError> {
     let at = |f: &str| format!("messages[{i}].{f}");
-    let role = m.get("role").and_then(Value::as_str).ok_or_else(|| ApiError::field(&at("role"), format!("{} must be a string such as \"user\"", at("role"))))?;
+    let role =
+        m.get("role").and_then(Value::as_str).ok_or_else(|| ApiError::field(&at("role"), format!("{} must be a string such as \"user\"", at("role"))))?;
     let content = match m.get("content") {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => String::new(),
@@ -139,7 +141,14 @@ fn message(i: usize, m: &Value) -> Result<Value, ApiError> {
 }
 
 /// Checks the sampling fields against the model and builds the request.
-fn build(ready: &Ready, prompt: Vec<u32>, s: &Sampling, logprobs: Option<usize>, mut stop: Vec<String>, extra_eos: Vec<u32>) -> Result<(GenRequest, UnboundedReceiver<Event>), ApiError> {
+fn build(
+    ready: &Ready,
+    prompt: Vec<u32>,
+    s: &Sampling,
+    logprobs: Option<usize>,
+    mut stop: Vec<String>,
+    extra_eos: Vec<u32>,
+) -> Result<(GenRequest, UnboundedReceiver<Event>), ApiError> {
     if s.n.is_some_and(|n| n != 1) {
         return Err(ApiError::field("n", "only n = 1 is supported"));
     }
@@ -150,19 +159,28 @@ fn build(ready: &Ready, prompt: Vec<u32>, s: &Sampling, logprobs: Option<usize>,
         return Err(ApiError::field("prompt", "the prompt is empty after tokenization"));
     }
     let (p, ctx) = (prompt.len(), ready.ctx);
-    let max_tokens = match s.max_completion_tokens.or(s.max_tokens) {
-        Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1")),
-        Some(m) if p as u64 + m > ctx as u64 => {
-            return Err(ApiError::field(
+    let max_tokens =
+        match s.max_completion_tokens.or(s.max_tokens) {
+            Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1")),
+            Some(m) if p as u64 + m > ctx as u64 => return Err(ApiError::field(
                 "max_tokens",
-                format!("the prompt is {p} tokens and max_tokens is {m}: {} in all, more than the model's context of {ctx} tokens; lower max_tokens to {} or less", p as u64 + m, ctx.saturating_sub(p)),
+                format!(
+                    "the prompt is {p} tokens and max_tokens is {m}: {} in all, more than the model's context of {ctx} tokens; lower max_tokens to {} or less",
+                    p as u64 + m,
+                    ctx.saturating_sub(p)
+                ),
             )
-            .code("context_length_exceeded"))
-        }
-        Some(m) => m as usize,
-        None if p >= ctx => return Err(ApiError::field("messages", format!("the prompt is {p} tokens, which leaves no room for a reply in the model's context of {ctx} tokens")).code("context_length_exceeded")),
-        None => ctx - p,
-    };
+            .code("context_length_exceeded")),
+            Some(m) => m as usize,
+            None if p >= ctx => {
+                return Err(ApiError::field(
+                    "messages",
+                    format!("the prompt is {p} tokens, which leaves no room for a reply in the model's context of {ctx} tokens"),
+                )
+                .code("context_length_exceeded"))
+            }
+            None => ctx - p,
+        };
     let g = &ready.gen_cfg;
     let greedy = g.do_sample == Some(false);
     let sampling = SamplerConfig {
@@ -208,11 +226,24 @@ fn build(ready: &Ready, prompt: Vec<u32>, s: &Sampling, logprobs: Option<usize>,
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run(st: &AppState, ready: &Ready, kind: Kind, prompt: Vec<u32>, s: Sampling, logprobs: Option<usize>, stop: Vec<String>, eos: Vec<u32>) -> Result<Response, ApiError> {
+async fn run(
+    st: &AppState,
+    ready: &Ready,
+    kind: Kind,
+    prompt: Vec<u32>,
+    s: Sampling,
+    logprobs: Option<usize>,
+    stop: Vec<String>,
+    eos: Vec<u32>,
+) -> Result<Response, ApiError> {
     let (req, rx) = build(ready, prompt, &s, logprobs, stop, eos)?;
     let prompt_tokens = req.prompt.len();
     if !st.metrics.try_enqueue(st.opts.queue) {
-        return Err(ApiError::new(StatusCode::TOO_MANY_REQUESTS, format!("the server is busy: {} requests are already waiting; try again later", st.opts.queue)).code("queue_full"));
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("the server is busy: {} requests are already waiting; try again later", st.opts.queue),
+        )
+        .code("queue_full"));
     }
     st.metrics.prompt_tokens(prompt_tokens);
     if ready.work.send(Work::Generate(req, Instant::now())).is_err() {
@@ -290,7 +321,9 @@ impl Format {
     /// The first chunk: the assistant's role (chat only).
     fn start(&self) -> Vec<Sse> {
         match self.kind {
-            Kind::Chat => vec![self.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), Value::Null)],
+            Kind::Chat => {
+                vec![self.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), Value::Null)]
+            }
             Kind::Completion => Vec::new(),
         }
     }
@@ -348,7 +381,8 @@ impl Format {
                     offsets.push(at);
                     at += t.bytes.len();
                 }
-                let top: Vec<Value> = lps.iter().map(|t| t.top.iter().map(|(_, b, lp)| (text(b), json!(lp))).collect::<serde_json::Map<_, _>>().into()).collect();
+                let top: Vec<Value> =
+                    lps.iter().map(|t| t.top.iter().map(|(_, b, lp)| (text(b), json!(lp))).collect::<serde_json::Map<_, _>>().into()).collect();
                 json!({
                     "tokens": lps.iter().map(|t| text(&t.bytes)).collect::<Vec<_>>(),
                     "token_logprobs": lps.iter().map(|t| t.logprob).collect::<Vec<_>>(),

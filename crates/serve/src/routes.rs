@@ -35,7 +35,8 @@ pub async fn style() -> Response {
 
 pub async fn not_found(State(st): State<Arc<AppState>>, uri: Uri) -> ApiError {
     st.metrics.error(404);
-    ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint {}; see GET /v1/models, POST /v1/chat/completions, POST /v1/completions", uri.path())).code("not_found")
+    ApiError::new(StatusCode::NOT_FOUND, format!("no endpoint {}; see GET /v1/models, POST /v1/chat/completions, POST /v1/completions", uri.path()))
+        .code("not_found")
 }
 
 /// 200 once the model is loaded, 503 while it loads (500 if it failed).
@@ -70,30 +71,37 @@ pub async fn metrics(State(st): State<Arc<AppState>>) -> Response {
 pub async fn tokenize(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(&st, b)?;
     st.metrics.request("tokenize");
-    counted(&st, (|| {
-        let req: TokenizeRequest = api::parse(&b, &["content", "add_special", "with_pieces", "model"])?;
-        let r = st.ready()?;
-        let ids = if req.add_special { r.tok.encode(&req.content) } else { r.tok.encode_plain(&req.content) }.map_err(|e| ApiError::bad(e.to_string()))?;
-        if req.with_pieces {
-            let pieces: Vec<_> = ids.iter().map(|&i| json!({"id": i, "piece": String::from_utf8_lossy(&r.tok.decode_bytes(&[i]).unwrap_or_default())})).collect();
-            return Ok(Json(json!({"tokens": pieces, "count": ids.len()})).into_response());
-        }
-        Ok(Json(json!({"tokens": ids, "count": ids.len()})).into_response())
-    })())
+    counted(
+        &st,
+        (|| {
+            let req: TokenizeRequest = api::parse(&b, &["content", "add_special", "with_pieces", "model"])?;
+            let r = st.ready()?;
+            let ids = if req.add_special { r.tok.encode(&req.content) } else { r.tok.encode_plain(&req.content) }.map_err(|e| ApiError::bad(e.to_string()))?;
+            if req.with_pieces {
+                let pieces: Vec<_> =
+                    ids.iter().map(|&i| json!({"id": i, "piece": String::from_utf8_lossy(&r.tok.decode_bytes(&[i]).unwrap_or_default())})).collect();
+                return Ok(Json(json!({"tokens": pieces, "count": ids.len()})).into_response());
+            }
+            Ok(Json(json!({"tokens": ids, "count": ids.len()})).into_response())
+        })(),
+    )
 }
 
 pub async fn detokenize(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
     let b = body(&st, b)?;
     st.metrics.request("detokenize");
-    counted(&st, (|| {
-        let req: DetokenizeRequest = api::parse(&b, &["tokens", "model"])?;
-        let r = st.ready()?;
-        if let Some(bad) = req.tokens.iter().find(|&&i| i as usize >= r.tok.vocab_size()) {
-            return Err(ApiError::field("tokens", format!("token id {bad} is out of range for the vocabulary of {}", r.tok.vocab_size())));
-        }
-        let text = r.tok.decode(&req.tokens).map_err(|e| ApiError::bad(e.to_string()))?;
-        Ok(Json(json!({"content": text})).into_response())
-    })())
+    counted(
+        &st,
+        (|| {
+            let req: DetokenizeRequest = api::parse(&b, &["tokens", "model"])?;
+            let r = st.ready()?;
+            if let Some(bad) = req.tokens.iter().find(|&&i| i as usize >= r.tok.vocab_size()) {
+                return Err(ApiError::field("tokens", format!("token id {bad} is out of range for the vocabulary of {}", r.tok.vocab_size())));
+            }
+            let text = r.tok.decode(&req.tokens).map_err(|e| ApiError::bad(e.to_string()))?;
+            Ok(Json(json!({"content": text})).into_response())
+        })(),
+    )
 }
 
 pub async fn embeddings(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -131,7 +139,9 @@ async fn embeddings_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError>
             return Err(ApiError::field("input", format!("input {i} is empty")));
         }
         if ids.len() > e.max_len {
-            return Err(ApiError::field("input", format!("input {i} is {} tokens; this model takes at most {}", ids.len(), e.max_len)).code("context_length_exceeded"));
+            return Err(
+                ApiError::field("input", format!("input {i} is {} tokens; this model takes at most {}", ids.len(), e.max_len)).code("context_length_exceeded")
+            );
         }
         if let Some(bad) = ids.iter().find(|&&x| x as usize >= e.bert.config.vocab_size) {
             return Err(ApiError::field("input", format!("input {i}: token id {bad} is out of range")));
@@ -170,12 +180,8 @@ pub async fn attention(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRe
 async fn attention_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
     let req: AttentionRequest = api::parse(b, api::ATTENTION_FIELDS)?;
     let r = st.ready()?;
-    let sampling = SamplerConfig {
-        temperature: req.temperature.unwrap_or(1.0),
-        top_k: req.top_k.unwrap_or(0),
-        top_p: req.top_p.unwrap_or(1.0),
-        repetition_penalty: 1.0,
-    };
+    let sampling =
+        SamplerConfig { temperature: req.temperature.unwrap_or(1.0), top_k: req.top_k.unwrap_or(0), top_p: req.top_p.unwrap_or(1.0), repetition_penalty: 1.0 };
     let (tx, rx) = tokio::sync::oneshot::channel();
     let job = InspectRequest { text: req.text, layer: req.layer, head: req.head, top: req.top.unwrap_or(10).clamp(1, 100), sampling, reply: tx };
     r.work.send(Work::Inspect(job)).map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;

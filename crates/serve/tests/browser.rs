@@ -58,7 +58,8 @@ async fn chat_and_inspector_in_chromium() {
     let Some((browser, driver)) = tools() else { return };
     let s = Server::start(ServeOptions::default()).await;
     let port = free_port();
-    let _driver = Driver(Command::new(&driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting chromedriver"));
+    let _driver =
+        Driver(Command::new(&driver).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("starting chromedriver"));
     let caps = json!({"goog:chromeOptions": {
         "binary": browser,
         // No sandbox as root in a container; no background network, which

@@ -29,23 +29,23 @@ pub struct Cache {
     pub(super) capacity: usize,
     pub(super) len: usize,
     pub(super) kvw: usize,
-    pub(super) k: Vec<f32>, // (L, capacity, NKV*HD)
-    pub(super) v: Vec<f32>, // (L, capacity, NKV*HD)
-    x: Vec<f32>,        // (rows, C) the residual stream
-    ln: Vec<f32>,       // (rows, C)
-    mean: Vec<f32>,     // (rows)
-    rstd: Vec<f32>,     // (rows)
-    qkv: Vec<f32>,      // (rows, W)
-    atty: Vec<f32>,     // (rows, A)
-    tmp: Vec<f32>,      // (rows, C)
-    h: Vec<f32>,        // (rows, F)
-    gate: Vec<f32>,     // (rows, F)
-    act: Vec<f32>,      // (rows, F)
+    pub(super) k: Vec<f32>,      // (L, capacity, NKV*HD)
+    pub(super) v: Vec<f32>,      // (L, capacity, NKV*HD)
+    x: Vec<f32>,                 // (rows, C) the residual stream
+    ln: Vec<f32>,                // (rows, C)
+    mean: Vec<f32>,              // (rows)
+    rstd: Vec<f32>,              // (rows)
+    qkv: Vec<f32>,               // (rows, W)
+    atty: Vec<f32>,              // (rows, A)
+    tmp: Vec<f32>,               // (rows, C)
+    h: Vec<f32>,                 // (rows, F)
+    gate: Vec<f32>,              // (rows, F)
+    act: Vec<f32>,               // (rows, F)
     pub(super) scores: Vec<f32>, // (NH, CACHED_BLOCK, capacity)
-    logits: Vec<f32>,   // (V)
-    partials: Vec<f32>, // matvec scratch
-    pub(super) cos: Vec<f32>, // (capacity, HD/2), rotary only
-    pub(super) sin: Vec<f32>, // (capacity, HD/2)
+    logits: Vec<f32>,            // (V)
+    partials: Vec<f32>,          // matvec scratch
+    pub(super) cos: Vec<f32>,    // (capacity, HD/2), rotary only
+    pub(super) sin: Vec<f32>,    // (capacity, HD/2)
 }
 
 impl Cache {
@@ -162,7 +162,17 @@ impl Transformer {
     /// Dense layer on `rows` rows of one sequence: a matrix-vector product
     /// for one row (the decoding case, bound by reading the weights), a GEMM
     /// otherwise.
-    pub(super) fn dense(&self, out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &crate::params::Lin, rows: usize, c: usize, oc: usize, lay: WeightLayout) {
+    pub(super) fn dense(
+        &self,
+        out: &mut [f32],
+        partials: &mut [f32],
+        inp: &[f32],
+        lin: &crate::params::Lin,
+        rows: usize,
+        c: usize,
+        oc: usize,
+        lay: WeightLayout,
+    ) {
         let p = &self.params;
         let bias = lin.b.clone().map(|r| &p[r]);
         if rows == 1 {

@@ -15,7 +15,8 @@ use serde_json::Value;
 pub const CORPUS: &str = "Hello world! The quick brown fox jumps over the lazy dog. Ünïcödé, 日本語のテキスト, emoji 🙂🚀. ";
 
 pub fn tokenizer() -> Box<dyn Tokenizer> {
-    let trainer = BpeTrainer { vocab_size: 320, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()] };
+    let trainer =
+        BpeTrainer { vocab_size: 320, pattern: GPT2_PATTERN.into(), specials: vec!["<|endoftext|>".into(), "<|im_start|>".into(), "<|im_end|>".into()] };
     Box::new(trainer.train(&CORPUS.repeat(20)).unwrap().0)
 }
 
@@ -111,7 +112,9 @@ impl Server {
     /// A metric's value from /metrics.
     pub async fn metric(&self, name: &str) -> f64 {
         let (_, text) = self.get("/metrics").await;
-        text.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|v| v.parse().unwrap())).unwrap_or_else(|| panic!("no {name} in /metrics"))
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).map(|v| v.parse().unwrap()))
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
     }
 }
 
@@ -130,9 +133,5 @@ pub fn parse_sse(text: &str) -> Vec<Value> {
 
 /// The text of a streamed chat (or completion) response.
 pub fn streamed_text(events: &[Value]) -> String {
-    events
-        .iter()
-        .filter_map(|e| e["choices"].get(0))
-        .map(|c| c["delta"]["content"].as_str().or(c["text"].as_str()).unwrap_or("").to_string())
-        .collect()
+    events.iter().filter_map(|e| e["choices"].get(0)).map(|c| c["delta"]["content"].as_str().or(c["text"].as_str()).unwrap_or("").to_string()).collect()
 }
