@@ -130,9 +130,12 @@ impl Engine {
                     self.metrics.cancelled();
                     continue;
                 }
+                // Busy from the prefill on: its first token reaches the client before the step.
+                self.metrics.set_busy(active.len() + 1);
                 if let Some(seq) = self.admit(req, enqueued) {
                     active.push(seq);
                 }
+                self.metrics.set_busy(active.len());
             }
             let before = active.len();
             active.retain(|s| !s.req.events.is_closed());

@@ -141,10 +141,12 @@ where
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::task::spawn_blocking(move || {
         let ready = load().map(|loaded| start_engine(loaded, &st));
-        if ready.is_err() {
+        let failed = ready.is_err();
+        // Set before the stop signal, so `serve` sees the error on its way out.
+        let _ = st.ready.set(ready);
+        if failed {
             let _ = failed_tx.send(());
         }
-        let _ = st.ready.set(ready);
     });
     let stop = async move {
         tokio::select! {
