@@ -8,9 +8,11 @@
 2. All of them at once, streaming: every response must be complete (a
    `[DONE]`, `tokens` completion tokens) and identical to the same request
    run alone.
-Prints one JSON object: single-stream decode tok/s (median), aggregate
-decode tok/s under load (all completion tokens / wall time, prefill and
-queueing included), their ratio, and p50 / p99 time to first token.
+Prints one JSON object: single-stream decode tok/s (median, client side),
+aggregate tok/s under load (all completion tokens / wall time, prefill,
+queueing and HTTP included) and its ratio to one stream; the server's own
+decode rate (/metrics: tokens from batched steps / seconds in them) alone
+and under load, and its ratio; p50 / p99 time to first token.
 Needs httpx (installed with PyPI `openai`, as httpx2 since openai 3).
 """
 
@@ -66,6 +68,16 @@ async def stream_one(client, url, i, tokens):
     return "".join(parts), n, (first or t0) - t0, (last or t0) - (first or t0), done
 
 
+def metrics(resp):
+    """The unlabelled samples of a /metrics response, by name."""
+    out = {}
+    for line in resp.text.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and not line.startswith("#") and "{" not in parts[0]:
+            out[parts[0]] = float(parts[1])
+    return out
+
+
 async def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--url", required=True)
@@ -74,21 +86,27 @@ async def main():
     a = ap.parse_args()
     limits = httpx.Limits(max_connections=a.clients + 4, max_keepalive_connections=a.clients + 4)
     async with httpx.AsyncClient(limits=limits) as client:
+        m0 = metrics(await client.get(a.url + "/metrics"))
         alone, single = [], []
         for i in range(a.clients):
             text, n, ttft, span, done = await stream_one(client, a.url, i, a.tokens)
             assert done and n == a.tokens, (i, n, done)
             alone.append(text)
             single.append((n - 1) / span)
+        m1 = metrics(await client.get(a.url + "/metrics"))
         t0 = time.perf_counter()
         results = await asyncio.gather(*(stream_one(client, a.url, i, a.tokens) for i in range(a.clients)))
         wall = time.perf_counter() - t0
-        metrics = (await client.get(a.url + "/metrics")).text
+        m2 = metrics(await client.get(a.url + "/metrics"))
     complete = sum(1 for (_, n, _, _, done) in results if done and n == a.tokens)
     identical = sum(1 for i, (text, *_rest) in enumerate(results) if text == alone[i])
     ttfts = sorted(r[2] for r in results)
     total = sum(r[1] for r in results)
     single_tps = statistics.median(single)
+    # The server's own decode rate: tokens from batched steps over the time
+    # spent in them (prefill, queueing and HTTP excluded), alone vs together.
+    rate = lambda x, y: (y["attn_decode_tokens_total"] - x["attn_decode_tokens_total"]) / (y["attn_decode_seconds_total"] - x["attn_decode_seconds_total"])
+    server_single, server_together = rate(m0, m1), rate(m1, m2)
     out = {
         "clients": a.clients, "tokens": a.tokens,
         "complete": complete, "identical_to_alone": identical,
@@ -96,9 +114,12 @@ async def main():
         "aggregate_tok_s": round(total / wall, 2),
         "aggregate_vs_single": round(total / wall / single_tps, 2),
         "wall_s": round(wall, 2),
+        "server_decode_tok_s_single": round(server_single, 2),
+        "server_decode_tok_s_together": round(server_together, 2),
+        "server_decode_ratio": round(server_together / server_single, 2),
         "ttft_p50_s": round(ttfts[len(ttfts) // 2], 3),
         "ttft_p99_s": round(ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))], 3),
-        "cancelled": next((float(l.split()[1]) for l in metrics.splitlines() if l.startswith("attn_requests_cancelled_total ")), None),
+        "cancelled": m2["attn_requests_cancelled_total"],
     }
     print(json.dumps(out))
     return 0 if complete == identical == a.clients else 1
