@@ -163,11 +163,8 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                 .collect::<Result<_, _>>()?;
             secs.sort_by(f64::total_cmp);
             let mb = text.len() as f64 / 1e6;
-            println!(
-                "{}",
-                serde_json::json!({"bytes": text.len(), "tokens": n, "threads": rayon::current_num_threads(),
-                    "mb_per_s": mb / secs[0], "mb_per_s_median": mb / secs[secs.len() / 2]})
-            );
+            report(serde_json::json!({"bytes": text.len(), "tokens": n, "threads": rayon::current_num_threads(),
+                    "mb_per_s": mb / secs[0], "mb_per_s_median": mb / secs[secs.len() / 2]}));
             Ok(())
         }
         BenchCommand::Embed { model, data, rounds, threads } => {
@@ -184,11 +181,8 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             let mut secs = (0..rounds.max(1)).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?;
             secs.sort_by(f64::total_cmp);
             let tokens: usize = texts.iter().map(|t| enc.ids(t).map(|i| i.len()).unwrap_or(0)).sum();
-            println!(
-                "{}",
-                serde_json::json!({"sentences": texts.len(), "tokens": tokens, "threads": rayon::current_num_threads(),
-                    "sentences_per_s": texts.len() as f64 / secs[0], "sentences_per_s_median": texts.len() as f64 / secs[secs.len() / 2]})
-            );
+            report(serde_json::json!({"sentences": texts.len(), "tokens": tokens, "threads": rayon::current_num_threads(),
+                    "sentences_per_s": texts.len() as f64 / secs[0], "sentences_per_s_median": texts.len() as f64 / secs[secs.len() / 2]}));
             Ok(())
         }
         BenchCommand::Gemm { size, threads } => {
@@ -203,7 +197,7 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                 avail as f64 / 1e9
             );
             let gflops = gemm_peak(size);
-            println!("{}", serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops}));
+            report(serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops}));
             Ok(())
         }
     }
@@ -231,6 +225,20 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Peak resident memory of this process so far, from /proc (Linux), in MB.
+/// Prints a benchmark's JSON with what every figure needs beside it: the
+/// vector path the kernels took (`simd`), the number format (`dtype`, f32:
+/// the only one so far) and the process's peak resident memory.
+pub(crate) fn report(mut v: serde_json::Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("simd".into(), attn_kernels::simd::level().into());
+        o.insert("dtype".into(), "f32".into());
+        if !o.contains_key("peak_rss_mb") {
+            o.insert("peak_rss_mb".into(), peak_rss_mb().into());
+        }
+    }
+    println!("{v}");
+}
+
 pub(crate) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -282,7 +290,7 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak,
         "peak_rss_mb": peak_rss_mb(),
     });
-    println!("{out}");
+    report(out);
     Ok(())
 }
 
@@ -347,17 +355,14 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
     let weight_bytes = (model.layout().num_params() * 4) as f64;
     let decode_tok_s = (n - 1) as f64 / (total - prefill);
     let bound = bw * 1e9 / weight_bytes;
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
-            "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
-            "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
-            "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
-            "peak_rss_mb": peak_rss, "weights_mb": weight_bytes / 1e6,
-            "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens) as f64 / 1e6,
-        })
-    );
+    report(serde_json::json!({
+        "model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
+        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
+        "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
+        "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
+        "peak_rss_mb": peak_rss, "weights_mb": weight_bytes / 1e6,
+        "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens) as f64 / 1e6,
+    }));
     Ok(())
 }
 
@@ -399,10 +404,7 @@ fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], p
     for o in &mut out {
         o["vs_first"] = serde_json::json!(o["tok_per_s"].as_f64().unwrap_or(0.0) / base);
     }
-    println!(
-        "{}",
-        serde_json::json!({"model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
-        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out})
-    );
+    report(serde_json::json!({"model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
+        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out}));
     Ok(())
 }

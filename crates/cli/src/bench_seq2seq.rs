@@ -8,7 +8,7 @@ use attn_model::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig};
 use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
 use rand::{Rng, SeedableRng};
 
-use crate::bench::{median, peak_rss_mb};
+use crate::bench::{median, peak_rss_mb, report};
 
 /// Full steps (forward, backward, clip, AdamW) on B random pairs of T source
 /// and T target tokens, label smoothing 0.1.
@@ -42,15 +42,12 @@ pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize,
     let col = |k: usize| median(times.iter().map(|r| r[k]).collect());
     let med = col(0);
     let gflops = model.train_flops(b, t, t) / med / 1e9;
-    println!(
-        "{}",
-        serde_json::json!({
-            "preset": preset, "batch_size": b, "seq_len": t, "vocab": vocab, "threads": threads, "steps": steps,
-            "ms_per_step": med * 1e3, "tok_per_s": (2 * b * t) as f64 / med,
-            "forward_ms": col(1) * 1e3, "backward_ms": col(2) * 1e3, "optimizer_ms": col(3) * 1e3,
-            "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak, "peak_rss_mb": peak_rss_mb(),
-        })
-    );
+    report(serde_json::json!({
+        "preset": preset, "batch_size": b, "seq_len": t, "vocab": vocab, "threads": threads, "steps": steps,
+        "ms_per_step": med * 1e3, "tok_per_s": (2 * b * t) as f64 / med,
+        "forward_ms": col(1) * 1e3, "backward_ms": col(2) * 1e3, "optimizer_ms": col(3) * 1e3,
+        "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak, "peak_rss_mb": peak_rss_mb(),
+    }));
     Ok(())
 }
 
@@ -76,13 +73,10 @@ pub fn bench_translate(dir: &Path, data: &Path, beam: usize, max_new: usize, bat
     let results = (0..rounds.max(1)).map(|_| run()).collect::<anyhow::Result<Vec<_>>>()?;
     let generated = results[0].1;
     let secs = median(results.iter().map(|r| r.0).collect());
-    println!(
-        "{}",
-        serde_json::json!({
-            "model": dir.display().to_string(), "sources": sources.len(), "beam": beam, "batch_size": batch,
-            "max_new_tokens": max_new, "generated_tokens": generated, "threads": rayon::current_num_threads(),
-            "seconds": secs, "tok_per_s": generated as f64 / secs, "peak_rss_mb": peak_rss_mb(),
-        })
-    );
+    report(serde_json::json!({
+        "model": dir.display().to_string(), "sources": sources.len(), "beam": beam, "batch_size": batch,
+        "max_new_tokens": max_new, "generated_tokens": generated, "threads": rayon::current_num_threads(),
+        "seconds": secs, "tok_per_s": generated as f64 / secs, "peak_rss_mb": peak_rss_mb(),
+    }));
     Ok(())
 }

@@ -38,7 +38,7 @@ pub mod optim;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
-mod simd;
+pub mod simd;
 pub mod swiglu;
 
 /// Rows per rayon task for row-parallel kernels. Small row counts stay on one

@@ -159,10 +159,10 @@ fn build(
         return Err(ApiError::field("prompt", "the prompt is empty after tokenization"));
     }
     let (p, ctx) = (prompt.len(), ready.ctx);
-    let max_tokens =
-        match s.max_completion_tokens.or(s.max_tokens) {
-            Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1")),
-            Some(m) if p as u64 + m > ctx as u64 => return Err(ApiError::field(
+    let max_tokens = match s.max_completion_tokens.or(s.max_tokens) {
+        Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1")),
+        Some(m) if p as u64 + m > ctx as u64 => {
+            return Err(ApiError::field(
                 "max_tokens",
                 format!(
                     "the prompt is {p} tokens and max_tokens is {m}: {} in all, more than the model's context of {ctx} tokens; lower max_tokens to {} or less",
@@ -170,17 +170,18 @@ fn build(
                     ctx.saturating_sub(p)
                 ),
             )
-            .code("context_length_exceeded")),
-            Some(m) => m as usize,
-            None if p >= ctx => {
-                return Err(ApiError::field(
-                    "messages",
-                    format!("the prompt is {p} tokens, which leaves no room for a reply in the model's context of {ctx} tokens"),
-                )
-                .code("context_length_exceeded"))
-            }
-            None => ctx - p,
-        };
+            .code("context_length_exceeded"))
+        }
+        Some(m) => m as usize,
+        None if p >= ctx => {
+            return Err(ApiError::field(
+                "messages",
+                format!("the prompt is {p} tokens, which leaves no room for a reply in the model's context of {ctx} tokens"),
+            )
+            .code("context_length_exceeded"))
+        }
+        None => ctx - p,
+    };
     let g = &ready.gen_cfg;
     let greedy = g.do_sample == Some(false);
     let sampling = SamplerConfig {
