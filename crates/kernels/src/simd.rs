@@ -83,6 +83,34 @@ pub fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
+/// The widest vector path this CPU takes, as the kernels choose it at run
+/// time: "avx512" (AVX-512 F + VL: gemm's x86-v4 kernels and the
+/// AVX-512 versions of attn's loops), "avx2" (AVX2 + FMA), "avx", "sse2" on
+/// older x86-64, "neon" on aarch64, else "scalar". Benchmarks report it.
+pub fn level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            return "avx512";
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return "avx2";
+        }
+        if is_x86_feature_detected!("avx") {
+            return "avx";
+        }
+        "sse2"
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        "neon"
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        "scalar"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -111,33 +139,5 @@ mod tests {
         }
         assert!(worst_exp < 3e-7, "exp relative error {worst_exp:e}");
         assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh:e}");
-    }
-}
-
-/// The widest vector path this CPU takes, as the kernels choose it at run
-/// time: "avx512" (AVX-512 F + VL: gemm's x86-v4 kernels and the
-/// AVX-512 versions of attn's loops), "avx2" (AVX2 + FMA), "avx", "sse2" on
-/// older x86-64, "neon" on aarch64, else "scalar". Benchmarks report it.
-pub fn level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-            return "avx512";
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return "avx2";
-        }
-        if is_x86_feature_detected!("avx") {
-            return "avx";
-        }
-        "sse2"
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        "neon"
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
-        "scalar"
     }
 }
