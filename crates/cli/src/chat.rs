@@ -59,7 +59,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     let turn_ends = template.end_of_turn();
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();
     eos.extend(&gen_cfg.eos_token_ids);
-    eos.extend(turn_ends.iter().filter_map(|s| tok.encode_plain(s).ok().filter(|ids| ids.len() == 1).map(|ids| ids[0])));
+    eos.extend(template.end_of_turn_ids(tok.as_ref()));
     let interactive = std::io::stdin().is_terminal();
     let opening: Vec<Message> = a.system.iter().map(|s| Message::new("system", s)).collect();
     let mut history = opening.clone();

@@ -102,7 +102,10 @@ pub(crate) struct Ready {
     pub template: Result<ChatTemplate, String>,
     pub gen_cfg: GenerationConfig,
     pub ctx: usize,
+    /// End-of-sequence ids: the model's and generation_config.json's.
     pub eos: Vec<u32>,
+    /// `eos` and the chat template's one-token end-of-turn ids, found once.
+    pub eos_chat: Vec<u32>,
     pub work: std::sync::mpsc::Sender<engine::Work>,
     pub embedder: Option<Arc<Embedder>>,
 }
@@ -166,11 +169,15 @@ fn start_engine(loaded: Loaded, st: &AppState) -> Ready {
     let ChatModel { name, model, tok, template, gen_cfg } = loaded.chat;
     let mut eos = model.config.eos_token_ids.clone();
     eos.extend(&gen_cfg.eos_token_ids);
+    let mut eos_chat = eos.clone();
+    if let Ok(t) = &template {
+        eos_chat.extend(t.end_of_turn_ids(tok.as_ref()));
+    }
     let ctx = model.context();
     let (tx, rx) = std::sync::mpsc::channel();
     let engine = engine::Engine { model, tok: tok.clone(), name: name.clone(), parallel: st.opts.parallel.max(1), metrics: st.metrics.clone() };
     std::thread::Builder::new().name("attn-engine".into()).spawn(move || engine.run(rx)).expect("spawning the engine thread");
-    Ready { name, tok, template, gen_cfg, ctx, eos, work: tx, embedder: loaded.embedder.map(Arc::new) }
+    Ready { name, tok, template, gen_cfg, ctx, eos, eos_chat, work: tx, embedder: loaded.embedder.map(Arc::new) }
 }
 
 fn router(state: Arc<AppState>) -> Router {

@@ -76,10 +76,8 @@ async fn chat_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
         return Err(ApiError::field("top_logprobs", "top_logprobs must be between 0 and 20"));
     }
     // A reply ends at the template's end of turn, whether the model writes
-    // it as one token or as text.
-    let turn_ends = template.end_of_turn();
-    let turn_ids: Vec<u32> = turn_ends.iter().filter_map(|s| ready.tok.encode_plain(s).ok().filter(|ids| ids.len() == 1).map(|ids| ids[0])).collect();
-    run(st, ready, Kind::Chat, prompt, sampling, logprobs.map(|k| k as usize), turn_ends, turn_ids).await
+    // it as one token (in `ready.eos_chat`) or as text.
+    run(st, ready, Kind::Chat, prompt, sampling, logprobs.map(|k| k as usize), template.end_of_turn(), true).await
 }
 
 pub async fn completions(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -111,7 +109,7 @@ async fn completions_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError
     if req.logprobs.is_some_and(|k| k > 5) {
         return Err(ApiError::field("logprobs", "logprobs must be between 0 and 5"));
     }
-    run(st, ready, Kind::Completion, prompt, sampling, req.logprobs.map(|k| k as usize), Vec::new(), Vec::new()).await
+    run(st, ready, Kind::Completion, prompt, sampling, req.logprobs.map(|k| k as usize), Vec::new(), false).await
 }
 
 /// A message with its content as one string (a list of text parts is joined).
@@ -147,7 +145,7 @@ fn build(
     s: &Sampling,
     logprobs: Option<usize>,
     mut stop: Vec<String>,
-    extra_eos: Vec<u32>,
+    chat: bool,
 ) -> Result<(GenRequest, UnboundedReceiver<Event>), ApiError> {
     if s.n.is_some_and(|n| n != 1) {
         return Err(ApiError::field("n", "only n = 1 is supported"));
@@ -206,10 +204,11 @@ fn build(
         return Err(ApiError::field("stop", "at most 4 stop strings"));
     }
     stop.extend(user_stop);
-    let mut eos = if s.ignore_eos { Vec::new() } else { ready.eos.clone() };
-    if !s.ignore_eos {
-        eos.extend(extra_eos);
-    }
+    let eos = match (s.ignore_eos, chat) {
+        (true, _) => Vec::new(),
+        (false, true) => ready.eos_chat.clone(),
+        (false, false) => ready.eos.clone(),
+    };
     let (tx, rx) = unbounded_channel();
     let req = GenRequest {
         prompt,
@@ -235,9 +234,9 @@ async fn run(
     s: Sampling,
     logprobs: Option<usize>,
     stop: Vec<String>,
-    eos: Vec<u32>,
+    chat: bool,
 ) -> Result<Response, ApiError> {
-    let (req, rx) = build(ready, prompt, &s, logprobs, stop, eos)?;
+    let (req, rx) = build(ready, prompt, &s, logprobs, stop, chat)?;
     let prompt_tokens = req.prompt.len();
     if !st.metrics.try_enqueue(st.opts.queue) {
         return Err(ApiError::new(

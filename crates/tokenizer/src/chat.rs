@@ -156,6 +156,12 @@ impl ChatTemplate {
         out
     }
 
+    /// The end-of-turn strings that `tok` encodes as one token: generation
+    /// stops on those ids as well as on the text.
+    pub fn end_of_turn_ids(&self, tok: &dyn crate::Tokenizer) -> Vec<u32> {
+        self.end_of_turn().iter().filter_map(|s| tok.encode_plain(s).ok().filter(|ids| ids.len() == 1).map(|ids| ids[0])).collect()
+    }
+
     /// Writes the template into `dir/tokenizer_config.json` (merging with
     /// what is there), with the EOS token, so transformers and attn both
     /// find it.

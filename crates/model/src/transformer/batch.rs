@@ -11,13 +11,11 @@
 //! (see `matvec_forward`). Greedy and seeded output then do not depend on load.
 
 use attn_kernels::attention::attention_cached;
-use attn_kernels::gelu::gelu_forward;
 use attn_kernels::matmul::WeightLayout::OutIn;
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
-use attn_kernels::residual::residual_forward;
 use attn_kernels::rope::rope_forward;
-use attn_kernels::swiglu::swiglu_forward;
 
+use super::infer::Tail;
 use super::{Cache, Transformer};
 use crate::config::Position;
 use crate::error::{ModelError, Result};
@@ -104,7 +102,7 @@ impl Transformer {
     fn batch_forward(&self, s: &mut BatchScratch, caches: &mut [&mut Cache], tokens: &[u32]) {
         let cfg = &self.config;
         let n = tokens.len();
-        let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
+        let (c, v, w, at) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width());
         let (nh, nkv, hd, kvw) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
         let BatchScratch { x, ln, mean, rstd, qkv, atty, tmp, h, gate, act, logits, partials, .. } = s;
@@ -136,19 +134,19 @@ impl Transformer {
                 vl[p0 * kvw..][..kvw].copy_from_slice(&row[at + kvw..at + 2 * kvw]);
                 attention_cached(&mut atty[r * at..(r + 1) * at], scores, row, kl, vl, w, 1, p0, nh, nkv, hd);
             }
-            dense(tmp, partials, atty, &wi.proj, at, c);
-            residual_forward(&mut x[..n * c], &tmp[..n * c]);
-            self.norm_forward(ln, mean, rstd, x, &wi.norm2, n);
-            dense(h, partials, ln, &wi.up, c, f);
-            match &wi.gate {
-                Some(g) => {
-                    dense(gate, partials, ln, g, c, f);
-                    swiglu_forward(&mut act[..n * f], &gate[..n * f], &h[..n * f]);
-                }
-                None => gelu_forward(&mut act[..n * f], &h[..n * f]),
-            }
-            dense(tmp, partials, act, &wi.down, f, c);
-            residual_forward(&mut x[..n * c], &tmp[..n * c]);
+            let t = Tail {
+                x: &mut x[..],
+                ln: &mut ln[..],
+                mean: &mut mean[..],
+                rstd: &mut rstd[..],
+                atty: &atty[..],
+                tmp: &mut tmp[..],
+                h: &mut h[..],
+                gate: &mut gate[..],
+                act: &mut act[..],
+                partials: &mut partials[..],
+            };
+            self.block_tail(wi, t, n, &dense);
         }
         for cache in caches.iter_mut() {
             cache.len += 1;

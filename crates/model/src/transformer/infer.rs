@@ -18,6 +18,7 @@ use attn_kernels::swiglu::swiglu_forward;
 use super::Transformer;
 use crate::config::Position;
 use crate::error::{ModelError, Result};
+use crate::params::{LayerIndex, Lin};
 
 /// Rows of a prompt processed together: large enough for efficient GEMMs,
 /// small enough that the per-chunk buffers stay a few MB.
@@ -184,7 +185,7 @@ impl Transformer {
 
     fn chunk_forward(&self, cache: &mut Cache, tokens: &[u32], want_logits: bool) {
         let cfg = &self.config;
-        let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
+        let (c, v, w, at) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width());
         let (nh, nkv, hd, kvw) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, cache.kvw);
         let (rows, p0, cap) = (tokens.len(), cache.len, cache.capacity);
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
@@ -213,19 +214,9 @@ impl Transformer {
                 vl[(p0 + r) * kvw..][..kvw].copy_from_slice(&row[at + kvw..at + 2 * kvw]);
             }
             attention_cached(atty, scores, qkv, kl, vl, w, rows, p0, nh, nkv, hd);
-            self.dense(tmp, partials, atty, &wi.proj, rows, at, c, lay);
-            residual_forward(&mut x[..rows * c], &tmp[..rows * c]);
-            self.norm_forward(ln, mean, rstd, x, &wi.norm2, rows);
-            self.dense(h, partials, ln, &wi.up, rows, c, f, lay);
-            match &wi.gate {
-                Some(g) => {
-                    self.dense(gate, partials, ln, g, rows, c, f, lay);
-                    swiglu_forward(&mut act[..rows * f], &gate[..rows * f], &h[..rows * f]);
-                }
-                None => gelu_forward(&mut act[..rows * f], &h[..rows * f]),
-            }
-            self.dense(tmp, partials, act, &wi.down, rows, f, c, lay);
-            residual_forward(&mut x[..rows * c], &tmp[..rows * c]);
+            let dense =
+                |out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &Lin, ic: usize, oc: usize| self.dense(out, partials, inp, lin, rows, ic, oc, lay);
+            self.block_tail(wi, Tail { x, ln, mean, rstd, atty, tmp, h, gate, act, partials }, rows, &dense);
         }
         cache.len = p0 + rows;
         if !want_logits {
@@ -252,4 +243,44 @@ impl Transformer {
             residual_forward(row, add);
         }
     }
+
+    /// A block after its attention, on `rows` rows: output projection,
+    /// residual, second norm, MLP, residual. `dense` runs one layer over
+    /// the rows, with the kernel its caller chose (one sequence's rows, or
+    /// one row from each of a batch of sequences).
+    pub(super) fn block_tail(&self, wi: &LayerIndex, t: Tail<'_>, rows: usize, dense: &Dense<'_>) {
+        let cfg = &self.config;
+        let (c, at, f) = (cfg.n_embd, cfg.attn_width(), cfg.d_ff);
+        let Tail { x, ln, mean, rstd, atty, tmp, h, gate, act, partials } = t;
+        dense(tmp, partials, atty, &wi.proj, at, c);
+        residual_forward(&mut x[..rows * c], &tmp[..rows * c]);
+        self.norm_forward(ln, mean, rstd, x, &wi.norm2, rows);
+        dense(h, partials, ln, &wi.up, c, f);
+        match &wi.gate {
+            Some(g) => {
+                dense(gate, partials, ln, g, c, f);
+                swiglu_forward(&mut act[..rows * f], &gate[..rows * f], &h[..rows * f]);
+            }
+            None => gelu_forward(&mut act[..rows * f], &h[..rows * f]),
+        }
+        dense(tmp, partials, act, &wi.down, f, c);
+        residual_forward(&mut x[..rows * c], &tmp[..rows * c]);
+    }
+}
+
+/// One dense layer over the rows in hand: (out, matvec scratch, input, layer, in width, out width).
+pub(super) type Dense<'a> = dyn Fn(&mut [f32], &mut [f32], &[f32], &Lin, usize, usize) + 'a;
+
+/// The buffers `block_tail` works in.
+pub(super) struct Tail<'a> {
+    pub x: &'a mut [f32],
+    pub ln: &'a mut [f32],
+    pub mean: &'a mut [f32],
+    pub rstd: &'a mut [f32],
+    pub atty: &'a [f32],
+    pub tmp: &'a mut [f32],
+    pub h: &'a mut [f32],
+    pub gate: &'a mut [f32],
+    pub act: &'a mut [f32],
+    pub partials: &'a mut [f32],
 }
