@@ -6,6 +6,8 @@ use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
 use attn_kernels::gelu::{gelu_backward, gelu_forward};
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout};
+use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
+use attn_kernels::quant::{qmatvec_forward, QMatrix};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn pool(n: usize) -> rayon::ThreadPool {
@@ -74,9 +76,31 @@ fn bench_other(c: &mut Criterion) {
     g.finish();
 }
 
+/// One decoding row through gpt2-124m's MLP up-projection (768 -> 3072)
+/// and its head (768 -> 50257): f32, bf16 and int8 weights, 2 threads.
+/// Throughput is weight bytes read.
+fn bench_decode_weights(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_weights");
+    let p = pool(2);
+    for (name, ic, oc) in [("mlp_up", 768usize, 3072usize), ("head", 768, 50257)] {
+        let w: Vec<f32> = (0..ic * oc).map(|i| ((i * 7919) % 1000) as f32 * 1e-4 - 0.05).collect();
+        let x: Vec<f32> = (0..ic).map(|i| (i % 13) as f32 * 0.1).collect();
+        let mut out = vec![0.0f32; oc];
+        let mut scratch = vec![0.0f32; matvec_scratch_len(1, oc)];
+        g.throughput(Throughput::Bytes((ic * oc * 4) as u64));
+        g.bench_function(format!("{name}/f32"), |b| {
+            p.install(|| b.iter(|| matvec_forward(&mut out, &mut scratch, &x, &w, None, 1, ic, oc, WeightLayout::OutIn)))
+        });
+        for (dt, q) in [("bf16", QMatrix::bf16(&w, ic, oc, WeightLayout::OutIn)), ("int8", QMatrix::int8(&w, ic, oc, WeightLayout::OutIn, 32))] {
+            g.throughput(Throughput::Bytes(q.bytes() as u64));
+            g.bench_function(format!("{name}/{dt}"), |b| p.install(|| b.iter(|| qmatvec_forward(&mut out, &mut [], &x, &q, None, 1))));
+        }
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_matmul, bench_other
+    targets = bench_matmul, bench_other, bench_decode_weights
 }
 criterion_main!(benches);

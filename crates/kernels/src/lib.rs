@@ -35,6 +35,7 @@ pub mod layernorm;
 pub mod matmul;
 pub mod matvec;
 pub mod optim;
+pub mod quant;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;

@@ -38,14 +38,22 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// Named f32 tensors to safetensors, written atomically. `metadata` lands in
 /// the header's `__metadata__` map.
 pub fn save_tensors(path: &Path, tensors: &[(&str, Vec<usize>, &[f32])], metadata: Option<HashMap<String, String>>) -> Result<()> {
+    let raw: Vec<RawTensor> = tensors.iter().map(|(n, shape, data)| (n.to_string(), Dtype::F32, shape.clone(), bytemuck::cast_slice(data).to_vec())).collect();
+    save_raw(path, &raw, metadata)
+}
+
+/// A tensor as bytes: name, dtype, shape, little-endian data.
+pub type RawTensor = (String, Dtype, Vec<usize>, Vec<u8>);
+
+/// Tensors of any dtype to safetensors, written atomically.
+pub fn save_raw(path: &Path, tensors: &[RawTensor], metadata: Option<HashMap<String, String>>) -> Result<()> {
     if cfg!(target_endian = "big") {
         return Err(ModelError::InvalidConfig("safetensors output needs a little-endian host".into()));
     }
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(name, shape, data)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytemuck::cast_slice(data))
-                .map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), detail: e.to_string() })?;
+        .map(|(name, dtype, shape, data)| {
+            let view = TensorView::new(*dtype, shape.clone(), data).map_err(|e| ModelError::Safetensors { path: path.to_path_buf(), detail: e.to_string() })?;
             Ok((name.to_string(), view))
         })
         .collect::<Result<_>>()?;
@@ -164,6 +172,24 @@ impl TensorFile {
         Ok(out)
     }
 
+    pub fn dtype(&self, name: &str) -> Result<Dtype> {
+        Ok(self.entry(name)?.0)
+    }
+
+    /// An I8 tensor of shape `expected`.
+    pub fn read_i8(&self, name: &str, expected: &[usize]) -> Result<Vec<i8>> {
+        let (dtype, shape, range) = self.entry(name)?;
+        if shape != expected {
+            return Err(ModelError::ShapeMismatch { path: self.path.clone(), name: name.into(), found: shape.clone(), expected: expected.to_vec() });
+        }
+        if *dtype != Dtype::I8 {
+            return Err(ModelError::DType { path: self.path.clone(), name: name.into(), dtype: format!("{dtype:?} (int8 weights must be I8)") });
+        }
+        let out = self.bytes[range.clone()].iter().map(|&b| b as i8).collect();
+        self.release(range.clone());
+        Ok(out)
+    }
+
     /// An integer tensor (I32, I64 or U32) as token ids.
     pub fn read_ids(&self, name: &str) -> Result<Vec<u32>> {
         let (dtype, _, range) = self.entry(name)?;
@@ -246,6 +272,19 @@ impl Weights {
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
         self.file(name)?.shape(name)
+    }
+
+    pub fn dtype(&self, name: &str) -> Result<Dtype> {
+        self.file(name)?.dtype(name)
+    }
+
+    pub fn read_i8(&self, name: &str, shape: &[usize]) -> Result<Vec<i8>> {
+        self.file(name)?.read_i8(name, shape)
+    }
+
+    /// The file that holds `name`, for error messages.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.file(name).map(|f| f.path.clone()).unwrap_or_else(|_| self.files[0].path.clone())
     }
 
     /// Reads `name` with `shape` into a new vector.

@@ -27,6 +27,7 @@ mod error;
 pub mod hf;
 pub mod lora;
 pub mod params;
+pub mod quant;
 mod seq2seq;
 mod transformer;
 

@@ -65,6 +65,28 @@ impl ParamLayout {
         self.push_at(self.total, name, shape, kind)
     }
 
+    /// This layout without the tensors that lie inside `removed` (ranges
+    /// of this layout), the rest moved down in order, and the map from an
+    /// offset of this layout to one of the new. Each removed tensor takes
+    /// the padding after it along, so every kept tensor keeps its alignment.
+    pub(crate) fn without(&self, removed: &[Range<usize>]) -> (ParamLayout, impl Fn(usize) -> usize) {
+        let inside = |e: &ParamEntry| removed.iter().any(|r| r.start <= e.offset && e.range().end <= r.end && !e.is_empty());
+        let mut spans: Vec<Range<usize>> = Vec::new();
+        let mut out = ParamLayout::empty();
+        for (i, e) in self.entries.iter().enumerate() {
+            if inside(e) {
+                let end = self.entries.get(i + 1).map_or(self.total, |n| n.offset);
+                spans.push(e.offset..end.max(e.range().end));
+            }
+        }
+        let shift = move |old: usize| old - spans.iter().filter(|s| s.end <= old).map(|s| s.len()).sum::<usize>();
+        for e in self.entries.iter().filter(|e| !inside(e)) {
+            out.entries.push(ParamEntry { offset: shift(e.offset), ..e.clone() });
+        }
+        out.total = shift(self.total);
+        (out, shift)
+    }
+
     /// Pads the end to the alignment, as the GPT layout does.
     pub(crate) fn finish(&mut self) {
         self.total = self.total.next_multiple_of(ALIGN);
@@ -98,6 +120,9 @@ impl ParamLayout {
 pub(crate) struct Lin {
     pub w: Range<usize>,
     pub b: Option<Range<usize>>,
+    /// The weight's index in the model's quantized matrices, when it has
+    /// been quantized (then `w` is empty).
+    pub q: Option<usize>,
 }
 
 /// A norm's weight, and its bias for LayerNorm.
@@ -135,6 +160,42 @@ pub(crate) struct Index {
     pub head: Option<Range<usize>>,
     /// A sequence classifier's head.
     pub cls: Option<ClsIndex>,
+    /// The quantized head and token embedding (the same matrix when tied).
+    pub head_q: Option<usize>,
+    pub wte_q: Option<usize>,
+}
+
+impl Index {
+    /// Every range in the index, for remapping.
+    pub(crate) fn for_each_range(&mut self, f: &mut dyn FnMut(&mut Range<usize>)) {
+        let lin = |l: &mut Lin, f: &mut dyn FnMut(&mut Range<usize>)| {
+            f(&mut l.w);
+            if let Some(b) = &mut l.b {
+                f(b);
+            }
+        };
+        f(&mut self.wte);
+        for r in [&mut self.wpe, &mut self.wtt, &mut self.head].into_iter().flatten() {
+            f(r);
+        }
+        for l in [&mut self.emb_norm, &mut self.norm_f].into_iter().flatten() {
+            lin(l, f);
+        }
+        for layer in &mut self.layers {
+            for l in [&mut layer.norm1, &mut layer.qkv, &mut layer.proj, &mut layer.norm2, &mut layer.up, &mut layer.down] {
+                lin(l, f);
+            }
+            if let Some(g) = &mut layer.gate {
+                lin(g, f);
+            }
+        }
+        if let Some(cls) = &mut self.cls {
+            if let Some(p) = &mut cls.pooler {
+                lin(p, f);
+            }
+            lin(&mut cls.out, f);
+        }
+    }
 }
 
 /// A classifier's head: BERT's pooler (dense + tanh over [CLS]) then
@@ -162,6 +223,7 @@ impl ParamLayout {
         let wte = l.push(format!("{p}wte.weight"), vec![v, c], ParamKind::Embedding);
         let wpe = (cfg.position == Position::Learned).then(|| l.push(format!("{p}wpe.weight"), vec![t, c], ParamKind::Embedding));
         let lin = |l: &mut ParamLayout, name: String, shape: Vec<usize>, out: usize, kind: ParamKind| Lin {
+            q: None,
             w: l.push(format!("{name}.weight"), shape, kind),
             b: Some(l.push(format!("{name}.bias"), vec![out], ParamKind::Bias)),
         };
@@ -182,7 +244,7 @@ impl ParamLayout {
         let cls = score_head(&mut l, cfg);
         l.finish();
         let head = cls.is_none().then(|| wte.clone());
-        (l, Index { head, wte, wpe, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), cls })
+        (l, Index { head, wte, wpe, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), cls, head_q: None, wte_q: None })
     }
 
     fn llama_layout(cfg: &TransformerConfig) -> (Self, Index) {
@@ -190,8 +252,8 @@ impl ParamLayout {
         let (qw, kvw) = (cfg.n_head * hd, cfg.n_kv_head * hd);
         let mut l = ParamLayout::empty();
         let wte = l.push("model.embed_tokens.weight".into(), vec![v, c], ParamKind::Embedding);
-        let dense = |l: &mut ParamLayout, name: String, shape: Vec<usize>| Lin { w: l.push(name, shape, ParamKind::Matrix), b: None };
-        let norm = |l: &mut ParamLayout, name: String| Lin { w: l.push(name, vec![c], ParamKind::Norm), b: None };
+        let dense = |l: &mut ParamLayout, name: String, shape: Vec<usize>| Lin { q: None, w: l.push(name, shape, ParamKind::Matrix), b: None };
+        let norm = |l: &mut ParamLayout, name: String| Lin { q: None, w: l.push(name, vec![c], ParamKind::Norm), b: None };
         let mut layers = Vec::with_capacity(cfg.n_layer);
         for li in 0..cfg.n_layer {
             let p = format!("model.layers.{li}.");
@@ -211,7 +273,7 @@ impl ParamLayout {
             let gate = Some(dense(&mut l, format!("{p}mlp.gate_proj.weight"), vec![f, c]));
             let up = dense(&mut l, format!("{p}mlp.up_proj.weight"), vec![f, c]);
             let down = dense(&mut l, format!("{p}mlp.down_proj.weight"), vec![c, f]);
-            layers.push(LayerIndex { norm1, qkv: Lin { w: q.start..vr.end, b: qkv_b }, proj, norm2, gate, up, down });
+            layers.push(LayerIndex { norm1, qkv: Lin { q: None, w: q.start..vr.end, b: qkv_b }, proj, norm2, gate, up, down });
         }
         let norm_f = norm(&mut l, "model.norm.weight".into());
         let cls = score_head(&mut l, cfg);
@@ -221,7 +283,7 @@ impl ParamLayout {
             (None, false) => Some(l.push("lm_head.weight".into(), vec![v, c], ParamKind::Matrix)),
         };
         l.finish();
-        (l, Index { wte, wpe: None, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), head, cls })
+        (l, Index { wte, wpe: None, wtt: None, emb_norm: None, layers, norm_f: Some(norm_f), head, cls, head_q: None, wte_q: None })
     }
 
     /// BERT's names: `BertModel`'s, or with a classifier the `bert.` prefix
@@ -232,10 +294,12 @@ impl ParamLayout {
         let pre = if cfg.is_classifier() { "bert." } else { "" };
         let mut l = ParamLayout::empty();
         let lin = |l: &mut ParamLayout, name: &str, out: usize, inp: usize| Lin {
+            q: None,
             w: l.push(format!("{name}.weight"), vec![out, inp], ParamKind::Matrix),
             b: Some(l.push(format!("{name}.bias"), vec![out], ParamKind::Bias)),
         };
         let norm = |l: &mut ParamLayout, name: &str| Lin {
+            q: None,
             w: l.push(format!("{name}.weight"), vec![c], ParamKind::Norm),
             b: Some(l.push(format!("{name}.bias"), vec![c], ParamKind::Bias)),
         };
@@ -257,20 +321,22 @@ impl ParamLayout {
             let up = lin(&mut l, &format!("{p}intermediate.dense"), f, c);
             let down = lin(&mut l, &format!("{p}output.dense"), c, f);
             let norm2 = norm(&mut l, &format!("{p}output.LayerNorm"));
-            layers.push(LayerIndex { norm1, qkv: Lin { w: q.start..vw.end, b: Some(qb.start..vb.end) }, proj, norm2, gate: None, up, down });
+            layers.push(LayerIndex { norm1, qkv: Lin { q: None, w: q.start..vw.end, b: Some(qb.start..vb.end) }, proj, norm2, gate: None, up, down });
         }
         let cls =
             cfg.is_classifier().then(|| ClsIndex { pooler: Some(lin(&mut l, "bert.pooler.dense", c, c)), out: lin(&mut l, "classifier", cfg.labels.len(), c) });
         l.finish();
         let head = (cfg.tied_head && cls.is_none()).then(|| wte.clone());
-        (l, Index { wte, wpe: Some(wpe), wtt: Some(wtt), emb_norm: Some(emb_norm), layers, norm_f: None, head, cls })
+        (l, Index { wte, wpe: Some(wpe), wtt: Some(wtt), emb_norm: Some(emb_norm), layers, norm_f: None, head, cls, head_q: None, wte_q: None })
     }
 }
 
 /// A decoder classifier's `score` (K, C), no bias; None for a language model.
 fn score_head(l: &mut ParamLayout, cfg: &TransformerConfig) -> Option<ClsIndex> {
-    cfg.is_classifier()
-        .then(|| ClsIndex { pooler: None, out: Lin { w: l.push("score.weight".into(), vec![cfg.labels.len(), cfg.n_embd], ParamKind::Matrix), b: None } })
+    cfg.is_classifier().then(|| ClsIndex {
+        pooler: None,
+        out: Lin { q: None, w: l.push("score.weight".into(), vec![cfg.labels.len(), cfg.n_embd], ParamKind::Matrix), b: None },
+    })
 }
 
 /// The gradient view of `r`, or an empty slice when `buf` is empty (frozen).

@@ -219,10 +219,12 @@ fn layout(cfg: &Seq2SeqConfig) -> (ParamLayout, S2SIndex) {
     let mut l = ParamLayout::empty();
     let shared = l.push("model.shared.weight".into(), vec![v, c], ParamKind::Embedding);
     let lin = |l: &mut ParamLayout, name: &str, out: usize, inp: usize| Lin {
+        q: None,
         w: l.push(format!("{name}.weight"), vec![out, inp], ParamKind::Matrix),
         b: Some(l.push(format!("{name}.bias"), vec![out], ParamKind::Bias)),
     };
     let norm = |l: &mut ParamLayout, name: &str| Lin {
+        q: None,
         w: l.push(format!("{name}.weight"), vec![c], ParamKind::Norm),
         b: Some(l.push(format!("{name}.bias"), vec![c], ParamKind::Bias)),
     };
@@ -234,7 +236,7 @@ fn layout(cfg: &Seq2SeqConfig) -> (ParamLayout, S2SIndex) {
         let kb = l.push(format!("{p}.k_proj.bias"), vec![c], ParamKind::Bias);
         let vb = l.push_packed(format!("{p}.v_proj.bias"), vec![c], ParamKind::Bias);
         let out = lin(l, &format!("{p}.out_proj"), c, c);
-        (q, Lin { w: k.start..vw.end, b: Some(kb.start..vb.end) }, out)
+        (q, Lin { q: None, w: k.start..vw.end, b: Some(kb.start..vb.end) }, out)
     };
     let stack = |l: &mut ParamLayout, side: &str, n_layer: usize, ffn: usize, decoder: bool| {
         let pos = (cfg.position == Position::Learned)

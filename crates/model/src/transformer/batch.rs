@@ -13,6 +13,7 @@
 use attn_kernels::attention::attention_cached;
 use attn_kernels::matmul::WeightLayout::OutIn;
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
+use attn_kernels::quant::qmatvec_forward;
 use attn_kernels::rope::rope_forward;
 
 use super::infer::Tail;
@@ -108,7 +109,10 @@ impl Transformer {
         let BatchScratch { x, ln, mean, rstd, qkv, atty, tmp, h, gate, act, logits, partials, .. } = s;
         let dense = |out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &Lin, ic: usize, oc: usize| {
             let bias = lin.b.clone().map(|r| &p[r]);
-            matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, n, ic, oc, lay);
+            match self.qmat(lin) {
+                Some(m) => qmatvec_forward(out, partials, inp, m, bias, n),
+                None => matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, n, ic, oc, lay),
+            }
         };
         for (r, (cache, &id)) in caches.iter_mut().zip(tokens).enumerate() {
             self.embed_row(&mut x[r * c..(r + 1) * c], id, cache.len);
@@ -153,6 +157,9 @@ impl Transformer {
         }
         let (Some(nf), Some(head)) = (&idx.norm_f, &idx.head) else { unreachable!("caches exist only for decoders") };
         self.norm_forward(ln, mean, rstd, x, nf, n);
-        matvec_forward(logits, partials, ln, &p[head.clone()], None, n, c, v, OutIn);
+        match self.head_qmat() {
+            Some(m) => qmatvec_forward(logits, partials, ln, m, None, n),
+            None => matvec_forward(logits, partials, ln, &p[head.clone()], None, n, c, v, OutIn),
+        }
     }
 }

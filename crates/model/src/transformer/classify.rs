@@ -36,6 +36,7 @@ impl Transformer {
     /// `labels` (B), the mean cross-entropy, after which `classify_backward`
     /// may run.
     pub fn classify(&mut self, tokens: &[u32], lens: &[usize], t: usize, labels: Option<&[u32]>) -> Result<(Vec<f32>, Option<f32>)> {
+        self.require_f32("classification")?;
         let cfg = self.config.clone();
         let (b, c, k) = (lens.len(), cfg.n_embd, cfg.labels.len());
         let bad = |m: String| Err(ModelError::InvalidConfig(m));

@@ -11,6 +11,7 @@ use attn_kernels::attention::{attention_cached, attention_cached_scratch_len, CA
 use attn_kernels::gelu::gelu_forward;
 use attn_kernels::matmul::{matmul_forward, WeightLayout, WeightLayout::OutIn};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
+use attn_kernels::quant::qmatvec_forward;
 use attn_kernels::residual::residual_forward;
 use attn_kernels::rope::rope_forward;
 use attn_kernels::swiglu::swiglu_forward;
@@ -176,7 +177,9 @@ impl Transformer {
     ) {
         let p = &self.params;
         let bias = lin.b.clone().map(|r| &p[r]);
-        if rows == 1 {
+        if let Some(m) = self.qmat(lin) {
+            self.dense_q(out, partials, inp, m, bias, rows);
+        } else if rows == 1 {
             matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, 1, c, oc, lay);
         } else {
             matmul_forward(out, inp, &p[lin.w.clone()], bias, rows, c, oc, lay);
@@ -226,14 +229,19 @@ impl Transformer {
         let last = &x[(rows - 1) * c..rows * c];
         let (Some(nf), Some(head)) = (&idx.norm_f, &idx.head) else { unreachable!("new_cache refuses encoders") };
         self.norm_forward(ln, mean, rstd, last, nf, 1);
-        matvec_forward(logits, partials, ln, &p[head.clone()], None, 1, c, v, OutIn);
+        match self.head_qmat() {
+            Some(m) => qmatvec_forward(logits, partials, ln, m, None, 1),
+            None => matvec_forward(logits, partials, ln, &p[head.clone()], None, 1, c, v, OutIn),
+        }
     }
 
     /// The input row of token `id` at position `pos`: its embedding plus a
     /// learned or sinusoidal position (rotary positions come later, in Q and K).
     pub(super) fn embed_row(&self, row: &mut [f32], id: u32, pos: usize) {
         let (p, idx, c) = (&self.params, &self.idx, self.config.n_embd);
-        row.copy_from_slice(&p[idx.wte.start + id as usize * c..][..c]);
+        if !self.embed_q(row, id) {
+            row.copy_from_slice(&p[idx.wte.start + id as usize * c..][..c]);
+        }
         let add: Option<&[f32]> = match (&idx.wpe, self.config.position) {
             (Some(wpe), _) => Some(&p[wpe.start + pos * c..][..c]),
             (None, Position::Sinusoidal) => Some(&self.pos_table[pos * c..][..c]),

@@ -13,7 +13,7 @@ use crate::error::{io_err, ModelError, Result};
 /// attn builds: GPT-2's causal mask buffers, old Llama rotary frequency
 /// buffers, BERT's position-id buffer, and BERT's pooler and pre-training
 /// heads (a base encoder's outputs are its hidden states).
-fn is_known_extra(name: &str) -> bool {
+pub(super) fn is_known_extra(name: &str) -> bool {
     name.ends_with(".attn.bias")
         || name.ends_with(".attn.masked_bias")
         || name.ends_with("rotary_emb.inv_freq")
@@ -24,7 +24,7 @@ fn is_known_extra(name: &str) -> bool {
 /// The names a checkpoint may give tensor `name`: as attn names it; without
 /// the base model's prefix (bare `GPT2Model` / `LlamaModel` files); with BERT
 /// task models' `bert.` prefix; and old BERT files' LayerNorm gamma / beta.
-fn candidates(family: Family, name: &str) -> Vec<String> {
+pub(super) fn candidates(family: Family, name: &str) -> Vec<String> {
     let mut out = vec![name.to_string()];
     match family {
         Family::Gpt2 => out.extend(name.strip_prefix("transformer.").map(str::to_string)),
@@ -57,6 +57,12 @@ impl Transformer {
     /// model and the weights file's metadata.
     pub fn load(dir: &Path) -> Result<(Self, HashMap<String, String>)> {
         let config = config_from_dir(dir)?;
+        if config.hf.get("quantization_config").is_some() {
+            return Err(ModelError::InvalidConfig(format!(
+                "{}: the model is quantized (config.json has quantization_config); generation, chat, eval and serve load it with --dtype, training and inspection need the f32 folder it was quantized from",
+                dir.join(CONFIG_FILE).display()
+            )));
+        }
         Self::load_config(dir, config, None)
     }
 
@@ -86,17 +92,30 @@ impl Transformer {
         super::check_memory(&config, &dir.join(CONFIG_FILE))?;
         let w = Weights::open_dir(dir)?;
         let mut model = Transformer::zeros(config)?;
+        let used = model.read_params(dir, &w, new_head)?;
+        // A tied head may still be saved; it is the embedding, so it is not read.
+        let tied_head = |n: &str| model.config.tied_head && n == "lm_head.weight";
+        // A new classifier drops the folder's LM head or old classification head.
+        let replaced = |n: &str| new_head.is_some() && (n == "lm_head.weight" || n.starts_with("score.") || n.starts_with("classifier."));
+        refuse_unused(dir, &w, &used, |n| is_known_extra(n) || tied_head(n) || replaced(n))?;
+        Ok((model, w.metadata()?))
+    }
+
+    /// Reads every tensor of `self.layout` from `w`, returning the names
+    /// read. With `new_head`, head tensors the folder lacks are initialised
+    /// from that seed instead of being an error.
+    pub(super) fn read_params(&mut self, dir: &Path, w: &Weights, new_head: Option<u64>) -> Result<HashSet<String>> {
         let mut used = HashSet::new();
         let mut rng = new_head.map(<rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64);
-        for e in model.layout.entries.clone() {
-            let names = candidates(model.config.family, &e.name);
+        for e in self.layout.entries.clone() {
+            let names = candidates(self.config.family, &e.name);
             let name = names.iter().find(|n| w.has(n)).unwrap_or(&names[0]).as_str();
             let is_head = ["score.", "classifier.", "bert.pooler."].iter().any(|p| e.name.starts_with(p));
             let fits = w.has(name) && w.shape(name).ok().as_deref() == Some(e.shape.as_slice());
             if let (Some(rng), true, false) = (rng.as_mut(), is_head, fits) {
                 use rand_distr::Distribution;
                 let dist = rand_distr::Normal::new(0.0f32, 0.02).expect("positive std");
-                let p = &mut model.params[e.range()];
+                let p = &mut self.params[e.range()];
                 if e.kind == crate::params::ParamKind::Bias {
                     p.fill(0.0);
                 } else {
@@ -104,19 +123,14 @@ impl Transformer {
                 }
                 continue;
             }
-            w.read_into(name, &e.shape, &mut model.params[e.range()]).map_err(|err| match err {
+            w.read_into(name, &e.shape, &mut self.params[e.range()]).map_err(|err| match err {
                 ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
                 other => other,
             })?;
-            check_finite(dir, &e.name, &model.params[e.range()])?;
+            check_finite(dir, &e.name, &self.params[e.range()])?;
             used.insert(name.to_string());
         }
-        // A tied head may still be saved; it is the embedding, so it is not read.
-        let tied_head = |n: &str| model.config.tied_head && n == "lm_head.weight";
-        // A new classifier drops the folder's LM head or old classification head.
-        let replaced = |n: &str| new_head.is_some() && (n == "lm_head.weight" || n.starts_with("score.") || n.starts_with("classifier."));
-        refuse_unused(dir, &w, &used, |n| is_known_extra(n) || tied_head(n) || replaced(n))?;
-        Ok((model, w.metadata()?))
+        Ok(used)
     }
 
     /// The config as a Hugging Face config.json object.
@@ -126,7 +140,11 @@ impl Transformer {
 
     /// Writes config.json and model.safetensors into `dir` (atomically, file
     /// by file). A tied head is not written, as `save_pretrained` does.
+    /// A quantized model writes its own format (see `crate::quant`).
     pub fn save(&self, dir: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        if self.quant.is_some() {
+            return self.save_quantized(dir, metadata);
+        }
         self.save_config(dir)?;
         self.save_weights(&dir.join(WEIGHTS_FILE), metadata)
     }
@@ -138,6 +156,7 @@ impl Transformer {
 
     /// Writes the weights as safetensors to `path`, atomically.
     pub fn save_weights(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
+        self.require_f32("saving weights alone")?;
         save_layout(path, &self.layout, &self.params, metadata)
     }
 }

@@ -11,6 +11,7 @@ mod classify;
 mod encode;
 mod infer;
 mod io;
+mod quantized;
 mod train;
 
 pub use batch::BatchScratch;
@@ -51,6 +52,8 @@ pub struct Transformer {
     pub lora: Option<crate::lora::Lora>,
     /// What a classifier's forward pass keeps for its backward pass.
     cls_acts: Option<classify::ClsActs>,
+    /// The bf16 or int8 matrices of a quantized model (see `crate::quant`).
+    pub(crate) quant: Option<crate::quant::Quant>,
 }
 
 impl Transformer {
@@ -82,6 +85,11 @@ impl Transformer {
         config.validate()?;
         check_memory(&config, std::path::Path::new("the model config"))?;
         let (layout, idx) = ParamLayout::transformer(&config);
+        Ok(Self::with_layout(config, layout, idx))
+    }
+
+    /// A model of `layout` (the full one, or a quantized model's rest), zeros.
+    pub(crate) fn with_layout(config: TransformerConfig, layout: ParamLayout, idx: Index) -> Self {
         let pos_table = match config.position {
             Position::Sinusoidal => {
                 let mut t = vec![0.0; config.n_ctx * config.n_embd];
@@ -91,7 +99,7 @@ impl Transformer {
             _ => Vec::new(),
         };
         let params = vec![0.0; layout.total()];
-        Ok(Transformer {
+        Transformer {
             config,
             layout,
             idx,
@@ -103,7 +111,8 @@ impl Transformer {
             has_targets: false,
             lora: None,
             cls_acts: None,
-        })
+            quant: None,
+        }
     }
 
     /// A preset (`baby`, `shakespeare-char`, `gpt2-124m`, `llama-baby`, ...), randomly initialised.
@@ -112,10 +121,7 @@ impl Transformer {
     }
 
     pub(crate) fn layout_kind(&self) -> WeightLayout {
-        match self.config.family {
-            Family::Gpt2 => WeightLayout::InOut,
-            _ => WeightLayout::OutIn,
-        }
+        layout_of(self.config.family)
     }
 
     /// One line for logs: type, layers, heads, channels, context, vocabulary, parameters.
@@ -214,7 +220,7 @@ impl Transformer {
         self.config.train_flops(b, t)
     }
 
-    /// Token embeddings (V, C).
+    /// Token embeddings (V, C); empty for a quantized model.
     pub fn token_embeddings(&self) -> &[f32] {
         &self.params[self.idx.wte.clone()]
     }
@@ -222,10 +228,10 @@ impl Transformer {
     /// The final norm and output head applied to any residual stream `hidden`
     /// (N, C): logits (N, V). For the last block's output these are exactly
     /// the model's own logits (the logit lens applies it to every layer).
-    /// Empty for an encoder, which has no head.
+    /// Empty for an encoder, which has no head, and for a quantized model.
     pub fn head(&self, hidden: &[f32], n: usize) -> Vec<f32> {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
-        let Some(head) = &self.idx.head else { return Vec::new() };
+        let Some(head) = self.idx.head.as_ref().filter(|_| self.quant.is_none()) else { return Vec::new() };
         let mut x = hidden[..n * c].to_vec();
         if let Some(nf) = &self.idx.norm_f {
             let (mut mean, mut rstd) = (vec![0.0; n], vec![0.0; n]);
@@ -322,4 +328,13 @@ pub(crate) fn check_memory(cfg: &TransformerConfig, path: &std::path::Path) -> R
         });
     }
     Ok(())
+}
+
+/// How a family stores its block matrices: GPT-2's Conv1D (C, OC), the
+/// others' nn.Linear (OC, C).
+pub(crate) fn layout_of(family: Family) -> WeightLayout {
+    match family {
+        Family::Gpt2 => WeightLayout::InOut,
+        _ => WeightLayout::OutIn,
+    }
 }

@@ -177,6 +177,7 @@ impl Transformer {
     /// labels of -100 in transformers), which it returns, and prepares for
     /// `backward`. With no labelled position the loss is 0.
     pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
+        self.require_f32("the training forward pass (training, eval loss over batches, attention maps)")?;
         let v = self.config.vocab_size;
         let n = b * t;
         if t == 0 || b == 0 || tokens.len() != n {

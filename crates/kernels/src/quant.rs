@@ -1,0 +1,475 @@
+//! Weights stored small for decoding: bf16, or int8 with one f32 scale per
+//! group of G consecutive inputs (symmetric, round to nearest), and the
+//! matrix-vector product that widens them to f32 inside its loop.
+//!
+//! Decoding reads every weight once per token, so its speed is bytes read per
+//! token: 4 for f32, 2 for bf16, 1 + 4/G for int8. The arithmetic stays f32
+//! (weight widened, input and accumulators f32); only the weights are rounded.
+//!
+//! A quantized matrix is always stored (OC, C), out-major, whatever layout the
+//! f32 original had, so that a group is a run of one output's inputs.
+
+use rayon::prelude::*;
+
+use crate::matmul::WeightLayout;
+
+/// Lanes of the accumulators: every output is summed as 32 partial sums
+/// (lane j takes inputs j, j + 32, ...), then a fixed reduction. Two AVX-512
+/// or four AVX2 registers, independent chains for the pipeline.
+const LANES: usize = 32;
+
+/// Output rows per parallel task.
+const ROWS: usize = 32;
+
+/// How a quantized matrix holds its weights.
+#[derive(Clone, Debug, PartialEq)]
+pub enum QData {
+    /// The upper 16 bits of each f32 (rounded to nearest even).
+    Bf16(Vec<u16>),
+    /// w ~ q * scales[row, i / group], q in [-127, 127].
+    Int8 { q: Vec<i8>, scales: Vec<f32>, group: usize },
+}
+
+/// A (rows, cols) = (OC, C) weight matrix in a small format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: QData,
+}
+
+/// f32 -> bf16 bits, round to nearest even (NaN stays NaN).
+#[inline(always)]
+pub fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x40) as u16;
+    }
+    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
+}
+
+#[inline(always)]
+pub fn bf16_to_f32(h: u16) -> f32 {
+    f32::from_bits((h as u32) << 16)
+}
+
+impl QMatrix {
+    /// The weight of `w` (OC, C) or (C, OC), by `layout`, as (OC, C) rows.
+    fn out_in(w: &[f32], c: usize, oc: usize, layout: WeightLayout) -> Vec<f32> {
+        assert_eq!(w.len(), c * oc);
+        match layout {
+            WeightLayout::OutIn => w.to_vec(),
+            WeightLayout::InOut => {
+                let mut t = vec![0.0; c * oc];
+                for (i, row) in w.chunks(oc).enumerate() {
+                    for (o, &x) in row.iter().enumerate() {
+                        t[o * c + i] = x;
+                    }
+                }
+                t
+            }
+        }
+    }
+
+    pub fn bf16(w: &[f32], c: usize, oc: usize, layout: WeightLayout) -> Self {
+        let t = Self::out_in(w, c, oc, layout);
+        QMatrix { rows: oc, cols: c, data: QData::Bf16(t.iter().map(|&x| bf16_bits(x)).collect()) }
+    }
+
+    /// Symmetric int8 with a scale per `group` inputs of each output (the
+    /// last group of a row is shorter when C is not a multiple).
+    pub fn int8(w: &[f32], c: usize, oc: usize, layout: WeightLayout, group: usize) -> Self {
+        assert!(group > 0);
+        let t = Self::out_in(w, c, oc, layout);
+        let groups = c.div_ceil(group);
+        let mut q = vec![0i8; c * oc];
+        let mut scales = vec![0.0f32; groups * oc];
+        for (r, row) in t.chunks(c).enumerate() {
+            for (g, part) in row.chunks(group).enumerate() {
+                let max = part.iter().fold(0.0f32, |m, &x| m.max(x.abs()));
+                let s = max / 127.0;
+                scales[r * groups + g] = s;
+                let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
+                for (k, &x) in part.iter().enumerate() {
+                    q[r * c + g * group + k] = (x * inv).round().clamp(-127.0, 127.0) as i8;
+                }
+            }
+        }
+        QMatrix { rows: oc, cols: c, data: QData::Int8 { q, scales, group } }
+    }
+
+    /// Bytes the weights take in memory.
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            QData::Bf16(h) => h.len() * 2,
+            QData::Int8 { q, scales, .. } => q.len() + scales.len() * 4,
+        }
+    }
+
+    /// Rows `r0..r0 + out.len() / C` as f32, (rows, C).
+    pub fn dequantize_rows(&self, out: &mut [f32], r0: usize) {
+        let c = self.cols;
+        assert!(out.len() % c == 0 && r0 + out.len() / c <= self.rows);
+        match &self.data {
+            QData::Bf16(h) => out.iter_mut().zip(&h[r0 * c..]).for_each(|(o, &x)| *o = bf16_to_f32(x)),
+            QData::Int8 { q, scales, group } => {
+                let groups = c.div_ceil(*group);
+                for (k, row) in out.chunks_mut(c).enumerate() {
+                    let r = r0 + k;
+                    for (g, part) in row.chunks_mut(*group).enumerate() {
+                        let s = scales[r * groups + g];
+                        let qs = &q[r * c + g * group..];
+                        part.iter_mut().zip(qs).for_each(|(o, &x)| *o = x as f32 * s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// out = inp @ W^T + bias for a few rows, W quantized (OC, C).
+///
+/// As `matvec_forward`, each output is summed in an order fixed by C alone
+/// (see `dot_bf16` / `dot_int8`), never by N or the thread count, so a row's
+/// result is the same alone or in any batch.
+pub fn qmatvec_forward(
+    out: &mut [f32],      // (N, OC)
+    scratch: &mut [f32],  // (N * OC), for N > 1
+    inp: &[f32],          // (N, C)
+    w: &QMatrix,          // (OC, C)
+    bias: Option<&[f32]>, // (OC)
+    n: usize,
+) {
+    let (c, oc) = (w.cols, w.rows);
+    assert!(n >= 1 && out.len() >= n * oc && inp.len() >= n * c);
+    let inp = &inp[..n * c];
+    // Results are computed as (OC, N), each task writing whole rows of it.
+    let t: &mut [f32] = if n == 1 { &mut out[..oc] } else { &mut scratch[..n * oc] };
+    t.par_chunks_mut(ROWS * n).enumerate().for_each(|(j, o)| rows_q(o, inp, w, j * ROWS, n));
+    if n > 1 {
+        for (r, col) in scratch[..n * oc].chunks(n).enumerate() {
+            for (b, &x) in col.iter().enumerate() {
+                out[b * oc + r] = x;
+            }
+        }
+    }
+    if let Some(bias) = bias {
+        for o in out[..n * oc].chunks_mut(oc) {
+            o.iter_mut().zip(bias).for_each(|(x, &b)| *x += b);
+        }
+    }
+}
+
+/// o[r, b] for the rows r0.. that `o` (rows, N) covers.
+fn rows_q(o: &mut [f32], inp: &[f32], w: &QMatrix, r0: usize, n: usize) {
+    let c = w.cols;
+    let rows = o.len() / n;
+    if n == 1 {
+        // Four rows at a time (the last block repeats its last row).
+        for k0 in (0..rows).step_by(4) {
+            let row = |k: usize| r0 + (k0 + k).min(rows - 1);
+            let d = match &w.data {
+                QData::Bf16(h) => dots_bf16([0, 1, 2, 3].map(|k| &h[row(k) * c..(row(k) + 1) * c]), inp),
+                QData::Int8 { q, scales, group } => {
+                    let g = c.div_ceil(*group);
+                    let qs = [0, 1, 2, 3].map(|k| &q[row(k) * c..(row(k) + 1) * c]);
+                    dots_int8(qs, [0, 1, 2, 3].map(|k| &scales[row(k) * g..(row(k) + 1) * g]), *group, inp)
+                }
+            };
+            let m = (rows - k0).min(4);
+            o[k0..k0 + m].copy_from_slice(&d[..m]);
+        }
+        return;
+    }
+    // Several inputs: widen each row once (a small buffer per task), then the
+    // same sums per input.
+    let mut wf = vec![0.0f32; c];
+    for (k, ob) in o.chunks_mut(n).enumerate() {
+        let r = r0 + k;
+        let (scales, group): (&[f32], usize) = match &w.data {
+            QData::Bf16(_) => {
+                w.dequantize_rows(&mut wf, r);
+                (&[1.0], c.max(1))
+            }
+            QData::Int8 { q, scales, group } => {
+                let g = c.div_ceil(*group);
+                // Widened without its scales: the sums apply them per group.
+                wf.iter_mut().zip(&q[r * c..(r + 1) * c]).for_each(|(o, &v)| *o = v as f32);
+                (&scales[r * g..(r + 1) * g], *group)
+            }
+        };
+        for (b, y) in ob.iter_mut().enumerate() {
+            *y = dot_f32_grouped(&wf, scales, group, &inp[b * c..(b + 1) * c]);
+        }
+    }
+}
+
+/// The fixed reduction of the lanes (and a scalar tail).
+#[inline(always)]
+fn reduce(a: &[f32; LANES], tail: f32) -> f32 {
+    let mut h = [0.0f32; LANES / 2];
+    for j in 0..LANES / 2 {
+        h[j] = a[j] + a[j + LANES / 2];
+    }
+    let mut q = [0.0f32; LANES / 4];
+    for j in 0..LANES / 4 {
+        q[j] = h[j] + h[j + LANES / 4];
+    }
+    tail + ((q[0] + q[4]) + (q[2] + q[6])) + ((q[1] + q[5]) + (q[3] + q[7]))
+}
+
+/// The one definition of a quantized dot product, which the vector kernels
+/// compute bit for bit: per group of inputs, lane j (of 32) accumulates
+/// w[a + 32i + j] * x[a + 32i + j] by fused multiply-add; the group's lanes
+/// are then scaled into running lanes (fma(p, s, acc)); a group's last
+/// (len % 32) inputs form a scalar chain, scaled into a scalar. bf16 and f32
+/// rows are one group with scale 1, where fma(p, 1, 0) = p exactly.
+fn dot_grouped(w: impl Fn(usize) -> f32, n: usize, scales: &[f32], group: usize, x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let mut t = 0.0f32;
+    for (g, &s) in scales.iter().enumerate() {
+        let (a, b) = (g * group, ((g + 1) * group).min(n));
+        let whole = a + (b - a) / LANES * LANES;
+        let mut p = [0.0f32; LANES];
+        for base in (a..whole).step_by(LANES) {
+            for j in 0..LANES {
+                p[j] = w(base + j).mul_add(x[base + j], p[j]);
+            }
+        }
+        for j in 0..LANES {
+            acc[j] = p[j].mul_add(s, acc[j]);
+        }
+        t = group_tail(&w, whole..b, x).mul_add(s, t);
+    }
+    reduce(&acc, t)
+}
+
+#[inline(always)]
+fn group_tail(w: &impl Fn(usize) -> f32, r: std::ops::Range<usize>, x: &[f32]) -> f32 {
+    let mut u = 0.0f32;
+    for i in r {
+        u = w(i).mul_add(x[i], u);
+    }
+    u
+}
+
+/// R bf16 rows . x, each as `dot_grouped` sums it (one group, scale 1).
+pub fn dots_bf16<const R: usize>(w: [&[u16]; R], x: &[f32]) -> [f32; R] {
+    let n = w[0].len();
+    assert!(x.len() >= n && w.iter().all(|r| r.len() == n));
+    let (one, group) = ([1.0f32], n.max(1));
+    #[cfg(target_arch = "x86_64")]
+    if let Some(level) = x86::level() {
+        // SAFETY: the level's features were detected; lengths checked above.
+        return unsafe { x86::dot_u16(level, w, [&one[..]; R], group, x) };
+    }
+    w.map(|r| dot_grouped(|i| bf16_to_f32(r[i]), n, &one, group, x))
+}
+
+/// R int8 rows (a scale per `group` inputs) . x.
+pub fn dots_int8<const R: usize>(q: [&[i8]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+    let n = q[0].len();
+    let ng = n.div_ceil(group);
+    assert!(x.len() >= n && q.iter().all(|r| r.len() == n) && scales.iter().all(|s| s.len() == ng));
+    #[cfg(target_arch = "x86_64")]
+    if let Some(level) = x86::level() {
+        // SAFETY: as in `dots_bf16`.
+        return unsafe { x86::dot_i8(level, q, scales, group, x) };
+    }
+    let mut out = [0.0; R];
+    for r in 0..R {
+        out[r] = dot_grouped(|i| q[r][i] as f32, n, scales[r], group, x);
+    }
+    out
+}
+
+/// An f32 row (with group scales) . x, summed as the quantized rows are:
+/// equal, bit for bit, to them on the row this one was widened from
+/// (widening i8 or bf16 to f32 is exact).
+fn dot_f32_grouped(w: &[f32], scales: &[f32], group: usize, x: &[f32]) -> f32 {
+    assert!(x.len() >= w.len() && w.len().div_ceil(group) == scales.len());
+    #[cfg(target_arch = "x86_64")]
+    if let Some(level) = x86::level() {
+        // SAFETY: as in `dots_bf16`.
+        return unsafe { x86::dot_f32(level, [w], [scales], group, x) }[0];
+    }
+    dot_grouped(|i| w[i], w.len(), scales, group, x)
+}
+
+/// One int8 and one bf16 dot product on every path this CPU has: the
+/// portable definition first, then each vector level detected, by name.
+/// The tests check they agree bit for bit, and say which levels were absent.
+#[doc(hidden)]
+pub fn dots_on_every_level(q: &[i8], scales: &[f32], group: usize, h: &[u16], x: &[f32]) -> Vec<(&'static str, f32, f32)> {
+    let one = [1.0f32];
+    let mut out =
+        vec![("portable", dot_grouped(|i| q[i] as f32, q.len(), scales, group, x), dot_grouped(|i| bf16_to_f32(h[i]), h.len(), &one, h.len().max(1), x))];
+    #[cfg(target_arch = "x86_64")]
+    for (name, level) in x86::levels() {
+        // SAFETY: `levels` lists only detected levels.
+        let (a, b) = unsafe { (x86::dot_i8(level, [q], [scales], group, x)[0], x86::dot_u16(level, [h], [&one[..]], h.len().max(1), x)[0]) };
+        out.push((name, a, b));
+    }
+    out
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[derive(Clone, Copy)]
+    pub enum Level {
+        Avx512,
+        Avx2,
+    }
+
+    /// Every level this CPU runs, the best first.
+    pub fn levels() -> Vec<(&'static str, Level)> {
+        let mut v = Vec::new();
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            v.push(("avx512", Level::Avx512));
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            v.push(("avx2", Level::Avx2));
+        }
+        v
+    }
+
+    pub fn level() -> Option<Level> {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
+            Some(Level::Avx512)
+        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            Some(Level::Avx2)
+        } else {
+            None
+        }
+    }
+
+    /// `dot_grouped` of R rows with one x, in vector registers: 32 lanes are
+    /// two AVX-512 or four AVX2 registers per row; R rows side by side keep
+    /// R independent chains in flight (the running lanes' fused
+    /// multiply-add chain would otherwise bound a row). `$l16` / `$l8` widen
+    /// 16 / 8 weights at a pointer.
+    macro_rules! grouped {
+        ($name:ident, $name512:ident, $name256:ident, $t:ty, $l16:expr, $l8:expr, $scalar:expr) => {
+            pub unsafe fn $name<const R: usize>(level: Level, w: [&[$t]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+                match level {
+                    Level::Avx512 => $name512(w, scales, group, x),
+                    Level::Avx2 => $name256(w, scales, group, x),
+                }
+            }
+
+            #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+            unsafe fn $name512<const R: usize>(w: [&[$t]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+                let n = w[0].len();
+                let xp = x.as_ptr();
+                let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                let mut t = [0.0f32; R];
+                for g in 0..scales[0].len() {
+                    let (a, b) = (g * group, ((g + 1) * group).min(n));
+                    let whole = a + (b - a) / 32 * 32;
+                    let mut p = [[_mm512_setzero_ps(); 2]; R];
+                    let mut i = a;
+                    while i < whole {
+                        let xv = [_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(xp.add(i + 16))];
+                        for r in 0..R {
+                            for k in 0..2 {
+                                p[r][k] = _mm512_fmadd_ps($l16(w[r].as_ptr().add(i + 16 * k)), xv[k], p[r][k]);
+                            }
+                        }
+                        i += 32;
+                    }
+                    for r in 0..R {
+                        let s = scales[r][g];
+                        let sv = _mm512_set1_ps(s);
+                        for k in 0..2 {
+                            acc[r][k] = _mm512_fmadd_ps(p[r][k], sv, acc[r][k]);
+                        }
+                        t[r] = super::group_tail(&|i| $scalar(w[r][i]), whole..b, x).mul_add(s, t[r]);
+                    }
+                }
+                let mut out = [0.0f32; R];
+                for r in 0..R {
+                    let mut lanes = [0.0f32; 32];
+                    _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][0]);
+                    _mm512_storeu_ps(lanes.as_mut_ptr().add(16), acc[r][1]);
+                    out[r] = super::reduce(&lanes, t[r]);
+                }
+                out
+            }
+
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn $name256<const R: usize>(w: [&[$t]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+                let n = w[0].len();
+                let xp = x.as_ptr();
+                let mut acc = [[_mm256_setzero_ps(); 4]; R];
+                let mut t = [0.0f32; R];
+                for g in 0..scales[0].len() {
+                    let (a, b) = (g * group, ((g + 1) * group).min(n));
+                    let whole = a + (b - a) / 32 * 32;
+                    let mut p = [[_mm256_setzero_ps(); 4]; R];
+                    let mut i = a;
+                    while i < whole {
+                        for k in 0..4 {
+                            let xv = _mm256_loadu_ps(xp.add(i + 8 * k));
+                            for r in 0..R {
+                                p[r][k] = _mm256_fmadd_ps($l8(w[r].as_ptr().add(i + 8 * k)), xv, p[r][k]);
+                            }
+                        }
+                        i += 32;
+                    }
+                    for r in 0..R {
+                        let s = scales[r][g];
+                        let sv = _mm256_set1_ps(s);
+                        for k in 0..4 {
+                            acc[r][k] = _mm256_fmadd_ps(p[r][k], sv, acc[r][k]);
+                        }
+                        t[r] = super::group_tail(&|i| $scalar(w[r][i]), whole..b, x).mul_add(s, t[r]);
+                    }
+                }
+                let mut out = [0.0f32; R];
+                for r in 0..R {
+                    let mut lanes = [0.0f32; 32];
+                    for k in 0..4 {
+                        _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), acc[r][k]);
+                    }
+                    out[r] = super::reduce(&lanes, t[r]);
+                }
+                out
+            }
+        };
+    }
+
+    grouped!(
+        dot_i8,
+        dot_i8_512,
+        dot_i8_256,
+        i8,
+        |p: *const i8| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
+        |p: *const i8| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))),
+        |v: i8| v as f32
+    );
+    grouped!(
+        dot_u16,
+        dot_u16_512,
+        dot_u16_256,
+        u16,
+        |p: *const u16| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)))),
+        |p: *const u16| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)))),
+        super::bf16_to_f32
+    );
+    grouped!(dot_f32, dot_f32_512, dot_f32_256, f32, |p: *const f32| _mm512_loadu_ps(p), |p: *const f32| _mm256_loadu_ps(p), |v: f32| v);
+}
+
+/// The slow definition: dequantize everything, then plain f64 dot products.
+pub fn qmatvec_naive(out: &mut [f32], inp: &[f32], w: &QMatrix, bias: Option<&[f32]>, n: usize) {
+    let (c, oc) = (w.cols, w.rows);
+    let mut full = vec![0.0f32; c * oc];
+    w.dequantize_rows(&mut full, 0);
+    for b in 0..n {
+        for r in 0..oc {
+            let s: f64 = (0..c).map(|i| full[r * c + i] as f64 * inp[b * c + i] as f64).sum();
+            out[b * oc + r] = s as f32 + bias.map_or(0.0, |bb| bb[r]);
+        }
+    }
+}

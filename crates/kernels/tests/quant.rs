@@ -1,0 +1,111 @@
+//! Quantized weights: rounding bounds, the kernel against its naive twin,
+//! both source layouts, and batch invariance.
+
+use attn_kernels::matmul::WeightLayout;
+use attn_kernels::quant::{bf16_bits, bf16_to_f32, qmatvec_forward, qmatvec_naive, QData, QMatrix};
+use rand::{Rng, SeedableRng};
+
+fn randn(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| r.gen_range(-1.0f32..1.0) * 0.1).collect()
+}
+
+fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0.0; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = w[r * cols + c];
+        }
+    }
+    t
+}
+
+#[test]
+fn bf16_rounds_to_nearest_even() {
+    assert_eq!(bf16_bits(1.0), 0x3f80);
+    // 1 + 2^-8 is halfway between two bf16 values: ties go to the even one.
+    assert_eq!(bf16_bits(1.0 + 1.0 / 256.0), 0x3f80);
+    assert_eq!(bf16_bits(1.0 + 3.0 / 256.0), 0x3f82);
+    assert!(bf16_to_f32(bf16_bits(f32::NAN)).is_nan());
+    for x in randn(1000, 1) {
+        assert!((bf16_to_f32(bf16_bits(x)) - x).abs() <= x.abs() / 256.0);
+    }
+}
+
+#[test]
+fn int8_error_is_within_half_a_step() {
+    let (oc, c) = (7, 100); // groups of 32 leave a tail of 4
+    let w = randn(oc * c, 2);
+    let q = QMatrix::int8(&w, c, oc, WeightLayout::OutIn, 32);
+    let QData::Int8 { scales, .. } = &q.data else { panic!("int8") };
+    let mut d = vec![0.0; oc * c];
+    q.dequantize_rows(&mut d, 0);
+    for r in 0..oc {
+        for i in 0..c {
+            let s = scales[r * 4 + i / 32];
+            assert!((d[r * c + i] - w[r * c + i]).abs() <= s * 0.5 + 1e-9, "row {r} col {i}");
+        }
+    }
+}
+
+#[test]
+fn both_layouts_quantize_to_the_same_matrix() {
+    let (oc, c) = (48, 64);
+    let w = randn(oc * c, 3); // (OC, C)
+    let t = transpose(&w, oc, c); // (C, OC)
+    assert_eq!(QMatrix::int8(&w, c, oc, WeightLayout::OutIn, 32), QMatrix::int8(&t, c, oc, WeightLayout::InOut, 32));
+    assert_eq!(QMatrix::bf16(&w, c, oc, WeightLayout::OutIn), QMatrix::bf16(&t, c, oc, WeightLayout::InOut));
+}
+
+#[test]
+fn kernel_matches_naive_and_is_batch_invariant() {
+    for (c, oc) in [(64, 96), (203, 70), (768, 130)] {
+        let w = randn(oc * c, 4);
+        let bias = randn(oc, 5);
+        let n = 5;
+        let x = randn(n * c, 6);
+        for q in [
+            QMatrix::bf16(&w, c, oc, WeightLayout::OutIn),
+            QMatrix::int8(&w, c, oc, WeightLayout::OutIn, 32),
+            QMatrix::int8(&w, c, oc, WeightLayout::OutIn, 64),
+        ] {
+            let (mut fast, mut slow, mut scratch) = (vec![0.0; n * oc], vec![0.0; n * oc], vec![0.0; n * oc]);
+            qmatvec_forward(&mut fast, &mut scratch, &x, &q, Some(&bias), n);
+            qmatvec_naive(&mut slow, &x, &q, Some(&bias), n);
+            for (a, b) in fast.iter().zip(&slow) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "c={c} oc={oc}: {a} vs {b}");
+            }
+            for b in 0..n {
+                let mut one = vec![0.0; oc];
+                qmatvec_forward(&mut one, &mut [], &x[b * c..(b + 1) * c], &q, Some(&bias), 1);
+                let same = one.iter().zip(&fast[b * oc..(b + 1) * oc]).all(|(p, q)| p.to_bits() == q.to_bits());
+                assert!(same, "row {b} of a batch of {n} differs from the row alone (c={c})");
+            }
+        }
+    }
+}
+
+/// Every vector level this CPU has equals the portable definition bit for
+/// bit; levels it lacks are named as untested.
+#[test]
+fn every_level_equals_the_definition() {
+    use attn_kernels::quant::dots_on_every_level;
+    let mut seen = Vec::new();
+    for c in [31, 64, 203, 768] {
+        let x = randn(c, 7);
+        let w = randn(c, 8);
+        let h: Vec<u16> = w.iter().map(|&v| bf16_bits(v)).collect();
+        for group in [32, 64, 40] {
+            let q = QMatrix::int8(&w, c, 1, WeightLayout::OutIn, group);
+            let QData::Int8 { q, scales, .. } = &q.data else { panic!("int8") };
+            let all = dots_on_every_level(q, scales, group, &h, &x);
+            for (name, a, b) in &all[1..] {
+                assert_eq!(a.to_bits(), all[0].1.to_bits(), "int8 {name} c={c} group={group}");
+                assert_eq!(b.to_bits(), all[0].2.to_bits(), "bf16 {name} c={c}");
+            }
+            seen = all.iter().map(|l| l.0).collect();
+        }
+    }
+    let missing: Vec<_> = ["avx512", "avx2"].into_iter().filter(|l| !seen.contains(l)).collect();
+    eprintln!("quantized dot products tested on: {seen:?}; not tested (this CPU lacks them): {missing:?}");
+}

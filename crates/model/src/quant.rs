@@ -1,0 +1,233 @@
+//! Decoders with small weights: every dense matrix of the blocks, the LM
+//! head and the token embedding held as bf16 or int8 (see
+//! `attn_kernels::quant`), everything else (norms, biases, positions) f32.
+//!
+//! Only the inference path reads them (`prefill`, `decode`, `decode_batch`,
+//! `log_probs`); training, classification and attention maps need f32 weights
+//! and say so. The f32 copies of quantized tensors are not kept: the flat
+//! parameter buffer is rebuilt without them (`ParamLayout::without`).
+//!
+//! On disk, bf16 is an ordinary Hugging Face folder whose matrices are BF16
+//! tensors. int8 is attn's own: each quantized tensor NAME is stored as
+//! `NAME.qweight` (I8, out-major (OC, C) whatever NAME's own layout) and
+//! `NAME.scales` (F32, (OC, ceil(C / G))), with
+//! `"quantization_config": {"quant_method": "attn", "bits": 8, "group_size": G}`
+//! in config.json. docs/PERFORMANCE.md has the format and the figures.
+
+use std::ops::Range;
+
+use attn_kernels::matmul::WeightLayout;
+use attn_kernels::quant::{QData, QMatrix};
+
+use crate::error::{ModelError, Result};
+use crate::params::{Index, ParamEntry, ParamKind, ParamLayout};
+
+/// How a model holds its dense weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightDtype {
+    F32,
+    Bf16,
+    /// Symmetric int8, one scale per `group` inputs.
+    Int8 {
+        group: usize,
+    },
+}
+
+impl WeightDtype {
+    /// `f32`, `bf16`, `int8` (groups of 32) or `int8:G`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "f32" => Ok(Self::F32),
+            "bf16" => Ok(Self::Bf16),
+            "int8" => Ok(Self::Int8 { group: 32 }),
+            _ => match s.strip_prefix("int8:").map(str::parse::<usize>) {
+                Some(Ok(g)) if g >= 1 => Ok(Self::Int8 { group: g }),
+                _ => Err(format!("unknown weight dtype `{s}`: expected f32, bf16, int8 or int8:G (G inputs a scale, e.g. int8:64)")),
+            },
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Self::F32 => "f32".into(),
+            Self::Bf16 => "bf16".into(),
+            Self::Int8 { group: 32 } => "int8".into(),
+            Self::Int8 { group } => format!("int8:{group}"),
+        }
+    }
+}
+
+/// A quantized model's matrices, and where each came from, for saving.
+#[derive(Clone, Debug)]
+pub(crate) struct Quant {
+    pub dtype: WeightDtype,
+    pub mats: Vec<QMatrix>,
+    /// Every tensor of the original layout that went into a matrix.
+    pub parts: Vec<Part>,
+}
+
+/// One original tensor: rows `row0..row0 + rows` of matrix `mat`, stored by
+/// Hugging Face as `shape` in `layout`.
+#[derive(Clone, Debug)]
+pub(crate) struct Part {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub mat: usize,
+    pub row0: usize,
+    pub rows: usize,
+    pub layout: WeightLayout,
+}
+
+/// A tensor as a loader has it: f32 values, or already int8.
+pub(crate) enum Src {
+    F32(Vec<f32>),
+    Int8 { q: Vec<i8>, scales: Vec<f32>, group: usize },
+}
+
+/// One matrix to quantize: the range it spans in the full layout, and its
+/// input width (C).
+struct Target {
+    range: Range<usize>,
+    cols: usize,
+}
+
+/// Rebuilds `(layout, idx)` for `dtype`: the matrices quantized from what
+/// `read` gives for each of their tensors, the rest left to the caller to
+/// fill at the returned layout's offsets. `(c, a, f)` are the blocks'
+/// model, attention and MLP widths, `lay` their weight layout.
+pub(crate) fn build(
+    layout: &ParamLayout,
+    idx: &mut Index,
+    dtype: WeightDtype,
+    lay: WeightLayout,
+    (c, a, f): (usize, usize, usize),
+    read: &mut dyn FnMut(&ParamEntry) -> Result<Src>,
+) -> Result<(ParamLayout, Quant)> {
+    let mut quant = Quant { dtype, mats: Vec::new(), parts: Vec::new() };
+    let mut removed = Vec::new();
+    let mut add = |t: Target, quant: &mut Quant, removed: &mut Vec<Range<usize>>| -> Result<usize> {
+        let k = quant.mats.len();
+        let mut parts = Vec::new();
+        let mut row0 = 0;
+        for e in layout.entries.iter().filter(|e| t.range.start <= e.offset && e.range().end <= t.range.end) {
+            // Embeddings and LM heads are (V, C) in every family; block
+            // matrices follow the family's layout.
+            let elay = if e.kind == ParamKind::Embedding || e.name.starts_with("lm_head") { WeightLayout::OutIn } else { lay };
+            let rows = e.len() / t.cols;
+            parts.push(quantize_part(read(e)?, e, dtype, elay, t.cols, rows)?);
+            quant.parts.push(Part { name: e.name.clone(), shape: e.shape.clone(), mat: k, row0, rows, layout: elay });
+            row0 += rows;
+        }
+        quant.mats.push(concat_rows(parts, t.cols));
+        removed.push(t.range);
+        Ok(k)
+    };
+    let dims = |r: &Range<usize>, cols: usize| Target { range: r.clone(), cols };
+    for li in 0..idx.layers.len() {
+        let l = &idx.layers[li];
+        let mut sites: Vec<(u8, Target)> = vec![(0, dims(&l.qkv.w, c)), (1, dims(&l.proj.w, a)), (3, dims(&l.up.w, c)), (4, dims(&l.down.w, f))];
+        if let Some(g) = &l.gate {
+            sites.push((2, dims(&g.w, c)));
+        }
+        for (site, t) in sites {
+            let k = add(t, &mut quant, &mut removed)?;
+            let l = &mut idx.layers[li];
+            let lin = match site {
+                0 => &mut l.qkv,
+                1 => &mut l.proj,
+                2 => l.gate.as_mut().expect("gate"),
+                3 => &mut l.up,
+                _ => &mut l.down,
+            };
+            lin.q = Some(k);
+        }
+    }
+    if let Some(head) = idx.head.clone() {
+        idx.head_q = Some(add(Target { range: head.clone(), cols: c }, &mut quant, &mut removed)?);
+        if head == idx.wte {
+            idx.wte_q = idx.head_q;
+        }
+    }
+    if idx.wte_q.is_none() {
+        idx.wte_q = Some(add(Target { range: idx.wte.clone(), cols: c }, &mut quant, &mut removed)?);
+    }
+    let (compact, shift) = layout.without(&removed);
+    // Quantized weights keep an empty range; every other range moves with its tensor.
+    let quantized: Vec<Range<usize>> = removed.clone();
+    idx.for_each_range(&mut |r: &mut Range<usize>| {
+        if quantized.iter().any(|q| q.start <= r.start && r.end <= q.end) {
+            *r = 0..0;
+        } else {
+            let len = r.len();
+            r.start = shift(r.start);
+            r.end = r.start + len;
+        }
+    });
+    Ok((compact, quant))
+}
+
+fn quantize_part(src: Src, e: &ParamEntry, dtype: WeightDtype, lay: WeightLayout, cols: usize, rows: usize) -> Result<QMatrix> {
+    match (src, dtype) {
+        (Src::F32(v), WeightDtype::Bf16) => Ok(QMatrix::bf16(&v, cols, rows, lay)),
+        (Src::F32(v), WeightDtype::Int8 { group }) => Ok(QMatrix::int8(&v, cols, rows, lay, group)),
+        (Src::Int8 { q, scales, group }, WeightDtype::Int8 { group: want }) if group == want => {
+            if q.len() != rows * cols || scales.len() != rows * cols.div_ceil(group) {
+                return Err(ModelError::InvalidConfig(format!(
+                    "{}: int8 weights of {} values and {} scales; ({rows}, {cols}) in groups of {group} needs {} and {}",
+                    e.name,
+                    q.len(),
+                    scales.len(),
+                    rows * cols,
+                    rows * cols.div_ceil(group)
+                )));
+            }
+            Ok(QMatrix { rows, cols, data: QData::Int8 { q, scales, group } })
+        }
+        (Src::Int8 { group, .. }, want) => Err(ModelError::InvalidConfig(format!(
+            "{} is stored as int8 in groups of {group}; it can't be loaded as {} (load it with --dtype int8{}, or quantize the f32 original)",
+            e.name,
+            want.name(),
+            if group == 32 { String::new() } else { format!(":{group}") }
+        ))),
+        (Src::F32(_), WeightDtype::F32) => unreachable!("f32 models are not built here"),
+    }
+}
+
+/// One matrix from row blocks of the same format.
+fn concat_rows(parts: Vec<QMatrix>, cols: usize) -> QMatrix {
+    let rows = parts.iter().map(|p| p.rows).sum();
+    let mut it = parts.into_iter();
+    let first = it.next().expect("a matrix has at least one tensor");
+    let data = it.fold(first.data, |acc, p| match (acc, p.data) {
+        (QData::Bf16(mut a), QData::Bf16(b)) => {
+            a.extend(b);
+            QData::Bf16(a)
+        }
+        (QData::Int8 { mut q, mut scales, group }, QData::Int8 { q: q2, scales: s2, .. }) => {
+            q.extend(q2);
+            scales.extend(s2);
+            QData::Int8 { q, scales, group }
+        }
+        _ => unreachable!("one dtype per model"),
+    });
+    QMatrix { rows, cols, data }
+}
+
+/// Tensor `part` of `m` back in its own layout as f32 (for bf16 saving).
+pub(crate) fn part_f32(m: &QMatrix, part: &Part) -> Vec<f32> {
+    let c = m.cols;
+    let mut rows = vec![0.0f32; part.rows * c];
+    m.dequantize_rows(&mut rows, part.row0);
+    match part.layout {
+        WeightLayout::OutIn => rows,
+        WeightLayout::InOut => {
+            let mut t = vec![0.0f32; rows.len()];
+            for (o, row) in rows.chunks(c).enumerate() {
+                for (i, &x) in row.iter().enumerate() {
+                    t[i * part.rows + o] = x;
+                }
+            }
+            t
+        }
+    }
+}
