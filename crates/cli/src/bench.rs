@@ -67,6 +67,9 @@ pub enum BenchCommand {
         new_tokens: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
+        /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
+        #[arg(long, default_value = "auto")]
+        dtype: crate::DtypeArg,
         threads: Option<usize>,
     },
     /// Time batched decoding steps (continuous batching in `attn serve`): N sequences, one token each per step
@@ -87,6 +90,9 @@ pub enum BenchCommand {
         steps: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
+        /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
+        #[arg(long, default_value = "auto")]
+        dtype: crate::DtypeArg,
         threads: Option<usize>,
     },
     /// Time encoding a text file (the whole file as one text, as `attn tokenizer encode` does)
@@ -140,13 +146,13 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             crate::set_threads(threads)?;
             crate::bench_seq2seq::bench_translate(&model, &data, beam, max_new_tokens, batch_size, rounds)
         }
-        BenchCommand::Generate { model, preset, prompt_len, new_tokens, threads } => {
+        BenchCommand::Generate { model, preset, prompt_len, new_tokens, dtype, threads } => {
             crate::set_threads(threads)?;
-            bench_generate(model, &preset, prompt_len, new_tokens)
+            bench_generate(model, &preset, prompt_len, new_tokens, dtype)
         }
-        BenchCommand::Decode { model, preset, rows, prompt_len, steps, threads } => {
+        BenchCommand::Decode { model, preset, rows, prompt_len, steps, dtype, threads } => {
             crate::set_threads(threads)?;
-            bench_decode(model, &preset, &rows, prompt_len, steps)
+            bench_decode(model, &preset, &rows, prompt_len, steps, dtype)
         }
         BenchCommand::Tokenizer { src, data, rounds, threads } => {
             crate::set_threads(threads)?;
@@ -231,7 +237,9 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 pub(crate) fn report(mut v: serde_json::Value) {
     if let Some(o) = v.as_object_mut() {
         o.insert("simd".into(), attn_kernels::simd::level().into());
-        o.insert("dtype".into(), "f32".into());
+        if !o.contains_key("dtype") {
+            o.insert("dtype".into(), "f32".into());
+        }
         if !o.contains_key("peak_rss_mb") {
             o.insert("peak_rss_mb".into(), peak_rss_mb().into());
         }
@@ -323,11 +331,20 @@ fn read_bandwidth() -> f64 {
     best
 }
 
-fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize) -> anyhow::Result<()> {
-    let model = match &dir {
-        Some(d) => attn_model::Transformer::load(d)?.0,
-        None => attn_model::Transformer::preset(preset, 0)?,
-    };
+/// A decoder to time: a folder's (as `dtype` asks) or a random preset.
+fn bench_model(dir: Option<&std::path::Path>, preset: &str, dtype: crate::DtypeArg) -> anyhow::Result<attn_model::Transformer> {
+    Ok(match dir {
+        Some(d) => attn_model::Transformer::load_as(d, dtype.0)?.0,
+        None => {
+            let mut m = attn_model::Transformer::preset(preset, 0)?;
+            m.quantize(dtype.0.unwrap_or(attn_model::quant::WeightDtype::F32))?;
+            m
+        }
+    })
+}
+
+fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize, dtype: crate::DtypeArg) -> anyhow::Result<()> {
+    let model = bench_model(dir.as_deref(), preset, dtype)?;
     let ctx = model.context();
     anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= ctx, "prompt + new tokens must fit in the context of {ctx}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -352,7 +369,7 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
     let (total, prefill, n) = timings[1];
     // Decoding reads every weight once per token (a tied embedding twice: as
     // the embedding row, negligible, and as the output head).
-    let weight_bytes = (model.layout().num_params() * 4) as f64;
+    let weight_bytes = model.weight_bytes() as f64;
     let decode_tok_s = (n - 1) as f64 / (total - prefill);
     let bound = bw * 1e9 / weight_bytes;
     report(serde_json::json!({
@@ -362,17 +379,15 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
         "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
         "peak_rss_mb": peak_rss, "weights_mb": weight_bytes / 1e6,
         "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens) as f64 / 1e6,
+        "dtype": model.weight_dtype().name(),
     }));
     Ok(())
 }
 
 /// Median step time of `decode_batch` for each batch size; tokens per
 /// second is rows / step time.
-fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], prompt_len: usize, steps: usize) -> anyhow::Result<()> {
-    let model = match &dir {
-        Some(d) => attn_model::Transformer::load(d)?.0,
-        None => attn_model::Transformer::preset(preset, 0)?,
-    };
+fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], prompt_len: usize, steps: usize, dtype: crate::DtypeArg) -> anyhow::Result<()> {
+    let model = bench_model(dir.as_deref(), preset, dtype)?;
     anyhow::ensure!(prompt_len >= 1 && prompt_len + steps + 2 <= model.context(), "prompt + steps must fit in the context of {}", model.context());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut out = Vec::new();
@@ -405,6 +420,7 @@ fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], p
         o["vs_first"] = serde_json::json!(o["tok_per_s"].as_f64().unwrap_or(0.0) / base);
     }
     report(serde_json::json!({"model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
-        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out}));
+        "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out,
+        "dtype": model.weight_dtype().name()}));
     Ok(())
 }

@@ -11,6 +11,9 @@ pub struct EvalArgs {
     /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
+    #[arg(long, default_value = "auto")]
+    dtype: crate::DtypeArg,
     /// UTF-8 text file to score, or a token shard such as RUN/data/val.bin;
     /// for an encoder-decoder, source<TAB>target pairs
     #[arg(long)]
@@ -38,6 +41,14 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
+    let decoder_only = || attn_model::is_seq2seq_dir(&a.model) || attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier());
+    if a.dtype.0.is_some_and(|d| d != attn_model::quant::WeightDtype::F32) && decoder_only() {
+        anyhow::bail!(
+            "--dtype {} applies to decoders (language models); {} is an encoder-decoder or a classifier",
+            a.dtype.0.map(|d| d.name()).unwrap_or_default(),
+            a.model.display()
+        );
+    }
     if attn_model::is_seq2seq_dir(&a.model) {
         anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");
         return crate::translate::eval(&a.model, &a.data, a.beam, a.json);
@@ -46,7 +57,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         return crate::classify::eval(&a.model, &a.data, a.json, a.out.as_deref(), a.batch_size, a.seq_len);
     }
     anyhow::ensure!(a.out.is_none(), "--out draws a classifier's confusion matrix; {} is not a classifier", a.model.display());
-    let (mut model, tok) = crate::load_model_with(&a.model, a.adapter.as_deref())?;
+    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype)?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let shard = attn_train::data::TokenShard::open(&a.data)?;
         shard.check_tokenizer(tok.as_ref(), &format!("the model in {}", a.model.display()))?;

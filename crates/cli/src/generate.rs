@@ -49,6 +49,9 @@ pub struct GenerateArgs {
     /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
+    #[arg(long, default_value = "auto")]
+    dtype: crate::DtypeArg,
     /// The text to continue; "-" reads it from standard input
     #[arg(long, required_unless_present = "prompt_file", conflicts_with = "prompt_file")]
     prompt: Option<String>,
@@ -95,7 +98,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let gen_cfg = GenerationConfig::from_dir(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let text = read_prompt(&a)?;
-    let (model, tok) = crate::load_model_with(&a.model, a.adapter.as_deref())?;
+    let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype)?;
     let prompt = tok.encode(&text)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization; give at least one character");
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();

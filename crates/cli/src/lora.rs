@@ -27,18 +27,11 @@ pub struct MergeArgs {
 
 pub fn run(c: LoraCommand) -> anyhow::Result<()> {
     let LoraCommand::Merge(a) = c;
-    if a.out.exists() {
-        let empty = std::fs::read_dir(&a.out).with_context(|| format!("--out {}", a.out.display()))?.next().is_none();
-        anyhow::ensure!(empty, "--out {} is not empty; merging writes a new model folder, choose a new or empty --out", a.out.display());
-    }
+    crate::check_new_folder(&a.out, "merging")?;
     let (model, _) = crate::load_model_with(&a.model, Some(&a.adapter))?;
     model.save(&a.out, None).with_context(|| format!("writing {}", a.out.display()))?;
     // The tokenizer and chat template the adapter was trained with, else the base's.
-    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json", "vocab.json", "merges.txt"] {
-        if let Some(src) = [&a.adapter, &a.model].iter().map(|d| d.join(f)).find(|p| p.exists()) {
-            std::fs::copy(&src, a.out.join(f)).with_context(|| format!("copying {}", src.display()))?;
-        }
-    }
+    crate::copy_tokenizer_files(&[&a.adapter, &a.model], &a.out)?;
     println!("merged {} into {}: {}", a.adapter.display(), a.model.display(), a.out.display());
     Ok(())
 }

@@ -10,6 +10,7 @@ mod eval;
 mod generate;
 mod inspect;
 mod lora;
+mod quantize;
 mod serve;
 mod tokenizer;
 mod train;
@@ -52,6 +53,8 @@ enum Command {
     Inspect(inspect::InspectCommand),
     /// Serve a model over an OpenAI-compatible HTTP API, with a web page to chat and look inside it
     Serve(serve::ServeArgs),
+    /// Write a model's dense weights as bf16 or int8 (a folder generate, chat, eval and serve load)
+    Quantize(quantize::QuantizeArgs),
     /// LoRA adapters: merge one into its base model
     #[command(subcommand)]
     Lora(lora::LoraCommand),
@@ -138,6 +141,66 @@ pub fn load_any_with(dir: &std::path::Path, adapter: Option<&std::path::Path>) -
     Ok((model, tok))
 }
 
+/// `--dtype`: how generation holds the dense weights.
+#[derive(Clone, Copy, Debug)]
+pub struct DtypeArg(pub Option<attn_model::quant::WeightDtype>);
+
+impl std::str::FromStr for DtypeArg {
+    type Err = String;
+    /// `auto` (the folder's own: int8 or bf16 when it was saved so, else f32), `f32`, `bf16`, `int8`, `int8:G`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(DtypeArg(None)),
+            _ => attn_model::quant::WeightDtype::parse(s).map(|d| DtypeArg(Some(d))).map_err(|e| format!("{e}, or auto")),
+        }
+    }
+}
+
+/// A decoder and its tokenizer with its weights as `dtype` asks, for the
+/// commands that only run the inference path (generate, chat, eval, serve).
+pub fn load_model_as(
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    dtype: DtypeArg,
+) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
+    use anyhow::Context;
+    let plain = adapter.is_none() && !attn_model::lora::is_adapter_dir(dir);
+    if plain && !attn_model::is_seq2seq_dir(dir) && dtype.0 != Some(attn_model::quant::WeightDtype::F32) {
+        let (m, _) = attn_model::Transformer::load_as(dir, dtype.0).with_context(|| format!("loading the model in {}", dir.display()))?;
+        let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+        return Ok((m, tok));
+    }
+    let (mut m, tok) = load_model_with(dir, adapter)?;
+    if let Some(d) = dtype.0 {
+        m.quantize(d).with_context(|| format!("converting the model in {} to {}", dir.display(), d.name()))?;
+    }
+    Ok((m, tok))
+}
+
+/// Refuses an `--out` that holds anything: a new model folder never
+/// overwrites a user's files.
+pub fn check_new_folder(out: &std::path::Path, what: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if out.exists() {
+        let empty = std::fs::read_dir(out).with_context(|| format!("--out {}", out.display()))?.next().is_none();
+        anyhow::ensure!(empty, "--out {} is not empty; {what} writes a new model folder, choose a new or empty --out", out.display());
+    }
+    Ok(())
+}
+
+/// Copies the tokenizer and chat-template files into `out`, each from the
+/// first of `from` that has it.
+pub fn copy_tokenizer_files(from: &[&std::path::Path], out: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]
+    {
+        if let Some(src) = from.iter().map(|d| d.join(f)).find(|p| p.exists()) {
+            std::fs::copy(&src, out.join(f)).with_context(|| format!("copying {}", src.display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// A decoder and its tokenizer, for the commands that predict tokens.
 pub fn load_model_dir(dir: &std::path::Path) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
     load_model_with(dir, None)
@@ -181,6 +244,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(c) => bench::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Lora(c) => lora::run(c),
+        Command::Quantize(a) => quantize::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Inspect(c) => inspect::run(c),
         Command::Embed(a) => embed::run_embed(a),

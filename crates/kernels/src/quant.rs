@@ -18,6 +18,9 @@ use crate::matmul::WeightLayout;
 /// or four AVX2 registers, independent chains for the pipeline.
 const LANES: usize = 32;
 
+/// Bytes ahead of the current weights to prefetch.
+const PREFETCH: usize = 1024;
+
 /// Output rows per parallel task.
 const ROWS: usize = 32;
 
@@ -145,7 +148,11 @@ pub fn qmatvec_forward(
     let inp = &inp[..n * c];
     // Results are computed as (OC, N), each task writing whole rows of it.
     let t: &mut [f32] = if n == 1 { &mut out[..oc] } else { &mut scratch[..n * oc] };
-    t.par_chunks_mut(ROWS * n).enumerate().for_each(|(j, o)| rows_q(o, inp, w, j * ROWS, n));
+    // One contiguous block of rows per thread: each thread then streams one
+    // region of memory, which the prefetchers follow (many small tasks
+    // interleaved between threads measured 2x slower).
+    let per = oc.div_ceil(rayon::current_num_threads()).next_multiple_of(4).max(ROWS);
+    t.par_chunks_mut(per * n).enumerate().for_each(|(j, o)| rows_q(o, inp, w, j * per, n));
     if n > 1 {
         for (r, col) in scratch[..n * oc].chunks(n).enumerate() {
             for (b, &x) in col.iter().enumerate() {
@@ -317,6 +324,8 @@ pub fn dots_on_every_level(q: &[i8], scales: &[f32], group: usize, h: &[u16], x:
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::PREFETCH;
+
     #[derive(Clone, Copy)]
     pub enum Level {
         Avx512,
@@ -373,6 +382,7 @@ mod x86 {
                     while i < whole {
                         let xv = [_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(xp.add(i + 16))];
                         for r in 0..R {
+                            _mm_prefetch::<_MM_HINT_T0>((w[r].as_ptr().add(i) as *const i8).wrapping_add(PREFETCH));
                             for k in 0..2 {
                                 p[r][k] = _mm512_fmadd_ps($l16(w[r].as_ptr().add(i + 16 * k)), xv[k], p[r][k]);
                             }

@@ -144,3 +144,25 @@ fn what_needs_f32_weights_says_so() {
     let mut bert = Transformer::new(TransformerConfig::bert(50, 16, 1, 2, 32, 64), 1).unwrap();
     assert!(bert.quantize(WeightDtype::Bf16).unwrap_err().to_string().contains("decoders"));
 }
+
+/// The inference path's scoring (what `attn eval` uses for bf16 / int8
+/// weights) sums the training forward pass's losses; a quantized model
+/// scores as its dequantized twin does.
+#[test]
+fn scoring_through_the_cache_equals_the_training_loss() {
+    for (name, cfg) in configs() {
+        let mut m = Transformer::new(cfg.clone(), 11).unwrap();
+        let t = 50;
+        let ids = prompt(t + 1);
+        m.forward(&ids[..t], Some(&ids[1..]), 1, t).unwrap();
+        let want: f64 = m.losses().iter().map(|&l| l as f64).sum();
+        let got = m.score_cached(&ids[..t], &ids[1..]).unwrap();
+        assert!((got - want).abs() < 1e-4 * want, "{name}: {got} vs {want}");
+        m.quantize(WeightDtype::Int8 { group: 32 }).unwrap();
+        let mut twin = m.dequantized().unwrap();
+        twin.forward(&ids[..t], Some(&ids[1..]), 1, t).unwrap();
+        let want: f64 = twin.losses().iter().map(|&l| l as f64).sum();
+        let got = m.score_cached(&ids[..t], &ids[1..]).unwrap();
+        assert!((got - want).abs() < 1e-4 * want, "{name} int8: {got} vs {want}");
+    }
+}

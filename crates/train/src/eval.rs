@@ -43,6 +43,16 @@ pub fn score_tokens_with_progress(
         return Err(TrainError::Config(format!("window {window} must be in 1..={}", model.context())));
     }
     let preds = ids.len() - 1;
+    if model.weight_dtype() != attn_model::quant::WeightDtype::F32 {
+        // bf16 / int8 weights have only the inference path: a window at a time.
+        let mut nats = 0.0f64;
+        for s in (0..preds).step_by(window) {
+            let e = (s + window).min(preds);
+            nats += model.score_cached(&ids[s..e], &ids[s + 1..e + 1])?;
+            progress(e, preds);
+        }
+        return Ok((nats, preds));
+    }
     let full = preds / window;
     let (mut x, mut y) = (Vec::with_capacity(batch * window), Vec::with_capacity(batch * window));
     let mut nats = 0.0f64;

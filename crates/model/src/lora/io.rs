@@ -166,7 +166,8 @@ pub fn load_merged(dir: &Path, adapter: Option<&Path>) -> Result<crate::Transfor
     let (mut model, adapter) = match adapter {
         Some(a) => (crate::Transformer::load(dir)?.0, a),
         None if is_adapter_dir(dir) => (load_base(dir)?, dir),
-        None => return Ok(crate::Transformer::load(dir)?.0),
+        // A bf16 or int8 folder is widened to f32, which every path runs.
+        None => return Ok(crate::Transformer::load_as(dir, Some(crate::quant::WeightDtype::F32))?.0),
     };
     let (lora, _) = Lora::load(adapter, &model.config)?;
     lora.merge_into(&mut model);

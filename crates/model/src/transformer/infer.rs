@@ -161,6 +161,41 @@ impl Transformer {
         Ok(&cache.logits)
     }
 
+    /// Total next-token cross-entropy (nats) of `targets[i]` after
+    /// `tokens[..=i]`, through the inference path: what `forward` with
+    /// targets sums, for models that only have that path (bf16 and int8
+    /// weights). Runs in a cache of its own, a chunk of rows at a time.
+    pub fn score_cached(&self, tokens: &[u32], targets: &[u32]) -> Result<f64> {
+        let (c, v) = (self.config.n_embd, self.config.vocab_size);
+        if tokens.is_empty() || tokens.len() != targets.len() || tokens.len() > self.config.n_ctx {
+            return Err(ModelError::InvalidConfig(format!(
+                "scoring needs 1 to {} tokens and one target each: got {} and {}",
+                self.config.n_ctx,
+                tokens.len(),
+                targets.len()
+            )));
+        }
+        self.check_ids("target", targets)?;
+        let mut cache = self.new_cache(tokens.len())?;
+        let (Some(nf), Some(head)) = (&self.idx.norm_f, &self.idx.head) else { unreachable!("new_cache refuses encoders") };
+        let mut logits = vec![0.0f32; CHUNK.min(tokens.len()) * v];
+        let mut nats = 0.0f64;
+        for (chunk, ys) in tokens.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
+            self.forward_cached(&mut cache, chunk)?;
+            let rows = chunk.len();
+            let Cache { x, ln, mean, rstd, partials, .. } = &mut cache;
+            self.norm_forward(ln, mean, rstd, x, nf, rows);
+            let lin = Lin { w: head.clone(), b: None, q: self.idx.head_q };
+            self.dense(&mut logits, partials, ln, &lin, rows, c, v, OutIn);
+            for (row, &y) in logits.chunks(v).zip(ys) {
+                let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
+                let sum: f64 = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
+                nats += sum.ln() + max as f64 - row[y as usize] as f64;
+            }
+        }
+        Ok(nats)
+    }
+
     /// Dense layer on `rows` rows of one sequence: a matrix-vector product
     /// for one row (the decoding case, bound by reading the weights), a GEMM
     /// otherwise.

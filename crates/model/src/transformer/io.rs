@@ -59,7 +59,7 @@ impl Transformer {
         let config = config_from_dir(dir)?;
         if config.hf.get("quantization_config").is_some() {
             return Err(ModelError::InvalidConfig(format!(
-                "{}: the model is quantized (config.json has quantization_config); generation, chat, eval and serve load it with --dtype, training and inspection need the f32 folder it was quantized from",
+                "{}: the model is quantized (config.json has quantization_config): load it with `Transformer::load_as` (what --dtype does); training starts from the f32 folder it was quantized from",
                 dir.join(CONFIG_FILE).display()
             )));
         }
