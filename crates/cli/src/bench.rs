@@ -65,11 +65,11 @@ pub enum BenchCommand {
         prompt_len: usize,
         #[arg(long, default_value_t = 256)]
         new_tokens: usize,
-        /// Worker threads (default: all cores)
-        #[arg(long)]
         /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
         #[arg(long, default_value = "auto")]
         dtype: crate::DtypeArg,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
         threads: Option<usize>,
     },
     /// Time batched decoding steps (continuous batching in `attn serve`): N sequences, one token each per step
@@ -88,11 +88,11 @@ pub enum BenchCommand {
         /// Timed steps per batch size (after 2 untimed)
         #[arg(long, default_value_t = 32)]
         steps: usize,
-        /// Worker threads (default: all cores)
-        #[arg(long)]
         /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
         #[arg(long, default_value = "auto")]
         dtype: crate::DtypeArg,
+        /// Worker threads (default: all cores)
+        #[arg(long)]
         threads: Option<usize>,
     },
     /// Time encoding a text file (the whole file as one text, as `attn tokenizer encode` does)

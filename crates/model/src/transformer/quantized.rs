@@ -88,6 +88,8 @@ impl Transformer {
     /// time, so no f32 copy of the whole model is ever held.
     pub fn load_as(dir: &Path, dtype: Option<WeightDtype>) -> Result<(Self, HashMap<String, String>)> {
         let config = super::config_from_dir(dir)?;
+        // Before anything is sized by the config (its layout included).
+        super::check_memory(&config, &dir.join(CONFIG_FILE))?;
         let w = Weights::open_dir(dir)?;
         let stored = stored_dtype(dir, &config, &w)?;
         let want = dtype.unwrap_or(stored);

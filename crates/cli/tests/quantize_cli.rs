@@ -1,0 +1,55 @@
+//! `attn quantize` and `--dtype` end to end: a trained run written as bf16
+//! and int8 folders, generated from and scored in them and on the fly,
+//! with the errors a user meets.
+
+mod common;
+
+use common::{attn, corpus, stderr, train_args};
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn eval_loss(model: &str, data: &str, dtype: &str) -> f64 {
+    let o = attn(&["eval", "--model", model, "--data", data, "--seq-len", "64", "--dtype", dtype, "--json"]);
+    assert!(o.status.success(), "eval --dtype {dtype}: {}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    v["loss"].as_f64().unwrap()
+}
+
+#[test]
+fn quantized_folders_generate_and_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = corpus(tmp.path());
+    let data = data.to_str().unwrap();
+    let run = tmp.path().join("run");
+    let o = attn(&train_args(data, run.to_str().unwrap(), "30"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run = run.to_str().unwrap();
+    let f32_loss = eval_loss(run, data, "f32");
+    for (dtype, tol) in [("bf16", 0.002), ("int8", 0.01)] {
+        let out = tmp.path().join(dtype);
+        let o = attn(&["quantize", "--model", run, "--dtype", dtype, "--out", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("MB ->"), "{}", stdout(&o));
+        assert!(out.join("tokenizer.json").exists());
+        let out = out.to_str().unwrap();
+        // The folder's own dtype (auto), and the same on the fly from the run.
+        let saved = eval_loss(out, data, "auto");
+        let fly = eval_loss(run, data, dtype);
+        assert_eq!(saved, fly, "{dtype}: saved folder and on-the-fly quantization");
+        assert!((saved - f32_loss).abs() <= tol * f32_loss, "{dtype}: loss {saved} vs f32 {f32_loss}");
+        let prompt: String = std::fs::read_to_string(data).unwrap().chars().take(4).collect();
+        let o = attn(&["generate", "--model", out, "--prompt", &prompt, "--max-new-tokens", "20", "--temperature", "0"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).starts_with(&prompt), "{}", stdout(&o));
+        // Refuses to write into a folder that holds anything.
+        let o = attn(&["quantize", "--model", run, "--dtype", dtype, "--out", out]);
+        assert!(!o.status.success() && stderr(&o).contains("not empty"), "{}", stderr(&o));
+    }
+    let int8 = tmp.path().join("int8");
+    let o = attn(&["generate", "--model", int8.to_str().unwrap(), "--dtype", "bf16", "--prompt", "x", "--max-new-tokens", "2"]);
+    assert!(!o.status.success() && stderr(&o).contains("int8"), "{}", stderr(&o));
+    let o = attn(&["generate", "--model", run, "--dtype", "int4", "--prompt", "x"]);
+    assert!(!o.status.success() && stderr(&o).contains("int8:G"), "{}", stderr(&o));
+}
