@@ -167,6 +167,9 @@ pub fn load_model_as(
     let plain = adapter.is_none() && !attn_model::lora::is_adapter_dir(dir);
     if plain && !attn_model::is_seq2seq_dir(dir) && dtype.0 != Some(attn_model::quant::WeightDtype::F32) {
         let (m, _) = attn_model::Transformer::load_as(dir, dtype.0).with_context(|| format!("loading the model in {}", dir.display()))?;
+        if !m.config.has_head() {
+            return Err(not_a_decoder(dir));
+        }
         let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
         return Ok((m, tok));
     }
@@ -213,11 +216,15 @@ pub fn load_model_with(
 ) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
     match load_any_with(dir, adapter)? {
         (Loaded::Decoder(m), tok) => Ok((m, tok)),
-        (Loaded::Encoder(_), _) => anyhow::bail!(
-            "{} holds a BERT encoder, which does not predict next tokens; use `attn embed`, `attn similarity` or `attn inspect attention|embeddings|tokens`",
-            dir.display()
-        ),
+        (Loaded::Encoder(_), _) => Err(not_a_decoder(dir)),
     }
+}
+
+fn not_a_decoder(dir: &std::path::Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} holds a BERT encoder, which does not predict next tokens; use `attn embed`, `attn similarity` or `attn inspect attention|embeddings|tokens`",
+        dir.display()
+    )
 }
 
 fn main() -> std::process::ExitCode {

@@ -53,3 +53,21 @@ fn quantized_folders_generate_and_score() {
     let o = attn(&["generate", "--model", run, "--dtype", "int4", "--prompt", "x"]);
     assert!(!o.status.success() && stderr(&o).contains("int8:G"), "{}", stderr(&o));
 }
+
+/// An encoder folder is refused by the commands that predict tokens, with
+/// or without --dtype.
+#[test]
+fn encoders_are_refused_with_a_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bert = tmp.path().join("bert");
+    attn_model::Transformer::new(attn_model::TransformerConfig::bert(300, 32, 1, 2, 32, 64), 1).unwrap().save(&bert, None).unwrap();
+    let tok = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/bpe_template_tokenizer.json");
+    std::fs::copy(tok, bert.join("tokenizer.json")).unwrap();
+    let b = bert.to_str().unwrap();
+    let o = attn(&["generate", "--model", b, "--prompt", "x", "--max-new-tokens", "2"]);
+    assert!(!o.status.success() && stderr(&o).contains("does not predict next tokens"), "{}", stderr(&o));
+    let o = attn(&["generate", "--model", b, "--dtype", "int8", "--prompt", "x", "--max-new-tokens", "2"]);
+    assert!(!o.status.success() && stderr(&o).contains("decoders"), "{}", stderr(&o));
+    let o = attn(&["quantize", "--model", b, "--dtype", "int8", "--out", tmp.path().join("q").to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("decoders"), "{}", stderr(&o));
+}
