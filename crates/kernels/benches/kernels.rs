@@ -96,6 +96,38 @@ fn bench_decode_weights(c: &mut Criterion) {
             g.bench_function(format!("{name}/{dt}"), |b| p.install(|| b.iter(|| qmatvec_forward(&mut out, &mut [], &x, &q, None, 1))));
         }
     }
+    // Eight head-sized matrices in turn: more than any cache holds, as a
+    // whole model's weights are, so this times streaming from memory.
+    let (ic, oc) = (768usize, 50257usize);
+    let x: Vec<f32> = (0..ic).map(|i| (i % 13) as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; oc];
+    let mut scratch = vec![0.0f32; matvec_scratch_len(1, oc)];
+    let ws: Vec<Vec<f32>> = (0..8).map(|k| (0..ic * oc).map(|i| ((i * 7919 + k) % 1000) as f32 * 1e-4 - 0.05).collect()).collect();
+    g.throughput(Throughput::Bytes((ic * oc * 4) as u64));
+    let mut k = 0;
+    g.bench_function("stream8/f32", |b| {
+        p.install(|| {
+            b.iter(|| {
+                k = (k + 1) % 8;
+                matvec_forward(&mut out, &mut scratch, &x, &ws[k], None, 1, ic, oc, WeightLayout::OutIn)
+            })
+        })
+    });
+    for dt in ["bf16", "int8"] {
+        let qs: Vec<QMatrix> = ws
+            .iter()
+            .map(|w| if dt == "bf16" { QMatrix::bf16(w, ic, oc, WeightLayout::OutIn) } else { QMatrix::int8(w, ic, oc, WeightLayout::OutIn, 32) })
+            .collect();
+        g.throughput(Throughput::Bytes(qs[0].bytes() as u64));
+        g.bench_function(format!("stream8/{dt}"), |b| {
+            p.install(|| {
+                b.iter(|| {
+                    k = (k + 1) % 8;
+                    qmatvec_forward(&mut out, &mut [], &x, &qs[k], None, 1)
+                })
+            })
+        });
+    }
 }
 
 criterion_group! {

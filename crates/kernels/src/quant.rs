@@ -18,8 +18,9 @@ use crate::matmul::WeightLayout;
 /// or four AVX2 registers, independent chains for the pipeline.
 const LANES: usize = 32;
 
-/// Bytes ahead of the current weights to prefetch.
-const PREFETCH: usize = 1024;
+/// Blocks of rows ahead to prefetch: the kernel reads R rows side by side,
+/// and prefetches the same place PREFETCH_ROWS blocks of R rows on.
+const PREFETCH_ROWS: usize = 2;
 
 /// Output rows per parallel task.
 const ROWS: usize = 32;
@@ -58,10 +59,10 @@ pub fn bf16_to_f32(h: u16) -> f32 {
 
 impl QMatrix {
     /// The weight of `w` (OC, C) or (C, OC), by `layout`, as (OC, C) rows.
-    fn out_in(w: &[f32], c: usize, oc: usize, layout: WeightLayout) -> Vec<f32> {
+    fn out_in(w: &[f32], c: usize, oc: usize, layout: WeightLayout) -> std::borrow::Cow<'_, [f32]> {
         assert_eq!(w.len(), c * oc);
         match layout {
-            WeightLayout::OutIn => w.to_vec(),
+            WeightLayout::OutIn => std::borrow::Cow::Borrowed(w),
             WeightLayout::InOut => {
                 let mut t = vec![0.0; c * oc];
                 for (i, row) in w.chunks(oc).enumerate() {
@@ -69,7 +70,7 @@ impl QMatrix {
                         t[o * c + i] = x;
                     }
                 }
-                t
+                std::borrow::Cow::Owned(t)
             }
         }
     }
@@ -324,7 +325,7 @@ pub fn dots_on_every_level(q: &[i8], scales: &[f32], group: usize, h: &[u16], x:
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::PREFETCH;
+    use super::PREFETCH_ROWS;
 
     #[derive(Clone, Copy)]
     pub enum Level {
@@ -382,7 +383,7 @@ mod x86 {
                     while i < whole {
                         let xv = [_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(xp.add(i + 16))];
                         for r in 0..R {
-                            _mm_prefetch::<_MM_HINT_T0>((w[r].as_ptr().add(i) as *const i8).wrapping_add(PREFETCH));
+                            _mm_prefetch::<_MM_HINT_T0>(w[r].as_ptr().wrapping_add(i + PREFETCH_ROWS * R * n) as *const i8);
                             for k in 0..2 {
                                 p[r][k] = _mm512_fmadd_ps($l16(w[r].as_ptr().add(i + 16 * k)), xv[k], p[r][k]);
                             }

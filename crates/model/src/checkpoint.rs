@@ -120,10 +120,25 @@ impl TensorFile {
     /// Copies tensor `name` into `out`, checking its shape; F16 and BF16 are
     /// widened to f32.
     pub fn read_into(&self, name: &str, expected: &[usize], out: &mut [f32]) -> Result<()> {
+        self.read_part_into(name, expected, 0, out)
+    }
+
+    /// Copies the `out.len()` values of tensor `name` (of shape `expected`)
+    /// that start at value `start` into `out`: a block of rows, so that a
+    /// large tensor can be converted a piece at a time.
+    pub fn read_part_into(&self, name: &str, expected: &[usize], start: usize, out: &mut [f32]) -> Result<()> {
         let (dtype, shape, range) = self.entry(name)?;
         if shape != expected {
             return Err(ModelError::ShapeMismatch { path: self.path.clone(), name: name.into(), found: shape.clone(), expected: expected.to_vec() });
         }
+        let size = match dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            d => return Err(ModelError::DType { path: self.path.clone(), name: name.into(), dtype: format!("{d:?}") }),
+        };
+        let n: usize = shape.iter().product();
+        assert!(start + out.len() <= n, "a part inside the tensor");
+        let range = range.start + start * size..range.start + (start + out.len()) * size;
         let data = &self.bytes[range.clone()];
         match dtype {
             Dtype::F32 => out.iter_mut().zip(data.chunks_exact(4)).for_each(|(o, b)| *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
@@ -268,6 +283,10 @@ impl Weights {
 
     pub fn read_into(&self, name: &str, expected: &[usize], out: &mut [f32]) -> Result<()> {
         self.file(name)?.read_into(name, expected, out)
+    }
+
+    pub fn read_part_into(&self, name: &str, expected: &[usize], start: usize, out: &mut [f32]) -> Result<()> {
+        self.file(name)?.read_part_into(name, expected, start, out)
     }
 
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {

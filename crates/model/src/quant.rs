@@ -78,10 +78,31 @@ pub(crate) struct Part {
     pub layout: WeightLayout,
 }
 
-/// A tensor as a loader has it: f32 values, or already int8.
+/// A tensor as a loader has it: f32 values, already int8, or already
+/// converted (a large tensor converted a block of rows at a time).
 pub(crate) enum Src {
     F32(Vec<f32>),
     Int8 { q: Vec<i8>, scales: Vec<f32>, group: usize },
+    Q(QMatrix),
+}
+
+/// The layout of tensor `e` of a family whose blocks are `lay`: embeddings
+/// and LM heads are (V, C) in every family.
+pub(crate) fn entry_layout(e: &ParamEntry, lay: WeightLayout) -> WeightLayout {
+    if e.kind == ParamKind::Embedding || e.name.starts_with("lm_head") {
+        WeightLayout::OutIn
+    } else {
+        lay
+    }
+}
+
+/// f32 rows (`rows`, `cols`) in `layout` as `dtype`.
+pub(crate) fn convert(v: &[f32], cols: usize, rows: usize, layout: WeightLayout, dtype: WeightDtype) -> QMatrix {
+    match dtype {
+        WeightDtype::Bf16 => QMatrix::bf16(v, cols, rows, layout),
+        WeightDtype::Int8 { group } => QMatrix::int8(v, cols, rows, layout, group),
+        WeightDtype::F32 => unreachable!("f32 models are not built here"),
+    }
 }
 
 /// One matrix to quantize: the range it spans in the full layout, and its
@@ -110,9 +131,7 @@ pub(crate) fn build(
         let mut parts = Vec::new();
         let mut row0 = 0;
         for e in layout.entries.iter().filter(|e| t.range.start <= e.offset && e.range().end <= t.range.end) {
-            // Embeddings and LM heads are (V, C) in every family; block
-            // matrices follow the family's layout.
-            let elay = if e.kind == ParamKind::Embedding || e.name.starts_with("lm_head") { WeightLayout::OutIn } else { lay };
+            let elay = entry_layout(e, lay);
             let rows = e.len() / t.cols;
             parts.push(quantize_part(read(e)?, e, dtype, elay, t.cols, rows)?);
             quant.parts.push(Part { name: e.name.clone(), shape: e.shape.clone(), mat: k, row0, rows, layout: elay });
@@ -168,8 +187,12 @@ pub(crate) fn build(
 
 fn quantize_part(src: Src, e: &ParamEntry, dtype: WeightDtype, lay: WeightLayout, cols: usize, rows: usize) -> Result<QMatrix> {
     match (src, dtype) {
-        (Src::F32(v), WeightDtype::Bf16) => Ok(QMatrix::bf16(&v, cols, rows, lay)),
-        (Src::F32(v), WeightDtype::Int8 { group }) => Ok(QMatrix::int8(&v, cols, rows, lay, group)),
+        (Src::Q(m), _) => {
+            assert!(m.rows == rows && m.cols == cols, "a converted tensor of the entry's shape");
+            Ok(m)
+        }
+        (Src::F32(_), WeightDtype::F32) => unreachable!("f32 models are not built here"),
+        (Src::F32(v), _) => Ok(convert(&v, cols, rows, lay, dtype)),
         (Src::Int8 { q, scales, group }, WeightDtype::Int8 { group: want }) if group == want => {
             if q.len() != rows * cols || scales.len() != rows * cols.div_ceil(group) {
                 return Err(ModelError::InvalidConfig(format!(
@@ -189,12 +212,11 @@ fn quantize_part(src: Src, e: &ParamEntry, dtype: WeightDtype, lay: WeightLayout
             want.name(),
             if group == 32 { String::new() } else { format!(":{group}") }
         ))),
-        (Src::F32(_), WeightDtype::F32) => unreachable!("f32 models are not built here"),
     }
 }
 
 /// One matrix from row blocks of the same format.
-fn concat_rows(parts: Vec<QMatrix>, cols: usize) -> QMatrix {
+pub(crate) fn concat_rows(parts: Vec<QMatrix>, cols: usize) -> QMatrix {
     let rows = parts.iter().map(|p| p.rows).sum();
     let mut it = parts.into_iter();
     let first = it.next().expect("a matrix has at least one tensor");

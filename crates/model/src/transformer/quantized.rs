@@ -121,10 +121,28 @@ impl Transformer {
                 return Ok(Src::Int8 { q, scales, group });
             }
             let name = names(&e.name).into_iter().find(|n| w.has(n)).unwrap_or_else(|| e.name.clone());
-            let v = w.read(&name, &e.shape).map_err(|err| match err {
+            let missing = |err| match err {
                 ModelError::MissingTensor { path, .. } => ModelError::MissingTensor { path, name: e.name.clone() },
                 other => other,
-            })?;
+            };
+            let cols = *e.shape.last().expect("a matrix");
+            let rows = e.len() / cols;
+            // (OC, C) tensors are converted a block of rows at a time, so a
+            // large one (the embedding) never exists whole in f32.
+            let block = ((1 << 22) / cols).max(1);
+            if quant::entry_layout(e, lay) == WeightLayout::OutIn && rows > block {
+                let mut buf = vec![0.0f32; block * cols];
+                let mut parts = Vec::new();
+                for r0 in (0..rows).step_by(block) {
+                    let n = block.min(rows - r0);
+                    w.read_part_into(&name, &e.shape, r0 * cols, &mut buf[..n * cols]).map_err(missing)?;
+                    check_finite(dir, &e.name, &buf[..n * cols])?;
+                    parts.push(quant::convert(&buf[..n * cols], cols, n, WeightLayout::OutIn, want));
+                }
+                used.insert(name);
+                return Ok(Src::Q(quant::concat_rows(parts, cols)));
+            }
+            let v = w.read(&name, &e.shape).map_err(missing)?;
             check_finite(dir, &e.name, &v)?;
             used.insert(name);
             Ok(Src::F32(v))
