@@ -35,31 +35,34 @@ fn serves_a_run_folder_and_drains_on_ctrl_c() {
     let out = dir.path().join("run");
     let o = common::tiny_run(data.to_str().unwrap(), out.to_str().unwrap(), "baby");
     assert!(o.status.success(), "{}", common::stderr(&o));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_attn"))
-        .args(["serve", "--model", out.to_str().unwrap(), "--port", "0", "--threads", "2"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let addr = first.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{first}")).to_string();
-    let t0 = Instant::now();
-    while http(&addr, "GET", "/health", "").0 != 200 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "never healthy");
-        std::thread::sleep(Duration::from_millis(20));
+    // f32, and int8 weights converted while loading.
+    for dtype in ["f32", "int8"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_attn"))
+            .args(["serve", "--model", out.to_str().unwrap(), "--port", "0", "--threads", "2", "--dtype", dtype])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let addr = first.split("http://").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("{first}")).to_string();
+        let t0 = Instant::now();
+        while http(&addr, "GET", "/health", "").0 != 200 {
+            assert!(t0.elapsed() < Duration::from_secs(30), "never healthy");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let (st, body) = http(&addr, "POST", "/v1/completions", r#"{"prompt": "Line 1: the", "max_tokens": 5, "temperature": 0, "ignore_eos": true}"#);
+        assert_eq!(st, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["usage"]["completion_tokens"], 5);
+        // The run folder's name is the model id.
+        let (_, models) = http(&addr, "GET", "/v1/models", "");
+        assert!(models.contains("\"run\""), "{models}");
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait().unwrap();
+        assert!(status.success(), "{status:?}");
+        let rest: Vec<String> = lines.map_while(Result::ok).collect();
+        assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
     }
-    let (st, body) = http(&addr, "POST", "/v1/completions", r#"{"prompt": "Line 1: the", "max_tokens": 5, "temperature": 0, "ignore_eos": true}"#);
-    assert_eq!(st, 200, "{body}");
-    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["usage"]["completion_tokens"], 5);
-    // The run folder's name is the model id.
-    let (_, models) = http(&addr, "GET", "/v1/models", "");
-    assert!(models.contains("\"run\""), "{models}");
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(rest.iter().any(|l| l.contains("shutting down")), "{rest:?}");
 }
 
 #[test]
