@@ -54,6 +54,13 @@ fn serves_a_run_folder_and_drains_on_ctrl_c() {
         assert_eq!(st, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["usage"]["completion_tokens"], 5);
+        // Attention maps need the f32 weights, and the error says so.
+        let (st, body) = http(&addr, "POST", "/v1/attention", r#"{"text": "Line 1: the"}"#);
+        if dtype == "int8" {
+            assert!(st == 400 && body.contains("--dtype f32"), "{st} {body}");
+        } else {
+            assert_eq!(st, 200, "{body}");
+        }
         // The run folder's name is the model id.
         let (_, models) = http(&addr, "GET", "/v1/models", "");
         assert!(models.contains("\"run\""), "{models}");
