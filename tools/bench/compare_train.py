@@ -13,6 +13,7 @@ CASES = [  # (preset, batch, seq_len, attn steps, torch steps)
     ("baby", 12, 64, 30, 30),
     ("llama-baby", 12, 64, 30, 30),
     ("gpt2-124m", 4, 64, 4, 4),
+    ("gpt2-124m", 1, 1024, 2, 2),  # long context: torch's fused SDPA against attn's attention
 ]
 
 
@@ -26,11 +27,12 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", help="run one preset")
+    ap.add_argument("--seq-len", type=int, help="run the cases of this sequence length only")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
     print(json.dumps({"load_before": open("/proc/loadavg").read().split()[:3], "threads": a.threads}), flush=True)
     for preset, b, t, steps, tsteps in CASES:
-        if a.only and preset != a.only:
+        if (a.only and preset != a.only) or (a.seq_len and t != a.seq_len):
             continue
         ours, theirs = [], []
         for _ in range(a.rounds):

@@ -72,7 +72,7 @@ pub fn trace_ids(model: &mut Transformer, ids: &[u32], tokens: Vec<String>) -> R
     let ids = ids.to_vec();
     let t = ids.len();
     model.forward(&ids, None, 1, t)?;
-    let attention = (0..model.n_layer()).flat_map(|l| model.attention_probs(l).iter().copied()).collect();
+    let attention = (0..model.n_layer()).flat_map(|l| model.attention_probs(l)).collect();
     let hidden = (0..=model.n_layer()).flat_map(|l| model.residual_stream(l).iter().copied()).collect();
     Ok(Trace {
         ids,

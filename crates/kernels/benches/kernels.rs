@@ -45,6 +45,51 @@ fn bench_matmul(c: &mut Criterion) {
     g.finish();
 }
 
+/// gpt2-124m's attention at T = 1024 (B = 1, 12 heads of 64), forward and
+/// backward, 2 threads: with the saved (T, T) probabilities, and flash.
+fn bench_long_attention(c: &mut Criterion) {
+    use attn_kernels::flash::{flash_backward, flash_forward, flash_scratch_len};
+    let mut g = c.benchmark_group("attention_t1024");
+    g.sample_size(10);
+    let s = AttnShape::mha(1, 1024, 768, 12, true);
+    let (w, oc, n) = (s.qkv_width(), s.out_width(), s.b * s.t);
+    let qkv: Vec<f32> = (0..n * w).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+    let dout: Vec<f32> = (0..n * oc).map(|i| ((i * 104729) % 1000) as f32 * 1e-3 - 0.5).collect();
+    let (mut out, mut att, mut datt, mut dqkv) = (vec![0.0; n * oc], vec![0.0; s.nh * s.t * s.t], vec![0.0; s.nh * s.t * s.t], vec![0.0; n * w]);
+    let (mut lse, mut scratch) = (vec![0.0; s.nh * s.t], vec![0.0; flash_scratch_len(s.hs)]);
+    let p = pool(2);
+    g.bench_function("saved_probs/fwd+bwd", |b| {
+        p.install(|| {
+            b.iter(|| {
+                attention_forward(&mut out, &mut att, &qkv, s);
+                attention_backward(&mut dqkv, &mut datt, &dout, &qkv, &att, s);
+            })
+        })
+    });
+    g.bench_function("flash/fwd+bwd", |b| {
+        p.install(|| {
+            b.iter(|| {
+                flash_forward(&mut out, &mut lse, &mut scratch, &qkv, s, &[]);
+                flash_backward(&mut dqkv, &mut scratch, &dout, &qkv, &out, &lse, s, &[]);
+            })
+        })
+    });
+}
+
+/// One AdamW step over gpt2-124m's 124M parameters (reads parameters,
+/// gradients and both moments, writes three: 28 bytes a parameter).
+fn bench_optimizer(c: &mut Criterion) {
+    use attn_kernels::optim::{adamw_update, AdamW};
+    let mut g = c.benchmark_group("optimizer");
+    let n = 124_439_808usize;
+    let (mut p, grads, mut m, mut v) = (vec![0.01f32; n], vec![0.001f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    g.throughput(Throughput::Bytes((n * 28) as u64));
+    g.sample_size(10);
+    let pl = pool(2);
+    let h = AdamW { lr: 1e-4, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, step: 1, grad_scale: 1.0 };
+    g.bench_function("adamw/gpt2-124m/t2", |b| pl.install(|| b.iter(|| adamw_update(&mut p, &grads, &mut m, &mut v, h))));
+}
+
 fn bench_other(c: &mut Criterion) {
     let mut g = c.benchmark_group("other");
     for threads in [1, 2] {
@@ -133,6 +178,6 @@ fn bench_decode_weights(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_matmul, bench_other, bench_decode_weights
+    targets = bench_matmul, bench_other, bench_decode_weights, bench_optimizer, bench_long_attention
 }
 criterion_main!(benches);

@@ -29,6 +29,7 @@ pub mod attention;
 pub mod cross_attention;
 pub mod crossentropy;
 pub mod embedding;
+pub mod flash;
 pub mod gelu;
 pub mod gradcheck;
 pub mod layernorm;

@@ -7,9 +7,10 @@
 //! packed q | k | v width, A = NH*HD the attention output width, F the MLP
 //! width, V vocabulary.
 
-use attn_kernels::attention::{attention_backward, attention_forward_masked, AttnShape};
+use attn_kernels::attention::AttnShape;
 use attn_kernels::crossentropy::{crossentropy_backward_inplace, crossentropy_forward, IGNORE};
 use attn_kernels::embedding::{embedding_backward, embedding_forward};
+use attn_kernels::flash::{flash_backward, flash_forward, flash_probs, flash_scratch_len};
 use attn_kernels::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
 use attn_kernels::layernorm::layernorm_backward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
@@ -33,7 +34,7 @@ pub(super) struct LayerActs {
     mean1: Vec<f32>, // (N), LayerNorm only
     rstd1: Vec<f32>, // (N)
     qkv: Vec<f32>,   // (N, W), after RoPE
-    att: Vec<f32>,   // (B, NH, T, T)
+    lse: Vec<f32>,   // (B, NH, T) attention's log-sum-exp per query
     atty: Vec<f32>,  // (N, A)
     res2: Vec<f32>,  // (N, C) residual after attention
     ln2: Vec<f32>,   // (N, C)
@@ -76,7 +77,7 @@ pub(super) struct Acts {
     dqkv: Vec<f32>,   // (N, W)
     da: Vec<f32>,     // (N, A)
     da_ln2: Vec<f32>, // (N, C) d(ln2)
-    datt: Vec<f32>,   // (B, NH, T, T)
+    flash: Vec<f32>,  // flash attention's per-thread blocks
     df1: Vec<f32>,    // (N, F)
     df2: Vec<f32>,    // (N, F)
     df3: Vec<f32>,    // (N, F)
@@ -96,7 +97,7 @@ impl Acts {
                 mean1: z(if ln { n } else { 0 }),
                 rstd1: z(n),
                 qkv: z(n * w),
-                att: z(b * nh * t * t),
+                lse: z(b * nh * t),
                 atty: z(n * a),
                 res2: z(n * c),
                 ln2: z(n * c),
@@ -135,7 +136,7 @@ impl Acts {
             dqkv: z(n * w),
             da: z(n * a),
             da_ln2: z(n * c),
-            datt: z(b * nh * t * t),
+            flash: z(flash_scratch_len(cfg.head_dim)),
             df1: z(n * f),
             df2: z(n * f),
             df3: z(n * f),
@@ -164,7 +165,7 @@ fn norm_backward(m: &Transformer, g: &mut [f32], dx: &mut [f32], dout: &[f32], x
 impl Transformer {
     /// Make sure activation buffers can hold (B, T); reallocates only when they grow.
     pub fn reserve(&mut self, b: usize, t: usize) {
-        let fits = self.acts.as_ref().is_some_and(|a| a.b * a.t >= b * t && a.b * a.t * a.t >= b * t * t && a.t >= t);
+        let fits = self.acts.as_ref().is_some_and(|a| a.b * a.t >= b * t && a.t >= t);
         if !fits {
             self.acts = None; // free before allocating the larger set
             self.acts = Some(Acts::new(self, b, t));
@@ -244,7 +245,7 @@ impl Transformer {
         }
         let rope = matches!(cfg.position, Position::Rope { .. });
         let post = cfg.norm_position == NormPosition::Post;
-        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: cfg.causal };
+        let shape = self.attn_shape(b, t);
         let bias = |r: &Option<std::ops::Range<usize>>| r.clone().map(|r| &p[r]);
         for (li, wi) in idx.layers.iter().enumerate() {
             let (prev, rest) = a.layers.split_at_mut(li);
@@ -263,7 +264,7 @@ impl Transformer {
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
             }
-            attention_forward_masked(&mut l.atty, &mut l.att, &l.qkv, shape, &a.key_lens);
+            flash_forward(&mut l.atty, &mut l.lse, &mut a.flash, &l.qkv, shape, &a.key_lens);
             matmul_forward(&mut l.res2, &l.atty, &p[wi.proj.w.clone()], bias(&wi.proj.b), n, at, c, lay);
             if let Some(lo) = lora.as_deref_mut() {
                 lo.forward(li, Site::Proj, &mut l.res2, &l.atty, n, c);
@@ -362,7 +363,7 @@ impl Transformer {
             },
         }
         let rope = matches!(cfg.position, Position::Rope { .. });
-        let shape = AttnShape { b, t, nh, nkv, hs: hd, causal: cfg.causal };
+        let shape = self.attn_shape(b, t);
         for (li, wi) in idx.layers.iter().enumerate().rev() {
             let x: &[f32] = if li == 0 { &a.x0 } else { block_output(post, &a.layers[li - 1]) };
             let l = &a.layers[li];
@@ -432,7 +433,7 @@ impl Transformer {
                 lo.backward(li, Site::Proj, &a.dres, &l.atty, &mut a.da, n, c);
             }
             a.dqkv.fill(0.0);
-            attention_backward(&mut a.dqkv, &mut a.datt, &a.da, &l.qkv, &l.att, shape);
+            flash_backward(&mut a.dqkv, &mut a.flash, &a.da, &l.qkv, &l.atty, &l.lse, shape, &a.key_lens);
             if rope {
                 rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
@@ -491,12 +492,22 @@ impl Transformer {
         self.acts.as_ref().map_or(&[], |a| &a.losses[..b * t])
     }
 
+    fn attn_shape(&self, b: usize, t: usize) -> AttnShape {
+        let cfg = &self.config;
+        AttnShape { b, t, nh: cfg.n_head, nkv: cfg.n_kv_head, hs: cfg.head_dim, causal: cfg.causal }
+    }
+
     /// Attention probabilities (B, NH, T, T) of layer `l` from the last
     /// forward pass: row q holds how much query q attends to each key; a
-    /// causal model's entries above the diagonal are zero.
-    pub fn attention_probs(&self, l: usize) -> &[f32] {
+    /// causal model's entries above the diagonal are zero. Training keeps
+    /// no (T, T) buffers, so they are rebuilt here from the saved queries,
+    /// keys and log-sum-exps.
+    pub fn attention_probs(&self, l: usize) -> Vec<f32> {
         let (b, t) = self.last_bt;
-        self.acts.as_ref().map_or(&[], |a| &a.layers[l].att[..b * self.config.n_head * t * t])
+        let Some(a) = &self.acts else { return Vec::new() };
+        let mut att = vec![0.0f32; b * self.config.n_head * t * t];
+        flash_probs(&mut att, &a.layers[l].qkv, &a.layers[l].lse, self.attn_shape(b, t), &a.key_lens);
+        att
     }
 
     /// The residual stream (B, T, C) entering block `l` of the last forward

@@ -1,0 +1,46 @@
+//! Flash attention against the attention kernels that keep the (T, T)
+//! probabilities: outputs, probabilities and every gradient, for causal and
+//! bidirectional heads, grouped-query heads, lengths that are not a
+//! multiple of the block, and right-padded batches.
+
+use attn_kernels::attention::{attention_backward, attention_forward_masked, AttnShape};
+use attn_kernels::flash::{flash_backward, flash_forward, flash_probs, flash_scratch_len};
+use rand::{Rng, SeedableRng};
+
+fn randn(n: usize, seed: u64) -> Vec<f32> {
+    let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| r.gen_range(-1.0f32..1.0)).collect()
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32, what: &str) {
+    let worst = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs() / (1.0 + y.abs())));
+    assert!(worst <= tol, "{what}: worst relative difference {worst:e}");
+}
+
+#[test]
+fn flash_equals_attention_with_saved_probabilities() {
+    let cases = [
+        (AttnShape { b: 2, t: 150, nh: 4, nkv: 4, hs: 16, causal: true }, vec![]),
+        (AttnShape { b: 2, t: 130, nh: 6, nkv: 2, hs: 24, causal: true }, vec![130, 77]),
+        (AttnShape { b: 3, t: 70, nh: 2, nkv: 1, hs: 32, causal: false }, vec![70, 5, 64]),
+        (AttnShape { b: 1, t: 64, nh: 3, nkv: 3, hs: 8, causal: true }, vec![]),
+    ];
+    for (s, lens) in cases {
+        let (w, oc, n) = (s.qkv_width(), s.out_width(), s.b * s.t);
+        let qkv: Vec<f32> = randn(n * w, 1).iter().map(|x| x * 2.0).collect();
+        let dout = randn(n * oc, 2);
+        let (mut out_ref, mut att) = (vec![0.0; n * oc], vec![0.0; s.b * s.nh * s.t * s.t]);
+        attention_forward_masked(&mut out_ref, &mut att, &qkv, s, &lens);
+        let (mut out, mut lse, mut scratch) = (vec![0.0; n * oc], vec![0.0; s.b * s.nh * s.t], vec![0.0; flash_scratch_len(s.hs)]);
+        flash_forward(&mut out, &mut lse, &mut scratch, &qkv, s, &lens);
+        close(&out, &out_ref, 1e-5, &format!("{s:?} output"));
+        let mut probs = vec![0.0; att.len()];
+        flash_probs(&mut probs, &qkv, &lse, s, &lens);
+        close(&probs, &att, 1e-5, &format!("{s:?} probabilities"));
+        let (mut dref, mut dsc) = (vec![0.0; n * w], vec![0.0; att.len()]);
+        attention_backward(&mut dref, &mut dsc, &dout, &qkv, &att, s);
+        let mut d = vec![0.0; n * w];
+        flash_backward(&mut d, &mut scratch, &dout, &qkv, &out, &lse, s, &lens);
+        close(&d, &dref, 1e-4, &format!("{s:?} dqkv"));
+    }
+}
