@@ -166,9 +166,9 @@ pub fn flash_backward(
             for i0 in (0..t).step_by(BQ) {
                 let rows = BQ.min(t - i0);
                 // D_i = dout_i . out_i, the softmax backward's row term.
-                for r in 0..rows {
+                for (r, d) in dsum[..rows].iter_mut().enumerate() {
                     let at = (bi * t + i0 + r) * oc + qo;
-                    dsum[r] = crate::simd::dot(&dout[at..at + hs], &out[at..at + hs]);
+                    *d = crate::simd::dot(&dout[at..at + hs], &out[at..at + hs]);
                 }
                 let keys_max = (i0..i0 + rows).map(|i| live_keys(&s, key_lens, bi, i)).max().unwrap_or(0);
                 for j0 in (0..keys_max).step_by(BK) {
