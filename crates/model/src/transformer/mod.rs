@@ -1,11 +1,12 @@
 //! The one decoder: GPT-2, Llama, Qwen2 and Mistral are configs of it.
 //!
 //! - `train.rs`: the training forward pass, which saves what the backward pass
-//!   needs, and the backward pass, its strict reverse.
+//!   needs, and the backward pass, its strict reverse; `acts.rs` their buffers.
 //! - `infer.rs`: the inference path: a KV cache sized to the request, no
 //!   saved probabilities, logits for the last position only.
 //! - `io.rs`: Hugging Face folders in both directions.
 
+mod acts;
 mod batch;
 mod classify;
 mod encode;
@@ -43,7 +44,7 @@ pub struct Transformer {
     grads: Vec<f32>,
     /// The fixed sinusoidal table (maxT, C), or empty.
     pub(crate) pos_table: Vec<f32>,
-    acts: Option<train::Acts>,
+    acts: Option<acts::Acts>,
     /// (B, T) of the last training-path forward pass.
     last_bt: (usize, usize),
     has_targets: bool,

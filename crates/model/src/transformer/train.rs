@@ -10,7 +10,7 @@
 use attn_kernels::attention::AttnShape;
 use attn_kernels::crossentropy::{crossentropy_backward_inplace, crossentropy_forward, IGNORE};
 use attn_kernels::embedding::{embedding_backward, embedding_forward};
-use attn_kernels::flash::{flash_backward, flash_forward, flash_probs, flash_scratch_len};
+use attn_kernels::flash::{flash_backward, flash_forward, flash_probs};
 use attn_kernels::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
 use attn_kernels::layernorm::layernorm_backward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
@@ -20,129 +20,12 @@ use attn_kernels::rope::{rope_backward, rope_forward};
 use attn_kernels::swiglu::{swiglu_backward, swiglu_forward};
 use rayon::prelude::*;
 
+use super::acts::{Acts, LayerActs};
 use super::{norm_forward, Transformer};
 use crate::config::{Mlp, Norm, NormPosition, Position};
 use crate::error::{ModelError, Result};
 use crate::lora::{Lora, Site};
 use crate::params::{grad_view, lin_mut, NormIdx};
-
-/// Activations of one block, kept for the backward pass. Post-norm blocks
-/// reuse the buffers: `ln2` holds N1(x + attention), and `ln1` the block's
-/// output N2(ln2 + MLP), whose statistics are `mean1` and `rstd1`.
-pub(super) struct LayerActs {
-    ln1: Vec<f32>,   // (N, C)
-    mean1: Vec<f32>, // (N), LayerNorm only
-    rstd1: Vec<f32>, // (N)
-    qkv: Vec<f32>,   // (N, W), after RoPE
-    lse: Vec<f32>,   // (B, NH, T) attention's log-sum-exp per query
-    atty: Vec<f32>,  // (N, A)
-    res2: Vec<f32>,  // (N, C) residual after attention
-    ln2: Vec<f32>,   // (N, C)
-    mean2: Vec<f32>, // (N)
-    rstd2: Vec<f32>, // (N)
-    h: Vec<f32>,     // (N, F) first projection (GPT-2 c_fc, Llama up)
-    gate: Vec<f32>,  // (N, F) SwiGLU only
-    act: Vec<f32>,   // (N, F) activation output
-    res3: Vec<f32>,  // (N, C) the block's output
-}
-
-/// Every buffer forward and backward touch, allocated once for the largest
-/// (B, T) so that the training loop allocates nothing.
-pub(super) struct Acts {
-    b: usize,
-    t: usize,
-    tokens: Vec<u32>,  // (N)
-    targets: Vec<u32>, // (N)
-    /// Real positions of each sequence of a right-padded batch (B); empty
-    /// when every position is real. Bidirectional attention masks the rest.
-    pub(super) key_lens: Vec<usize>,
-    x0: Vec<f32>,       // (N, C) the first block's input
-    emb_raw: Vec<f32>,  // (N, C) summed embeddings before their norm (BERT)
-    emb_mean: Vec<f32>, // (N)
-    emb_rstd: Vec<f32>, // (N)
-    layers: Vec<LayerActs>,
-    lnf: Vec<f32>,      // (N, C)
-    lnf_mean: Vec<f32>, // (N)
-    lnf_rstd: Vec<f32>, // (N)
-    logits: Vec<f32>,   // (N, V); d(logits) after backward
-    losses: Vec<f32>,   // (N)
-    lse: Vec<f32>,      // (N)
-    dlosses: Vec<f32>,  // (N)
-    cos: Vec<f32>,      // (T, HD/2), rotary only
-    sin: Vec<f32>,      // (T, HD/2)
-    rope_len: usize,    // the sequence length the tables were made for
-    // Backward scratch, reused by every layer.
-    dres: Vec<f32>,   // (N, C) gradient of the residual stream
-    dc: Vec<f32>,     // (N, C)
-    dqkv: Vec<f32>,   // (N, W)
-    da: Vec<f32>,     // (N, A)
-    da_ln2: Vec<f32>, // (N, C) d(ln2)
-    flash: Vec<f32>,  // flash attention's per-thread blocks
-    df1: Vec<f32>,    // (N, F)
-    df2: Vec<f32>,    // (N, F)
-    df3: Vec<f32>,    // (N, F)
-}
-
-impl Acts {
-    fn new(m: &Transformer, b: usize, t: usize) -> Self {
-        let cfg = &m.config;
-        let (n, c, nh, v, w, a, f) = (b * t, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
-        let z = |len: usize| vec![0.0f32; len];
-        let ln = cfg.norm == Norm::Layer;
-        let en = if cfg.embed_norm { n } else { 0 };
-        let swiglu = cfg.mlp == Mlp::SwiGlu;
-        let layers = (0..cfg.n_layer)
-            .map(|_| LayerActs {
-                ln1: z(n * c),
-                mean1: z(if ln { n } else { 0 }),
-                rstd1: z(n),
-                qkv: z(n * w),
-                lse: z(b * nh * t),
-                atty: z(n * a),
-                res2: z(n * c),
-                ln2: z(n * c),
-                mean2: z(if ln { n } else { 0 }),
-                rstd2: z(n),
-                h: z(n * f),
-                gate: z(if swiglu { n * f } else { 0 }),
-                act: z(n * f),
-                res3: z(n * c),
-            })
-            .collect();
-        let (cos, sin) = m.rope_tables(t, t);
-        Acts {
-            b,
-            t,
-            tokens: vec![0; n],
-            targets: vec![0; n],
-            key_lens: Vec::new(),
-            x0: z(n * c),
-            emb_raw: z(en * c),
-            emb_mean: z(en),
-            emb_rstd: z(en),
-            layers,
-            lnf: z(n * c),
-            lnf_mean: z(n),
-            lnf_rstd: z(n),
-            logits: z(if cfg.has_head() { n * v } else { 0 }),
-            losses: z(n),
-            lse: z(n),
-            dlosses: z(n),
-            cos,
-            sin,
-            rope_len: t,
-            dres: z(n * c),
-            dc: z(n * c),
-            dqkv: z(n * w),
-            da: z(n * a),
-            da_ln2: z(n * c),
-            flash: z(flash_scratch_len(cfg.head_dim)),
-            df1: z(n * f),
-            df2: z(n * f),
-            df3: z(n * f),
-        }
-    }
-}
 
 fn norm_backward(m: &Transformer, g: &mut [f32], dx: &mut [f32], dout: &[f32], x: &[f32], w: &NormIdx, mean: &[f32], rstd: &[f32], n: usize) {
     let (c, p) = (m.config.n_embd, &m.params);
