@@ -8,8 +8,10 @@
 //!   scores = Q_h K_g^T / sqrt(HS)            (T, T)
 //!   att    = softmax(scores) with the causal mask (keys after the query get 0)
 //!   out_h  = att @ V_g                       (T, HS)
-//! The probabilities `att` are saved for the backward pass (and are what
-//! `attn inspect attention` shows). The forward pass splits work over (b, h);
+//! The probabilities `att` are saved for the backward pass. The decoder's
+//! training path uses `flash` instead (no (T, T) buffer); these kernels are
+//! the reference it is tested against, and what BERT's sentence embeddings
+//! use when they return attention maps. The forward pass splits work over (b, h);
 //! the backward pass over (b, g), so that the query heads of a group, which
 //! all add into the same dK and dV, run in one task and never race.
 

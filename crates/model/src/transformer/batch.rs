@@ -12,8 +12,7 @@
 
 use attn_kernels::attention::attention_cached;
 use attn_kernels::matmul::WeightLayout::OutIn;
-use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
-use attn_kernels::quant::qmatvec_forward;
+use attn_kernels::matvec::matvec_scratch_len;
 use attn_kernels::rope::rope_forward;
 
 use super::infer::Tail;
@@ -105,15 +104,10 @@ impl Transformer {
         let n = tokens.len();
         let (c, v, w, at) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width());
         let (nh, nkv, hd, kvw) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, cfg.n_kv_head * cfg.head_dim);
-        let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
+        let (idx, lay) = (&self.idx, self.layout_kind());
         let BatchScratch { x, ln, mean, rstd, qkv, atty, tmp, h, gate, act, logits, partials, .. } = s;
-        let dense = |out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &Lin, ic: usize, oc: usize| {
-            let bias = lin.b.clone().map(|r| &p[r]);
-            match self.qmat(lin) {
-                Some(m) => qmatvec_forward(out, partials, inp, m, bias, n),
-                None => matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, n, ic, oc, lay),
-            }
-        };
+        let dense =
+            |out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &Lin, ic: usize, oc: usize| self.dense_rows(out, partials, inp, lin, n, ic, oc, lay);
         for (r, (cache, &id)) in caches.iter_mut().zip(tokens).enumerate() {
             self.embed_row(&mut x[r * c..(r + 1) * c], id, cache.len);
             if self.rope_is_dynamic() {
@@ -155,11 +149,8 @@ impl Transformer {
         for cache in caches.iter_mut() {
             cache.len += 1;
         }
-        let (Some(nf), Some(head)) = (&idx.norm_f, &idx.head) else { unreachable!("caches exist only for decoders") };
+        let (Some(nf), Some(head)) = (&idx.norm_f, self.head_lin()) else { unreachable!("caches exist only for decoders") };
         self.norm_forward(ln, mean, rstd, x, nf, n);
-        match self.head_qmat() {
-            Some(m) => qmatvec_forward(logits, partials, ln, m, None, n),
-            None => matvec_forward(logits, partials, ln, &p[head.clone()], None, n, c, v, OutIn),
-        }
+        self.dense_rows(logits, partials, ln, &head, n, c, v, OutIn);
     }
 }

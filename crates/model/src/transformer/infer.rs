@@ -177,7 +177,7 @@ impl Transformer {
         }
         self.check_ids("target", targets)?;
         let mut cache = self.new_cache(tokens.len())?;
-        let (Some(nf), Some(head)) = (&self.idx.norm_f, &self.idx.head) else { unreachable!("new_cache refuses encoders") };
+        let (Some(nf), Some(head)) = (&self.idx.norm_f, self.head_lin()) else { unreachable!("new_cache refuses encoders") };
         let mut logits = vec![0.0f32; CHUNK.min(tokens.len()) * v];
         let mut nats = 0.0f64;
         for (chunk, ys) in tokens.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
@@ -185,8 +185,7 @@ impl Transformer {
             let rows = chunk.len();
             let Cache { x, ln, mean, rstd, partials, .. } = &mut cache;
             self.norm_forward(ln, mean, rstd, x, nf, rows);
-            let lin = Lin { w: head.clone(), b: None, q: self.idx.head_q };
-            self.dense(&mut logits, partials, ln, &lin, rows, c, v, OutIn);
+            self.dense(&mut logits, partials, ln, &head, rows, c, v, OutIn);
             for (row, &y) in logits.chunks(v).zip(ys) {
                 let max = row.iter().fold(f32::NEG_INFINITY, |m, &z| m.max(z));
                 let sum: f64 = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
@@ -212,13 +211,28 @@ impl Transformer {
     ) {
         let p = &self.params;
         let bias = lin.b.clone().map(|r| &p[r]);
-        if let Some(m) = self.qmat(lin) {
-            self.dense_q(out, partials, inp, m, bias, rows);
-        } else if rows == 1 {
-            matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, 1, c, oc, lay);
-        } else {
-            matmul_forward(out, inp, &p[lin.w.clone()], bias, rows, c, oc, lay);
+        match self.qmat(lin) {
+            _ if rows == 1 => self.dense_rows(out, partials, inp, lin, 1, c, oc, lay),
+            Some(m) => self.dense_q(out, partials, inp, m, bias, rows),
+            None => matmul_forward(out, inp, &p[lin.w.clone()], bias, rows, c, oc, lay),
         }
+    }
+
+    /// One row per sequence (N rows) through a dense layer, f32 or
+    /// quantized: the matrix-vector kernels, which read each weight once for
+    /// all rows and sum every output in an order independent of N.
+    pub(super) fn dense_rows(&self, out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &Lin, n: usize, c: usize, oc: usize, lay: WeightLayout) {
+        let p = &self.params;
+        let bias = lin.b.clone().map(|r| &p[r]);
+        match self.qmat(lin) {
+            Some(m) => qmatvec_forward(out, partials, inp, m, bias, n),
+            None => matvec_forward(out, partials, inp, &p[lin.w.clone()], bias, n, c, oc, lay),
+        }
+    }
+
+    /// The LM head as a dense layer: (V, C), no bias, quantized or not.
+    pub(super) fn head_lin(&self) -> Option<Lin> {
+        self.idx.head.clone().map(|w| Lin { w, b: None, q: self.idx.head_q })
     }
 
     fn chunk_forward(&self, cache: &mut Cache, tokens: &[u32], want_logits: bool) {
@@ -226,7 +240,7 @@ impl Transformer {
         let (c, v, w, at) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width());
         let (nh, nkv, hd, kvw) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim, cache.kvw);
         let (rows, p0, cap) = (tokens.len(), cache.len, cache.capacity);
-        let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
+        let (idx, lay) = (&self.idx, self.layout_kind());
         if self.rope_is_dynamic() {
             // The frequencies depend on the total length, as transformers
             // recomputes them once a sequence passes the original context.
@@ -262,12 +276,9 @@ impl Transformer {
         }
         // Only the last position's logits are ever needed from a cached pass.
         let last = &x[(rows - 1) * c..rows * c];
-        let (Some(nf), Some(head)) = (&idx.norm_f, &idx.head) else { unreachable!("new_cache refuses encoders") };
+        let (Some(nf), Some(head)) = (&idx.norm_f, self.head_lin()) else { unreachable!("new_cache refuses encoders") };
         self.norm_forward(ln, mean, rstd, last, nf, 1);
-        match self.head_qmat() {
-            Some(m) => qmatvec_forward(logits, partials, ln, m, None, 1),
-            None => matvec_forward(logits, partials, ln, &p[head.clone()], None, 1, c, v, OutIn),
-        }
+        self.dense_rows(logits, partials, ln, &head, 1, c, v, OutIn);
     }
 
     /// The input row of token `id` at position `pos`: its embedding plus a

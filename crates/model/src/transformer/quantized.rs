@@ -190,11 +190,12 @@ impl Transformer {
         save_raw(&dir.join(WEIGHTS_FILE), &tensors, Some(meta))
     }
 
-    /// out = inp @ W + b for `rows` rows when W is quantized: the
-    /// matrix-vector kernel for a few rows, else W widened to f32 (one
-    /// matrix at a time, in a reused buffer) and a GEMM.
+    /// out = inp @ W + b for `rows` rows of one sequence when W is
+    /// quantized: the matrix-vector kernel for a few rows (when the scratch
+    /// holds them), else W widened to f32 (one matrix at a time, in a reused
+    /// buffer) and a GEMM.
     pub(super) fn dense_q(&self, out: &mut [f32], scratch: &mut [f32], inp: &[f32], m: &QMatrix, bias: Option<&[f32]>, rows: usize) {
-        if rows == 1 || (rows <= 8 && scratch.len() >= rows * m.rows) {
+        if rows <= 8 && scratch.len() >= rows * m.rows {
             return qmatvec_forward(out, scratch, inp, m, bias, rows);
         }
         WIDE.with_borrow_mut(|wide| {
@@ -207,10 +208,6 @@ impl Transformer {
     /// The quantized matrix of `lin`, if it has one.
     pub(super) fn qmat(&self, lin: &Lin) -> Option<&QMatrix> {
         lin.q.map(|k| &self.quant.as_ref().expect("quantized index")[k])
-    }
-
-    pub(super) fn head_qmat(&self) -> Option<&QMatrix> {
-        self.idx.head_q.map(|k| &self.quant.as_ref().expect("quantized index")[k])
     }
 
     /// Row `id` of a quantized token embedding, widened into `row`.
