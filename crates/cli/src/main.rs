@@ -195,8 +195,18 @@ pub fn check_new_folder(out: &std::path::Path, what: &str) -> anyhow::Result<()>
 /// first of `from` that has it.
 pub fn copy_tokenizer_files(from: &[&std::path::Path], out: &std::path::Path) -> anyhow::Result<()> {
     use anyhow::Context;
-    for f in ["tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "generation_config.json", "special_tokens_map.json", "vocab.json", "merges.txt"]
-    {
+    for f in [
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+        "special_tokens_map.json",
+        "vocab.json",
+        "merges.txt",
+        "source.spm",
+        "target.spm",
+        "target_vocab.json",
+    ] {
         if let Some(src) = from.iter().map(|d| d.join(f)).find(|p| p.exists()) {
             std::fs::copy(&src, out.join(f)).with_context(|| format!("copying {}", src.display()))?;
         }

@@ -208,3 +208,24 @@ fn bad_translation_input_is_named() {
     let o = attn(&["translate", "--model", lm.to_str().unwrap(), "--beam", "0", "hello"]);
     assert!(!o.status.success() && stderr(&o).contains("--beam"), "{}", stderr(&o));
 }
+
+/// A Hub-style Marian folder (source.spm, target.spm, vocab.json, no
+/// tokenizer.json; tools/reference/marian_spm_golden.py): `attn translate`
+/// tokenizes with its SentencePiece models and gives transformers'
+/// `generate()` tokens and MarianTokenizer's text, greedy and beam 3.
+#[test]
+fn marian_sentencepiece_folder_translates_as_transformers() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("marian_spm_ids.json")).unwrap()).unwrap();
+    let model = root.join("marian_spm");
+    for case in fixture["generate"].as_array().unwrap() {
+        let beam = case["beam"].to_string();
+        let out =
+            attn(&["translate", "--model", model.to_str().unwrap(), "--beam", &beam, "--max-new-tokens", "12", "--json", case["source"].as_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let t = &got["translations"][0];
+        assert_eq!(t["ids"], case["ids"], "beam {beam}: {}", case["source"]);
+        assert_eq!(t["text"], case["text"], "beam {beam}: {}", case["source"]);
+    }
+}

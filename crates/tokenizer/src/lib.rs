@@ -17,7 +17,9 @@
 pub mod bpe;
 mod byte_alphabet;
 pub mod chat;
+pub mod marian;
 pub mod pretok;
+pub mod sentencepiece;
 pub mod spbpe;
 pub mod train;
 pub mod wordpiece;
@@ -50,6 +52,11 @@ pub trait Tokenizer: Send + Sync {
     fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
         self.encode(text)
     }
+    /// The target side of a translation pair: `encode` but for tokenizers
+    /// with a separate target model (Marian's target.spm).
+    fn encode_target(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text)
+    }
     fn decode(&self, ids: &[u32]) -> Result<String>;
     /// The raw bytes of `ids`. Byte-level tokenizers can end a token in the
     /// middle of a UTF-8 character; streaming output goes through this and an
@@ -64,7 +71,9 @@ pub trait Tokenizer: Send + Sync {
 
 /// Loads any tokenizer `--tokenizer` accepts:
 /// - a `tokenizer.json` (character-level WordLevel, or byte-level BPE);
-/// - a folder holding `tokenizer.json`, or `vocab.json` + `merges.txt`;
+/// - a folder holding `tokenizer.json`, `source.spm` + `vocab.json` (Marian),
+///   or `vocab.json` + `merges.txt`;
+/// - a SentencePiece unigram model file (`.model`, `.spm`);
 /// - a `.tiktoken` rank file, with `pattern` (default: GPT-2's for r50k/p50k/gpt2
 ///   file names, cl100k's otherwise) and, for the OpenAI encodings named in
 ///   the file name, their special tokens.
@@ -73,6 +82,9 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
     if path.is_dir() {
         if path.join("tokenizer.json").exists() {
             return load_tokenizer(&path.join("tokenizer.json"), pattern);
+        }
+        if marian::is_marian_dir(path) {
+            return Ok(Box::new(marian::MarianTokenizer::load(path)?));
         }
         let (v, m) = (path.join("vocab.json"), path.join("merges.txt"));
         if v.exists() && m.exists() {
@@ -87,10 +99,13 @@ pub fn load_tokenizer(path: &Path, pattern: Option<&str>) -> Result<Box<dyn Toke
         }
         return Err(TokenizerError::Format {
             path: path.into(),
-            msg: "the folder has no tokenizer.json, vocab.json + merges.txt (GPT-2) or vocab.txt (BERT)".into(),
+            msg: "the folder has no tokenizer.json, source.spm + vocab.json (Marian), vocab.json + merges.txt (GPT-2) or vocab.txt (BERT)".into(),
         });
     }
     let name = path.file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
+    if name.ends_with(".model") || name.ends_with(".spm") {
+        return Ok(Box::new(sentencepiece::SentencePiece::load(path)?));
+    }
     if name.ends_with(".tiktoken") {
         let default = if ["r50k", "p50k", "gpt2"].iter().any(|k| name.contains(k)) { GPT2_PATTERN } else { CL100K_PATTERN };
         // Special tokens are not in rank files; these are OpenAI's published ids.

@@ -78,7 +78,7 @@ pub struct PairIds {
 pub fn encode_pairs(tok: &dyn Tokenizer, pairs: &[Pair], max_len: usize) -> Result<(Vec<PairIds>, Vec<usize>)> {
     let (mut out, mut kept) = (Vec::with_capacity(pairs.len()), Vec::with_capacity(pairs.len()));
     for (i, (s, t)) in pairs.iter().enumerate() {
-        let (src, tgt) = (tok.encode(s)?, tok.encode(t)?);
+        let (src, tgt) = (tok.encode(s)?, tok.encode_target(t)?);
         if src.len() <= max_len && tgt.len() <= max_len {
             out.push(PairIds { src, tgt });
             kept.push(i);
