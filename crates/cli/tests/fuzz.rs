@@ -178,6 +178,9 @@ fn load_tokenizer(dir: &Path) {
         if let Ok(ids) = t.encode("Hello, wörld! 1234 <|endoftext|>") {
             let _ = t.decode(&ids);
         }
+        if let Ok(ids) = t.encode_target(">>es<< ¿Qué? ＡＢＣ ﬁn </s>  ") {
+            let _ = t.decode(&ids);
+        }
     }
 }
 
@@ -267,6 +270,12 @@ fn seeds(root: &Path) -> Vec<Target> {
         }
     }
     std::fs::write(tk.join("tok.tiktoken"), lines).unwrap();
+    // A Hub-style Marian tokenizer folder (SentencePiece models + vocab.json).
+    let spm = mk("marian-spm");
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm");
+    for f in ["source.spm", "target.spm", "vocab.json", "tokenizer_config.json"] {
+        std::fs::copy(fixture.join(f), spm.join(f)).unwrap();
+    }
     let shard = mk("shard");
     let ids = attn_tokenizer::Tokenizer::encode(&ct, &text).unwrap();
     let fp = attn_train::data::tokenizer_fingerprint(&ct);
@@ -291,6 +300,7 @@ fn seeds(root: &Path) -> Vec<Target> {
         t("bpe tokenizer.json", &bpe, &["tokenizer.json"], load_tokenizer),
         t("vocab.json + merges.txt", &vm, &["vocab.json", "merges.txt"], load_tokenizer),
         t(".tiktoken", &tk, &["tok.tiktoken"], load_tokenizer),
+        t("marian .spm + vocab.json", &spm, &["target.spm", "source.spm", "vocab.json"], load_tokenizer),
         t("token shard", &shard, &["val.bin"], load_shard),
         t("run folder", &run, &["config.json", "model.safetensors", "trainer_state.safetensors", "checkpoint.json", "tokenizer.json"], load_run),
     ]

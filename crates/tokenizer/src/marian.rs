@@ -25,8 +25,9 @@ pub struct MarianTokenizer {
     vocab: FxHashMap<String, u32>,
     /// With `separate_vocabs`: the target side's vocabulary.
     target_vocab: Option<FxHashMap<String, u32>>,
-    /// Id -> piece of the vocabulary decoding reads (the target's when separate).
-    tokens: Vec<Option<String>>,
+    /// Id -> piece of the vocabulary decoding reads (the target's when
+    /// separate); a map, as nothing stops a file from using sparse ids.
+    tokens: FxHashMap<u32, String>,
     eos: u32,
     unk: u32,
     specials: Vec<(String, u32)>,
@@ -87,10 +88,7 @@ impl MarianTokenizer {
             specials.push((pad_tok, pad));
         }
         let dec = target_vocab.as_ref().unwrap_or(&vocab);
-        let mut tokens = vec![None; dec.values().max().map_or(0, |&m| m as usize + 1)];
-        for (piece, &i) in dec {
-            tokens[i as usize] = Some(piece.clone());
-        }
+        let tokens = dec.iter().map(|(piece, &i)| (i, piece.clone())).collect();
         Ok(MarianTokenizer { source, target, vocab, target_vocab, tokens, eos, unk, specials })
     }
 
@@ -124,8 +122,8 @@ impl MarianTokenizer {
         let spm = if self.target_vocab.is_some() { &self.target } else { &self.source };
         let (mut out, mut run): (String, Vec<String>) = (String::new(), Vec::new());
         for &id in ids {
-            let piece = match self.tokens.get(id as usize) {
-                Some(Some(p)) => p.clone(),
+            let piece = match self.tokens.get(&id) {
+                Some(p) => p.clone(),
                 _ => spm.piece(id).map(str::to_string).ok_or(TokenizerError::IdOutOfRange { id, vocab: self.tokens.len() })?,
             };
             if self.specials.iter().any(|(s, _)| *s == piece) {
