@@ -93,6 +93,31 @@ fn sigkill_at_60_random_instants_always_resumes() {
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     assert!(!dir.path().join(".run.attn-new").exists());
+    // The killed runs' lock files were taken over, and the last run released its own.
+    assert!(!dir.path().join(".run.attn-lock").exists());
+}
+
+/// A second `attn train` into the folder a live run is writing (fresh with
+/// --overwrite, or --resume) is refused with the other process named, and
+/// the first run goes on to finish whole.
+#[test]
+fn a_second_run_into_a_live_runs_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let first = Command::new(env!("CARGO_BIN_EXE_attn")).args(args(data_s, out_s, "60")).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    for extra in [vec!["--overwrite"], vec!["--resume"]] {
+        let o = attn(&[args(data_s, out_s, "5"), extra.clone()].concat());
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(err.contains("another attn process") && err.contains(&first.id().to_string()) && err.contains(out_s), "{extra:?}: {err}");
+    }
+    let o = first.wait_with_output().unwrap();
+    assert!(o.status.success(), "the first run: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(steps_logged(&out), (1..=60).collect::<Vec<_>>(), "the first run is whole");
+    assert!(!dir.path().join(".run.attn-lock").exists(), "the lock is released");
 }
 
 #[cfg(unix)]

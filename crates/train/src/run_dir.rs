@@ -9,6 +9,11 @@
 //!   ones. `recover` finishes a committed checkpoint (renames what is left)
 //!   or discards an uncommitted one, so a crash at any instant leaves the
 //!   previous checkpoint or the new one, both whole.
+//! - One process at a time writes a run: `RunLock` holds a lock file beside
+//!   `--out` naming the process, so a second `attn train` into the same
+//!   folder (fresh, `--overwrite` or `--resume`) is refused instead of
+//!   deleting the first one's staging folder or interleaving checkpoints; a
+//!   lock whose process is gone (a crash, SIGKILL) is taken over.
 
 use std::path::{Path, PathBuf};
 
@@ -171,4 +176,66 @@ pub fn publish(staging: &Path, out: &Path) -> Result<()> {
         std::fs::remove_dir_all(&aside).map_err(TrainError::io(&aside))?;
     }
     Ok(())
+}
+
+/// The lock on a run folder, released when dropped.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock on `out`, refusing while another live process holds it.
+    pub fn acquire(out: &Path) -> Result<RunLock> {
+        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "run".into());
+        let path = out.with_file_name(format!(".{name}.attn-lock"));
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(TrainError::io(parent))?;
+        }
+        let me = std::process::id();
+        for _ in 0..2 {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(mut f) => {
+                    use std::io::Write;
+                    f.write_all(format!("{me}\n").as_bytes()).map_err(TrainError::io(&path))?;
+                    return Ok(RunLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let holder = std::fs::read_to_string(&path).ok().and_then(|t| t.trim().parse::<u32>().ok());
+                    if let Some(pid) = holder.filter(|&p| p != me && process_alive(p)) {
+                        return Err(TrainError::Config(format!(
+                            "--out {} is being written by another attn process (pid {pid}, lock {}); wait for it to finish or stop it, or choose another --out",
+                            out.display(),
+                            path.display()
+                        )));
+                    }
+                    // Left by a process that is gone: take it over.
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => return Err(TrainError::io(&path)(e)),
+            }
+        }
+        Err(TrainError::Config(format!("could not take the lock {} on --out {}", path.display(), out.display())))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(unix)]
+fn process_alive(pid: u32) -> bool {
+    // Signal 0 checks that the process exists without touching it; EPERM
+    // means it exists but belongs to someone else.
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    // SAFETY: kill with signal 0 sends nothing.
+    unsafe { libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) }
+}
+
+#[cfg(not(unix))]
+fn process_alive(_pid: u32) -> bool {
+    // Without a way to ask, a lock file is trusted to be live.
+    true
 }

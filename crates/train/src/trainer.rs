@@ -253,6 +253,7 @@ pub fn eval_loss(model: &mut Transformer, val: &TokenShard, cfg: &TrainConfig, x
 /// checkpoint) or a resumed one.
 pub fn train(run: &TrainRun) -> Result<TrainSummary> {
     run.config.validate(run.model.n_ctx)?;
+    let _lock = run_dir::RunLock::acquire(&run.out)?;
     if run.resume {
         if let Some(note) = run_dir::recover(&run.out)? {
             eprintln!("note: {}: an interrupted checkpoint was found: {note}", run.out.display());

@@ -288,6 +288,7 @@ pub fn train_translation(run: &TranslationRun) -> Result<TranslationSummary> {
             val.len()
         )));
     }
+    let _lock = run_dir::RunLock::acquire(&run.out)?;
     let staging = run_dir::staging_path(&run.out);
     let mut s = if run.resume {
         if let Some(note) = run_dir::recover(&run.out)? {
