@@ -264,7 +264,13 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     let threads = rayon::current_num_threads();
     let peak = gemm_peak(1024);
     let mut model = attn_model::Transformer::new(arch, 0)?;
-    let mut opt = Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, model.layout());
+    let mut opt = Optimizer::new(
+        OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
+        0.1,
+        DecayRule::Matrices,
+        model.layout(),
+        attn_train::optim::MomentDtype::F32,
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let v = model.vocab_size() as u32;
     let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();

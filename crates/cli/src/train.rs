@@ -17,6 +17,22 @@ pub(crate) enum Opt {
     Sgd,
 }
 
+/// How the optimizer stores its moments.
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub(crate) enum OptDtype {
+    F32,
+    Bf16,
+}
+
+impl OptDtype {
+    pub(crate) fn moments(self) -> attn_train::optim::MomentDtype {
+        match self {
+            OptDtype::F32 => attn_train::optim::MomentDtype::F32,
+            OptDtype::Bf16 => attn_train::optim::MomentDtype::Bf16,
+        }
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
 pub(crate) enum Task {
     /// Next-token prediction on plain text
@@ -168,6 +184,9 @@ pub struct TrainArgs {
     /// Also decay embeddings (nanoGPT's rule); by default only matrices decay
     #[arg(long)]
     pub(crate) decay_embeddings: bool,
+    /// Optimizer moments in f32, or bf16 (half their memory; updates computed in f32)
+    #[arg(long, value_enum, default_value = "f32")]
+    pub(crate) optimizer_dtype: OptDtype,
     /// AdamW first-moment decay
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
     beta1: f32,
@@ -267,6 +286,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         weight_decay: a.weight_decay,
         optimizer: optimizer_of(&a, 1e-8),
         decay_rule: if a.decay_embeddings { DecayRule::MatricesAndEmbeddings } else { DecayRule::Matrices },
+        optimizer_dtype: a.optimizer_dtype.moments(),
         grad_clip: a.grad_clip,
         eval_every: a.eval_every,
         eval_batches: a.eval_batches,
@@ -301,6 +321,9 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         if given("decay_embeddings") {
             c.decay_rule = fresh.decay_rule;
+        }
+        if given("optimizer_dtype") {
+            c.optimizer_dtype = fresh.optimizer_dtype;
         }
         if given("loss_on") || given("task") {
             c.loss_on = fresh.loss_on;

@@ -278,3 +278,55 @@ fn llama_trains_resumes_and_generates() {
     let o = attn(&["inspect", "attention", "--model", a.to_str().unwrap(), "--text", "Line 3: the fox", "--layer", "3", "--head", "3"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+/// `--optimizer-dtype bf16`: the trainer state holds the moments as BF16
+/// (half the bytes), a halted run resumes to the same losses and weights bit
+/// for bit, and the run differs from the f32 one only by the moments'
+/// rounding.
+#[test]
+fn bf16_moments_halve_the_state_and_resume_bit_for_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b, f) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("f32"));
+    let (data, a_s, b_s, f_s) = (data.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap(), f.to_str().unwrap());
+    let bf16 = |out: &str, extra: &[&'static str]| {
+        let mut v = train_args(data, out, "10");
+        v.extend(["--optimizer-dtype", "bf16"]);
+        v.extend(extra);
+        attn(&v)
+    };
+    let o = bf16(a_s, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bf16(b_s, &["--halt-at", "6"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The resumed run takes the moments' dtype from its saved options.
+    let o = attn(&[train_args(data, b_s, "10"), vec!["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Every step's train loss, and the val losses of the uninterrupted run
+    // (the halted run also evaluated at its halt step).
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), lb.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>());
+    for (ra, rb) in la.iter().zip(&lb).filter(|(ra, _)| ra.2.is_some()) {
+        assert_eq!(ra.2, rb.2, "val loss at step {}", ra.0);
+    }
+    let (ma, _) = attn_model::Transformer::load(&a).unwrap();
+    let (mb, _) = attn_model::Transformer::load(&b).unwrap();
+    assert!(ma.params == mb.params, "final weights differ after the resume");
+
+    let o = attn(&train_args(data, f_s, "10"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let state = |d: &Path| attn_model::checkpoint::TensorFile::open(&d.join("trainer_state.safetensors")).unwrap();
+    let (sa, sf) = (state(&a), state(&f));
+    for name in ["m", "v"] {
+        assert_eq!(sa.dtype(name).unwrap(), attn_model::checkpoint::Dtype::BF16, "{name}");
+        assert_eq!(sf.dtype(name).unwrap(), attn_model::checkpoint::Dtype::F32, "{name}");
+    }
+    let size = |d: &Path| std::fs::metadata(d.join("trainer_state.safetensors")).unwrap().len();
+    assert!(size(&a) * 10 < size(&f) * 6, "bf16 state {} bytes vs f32 {}", size(&a), size(&f));
+    // Same data and initialisation: the first step's loss is equal, and the
+    // runs part only by rounding after that.
+    let (la, lf) = (losses(&a), losses(&f));
+    assert_eq!(la[0].1, lf[0].1);
+    let (ea, ef) = (f32::from_bits(la[9].1), f32::from_bits(lf[9].1));
+    assert!((ea - ef).abs() < 0.02 * ef, "step 10: bf16 moments {ea}, f32 {ef}");
+}

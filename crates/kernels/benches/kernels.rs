@@ -88,6 +88,11 @@ fn bench_optimizer(c: &mut Criterion) {
     let pl = pool(2);
     let h = AdamW { lr: 1e-4, beta1: 0.9, beta2: 0.99, eps: 1e-8, weight_decay: 0.1, step: 1, grad_scale: 1.0 };
     g.bench_function("adamw/gpt2-124m/t2", |b| pl.install(|| b.iter(|| adamw_update(&mut p, &grads, &mut m, &mut v, h))));
+    drop((m, v));
+    // bf16 moments: 20 bytes a parameter.
+    let (mut m, mut v) = (vec![attn_kernels::optim::Bf16::default(); n], vec![attn_kernels::optim::Bf16::default(); n]);
+    g.throughput(Throughput::Bytes((n * 20) as u64));
+    g.bench_function("adamw-bf16-moments/gpt2-124m/t2", |b| pl.install(|| b.iter(|| adamw_update(&mut p, &grads, &mut m, &mut v, h))));
 }
 
 fn bench_other(c: &mut Criterion) {

@@ -6,6 +6,40 @@ use rayon::prelude::*;
 
 const CHUNK: usize = 32 * 1024;
 
+/// How an optimizer moment is stored: f32, or bf16 (half the memory; each
+/// update computes in f32 and rounds the moment to nearest even).
+pub trait Moment: Copy + Send + Sync {
+    fn get(self) -> f32;
+    fn put(x: f32) -> Self;
+}
+
+impl Moment for f32 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn put(x: f32) -> Self {
+        x
+    }
+}
+
+/// A bf16 moment (the high 16 bits of an f32).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(transparent)]
+pub struct Bf16(pub u16);
+
+impl Moment for Bf16 {
+    #[inline(always)]
+    fn get(self) -> f32 {
+        crate::quant::bf16_to_f32(self.0)
+    }
+    #[inline(always)]
+    fn put(x: f32) -> Self {
+        Bf16(crate::quant::bf16_bits(x))
+    }
+}
+
 /// Hyperparameters of one AdamW step.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamW {
@@ -22,12 +56,13 @@ pub struct AdamW {
 }
 
 /// AdamW with decoupled weight decay, in the operation order of
-/// `torch.optim.AdamW` so that results agree to float rounding.
-pub fn adamw_update(
+/// `torch.optim.AdamW` so that results agree to float rounding (with f32
+/// moments; bf16 moments are widened, updated in f32 and rounded back).
+pub fn adamw_update<M: Moment>(
     params: &mut [f32], // (P)
     grads: &[f32],      // (P)
-    m: &mut [f32],      // (P) first moment
-    v: &mut [f32],      // (P) second moment
+    m: &mut [M],        // (P) first moment
+    v: &mut [M],        // (P) second moment
     h: AdamW,
 ) {
     assert!(grads.len() == params.len() && m.len() == params.len() && v.len() == params.len());
@@ -40,10 +75,15 @@ pub fn adamw_update(
         for i in 0..p.len() {
             let gi = g[i] * h.grad_scale;
             p[i] *= decay;
-            m[i] += (gi - m[i]) * (1.0 - h.beta1);
-            v[i] = v[i] * h.beta2 + (1.0 - h.beta2) * gi * gi;
-            let denom = v[i].sqrt() / bc2_sqrt + h.eps;
-            p[i] -= step_size * m[i] / denom;
+            let (mut mi, mut vi) = (m[i].get(), v[i].get());
+            mi += (gi - mi) * (1.0 - h.beta1);
+            vi = vi * h.beta2 + (1.0 - h.beta2) * gi * gi;
+            // The update uses the moments as stored, so a run resumed from
+            // its checkpoint takes the same steps.
+            (m[i], v[i]) = (M::put(mi), M::put(vi));
+            let (mi, vi) = (m[i].get(), v[i].get());
+            let denom = vi.sqrt() / bc2_sqrt + h.eps;
+            p[i] -= step_size * mi / denom;
         }
     });
 }
@@ -61,10 +101,10 @@ pub struct Sgd {
 }
 
 /// SGD with momentum and (coupled, L2) weight decay, as `torch.optim.SGD`.
-pub fn sgd_update(
-    params: &mut [f32],   // (P)
-    grads: &[f32],        // (P)
-    momentum: &mut [f32], // (P)
+pub fn sgd_update<M: Moment>(
+    params: &mut [f32], // (P)
+    grads: &[f32],      // (P)
+    momentum: &mut [M], // (P)
     h: Sgd,
 ) {
     assert!(grads.len() == params.len() && momentum.len() == params.len());
@@ -74,8 +114,8 @@ pub fn sgd_update(
             let d = if h.momentum == 0.0 {
                 gi
             } else {
-                buf[i] = if h.first_step { gi } else { h.momentum * buf[i] + gi };
-                buf[i]
+                buf[i] = M::put(if h.first_step { gi } else { h.momentum * buf[i].get() + gi });
+                buf[i].get()
             };
             p[i] -= h.lr * d;
         }

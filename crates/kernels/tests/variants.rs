@@ -144,6 +144,37 @@ fn adamw_matches_scalar_formula() {
     }
 }
 
+/// bf16 moments: each step is the f32 update with the moments rounded to
+/// bf16 (nearest even) as they are stored, and then used as stored.
+#[test]
+fn adamw_with_bf16_moments_rounds_them_as_stored() {
+    use attn_kernels::optim::Bf16;
+    use attn_kernels::quant::{bf16_bits, bf16_to_f32};
+    let n = 1000;
+    let g: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) * 1e-3).collect();
+    let (mut p, mut rp) = (vec![0.3f32; n], vec![0.3f32; n]);
+    let (mut m, mut v) = (vec![Bf16::default(); n], vec![Bf16::default(); n]);
+    let (mut rm, mut rv) = (vec![0.0f32; n], vec![0.0f32; n]);
+    let (b1, b2, eps, lr, wd) = (0.9f32, 0.95f32, 1e-8f32, 1e-2f32, 0.1f32);
+    for step in 1..=5u64 {
+        let h = AdamW { lr, beta1: b1, beta2: b2, eps, weight_decay: wd, step, grad_scale: 0.5 };
+        adamw_update(&mut p, &g, &mut m, &mut v, h);
+        let bc1 = 1.0 - (b1 as f64).powi(step as i32);
+        let bc2 = (1.0 - (b2 as f64).powi(step as i32)).sqrt() as f32;
+        for i in 0..n {
+            let gi = g[i] * 0.5;
+            rp[i] *= 1.0 - lr * wd;
+            rm[i] = bf16_to_f32(bf16_bits(rm[i] + (gi - rm[i]) * (1.0 - b1)));
+            rv[i] = bf16_to_f32(bf16_bits(rv[i] * b2 + (1.0 - b2) * gi * gi));
+            rp[i] -= (lr as f64 / bc1) as f32 * rm[i] / (rv[i].sqrt() / bc2 + eps);
+        }
+    }
+    for i in 0..n {
+        assert_eq!(p[i].to_bits(), rp[i].to_bits(), "parameter {i}");
+        assert_eq!(bf16_to_f32(m[i].0).to_bits(), rm[i].to_bits(), "first moment {i}");
+    }
+}
+
 #[test]
 fn sgd_momentum_and_clipping() {
     let (mut p, g) = (vec![1.0f32, 1.0], vec![1.0f32, -2.0]);

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use safetensors::tensor::{Dtype, TensorView};
+pub use safetensors::tensor::Dtype;
+use safetensors::tensor::TensorView;
 use safetensors::SafeTensors;
 
 use crate::error::{io_err, ModelError, Result};

@@ -2,9 +2,84 @@
 
 use std::ops::Range;
 
-use attn_kernels::optim::{adamw_update, clip_coefficient, grad_norm, sgd_update, AdamW, Sgd};
+use attn_kernels::optim::{adamw_update, clip_coefficient, grad_norm, sgd_update, AdamW, Bf16, Moment, Sgd};
+use attn_model::checkpoint::{Dtype, RawTensor, TensorFile};
 use attn_model::params::{ParamKind, ParamLayout};
 use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// How the optimizer stores its moments (`--optimizer-dtype`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MomentDtype {
+    #[default]
+    F32,
+    /// Half the memory of f32 moments (AdamW: 4 bytes a parameter instead
+    /// of 8); every update computes in f32 and rounds to nearest even.
+    Bf16,
+}
+
+impl MomentDtype {
+    pub fn is_f32(&self) -> bool {
+        *self == MomentDtype::F32
+    }
+}
+
+/// One moment buffer, in the parameters' layout.
+pub enum Moments {
+    F32(Vec<f32>),
+    Bf16(Vec<Bf16>),
+}
+
+impl Moments {
+    fn zeros(dtype: MomentDtype, n: usize) -> Self {
+        match dtype {
+            MomentDtype::F32 => Moments::F32(vec![0.0; n]),
+            MomentDtype::Bf16 => Moments::Bf16(vec![Bf16::default(); n]),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Moments::F32(x) => x.len(),
+            Moments::Bf16(x) => x.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The moments widened to f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            Moments::F32(x) => x.clone(),
+            Moments::Bf16(x) => x.iter().map(|h| h.get()).collect(),
+        }
+    }
+
+    /// As a checkpoint tensor (F32 or BF16).
+    pub fn raw(&self, name: &str) -> RawTensor {
+        match self {
+            Moments::F32(x) => (name.into(), Dtype::F32, vec![x.len()], x.iter().flat_map(|v| v.to_le_bytes()).collect()),
+            Moments::Bf16(x) => (name.into(), Dtype::BF16, vec![x.len()], x.iter().flat_map(|h| h.0.to_le_bytes()).collect()),
+        }
+    }
+
+    /// Reads a checkpoint tensor of either dtype (a bf16 one into f32
+    /// moments exactly, an f32 one into bf16 moments rounded).
+    fn load(&mut self, state: &TensorFile, name: &str) -> Result<()> {
+        let n = self.len();
+        let mut wide = vec![0.0f32; n];
+        state.read_into(name, &[n], &mut wide)?;
+        *self = match self {
+            Moments::F32(_) => Moments::F32(wide),
+            Moments::Bf16(_) => Moments::Bf16(wide.into_iter().map(Bf16::put).collect()),
+        };
+        Ok(())
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
@@ -30,15 +105,15 @@ pub struct Optimizer {
     /// (range in the flat buffer, whether it decays), one per tensor.
     groups: Vec<(Range<usize>, bool)>,
     /// AdamW first moment, or SGD momentum.
-    pub m: Vec<f32>,
+    pub m: Moments,
     /// AdamW second moment (empty for SGD).
-    pub v: Vec<f32>,
+    pub v: Moments,
     /// Steps taken so far.
     pub step: u64,
 }
 
 impl Optimizer {
-    pub fn new(kind: OptimizerKind, weight_decay: f32, rule: DecayRule, layout: &ParamLayout) -> Self {
+    pub fn new(kind: OptimizerKind, weight_decay: f32, rule: DecayRule, layout: &ParamLayout, dtype: MomentDtype) -> Self {
         let groups = layout
             .entries
             .iter()
@@ -53,10 +128,28 @@ impl Optimizer {
             .collect();
         let n = layout.total();
         let v = match kind {
-            OptimizerKind::AdamW { .. } => vec![0.0; n],
-            OptimizerKind::Sgd { .. } => Vec::new(),
+            OptimizerKind::AdamW { .. } => Moments::zeros(dtype, n),
+            OptimizerKind::Sgd { .. } => Moments::zeros(dtype, 0),
         };
-        Optimizer { kind, weight_decay, groups, m: vec![0.0; n], v, step: 0 }
+        Optimizer { kind, weight_decay, groups, m: Moments::zeros(dtype, n), v, step: 0 }
+    }
+
+    /// The moments as checkpoint tensors "m" (and "v" for AdamW).
+    pub fn state_tensors(&self) -> Vec<RawTensor> {
+        let mut t = vec![self.m.raw("m")];
+        if !self.v.is_empty() {
+            t.push(self.v.raw("v"));
+        }
+        t
+    }
+
+    /// Reads the moments `state_tensors` wrote.
+    pub fn load_state(&mut self, state: &TensorFile) -> Result<()> {
+        self.m.load(state, "m")?;
+        if !self.v.is_empty() {
+            self.v.load(state, "v")?;
+        }
+        Ok(())
     }
 
     /// One optimizer step: measures the global gradient norm, clips to
@@ -77,20 +170,19 @@ impl Optimizer {
         self.step += 1;
         for (r, decays) in &self.groups {
             let wd = if *decays { self.weight_decay } else { 0.0 };
-            match self.kind {
-                OptimizerKind::AdamW { beta1, beta2, eps } => adamw_update(
-                    &mut params[r.clone()],
-                    &grads[r.clone()],
-                    &mut self.m[r.clone()],
-                    &mut self.v[r.clone()],
-                    AdamW { lr, beta1, beta2, eps, weight_decay: wd, step: self.step, grad_scale },
-                ),
-                OptimizerKind::Sgd { momentum } => sgd_update(
-                    &mut params[r.clone()],
-                    &grads[r.clone()],
-                    &mut self.m[r.clone()],
-                    Sgd { lr, momentum, weight_decay: wd, first_step: self.step == 1, grad_scale },
-                ),
+            let (p, g) = (&mut params[r.clone()], &grads[r.clone()]);
+            let sgd = |momentum| Sgd { lr, momentum, weight_decay: wd, first_step: self.step == 1, grad_scale };
+            match (self.kind, &mut self.m, &mut self.v) {
+                (OptimizerKind::AdamW { beta1, beta2, eps }, m, v) => {
+                    let h = AdamW { lr, beta1, beta2, eps, weight_decay: wd, step: self.step, grad_scale };
+                    match (m, v) {
+                        (Moments::F32(m), Moments::F32(v)) => adamw_update(p, g, &mut m[r.clone()], &mut v[r.clone()], h),
+                        (Moments::Bf16(m), Moments::Bf16(v)) => adamw_update(p, g, &mut m[r.clone()], &mut v[r.clone()], h),
+                        _ => unreachable!("both moments are made with one dtype"),
+                    }
+                }
+                (OptimizerKind::Sgd { momentum }, Moments::F32(m), _) => sgd_update(p, g, &mut m[r.clone()], sgd(momentum)),
+                (OptimizerKind::Sgd { momentum }, Moments::Bf16(m), _) => sgd_update(p, g, &mut m[r.clone()], sgd(momentum)),
             }
         }
     }
@@ -106,14 +198,14 @@ mod tests {
     fn non_finite_gradients_are_never_applied() {
         let layout = attn_model::Transformer::zeros(attn_model::TransformerConfig::gpt2(5, 4, 1, 1, 4)).unwrap().layout;
         let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.99, eps: 1e-8 };
-        let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &layout);
+        let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &layout, MomentDtype::F32);
         let mut params = vec![1.0f32; layout.total()];
         for bad in [f32::NAN, f32::INFINITY] {
             let mut grads = vec![0.5; layout.total()];
             grads[1] = bad;
             let norm = opt.step(&mut params, &grads, 1e-2, 1.0);
             assert!(!norm.is_finite());
-            assert!(params.iter().all(|&p| p == 1.0) && opt.m.iter().all(|&m| m == 0.0) && opt.step == 0);
+            assert!(params.iter().all(|&p| p == 1.0) && opt.m.to_f32().iter().all(|&m| m == 0.0) && opt.step == 0);
         }
         opt.step(&mut params, &vec![0.5; layout.total()], 1e-2, 1.0);
         assert!(params.iter().any(|&p| p < 1.0) && opt.step == 1);

@@ -57,7 +57,7 @@ fn start_classify(run: &TrainRun, dir: &Path) -> Result<Session> {
             std::fs::copy(init.join(f), dir.join(f)).map_err(TrainError::io(&dir.join(f)))?;
         }
     }
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout(), run.config.optimizer_dtype);
     Ok(Session {
         model,
         opt,
@@ -229,7 +229,7 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
     };
     let mut model = model;
     let lora_base = attach_lora(run, &mut model)?;
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout(), run.config.optimizer_dtype);
     Ok(Session {
         model,
         opt,
@@ -362,12 +362,8 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
         }
         Data::Text { train, val }
     };
-    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
-    let n = model.trainable_layout().total();
-    state.read_into("m", &[n], &mut opt.m)?;
-    if !opt.v.is_empty() {
-        state.read_into("v", &[n], &mut opt.v)?;
-    }
+    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout(), run.config.optimizer_dtype);
+    opt.load_state(&state)?;
     opt.step = meta.get("optimizer_step").and_then(|s| s.parse().ok()).unwrap_or(step as u64);
     Ok(Session {
         model,

@@ -362,7 +362,7 @@ pub(crate) fn start_fresh(run: &TrainRun, dir: &Path) -> Result<Session> {
     tok.save(&dir.join(TOKENIZER_FILE))?;
     template.save_to_dir(dir)?;
     let data = load_data(run, tok.as_ref(), &template)?;
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout());
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, model.trainable_layout(), run.config.optimizer_dtype);
     Ok(Session {
         model,
         opt,

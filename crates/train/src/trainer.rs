@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use attn_model::checkpoint::{save_tensors, WEIGHTS_FILE};
+use attn_model::checkpoint::WEIGHTS_FILE;
 use attn_model::lora::ADAPTER_WEIGHTS;
 use attn_model::{Transformer, TransformerConfig};
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::TokenShard;
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_run, StepRecord};
-use crate::optim::{DecayRule, OptimizerKind};
+use crate::optim::{DecayRule, MomentDtype, OptimizerKind};
 use crate::run_dir;
 use crate::session::{self, Session};
 
@@ -38,6 +38,9 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     pub optimizer: OptimizerKind,
     pub decay_rule: DecayRule,
+    /// How the optimizer stores its moments (`--optimizer-dtype`).
+    #[serde(default, skip_serializing_if = "MomentDtype::is_f32")]
+    pub optimizer_dtype: MomentDtype,
     /// Global-norm clip; 0 disables.
     pub grad_clip: f32,
     pub eval_every: usize,
@@ -227,12 +230,7 @@ pub(crate) fn commit_checkpoint(
         meta.insert("optimizer_step".into(), opt.step.to_string());
         meta.insert("data_fingerprint".into(), data_fingerprint.to_string());
         meta.insert("train_config".into(), train_config);
-        let n = opt.m.len();
-        let mut tensors: Vec<(&str, Vec<usize>, &[f32])> = vec![("m", vec![n], &opt.m)];
-        if !opt.v.is_empty() {
-            tensors.push(("v", vec![n], &opt.v));
-        }
-        save_tensors(state_next, &tensors, Some(meta))?;
+        attn_model::checkpoint::save_raw(state_next, &opt.state_tensors(), Some(meta))?;
         Ok(())
     })
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::corpus_fingerprint;
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_run, MetricsLog, StepRecord};
-use crate::optim::{DecayRule, Optimizer, OptimizerKind};
+use crate::optim::{DecayRule, MomentDtype, Optimizer, OptimizerKind};
 use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, PairIds};
 use crate::run_dir::{self, STATE_FILE};
 use crate::trainer::{checkpoint_failed, commit_checkpoint, publish_at_first_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
@@ -50,6 +50,9 @@ pub struct TranslationConfig {
     pub weight_decay: f32,
     pub optimizer: OptimizerKind,
     pub decay_rule: DecayRule,
+    /// How the optimizer stores its moments (`--optimizer-dtype`).
+    #[serde(default, skip_serializing_if = "MomentDtype::is_f32")]
+    pub optimizer_dtype: MomentDtype,
     pub grad_clip: f32,
     pub label_smoothing: f32,
     pub eval_every: usize,
@@ -200,7 +203,7 @@ fn fresh(run: &TranslationRun, dir: &Path, train: &[Pair]) -> Result<State> {
     cfg.decoder_start_token_id = pad;
     let model = Seq2Seq::new(cfg, run.config.seed)?;
     tok.save(&dir.join(TOKENIZER_FILE))?;
-    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
+    let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout, run.config.optimizer_dtype);
     Ok(State {
         dir: dir.to_path_buf(),
         model,
@@ -238,12 +241,8 @@ fn resumed(run: &TranslationRun) -> Result<State> {
     if meta.get("data_fingerprint").and_then(|s| s.parse::<u64>().ok()).is_some_and(|f| f != fingerprint) {
         return Err(rerr("the data files differ from those the run was started with; pass the original ones to continue it".into()));
     }
-    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout);
-    let n = model.layout.total();
-    state.read_into("m", &[n], &mut opt.m)?;
-    if !opt.v.is_empty() {
-        state.read_into("v", &[n], &mut opt.v)?;
-    }
+    let mut opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout, run.config.optimizer_dtype);
+    opt.load_state(&state)?;
     opt.step = meta.get("optimizer_step").and_then(|s| s.parse().ok()).unwrap_or(step as u64);
     Ok(State {
         dir: run.out.clone(),
