@@ -19,12 +19,18 @@ testdata/marian_spm_ids.json: texts, the pieces `sentencepiece` cuts them
 into, the ids MarianTokenizer (transformers) gives them as sources and as
 targets, and what it decodes back, for crates/tokenizer/tests/sentencepiece.rs.
 
+"separate" holds the same for a separate_vocabs folder
+(testdata/marian_spm_separate: vocab.json of the source model's pieces,
+target_vocab.json of the target model's).
+
 Run after tools/reference/setup.sh 5 and scripts/fetch_bible_pairs.sh:
   .cache/venv-ref5/bin/python tools/reference/marian_spm_golden.py
 """
 import io
 import json
 import os
+import shutil
+import tempfile
 
 import sentencepiece as spm
 import torch
@@ -106,7 +112,35 @@ for beam in (1, 3):
             row = row[:-1]
         generate.append({"source": s, "beam": beam, "ids": row, "text": tok.decode(row)})
 print(generate)
-json.dump({"transformers": transformers.__version__, "sentencepiece": spm.__version__, "cases": cases, "generate": generate},
+
+# A separate_vocabs folder (as multilingual Marian models ship): vocab.json
+# holds the source model's pieces, target_vocab.json the target model's.
+# Only the JSON files are committed (testdata/marian_spm_separate/); the test
+# copies the .spm files in from testdata/marian_spm.
+sep = "testdata/marian_spm_separate"
+os.makedirs(sep, exist_ok=True)
+for name, m in [("vocab.json", models["source"]), ("target_vocab.json", models["target"])]:
+    v = {"</s>": 0, "<unk>": 1}
+    for i in range(m.get_piece_size()):
+        p = m.id_to_piece(i)
+        if p not in v and not m.is_control(i) and not m.is_unknown(i):
+            v[p] = len(v)
+    v["<pad>"] = len(v)
+    json.dump(v, open(os.path.join(sep, name), "w", encoding="utf-8"), ensure_ascii=False, indent=1)
+json.dump({"source_lang": "en", "target_lang": "es", "separate_vocabs": True, "tokenizer_class": "MarianTokenizer"},
+          open(os.path.join(sep, "tokenizer_config.json"), "w"), indent=1)
+tmp = tempfile.mkdtemp()
+for f in os.listdir(sep):
+    shutil.copy(os.path.join(sep, f), tmp)
+for f in ("source.spm", "target.spm"):
+    shutil.copy(os.path.join(out, f), tmp)
+stok = MarianTokenizer.from_pretrained(tmp)
+separate = []
+for s in samples:
+    tgt = stok(text_target=s)["input_ids"]
+    separate.append({"text": s, "source_ids": stok(s)["input_ids"], "target_ids": tgt,
+                     "decoded": stok.decode(tgt, skip_special_tokens=True), "decoded_specials": stok.decode(tgt)})
+json.dump({"transformers": transformers.__version__, "sentencepiece": spm.__version__, "cases": cases, "generate": generate, "separate": separate},
           open("testdata/marian_spm_ids.json", "w", encoding="utf-8"), ensure_ascii=False, indent=1)
 for c in cases[:3] + cases[3:5]:
     print(c["text"][:40], c["source_pieces"][:8], c["source_ids"][:8], repr(c["decoded"][:50]))

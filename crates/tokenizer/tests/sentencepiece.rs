@@ -111,3 +111,30 @@ fn save_writes_the_folder_files_back() {
     }
     assert!(!dir.path().join("tokenizer.json").exists(), "no tokenizer.json is claimed");
 }
+
+/// A `separate_vocabs` folder: sources through vocab.json, targets and
+/// decoding through target_vocab.json, as MarianTokenizer does.
+#[test]
+fn separate_vocabularies_match_transformers() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["vocab.json", "target_vocab.json", "tokenizer_config.json"] {
+        std::fs::copy(testdata("marian_spm_separate").join(f), dir.path().join(f)).unwrap();
+    }
+    for f in ["source.spm", "target.spm"] {
+        std::fs::copy(testdata("marian_spm").join(f), dir.path().join(f)).unwrap();
+    }
+    let tok = MarianTokenizer::load(dir.path()).unwrap();
+    let f: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(testdata("marian_spm_ids.json")).unwrap()).unwrap();
+    for case in f["separate"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text).unwrap(), ids(&case["source_ids"]), "source ids of {text:?}");
+        let target = ids(&case["target_ids"]);
+        assert_eq!(tok.encode_target(text).unwrap(), target, "target ids of {text:?}");
+        assert_eq!(tok.decode(&target).unwrap(), case["decoded_specials"].as_str().unwrap(), "decode of {text:?}");
+        assert_eq!(tok.decode_skipping_specials(&target).unwrap(), case["decoded"].as_str().unwrap(), "decode of {text:?}");
+    }
+    // Without target_vocab.json the folder is refused, naming the setting.
+    std::fs::remove_file(dir.path().join("target_vocab.json")).unwrap();
+    let err = MarianTokenizer::load(dir.path()).err().expect("missing target vocabulary").to_string();
+    assert!(err.contains("separate_vocabs") && err.contains("target_vocab.json"), "{err}");
+}
