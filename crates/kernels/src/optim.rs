@@ -2,6 +2,7 @@
 //! The model calls these once per parameter group (a contiguous run of the
 //! flat buffer with one weight-decay setting).
 
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 const CHUNK: usize = 32 * 1024;
@@ -71,21 +72,41 @@ pub fn adamw_update<M: Moment>(
     let step_size = (h.lr as f64 / bc1) as f32;
     let bc2_sqrt = bc2.sqrt() as f32;
     let decay = 1.0 - h.lr * h.weight_decay;
-    params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK))).for_each(|((p, g), (m, v))| {
-        for i in 0..p.len() {
-            let gi = g[i] * h.grad_scale;
-            p[i] *= decay;
-            let (mut mi, mut vi) = (m[i].get(), v[i].get());
-            mi += (gi - mi) * (1.0 - h.beta1);
-            vi = vi * h.beta2 + (1.0 - h.beta2) * gi * gi;
-            // The update uses the moments as stored, so a run resumed from
-            // its checkpoint takes the same steps.
-            (m[i], v[i]) = (M::put(mi), M::put(vi));
-            let (mi, vi) = (m[i].get(), v[i].get());
-            let denom = vi.sqrt() / bc2_sqrt + h.eps;
-            p[i] -= step_size * mi / denom;
-        }
-    });
+    let k = AdamWConsts { step_size, bc2_sqrt, decay, h };
+    params
+        .par_chunks_mut(CHUNK)
+        .zip(grads.par_chunks(CHUNK))
+        .zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)))
+        .for_each(|((p, g), (m, v))| adamw_chunk(p, g, m, v, k));
+}
+
+#[derive(Clone, Copy)]
+struct AdamWConsts {
+    step_size: f32,
+    bc2_sqrt: f32,
+    decay: f32,
+    h: AdamW,
+}
+
+/// One chunk of `adamw_update`, compiled per vector level: with bf16
+/// moments the widening and rounding are as much work as the arithmetic,
+/// and only wide registers keep the update at memory speed.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn adamw_chunk<M: Moment>(p: &mut [f32], g: &[f32], m: &mut [M], v: &mut [M], k: AdamWConsts) {
+    let h = k.h;
+    for i in 0..p.len() {
+        let gi = g[i] * h.grad_scale;
+        p[i] *= k.decay;
+        let (mut mi, mut vi) = (m[i].get(), v[i].get());
+        mi += (gi - mi) * (1.0 - h.beta1);
+        vi = vi * h.beta2 + (1.0 - h.beta2) * gi * gi;
+        // The update uses the moments as stored, so a run resumed from
+        // its checkpoint takes the same steps.
+        (m[i], v[i]) = (M::put(mi), M::put(vi));
+        let (mi, vi) = (m[i].get(), v[i].get());
+        let denom = vi.sqrt() / k.bc2_sqrt + h.eps;
+        p[i] -= k.step_size * mi / denom;
+    }
 }
 
 /// Hyperparameters of one SGD step.

@@ -46,10 +46,14 @@ pub struct QMatrix {
 #[inline(always)]
 pub fn bf16_bits(x: f32) -> u16 {
     let b = x.to_bits();
+    // A select, not a branch, so that loops over it vectorize.
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    let quiet_nan = ((b >> 16) | 0x40) as u16;
     if x.is_nan() {
-        return ((b >> 16) | 0x40) as u16;
+        quiet_nan
+    } else {
+        rounded
     }
-    ((b + 0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
 #[inline(always)]
