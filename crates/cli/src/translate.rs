@@ -67,8 +67,17 @@ pub fn load_seq2seq(dir: &Path) -> anyhow::Result<(Seq2Seq, Box<dyn Tokenizer>)>
 /// A source's ids, ending with EOS (tokenizers without a template, such as a
 /// plain vocab.json, do not add it), within the model's positions.
 pub fn source_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
+    ids_with_eos(model, tok.encode(text), text)
+}
+
+/// A target's ids (Marian folders tokenize targets with target.spm), as `source_ids`.
+fn target_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
+    ids_with_eos(model, tok.encode_target(text), text)
+}
+
+fn ids_with_eos(model: &Seq2Seq, ids: attn_tokenizer::Result<Vec<u32>>, text: &str) -> anyhow::Result<Vec<u32>> {
     let eos = model.config.eos_token_id;
-    let mut v = tok.encode(text).with_context(|| format!("tokenizing {text:?}"))?;
+    let mut v = ids.with_context(|| format!("tokenizing {text:?}"))?;
     if v.last() != Some(&eos) {
         v.push(eos);
     }
@@ -268,7 +277,7 @@ pub fn cross_attention(dir: &Path, source: &str, target: &str, layer: Option<usi
     for (what, v, n) in [("--layer", layer, nl), ("--head", head, nh)] {
         anyhow::ensure!(v.is_none_or(|v| v < n), "{what} {} is out of range: the decoder has {n} (counting from 0)", v.unwrap_or(0));
     }
-    let (src, tgt) = (source_ids(&model, tok.as_ref(), source)?, source_ids(&model, tok.as_ref(), target)?);
+    let (src, tgt) = (source_ids(&model, tok.as_ref(), source)?, target_ids(&model, tok.as_ref(), target)?);
     let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, model.config.decoder_start_token_id);
     model.forward(&batch, false, 0.0)?;
     let (s, t) = (src.len(), tgt.len());

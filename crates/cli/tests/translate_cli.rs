@@ -228,4 +228,15 @@ fn marian_sentencepiece_folder_translates_as_transformers() {
         assert_eq!(t["ids"], case["ids"], "beam {beam}: {}", case["source"]);
         assert_eq!(t["text"], case["text"], "beam {beam}: {}", case["source"]);
     }
+    // The alignment picture tokenizes its target with target.spm.
+    let case = &fixture["cases"][1];
+    let text = case["text"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("align.json");
+    let m = model.to_str().unwrap();
+    let o =
+        attn(&["inspect", "attention", "--model", m, "--kind", "cross", "--source", "In the beginning.", "--target", text, "--out", json.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(got["target_ids"], case["target_ids"], "target ids of {text:?}");
 }
