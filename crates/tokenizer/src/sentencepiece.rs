@@ -277,7 +277,8 @@ impl SentencePiece {
             let here = best[start].map_or(0.0, |b| b.score);
             let ch = norm[start..].chars().next().map_or(1, char::len_utf8);
             let mut single = false;
-            for (end, _) in norm[start..].char_indices().skip(1).map(|(i, c)| (start + i, c)).chain(std::iter::once((s.len(), ' '))) {
+            let ends = norm[start..].char_indices().skip(1).map(|(i, _)| start + i).chain(std::iter::once(s.len()));
+            for end in ends {
                 if end - start > self.max_len {
                     break;
                 }
@@ -297,21 +298,26 @@ impl SentencePiece {
             }
             start += ch;
         }
-        let mut out: Vec<(String, u32)> = Vec::new();
-        let (mut end, mut prev_unk) = (s.len(), false);
+        // The best cut, back from the end; then consecutive unknowns merge.
+        let mut cut: Vec<(usize, usize, u32)> = Vec::new();
+        let mut end = s.len();
         while end > 0 {
             let b = best[end].expect("every character boundary is reached");
-            let is_unk = b.id == self.unk;
-            if is_unk && prev_unk {
-                let last = out.last_mut().expect("a previous piece");
-                last.0.insert_str(0, &norm[b.start..end]);
-            } else {
-                out.push((norm[b.start..end].to_string(), b.id));
-            }
-            prev_unk = is_unk;
+            cut.push((b.start, end, b.id));
             end = b.start;
         }
-        out.reverse();
+        cut.reverse();
+        let mut out: Vec<(String, u32)> = Vec::with_capacity(cut.len());
+        let mut i = 0;
+        while i < cut.len() {
+            let (from, mut to, id) = cut[i];
+            i += 1;
+            while id == self.unk && i < cut.len() && cut[i].2 == self.unk {
+                to = cut[i].1;
+                i += 1;
+            }
+            out.push((norm[from..to].to_string(), id));
+        }
         match &self.byte_ids {
             Some(bytes) => out
                 .into_iter()
