@@ -3,35 +3,61 @@
 # Spanish Bible pairs (scripts/fetch_bible_pairs.sh) for STEPS steps in attn,
 # then the PyTorch peer (tools/bench/translation_peer.py) on the very same
 # micro-batches, tokenizer and recipe, one after the other with 2 threads
-# each. Prints both validation losses, and BLEU / chrF of beam-4 translations
-# of the held-out test books for both (scored by `attn eval`, so decoding and
-# metrics are identical); draws docs/learning_translation.png.
-# Needs tools/reference/setup.sh 5 first (torch).
-#   tools/bench/translation_learning.sh [STEPS=600]
+# each, once per seed in SEEDS (the seed sets attn's initialisation and batch
+# order, and the peer's initialisation; each pair shares its batches). Prints
+# both validation losses per seed and their means, and BLEU / chrF of beam-4
+# translations of the held-out test books (scored by `attn eval`, so decoding
+# and metrics are identical); draws docs/learning_translation.png from the
+# first seed. Needs tools/reference/setup.sh 5 first (torch).
+#   SEEDS="1337 1 2" tools/bench/translation_learning.sh [STEPS=600]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.cache/venv-ref5/bin/python}
 steps=${1:-600}
+seeds=(${SEEDS:-1337})
 pairs=$(scripts/fetch_bible_pairs.sh)
-cargo build --release -q
-out=runs/translate-attn
-peer=runs/translate-peer
+attn=${ATTN:-./target/release/attn}
+[ -n "${ATTN:-}" ] || cargo build --release -q
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) | load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-./target/release/attn train --task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --preset transformer-small \
-  --tokenizer bpe:8000 --out "$out" --overwrite --steps "$steps" --eval-every 100 --batch-tokens 4096 --lr 1e-3 --warmup 100 \
-  --threads 2 --export-plan runs/translate-plan.json | tail -1
-$PY tools/bench/translation_peer.py "$out" runs/translate-plan.json "$peer" --threads 2 --metrics runs/translate-peer.jsonl | tail -1
-for m in "$out" "$peer"; do
-  echo "$m on the validation books: $(./target/release/attn eval --model "$m" --data "$pairs/val.tsv" --json --threads 2)"
-  echo "$m on the test books, beam 4: $(./target/release/attn eval --model "$m" --data "$pairs/test.tsv" --beam 4 --json --threads 2)"
+summary=runs/translate-seeds.jsonl
+: > "$summary"
+for seed in "${seeds[@]}"; do
+  out=runs/translate-attn-s$seed
+  peer=runs/translate-peer-s$seed
+  "$attn" train --task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --preset transformer-small \
+    --tokenizer bpe:8000 --out "$out" --overwrite --steps "$steps" --eval-every 100 --batch-tokens 4096 --lr 1e-3 --warmup 100 \
+    --threads 2 --seed "$seed" --export-plan "runs/translate-plan-s$seed.json" | tail -1
+  $PY tools/bench/translation_peer.py "$out" "runs/translate-plan-s$seed.json" "$peer" --seed "$seed" --threads 2 \
+    --metrics "runs/translate-peer-s$seed.jsonl" | tail -1
+  for m in "$out" "$peer"; do
+    val=$("$attn" eval --model "$m" --data "$pairs/val.tsv" --json --threads 2)
+    test=$("$attn" eval --model "$m" --data "$pairs/test.tsv" --beam 4 --json --threads 2)
+    echo "$m: validation books $val; test books, beam 4: $test"
+    echo "{\"seed\": $seed, \"model\": \"$m\", \"val\": $val, \"test\": $test}" >> "$summary"
+  done
 done
-$PY - <<'PY'
+$PY - "$summary" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for side in ("attn", "peer"):
+    r = [x for x in rows if f"translate-{side}-" in x["model"]]
+    val = [x["val"]["loss"] for x in r]
+    print(f"{side}: val loss {' '.join(f'{v:.3f}' for v in val)} (mean {statistics.mean(val):.3f}); "
+          f"test BLEU mean {statistics.mean(x['test']['bleu'] for x in r):.2f}, chrF mean {statistics.mean(x['test']['chrf'] for x in r):.1f}")
+a = statistics.mean(x["val"]["loss"] for x in rows if "attn" in x["model"])
+p = statistics.mean(x["val"]["loss"] for x in rows if "peer" in x["model"])
+print(f"mean validation loss: attn {a:.3f}, peer {p:.3f}, difference {a - p:+.3f}")
+PY
+first=${seeds[0]}
+FIRST=$first $PY - <<'PY'
 import json
 import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 def load(p): return [json.loads(l) for l in open(p)]
-a, t = load("runs/translate-attn/metrics.jsonl"), load("runs/translate-peer.jsonl")
+import os
+seed = os.environ["FIRST"]
+a, t = load(f"runs/translate-attn-s{seed}/metrics.jsonl"), load(f"runs/translate-peer-s{seed}.jsonl")
 fig, ax = plt.subplots(figsize=(9, 5.5))
 for recs, name, c in [(a, "attn", "tab:red"), (t, "PyTorch nn.Transformer", "tab:blue")]:
     ax.plot([r["step"] for r in recs], [r["train_loss"] for r in recs], color=c, alpha=0.25, lw=0.8)

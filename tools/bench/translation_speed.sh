@@ -15,8 +15,8 @@ PY=${PY:-.cache/venv-ref5/bin/python}
 rounds=${1:-3}
 pairs=$(scripts/fetch_bible_pairs.sh)
 cargo build --release -q
-tok=runs/translate-attn/tokenizer.json
-[ -f "$tok" ] || { echo "no $tok: run tools/bench/translation_learning.sh first" >&2; exit 1; }
+tok=$(ls runs/translate-attn*/tokenizer.json 2>/dev/null | head -1)
+[ -n "$tok" ] || { echo "no runs/translate-attn*/tokenizer.json: run tools/bench/translation_learning.sh first" >&2; exit 1; }
 grep -o 'avx512[a-z_0-9]*\|avx2\|fma\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' '; echo
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 ./target/release/attn bench gemm --threads 2
