@@ -124,9 +124,7 @@ impl BytePairEncoder {
 
     /// GPT-2's `vocab.json` (also `encoder.json`) and `merges.txt` (also `vocab.bpe`).
     pub fn load_gpt2(vocab: &Path, merges: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(vocab).map_err(|err| TokenizerError::Io { path: vocab.into(), err })?;
-        let map: std::collections::HashMap<String, u32> =
-            serde_json::from_str(&text).map_err(|e| TokenizerError::Format { path: vocab.into(), msg: format!("not a JSON object of token -> id: {e}") })?;
+        let map = crate::read_vocab_json(vocab)?;
         let m = std::fs::read_to_string(merges).map_err(|err| TokenizerError::Io { path: merges.into(), err })?;
         let mut pairs = Vec::new();
         for (i, line) in m.lines().enumerate().filter(|(_, l)| !l.starts_with("#version") && !l.trim().is_empty()) {

@@ -172,11 +172,26 @@ pub(crate) fn split_specials<C>(
     }
 }
 
-/// Writes `text` to `path` through a temp file and a rename, so a reader never
+/// Writes `data` to `path` through a temp file and a rename, so a reader never
 /// sees half a tokenizer file.
-pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, path)).map_err(|err| TokenizerError::Io { path: path.into(), err })
+pub(crate) fn write_atomic(path: &Path, data: impl AsRef<[u8]>) -> Result<()> {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, data).and_then(|_| std::fs::rename(&tmp, path)).map_err(|err| TokenizerError::Io { path: path.into(), err })
+}
+
+/// A `vocab.json`: a JSON object of token -> id (GPT-2's, Marian's).
+pub(crate) fn read_vocab_json(path: &Path) -> Result<HashMap<String, u32>> {
+    let text = std::fs::read_to_string(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
+    let bad = |msg: String| TokenizerError::Format { path: path.into(), msg };
+    let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).map_err(|e| bad(format!("not a JSON object of token -> id: {e}")))?;
+    map.into_iter()
+        .map(|(k, v)| match v.as_u64().and_then(|i| u32::try_from(i).ok()) {
+            Some(i) => Ok((k, i)),
+            None => Err(bad(format!("the id of {k:?} is {v}, not a non-negative integer"))),
+        })
+        .collect()
 }
 
 /// One id per character.

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use rustc_hash::FxHashMap;
+use std::collections::HashMap;
 
 use crate::sentencepiece::SentencePiece;
 use crate::{Result, Tokenizer, TokenizerError};
@@ -22,12 +22,12 @@ use crate::{Result, Tokenizer, TokenizerError};
 pub struct MarianTokenizer {
     source: SentencePiece,
     target: SentencePiece,
-    vocab: FxHashMap<String, u32>,
+    vocab: HashMap<String, u32>,
     /// With `separate_vocabs`: the target side's vocabulary.
-    target_vocab: Option<FxHashMap<String, u32>>,
+    target_vocab: Option<HashMap<String, u32>>,
     /// Id -> piece of the vocabulary decoding reads (the target's when
     /// separate); a map, as nothing stops a file from using sparse ids.
-    tokens: FxHashMap<u32, String>,
+    tokens: HashMap<u32, String>,
     eos: u32,
     unk: u32,
     specials: Vec<(String, u32)>,
@@ -36,19 +36,6 @@ pub struct MarianTokenizer {
 /// Whether `dir` holds a Marian SentencePiece tokenizer.
 pub fn is_marian_dir(dir: &Path) -> bool {
     dir.join("source.spm").exists() && dir.join("vocab.json").exists()
-}
-
-fn read_vocab(path: &Path) -> Result<FxHashMap<String, u32>> {
-    let text = std::fs::read_to_string(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
-    let bad = |msg: String| TokenizerError::Format { path: path.into(), msg };
-    let map: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(&text).map_err(|e| bad(format!("expected a JSON object of piece -> id: {e}")))?;
-    map.into_iter()
-        .map(|(k, v)| match v.as_u64().and_then(|i| u32::try_from(i).ok()) {
-            Some(i) => Ok((k, i)),
-            None => Err(bad(format!("the id of {k:?} is {v}, not a non-negative integer"))),
-        })
-        .collect()
 }
 
 impl MarianTokenizer {
@@ -65,14 +52,14 @@ impl MarianTokenizer {
         let target =
             if target_path.exists() { SentencePiece::load(&target_path)? } else { SentencePiece::from_bytes(source.raw().to_vec(), &dir.join("source.spm"))? };
         let vocab_path = dir.join("vocab.json");
-        let vocab = read_vocab(&vocab_path)?;
+        let vocab = crate::read_vocab_json(&vocab_path)?;
         let separate = cfg["separate_vocabs"].as_bool().unwrap_or(false);
         let target_vocab = if separate {
             let p = dir.join("target_vocab.json");
             if !p.exists() {
                 return Err(TokenizerError::Format { path: cfg_path, msg: "separate_vocabs is true but the folder has no target_vocab.json".into() });
             }
-            Some(read_vocab(&p)?)
+            Some(crate::read_vocab_json(&p)?)
         } else {
             None
         };
@@ -92,7 +79,7 @@ impl MarianTokenizer {
         Ok(MarianTokenizer { source, target, vocab, target_vocab, tokens, eos, unk, specials })
     }
 
-    fn encode_with(&self, text: &str, spm: &SentencePiece, vocab: &FxHashMap<String, u32>) -> Vec<u32> {
+    fn encode_with(&self, text: &str, spm: &SentencePiece, vocab: &HashMap<String, u32>) -> Vec<u32> {
         let mut ids = Vec::new();
         crate::split_specials(
             text,
@@ -164,13 +151,10 @@ impl Tokenizer for MarianTokenizer {
     /// SentencePiece unigram model has no tokenizer.json form attn writes.
     fn save(&self, path: &Path) -> Result<()> {
         let dir = path.parent().unwrap_or(Path::new("."));
-        let write = |name: &str, bytes: &[u8]| {
-            let p = dir.join(name);
-            std::fs::write(&p, bytes).map_err(|err| TokenizerError::Io { path: p, err })
-        };
+        let write = |name: &str, bytes: &[u8]| crate::write_atomic(&dir.join(name), bytes);
         write("source.spm", self.source.raw())?;
         write("target.spm", self.target.raw())?;
-        let json = |v: &FxHashMap<String, u32>| {
+        let json = |v: &HashMap<String, u32>| {
             let mut pairs: Vec<(&String, &u32)> = v.iter().collect();
             pairs.sort_by_key(|&(_, &i)| i);
             let map: serde_json::Map<String, serde_json::Value> = pairs.into_iter().map(|(k, &i)| (k.clone(), i.into())).collect();
@@ -181,27 +165,5 @@ impl Tokenizer for MarianTokenizer {
             write("target_vocab.json", json(t).as_bytes())?;
         }
         Ok(())
-    }
-}
-
-/// A lone SentencePiece model file as a tokenizer: the model's own piece
-/// ids, no tokens added (T5-style folders add theirs in a template attn does
-/// not read from .model files).
-impl Tokenizer for SentencePiece {
-    fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self.encode_pieces(text).into_iter().map(|(_, id)| id).collect())
-    }
-
-    fn decode(&self, ids: &[u32]) -> Result<String> {
-        let pieces = ids.iter().map(|&id| self.piece(id).ok_or(TokenizerError::IdOutOfRange { id, vocab: self.len() })).collect::<Result<Vec<&str>>>()?;
-        Ok(self.decode_pieces(&pieces))
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.len()
-    }
-
-    fn save(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.raw()).map_err(|err| TokenizerError::Io { path: path.into(), err })
     }
 }

@@ -23,7 +23,7 @@ use std::path::Path;
 use prost::Message;
 use rustc_hash::FxHashMap;
 
-use crate::{Result, TokenizerError};
+use crate::{Result, Tokenizer, TokenizerError};
 
 const SPACE: &str = "\u{2581}";
 /// How far below the lowest piece score an unknown character scores.
@@ -224,20 +224,8 @@ impl SentencePiece {
         self.pieces.is_empty()
     }
 
-    pub fn id(&self, piece: &str) -> Option<u32> {
-        self.ids.get(piece).copied()
-    }
-
     pub fn piece(&self, id: u32) -> Option<&str> {
         self.pieces.get(id as usize).map(String::as_str)
-    }
-
-    pub fn kind(&self, id: u32) -> Option<PieceKind> {
-        self.kinds.get(id as usize).copied()
-    }
-
-    pub fn unk_id(&self) -> u32 {
-        self.unk
     }
 
     /// The file as it was read.
@@ -366,6 +354,28 @@ impl SentencePiece {
             bytes.extend_from_slice(text.as_bytes());
         }
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+/// A lone SentencePiece model file as a tokenizer: the model's own piece
+/// ids, no tokens added (T5-style folders add theirs in a template attn does
+/// not read from .model files).
+impl Tokenizer for SentencePiece {
+    fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_pieces(text).into_iter().map(|(_, id)| id).collect())
+    }
+
+    fn decode(&self, ids: &[u32]) -> Result<String> {
+        let pieces = ids.iter().map(|&id| self.piece(id).ok_or(TokenizerError::IdOutOfRange { id, vocab: self.len() })).collect::<Result<Vec<&str>>>()?;
+        Ok(self.decode_pieces(&pieces))
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.len()
+    }
+
+    fn save(&self, path: &Path) -> Result<()> {
+        crate::write_atomic(path, self.raw())
     }
 }
 

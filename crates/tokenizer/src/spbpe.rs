@@ -278,6 +278,6 @@ impl crate::Tokenizer for SentencePieceBpe {
     }
 
     fn save(&self, path: &Path) -> Result<()> {
-        crate::write_atomic(path, &serde_json::to_string(&self.json).expect("serializes"))
+        crate::write_atomic(path, serde_json::to_string(&self.json).expect("serializes"))
     }
 }

@@ -329,7 +329,7 @@ impl crate::Tokenizer for WordPiece {
     }
 
     fn save(&self, path: &Path) -> Result<()> {
-        crate::write_atomic(path, &serde_json::to_string(&self.json).expect("serializes"))
+        crate::write_atomic(path, serde_json::to_string(&self.json).expect("serializes"))
     }
 }
 

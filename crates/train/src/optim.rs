@@ -62,8 +62,12 @@ impl Moments {
     /// As a checkpoint tensor (F32 or BF16).
     pub fn raw(&self, name: &str) -> RawTensor {
         match self {
-            Moments::F32(x) => (name.into(), Dtype::F32, vec![x.len()], x.iter().flat_map(|v| v.to_le_bytes()).collect()),
-            Moments::Bf16(x) => (name.into(), Dtype::BF16, vec![x.len()], x.iter().flat_map(|h| h.0.to_le_bytes()).collect()),
+            // One copy of the bytes, as a checkpoint of f32 moments always took.
+            Moments::F32(x) => (name.into(), Dtype::F32, vec![x.len()], bytemuck::cast_slice(x).to_vec()),
+            Moments::Bf16(x) => {
+                let bits: Vec<u16> = x.iter().map(|h| h.0).collect();
+                (name.into(), Dtype::BF16, vec![x.len()], bytemuck::cast_slice(&bits).to_vec())
+            }
         }
     }
 
