@@ -25,6 +25,8 @@
 //! ```
 
 pub mod activation;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 pub mod attention;
 pub mod cross_attention;
 pub mod crossentropy;
@@ -35,6 +37,7 @@ pub mod gradcheck;
 pub mod layernorm;
 pub mod matmul;
 pub mod matvec;
+pub mod mixed;
 pub mod optim;
 pub mod quant;
 pub mod residual;

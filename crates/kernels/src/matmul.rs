@@ -16,10 +16,10 @@ pub enum WeightLayout {
 
 /// A matrix operand given by pointer and strides, so transposes cost nothing.
 #[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rs: isize,
-    cs: isize,
+pub(crate) struct Mat {
+    pub(crate) ptr: *const f32,
+    pub(crate) rs: isize,
+    pub(crate) cs: isize,
 }
 
 /// Below this many multiply-adds a GEMM runs on the calling thread: the rayon
@@ -30,7 +30,18 @@ const PARALLEL_MIN_WORK: usize = 48 * 48 * 48;
 /// block but the last fills whole microkernel tiles.
 const SPLIT_ALIGN: usize = 16;
 
-/// dst (m, n) = [dst +] a (m, k) @ b (k, n).
+/// dst (m, n) = [dst +] a (m, k) @ b (k, n), in the precision set by
+/// `mixed::set_matmul_precision` (f32 unless asked).
+///
+/// Safety: as for `sgemm_f32`.
+unsafe fn sgemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
+    match crate::mixed::matmul_precision() {
+        crate::mixed::Precision::F32 => sgemm_f32(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b, threads),
+        crate::mixed::Precision::Bf16 => crate::mixed::gemm_bf16(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b, threads),
+    }
+}
+
+/// dst (m, n) = [dst +] a (m, k) @ b (k, n) in f32.
 ///
 /// Threading: the output is cut into one block of rows (or columns, whichever
 /// dimension is larger) per thread, and each block is a single-threaded GEMM.
@@ -40,7 +51,7 @@ const SPLIT_ALIGN: usize = 16;
 ///
 /// Safety: every operand must cover its strided extent; `dst` must not alias
 /// `a` or `b`.
-unsafe fn sgemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
+pub(crate) unsafe fn sgemm_f32(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
     if m == 0 || n == 0 {
         return;
     }
@@ -70,14 +81,14 @@ unsafe fn sgemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_
 }
 
 #[derive(Clone, Copy)]
-struct SendMat(Mat);
+pub(crate) struct SendMat(pub(crate) Mat);
 unsafe impl Send for SendMat {}
 unsafe impl Sync for SendMat {}
 
 impl SendMat {
     /// See `SendPtr::get`: makes closures capture the Send wrapper.
     #[inline(always)]
-    fn get(self) -> Mat {
+    pub(crate) fn get(self) -> Mat {
         self.0
     }
 }
@@ -278,7 +289,7 @@ pub fn matmul_backward_naive(
 pub fn sgemm_peak_probe(dst: &mut [f32], a: &[f32], b: &[f32], size: usize) -> f64 {
     assert!(dst.len() >= size * size && a.len() >= size * size && b.len() >= size * size);
     unsafe {
-        sgemm(
+        sgemm_f32(
             size,
             size,
             size,
@@ -291,5 +302,14 @@ pub fn sgemm_peak_probe(dst: &mut [f32], a: &[f32], b: &[f32], size: usize) -> f
             rayon::current_num_threads(),
         );
     }
+    2.0 * (size as f64).powi(3)
+}
+
+/// The same square product with bf16 operands on this CPU's fastest bf16 path
+/// (`mixed::bf16_path`). Returns FLOPs.
+pub fn bf16_gemm_peak_probe(dst: &mut [f32], a: &[f32], b: &[f32], size: usize) -> f64 {
+    assert!(dst.len() >= size * size && a.len() >= size * size && b.len() >= size * size);
+    let (am, bm) = (Mat { ptr: a.as_ptr(), rs: size as isize, cs: 1 }, Mat { ptr: b.as_ptr(), rs: size as isize, cs: 1 });
+    unsafe { crate::mixed::gemm_bf16(size, size, size, dst.as_mut_ptr(), size as isize, 1, false, am, bm, rayon::current_num_threads()) };
     2.0 * (size as f64).powi(3)
 }
