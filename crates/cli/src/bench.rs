@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use attn_kernels::matmul::sgemm_peak_probe;
+use attn_kernels::matmul::{bf16_gemm_peak_probe, sgemm_peak_probe};
 use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
 use clap::Subcommand;
 use rand::{Rng, SeedableRng};
@@ -29,6 +29,9 @@ pub enum BenchCommand {
         /// Vocabulary size for char-level and translation presets (default: the preset's, 8000 for translation)
         #[arg(long)]
         vocab: Option<usize>,
+        /// The dense layers' products: f32, or bf16 operands with f32 sums (as `attn train --dtype`)
+        #[arg(long, value_enum, default_value = "f32")]
+        dtype: crate::train::OptDtype,
     },
     /// Time translation: encode a batch of sources, then greedy or beam search with the KV caches
     Translate {
@@ -135,12 +138,19 @@ pub enum BenchCommand {
 
 pub fn run(c: BenchCommand) -> anyhow::Result<()> {
     match c {
-        BenchCommand::Train { preset, batch_size, seq_len, steps, threads, vocab } => {
+        BenchCommand::Train { preset, batch_size, seq_len, steps, threads, vocab, dtype } => {
             crate::set_threads(threads)?;
+            let dtype = dtype.moments();
+            attn_kernels::mixed::set_matmul_precision(dtype.precision());
+            // MFU against the peak of the products the step runs.
+            let peak = match dtype {
+                attn_train::optim::Dtype::F32 => gemm_peak(1024, sgemm_peak_probe),
+                attn_train::optim::Dtype::Bf16 => gemm_peak(1024, bf16_gemm_peak_probe),
+            };
             if attn_model::SEQ2SEQ_PRESETS.contains(&preset.as_str()) {
-                return crate::bench_seq2seq::bench_train(&preset, batch_size, seq_len.unwrap_or(64), steps, vocab.unwrap_or(8000), gemm_peak(1024));
+                return crate::bench_seq2seq::bench_train(&preset, batch_size, seq_len.unwrap_or(64), steps, vocab.unwrap_or(8000), peak);
             }
-            bench_train(&preset, batch_size, seq_len, steps, vocab)
+            bench_train(&preset, batch_size, seq_len, steps, vocab, peak)
         }
         BenchCommand::Translate { model, data, beam, max_new_tokens, batch_size, rounds, threads } => {
             crate::set_threads(threads)?;
@@ -202,15 +212,18 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                 bytes.map_or(f64::INFINITY, |b| b as f64 / 1e9),
                 avail as f64 / 1e9
             );
-            let gflops = gemm_peak(size);
-            report(serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops}));
+            let gflops = gemm_peak(size, sgemm_peak_probe);
+            // The same product with bf16 operands and f32 sums (`--dtype bf16`'s dense layers).
+            let bf16_gflops = gemm_peak(size, bf16_gemm_peak_probe);
+            report(serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops,
+                "bf16_gflops": bf16_gflops, "bf16_path": attn_kernels::mixed::bf16_path()}));
             Ok(())
         }
     }
 }
 
 /// Best of several square GEMMs, in GFLOP/s.
-fn gemm_peak(size: usize) -> f64 {
+fn gemm_peak(size: usize, probe: fn(&mut [f32], &[f32], &[f32], usize) -> f64) -> f64 {
     let a = vec![0.5f32; size * size];
     let b = vec![0.25f32; size * size];
     let mut c = vec![0.0f32; size * size];
@@ -218,7 +231,7 @@ fn gemm_peak(size: usize) -> f64 {
     // Best of 10: the first runs pay for page faults and clock ramp-up.
     for _ in 0..10 {
         let t0 = Instant::now();
-        let flops = sgemm_peak_probe(&mut c, &a, &b, size);
+        let flops = probe(&mut c, &a, &b, size);
         best = best.max(flops / t0.elapsed().as_secs_f64() / 1e9);
     }
     best
@@ -230,15 +243,18 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Peak resident memory of this process so far, from /proc (Linux), in MB.
 /// Prints a benchmark's JSON with what every figure needs beside it: the
-/// vector path the kernels took (`simd`), the number format (`dtype`, f32:
-/// the only one so far) and the process's peak resident memory.
+/// vector path the kernels took (`simd`), the number format (`dtype`: the
+/// weights' for generation, else the products'; `bf16_path` when bf16) and
+/// the process's peak resident memory.
 pub(crate) fn report(mut v: serde_json::Value) {
     if let Some(o) = v.as_object_mut() {
         o.insert("simd".into(), attn_kernels::simd::level().into());
+        if attn_kernels::mixed::matmul_precision() == attn_kernels::mixed::Precision::Bf16 {
+            o.insert("bf16_path".into(), attn_kernels::mixed::bf16_path().into());
+        }
         if !o.contains_key("dtype") {
-            o.insert("dtype".into(), "f32".into());
+            o.insert("dtype".into(), attn_kernels::mixed::matmul_precision().name().into());
         }
         if !o.contains_key("peak_rss_mb") {
             o.insert("peak_rss_mb".into(), peak_rss_mb().into());
@@ -247,6 +263,7 @@ pub(crate) fn report(mut v: serde_json::Value) {
     println!("{v}");
 }
 
+/// Peak resident memory of this process so far, from /proc (Linux), in MB.
 pub(crate) fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
@@ -254,7 +271,7 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>) -> anyhow::Result<()> {
+fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>, peak: f64) -> anyhow::Result<()> {
     let mut arch = attn_model::TransformerConfig::preset(preset)?;
     if let Some(v) = vocab {
         arch = arch.with_vocab(v);
@@ -262,20 +279,20 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     let t = seq_len.unwrap_or(arch.n_ctx);
     anyhow::ensure!(t <= arch.n_ctx, "--seq-len {t} exceeds the model's context of {}", arch.n_ctx);
     let threads = rayon::current_num_threads();
-    let peak = gemm_peak(1024);
     let mut model = attn_model::Transformer::new(arch, 0)?;
     let mut opt = Optimizer::new(
         OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
         0.1,
         DecayRule::Matrices,
         model.layout(),
-        attn_train::optim::MomentDtype::F32,
+        attn_train::optim::Dtype::F32,
     );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let v = model.vocab_size() as u32;
     let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
     let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
-    println!("bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s", model.layout().num_params() as f64 / 1e6);
+    let dtype = attn_kernels::mixed::matmul_precision().name();
+    println!("bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, {dtype} products, GEMM peak {peak:.1} GFLOP/s", model.layout().num_params() as f64 / 1e6);
     // Per step: (total, forward, backward, optimizer incl. zero_grad) seconds.
     let mut times: Vec<[f64; 4]> = Vec::with_capacity(steps);
     for i in 0..steps + 2 {

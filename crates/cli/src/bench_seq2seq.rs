@@ -22,7 +22,7 @@ pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize,
         0.0,
         DecayRule::Matrices,
         &model.layout,
-        attn_train::optim::MomentDtype::F32,
+        attn_train::optim::Dtype::F32,
     );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // Ids 2.. leave out pad (0) and EOS (1); every position is real, as in the peer.

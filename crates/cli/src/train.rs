@@ -25,10 +25,10 @@ pub(crate) enum OptDtype {
 }
 
 impl OptDtype {
-    pub(crate) fn moments(self) -> attn_train::optim::MomentDtype {
+    pub(crate) fn moments(self) -> attn_train::optim::Dtype {
         match self {
-            OptDtype::F32 => attn_train::optim::MomentDtype::F32,
-            OptDtype::Bf16 => attn_train::optim::MomentDtype::Bf16,
+            OptDtype::F32 => attn_train::optim::Dtype::F32,
+            OptDtype::Bf16 => attn_train::optim::Dtype::Bf16,
         }
     }
 }
@@ -187,6 +187,11 @@ pub struct TrainArgs {
     /// Optimizer moments in f32, or bf16 (half their memory; updates computed in f32)
     #[arg(long, value_enum, default_value = "f32")]
     pub(crate) optimizer_dtype: OptDtype,
+    /// The dense layers' matrix products: f32, or bf16 operands with f32 sums
+    /// (mixed precision: AMX tiles where the CPU has them; weights, optimizer,
+    /// norms, softmax and loss stay f32)
+    #[arg(long, value_enum, default_value = "f32")]
+    pub(crate) dtype: OptDtype,
     /// AdamW first-moment decay
     #[arg(long, allow_negative_numbers = true, default_value_t = 0.9)]
     beta1: f32,
@@ -287,6 +292,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         optimizer: optimizer_of(&a, 1e-8),
         decay_rule: if a.decay_embeddings { DecayRule::MatricesAndEmbeddings } else { DecayRule::Matrices },
         optimizer_dtype: a.optimizer_dtype.moments(),
+        dtype: a.dtype.moments(),
         grad_clip: a.grad_clip,
         eval_every: a.eval_every,
         eval_batches: a.eval_batches,
@@ -324,6 +330,9 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         }
         if given("optimizer_dtype") {
             c.optimizer_dtype = fresh.optimizer_dtype;
+        }
+        if given("dtype") {
+            c.dtype = fresh.dtype;
         }
         if given("loss_on") || given("task") {
             c.loss_on = fresh.loss_on;

@@ -221,6 +221,7 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         optimizer: optimizer_of(&a, 1e-9),
         decay_rule: if a.decay_embeddings { DecayRule::MatricesAndEmbeddings } else { DecayRule::Matrices },
         optimizer_dtype: a.optimizer_dtype.moments(),
+        dtype: a.dtype.moments(),
         grad_clip: a.grad_clip,
         label_smoothing: a.label_smoothing,
         eval_every: a.eval_every,

@@ -3,26 +3,36 @@
 use std::ops::Range;
 
 use attn_kernels::optim::{adamw_update, clip_coefficient, grad_norm, sgd_update, AdamW, Bf16, Moment, Sgd};
-use attn_model::checkpoint::{Dtype, RawTensor, TensorFile};
+use attn_model::checkpoint::{Dtype as TensorDtype, RawTensor, TensorFile};
 use attn_model::params::{ParamKind, ParamLayout};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
-/// How the optimizer stores its moments (`--optimizer-dtype`).
+/// A number format: how the optimizer stores its moments
+/// (`--optimizer-dtype`), and in what the dense layers multiply (`--dtype`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum MomentDtype {
+pub enum Dtype {
     #[default]
     F32,
-    /// Half the memory of f32 moments (AdamW: 4 bytes a parameter instead
+    /// Moments: half the memory of f32 (AdamW: 4 bytes a parameter instead
     /// of 8); every update computes in f32 and rounds to nearest even.
+    /// Products: operands rounded to bf16, sums in f32 (`attn_kernels::mixed`).
     Bf16,
 }
 
-impl MomentDtype {
+impl Dtype {
     pub fn is_f32(&self) -> bool {
-        *self == MomentDtype::F32
+        *self == Dtype::F32
+    }
+
+    /// The matrix-product precision this format asks for.
+    pub fn precision(self) -> attn_kernels::mixed::Precision {
+        match self {
+            Dtype::F32 => attn_kernels::mixed::Precision::F32,
+            Dtype::Bf16 => attn_kernels::mixed::Precision::Bf16,
+        }
     }
 }
 
@@ -33,10 +43,10 @@ pub enum Moments {
 }
 
 impl Moments {
-    fn zeros(dtype: MomentDtype, n: usize) -> Self {
+    fn zeros(dtype: Dtype, n: usize) -> Self {
         match dtype {
-            MomentDtype::F32 => Moments::F32(vec![0.0; n]),
-            MomentDtype::Bf16 => Moments::Bf16(vec![Bf16::default(); n]),
+            Dtype::F32 => Moments::F32(vec![0.0; n]),
+            Dtype::Bf16 => Moments::Bf16(vec![Bf16::default(); n]),
         }
     }
 
@@ -63,10 +73,10 @@ impl Moments {
     pub fn raw(&self, name: &str) -> RawTensor {
         match self {
             // One copy of the bytes, as a checkpoint of f32 moments always took.
-            Moments::F32(x) => (name.into(), Dtype::F32, vec![x.len()], bytemuck::cast_slice(x).to_vec()),
+            Moments::F32(x) => (name.into(), TensorDtype::F32, vec![x.len()], bytemuck::cast_slice(x).to_vec()),
             Moments::Bf16(x) => {
                 let bits: Vec<u16> = x.iter().map(|h| h.0).collect();
-                (name.into(), Dtype::BF16, vec![x.len()], bytemuck::cast_slice(&bits).to_vec())
+                (name.into(), TensorDtype::BF16, vec![x.len()], bytemuck::cast_slice(&bits).to_vec())
             }
         }
     }
@@ -117,7 +127,7 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
-    pub fn new(kind: OptimizerKind, weight_decay: f32, rule: DecayRule, layout: &ParamLayout, dtype: MomentDtype) -> Self {
+    pub fn new(kind: OptimizerKind, weight_decay: f32, rule: DecayRule, layout: &ParamLayout, dtype: Dtype) -> Self {
         let groups = layout
             .entries
             .iter()
@@ -202,7 +212,7 @@ mod tests {
     fn non_finite_gradients_are_never_applied() {
         let layout = attn_model::Transformer::zeros(attn_model::TransformerConfig::gpt2(5, 4, 1, 1, 4)).unwrap().layout;
         let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.99, eps: 1e-8 };
-        let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &layout, MomentDtype::F32);
+        let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &layout, Dtype::F32);
         let mut params = vec![1.0f32; layout.total()];
         for bad in [f32::NAN, f32::INFINITY] {
             let mut grads = vec![0.5; layout.total()];

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::TokenShard;
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_run, StepRecord};
-use crate::optim::{DecayRule, MomentDtype, OptimizerKind};
+use crate::optim::{DecayRule, Dtype, OptimizerKind};
 use crate::run_dir;
 use crate::session::{self, Session};
 
@@ -39,8 +39,12 @@ pub struct TrainConfig {
     pub optimizer: OptimizerKind,
     pub decay_rule: DecayRule,
     /// How the optimizer stores its moments (`--optimizer-dtype`).
-    #[serde(default, skip_serializing_if = "MomentDtype::is_f32")]
-    pub optimizer_dtype: MomentDtype,
+    #[serde(default, skip_serializing_if = "Dtype::is_f32")]
+    pub optimizer_dtype: Dtype,
+    /// The dense layers' products (`--dtype`): f32, or bf16 operands with
+    /// f32 sums (mixed precision; weights, moments and the loss stay f32).
+    #[serde(default, skip_serializing_if = "Dtype::is_f32")]
+    pub dtype: Dtype,
     /// Global-norm clip; 0 disables.
     pub grad_clip: f32,
     pub eval_every: usize,
@@ -252,6 +256,7 @@ pub fn eval_loss(model: &mut Transformer, val: &TokenShard, cfg: &TrainConfig, x
 pub fn train(run: &TrainRun) -> Result<TrainSummary> {
     run.config.validate(run.model.n_ctx)?;
     let _lock = run_dir::RunLock::acquire(&run.out)?;
+    attn_kernels::mixed::set_matmul_precision(run.config.dtype.precision());
     if run.resume {
         if let Some(note) = run_dir::recover(&run.out)? {
             eprintln!("note: {}: an interrupted checkpoint was found: {note}", run.out.display());

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::corpus_fingerprint;
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_run, MetricsLog, StepRecord};
-use crate::optim::{DecayRule, MomentDtype, Optimizer, OptimizerKind};
+use crate::optim::{DecayRule, Dtype, Optimizer, OptimizerKind};
 use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, PairIds};
 use crate::run_dir::{self, STATE_FILE};
 use crate::trainer::{checkpoint_failed, commit_checkpoint, publish_at_first_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
@@ -51,8 +51,11 @@ pub struct TranslationConfig {
     pub optimizer: OptimizerKind,
     pub decay_rule: DecayRule,
     /// How the optimizer stores its moments (`--optimizer-dtype`).
-    #[serde(default, skip_serializing_if = "MomentDtype::is_f32")]
-    pub optimizer_dtype: MomentDtype,
+    #[serde(default, skip_serializing_if = "Dtype::is_f32")]
+    pub optimizer_dtype: Dtype,
+    /// The dense layers' products (`--dtype`), as in `TrainConfig`.
+    #[serde(default, skip_serializing_if = "Dtype::is_f32")]
+    pub dtype: Dtype,
     pub grad_clip: f32,
     pub label_smoothing: f32,
     pub eval_every: usize,
@@ -288,6 +291,7 @@ pub fn train_translation(run: &TranslationRun) -> Result<TranslationSummary> {
         )));
     }
     let _lock = run_dir::RunLock::acquire(&run.out)?;
+    attn_kernels::mixed::set_matmul_precision(run.config.dtype.precision());
     let staging = run_dir::staging_path(&run.out);
     let mut s = if run.resume {
         if let Some(note) = run_dir::recover(&run.out)? {

@@ -71,7 +71,7 @@ fn check(variant: &str) {
     // probability) and so pure rounding noise in both programs; Adam divides
     // them by their own size, and with eps 1e-8 that noise became +-lr steps.
     let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-6 };
-    let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &model.layout, attn_train::optim::MomentDtype::F32);
+    let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &model.layout, attn_train::optim::Dtype::F32);
     let want = f.read_f32(&format!("{variant}.step_losses")).unwrap();
     let mut worst_loss = 0.0f32;
     for (step, &w) in want.iter().enumerate() {

@@ -66,7 +66,7 @@ fn ten_adamw_steps_match_pytorch() {
     let (x, y) = (f.read_ids("input_ids").unwrap(), f.read_ids("targets").unwrap());
     let want = f.read_f32("step_losses").unwrap();
     let kind = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 };
-    let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &model.layout, attn_train::optim::MomentDtype::F32);
+    let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &model.layout, attn_train::optim::Dtype::F32);
     let mut worst = 0.0f32;
     for (step, &w) in want.iter().enumerate() {
         model.zero_grad();
