@@ -4,7 +4,10 @@ Runs `attn bench train` and `tools/bench/torch_gpt.py bench` in alternating
 rounds (so drift in the machine's speed hits both alike) on the same preset,
 shapes and thread count, then prints the medians and the ratio as JSON lines.
 
-  .cache/venv-ref/bin/python tools/bench/compare_train.py [--rounds 3] [--threads 2]
+  .cache/venv-ref/bin/python tools/bench/compare_train.py [--rounds 3] [--threads 2] [--dtype bf16]
+
+--dtype bf16 runs attn's bf16 products (`--dtype bf16`) against torch.autocast
+in bf16, both with f32 master weights and AdamW.
 """
 import argparse, json, os, statistics, subprocess, sys
 
@@ -28,6 +31,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", help="run one preset")
     ap.add_argument("--seq-len", type=int, help="run the cases of this sequence length only")
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     a = ap.parse_args()
     subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
     print(json.dumps({"load_before": open("/proc/loadavg").read().split()[:3], "threads": a.threads}), flush=True)
@@ -39,17 +43,18 @@ def main():
             # baby uses the 65-symbol vocabulary of the char-level Shakespeare preset.
             extra = ["--vocab", "65"] if preset in ("baby", "llama-baby") else []
             ours.append(run(["target/release/attn", "bench", "train", "--preset", preset, "--batch-size", str(b), "--seq-len", str(t),
-                             "--steps", str(steps), "--threads", str(a.threads)] + extra))
+                             "--steps", str(steps), "--threads", str(a.threads), "--dtype", a.dtype] + extra))
             theirs.append(run([sys.executable, "tools/bench/torch_gpt.py", "bench", "--preset", preset, "--batch-size", str(b),
-                               "--seq-len", str(t), "--steps", str(tsteps), "--threads", str(a.threads)]))
+                               "--seq-len", str(t), "--steps", str(tsteps), "--threads", str(a.threads), "--dtype", a.dtype]))
         med = lambda rs, k: statistics.median(r[k] for r in rs)
         ms_a, ms_t = med(ours, "ms_per_step"), med(theirs, "ms_per_step")
         print(json.dumps({
-            "preset": preset, "batch_size": b, "seq_len": t, "threads": a.threads, "rounds": a.rounds,
+            "preset": preset, "batch_size": b, "seq_len": t, "threads": a.threads, "rounds": a.rounds, "dtype": a.dtype,
+            "bf16_path": ours[0].get("bf16_path"),
             "attn_ms_per_step": round(ms_a, 1), "pytorch_ms_per_step": round(ms_t, 1),
             "attn_tok_per_s": round(b * t / ms_a * 1e3, 1), "pytorch_tok_per_s": round(b * t / ms_t * 1e3, 1),
             "speedup": round(ms_t / ms_a, 2),
-            "attn_gflops": round(med(ours, "gflops"), 1), "sgemm_peak_gflops": round(med(ours, "peak_gflops"), 1),
+            "attn_gflops": round(med(ours, "gflops"), 1), "gemm_peak_gflops": round(med(ours, "peak_gflops"), 1),
             "attn_mfu": round(med(ours, "mfu"), 3),
             "attn_peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours)), "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs)),
             "peer": theirs[0]["peer"],

@@ -106,17 +106,22 @@ def bench(a):
     x = torch.randint(0, cfg["vocab"], (a.batch_size, T))
     y = torch.randint(0, cfg["vocab"], (a.batch_size, T))
     times = []
+    # bf16: autocast runs the linear layers (and what it lists as safe) in bf16,
+    # with f32 master weights and optimizer, as `attn bench train --dtype bf16`.
+    cast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.dtype == "bf16")
     for i in range(a.steps + 2):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss = model(x, y)
+        with cast:
+            loss = model(x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if i >= 2:
             times.append(time.perf_counter() - t0)
     med = sorted(times)[len(times) // 2]
-    print(json.dumps({"peer": f"pytorch {torch.__version__} eager", "preset": a.preset, "batch_size": a.batch_size, "seq_len": T,
+    peer = f"pytorch {torch.__version__} eager" + (" bf16 autocast" if a.dtype == "bf16" else "")
+    print(json.dumps({"peer": peer, "dtype": a.dtype, "preset": a.preset, "batch_size": a.batch_size, "seq_len": T,
                       "threads": torch.get_num_threads(), "ms_per_step": med * 1e3, "tok_per_s": a.batch_size * T / med,
                       "peak_rss_mb": peak_rss_mb()}))
 
@@ -177,6 +182,7 @@ if __name__ == "__main__":
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--vocab", type=int)
+    ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32", help="bench: bf16 autocast for the forward pass")
     ap.add_argument("--data")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--warmup", type=int, default=100)

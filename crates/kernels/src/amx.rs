@@ -165,32 +165,42 @@ pub(crate) unsafe fn gemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: i
         pack_a(pa, a, m, k, kt);
         let (pa, b, dst) = (SendU16(pa.as_ptr()), SendMat(b), SendPtr(dst));
         let parts = if m * n * k >= 48 * 48 * 48 { threads.min(np).max(1) } else { 1 };
-        // Strips of B packed together: up to 8 (256 columns, 1 KiB of each
-        // row), while they fit in half of a 2 MiB L2.
-        let strips = (STRIP_BYTES / (2 * kt * TILE * 2)).clamp(1, 8);
         let run = |part: usize| {
             let (pa, b, dst) = (pa.get(), b.get(), dst.get());
             STRIP.with(|strip| {
                 let mut strip = strip.borrow_mut();
-                let strip = strip.get(strips * 2 * kt * TILE);
                 configure();
                 let mut block = Block([0.0; 1024]);
                 let (lo, hi) = (part * np / parts, (part + 1) * np / parts);
-                for jb in (lo..hi).step_by(strips) {
-                    let count = strips.min(hi - jb);
-                    pack_b_strips(strip, b, k, n, kt, jb, count);
-                    for j in jb..jb + count {
-                        let b0 = strip.as_ptr().add((j - jb) * 2 * kt * TILE);
-                        for i in 0..mp {
-                            let a0 = pa.add(2 * i * kt * TILE);
-                            let (rows, cols) = ((m - 32 * i).min(32), (n - 32 * j).min(32));
-                            if rows == 32 && cols == 32 && dst_cs == 1 {
-                                // A whole block of row-major dst: the tiles read and write it.
-                                let c = dst.offset(32 * (i as isize * dst_rs + j as isize));
-                                kernel_32x32(a0, a0.add(kt * TILE), b0, b0.add(kt * TILE), kt, c, 4 * dst_rs as usize, accumulate);
-                            } else {
-                                kernel_32x32(a0, a0.add(kt * TILE), b0, b0.add(kt * TILE), kt, block.0.as_mut_ptr(), 128, false);
-                                store_block(&block.0, dst, dst_rs, dst_cs, accumulate, 32 * i, rows, 32 * j, cols);
+                // K in blocks, so that a strip of B stays small whatever K is
+                // (the output head's backward has K = V); later blocks add.
+                for kb in (0..kt).step_by(K_TILES) {
+                    let kn = K_TILES.min(kt - kb);
+                    let bk = Mat { ptr: b.ptr.offset((32 * kb) as isize * b.rs), ..b };
+                    let k_rem = (k - 32 * kb).min(32 * kn);
+                    let add = accumulate || kb > 0;
+                    // Strips of B packed together: up to 8 (256 columns, 1 KiB
+                    // of each row), while they fit in half of a 2 MiB L2.
+                    let strips = (STRIP_BYTES / (2 * kn * TILE * 2)).clamp(1, 8);
+                    let strip = strip.get(strips * 2 * kn * TILE);
+                    for jb in (lo..hi).step_by(strips) {
+                        let count = strips.min(hi - jb);
+                        pack_b_strips(strip, bk, k_rem, n, kn, jb, count);
+                        for j in jb..jb + count {
+                            let b0 = strip.as_ptr().add((j - jb) * 2 * kn * TILE);
+                            let b1 = b0.add(kn * TILE);
+                            for i in 0..mp {
+                                let a0 = pa.add((2 * i * kt + kb) * TILE);
+                                let a1 = a0.add(kt * TILE);
+                                let (rows, cols) = ((m - 32 * i).min(32), (n - 32 * j).min(32));
+                                if rows == 32 && cols == 32 && dst_cs == 1 {
+                                    // A whole block of row-major dst: the tiles read and write it.
+                                    let c = dst.offset(32 * (i as isize * dst_rs + j as isize));
+                                    kernel_32x32(a0, a1, b0, b1, kn, c, 4 * dst_rs as usize, add);
+                                } else {
+                                    kernel_32x32(a0, a1, b0, b1, kn, block.0.as_mut_ptr(), 128, false);
+                                    store_block(&block.0, dst, dst_rs, dst_cs, add, 32 * i, rows, 32 * j, cols);
+                                }
                             }
                         }
                     }
@@ -228,6 +238,9 @@ impl TileBuf {
 
 /// Bytes of packed B a thread works over at once.
 const STRIP_BYTES: usize = 1 << 20;
+
+/// K tiles (of 32) per block: 2048 of K.
+const K_TILES: usize = 64;
 
 #[repr(C, align(64))]
 struct Block([f32; 1024]);
@@ -341,13 +354,24 @@ fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usi
         }
     } else if b.rs == 1 {
         for s in 0..full_n {
-            for jj in 0..32 {
-                let col = unsafe { b.ptr.offset((32 * (j0 + s) + jj) as isize * b.cs) };
+            for half in 0..2 {
+                let cols = unsafe { b.ptr.offset((32 * (j0 + s) + 16 * half) as isize * b.cs) };
                 for t in 0..full_k {
-                    let v = unsafe { &*(col.add(32 * t) as *const [f32; 32]) };
-                    let base = at_pair(s, t, 0, jj);
+                    // 16 columns' 32 values of this K tile, as 16 pairs each,
+                    // then written transposed: row p of the tile takes pair p
+                    // of every column.
+                    let mut pairs = [[0u32; 16]; 16];
+                    for (jj, row) in pairs.iter_mut().enumerate() {
+                        let v = unsafe { &*(cols.offset(jj as isize * b.cs + 32 * t as isize) as *const [f32; 32]) };
+                        for p in 0..16 {
+                            row[p] = pair(v[2 * p], v[2 * p + 1]);
+                        }
+                    }
+                    let base = at_pair(s, t, 0, 16 * half);
                     for p in 0..16 {
-                        dst[base + p * 16] = pair(v[2 * p], v[2 * p + 1]);
+                        for jj in 0..16 {
+                            dst[base + p * 16 + jj] = pairs[jj][p];
+                        }
                     }
                 }
             }

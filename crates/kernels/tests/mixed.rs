@@ -25,9 +25,9 @@ fn with_threads(n: usize, f: impl FnOnce() + Send) {
     rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f);
 }
 
-/// Shapes on both sides of the 16/32 tile edges, K not a multiple of 32, and
-/// ones large enough to split across threads.
-const SHAPES: [(usize, usize, usize); 6] = [(1, 1, 1), (16, 16, 32), (17, 33, 31), (37, 45, 70), (64, 96, 128), (130, 257, 193)];
+/// Shapes on both sides of the 16/32 tile edges, K not a multiple of 32, ones
+/// large enough to split across threads, and K over one 2048 block.
+const SHAPES: [(usize, usize, usize); 7] = [(1, 1, 1), (16, 16, 32), (17, 33, 31), (37, 45, 70), (64, 96, 128), (130, 257, 193), (40, 70, 2100)];
 
 #[test]
 fn every_bf16_path_matches_the_naive_twin() {
@@ -39,9 +39,9 @@ fn every_bf16_path_matches_the_naive_twin() {
                 let mut slow = vec![0.0; m * n];
                 gemm_bf16_naive(&mut slow, &a, &b, m, n, k, false);
                 for (path, fast) in gemm_bf16_paths(m, n, k, &a, &b) {
-                    // Exact products, f32 sums of up to 193 terms of size ~1.
+                    // Exact products, f32 sums of up to 2100 terms of size ~1.
                     let d = max_diff(&fast, &slow);
-                    assert!(d < 1e-4, "{path} {m}x{n}x{k} on {threads} threads: off by {d}");
+                    assert!(d < 1e-4 * (k as f32 / 100.0).max(1.0), "{path} {m}x{n}x{k} on {threads} threads: off by {d}");
                     if !ran.contains(&path) {
                         ran.push(path);
                     }
