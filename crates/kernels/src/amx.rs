@@ -343,11 +343,10 @@ fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usi
                 let (r0, r1) = unsafe { (b.ptr.offset((32 * t + 2 * p) as isize * b.rs), b.ptr.offset((32 * t + 2 * p + 1) as isize * b.rs)) };
                 for s in 0..full_n {
                     let c0 = 32 * (j0 + s);
-                    let (r0, r1) = unsafe { (&*(r0.add(c0) as *const [f32; 32]), &*(r1.add(c0) as *const [f32; 32])) };
                     let base = at_pair(s, t, p, 0);
-                    for jj in 0..16 {
-                        dst[base + jj] = pair(r0[jj], r1[jj]);
-                        dst[base + kt * tile + jj] = pair(r0[16 + jj], r1[16 + jj]);
+                    for (h, off) in [(0, 0), (16, kt * tile)] {
+                        let (r0, r1) = unsafe { (&*(r0.add(c0 + h) as *const [f32; 16]), &*(r1.add(c0 + h) as *const [f32; 16])) };
+                        pairs_16((&mut dst[base + off..base + off + 16]).try_into().unwrap(), r0, r1);
                     }
                 }
             }
@@ -368,9 +367,10 @@ fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usi
                         }
                     }
                     let base = at_pair(s, t, 0, 16 * half);
+                    let out: &mut [u32; 256] = (&mut dst[base..base + 256]).try_into().unwrap();
                     for p in 0..16 {
                         for jj in 0..16 {
-                            dst[base + p * 16 + jj] = pairs[jj][p];
+                            out[p * 16 + jj] = pairs[jj][p];
                         }
                     }
                 }
@@ -396,6 +396,14 @@ fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usi
 fn round_32(dst: &mut [u16; 32], src: &[f32; 32]) {
     for j in 0..32 {
         dst[j] = bf16_bits(src[j]);
+    }
+}
+
+/// out[j] = pair(r0[j], r1[j]), written so that it vectorizes.
+#[inline(always)]
+fn pairs_16(out: &mut [u32; 16], r0: &[f32; 16], r1: &[f32; 16]) {
+    for j in 0..16 {
+        out[j] = pair(r0[j], r1[j]);
     }
 }
 
