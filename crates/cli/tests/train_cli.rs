@@ -330,3 +330,44 @@ fn bf16_moments_halve_the_state_and_resume_bit_for_bit() {
     let (ea, ef) = (f32::from_bits(la[9].1), f32::from_bits(lf[9].1));
     assert!((ea - ef).abs() < 0.02 * ef, "step 10: bf16 moments {ea}, f32 {ef}");
 }
+
+/// `--dtype bf16`: the dense layers multiply bf16 operands (AMX where the CPU
+/// has it, else rounded f32). The option is saved with the run, a resumed run
+/// keeps it and continues bit for bit, and the losses stay close to f32's
+/// without being equal to them.
+#[test]
+fn bf16_products_are_saved_resume_bit_for_bit_and_track_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b, f) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("f32"));
+    let (data, a_s, b_s, f_s) = (data.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap(), f.to_str().unwrap());
+    let bf16 = |out: &str, extra: &[&'static str]| {
+        let mut v = train_args(data, out, "10");
+        v.extend(["--dtype", "bf16"]);
+        v.extend(extra);
+        attn(&v)
+    };
+    let o = bf16(a_s, &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = bf16(b_s, &["--halt-at", "6"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let saved = attn_train::saved_train_config(&b).unwrap();
+    assert_eq!(saved.dtype, attn_train::optim::Dtype::Bf16);
+    let o = attn(&[train_args(data, b_s, "10"), vec!["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), lb.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>());
+    let (ma, _) = attn_model::Transformer::load(&a).unwrap();
+    let (mb, _) = attn_model::Transformer::load(&b).unwrap();
+    assert!(ma.params == mb.params, "final weights differ after the resume");
+
+    let o = attn(&train_args(data, f_s, "10"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lf = losses(&f);
+    let (a0, f0) = (f32::from_bits(la[0].1), f32::from_bits(lf[0].1));
+    assert!(a0 != f0, "the first bf16 loss equals f32's: were the products rounded?");
+    for (ra, rf) in la.iter().zip(&lf) {
+        let (ea, ef) = (f32::from_bits(ra.1), f32::from_bits(rf.1));
+        assert!((ea - ef).abs() < 0.02 * ef, "step {}: bf16 products {ea}, f32 {ef}", ra.0);
+    }
+}
