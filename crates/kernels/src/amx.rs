@@ -303,12 +303,17 @@ fn pack_a_tiles(tiles: &mut [u16], a: Mat, m: usize, k: usize, i0: usize) {
                 round_32(row.try_into().unwrap(), src);
             }
         } else if i0 + 16 <= m && k0 + 32 <= k && a.rs == 1 {
-            // Columns contiguous (a transposed operand): read 16 rows of one
-            // column at a time, scatter within the 1 KiB tile.
-            for kk in 0..32 {
+            // Columns contiguous (a transposed operand): round 16 rows of each
+            // of the 32 columns, then write them transposed into the tile.
+            let mut cols = [[0u16; 16]; 32];
+            for (kk, col) in cols.iter_mut().enumerate() {
                 let src = unsafe { &*(a.ptr.offset(i0 as isize + (k0 + kk) as isize * a.cs) as *const [f32; 16]) };
-                for (r, &x) in src.iter().enumerate() {
-                    tile[r * 32 + kk] = bf16_bits(x);
+                round_16(col, src);
+            }
+            let tile: &mut [u16; TILE] = tile.try_into().unwrap();
+            for r in 0..16 {
+                for kk in 0..32 {
+                    tile[r * 32 + kk] = cols[kk][r];
                 }
             }
         } else {
@@ -389,6 +394,13 @@ fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usi
                 }
             }
         }
+    }
+}
+
+#[inline(always)]
+fn round_16(dst: &mut [u16; 16], src: &[f32; 16]) {
+    for j in 0..16 {
+        dst[j] = bf16_bits(src[j]);
     }
 }
 
