@@ -111,6 +111,17 @@ pub(crate) unsafe fn kernel_32x32(a0: *const u16, a1: *const u16, b0: *const u16
     }
     for t in 0..kt {
         let off = t * TILE;
+        if t + 1 < kt {
+            // The next step's four tiles into L1 while this step's products
+            // run: the tile loads, not the products, bound this loop (~6% on
+            // gpt2-124m's layer shapes, 3 alternating rounds).
+            let next = off + TILE;
+            for line in 0..16 {
+                for p in [a0, a1, b0, b1] {
+                    std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.add(next + 32 * line) as *const i8);
+                }
+            }
+        }
         asm!(
             "tileloadd tmm4, [{a0} + {s}*1]",
             "tileloadd tmm6, [{b0} + {s}*1]",
