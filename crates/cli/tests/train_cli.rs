@@ -363,7 +363,14 @@ fn bf16_products_are_saved_resume_bit_for_bit_and_track_f32() {
 
     let o = attn(&train_args(data, f_s, "10"));
     assert!(o.status.success(), "{}", stderr(&o));
+    // The precision may change on --resume (with a note); the moments' format
+    // may not, and the refusal names it though f32 is not written down.
+    let o = attn(&[train_args(data, f_s, "12"), vec!["--resume", "--optimizer-dtype", "bf16"]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("--optimizer-dtype: saved the default, given \"bf16\""), "{}", stderr(&o));
     let lf = losses(&f);
+    let o = attn(&[train_args(data, f_s, "12"), vec!["--resume", "--dtype", "bf16"]].concat());
+    assert!(o.status.success() && stderr(&o).contains("--dtype changed from f32 to bf16"), "{}", stderr(&o));
+    assert_eq!(attn_train::saved_train_config(&f).unwrap().dtype, attn_train::optim::Dtype::Bf16);
     let (a0, f0) = (f32::from_bits(la[0].1), f32::from_bits(lf[0].1));
     assert!(a0 != f0, "the first bf16 loss equals f32's: were the products rounded?");
     for (ra, rf) in la.iter().zip(&lf) {

@@ -27,6 +27,13 @@ impl Dtype {
         *self == Dtype::F32
     }
 
+    pub fn name(self) -> &'static str {
+        match self {
+            Dtype::F32 => "f32",
+            Dtype::Bf16 => "bf16",
+        }
+    }
+
     /// The matrix-product precision this format asks for.
     pub fn precision(self) -> attn_kernels::mixed::Precision {
         match self {

@@ -323,15 +323,23 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     let mut want = run.config.clone();
     want.steps = saved.steps;
     want.eval_every = saved.eval_every;
+    // The products' precision may change (a machine without AMX runs bf16
+    // no faster than f32); the weights and optimizer state mean the same.
+    want.dtype = saved.dtype;
     if want != saved {
         // Name each option that differs, as flags, with both values.
         let (a, b) = (serde_json::to_value(&saved).expect("serializes"), serde_json::to_value(&want).expect("serializes"));
-        let diffs: Vec<String> = a
-            .as_object()
-            .expect("a struct")
-            .iter()
-            .filter(|(k, v)| b.get(k.as_str()) != Some(v))
-            .map(|(k, v)| format!("--{}: saved {}, given {}", k.replace('_', "-"), v, b[k.as_str()]))
+        // Over the keys of both: an option left at its default is not
+        // written (`--dtype f32`), so it may be missing from either side.
+        let (a, b) = (a.as_object().expect("a struct"), b.as_object().expect("a struct"));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        let shown = |v: Option<&serde_json::Value>| v.map_or("the default".to_string(), |v| v.to_string());
+        let diffs: Vec<String> = keys
+            .into_iter()
+            .filter(|k| a.get(k.as_str()) != b.get(k.as_str()))
+            .map(|k| format!("--{}: saved {}, given {}", k.replace('_', "-"), shown(a.get(k.as_str())), shown(b.get(k.as_str()))))
             .collect();
         return Err(rerr(format!(
             "the training options differ from the saved run's: {}; give the saved values (or leave the flags out) with --resume",
@@ -340,6 +348,9 @@ pub(crate) fn resume(run: &TrainRun) -> Result<Session> {
     }
     if run.config.steps != saved.steps {
         eprintln!("note: --steps changed from {} to {}; the learning-rate schedule stretches to the new total", saved.steps, run.config.steps);
+    }
+    if saved.dtype != run.config.dtype {
+        eprintln!("note: --dtype changed from {} to {}: the products from here on are in the new precision", saved.dtype.name(), run.config.dtype.name());
     }
     // The run trains on its own shards; other --data would be silently ignored.
     let data_fingerprint = corpus_fingerprint(&[run.data.as_slice(), &run.val_data].concat())?;
