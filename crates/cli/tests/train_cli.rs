@@ -279,6 +279,33 @@ fn llama_trains_resumes_and_generates() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// Trains `a` for 10 steps and `b` halted at 6 then resumed (with no flags
+/// but --resume: the options come from the saved run), both with `flags`,
+/// and checks that they agree bit for bit: every train loss, the val losses
+/// of the uninterrupted run, the final weights.
+fn halt_resume_matches(data: &str, a: &Path, b: &Path, flags: &[&'static str]) {
+    let run = |out: &Path, extra: &[&'static str]| {
+        let mut v = train_args(data, out.to_str().unwrap(), "10");
+        v.extend(flags);
+        v.extend(extra);
+        let o = attn(&v);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run(a, &[]);
+    run(b, &["--halt-at", "6"]);
+    let o = attn(&[train_args(data, b.to_str().unwrap(), "10"), vec!["--resume"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The halted run also evaluated at its halt step.
+    let (la, lb) = (losses(a), losses(b));
+    assert_eq!(la.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), lb.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>());
+    for (ra, rb) in la.iter().zip(&lb).filter(|(ra, _)| ra.2.is_some()) {
+        assert_eq!(ra.2, rb.2, "val loss at step {}", ra.0);
+    }
+    let (ma, _) = attn_model::Transformer::load(a).unwrap();
+    let (mb, _) = attn_model::Transformer::load(b).unwrap();
+    assert!(ma.params == mb.params, "final weights differ after the resume");
+}
+
 /// `--optimizer-dtype bf16`: the trainer state holds the moments as BF16
 /// (half the bytes), a halted run resumes to the same losses and weights bit
 /// for bit, and the run differs from the f32 one only by the moments'
@@ -288,30 +315,8 @@ fn bf16_moments_halve_the_state_and_resume_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let (a, b, f) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("f32"));
-    let (data, a_s, b_s, f_s) = (data.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap(), f.to_str().unwrap());
-    let bf16 = |out: &str, extra: &[&'static str]| {
-        let mut v = train_args(data, out, "10");
-        v.extend(["--optimizer-dtype", "bf16"]);
-        v.extend(extra);
-        attn(&v)
-    };
-    let o = bf16(a_s, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = bf16(b_s, &["--halt-at", "6"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    // The resumed run takes the moments' dtype from its saved options.
-    let o = attn(&[train_args(data, b_s, "10"), vec!["--resume"]].concat());
-    assert!(o.status.success(), "{}", stderr(&o));
-    // Every step's train loss, and the val losses of the uninterrupted run
-    // (the halted run also evaluated at its halt step).
-    let (la, lb) = (losses(&a), losses(&b));
-    assert_eq!(la.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), lb.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>());
-    for (ra, rb) in la.iter().zip(&lb).filter(|(ra, _)| ra.2.is_some()) {
-        assert_eq!(ra.2, rb.2, "val loss at step {}", ra.0);
-    }
-    let (ma, _) = attn_model::Transformer::load(&a).unwrap();
-    let (mb, _) = attn_model::Transformer::load(&b).unwrap();
-    assert!(ma.params == mb.params, "final weights differ after the resume");
+    let (data, f_s) = (data.to_str().unwrap(), f.to_str().unwrap());
+    halt_resume_matches(data, &a, &b, &["--optimizer-dtype", "bf16"]);
 
     let o = attn(&train_args(data, f_s, "10"));
     assert!(o.status.success(), "{}", stderr(&o));
@@ -340,26 +345,10 @@ fn bf16_products_are_saved_resume_bit_for_bit_and_track_f32() {
     let dir = tempfile::tempdir().unwrap();
     let data = corpus(dir.path());
     let (a, b, f) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("f32"));
-    let (data, a_s, b_s, f_s) = (data.to_str().unwrap(), a.to_str().unwrap(), b.to_str().unwrap(), f.to_str().unwrap());
-    let bf16 = |out: &str, extra: &[&'static str]| {
-        let mut v = train_args(data, out, "10");
-        v.extend(["--dtype", "bf16"]);
-        v.extend(extra);
-        attn(&v)
-    };
-    let o = bf16(a_s, &[]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = bf16(b_s, &["--halt-at", "6"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let saved = attn_train::saved_train_config(&b).unwrap();
-    assert_eq!(saved.dtype, attn_train::optim::Dtype::Bf16);
-    let o = attn(&[train_args(data, b_s, "10"), vec!["--resume"]].concat());
-    assert!(o.status.success(), "{}", stderr(&o));
-    let (la, lb) = (losses(&a), losses(&b));
-    assert_eq!(la.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), lb.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>());
-    let (ma, _) = attn_model::Transformer::load(&a).unwrap();
-    let (mb, _) = attn_model::Transformer::load(&b).unwrap();
-    assert!(ma.params == mb.params, "final weights differ after the resume");
+    let (data, f_s) = (data.to_str().unwrap(), f.to_str().unwrap());
+    halt_resume_matches(data, &a, &b, &["--dtype", "bf16"]);
+    assert_eq!(attn_train::saved_train_config(&b).unwrap().dtype, attn_train::optim::Dtype::Bf16);
+    let la = losses(&a);
 
     let o = attn(&train_args(data, f_s, "10"));
     assert!(o.status.success(), "{}", stderr(&o));

@@ -5,24 +5,12 @@
 use attn_kernels::matmul::*;
 use attn_kernels::mixed::*;
 use attn_kernels::quant::{bf16_bits, bf16_to_f32};
-use rand::{Rng, SeedableRng};
 
-fn randn(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+mod common;
+use common::*;
 
 fn round(x: &[f32]) -> Vec<f32> {
     x.iter().map(|&v| bf16_to_f32(bf16_bits(v))).collect()
-}
-
-fn with_threads(n: usize, f: impl FnOnce() + Send) {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f);
 }
 
 /// Shapes on both sides of the 16/32 tile edges, K not a multiple of 32, ones

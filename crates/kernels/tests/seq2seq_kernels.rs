@@ -7,17 +7,9 @@ use attn_kernels::activation::*;
 use attn_kernels::cross_attention::*;
 use attn_kernels::crossentropy::*;
 use attn_kernels::gradcheck::*;
-use rand::{Rng, SeedableRng};
 
-fn randn(len: usize, seed: u64, scale: f32) -> Vec<f32> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.gen_range(-1.0f32..1.0) * scale).collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+mod common;
+use common::*;
 
 fn shapes() -> Vec<CrossShape> {
     vec![
@@ -39,7 +31,7 @@ fn lens(s: &CrossShape) -> Vec<usize> {
 fn cross_attention_matches_naive() {
     for s in shapes() {
         let (qw, kvw) = (s.q_width(), s.kv_width());
-        let (q, kv, kl) = (randn(s.b * s.tq * qw, 1, 1.0), randn(s.b * s.tk * kvw, 2, 1.0), lens(&s));
+        let (q, kv, kl) = (randn_scaled(s.b * s.tq * qw, 1, 1.0), randn_scaled(s.b * s.tk * kvw, 2, 1.0), lens(&s));
         let n_att = s.b * s.nh * s.tq * s.tk;
         let (mut o1, mut a1) = (vec![0.0; s.b * s.tq * qw], vec![9.0; n_att]);
         let (mut o2, mut a2) = (vec![0.0; s.b * s.tq * qw], vec![0.0; n_att]);
@@ -60,7 +52,7 @@ fn cross_attention_matches_naive() {
 fn cross_attention_gradients() {
     for s in shapes().into_iter().take(2) {
         let (qw, kvw) = (s.q_width(), s.kv_width());
-        let (mut q, mut kv, kl) = (randn(s.b * s.tq * qw, 3, 1.0), randn(s.b * s.tk * kvw, 4, 1.0), lens(&s));
+        let (mut q, mut kv, kl) = (randn_scaled(s.b * s.tq * qw, 3, 1.0), randn_scaled(s.b * s.tk * kvw, 4, 1.0), lens(&s));
         let n_att = s.b * s.nh * s.tq * s.tk;
         let proj = projection(s.b * s.tq * qw, 5);
         let (mut out, mut att) = (vec![0.0; s.b * s.tq * qw], vec![0.0; n_att]);
@@ -95,8 +87,8 @@ fn padded_batch_equals_each_alone() {
     let s = CrossShape { b: 3, tq, tk, nh, nkv, hs, causal: false };
     let (qw, kvw) = (s.q_width(), s.kv_width());
     let kl = [11, 4, 7];
-    let q = randn(3 * tq * qw, 6, 1.0);
-    let mut kv = randn(3 * tk * kvw, 7, 1.0);
+    let q = randn_scaled(3 * tq * qw, 6, 1.0);
+    let mut kv = randn_scaled(3 * tk * kvw, 7, 1.0);
     // Garbage in the padding: it must not matter.
     for (bi, &l) in kl.iter().enumerate() {
         kv[(bi * tk + l) * kvw..(bi + 1) * tk * kvw].iter_mut().for_each(|x| *x = 1e3);
@@ -114,7 +106,7 @@ fn padded_batch_equals_each_alone() {
 #[test]
 fn activations_match_naive_and_differentiate() {
     for act in [Activation::Relu, Activation::Silu, Activation::GeluErf, Activation::GeluTanh] {
-        let mut x = randn(1000, 8, 4.0);
+        let mut x = randn_scaled(1000, 8, 4.0);
         // Keep ReLU's kink away from the finite-difference step.
         x.iter_mut().filter(|v| v.abs() < 0.02).for_each(|v| *v = 0.5);
         let (mut fast, mut slow) = (vec![0.0; x.len()], vec![0.0; x.len()]);
@@ -136,7 +128,7 @@ fn activations_match_naive_and_differentiate() {
 #[test]
 fn smoothed_crossentropy_gradient_and_ignore() {
     let (n, v, eps) = (6, 11, 0.1);
-    let mut logits = randn(n * v, 10, 3.0);
+    let mut logits = randn_scaled(n * v, 10, 3.0);
     let targets = [3, IGNORE, 0, 10, IGNORE, 7];
     let dl = [0.5, 0.5, 1.0, 0.25, 2.0, 1.0];
     let loss_of = |lg: &[f32]| {

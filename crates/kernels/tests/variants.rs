@@ -8,21 +8,9 @@ use attn_kernels::gelu::*;
 use attn_kernels::layernorm::*;
 use attn_kernels::matmul::*;
 use attn_kernels::optim::*;
-use rand::{Rng, SeedableRng};
 
-fn randn(len: usize, seed: u64) -> Vec<f32> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    (0..len).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
-fn with_threads(n: usize, f: impl FnOnce() + Send) {
-    rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap().install(f);
-}
+mod common;
+use common::*;
 
 #[test]
 fn matmul_matches_naive() {
