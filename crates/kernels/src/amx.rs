@@ -9,6 +9,9 @@
 //!
 //! The instructions are written in inline assembly, so the binary needs no
 //! target feature to build; they run only after `available()` said yes.
+//! `tdpbf16ps` reads denormal bf16 inputs as zero and flushes denormal
+//! results, which the f32-emulated path does not: the two agree to rounding
+//! for values of training's magnitudes, not bit for bit.
 
 use std::arch::asm;
 use std::cell::RefCell;
@@ -152,6 +155,8 @@ pub(crate) unsafe fn kernel_32x32(a0: *const u16, a1: *const u16, b0: *const u16
 thread_local! {
     /// Packed operands, kept between calls so that a GEMM does not page in
     /// fresh memory: all of A on the calling thread, one strip of B per worker.
+    /// A thread that steals another GEMM's task while it waits finds its
+    /// buffer in use and packs into a fresh one instead.
     static PACKED: RefCell<TileBuf> = const { RefCell::new(TileBuf(Vec::new())) };
 }
 
@@ -171,15 +176,16 @@ pub(crate) unsafe fn gemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: i
     // Tile pairs per dimension; M and N are padded to 32, K to 32.
     let (mp, np, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32).max(1));
     PACKED.with(|cell| {
-        let mut pa = cell.borrow_mut();
-        let pa = pa.get(2 * mp * kt * TILE);
+        let (mut own, mut kept) = (TileBuf(Vec::new()), cell.try_borrow_mut());
+        let pa = kept.as_deref_mut().unwrap_or(&mut own).get(2 * mp * kt * TILE);
         pack_a(pa, a, m, k, kt);
         let (pa, b, dst) = (SendU16(pa.as_ptr()), SendMat(b), SendPtr(dst));
         let parts = if m * n * k >= 48 * 48 * 48 { threads.min(np).max(1) } else { 1 };
         let run = |part: usize| {
             let (pa, b, dst) = (pa.get(), b.get(), dst.get());
-            STRIP.with(|strip| {
-                let mut strip = strip.borrow_mut();
+            STRIP.with(|cell| {
+                let (mut own, mut kept) = (TileBuf(Vec::new()), cell.try_borrow_mut());
+                let strip = kept.as_deref_mut().unwrap_or(&mut own);
                 configure();
                 let mut block = Block([0.0; 1024]);
                 let (lo, hi) = (part * np / parts, (part + 1) * np / parts);
