@@ -27,6 +27,8 @@
 pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod amx;
+#[cfg(target_arch = "x86_64")]
+mod dpbf16;
 pub mod attention;
 pub mod cross_attention;
 pub mod crossentropy;
@@ -45,6 +47,8 @@ pub mod rmsnorm;
 pub mod rope;
 pub mod simd;
 pub mod swiglu;
+#[cfg(target_arch = "x86_64")]
+mod tiles;
 
 /// Rows per rayon task for row-parallel kernels. Small row counts stay on one
 /// thread: spawning costs more than the work.

@@ -8,6 +8,8 @@
 //!
 //! Paths, chosen at run time:
 //! - "amx": operands packed into bf16 tiles and multiplied by AMX (`amx.rs`).
+//! - "avx512-bf16": the same packed tiles multiplied with `vdpbf16ps`
+//!   (`dpbf16.rs`), where the CPU has AVX512-BF16 but no AMX.
 //! - "f32-emulated": operands rounded to bf16 values kept in f32, then the
 //!   f32 GEMM. The product of two bf16 values is exact in f32, so this computes
 //!   the same sums as the tiles in another order: correct everywhere, not faster.
@@ -49,24 +51,41 @@ pub fn matmul_precision() -> Precision {
     }
 }
 
-/// The path bf16 products take on this CPU: "amx" or "f32-emulated".
+/// The path bf16 products take on this CPU: "amx", "avx512-bf16" or
+/// "f32-emulated".
 pub fn bf16_path() -> &'static str {
-    if amx_available() {
-        "amx"
-    } else {
-        "f32-emulated"
+    match microkernel() {
+        #[cfg(target_arch = "x86_64")]
+        Some(crate::tiles::Microkernel::Amx) => "amx",
+        #[cfg(target_arch = "x86_64")]
+        Some(crate::tiles::Microkernel::Avx512Bf16) => "avx512-bf16",
+        _ => "f32-emulated",
     }
 }
 
-fn amx_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        crate::amx::available()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// The fastest tile microkernel this CPU runs, if any; the environment
+/// variable ATTN_BF16_PATH=avx512-bf16|f32-emulated picks a slower one (to
+/// measure the paths against each other on one machine).
+#[cfg(target_arch = "x86_64")]
+fn microkernel() -> Option<crate::tiles::Microkernel> {
+    use crate::tiles::Microkernel;
+    static CHOICE: std::sync::OnceLock<Option<Microkernel>> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        let asked = std::env::var("ATTN_BF16_PATH").ok();
+        let allowed = |name: &str| asked.is_none() || asked.as_deref() == Some(name);
+        if crate::amx::available() && allowed("amx") {
+            Some(Microkernel::Amx)
+        } else if crate::dpbf16::available() && (allowed("avx512-bf16") || asked.as_deref() == Some("amx")) {
+            Some(Microkernel::Avx512Bf16)
+        } else {
+            None
+        }
+    })
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn microkernel() -> Option<()> {
+    None
 }
 
 /// dst (m, n) = [dst +] bf16(a) (m, k) @ bf16(b) (k, n), f32 sums, on the
@@ -75,8 +94,8 @@ fn amx_available() -> bool {
 /// Safety: as for `matmul::sgemm`.
 pub(crate) unsafe fn gemm_bf16(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
     #[cfg(target_arch = "x86_64")]
-    if crate::amx::available() {
-        return crate::amx::gemm(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b, threads);
+    if let Some(kernel) = microkernel() {
+        return crate::tiles::gemm(kernel, m, n, k, dst, dst_rs, dst_cs, accumulate, a, b, threads);
     }
     gemm_bf16_emulated(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b, threads)
 }
@@ -126,10 +145,15 @@ pub fn gemm_bf16_paths(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Ve
     unsafe { gemm_bf16_emulated(m, n, k, c.as_mut_ptr(), n as isize, 1, false, am, bm, threads) };
     out.push(("f32-emulated", c));
     #[cfg(target_arch = "x86_64")]
-    if crate::amx::available() {
-        let mut c = vec![0.0f32; m * n];
-        unsafe { crate::amx::gemm(m, n, k, c.as_mut_ptr(), n as isize, 1, false, am, bm, threads) };
-        out.push(("amx", c));
+    {
+        use crate::tiles::Microkernel;
+        for (name, kernel, runs) in [("amx", Microkernel::Amx, crate::amx::available()), ("avx512-bf16", Microkernel::Avx512Bf16, crate::dpbf16::available())] {
+            if runs {
+                let mut c = vec![0.0f32; m * n];
+                unsafe { crate::tiles::gemm(kernel, m, n, k, c.as_mut_ptr(), n as isize, 1, false, am, bm, threads) };
+                out.push((name, c));
+            }
+        }
     }
     out
 }

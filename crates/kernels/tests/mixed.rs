@@ -41,6 +41,9 @@ fn every_bf16_path_matches_the_naive_twin() {
     if !ran.contains(&"amx") {
         eprintln!("NOT TESTED: the AMX bf16 path (this CPU has no AMX-BF16, or the kernel refused the tile state)");
     }
+    if !ran.contains(&"avx512-bf16") {
+        eprintln!("NOT TESTED: the AVX512-BF16 (vdpbf16ps) bf16 path (this CPU lacks AVX512-BF16)");
+    }
 }
 
 #[test]

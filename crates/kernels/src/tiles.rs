@@ -1,0 +1,328 @@
+//! bf16 GEMM over packed tiles, f32 sums: packing, blocking and threading
+//! around a 32x32 microkernel (AMX tiles, or AVX512-BF16 dot products).
+//!
+//! Operands are rounded to bf16 and packed as AMX wants them, which suits
+//! `vdpbf16ps` as well: A in 1 KiB tiles of 16 rows x 32 of K, B in tiles of
+//! 16 rows of column pairs ("VNNI": row p holds (b[2p][j], b[2p+1][j]) for 16
+//! columns j).
+
+use std::cell::RefCell;
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use crate::matmul::{Mat, SendMat};
+use crate::mixed::TILE;
+use crate::quant::bf16_bits;
+use crate::SendPtr;
+
+thread_local! {
+    /// Packed operands, kept between calls so that a GEMM does not page in
+    /// fresh memory: all of A on the calling thread, one strip of B per worker.
+    /// A thread that steals another GEMM's task while it waits finds its
+    /// buffer in use and packs into a fresh one instead.
+    static PACKED: RefCell<TileBuf> = const { RefCell::new(TileBuf(Vec::new())) };
+}
+
+/// The 32x32 microkernels that run over the packed tiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Microkernel {
+    /// AMX tiles (`amx.rs`).
+    Amx,
+    /// AVX512-BF16 `vdpbf16ps` (`dpbf16.rs`), for CPUs without AMX.
+    Avx512Bf16,
+}
+
+/// dst (m, n) = [dst +] bf16(a) (m, k) @ bf16(b) (k, n), f32 sums.
+///
+/// A is packed once into tiles (parallel). The columns are then split across
+/// threads; each thread packs a few strips of 32 columns of B along the whole
+/// K (2 KiB per 32 of K each, up to 1 MiB) and runs every row pair over them
+/// while they are hot, so B is read from memory once and never written back
+/// packed whole (the output head's (V, C) weight would be 77 MB packed).
+///
+/// Safety: `kernel` runs on this CPU; as for `matmul::sgemm`.
+pub(crate) unsafe fn gemm(kernel: Microkernel, m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    // Tile pairs per dimension; M and N are padded to 32, K to 32.
+    let (mp, np, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32).max(1));
+    PACKED.with(|cell| {
+        let (mut own, mut kept) = (TileBuf(Vec::new()), cell.try_borrow_mut());
+        let pa = kept.as_deref_mut().unwrap_or(&mut own).get(2 * mp * kt * TILE);
+        pack_a(pa, a, m, k, kt);
+        let (pa, b, dst) = (SendU16(pa.as_ptr()), SendMat(b), SendPtr(dst));
+        let parts = if m * n * k >= 48 * 48 * 48 { threads.min(np).max(1) } else { 1 };
+        let run = |part: usize| {
+            let (pa, b, dst) = (pa.get(), b.get(), dst.get());
+            STRIP.with(|cell| {
+                let (mut own, mut kept) = (TileBuf(Vec::new()), cell.try_borrow_mut());
+                let strip = kept.as_deref_mut().unwrap_or(&mut own);
+                if kernel == Microkernel::Amx {
+                    crate::amx::configure();
+                }
+                let mut block = Block([0.0; 1024]);
+                let (lo, hi) = (part * np / parts, (part + 1) * np / parts);
+                // K in blocks, so that a strip of B stays small whatever K is
+                // (the output head's backward has K = V); later blocks add.
+                for kb in (0..kt).step_by(K_TILES) {
+                    let kn = K_TILES.min(kt - kb);
+                    let bk = Mat { ptr: b.ptr.offset((32 * kb) as isize * b.rs), ..b };
+                    let k_rem = (k - 32 * kb).min(32 * kn);
+                    let add = accumulate || kb > 0;
+                    // Strips of B packed together: up to 8 (256 columns, 1 KiB
+                    // of each row), while they fit in half of a 2 MiB L2.
+                    let strips = (STRIP_BYTES / (2 * kn * TILE * 2)).clamp(1, 8);
+                    let strip = strip.get(strips * 2 * kn * TILE);
+                    for jb in (lo..hi).step_by(strips) {
+                        let count = strips.min(hi - jb);
+                        pack_b_strips(strip, bk, k_rem, n, kn, jb, count);
+                        for j in jb..jb + count {
+                            let b0 = strip.as_ptr().add((j - jb) * 2 * kn * TILE);
+                            let b1 = b0.add(kn * TILE);
+                            for i in 0..mp {
+                                let a0 = pa.add((2 * i * kt + kb) * TILE);
+                                let a1 = a0.add(kt * TILE);
+                                let (rows, cols) = ((m - 32 * i).min(32), (n - 32 * j).min(32));
+                                if rows == 32 && cols == 32 && dst_cs == 1 {
+                                    // A whole block of row-major dst: the tiles read and write it.
+                                    let c = dst.offset(32 * (i as isize * dst_rs + j as isize));
+                                    kernel_32x32(kernel, a0, a1, b0, b1, kn, c, 4 * dst_rs as usize, add);
+                                } else {
+                                    kernel_32x32(kernel, a0, a1, b0, b1, kn, block.0.as_mut_ptr(), 128, false);
+                                    store_block(&block.0, dst, dst_rs, dst_cs, add, 32 * i, rows, 32 * j, cols);
+                                }
+                            }
+                        }
+                    }
+                }
+                if kernel == Microkernel::Amx {
+                    crate::amx::release();
+                }
+            });
+        };
+        if parts == 1 {
+            run(0);
+        } else {
+            (0..parts).into_par_iter().for_each(run);
+        }
+    });
+}
+
+#[inline(always)]
+unsafe fn kernel_32x32(kernel: Microkernel, a0: *const u16, a1: *const u16, b0: *const u16, b1: *const u16, kt: usize, c: *mut f32, c_stride: usize, accumulate: bool) {
+    match kernel {
+        Microkernel::Amx => crate::amx::kernel_32x32(a0, a1, b0, b1, kt, c, c_stride, accumulate),
+        Microkernel::Avx512Bf16 => crate::dpbf16::kernel_32x32(a0, a1, b0, b1, kt, c, c_stride, accumulate),
+    }
+}
+
+thread_local! {
+    static STRIP: RefCell<TileBuf> = const { RefCell::new(TileBuf(Vec::new())) };
+}
+
+/// Packed tiles on 64-byte boundaries: a tile row that straddled two cache
+/// lines would cost two loads.
+struct TileBuf(Vec<Line>);
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u16; 32]);
+
+impl TileBuf {
+    /// The first `len` elements (a multiple of 32), grown as needed.
+    fn get(&mut self, len: usize) -> &mut [u16] {
+        self.0.resize(len.div_ceil(32), Line([0; 32]));
+        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u16, len) }
+    }
+}
+
+/// Bytes of packed B a thread works over at once.
+const STRIP_BYTES: usize = 1 << 20;
+
+/// K tiles (of 32) per block: 2048 of K.
+const K_TILES: usize = 64;
+
+#[repr(C, align(64))]
+struct Block([f32; 1024]);
+
+#[derive(Clone, Copy)]
+struct SendU16(*const u16);
+unsafe impl Send for SendU16 {}
+unsafe impl Sync for SendU16 {}
+impl SendU16 {
+    #[inline(always)]
+    fn get(self) -> *const u16 {
+        self.0
+    }
+}
+
+/// dst[r0 + i, c0 + j] (+)= block[i, j] for i < rows, j < cols.
+#[inline(always)]
+unsafe fn store_block(block: &[f32; 1024], dst: *mut f32, rs: isize, cs: isize, accumulate: bool, r0: usize, rows: usize, c0: usize, cols: usize) {
+    for i in 0..rows {
+        let src = &block[i * 32..i * 32 + cols];
+        let base = dst.offset((r0 + i) as isize * rs + c0 as isize * cs);
+        if cs == 1 {
+            let d = std::slice::from_raw_parts_mut(base, cols);
+            if accumulate {
+                d.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+            } else {
+                d.copy_from_slice(src);
+            }
+        } else {
+            for (j, &s) in src.iter().enumerate() {
+                let d = base.offset(j as isize * cs);
+                *d = if accumulate { *d + s } else { s };
+            }
+        }
+    }
+}
+
+/// A (m, k) into bf16 tiles, [row tile][k tile][16 rows][32], zero-padded to
+/// whole tiles (rows to a multiple of 32).
+fn pack_a(dst: &mut [u16], a: Mat, m: usize, k: usize, kt: usize) {
+    let a = SendMat(a);
+    let chunk = kt * TILE;
+    if dst.len() >= 1 << 16 {
+        dst.par_chunks_mut(chunk).enumerate().for_each(|(ti, tiles)| pack_a_tiles(tiles, a.get(), m, k, ti * 16));
+    } else {
+        dst.chunks_mut(chunk).enumerate().for_each(|(ti, tiles)| pack_a_tiles(tiles, a.get(), m, k, ti * 16));
+    }
+}
+
+/// Rows i0..i0 + 16 of A along the whole K.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn pack_a_tiles(tiles: &mut [u16], a: Mat, m: usize, k: usize, i0: usize) {
+    for (t, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
+        let k0 = t * 32;
+        let at = |i: usize, kk: usize| unsafe { *a.ptr.offset((i0 + i) as isize * a.rs + (k0 + kk) as isize * a.cs) };
+        if i0 + 16 <= m && k0 + 32 <= k && a.cs == 1 {
+            // Rows contiguous.
+            for (r, row) in tile.chunks_exact_mut(32).enumerate() {
+                let src = unsafe { &*(a.ptr.offset((i0 + r) as isize * a.rs + k0 as isize) as *const [f32; 32]) };
+                round_32(row.try_into().unwrap(), src);
+            }
+        } else if i0 + 16 <= m && k0 + 32 <= k && a.rs == 1 {
+            // Columns contiguous (a transposed operand): round 16 rows of each
+            // of the 32 columns, then write them transposed into the tile.
+            let mut cols = [[0u16; 16]; 32];
+            for (kk, col) in cols.iter_mut().enumerate() {
+                let src = unsafe { &*(a.ptr.offset(i0 as isize + (k0 + kk) as isize * a.cs) as *const [f32; 16]) };
+                round_16(col, src);
+            }
+            let tile: &mut [u16; TILE] = tile.try_into().unwrap();
+            for r in 0..16 {
+                for kk in 0..32 {
+                    tile[r * 32 + kk] = cols[kk][r];
+                }
+            }
+        } else {
+            for r in 0..16 {
+                for kk in 0..32 {
+                    tile[r * 32 + kk] = if i0 + r < m && k0 + kk < k { bf16_bits(at(r, kk)) } else { 0 };
+                }
+            }
+        }
+    }
+}
+
+/// Columns 32 * j0.. of B (k, n), `strips` strips of 32, each as two column
+/// tiles along K: [strip][column tile][k tile][16 pairs][16 columns][2], so
+/// that row p of a tile holds (b[2p][j], b[2p+1][j]); zero-padded.
+///
+/// The loops follow B's memory: along rows when rows are contiguous, along
+/// columns when columns are (a (OC, C) weight read as (C, OC)). A strip read
+/// row by row alone would touch a new page for every row of B.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usize, strips: usize) {
+    // View pairs as u32: low half the even row, high half the odd row.
+    let dst: &mut [u32] = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u32, dst.len() / 2) };
+    let tile = TILE / 2;
+    // The u32 index of pair row p, column jj (0..32) of k tile t in strip s.
+    let at_pair = |s: usize, t: usize, p: usize, jj: usize| s * 2 * kt * tile + (jj / 16) * kt * tile + t * tile + p * 16 + jj % 16;
+    let full_k = k / 32;
+    let full_n = ((n.saturating_sub(32 * j0)) / 32).min(strips);
+    if b.cs == 1 {
+        for t in 0..full_k {
+            for p in 0..16 {
+                let (r0, r1) = unsafe { (b.ptr.offset((32 * t + 2 * p) as isize * b.rs), b.ptr.offset((32 * t + 2 * p + 1) as isize * b.rs)) };
+                for s in 0..full_n {
+                    let c0 = 32 * (j0 + s);
+                    let base = at_pair(s, t, p, 0);
+                    for (h, off) in [(0, 0), (16, kt * tile)] {
+                        let (r0, r1) = unsafe { (&*(r0.add(c0 + h) as *const [f32; 16]), &*(r1.add(c0 + h) as *const [f32; 16])) };
+                        pairs_16((&mut dst[base + off..base + off + 16]).try_into().unwrap(), r0, r1);
+                    }
+                }
+            }
+        }
+    } else if b.rs == 1 {
+        for s in 0..full_n {
+            for half in 0..2 {
+                let cols = unsafe { b.ptr.offset((32 * (j0 + s) + 16 * half) as isize * b.cs) };
+                for t in 0..full_k {
+                    // 16 columns' 32 values of this K tile, as 16 pairs each,
+                    // then written transposed: row p of the tile takes pair p
+                    // of every column.
+                    let mut pairs = [[0u32; 16]; 16];
+                    for (jj, row) in pairs.iter_mut().enumerate() {
+                        let v = unsafe { &*(cols.offset(jj as isize * b.cs + 32 * t as isize) as *const [f32; 32]) };
+                        for p in 0..16 {
+                            row[p] = pair(v[2 * p], v[2 * p + 1]);
+                        }
+                    }
+                    let base = at_pair(s, t, 0, 16 * half);
+                    let out: &mut [u32; 256] = (&mut dst[base..base + 256]).try_into().unwrap();
+                    for p in 0..16 {
+                        for jj in 0..16 {
+                            out[p * 16 + jj] = pairs[jj][p];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Whatever the fast loops left: partial tiles, and any other strides.
+    let fast = |s: usize, t: usize| (b.cs == 1 || b.rs == 1) && s < full_n && t < full_k;
+    let bf = |kk: usize, j: usize| if kk < k && j < n { bf16_bits(unsafe { *b.ptr.offset(kk as isize * b.rs + j as isize * b.cs) }) } else { 0 };
+    for s in 0..strips {
+        for t in (0..kt).filter(|&t| !fast(s, t)) {
+            for p in 0..16 {
+                for jj in 0..32 {
+                    let (kk, j) = (32 * t + 2 * p, 32 * (j0 + s) + jj);
+                    dst[at_pair(s, t, p, jj)] = bf(kk, j) as u32 | (bf(kk + 1, j) as u32) << 16;
+                }
+            }
+        }
+    }
+}
+
+#[inline(always)]
+fn round_16(dst: &mut [u16; 16], src: &[f32; 16]) {
+    for j in 0..16 {
+        dst[j] = bf16_bits(src[j]);
+    }
+}
+
+#[inline(always)]
+fn round_32(dst: &mut [u16; 32], src: &[f32; 32]) {
+    for j in 0..32 {
+        dst[j] = bf16_bits(src[j]);
+    }
+}
+
+/// out[j] = pair(r0[j], r1[j]), written so that it vectorizes.
+#[inline(always)]
+fn pairs_16(out: &mut [u32; 16], r0: &[f32; 16], r1: &[f32; 16]) {
+    for j in 0..16 {
+        out[j] = pair(r0[j], r1[j]);
+    }
+}
+
+/// The VNNI pair (lo, hi) as one u32: bf16(lo) in the low half.
+#[inline(always)]
+fn pair(lo: f32, hi: f32) -> u32 {
+    bf16_bits(lo) as u32 | (bf16_bits(hi) as u32) << 16
+}
