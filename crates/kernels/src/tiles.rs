@@ -29,7 +29,7 @@ thread_local! {
 pub(crate) enum Microkernel {
     /// AMX tiles (`amx.rs`).
     Amx,
-    /// AVX512-BF16 `vdpbf16ps` (`dpbf16.rs`), for CPUs without AMX.
+    /// AVX512-BF16 `vdpbf16ps` (`dpbf16.rs`).
     Avx512Bf16,
 }
 
