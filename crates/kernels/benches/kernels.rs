@@ -45,6 +45,36 @@ fn bench_matmul(c: &mut Criterion) {
     g.finish();
 }
 
+/// Dense layers with bf16 products (`--dtype bf16`), 2 threads: gpt2-124m's
+/// (C, OC) weights at B=4 T=64, and transformer-base's (OC, C) weights at
+/// B=8 T=64. Forward, and backward (dX and dW: a transposed operand).
+fn bench_matmul_bf16(c: &mut Criterion) {
+    use attn_kernels::mixed::{set_matmul_precision, Precision};
+    let shapes = [
+        ("gpt2/fc", 256, 768, 3072, WeightLayout::InOut),
+        ("gpt2/lm_head", 256, 768, 50257, WeightLayout::OutIn),
+        ("tbase/fc1", 512, 512, 2048, WeightLayout::OutIn),
+        ("tbase/fc2", 512, 2048, 512, WeightLayout::OutIn),
+        ("tbase/head", 512, 512, 8000, WeightLayout::OutIn),
+    ];
+    let mut g = c.benchmark_group("matmul_bf16");
+    let p = pool(2);
+    set_matmul_precision(Precision::Bf16);
+    for &(name, n, ci, oc, layout) in &shapes {
+        let (x, w) = (vec![0.1f32; n * ci], vec![0.01f32; ci * oc]);
+        let mut out = vec![0.0f32; n * oc];
+        let (mut dx, mut dw) = (vec![0.0f32; n * ci], vec![0.0f32; ci * oc]);
+        g.throughput(Throughput::Elements((2 * n * ci * oc) as u64));
+        g.bench_function(format!("{name}/fwd/t2"), |bch| p.install(|| bch.iter(|| matmul_forward(&mut out, &x, &w, None, n, ci, oc, layout))));
+        g.bench_function(format!("{name}/bwd-dx/t2"), |bch| {
+            p.install(|| bch.iter(|| matmul_backward(Some(&mut dx), &mut [], None, &out, &x, &w, n, ci, oc, layout)))
+        });
+        g.bench_function(format!("{name}/bwd-dw/t2"), |bch| p.install(|| bch.iter(|| matmul_backward(None, &mut dw, None, &out, &x, &w, n, ci, oc, layout))));
+    }
+    set_matmul_precision(Precision::F32);
+    g.finish();
+}
+
 /// gpt2-124m's attention at T = 1024 (B = 1, 12 heads of 64), forward and
 /// backward, 2 threads: with the saved (T, T) probabilities, and flash.
 fn bench_long_attention(c: &mut Criterion) {
@@ -183,6 +213,6 @@ fn bench_decode_weights(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_matmul, bench_other, bench_decode_weights, bench_optimizer, bench_long_attention
+    targets = bench_matmul, bench_matmul_bf16, bench_other, bench_decode_weights, bench_optimizer, bench_long_attention
 }
 criterion_main!(benches);

@@ -183,8 +183,24 @@ unsafe fn store_block(block: &[f32; 1024], dst: *mut f32, rs: isize, cs: isize, 
 /// A (m, k) into bf16 tiles, [row tile][k tile][16 rows][32], zero-padded to
 /// whole tiles (rows to a multiple of 32).
 fn pack_a(dst: &mut [u16], a: Mat, m: usize, k: usize, kt: usize) {
+    let transposed = a.rs == 1 && a.cs != 1;
     let a = SendMat(a);
     let chunk = kt * TILE;
+    if transposed {
+        // A transposed operand (dW = X^T dY): A's columns are memory rows, so
+        // row tiles go in groups that read each memory row 256 floats at a
+        // time. One tile at a time read 64 bytes from each of K rows: a
+        // TLB and cache miss per 16 values, 8% of a bf16 training step.
+        let tiles = dst.len() / chunk;
+        let group = (tiles / (4 * rayon::current_num_threads())).clamp(1, 16);
+        let run = |(g, tiles): (usize, &mut [u16])| pack_a_tiles_t(tiles, a.get(), m, k, kt, g * group * 16);
+        if dst.len() >= 1 << 16 {
+            dst.par_chunks_mut(group * chunk).enumerate().for_each(run);
+        } else {
+            dst.chunks_mut(group * chunk).enumerate().for_each(run);
+        }
+        return;
+    }
     if dst.len() >= 1 << 16 {
         dst.par_chunks_mut(chunk).enumerate().for_each(|(ti, tiles)| pack_a_tiles(tiles, a.get(), m, k, ti * 16));
     } else {
@@ -204,24 +220,43 @@ fn pack_a_tiles(tiles: &mut [u16], a: Mat, m: usize, k: usize, i0: usize) {
                 let src = unsafe { &*(a.ptr.offset((i0 + r) as isize * a.rs + k0 as isize) as *const [f32; 32]) };
                 round_32(row.try_into().unwrap(), src);
             }
-        } else if i0 + 16 <= m && k0 + 32 <= k && a.rs == 1 {
-            // Columns contiguous (a transposed operand): round 16 rows of each
-            // of the 32 columns, then write them transposed into the tile.
-            let mut cols = [[0u16; 16]; 32];
-            for (kk, col) in cols.iter_mut().enumerate() {
-                let src = unsafe { &*(a.ptr.offset(i0 as isize + (k0 + kk) as isize * a.cs) as *const [f32; 16]) };
-                round_16(col, src);
-            }
-            let tile: &mut [u16; TILE] = tile.try_into().unwrap();
-            for r in 0..16 {
-                for kk in 0..32 {
-                    tile[r * 32 + kk] = cols[kk][r];
-                }
-            }
         } else {
             for r in 0..16 {
                 for kk in 0..32 {
                     tile[r * 32 + kk] = if i0 + r < m && k0 + kk < k { bf16_bits(at(r, kk)) } else { 0 };
+                }
+            }
+        }
+    }
+}
+
+/// Row tiles i0 / 16.. of a column-contiguous A (rs == 1), `tiles.len() /
+/// (kt * TILE)` of them, along the whole K: for each K tile, its 32 memory
+/// rows are read across the group and rounded into `rows`, then each tile is
+/// written as the transpose of its 16 columns of `rows`.
+#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn pack_a_tiles_t(tiles: &mut [u16], a: Mat, m: usize, k: usize, kt: usize, i0: usize) {
+    let group = tiles.len() / (kt * TILE);
+    let width = 16 * group; // rows of A in this group
+    let mut rows = [[0u16; 256]; 32]; // [kk][i - i0]
+    for t in 0..kt {
+        let k0 = 32 * t;
+        for (kk, row) in rows.iter_mut().enumerate() {
+            let valid = if k0 + kk < k { width.min(m.saturating_sub(i0)) } else { 0 };
+            let src = unsafe { std::slice::from_raw_parts(a.ptr.offset(i0 as isize + (k0 + kk) as isize * a.cs), valid) };
+            if k0 + kk + AHEAD < k {
+                prefetch(src.as_ptr().wrapping_offset(AHEAD as isize * a.cs), valid);
+            }
+            for (d, &x) in row[..valid].iter_mut().zip(src) {
+                *d = bf16_bits(x);
+            }
+            row[valid..width].fill(0);
+        }
+        for g in 0..group {
+            let tile: &mut [u16; TILE] = (&mut tiles[(g * kt + t) * TILE..][..TILE]).try_into().unwrap();
+            for r in 0..16 {
+                for kk in 0..32 {
+                    tile[r * 32 + kk] = rows[kk][16 * g + r];
                 }
             }
         }
@@ -248,6 +283,11 @@ fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usi
         for t in 0..full_k {
             for p in 0..16 {
                 let (r0, r1) = unsafe { (b.ptr.offset((32 * t + 2 * p) as isize * b.rs), b.ptr.offset((32 * t + 2 * p + 1) as isize * b.rs)) };
+                if 32 * t + 2 * p + AHEAD + 1 < k {
+                    let ahead = AHEAD as isize * b.rs;
+                    prefetch(r0.wrapping_offset(ahead).wrapping_add(32 * j0), 32 * full_n);
+                    prefetch(r1.wrapping_offset(ahead).wrapping_add(32 * j0), 32 * full_n);
+                }
                 for s in 0..full_n {
                     let c0 = 32 * (j0 + s);
                     let base = at_pair(s, t, p, 0);
@@ -299,11 +339,21 @@ fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usi
     }
 }
 
+/// Rows ahead that the packing loops prefetch: each row of a strided operand
+/// is a short stream of its own (1 KiB or less), over before the hardware
+/// prefetchers pick it up, and the loads stalled on it.
+const AHEAD: usize = 8;
+
+/// Asks for the cache lines of `len` f32 from `p`; never faults.
 #[inline(always)]
-fn round_16(dst: &mut [u16; 16], src: &[f32; 16]) {
-    for j in 0..16 {
-        dst[j] = bf16_bits(src[j]);
+fn prefetch(p: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(16) {
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+        unsafe { core::arch::x86_64::_mm_prefetch(p.wrapping_add(off) as *const i8, core::arch::x86_64::_MM_HINT_T0) };
     }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
 }
 
 #[inline(always)]

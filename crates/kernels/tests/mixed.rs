@@ -52,7 +52,9 @@ fn bf16_dense_layers_round_their_operands_and_nothing_else() {
     eprintln!("dense layers in bf16 on the {} path", bf16_path());
     for threads in [1, 2] {
         with_threads(threads, || {
-            for &(n, c, oc) in &[(7, 13, 5), (67, 129, 131), (256, 96, 80)] {
+            // (40, 1100, 300): dW's transposed operand packs in groups of 16 row
+            // tiles and a partial one.
+            for &(n, c, oc) in &[(7, 13, 5), (67, 129, 131), (256, 96, 80), (40, 1100, 300)] {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                     let (x, w, bias) = (randn(n * c, 1), randn(c * oc, 2), randn(oc, 3));
                     let (mut fast, mut slow) = (vec![0.0; n * oc], vec![0.0; n * oc]);
