@@ -2,7 +2,7 @@
 # The encoder-decoder speed bars, side by side on this machine with the same
 # threads, alternating rounds (medians inside each command):
 #  1. transformer-base training steps: `attn bench train --preset transformer-base`
-#     against the torch.nn peer (eager f32, and bf16 autocast for reference);
+#     against the torch.nn peer, eager f32 and bf16 autocast;
 #  2. beam-4 translation: `attn bench translate` against transformers'
 #     generate() on the same random Marian folder of transformer-base's shapes
 #     (EOS pushed down, so both generate exactly --max-new-tokens per source).
@@ -21,11 +21,14 @@ grep -o 'avx512[a-z_0-9]*\|avx2\|fma\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | t
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 ./target/release/attn bench gemm --threads 2
 B=${B:-8}; T=${T:-64}
+# Each round: f32 against eager f32, then bf16 products (`--dtype bf16`)
+# against bf16 autocast (on a CPU without AMX attn's bf16 path is emulated).
 for r in $(seq "$rounds"); do
   ./target/release/attn bench train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2 | tail -1
   $PY tools/bench/translation_speed.py train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2
+  ./target/release/attn bench train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2 --dtype bf16 | tail -1
+  $PY tools/bench/translation_speed.py train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2 --autocast
 done
-$PY tools/bench/translation_speed.py train --preset transformer-base --batch-size "$B" --seq-len "$T" --vocab 8000 --steps 10 --threads 2 --autocast
 model=runs/marian-base-random
 [ -f "$model/model.safetensors" ] || $PY tools/bench/translation_speed.py make --preset transformer-base --tokenizer "$tok" --model "$model"
 head -32 "$pairs/test.tsv" | cut -f1 > runs/translate-sources.txt

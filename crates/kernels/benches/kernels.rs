@@ -156,6 +156,24 @@ fn bench_other(c: &mut Criterion) {
     g.finish();
 }
 
+/// A beam-search step's 32 rows (8 sources x 4 beams) through
+/// transformer-base's (OC, C) layers, 2 threads: the few-rows kernel against
+/// gemm (`matmul_forward`).
+fn bench_few_rows(c: &mut Criterion) {
+    use attn_kernels::few_rows::few_rows_forward;
+    let mut g = c.benchmark_group("few_rows");
+    let p = pool(2);
+    for (name, ic, oc) in [("tbase/fc1", 512usize, 2048usize), ("tbase/fc2", 2048, 512), ("tbase/head", 512, 8000)] {
+        let n = 32;
+        let (x, w) = (vec![0.1f32; n * ic], vec![0.01f32; ic * oc]);
+        let mut out = vec![0.0f32; n * oc];
+        g.throughput(Throughput::Elements((2 * n * ic * oc) as u64));
+        g.bench_function(format!("{name}/few_rows/t2"), |b| p.install(|| b.iter(|| few_rows_forward(&mut out, &x, &w, None, n, ic, oc))));
+        g.bench_function(format!("{name}/gemm/t2"), |b| p.install(|| b.iter(|| matmul_forward(&mut out, &x, &w, None, n, ic, oc, WeightLayout::OutIn))));
+    }
+    g.finish();
+}
+
 /// One decoding row through gpt2-124m's MLP up-projection (768 -> 3072)
 /// and its head (768 -> 50257): f32, bf16 and int8 weights, 2 threads.
 /// Throughput is weight bytes read.
@@ -213,6 +231,6 @@ fn bench_decode_weights(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_matmul, bench_matmul_bf16, bench_other, bench_decode_weights, bench_optimizer, bench_long_attention
+    targets = bench_matmul, bench_matmul_bf16, bench_few_rows, bench_other, bench_decode_weights, bench_optimizer, bench_long_attention
 }
 criterion_main!(benches);

@@ -33,6 +33,7 @@ pub mod attention;
 pub mod cross_attention;
 pub mod crossentropy;
 pub mod embedding;
+pub mod few_rows;
 pub mod flash;
 pub mod gelu;
 pub mod gradcheck;

@@ -291,3 +291,31 @@ fn llama_kernels_match_naive() {
         });
     }
 }
+
+#[test]
+fn few_rows_match_naive_bit_for_bit_and_alone() {
+    use attn_kernels::few_rows::{few_rows_forward, few_rows_forward_naive};
+    let path = if cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx512f") { "AVX-512" } else { "portable" };
+    eprintln!("few_rows_forward: the {path} kernel ran");
+    if path != "AVX-512" {
+        eprintln!("NOT TESTED: the AVX-512 few-rows kernel (this CPU lacks AVX-512F)");
+    }
+    for threads in [1, 3] {
+        with_threads(threads, || {
+            // Weight rows on both sides of the register block (6 / 8) and the
+            // task (48); rows on both sides of the 32-row panel; enough
+            // weights to go parallel.
+            for &(n, c, oc) in &[(5, 1, 1), (32, 7, 50), (33, 129, 131), (64, 200, 400), (40, 512, 97)] {
+                let (x, w, b) = (randn(n * c, 1), randn(c * oc, 2), randn(oc, 3));
+                let (mut fast, mut slow) = (vec![0.0; n * oc], vec![0.0; n * oc]);
+                few_rows_forward(&mut fast, &x, &w, Some(&b), n, c, oc);
+                few_rows_forward_naive(&mut slow, &x, &w, Some(&b), n, c, oc);
+                assert_eq!(fast, slow, "{n}x{c}x{oc} on {threads} threads");
+                // The last row alone gives the same bits as in the batch.
+                let mut alone = vec![0.0; oc];
+                few_rows_forward(&mut alone, &x[(n - 1) * c..], &w, Some(&b), 1, c, oc);
+                assert_eq!(alone, fast[(n - 1) * oc..], "{n}x{c}x{oc}: a row alone");
+            }
+        });
+    }
+}
