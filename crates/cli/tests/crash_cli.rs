@@ -120,6 +120,32 @@ fn a_second_run_into_a_live_runs_folder_is_refused() {
     assert!(!dir.path().join(".run.attn-lock").exists(), "the lock is released");
 }
 
+/// `--resume` into a folder whose lock a live process holds touches nothing:
+/// the `.next` file of a checkpoint being committed stays. (Reading the saved
+/// options once "recovered" the folder before taking the lock, deleting a
+/// live run's checkpoint file mid-commit; the test above caught it by chance.)
+#[cfg(unix)]
+#[test]
+fn a_refused_resume_leaves_a_live_runs_pending_checkpoint_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let out = dir.path().join("run");
+    let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let o = attn(&args(data_s, out_s, "2"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    // A live "run" mid-commit: its lock, and its state written as .next.
+    let pending = out.join("trainer_state.safetensors.next");
+    std::fs::copy(out.join("trainer_state.safetensors"), &pending).unwrap();
+    let mut holder = Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(dir.path().join(".run.attn-lock"), format!("{}\n", holder.id())).unwrap();
+    let o = attn(&[args(data_s, out_s, "4"), vec!["--resume"]].concat());
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("another attn process") && stderr(&o).contains(&holder.id().to_string()), "{}", stderr(&o));
+    assert!(pending.exists(), "the live run's pending checkpoint file was deleted");
+}
+
 #[cfg(unix)]
 #[test]
 fn sigterm_and_sigint_checkpoint_and_exit_143_and_130() {

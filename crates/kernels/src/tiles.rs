@@ -243,7 +243,8 @@ fn pack_a_tiles_t(tiles: &mut [u16], a: Mat, m: usize, k: usize, kt: usize, i0: 
         let k0 = 32 * t;
         for (kk, row) in rows.iter_mut().enumerate() {
             let valid = if k0 + kk < k { width.min(m.saturating_sub(i0)) } else { 0 };
-            let src = unsafe { std::slice::from_raw_parts(a.ptr.offset(i0 as isize + (k0 + kk) as isize * a.cs), valid) };
+            // Rows past K (valid = 0) may lie past A: no in-bounds offset to them.
+            let src = unsafe { std::slice::from_raw_parts(a.ptr.wrapping_offset(i0 as isize + (k0 + kk) as isize * a.cs), valid) };
             if k0 + kk + AHEAD < k {
                 prefetch(src.as_ptr().wrapping_offset(AHEAD as isize * a.cs), valid);
             }

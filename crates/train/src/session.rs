@@ -273,6 +273,10 @@ pub fn saved_train_config(out: &Path) -> Result<TrainConfig> {
 
 /// The options (of any kind of run) in a run folder's trainer state.
 pub(crate) fn saved_config<T: serde::de::DeserializeOwned>(out: &Path) -> Result<T> {
+    // Recovering writes to the folder: under the run's lock, so that a
+    // `--resume` into a folder a live run is writing is refused here rather
+    // than deleting that run's checkpoint files in the middle of a commit.
+    let _lock = out.is_dir().then(|| run_dir::RunLock::acquire(out)).transpose()?;
     if out.is_dir() {
         run_dir::recover(out)?;
     }
