@@ -9,7 +9,13 @@
 # translations of the held-out test books (scored by `attn eval`, so decoding
 # and metrics are identical); draws docs/learning_translation.png from the
 # first seed. Needs tools/reference/setup.sh 5 first (torch).
-#   SEEDS="1337 1 2" tools/bench/translation_learning.sh [STEPS=600]
+#
+# INIT=shared (the default): both runs of a seed start from the very same
+# weights (the peer's initialisation for that seed, written as a Marian
+# folder and given to `attn train --init`), so they differ only in their
+# arithmetic; INIT=own: each side initialises itself (same distribution,
+# different draws), which adds the spread between initialisations.
+#   SEEDS="1337 1 2" [INIT=shared|own] tools/bench/translation_learning.sh [STEPS=600]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.cache/venv-ref5/bin/python}
@@ -19,15 +25,28 @@ pairs=$(scripts/fetch_bible_pairs.sh)
 attn=${ATTN:-./target/release/attn}
 [ -n "${ATTN:-}" ] || cargo build --release -q
 echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) | load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+init=${INIT:-shared}
 summary=runs/translate-seeds.jsonl
 : > "$summary"
+recipe=(--task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --overwrite --steps "$steps" --eval-every 100
+        --batch-tokens 4096 --lr 1e-3 --warmup 100 --threads 2)
+model=(--preset transformer-small --tokenizer bpe:8000)
+if [ "$init" = shared ]; then
+  # The joint BPE and the model's config.json (one step, thrown away).
+  "$attn" train "${model[@]}" --task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --steps 1 --threads 2 \
+    --out runs/translate-vocab --overwrite --quiet > /dev/null
+fi
 for seed in "${seeds[@]}"; do
   out=runs/translate-attn-s$seed
   peer=runs/translate-peer-s$seed
-  "$attn" train --task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --preset transformer-small \
-    --tokenizer bpe:8000 --out "$out" --overwrite --steps "$steps" --eval-every 100 --batch-tokens 4096 --lr 1e-3 --warmup 100 \
-    --threads 2 --seed "$seed" --export-plan "runs/translate-plan-s$seed.json" | tail -1
-  $PY tools/bench/translation_peer.py "$out" "runs/translate-plan-s$seed.json" "$peer" --seed "$seed" --threads 2 \
+  peer_init=()
+  if [ "$init" = shared ]; then
+    $PY tools/bench/translation_peer.py runs/translate-vocab --save-init "runs/translate-init-s$seed" --seed "$seed"
+    model=(--init "runs/translate-init-s$seed")
+    peer_init=(--init "runs/translate-init-s$seed")
+  fi
+  "$attn" train "${model[@]}" "${recipe[@]}" --out "$out" --seed "$seed" --export-plan "runs/translate-plan-s$seed.json" | tail -1
+  $PY tools/bench/translation_peer.py "$out" "runs/translate-plan-s$seed.json" "$peer" --seed "$seed" --threads 2 "${peer_init[@]}" \
     --metrics "runs/translate-peer-s$seed.jsonl" | tail -1
   for m in "$out" "$peer"; do
     val=$("$attn" eval --model "$m" --data "$pairs/val.tsv" --json --threads 2)

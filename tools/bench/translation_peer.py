@@ -10,6 +10,11 @@ saves the trained weights as a Marian folder, so `attn eval` scores both
 models' translations with the same beam search and metrics.
 
   python tools/bench/translation_peer.py RUN_DIR PLAN.json OUT_DIR --threads 2
+
+With --save-init DIR it writes its freshly initialised weights (seeded by
+--seed) as a Marian folder with RUN_DIR's tokenizer and exits: `attn train
+--init DIR` and this script's --init DIR then start from the very same
+weights, so the two runs differ only in their arithmetic.
 """
 import argparse
 import json
@@ -25,8 +30,10 @@ from safetensors.torch import save_file, safe_open
 
 ap = argparse.ArgumentParser()
 ap.add_argument("run")
-ap.add_argument("plan")
-ap.add_argument("out")
+ap.add_argument("plan", nargs="?")
+ap.add_argument("out", nargs="?")
+ap.add_argument("--init", help="start from this Marian folder's weights (one written by --save-init, or an attn run)")
+ap.add_argument("--save-init", help="write the initial weights here as a Marian folder, then exit")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--seed", type=int, default=0)
 ap.add_argument("--metrics", help="write step, train_loss and (every eval_every steps) val_loss here, one JSON a line")
@@ -34,17 +41,78 @@ args = ap.parse_args()
 torch.set_num_threads(args.threads)
 torch.manual_seed(args.seed)
 cfg = json.load(open(os.path.join(args.run, "config.json")))
-plan = json.load(open(args.plan))
-with safe_open(os.path.join(args.run, "trainer_state.safetensors"), "pt") as f:
-    tc = json.loads(f.metadata()["train_config"])
-C, V, H = cfg["d_model"], cfg["vocab_size"], cfg["encoder_attention_heads"]
-pad, start = plan["pad"], plan["start"]
-assert cfg["activation_function"] == "relu" and cfg["scale_embedding"]
+C, V = cfg["d_model"], cfg["vocab_size"]
+
+
+def to_marian(sd):
+    """The peer's state dict under Marian's names (nn.MultiheadAttention packs q, k, v)."""
+    out = {"model.shared.weight": sd["shared"], "final_logits_bias": torch.zeros(1, V)}
+    for side, n in [("encoder", cfg["encoder_layers"]), ("decoder", cfg["decoder_layers"])]:
+        for i in range(n):
+            p, q = f"{side}.layers.{i}.", f"model.{side}.layers.{i}."
+            attns = [("self_attn", "self_attn")] + ([("multihead_attn", "encoder_attn")] if side == "decoder" else [])
+            for src_name, dst in attns:
+                w, b = sd[p + src_name + ".in_proj_weight"], sd[p + src_name + ".in_proj_bias"]
+                for j, x in enumerate(["q", "k", "v"]):
+                    out[q + f"{dst}.{x}_proj.weight"] = w[j * C : (j + 1) * C].contiguous()
+                    out[q + f"{dst}.{x}_proj.bias"] = b[j * C : (j + 1) * C].contiguous()
+                out[q + f"{dst}.out_proj.weight"] = sd[p + src_name + ".out_proj.weight"]
+                out[q + f"{dst}.out_proj.bias"] = sd[p + src_name + ".out_proj.bias"]
+            out[q + "fc1.weight"], out[q + "fc1.bias"] = sd[p + "linear1.weight"], sd[p + "linear1.bias"]
+            out[q + "fc2.weight"], out[q + "fc2.bias"] = sd[p + "linear2.weight"], sd[p + "linear2.bias"]
+            norms = ["self_attn_layer_norm", "final_layer_norm"] if side == "encoder" else ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"]
+            for j, nm in enumerate(norms):
+                out[q + f"{nm}.weight"], out[q + f"{nm}.bias"] = sd[p + f"norm{j + 1}.weight"], sd[p + f"norm{j + 1}.bias"]
+    return out
+
+
+def from_marian(t):
+    """The inverse of to_marian: a Marian folder's tensors as the peer's state dict."""
+    sd = {"shared": t["model.shared.weight"]}
+    for side, n in [("encoder", cfg["encoder_layers"]), ("decoder", cfg["decoder_layers"])]:
+        for i in range(n):
+            p, q = f"{side}.layers.{i}.", f"model.{side}.layers.{i}."
+            attns = [("self_attn", "self_attn")] + ([("multihead_attn", "encoder_attn")] if side == "decoder" else [])
+            for dst, src_name in attns:
+                sd[p + dst + ".in_proj_weight"] = torch.cat([t[q + f"{src_name}.{x}_proj.weight"] for x in "qkv"])
+                sd[p + dst + ".in_proj_bias"] = torch.cat([t[q + f"{src_name}.{x}_proj.bias"] for x in "qkv"])
+                sd[p + dst + ".out_proj.weight"] = t[q + f"{src_name}.out_proj.weight"]
+                sd[p + dst + ".out_proj.bias"] = t[q + f"{src_name}.out_proj.bias"]
+            sd[p + "linear1.weight"], sd[p + "linear1.bias"] = t[q + "fc1.weight"], t[q + "fc1.bias"]
+            sd[p + "linear2.weight"], sd[p + "linear2.bias"] = t[q + "fc2.weight"], t[q + "fc2.bias"]
+            norms = ["self_attn_layer_norm", "final_layer_norm"] if side == "encoder" else ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"]
+            for j, nm in enumerate(norms):
+                sd[p + f"norm{j + 1}.weight"], sd[p + f"norm{j + 1}.bias"] = t[q + f"{nm}.weight"], t[q + f"{nm}.bias"]
+    return sd
+
+
+def save_folder(model, out):
+    os.makedirs(out, exist_ok=True)
+    for f in ["config.json", "tokenizer.json"]:
+        shutil.copy(os.path.join(args.run, f), out)
+    sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(to_marian(sd), os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
 
 
 from torch_seq2seq import Peer, make_batch
 
 model = Peer(cfg)
+if args.save_init:
+    save_folder(model, args.save_init)
+    print(f"wrote {args.save_init}")
+    raise SystemExit(0)
+if args.init:
+    from safetensors.torch import load_file
+    state = from_marian(load_file(os.path.join(args.init, "model.safetensors")))
+    state["pos"] = model.pos
+    model.load_state_dict(state, strict=True)
+assert args.plan and args.out, "PLAN and OUT are needed to train"
+plan = json.load(open(args.plan))
+with safe_open(os.path.join(args.run, "trainer_state.safetensors"), "pt") as f:
+    tc = json.loads(f.metadata()["train_config"])
+pad, start = plan["pad"], plan["start"]
+assert cfg["activation_function"] == "relu" and cfg["scale_embedding"]
+
 opt_kind = tc["optimizer"]
 assert opt_kind["type"] == "adamw" and tc["decay_rule"] == "matrices"
 decay = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "shared"]
@@ -114,29 +182,7 @@ for step in range(1, steps + 1):
 
 final_val, toks = val_loss()
 
-# The trained weights as a Marian folder (nn.MultiheadAttention packs q, k, v).
-os.makedirs(args.out, exist_ok=True)
-for f in ["config.json", "tokenizer.json"]:
-    shutil.copy(os.path.join(args.run, f), args.out)
-sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-out = {"model.shared.weight": sd["shared"], "final_logits_bias": torch.zeros(1, V)}
-for side, n in [("encoder", cfg["encoder_layers"]), ("decoder", cfg["decoder_layers"])]:
-    for i in range(n):
-        p, q = f"{side}.layers.{i}.", f"model.{side}.layers.{i}."
-        attns = [("self_attn", "self_attn")] + ([("multihead_attn", "encoder_attn")] if side == "decoder" else [])
-        for src_name, dst in attns:
-            w, b = sd[p + src_name + ".in_proj_weight"], sd[p + src_name + ".in_proj_bias"]
-            for j, x in enumerate(["q", "k", "v"]):
-                out[q + f"{dst}.{x}_proj.weight"] = w[j * C : (j + 1) * C].contiguous()
-                out[q + f"{dst}.{x}_proj.bias"] = b[j * C : (j + 1) * C].contiguous()
-            out[q + f"{dst}.out_proj.weight"] = sd[p + src_name + ".out_proj.weight"]
-            out[q + f"{dst}.out_proj.bias"] = sd[p + src_name + ".out_proj.bias"]
-        out[q + "fc1.weight"], out[q + "fc1.bias"] = sd[p + "linear1.weight"], sd[p + "linear1.bias"]
-        out[q + "fc2.weight"], out[q + "fc2.bias"] = sd[p + "linear2.weight"], sd[p + "linear2.bias"]
-        norms = ["self_attn_layer_norm", "final_layer_norm"] if side == "encoder" else ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"]
-        for j, nm in enumerate(norms):
-            out[q + f"{nm}.weight"], out[q + f"{nm}.bias"] = sd[p + f"norm{j + 1}.weight"], sd[p + f"norm{j + 1}.bias"]
-save_file(out, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
+save_folder(model, args.out)
 times.sort()
 print(json.dumps({"peer_val_loss": final_val, "val_tokens": toks, "steps": steps, "median_s_per_step": times[len(times) // 2],
                   "torch": torch.__version__, "threads": torch.get_num_threads()}))

@@ -138,8 +138,9 @@ pub struct TrainArgs {
     #[arg(long, default_value = "baby", hide_default_value = true)]
     pub(crate) preset: String,
     /// Fine-tune: start from a model folder's weights, config and tokenizer
-    /// (an attn run, or a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder) instead of a random model
-    #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position"])]
+    /// (an attn run, or a Hugging Face GPT-2, Llama, Qwen2 or Mistral folder; with --task translation,
+    /// a Marian, BART or mBART folder) instead of a random model
+    #[arg(long, conflicts_with_all = ["preset", "tokenizer", "position", "norm_position"])]
     pub(crate) init: Option<PathBuf>,
     /// "char" trains a character vocabulary on the data; "bpe:N" trains an N-token byte-level
     /// BPE on it; or a tokenizer file or folder (tokenizer.json, vocab.json + merges.txt, .tiktoken)

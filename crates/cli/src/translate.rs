@@ -189,7 +189,6 @@ pub fn eval(model_dir: &Path, data: &Path, beam: usize, json: bool) -> anyhow::R
 /// `attn train --task translation`.
 pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let given = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    anyhow::ensure!(a.init.is_none(), "--init is not supported with --task translation yet; train from a preset");
     let preset = if given("preset") { a.preset.clone() } else { "transformer-small".into() };
     // The vocabulary and the special ids come from the tokenizer.
     let mut model =
@@ -254,6 +253,7 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         data_files: files,
         model,
         tokenizer,
+        init: a.init.clone(),
         config,
         resume: a.resume,
         overwrite: a.overwrite,

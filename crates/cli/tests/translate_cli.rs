@@ -61,6 +61,14 @@ fn train<'a>(data: &'a str, out: &'a str, steps: &'a str, extra: &[&'a str]) -> 
     attn(&args)
 }
 
+/// A folder's tensors by name, in name order.
+fn tensors(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let f = attn_model::checkpoint::TensorFile::open(&dir.join("model.safetensors")).unwrap();
+    let mut names: Vec<String> = f.names().map(str::to_string).collect();
+    names.sort();
+    names.into_iter().map(|n| (n.clone(), f.read_f32(&n).unwrap())).collect()
+}
+
 #[test]
 fn train_translate_eval_and_resume() {
     let tmp = tempfile::tempdir().unwrap();
@@ -84,13 +92,8 @@ fn train_translate_eval_and_resume() {
     let o = train(&tsv, part.to_str().unwrap(), "10", &["--resume"]);
     assert!(o.status.success(), "{}", stderr(&o));
     // Every tensor bit for bit (the file bytes may differ: safetensors writes its metadata in hash order).
-    let tensors = |dir: &Path| {
-        let f = attn_model::checkpoint::TensorFile::open(&dir.join("model.safetensors")).unwrap();
-        let mut names: Vec<String> = f.names().map(str::to_string).collect();
-        names.sort();
-        names.into_iter().map(|n| (f.read_f32(&n).unwrap().iter().map(|x| x.to_bits()).collect::<Vec<_>>(), n)).collect::<Vec<_>>()
-    };
-    assert!(tensors(&part) == tensors(&full), "resume is not bit for bit");
+    let bits = |dir: &Path| tensors(dir).into_iter().map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())).collect::<Vec<_>>();
+    assert!(bits(&part) == bits(&full), "resume is not bit for bit");
 
     let model = full.to_str().unwrap();
     let o = attn(&["translate", "--model", model, "--beam", "3", "--max-new-tokens", "8", "--json", "the king", "light"]);
@@ -207,6 +210,65 @@ fn bad_translation_input_is_named() {
     assert!(!o.status.success() && stderr(&o).contains("model_type"), "{}", stderr(&o));
     let o = attn(&["translate", "--model", lm.to_str().unwrap(), "--beam", "0", "hello"]);
     assert!(!o.status.success() && stderr(&o).contains("--beam"), "{}", stderr(&o));
+}
+
+/// `--init DIR` fine-tunes: the run starts from the folder's weights, config
+/// and tokenizer (an attn run, or a Hub-style Marian folder whose
+/// SentencePiece files travel into the run folder) and learns on from there.
+#[test]
+fn fine_tuning_starts_from_a_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (tsv, _, _) = pairs(tmp.path());
+    let base = tmp.path().join("base");
+    let o = train(&tsv, base.to_str().unwrap(), "20", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let base_val = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["val_loss"].as_f64().unwrap();
+    let tune = |init: &Path, out: &Path, steps: &str, lr: &str, extra: &[&str]| {
+        let (init, out) = (init.to_str().unwrap(), out.to_str().unwrap());
+        let mut args = vec!["train", "--task", "translation", "--data", &tsv, "--init", init, "--out", out, "--steps", steps];
+        args.extend(["--eval-every", "5", "--batch-tokens", "256", "--lr", lr, "--warmup", "1", "--threads", "2", "--quiet"]);
+        args.extend(extra);
+        attn(&args)
+    };
+    // A vanishing learning rate: the weights, config and tokenizer are the folder's.
+    let same = tmp.path().join("same");
+    let o = tune(&base, &same, "1", "1e-12", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (a, b) = (tensors(&base), tensors(&same));
+    assert_eq!(a.iter().map(|t| &t.0).collect::<Vec<_>>(), b.iter().map(|t| &t.0).collect::<Vec<_>>());
+    for ((name, x), (_, y)) in a.iter().zip(&b) {
+        let d = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+        assert!(d < 1e-6, "{name} moved by {d}: not started from the folder's weights");
+    }
+    let read = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(read(&base, "tokenizer.json"), read(&same, "tokenizer.json"));
+    assert_eq!(read(&base, "config.json"), read(&same, "config.json"));
+    // Trained on, the loss goes on falling from the folder's.
+    let more = tmp.path().join("more");
+    let o = tune(&base, &more, "10", "3e-3", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let more_val = serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["val_loss"].as_f64().unwrap();
+    assert!(more_val < base_val, "fine-tuned val loss {more_val} not below the folder's {base_val}");
+    // A Hub-style Marian folder: its SentencePiece files come along, and the run translates.
+    let hub = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm");
+    let tuned = tmp.path().join("tuned");
+    let o = tune(&hub, &tuned, "2", "1e-4", &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for f in ["source.spm", "target.spm", "vocab.json", "tokenizer_config.json"] {
+        assert_eq!(read(&hub, f), read(&tuned, f), "{f}");
+    }
+    let o = attn(&["translate", "--model", tuned.to_str().unwrap(), "--max-new-tokens", "4", "the king"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // The folder decides the architecture: --norm-position is refused, and so is a decoder folder.
+    let o = tune(&base, &tmp.path().join("x"), "2", "1e-3", &["--norm-position", "pre"]);
+    assert!(!o.status.success() && stderr(&o).contains("--norm-position"), "{}", stderr(&o));
+    let lm = tmp.path().join("lm");
+    let corpus = common::corpus(tmp.path());
+    assert!(common::tiny_run(corpus.to_str().unwrap(), lm.to_str().unwrap(), "baby").status.success());
+    let o = tune(&lm, &tmp.path().join("y"), "2", "1e-3", &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("model_type") && !err.contains("panicked"), "{err}");
+    assert!(!tmp.path().join("y").exists());
 }
 
 /// A Hub-style Marian folder (source.spm, target.spm, vocab.json, no

@@ -116,6 +116,10 @@ pub struct TranslationRun<'a> {
     /// The architecture; vocabulary and special ids come from the tokenizer.
     pub model: Seq2SeqConfig,
     pub tokenizer: TokenizerSpec,
+    /// Fine-tuning: start from this folder's weights, config and tokenizer
+    /// (an attn run, or a Marian / BART / mBART folder) instead of `model`
+    /// and `tokenizer`. A resumed run reads its own folder instead.
+    pub init: Option<PathBuf>,
     pub config: TranslationConfig,
     pub resume: bool,
     pub overwrite: bool,
@@ -185,7 +189,14 @@ fn special_id(tok: &BytePairEncoder, name: &str) -> Option<u32> {
     tok.special_tokens().iter().find(|s| s.0 == name).map(|s| s.1)
 }
 
-fn fresh(run: &TranslationRun, dir: &Path, train: &[Pair]) -> Result<State> {
+/// The files a tokenizer may live in; `load_tokenizer` picks among them in a
+/// fixed order, so copying all that exist keeps its choice.
+const TOKENIZER_FILES: [&str; 8] =
+    ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "source.spm", "target.spm", "vocab.json", "target_vocab.json", "merges.txt"];
+
+/// A new model of `run.model`'s shape (seeded) and its tokenizer: trained
+/// on the pairs (`bpe:N`) or read from a file; saved into `dir`.
+fn from_preset(run: &TranslationRun, dir: &Path, train: &[Pair]) -> Result<(Seq2Seq, Box<dyn Tokenizer>)> {
     let tok: Box<dyn Tokenizer> = match &run.tokenizer {
         TokenizerSpec::Bpe(n) => Box::new(train_joint_bpe(train, *n)?),
         TokenizerSpec::File(p) => load_tokenizer(p, None)?,
@@ -206,6 +217,42 @@ fn fresh(run: &TranslationRun, dir: &Path, train: &[Pair]) -> Result<State> {
     cfg.decoder_start_token_id = pad;
     let model = Seq2Seq::new(cfg, run.config.seed)?;
     tok.save(&dir.join(TOKENIZER_FILE))?;
+    Ok((model, tok))
+}
+
+/// `--init`: a folder's model and tokenizer, the tokenizer's files copied
+/// into `dir` so the run folder loads on its own.
+fn from_folder(init: &Path, dir: &Path) -> Result<(Seq2Seq, Box<dyn Tokenizer>)> {
+    let bad = |m: String| TrainError::Config(format!("--init {}: {m}", init.display()));
+    let (model, _) = Seq2Seq::load(init)?;
+    let tok = load_tokenizer(init, None)?;
+    if tok.vocab_size() > model.vocab_size() {
+        return Err(bad(format!("the tokenizer has {} ids but the model {}; they do not belong together", tok.vocab_size(), model.vocab_size())));
+    }
+    // Training pairs must end with EOS, or the model never learns to stop.
+    let eos = model.config.eos_token_id;
+    for (side, ids) in [("sources", tok.encode("a")), ("targets", tok.encode_target("a"))] {
+        if ids.as_ref().ok().and_then(|v| v.last()) != Some(&eos) {
+            return Err(bad(format!(
+                "its tokenizer does not end {side} with the model's eos_token_id {eos}; give the folder a tokenizer.json whose post-processor appends it"
+            )));
+        }
+    }
+    for f in TOKENIZER_FILES {
+        let from = init.join(f);
+        if from.exists() {
+            let to = dir.join(f);
+            std::fs::copy(&from, &to).map_err(TrainError::io(&to))?;
+        }
+    }
+    Ok((model, tok))
+}
+
+fn fresh(run: &TranslationRun, dir: &Path, train: &[Pair]) -> Result<State> {
+    let (model, tok) = match &run.init {
+        Some(init) => from_folder(init, dir)?,
+        None => from_preset(run, dir, train)?,
+    };
     let opt = Optimizer::new(run.config.optimizer, run.config.weight_decay, run.config.decay_rule, &model.layout, run.config.optimizer_dtype);
     Ok(State {
         dir: dir.to_path_buf(),
