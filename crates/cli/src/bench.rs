@@ -280,19 +280,17 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     anyhow::ensure!(t <= arch.n_ctx, "--seq-len {t} exceeds the model's context of {}", arch.n_ctx);
     let threads = rayon::current_num_threads();
     let mut model = attn_model::Transformer::new(arch, 0)?;
-    let mut opt = Optimizer::new(
-        OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 },
-        0.1,
-        DecayRule::Matrices,
-        model.layout(),
-        attn_train::optim::Dtype::F32,
-    );
+    let mut opt =
+        Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, model.layout(), attn_train::optim::Dtype::F32);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let v = model.vocab_size() as u32;
     let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
     let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
     let dtype = attn_kernels::mixed::matmul_precision().name();
-    println!("bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, {dtype} products, GEMM peak {peak:.1} GFLOP/s", model.layout().num_params() as f64 / 1e6);
+    println!(
+        "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, {dtype} products, GEMM peak {peak:.1} GFLOP/s",
+        model.layout().num_params() as f64 / 1e6
+    );
     // Per step: (total, forward, backward, optimizer incl. zero_grad) seconds.
     let mut times: Vec<[f64; 4]> = Vec::with_capacity(steps);
     for i in 0..steps + 2 {

@@ -17,13 +17,8 @@ pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize,
     anyhow::ensure!(t >= 2 && t <= cfg.n_ctx, "--seq-len must be in 2..={} for {preset}", cfg.n_ctx);
     anyhow::ensure!(b >= 1 && steps >= 1 && vocab > 2, "--batch-size, --steps must be positive and --vocab above 2");
     let mut model = Seq2Seq::new(cfg, 0)?;
-    let mut opt = Optimizer::new(
-        OptimizerKind::AdamW { beta1: 0.9, beta2: 0.98, eps: 1e-9 },
-        0.0,
-        DecayRule::Matrices,
-        &model.layout,
-        attn_train::optim::Dtype::F32,
-    );
+    let mut opt =
+        Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.98, eps: 1e-9 }, 0.0, DecayRule::Matrices, &model.layout, attn_train::optim::Dtype::F32);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // Ids 2.. leave out pad (0) and EOS (1); every position is real, as in the peer.
     let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.gen_range(2..vocab as u32)).collect() };

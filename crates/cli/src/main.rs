@@ -247,7 +247,7 @@ fn main() -> std::process::ExitCode {
     let _ = signal_hook::flag::register_conditional_shutdown(signal_hook::consts::SIGPIPE, 0, std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)));
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let result = match cli.command {
+    let result = simd_override().and_then(|()| match cli.command {
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "attn", &mut std::io::stdout());
             Ok(())
@@ -266,12 +266,30 @@ fn main() -> std::process::ExitCode {
         Command::Inspect(c) => inspect::run(c),
         Command::Embed(a) => embed::run_embed(a),
         Command::Similarity(a) => embed::run_similarity(a),
-    };
+    });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// `ATTN_SIMD=avx512|avx2|avx|portable` runs attn's own loop kernels at that
+/// level or the best one below it the CPU has (to compare paths, or to test
+/// a lower one); the kernels ignore a name they do not know, so it is
+/// refused here.
+fn simd_override() -> anyhow::Result<()> {
+    use attn_kernels::simd::Level;
+    match std::env::var("ATTN_SIMD") {
+        Ok(v) => match Level::parse(&v) {
+            Some(l) => {
+                attn_kernels::simd::set_level(l);
+                Ok(())
+            }
+            None => anyhow::bail!("ATTN_SIMD={v:?} is not a level: use avx512, avx2, avx or portable (or unset it for the best this CPU has)"),
+        },
+        Err(_) => Ok(()),
     }
 }

@@ -15,7 +15,7 @@
 //! the backward pass over (b, g), so that the query heads of a group, which
 //! all add into the same dK and dV, run in one task and never race.
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 use crate::matmul::sgemm_serial;
@@ -133,12 +133,14 @@ pub fn attention_forward_masked(
     });
 }
 
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
-fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool, klen: usize) {
-    for (q, row) in att.chunks_exact_mut(t).enumerate() {
-        let len = if causal { q + 1 } else { t }.min(klen);
-        softmax_row(&mut row[..len], scale);
-        row[len..].fill(0.0);
+dispatch! {
+    [Avx512]
+    fn softmax_rows(att: &mut [f32], t: usize, scale: f32, causal: bool, klen: usize) {
+        for (q, row) in att.chunks_exact_mut(t).enumerate() {
+            let len = if causal { q + 1 } else { t }.min(klen);
+            softmax_row(&mut row[..len], scale);
+            row[len..].fill(0.0);
+        }
     }
 }
 
@@ -208,16 +210,18 @@ pub fn attention_backward(
     });
 }
 
-/// In place: datt -> d(pre-softmax scores), already multiplied by `scale`.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
-fn softmax_backward_rows(datt: &mut [f32], att: &[f32], t: usize, scale: f32, causal: bool) {
-    for (q, (d, a)) in datt.chunks_exact_mut(t).zip(att.chunks_exact(t)).enumerate() {
-        let len = if causal { q + 1 } else { t };
-        let inner = dot(&a[..len], &d[..len]);
-        for i in 0..len {
-            d[i] = a[i] * (d[i] - inner) * scale;
+dispatch! {
+    /// In place: datt -> d(pre-softmax scores), already multiplied by `scale`.
+    [Avx512]
+    fn softmax_backward_rows(datt: &mut [f32], att: &[f32], t: usize, scale: f32, causal: bool) {
+        for (q, (d, a)) in datt.chunks_exact_mut(t).zip(att.chunks_exact(t)).enumerate() {
+            let len = if causal { q + 1 } else { t };
+            let inner = dot(&a[..len], &d[..len]);
+            for i in 0..len {
+                d[i] = a[i] * (d[i] - inner) * scale;
+            }
+            d[len..].fill(0.0);
         }
-        d[len..].fill(0.0);
     }
 }
 
@@ -289,24 +293,26 @@ pub fn attention_cached(
     });
 }
 
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
-fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], stride: usize, scale: f32) {
-    let hs = out.len();
-    let mut max = f32::NEG_INFINITY;
-    for (j, s) in scores.iter_mut().enumerate() {
-        *s = dot(q, &k[j * stride..j * stride + hs]) * scale;
-        max = max.max(*s);
-    }
-    let mut sum = 0.0f32;
-    for s in scores.iter_mut() {
-        *s = crate::simd::exp(*s - max);
-        sum += *s;
-    }
-    let inv = 1.0 / sum;
-    out.fill(0.0);
-    for (j, s) in scores.iter_mut().enumerate() {
-        *s *= inv;
-        crate::simd::axpy(out, *s, &v[j * stride..j * stride + hs]);
+dispatch! {
+    [Avx512]
+    fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], stride: usize, scale: f32) {
+        let hs = out.len();
+        let mut max = f32::NEG_INFINITY;
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s = dot(q, &k[j * stride..j * stride + hs]) * scale;
+            max = max.max(*s);
+        }
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = crate::simd::exp(*s - max);
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        out.fill(0.0);
+        for (j, s) in scores.iter_mut().enumerate() {
+            *s *= inv;
+            crate::simd::axpy(out, *s, &v[j * stride..j * stride + hs]);
+        }
     }
 }
 

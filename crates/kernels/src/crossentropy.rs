@@ -3,7 +3,7 @@
 //! rewrites the logits buffer in place into d(logits), which saves an (N, V)
 //! buffer (51 MB for GPT-2 at B=4, T=64).
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 /// losses[i] = logsumexp(logits[i]) - logits[i, targets[i]]; 0 where
@@ -29,14 +29,16 @@ pub fn crossentropy_forward(
     });
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn logsumexp(row: &[f32]) -> f32 {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let mut sum = 0.0f32;
-    for &x in row {
-        sum += crate::simd::exp(x - max);
+dispatch! {
+    [Avx2]
+    fn logsumexp(row: &[f32]) -> f32 {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+        let mut sum = 0.0f32;
+        for &x in row {
+            sum += crate::simd::exp(x - max);
+        }
+        max + sum.ln()
     }
-    max + sum.ln()
 }
 
 /// In place: on entry `logits` holds the logits, on exit d(loss)/d(logits),
@@ -61,11 +63,13 @@ pub fn crossentropy_backward_inplace(
     });
 }
 
-/// row = exp(row - lse) * d
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn softmax_scaled(row: &mut [f32], lse: f32, d: f32) {
-    for x in row.iter_mut() {
-        *x = crate::simd::exp(*x - lse) * d;
+dispatch! {
+    /// row = exp(row - lse) * d
+    [Avx2]
+    fn softmax_scaled(row: &mut [f32], lse: f32, d: f32) {
+        for x in row.iter_mut() {
+            *x = crate::simd::exp(*x - lse) * d;
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! place, as a broadcast against 32 rows at a time: 6 x 32 sums live in
 //! registers (12 AVX-512 vectors) while the weights stream by.
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 /// Rows of the input handled per pass over the weights (the panel's width).
@@ -70,37 +70,39 @@ pub fn few_rows_forward(
 /// o (rows, 32) = w (rows, C) @ panel (C, 32), R weight rows at a time.
 fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F was just detected; the slices hold (rows, C) and (C, 32).
+    if crate::simd::active() == crate::simd::Level::Avx512 {
+        // SAFETY: the active level implies AVX-512F; the slices hold (rows, C) and (C, 32).
         return unsafe { x86::block_rows(o, panel, w, c) };
     }
     block_rows_portable(o, panel, w, c)
 }
 
-/// `block_rows` in plain loops, vectorized by the compiler. Written for
-/// AVX-512 it kept only 9 of its 12 sums in registers and ran at ~60 GFLOP/s
-/// on 2 cores, hence the intrinsics there.
-#[multiversion(targets("x86_64+avx2+fma"))]
-fn block_rows_portable(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
-    let rows = o.len() / LANES;
-    let mut r = 0;
-    while r < rows {
-        let k = R.min(rows - r);
-        // The last block repeats its final row to fill R; only k are stored.
-        let row = |i: usize| &w[(r + i.min(k - 1)) * c..(r + i.min(k - 1) + 1) * c];
-        let ws: [&[f32]; R] = std::array::from_fn(row);
-        let mut acc = [[0.0f32; LANES]; R];
-        for (kk, p) in panel.chunks_exact(LANES).enumerate() {
-            let p: &[f32; LANES] = p.try_into().unwrap();
-            for i in 0..R {
-                let a = ws[i][kk];
-                for j in 0..LANES {
-                    acc[i][j] = a.mul_add(p[j], acc[i][j]);
+dispatch! {
+    /// `block_rows` in plain loops, vectorized by the compiler. Written for
+    /// AVX-512 it kept only 9 of its 12 sums in registers and ran at ~60 GFLOP/s
+    /// on 2 cores, hence the intrinsics there.
+    [Avx2]
+    fn block_rows_portable(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
+        let rows = o.len() / LANES;
+        let mut r = 0;
+        while r < rows {
+            let k = R.min(rows - r);
+            // The last block repeats its final row to fill R; only k are stored.
+            let row = |i: usize| &w[(r + i.min(k - 1)) * c..(r + i.min(k - 1) + 1) * c];
+            let ws: [&[f32]; R] = std::array::from_fn(row);
+            let mut acc = [[0.0f32; LANES]; R];
+            for (kk, p) in panel.chunks_exact(LANES).enumerate() {
+                let p: &[f32; LANES] = p.try_into().unwrap();
+                for i in 0..R {
+                    let a = ws[i][kk];
+                    for j in 0..LANES {
+                        acc[i][j] = a.mul_add(p[j], acc[i][j]);
+                    }
                 }
             }
+            o[r * LANES..(r + k) * LANES].copy_from_slice(acc[..k].as_flattened());
+            r += R;
         }
-        o[r * LANES..(r + k) * LANES].copy_from_slice(acc[..k].as_flattened());
-        r += R;
     }
 }
 

@@ -9,7 +9,7 @@
 //! rows of `qkv` are [Q (NH*HS) | K (NKV*HS) | V (NKV*HS)]; causal masking
 //! and per-sequence key lengths (right padding) give probability 0.
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 use crate::attention::AttnShape;
@@ -204,39 +204,43 @@ pub fn flash_backward(
     });
 }
 
-/// One query row's step of the online softmax over a block of scores:
-/// raises the running max `m` if the block's is larger (rescaling the sum
-/// `l` and the output accumulator `acc` by exp(old - new)), and turns the
-/// `live` scores into exp(score * scale - m); masked ones become 0.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
-fn online_softmax_row(row: &mut [f32], live: usize, scale: f32, m: &mut f32, l: &mut f32, acc: &mut [f32]) {
-    let bmax = row[..live].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) * scale;
-    let m_new = m.max(bmax);
-    let corr = if *m == f32::NEG_INFINITY { 0.0 } else { crate::simd::exp(*m - m_new) };
-    let mut sum = [0.0f32; 8];
-    for (k, x) in row[..live].iter_mut().enumerate() {
-        *x = crate::simd::exp(*x * scale - m_new);
-        sum[k % 8] += *x;
+dispatch! {
+    /// One query row's step of the online softmax over a block of scores:
+    /// raises the running max `m` if the block's is larger (rescaling the sum
+    /// `l` and the output accumulator `acc` by exp(old - new)), and turns the
+    /// `live` scores into exp(score * scale - m); masked ones become 0.
+    [Avx512]
+    fn online_softmax_row(row: &mut [f32], live: usize, scale: f32, m: &mut f32, l: &mut f32, acc: &mut [f32]) {
+        let bmax = row[..live].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) * scale;
+        let m_new = m.max(bmax);
+        let corr = if *m == f32::NEG_INFINITY { 0.0 } else { crate::simd::exp(*m - m_new) };
+        let mut sum = [0.0f32; 8];
+        for (k, x) in row[..live].iter_mut().enumerate() {
+            *x = crate::simd::exp(*x * scale - m_new);
+            sum[k % 8] += *x;
+        }
+        row[live..].fill(0.0);
+        if m_new != f32::NEG_INFINITY {
+            *m = m_new;
+        }
+        *l = *l * corr + sum.iter().sum::<f32>();
+        acc.iter_mut().for_each(|a| *a *= corr);
     }
-    row[live..].fill(0.0);
-    if m_new != f32::NEG_INFINITY {
-        *m = m_new;
-    }
-    *l = *l * corr + sum.iter().sum::<f32>();
-    acc.iter_mut().for_each(|a| *a *= corr);
 }
 
-/// Rebuilds a row of probabilities from its scores and log-sum-exp, and
-/// turns dP into d(scores) = P * (dP - D) * scale (the scores' scale folded
-/// in); masked entries become 0.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
-fn probs_and_dscores(p: &mut [f32], dp: &mut [f32], live: usize, scale: f32, lse: f32, d: f32) {
-    for (x, y) in p[..live].iter_mut().zip(dp[..live].iter_mut()) {
-        *x = crate::simd::exp(*x * scale - lse);
-        *y = *x * (*y - d) * scale;
+dispatch! {
+    /// Rebuilds a row of probabilities from its scores and log-sum-exp, and
+    /// turns dP into d(scores) = P * (dP - D) * scale (the scores' scale folded
+    /// in); masked entries become 0.
+    [Avx512]
+    fn probs_and_dscores(p: &mut [f32], dp: &mut [f32], live: usize, scale: f32, lse: f32, d: f32) {
+        for (x, y) in p[..live].iter_mut().zip(dp[..live].iter_mut()) {
+            *x = crate::simd::exp(*x * scale - lse);
+            *y = *x * (*y - d) * scale;
+        }
+        p[live..].fill(0.0);
+        dp[live..].fill(0.0);
     }
-    p[live..].fill(0.0);
-    dp[live..].fill(0.0);
 }
 
 /// The attention probabilities (B, NH, T, T) the forward pass used, rebuilt

@@ -1,7 +1,7 @@
 //! GELU, tanh approximation (GPT-2's `gelu_new`):
 //! y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 use crate::simd::tanh;
@@ -18,10 +18,12 @@ pub fn gelu_forward(
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| forward_chunk(o, x));
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn forward_chunk(out: &mut [f32], inp: &[f32]) {
-    for (o, &x) in out.iter_mut().zip(inp) {
-        *o = 0.5 * x * (1.0 + tanh(K * (x + A * x * x * x)));
+dispatch! {
+    [Avx2]
+    fn forward_chunk(out: &mut [f32], inp: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = 0.5 * x * (1.0 + tanh(K * (x + A * x * x * x)));
+        }
     }
 }
 
@@ -35,13 +37,15 @@ pub fn gelu_backward(
     dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| backward_chunk(di, x, dy));
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
-    for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
-        let th = tanh(K * (x + A * x * x * x));
-        // d/dx: 0.5 (1 + th) + 0.5 x (1 - th^2) K (1 + 3 A x^2)
-        let grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * K * (1.0 + 3.0 * A * x * x);
-        *di += grad * dy;
+dispatch! {
+    [Avx2]
+    fn backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+        for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
+            let th = tanh(K * (x + A * x * x * x));
+            // d/dx: 0.5 (1 + th) + 0.5 x (1 - th^2) K (1 + 3 A x^2)
+            let grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * K * (1.0 + 3.0 * A * x * x);
+            *di += grad * dy;
+        }
     }
 }
 
@@ -63,10 +67,12 @@ pub fn gelu_erf_forward(
     out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| erf_chunk(o, x));
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn erf_chunk(out: &mut [f32], inp: &[f32]) {
-    for (o, &x) in out.iter_mut().zip(inp) {
-        *o = 0.5 * x * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+dispatch! {
+    [Avx2]
+    fn erf_chunk(out: &mut [f32], inp: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = 0.5 * x * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
     }
 }
 
@@ -81,13 +87,15 @@ pub fn gelu_erf_backward(
     dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| erf_backward_chunk(di, x, dy));
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn erf_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
-    const INV_SQRT_2PI: f32 = 0.398_942_3;
-    for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
-        let cdf = 0.5 * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
-        let pdf = INV_SQRT_2PI * crate::simd::exp(-0.5 * x * x);
-        *di += (cdf + x * pdf) * dy;
+dispatch! {
+    [Avx2]
+    fn erf_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
+            let cdf = 0.5 * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
+            let pdf = INV_SQRT_2PI * crate::simd::exp(-0.5 * x * x);
+            *di += (cdf + x * pdf) * dy;
+        }
     }
 }
 

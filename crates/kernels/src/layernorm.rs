@@ -1,7 +1,7 @@
 //! LayerNorm: y = (x - mean) * rstd * weight + bias, over the last dimension.
 //! The forward pass saves mean and rstd (1/std) per row for the backward pass.
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 use crate::rows_per_task;
@@ -27,21 +27,23 @@ pub fn layernorm_forward(
         .for_each(|((o, x), (m, r))| forward_rows(o, m, r, x, weight, bias, c, eps));
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn forward_rows(out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize, eps: f32) {
-    for (((o, x), m), r) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).zip(mean.iter_mut()).zip(rstd.iter_mut()) {
-        let mu = x.iter().sum::<f32>() / c as f32;
-        let mut var = 0.0f32;
-        for &xi in x {
-            var += (xi - mu) * (xi - mu);
+dispatch! {
+    [Avx2]
+    fn forward_rows(out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize, eps: f32) {
+        for (((o, x), m), r) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).zip(mean.iter_mut()).zip(rstd.iter_mut()) {
+            let mu = x.iter().sum::<f32>() / c as f32;
+            let mut var = 0.0f32;
+            for &xi in x {
+                var += (xi - mu) * (xi - mu);
+            }
+            // Biased variance, as torch.nn.LayerNorm uses.
+            let rs = 1.0 / (var / c as f32 + eps).sqrt();
+            for i in 0..c {
+                o[i] = (x[i] - mu) * rs * weight[i] + bias[i];
+            }
+            *m = mu;
+            *r = rs;
         }
-        // Biased variance, as torch.nn.LayerNorm uses.
-        let rs = 1.0 / (var / c as f32 + eps).sqrt();
-        for i in 0..c {
-            o[i] = (x[i] - mu) * rs * weight[i] + bias[i];
-        }
-        *m = mu;
-        *r = rs;
     }
 }
 
@@ -77,38 +79,42 @@ pub fn layernorm_backward(
         .for_each(|(j, (dw, db))| param_grad_cols(dw, db, j * cols, dout, inp, mean, rstd, n, c));
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn backward_rows(dinp: &mut [f32], dout: &[f32], inp: &[f32], weight: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
-    for (((di, dy), x), (&mu, &rs)) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).zip(mean.iter().zip(rstd)) {
-        // dnorm = dy * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
-        let mut sum_dn = 0.0f32;
-        let mut sum_dn_n = 0.0f32;
-        for i in 0..c {
-            let norm = (x[i] - mu) * rs;
-            let dn = dy[i] * weight[i];
-            sum_dn += dn;
-            sum_dn_n += dn * norm;
-        }
-        let mean_dn = sum_dn / c as f32;
-        let mean_dn_n = sum_dn_n / c as f32;
-        for i in 0..c {
-            let norm = (x[i] - mu) * rs;
-            let dn = dy[i] * weight[i];
-            di[i] += rs * (dn - mean_dn - norm * mean_dn_n);
+dispatch! {
+    [Avx2]
+    fn backward_rows(dinp: &mut [f32], dout: &[f32], inp: &[f32], weight: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
+        for (((di, dy), x), (&mu, &rs)) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).zip(mean.iter().zip(rstd)) {
+            // dnorm = dy * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
+            let mut sum_dn = 0.0f32;
+            let mut sum_dn_n = 0.0f32;
+            for i in 0..c {
+                let norm = (x[i] - mu) * rs;
+                let dn = dy[i] * weight[i];
+                sum_dn += dn;
+                sum_dn_n += dn * norm;
+            }
+            let mean_dn = sum_dn / c as f32;
+            let mean_dn_n = sum_dn_n / c as f32;
+            for i in 0..c {
+                let norm = (x[i] - mu) * rs;
+                let dn = dy[i] * weight[i];
+                di[i] += rs * (dn - mean_dn - norm * mean_dn_n);
+            }
         }
     }
 }
 
-#[multiversion(targets("x86_64+avx2+fma", "x86_64+avx"))]
-fn param_grad_cols(dw: &mut [f32], db: &mut [f32], c0: usize, dout: &[f32], inp: &[f32], mean: &[f32], rstd: &[f32], n: usize, c: usize) {
-    let w = dw.len();
-    for r in 0..n {
-        let dy = &dout[r * c + c0..r * c + c0 + w];
-        let x = &inp[r * c + c0..r * c + c0 + w];
-        let (mu, rs) = (mean[r], rstd[r]);
-        for i in 0..w {
-            db[i] += dy[i];
-            dw[i] += dy[i] * (x[i] - mu) * rs;
+dispatch! {
+    [Avx2]
+    fn param_grad_cols(dw: &mut [f32], db: &mut [f32], c0: usize, dout: &[f32], inp: &[f32], mean: &[f32], rstd: &[f32], n: usize, c: usize) {
+        let w = dw.len();
+        for r in 0..n {
+            let dy = &dout[r * c + c0..r * c + c0 + w];
+            let x = &inp[r * c + c0..r * c + c0 + w];
+            let (mu, rs) = (mean[r], rstd[r]);
+            for i in 0..w {
+                db[i] += dy[i];
+                dw[i] += dy[i] * (x[i] - mu) * rs;
+            }
         }
     }
 }

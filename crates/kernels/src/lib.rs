@@ -27,11 +27,11 @@
 pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod amx;
-#[cfg(target_arch = "x86_64")]
-mod dpbf16;
 pub mod attention;
 pub mod cross_attention;
 pub mod crossentropy;
+#[cfg(target_arch = "x86_64")]
+mod dpbf16;
 pub mod embedding;
 pub mod few_rows;
 pub mod flash;

@@ -5,7 +5,7 @@
 //! so it is bound by memory bandwidth, not arithmetic. These loops stream each
 //! weight matrix once, split so that every thread streams its own part.
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 use crate::matmul::WeightLayout;
@@ -102,35 +102,37 @@ fn add_bias(o: &mut [f32], bias: Option<&[f32]>) {
     }
 }
 
-/// o[b] += sum over i in `range` of inp[b, i] * W[i, :], for W's rows from
-/// `range.start` on (given at `weight`). Four rows of W go through each
-/// pass over o, which quarters the traffic to o (in L2 for several rows)
-/// while adding the terms in the same order as one row at a time: each
-/// output is fma(x1, w1, fma(x0, w0, o))..., the same for every b and n.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma", "x86_64+avx"))]
-fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], range: std::ops::Range<usize>, c: usize, oc: usize) {
-    let (i0, len) = (range.start, range.len());
-    let quads = len / 4;
-    for q in 0..quads {
-        let k = q * 4;
-        let w = &weight[k * oc..(k + 4) * oc];
-        let (w0, rest) = w.split_at(oc);
-        let (w1, rest) = rest.split_at(oc);
-        let (w2, w3) = rest.split_at(oc);
-        for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
-            let x = &xb[i0 + k..i0 + k + 4];
-            let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
-            for ((((y, &a), &b), &cc), &d) in ob.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
-                *y = x3.mul_add(d, x2.mul_add(cc, x1.mul_add(b, x0.mul_add(a, *y))));
+dispatch! {
+    /// o[b] += sum over i in `range` of inp[b, i] * W[i, :], for W's rows from
+    /// `range.start` on (given at `weight`). Four rows of W go through each
+    /// pass over o, which quarters the traffic to o (in L2 for several rows)
+    /// while adding the terms in the same order as one row at a time: each
+    /// output is fma(x1, w1, fma(x0, w0, o))..., the same for every b and n.
+    [Avx512]
+    fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], range: std::ops::Range<usize>, c: usize, oc: usize) {
+        let (i0, len) = (range.start, range.len());
+        let quads = len / 4;
+        for q in 0..quads {
+            let k = q * 4;
+            let w = &weight[k * oc..(k + 4) * oc];
+            let (w0, rest) = w.split_at(oc);
+            let (w1, rest) = rest.split_at(oc);
+            let (w2, w3) = rest.split_at(oc);
+            for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
+                let x = &xb[i0 + k..i0 + k + 4];
+                let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
+                for ((((y, &a), &b), &cc), &d) in ob.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
+                    *y = x3.mul_add(d, x2.mul_add(cc, x1.mul_add(b, x0.mul_add(a, *y))));
+                }
             }
         }
-    }
-    for k in quads * 4..len {
-        let w = &weight[k * oc..(k + 1) * oc];
-        for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
-            let x = xb[i0 + k];
-            for (y, &a) in ob.iter_mut().zip(w) {
-                *y = x.mul_add(a, *y);
+        for k in quads * 4..len {
+            let w = &weight[k * oc..(k + 1) * oc];
+            for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
+                let x = xb[i0 + k];
+                for (y, &a) in ob.iter_mut().zip(w) {
+                    *y = x.mul_add(a, *y);
+                }
             }
         }
     }
@@ -174,8 +176,8 @@ fn rows_out_in(o: &mut [f32], inp: &[f32], weight: &[f32], c: usize, n: usize) {
 /// w[i] . x[j] for every i < R, j < NB, each as `dot_lanes` sums it.
 fn dots<const R: usize, const NB: usize>(w: [&[f32]; R], x: [&[f32]; NB]) -> [[f32; NB]; R] {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the features were just detected; every slice has w[0]'s length.
+    if crate::simd::active() >= crate::simd::Level::Avx2 {
+        // SAFETY: the active level implies AVX2 and FMA; every slice has w[0]'s length.
         return unsafe { x86::dots(w, x) };
     }
     let mut out = [[0.0; NB]; R];

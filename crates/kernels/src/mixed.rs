@@ -100,7 +100,18 @@ pub(crate) unsafe fn gemm_bf16(m: usize, n: usize, k: usize, dst: *mut f32, dst_
 
 /// The portable path: round each operand into a contiguous f32 copy, then the
 /// f32 GEMM.
-pub(crate) unsafe fn gemm_bf16_emulated(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
+pub(crate) unsafe fn gemm_bf16_emulated(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    threads: usize,
+) {
     let round = |x: Mat, rows: usize, cols: usize| -> Vec<f32> {
         let mut out = vec![0.0f32; rows * cols];
         let x = SendMat(x);

@@ -2,7 +2,7 @@
 //! The model calls these once per parameter group (a contiguous run of the
 //! flat buffer with one weight-decay setting).
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 const CHUNK: usize = 32 * 1024;
@@ -88,24 +88,26 @@ struct AdamWConsts {
     h: AdamW,
 }
 
-/// One chunk of `adamw_update`, compiled per vector level: with bf16
-/// moments the widening and rounding are as much work as the arithmetic,
-/// and only wide registers keep the update at memory speed.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn adamw_chunk<M: Moment>(p: &mut [f32], g: &[f32], m: &mut [M], v: &mut [M], k: AdamWConsts) {
-    let h = k.h;
-    for i in 0..p.len() {
-        let gi = g[i] * h.grad_scale;
-        p[i] *= k.decay;
-        let (mut mi, mut vi) = (m[i].get(), v[i].get());
-        mi += (gi - mi) * (1.0 - h.beta1);
-        vi = vi * h.beta2 + (1.0 - h.beta2) * gi * gi;
-        // The update uses the moments as stored, so a run resumed from
-        // its checkpoint takes the same steps.
-        (m[i], v[i]) = (M::put(mi), M::put(vi));
-        let (mi, vi) = (m[i].get(), v[i].get());
-        let denom = vi.sqrt() / k.bc2_sqrt + h.eps;
-        p[i] -= k.step_size * mi / denom;
+dispatch! {
+    /// One chunk of `adamw_update`, compiled per vector level: with bf16
+    /// moments the widening and rounding are as much work as the arithmetic,
+    /// and only wide registers keep the update at memory speed.
+    [Avx512]
+    fn adamw_chunk<M: Moment>(p: &mut [f32], g: &[f32], m: &mut [M], v: &mut [M], k: AdamWConsts) {
+        let h = k.h;
+        for i in 0..p.len() {
+            let gi = g[i] * h.grad_scale;
+            p[i] *= k.decay;
+            let (mut mi, mut vi) = (m[i].get(), v[i].get());
+            mi += (gi - mi) * (1.0 - h.beta1);
+            vi = vi * h.beta2 + (1.0 - h.beta2) * gi * gi;
+            // The update uses the moments as stored, so a run resumed from
+            // its checkpoint takes the same steps.
+            (m[i], v[i]) = (M::put(mi), M::put(vi));
+            let (mi, vi) = (m[i].get(), v[i].get());
+            let denom = vi.sqrt() / k.bc2_sqrt + h.eps;
+            p[i] -= k.step_size * mi / denom;
+        }
     }
 }
 

@@ -339,23 +339,19 @@ mod x86 {
 
     /// Every level this CPU runs, the best first.
     pub fn levels() -> Vec<(&'static str, Level)> {
-        let mut v = Vec::new();
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
-            v.push(("avx512", Level::Avx512));
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            v.push(("avx2", Level::Avx2));
-        }
-        v
+        crate::simd::levels().into_iter().filter_map(|l| Some((l.name(), of(l)?))).collect()
     }
 
+    /// The level `simd::active()` allows.
     pub fn level() -> Option<Level> {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") {
-            Some(Level::Avx512)
-        } else if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            Some(Level::Avx2)
-        } else {
-            None
+        of(crate::simd::active())
+    }
+
+    fn of(l: crate::simd::Level) -> Option<Level> {
+        match l {
+            crate::simd::Level::Avx512 => Some(Level::Avx512),
+            crate::simd::Level::Avx2 => Some(Level::Avx2),
+            _ => None,
         }
     }
 

@@ -1,6 +1,8 @@
 //! Small loops written so that LLVM vectorizes them. Float reductions are not
 //! reassociated by the compiler, so `dot` keeps eight independent partial sums
-//! by hand; callers compiled with AVX2 (via `multiversion`) get 8-wide FMA.
+//! by hand; callers compiled with AVX2 (via `dispatch!`) get 8-wide FMA.
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -83,33 +85,144 @@ pub fn erf(x: f32) -> f32 {
     y.copysign(x)
 }
 
-/// The widest vector path this CPU takes, as the kernels choose it at run
-/// time: "avx512" (AVX-512 F + VL: gemm's x86-v4 kernels and the
-/// AVX-512 versions of attn's loops), "avx2" (AVX2 + FMA), "avx", "sse2" on
-/// older x86-64, "neon" on aarch64, else "scalar". Benchmarks report it.
-pub fn level() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-            return "avx512";
+/// The x86-64 levels attn's loop kernels are compiled for, lowest first.
+/// `Avx512` means AVX-512 F + BW + VL with AVX2 and FMA (every AVX-512
+/// server CPU since Skylake-SP); `Avx2` means AVX2 + FMA.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Portable = 0,
+    Avx = 1,
+    Avx2 = 2,
+    Avx512 = 3,
+}
+
+impl Level {
+    pub const ALL: [Level; 4] = [Level::Avx512, Level::Avx2, Level::Avx, Level::Portable];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Avx512 => "avx512",
+            Level::Avx2 => "avx2",
+            Level::Avx => "avx",
+            Level::Portable => portable_name(),
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return "avx2";
+    }
+
+    /// Parses the names `ATTN_SIMD` takes.
+    pub fn parse(s: &str) -> Option<Level> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "avx512" => Some(Level::Avx512),
+            "avx2" => Some(Level::Avx2),
+            "avx" => Some(Level::Avx),
+            "portable" | "sse2" | "neon" | "scalar" => Some(Level::Portable),
+            _ => None,
         }
-        if is_x86_feature_detected!("avx") {
-            return "avx";
-        }
+    }
+}
+
+fn portable_name() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
         "sse2"
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
+    } else if cfg!(target_arch = "aarch64") {
         "neon"
-    }
-    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-    {
+    } else {
         "scalar"
     }
 }
+
+/// The best level this CPU supports.
+pub fn detected() -> Level {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma");
+        if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vl") {
+            return Level::Avx512;
+        }
+        if avx2 {
+            return Level::Avx2;
+        }
+        if is_x86_feature_detected!("avx") {
+            return Level::Avx;
+        }
+    }
+    Level::Portable
+}
+
+/// Every level this CPU runs, the best first: what a test sweeps.
+pub fn levels() -> Vec<Level> {
+    Level::ALL.into_iter().filter(|&l| l <= detected()).collect()
+}
+
+const UNSET: u8 = u8::MAX;
+static ACTIVE: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The level the kernels run at: the detected one, or lower where
+/// `set_level` or the `ATTN_SIMD` environment variable (avx512, avx2, avx,
+/// portable; read once, unknown names ignored here; the CLI refuses them)
+/// asked for it. Never above what the CPU has, so the dispatch is sound.
+pub fn active() -> Level {
+    match ACTIVE.load(Ordering::Relaxed) {
+        UNSET => {
+            let want = std::env::var("ATTN_SIMD").ok().and_then(|v| Level::parse(&v)).unwrap_or(Level::Avx512);
+            set_level(want)
+        }
+        l => Level::ALL.into_iter().find(|&x| x as u8 == l).unwrap_or(Level::Portable),
+    }
+}
+
+/// Runs attn's loop kernels at `want`, or at the best level below it the
+/// CPU has; returns the level now active. Process-wide: a test that sweeps
+/// levels runs in a test binary of its own.
+pub fn set_level(want: Level) -> Level {
+    let l = want.min(detected());
+    ACTIVE.store(l as u8, Ordering::Relaxed);
+    l
+}
+
+/// The name of the active level ("avx512", "avx2", "avx", or "sse2" /
+/// "neon" / "scalar"): what benchmarks report as `"simd"`. gemm's f32
+/// products choose their own kernels by CPU.
+pub fn level() -> &'static str {
+    active().name()
+}
+
+/// Compiles a loop kernel for AVX-512, AVX2 + FMA and AVX (plain loops that
+/// LLVM vectorizes for each) and calls the version `active()` picks, at
+/// most `[$cap]`; portable code below AVX and off x86-64. Unlike an
+/// attribute that picks the best version once, this lets the tests run
+/// every version the machine has against the naive loops.
+macro_rules! dispatch {
+    (
+        $(#[$meta:meta])*
+        [$cap:ident]
+        $vis:vis fn $name:ident $(<$($g:ident : $b:path),+>)? ($($arg:ident : $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block
+    ) => {
+        $(#[$meta])*
+        $vis fn $name $(<$($g: $b),+>)? ($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body $(<$($g: $b),+>)? ($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                use $crate::simd::Level;
+                #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+                unsafe fn v4 $(<$($g: $b),+>)? ($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn v3 $(<$($g: $b),+>)? ($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                #[target_feature(enable = "avx")]
+                unsafe fn v2 $(<$($g: $b),+>)? ($($arg: $ty),*) $(-> $ret)? { body($($arg),*) }
+                // SAFETY: `active()` never exceeds the CPU's own level.
+                match $crate::simd::active().min(Level::$cap) {
+                    Level::Avx512 => return unsafe { v4($($arg),*) },
+                    Level::Avx2 => return unsafe { v3($($arg),*) },
+                    Level::Avx => return unsafe { v2($($arg),*) },
+                    Level::Portable => {}
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+pub(crate) use dispatch;
 
 #[cfg(test)]
 mod tests {

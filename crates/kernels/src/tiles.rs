@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use multiversion::multiversion;
+use crate::simd::dispatch;
 use rayon::prelude::*;
 
 use crate::matmul::{Mat, SendMat};
@@ -42,7 +42,19 @@ pub(crate) enum Microkernel {
 /// packed whole (the output head's (V, C) weight would be 77 MB packed).
 ///
 /// Safety: `kernel` runs on this CPU; as for `matmul::sgemm`.
-pub(crate) unsafe fn gemm(kernel: Microkernel, m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat, threads: usize) {
+pub(crate) unsafe fn gemm(
+    kernel: Microkernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    threads: usize,
+) {
     if m == 0 || n == 0 {
         return;
     }
@@ -111,7 +123,17 @@ pub(crate) unsafe fn gemm(kernel: Microkernel, m: usize, n: usize, k: usize, dst
 }
 
 #[inline(always)]
-unsafe fn kernel_32x32(kernel: Microkernel, a0: *const u16, a1: *const u16, b0: *const u16, b1: *const u16, kt: usize, c: *mut f32, c_stride: usize, accumulate: bool) {
+unsafe fn kernel_32x32(
+    kernel: Microkernel,
+    a0: *const u16,
+    a1: *const u16,
+    b0: *const u16,
+    b1: *const u16,
+    kt: usize,
+    c: *mut f32,
+    c_stride: usize,
+    accumulate: bool,
+) {
     match kernel {
         Microkernel::Amx => crate::amx::kernel_32x32(a0, a1, b0, b1, kt, c, c_stride, accumulate),
         Microkernel::Avx512Bf16 => crate::dpbf16::kernel_32x32(a0, a1, b0, b1, kt, c, c_stride, accumulate),
@@ -208,132 +230,138 @@ fn pack_a(dst: &mut [u16], a: Mat, m: usize, k: usize, kt: usize) {
     }
 }
 
-/// Rows i0..i0 + 16 of A along the whole K.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn pack_a_tiles(tiles: &mut [u16], a: Mat, m: usize, k: usize, i0: usize) {
-    for (t, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
-        let k0 = t * 32;
-        let at = |i: usize, kk: usize| unsafe { *a.ptr.offset((i0 + i) as isize * a.rs + (k0 + kk) as isize * a.cs) };
-        if i0 + 16 <= m && k0 + 32 <= k && a.cs == 1 {
-            // Rows contiguous.
-            for (r, row) in tile.chunks_exact_mut(32).enumerate() {
-                let src = unsafe { &*(a.ptr.offset((i0 + r) as isize * a.rs + k0 as isize) as *const [f32; 32]) };
-                round_32(row.try_into().unwrap(), src);
-            }
-        } else {
-            for r in 0..16 {
-                for kk in 0..32 {
-                    tile[r * 32 + kk] = if i0 + r < m && k0 + kk < k { bf16_bits(at(r, kk)) } else { 0 };
+dispatch! {
+    /// Rows i0..i0 + 16 of A along the whole K.
+    [Avx512]
+    fn pack_a_tiles(tiles: &mut [u16], a: Mat, m: usize, k: usize, i0: usize) {
+        for (t, tile) in tiles.chunks_exact_mut(TILE).enumerate() {
+            let k0 = t * 32;
+            let at = |i: usize, kk: usize| unsafe { *a.ptr.offset((i0 + i) as isize * a.rs + (k0 + kk) as isize * a.cs) };
+            if i0 + 16 <= m && k0 + 32 <= k && a.cs == 1 {
+                // Rows contiguous.
+                for (r, row) in tile.chunks_exact_mut(32).enumerate() {
+                    let src = unsafe { &*(a.ptr.offset((i0 + r) as isize * a.rs + k0 as isize) as *const [f32; 32]) };
+                    round_32(row.try_into().unwrap(), src);
                 }
-            }
-        }
-    }
-}
-
-/// Row tiles i0 / 16.. of a column-contiguous A (rs == 1), `tiles.len() /
-/// (kt * TILE)` of them, along the whole K: for each K tile, its 32 memory
-/// rows are read across the group and rounded into `rows`, then each tile is
-/// written as the transpose of its 16 columns of `rows`.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn pack_a_tiles_t(tiles: &mut [u16], a: Mat, m: usize, k: usize, kt: usize, i0: usize) {
-    let group = tiles.len() / (kt * TILE);
-    let width = 16 * group; // rows of A in this group
-    let mut rows = [[0u16; 256]; 32]; // [kk][i - i0]
-    for t in 0..kt {
-        let k0 = 32 * t;
-        for (kk, row) in rows.iter_mut().enumerate() {
-            let valid = if k0 + kk < k { width.min(m.saturating_sub(i0)) } else { 0 };
-            // Rows past K (valid = 0) may lie past A: no in-bounds offset to them.
-            let src = unsafe { std::slice::from_raw_parts(a.ptr.wrapping_offset(i0 as isize + (k0 + kk) as isize * a.cs), valid) };
-            if k0 + kk + AHEAD < k {
-                prefetch(src.as_ptr().wrapping_offset(AHEAD as isize * a.cs), valid);
-            }
-            for (d, &x) in row[..valid].iter_mut().zip(src) {
-                *d = bf16_bits(x);
-            }
-            row[valid..width].fill(0);
-        }
-        for g in 0..group {
-            let tile: &mut [u16; TILE] = (&mut tiles[(g * kt + t) * TILE..][..TILE]).try_into().unwrap();
-            for r in 0..16 {
-                for kk in 0..32 {
-                    tile[r * 32 + kk] = rows[kk][16 * g + r];
-                }
-            }
-        }
-    }
-}
-
-/// Columns 32 * j0.. of B (k, n), `strips` strips of 32, each as two column
-/// tiles along K: [strip][column tile][k tile][16 pairs][16 columns][2], so
-/// that row p of a tile holds (b[2p][j], b[2p+1][j]); zero-padded.
-///
-/// The loops follow B's memory: along rows when rows are contiguous, along
-/// columns when columns are (a (OC, C) weight read as (C, OC)). A strip read
-/// row by row alone would touch a new page for every row of B.
-#[multiversion(targets("x86_64+avx512f+avx512bw+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usize, strips: usize) {
-    // View pairs as u32: low half the even row, high half the odd row.
-    let dst: &mut [u32] = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u32, dst.len() / 2) };
-    let tile = TILE / 2;
-    // The u32 index of pair row p, column jj (0..32) of k tile t in strip s.
-    let at_pair = |s: usize, t: usize, p: usize, jj: usize| s * 2 * kt * tile + (jj / 16) * kt * tile + t * tile + p * 16 + jj % 16;
-    let full_k = k / 32;
-    let full_n = ((n.saturating_sub(32 * j0)) / 32).min(strips);
-    if b.cs == 1 {
-        for t in 0..full_k {
-            for p in 0..16 {
-                let (r0, r1) = unsafe { (b.ptr.offset((32 * t + 2 * p) as isize * b.rs), b.ptr.offset((32 * t + 2 * p + 1) as isize * b.rs)) };
-                if 32 * t + 2 * p + AHEAD + 1 < k {
-                    let ahead = AHEAD as isize * b.rs;
-                    prefetch(r0.wrapping_offset(ahead).wrapping_add(32 * j0), 32 * full_n);
-                    prefetch(r1.wrapping_offset(ahead).wrapping_add(32 * j0), 32 * full_n);
-                }
-                for s in 0..full_n {
-                    let c0 = 32 * (j0 + s);
-                    let base = at_pair(s, t, p, 0);
-                    for (h, off) in [(0, 0), (16, kt * tile)] {
-                        let (r0, r1) = unsafe { (&*(r0.add(c0 + h) as *const [f32; 16]), &*(r1.add(c0 + h) as *const [f32; 16])) };
-                        pairs_16((&mut dst[base + off..base + off + 16]).try_into().unwrap(), r0, r1);
+            } else {
+                for r in 0..16 {
+                    for kk in 0..32 {
+                        tile[r * 32 + kk] = if i0 + r < m && k0 + kk < k { bf16_bits(at(r, kk)) } else { 0 };
                     }
                 }
             }
         }
-    } else if b.rs == 1 {
-        for s in 0..full_n {
-            for half in 0..2 {
-                let cols = unsafe { b.ptr.offset((32 * (j0 + s) + 16 * half) as isize * b.cs) };
-                for t in 0..full_k {
-                    // 16 columns' 32 values of this K tile, as 16 pairs each,
-                    // then written transposed: row p of the tile takes pair p
-                    // of every column.
-                    let mut pairs = [[0u32; 16]; 16];
-                    for (jj, row) in pairs.iter_mut().enumerate() {
-                        let v = unsafe { &*(cols.offset(jj as isize * b.cs + 32 * t as isize) as *const [f32; 32]) };
+    }
+}
+
+dispatch! {
+    /// Row tiles i0 / 16.. of a column-contiguous A (rs == 1), `tiles.len() /
+    /// (kt * TILE)` of them, along the whole K: for each K tile, its 32 memory
+    /// rows are read across the group and rounded into `rows`, then each tile is
+    /// written as the transpose of its 16 columns of `rows`.
+    [Avx512]
+    fn pack_a_tiles_t(tiles: &mut [u16], a: Mat, m: usize, k: usize, kt: usize, i0: usize) {
+        let group = tiles.len() / (kt * TILE);
+        let width = 16 * group; // rows of A in this group
+        let mut rows = [[0u16; 256]; 32]; // [kk][i - i0]
+        for t in 0..kt {
+            let k0 = 32 * t;
+            for (kk, row) in rows.iter_mut().enumerate() {
+                let valid = if k0 + kk < k { width.min(m.saturating_sub(i0)) } else { 0 };
+                // Rows past K (valid = 0) may lie past A: no in-bounds offset to them.
+                let src = unsafe { std::slice::from_raw_parts(a.ptr.wrapping_offset(i0 as isize + (k0 + kk) as isize * a.cs), valid) };
+                if k0 + kk + AHEAD < k {
+                    prefetch(src.as_ptr().wrapping_offset(AHEAD as isize * a.cs), valid);
+                }
+                for (d, &x) in row[..valid].iter_mut().zip(src) {
+                    *d = bf16_bits(x);
+                }
+                row[valid..width].fill(0);
+            }
+            for g in 0..group {
+                let tile: &mut [u16; TILE] = (&mut tiles[(g * kt + t) * TILE..][..TILE]).try_into().unwrap();
+                for r in 0..16 {
+                    for kk in 0..32 {
+                        tile[r * 32 + kk] = rows[kk][16 * g + r];
+                    }
+                }
+            }
+        }
+    }
+}
+
+dispatch! {
+    /// Columns 32 * j0.. of B (k, n), `strips` strips of 32, each as two column
+    /// tiles along K: [strip][column tile][k tile][16 pairs][16 columns][2], so
+    /// that row p of a tile holds (b[2p][j], b[2p+1][j]); zero-padded.
+    ///
+    /// The loops follow B's memory: along rows when rows are contiguous, along
+    /// columns when columns are (a (OC, C) weight read as (C, OC)). A strip read
+    /// row by row alone would touch a new page for every row of B.
+    [Avx512]
+    fn pack_b_strips(dst: &mut [u16], b: Mat, k: usize, n: usize, kt: usize, j0: usize, strips: usize) {
+        // View pairs as u32: low half the even row, high half the odd row.
+        let dst: &mut [u32] = unsafe { std::slice::from_raw_parts_mut(dst.as_mut_ptr() as *mut u32, dst.len() / 2) };
+        let tile = TILE / 2;
+        // The u32 index of pair row p, column jj (0..32) of k tile t in strip s.
+        let at_pair = |s: usize, t: usize, p: usize, jj: usize| s * 2 * kt * tile + (jj / 16) * kt * tile + t * tile + p * 16 + jj % 16;
+        let full_k = k / 32;
+        let full_n = ((n.saturating_sub(32 * j0)) / 32).min(strips);
+        if b.cs == 1 {
+            for t in 0..full_k {
+                for p in 0..16 {
+                    let (r0, r1) = unsafe { (b.ptr.offset((32 * t + 2 * p) as isize * b.rs), b.ptr.offset((32 * t + 2 * p + 1) as isize * b.rs)) };
+                    if 32 * t + 2 * p + AHEAD + 1 < k {
+                        let ahead = AHEAD as isize * b.rs;
+                        prefetch(r0.wrapping_offset(ahead).wrapping_add(32 * j0), 32 * full_n);
+                        prefetch(r1.wrapping_offset(ahead).wrapping_add(32 * j0), 32 * full_n);
+                    }
+                    for s in 0..full_n {
+                        let c0 = 32 * (j0 + s);
+                        let base = at_pair(s, t, p, 0);
+                        for (h, off) in [(0, 0), (16, kt * tile)] {
+                            let (r0, r1) = unsafe { (&*(r0.add(c0 + h) as *const [f32; 16]), &*(r1.add(c0 + h) as *const [f32; 16])) };
+                            pairs_16((&mut dst[base + off..base + off + 16]).try_into().unwrap(), r0, r1);
+                        }
+                    }
+                }
+            }
+        } else if b.rs == 1 {
+            for s in 0..full_n {
+                for half in 0..2 {
+                    let cols = unsafe { b.ptr.offset((32 * (j0 + s) + 16 * half) as isize * b.cs) };
+                    for t in 0..full_k {
+                        // 16 columns' 32 values of this K tile, as 16 pairs each,
+                        // then written transposed: row p of the tile takes pair p
+                        // of every column.
+                        let mut pairs = [[0u32; 16]; 16];
+                        for (jj, row) in pairs.iter_mut().enumerate() {
+                            let v = unsafe { &*(cols.offset(jj as isize * b.cs + 32 * t as isize) as *const [f32; 32]) };
+                            for p in 0..16 {
+                                row[p] = pair(v[2 * p], v[2 * p + 1]);
+                            }
+                        }
+                        let base = at_pair(s, t, 0, 16 * half);
+                        let out: &mut [u32; 256] = (&mut dst[base..base + 256]).try_into().unwrap();
                         for p in 0..16 {
-                            row[p] = pair(v[2 * p], v[2 * p + 1]);
-                        }
-                    }
-                    let base = at_pair(s, t, 0, 16 * half);
-                    let out: &mut [u32; 256] = (&mut dst[base..base + 256]).try_into().unwrap();
-                    for p in 0..16 {
-                        for jj in 0..16 {
-                            out[p * 16 + jj] = pairs[jj][p];
+                            for jj in 0..16 {
+                                out[p * 16 + jj] = pairs[jj][p];
+                            }
                         }
                     }
                 }
             }
         }
-    }
-    // Whatever the fast loops left: partial tiles, and any other strides.
-    let fast = |s: usize, t: usize| (b.cs == 1 || b.rs == 1) && s < full_n && t < full_k;
-    let bf = |kk: usize, j: usize| if kk < k && j < n { bf16_bits(unsafe { *b.ptr.offset(kk as isize * b.rs + j as isize * b.cs) }) } else { 0 };
-    for s in 0..strips {
-        for t in (0..kt).filter(|&t| !fast(s, t)) {
-            for p in 0..16 {
-                for jj in 0..32 {
-                    let (kk, j) = (32 * t + 2 * p, 32 * (j0 + s) + jj);
-                    dst[at_pair(s, t, p, jj)] = bf(kk, j) as u32 | (bf(kk + 1, j) as u32) << 16;
+        // Whatever the fast loops left: partial tiles, and any other strides.
+        let fast = |s: usize, t: usize| (b.cs == 1 || b.rs == 1) && s < full_n && t < full_k;
+        let bf = |kk: usize, j: usize| if kk < k && j < n { bf16_bits(unsafe { *b.ptr.offset(kk as isize * b.rs + j as isize * b.cs) }) } else { 0 };
+        for s in 0..strips {
+            for t in (0..kt).filter(|&t| !fast(s, t)) {
+                for p in 0..16 {
+                    for jj in 0..32 {
+                        let (kk, j) = (32 * t + 2 * p, 32 * (j0 + s) + jj);
+                        dst[at_pair(s, t, p, jj)] = bf(kk, j) as u32 | (bf(kk + 1, j) as u32) << 16;
+                    }
                 }
             }
         }

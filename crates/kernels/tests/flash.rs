@@ -3,6 +3,8 @@
 //! bidirectional heads, grouped-query heads, lengths that are not a
 //! multiple of the block, and right-padded batches.
 
+mod common;
+
 use attn_kernels::attention::{attention_backward, attention_forward_masked, AttnShape};
 use attn_kernels::flash::{flash_backward, flash_forward, flash_probs, flash_scratch_len};
 use rand::{Rng, SeedableRng};
@@ -43,4 +45,10 @@ fn flash_equals_attention_with_saved_probabilities() {
         flash_backward(&mut d, &mut scratch, &dout, &qkv, &out, &lse, s, &lens);
         close(&d, &dref, 1e-4, &format!("{s:?} dqkv"));
     }
+}
+
+/// The checks above again at every lower SIMD level this CPU has.
+#[test]
+fn every_simd_level() {
+    common::rerun_at_every_level();
 }

@@ -5,6 +5,8 @@
 //! leaves ~1e-5; the second-order term of central differences is eps^2 * f''' ~ 1e-4.
 //! 2e-3 leaves room for both while catching any wrong term (which is O(1)).
 
+mod common;
+
 use attn_kernels::attention::*;
 use attn_kernels::crossentropy::*;
 use attn_kernels::embedding::*;
@@ -261,4 +263,10 @@ fn swiglu_gradients() {
             weighted_sum(&out, &proj)
         }),
     );
+}
+
+/// The checks above again at every lower SIMD level this CPU has.
+#[test]
+fn every_simd_level() {
+    common::rerun_at_every_level();
 }

@@ -84,3 +84,9 @@ fn bf16_dense_layers_round_their_operands_and_nothing_else() {
     }
     set_matmul_precision(Precision::F32);
 }
+
+/// The checks above again at every lower SIMD level this CPU has.
+#[test]
+fn every_simd_level() {
+    common::rerun_at_every_level();
+}

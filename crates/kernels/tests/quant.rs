@@ -1,6 +1,8 @@
 //! Quantized weights: rounding bounds, the kernel against its naive twin,
 //! both source layouts, and batch invariance.
 
+mod common;
+
 use attn_kernels::matmul::WeightLayout;
 use attn_kernels::quant::{bf16_bits, bf16_to_f32, qmatvec_forward, qmatvec_naive, QData, QMatrix};
 use rand::{Rng, SeedableRng};
@@ -108,4 +110,10 @@ fn every_level_equals_the_definition() {
     }
     let missing: Vec<_> = ["avx512", "avx2"].into_iter().filter(|l| !seen.contains(l)).collect();
     eprintln!("quantized dot products tested on: {seen:?}; not tested (this CPU lacks them): {missing:?}");
+}
+
+/// The checks above again at every lower SIMD level this CPU has.
+#[test]
+fn every_simd_level() {
+    common::rerun_at_every_level();
 }

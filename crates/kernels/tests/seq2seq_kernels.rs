@@ -155,3 +155,9 @@ fn smoothed_crossentropy_gradient_and_ignore() {
     crossentropy_forward(&mut ref_losses, &mut lse2, &logits, &[3, 1, 0, 10, 2, 7], n, v);
     assert!(max_diff(&plain, &ref_losses) < 1e-6);
 }
+
+/// The checks above again at every lower SIMD level this CPU has.
+#[test]
+fn every_simd_level() {
+    common::rerun_at_every_level();
+}

@@ -319,3 +319,9 @@ fn few_rows_match_naive_bit_for_bit_and_alone() {
         });
     }
 }
+
+/// The checks above again at every lower SIMD level this CPU has.
+#[test]
+fn every_simd_level() {
+    common::rerun_at_every_level();
+}

@@ -10,9 +10,9 @@
 
 use attn_kernels::activation::activation_forward;
 use attn_kernels::cross_attention::{cross_attention_forward, CrossShape};
+use attn_kernels::few_rows::{few_rows_forward, FEW_ROWS_MAX};
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::{matmul_forward, WeightLayout::OutIn};
-use attn_kernels::few_rows::{few_rows_forward, FEW_ROWS_MAX};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
 use attn_kernels::residual::residual_forward;
 
