@@ -5,6 +5,7 @@
 use rayon::prelude::*;
 
 use crate::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
+use crate::simd::dispatch;
 
 const CHUNK: usize = 16 * 1024;
 
@@ -46,12 +47,10 @@ pub fn activation_forward(
     inp: &[f32],     // (N)
 ) {
     assert!(out.len() == inp.len());
-    let each = |f: fn(f32) -> f32, out: &mut [f32]| {
-        out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, &x)| *o = f(x)))
-    };
+    let each = |f: fn(&mut [f32], &[f32]), out: &mut [f32]| out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| f(o, x));
     match act {
-        Activation::Relu => each(|x| x.max(0.0), out),
-        Activation::Silu => each(|x| x / (1.0 + crate::simd::exp(-x)), out),
+        Activation::Relu => each(relu_chunk, out),
+        Activation::Silu => each(silu_chunk, out),
         Activation::GeluErf => gelu_erf_forward(out, inp),
         Activation::GeluTanh => gelu_forward(out, inp),
     }
@@ -65,25 +64,53 @@ pub fn activation_backward(
     dout: &[f32],     // (N)
 ) {
     assert!(dinp.len() == inp.len() && dout.len() == inp.len());
-    let each = |f: fn(f32) -> f32, dinp: &mut [f32]| {
-        dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| {
-            for ((di, &x), &dy) in di.iter_mut().zip(x).zip(dy) {
-                *di += f(x) * dy;
-            }
-        })
+    let each = |f: fn(&mut [f32], &[f32], &[f32]), dinp: &mut [f32]| {
+        dinp.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK).zip(dout.par_chunks(CHUNK))).for_each(|(di, (x, dy))| f(di, x, dy))
     };
     match act {
-        // ReLU'(0) = 0, as PyTorch takes it.
-        Activation::Relu => each(|x| if x > 0.0 { 1.0 } else { 0.0 }, dinp),
-        Activation::Silu => each(
-            |x| {
-                let s = 1.0 / (1.0 + crate::simd::exp(-x));
-                s * (1.0 + x * (1.0 - s))
-            },
-            dinp,
-        ),
+        Activation::Relu => each(relu_backward_chunk, dinp),
+        Activation::Silu => each(silu_backward_chunk, dinp),
         Activation::GeluErf => gelu_erf_backward(dinp, inp, dout),
         Activation::GeluTanh => gelu_backward(dinp, inp, dout),
+    }
+}
+
+dispatch! {
+    [Avx2]
+    fn relu_chunk(out: &mut [f32], inp: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = x.max(0.0);
+        }
+    }
+}
+
+dispatch! {
+    [Avx2]
+    fn silu_chunk(out: &mut [f32], inp: &[f32]) {
+        for (o, &x) in out.iter_mut().zip(inp) {
+            *o = x / (1.0 + crate::simd::exp(-x));
+        }
+    }
+}
+
+dispatch! {
+    /// dinp += dout * relu'(inp); relu'(0) = 0, as PyTorch takes it.
+    [Avx2]
+    fn relu_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+        for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
+            *di += (if x > 0.0 { 1.0 } else { 0.0 }) * dy;
+        }
+    }
+}
+
+dispatch! {
+    /// dinp += dout * silu'(inp), silu' = s (1 + x (1 - s)).
+    [Avx2]
+    fn silu_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
+        for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
+            let s = 1.0 / (1.0 + crate::simd::exp(-x));
+            *di += s * (1.0 + x * (1.0 - s)) * dy;
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 
 use rayon::prelude::*;
 
+use crate::simd::dispatch;
+
 pub fn embedding_forward(
     out: &mut [f32], // (B, T, C)
     tokens: &[u32],  // (B, T)
@@ -18,11 +20,26 @@ pub fn embedding_forward(
     out[..b * t * c].par_chunks_mut(c).enumerate().for_each(|(i, o)| {
         let tok = tokens[i] as usize;
         assert!(tok < v, "token id {tok} out of range for vocab {v}");
-        let (w, p) = (&wte[tok * c..(tok + 1) * c], &pos[(i % t) * c..(i % t + 1) * c]);
-        for j in 0..c {
-            o[j] = w[j] + p[j];
-        }
+        add(o, &wte[tok * c..(tok + 1) * c], &pos[(i % t) * c..(i % t + 1) * c]);
     });
+}
+
+dispatch! {
+    /// o = w + p
+    [Avx2]
+    fn add(o: &mut [f32], w: &[f32], p: &[f32]) {
+        for ((o, &w), &p) in o.iter_mut().zip(w).zip(p) {
+            *o = w + p;
+        }
+    }
+}
+
+dispatch! {
+    /// y += x
+    [Avx2]
+    fn accumulate(y: &mut [f32], x: &[f32]) {
+        crate::simd::axpy(y, 1.0, x);
+    }
 }
 
 /// Accumulates dwte and (when learned) dpos. Split by column blocks: tokens
@@ -50,10 +67,10 @@ pub fn embedding_backward(
             // Safety: task j touches only columns c0..c1 of each row.
             unsafe {
                 let w = std::slice::from_raw_parts_mut(dwte_p.get().add(tok * c + c0), c1 - c0);
-                crate::simd::axpy(w, 1.0, dy);
+                accumulate(w, dy);
                 if let Some(p) = dpos_p {
                     let p = std::slice::from_raw_parts_mut(p.get().add((i % t) * c + c0), c1 - c0);
-                    crate::simd::axpy(p, 1.0, dy);
+                    accumulate(p, dy);
                 }
             }
         }

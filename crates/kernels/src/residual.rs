@@ -13,5 +13,13 @@ pub fn residual_forward(
     inp: &[f32],     // (N, C)
 ) {
     assert!(out.len() == inp.len());
-    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| crate::simd::axpy(o, 1.0, x));
+    out.par_chunks_mut(CHUNK).zip(inp.par_chunks(CHUNK)).for_each(|(o, x)| add_chunk(o, x));
+}
+
+crate::simd::dispatch! {
+    /// o += x
+    [Avx2]
+    fn add_chunk(o: &mut [f32], x: &[f32]) {
+        crate::simd::axpy(o, 1.0, x);
+    }
 }

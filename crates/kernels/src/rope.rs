@@ -8,6 +8,8 @@
 
 use rayon::prelude::*;
 
+use crate::simd::dispatch;
+
 /// How the rotation frequencies are stretched for contexts longer than the
 /// model was trained on, as transformers' `rope_type` values compute them.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -124,9 +126,16 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], b: usize, t: usize, stride: u
     assert!(cos.len() >= (pos0 + t) * half && sin.len() >= (pos0 + t) * half, "positions past the RoPE table");
     x[..b * t * stride].par_chunks_mut(stride).enumerate().for_each(|(r, row)| {
         let p = pos0 + r % t;
-        let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
-        for h in 0..nh {
-            let head = &mut row[offset + h * hs..offset + (h + 1) * hs];
+        rotate_row(&mut row[offset..offset + nh * hs], &cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half], hs, sign);
+    });
+}
+
+dispatch! {
+    /// Each head of `heads` (nh * hs) rotated by the angles of one position.
+    [Avx2]
+    fn rotate_row(heads: &mut [f32], c: &[f32], s: &[f32], hs: usize, sign: f32) {
+        let half = hs / 2;
+        for head in heads.chunks_exact_mut(hs) {
             let (lo, hi) = head.split_at_mut(half);
             for i in 0..half {
                 let (x1, x2, si) = (lo[i], hi[i], sign * s[i]);
@@ -134,7 +143,7 @@ fn rotate(x: &mut [f32], cos: &[f32], sin: &[f32], b: usize, t: usize, stride: u
                 hi[i] = x2 * c[i] + x1 * si;
             }
         }
-    });
+    }
 }
 
 /// Reference in f64, angles from the same f32 table rule.

@@ -2,6 +2,8 @@
 
 use rayon::prelude::*;
 
+use crate::simd::dispatch;
+
 const CHUNK: usize = 16 * 1024;
 
 pub fn swiglu_forward(
@@ -10,11 +12,16 @@ pub fn swiglu_forward(
     up: &[f32],      // (N, I)
 ) {
     assert!(out.len() == gate.len() && gate.len() == up.len());
-    out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
-        for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+    out.par_chunks_mut(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))).for_each(|(o, (g, u))| forward_chunk(o, g, u));
+}
+
+dispatch! {
+    [Avx2]
+    fn forward_chunk(out: &mut [f32], gate: &[f32], up: &[f32]) {
+        for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
             *o = g / (1.0 + crate::simd::exp(-g)) * u;
         }
-    });
+    }
 }
 
 /// Accumulates dgate and dup.
@@ -26,16 +33,25 @@ pub fn swiglu_backward(
     up: &[f32],        // (N, I)
 ) {
     assert!(dgate.len() == gate.len() && dup.len() == up.len() && dout.len() == gate.len() && gate.len() == up.len());
-    dgate.par_chunks_mut(CHUNK).zip(dup.par_chunks_mut(CHUNK)).zip(dout.par_chunks(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))).for_each(
-        |((dg, du), (dy, (g, u)))| {
-            for i in 0..dg.len() {
-                let s = 1.0 / (1.0 + crate::simd::exp(-g[i]));
-                // d silu / dg = s (1 + g (1 - s))
-                dg[i] += dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                du[i] += dy[i] * g[i] * s;
-            }
-        },
-    );
+    dgate
+        .par_chunks_mut(CHUNK)
+        .zip(dup.par_chunks_mut(CHUNK))
+        .zip(dout.par_chunks(CHUNK).zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK))))
+        .for_each(|((dg, du), (dy, (g, u)))| backward_chunk(dg, du, dy, g, u));
+}
+
+dispatch! {
+    [Avx2]
+    fn backward_chunk(dg: &mut [f32], du: &mut [f32], dy: &[f32], g: &[f32], u: &[f32]) {
+        let n = dg.len();
+        let (du, dy, g, u) = (&mut du[..n], &dy[..n], &g[..n], &u[..n]);
+        for i in 0..n {
+            let s = 1.0 / (1.0 + crate::simd::exp(-g[i]));
+            // d silu / dg = s (1 + g (1 - s))
+            dg[i] += dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+            du[i] += dy[i] * g[i] * s;
+        }
+    }
 }
 
 /// Reference in f64.

@@ -320,6 +320,34 @@ fn few_rows_match_naive_bit_for_bit_and_alone() {
     }
 }
 
+#[test]
+fn residual_and_embeddings_match_plain_sums() {
+    // 40,000 values: more than one parallel chunk, and a ragged last one.
+    let (a, x) = (randn(40_000, 1), randn(40_000, 2));
+    let mut out = a.clone();
+    attn_kernels::residual::residual_forward(&mut out, &x);
+    assert!(out.iter().zip(a.iter().zip(&x)).all(|(o, (a, x))| *o == a + x));
+    // Token + position rows, and their gradients summed over repeated tokens.
+    let (b, t, c, v) = (2, 5, 37, 4);
+    let (wte, pos) = (randn(v * c, 3), randn(t * c, 4));
+    let tokens: Vec<u32> = (0..b * t).map(|i| (i * 3 % v) as u32).collect();
+    let mut emb = vec![0.0; b * t * c];
+    attn_kernels::embedding::embedding_forward(&mut emb, &tokens, &wte, &pos, b, t, c);
+    let dout = randn(b * t * c, 5);
+    let (mut dwte, mut dpos) = (vec![0.0; v * c], vec![0.0; t * c]);
+    attn_kernels::embedding::embedding_backward(&mut dwte, Some(&mut dpos), &dout, &tokens, b, t, c);
+    let (mut want_dwte, mut want_dpos) = (vec![0.0f32; v * c], vec![0.0f32; t * c]);
+    for i in 0..b * t {
+        let tok = tokens[i] as usize;
+        for j in 0..c {
+            assert_eq!(emb[i * c + j], wte[tok * c + j] + pos[(i % t) * c + j]);
+            want_dwte[tok * c + j] += dout[i * c + j];
+            want_dpos[(i % t) * c + j] += dout[i * c + j];
+        }
+    }
+    assert_eq!((dwte, dpos), (want_dwte, want_dpos));
+}
+
 /// The checks above again at every lower SIMD level this CPU has.
 #[test]
 fn every_simd_level() {
