@@ -9,3 +9,8 @@ cd "$(dirname "$0")/.."
 scripts/fetch_shakespeare.sh >/dev/null
 scripts/fetch_minilm.sh >/dev/null
 cargo test --workspace --release "$@"
+# Which vector paths the kernel tests ran on this CPU, and which it lacks
+# (cargo hides a passing test's output; this shows it).
+echo "vector paths covered by the kernel tests on this CPU:"
+cargo test --release -q -p attn-kernels --test variants --test mixed --test quant -- --nocapture --test-threads 1 2>&1 |
+  sed 's/^\.*//' | grep -E "NOT TESTED|kernels ran at|tested on|paths tested" | sort -u | sed 's/^/  /'
