@@ -171,8 +171,8 @@ pub fn active() -> Level {
 }
 
 /// Runs attn's loop kernels at `want`, or at the best level below it the
-/// CPU has; returns the level now active. Process-wide: a test that sweeps
-/// levels runs in a test binary of its own.
+/// CPU has; returns the level now active. Process-wide, so the kernel tests
+/// sweep the levels by running themselves again with `ATTN_SIMD` set.
 pub fn set_level(want: Level) -> Level {
     let l = want.min(detected());
     ACTIVE.store(l as u8, Ordering::Relaxed);
