@@ -68,7 +68,7 @@ p = statistics.mean(x["val"]["loss"] for x in rows if "peer" in x["model"])
 print(f"mean validation loss: attn {a:.3f}, peer {p:.3f}, difference {a - p:+.3f}")
 PY
 first=${seeds[0]}
-FIRST=$first $PY - <<'PY'
+FIRST=$first INIT=$init $PY - <<'PY'
 import json
 import matplotlib
 matplotlib.use("Agg")
@@ -82,7 +82,8 @@ for recs, name, c in [(a, "attn", "tab:red"), (t, "PyTorch nn.Transformer", "tab
     ax.plot([r["step"] for r in recs], [r["train_loss"] for r in recs], color=c, alpha=0.25, lw=0.8)
     v = [(r["step"], r["val_loss"]) for r in recs if "val_loss" in r]
     ax.plot(*zip(*v), color=c, lw=2.2, marker="o", label=f"{name} val (final {v[-1][1]:.3f})")
-ax.set(xlabel="step", ylabel="loss (nats/token)", title="transformer-small, English -> Spanish Bible verses, 4096-token batches, 2 threads")
+both = "the same initial weights" if os.environ["INIT"] == "shared" else "each its own initial weights"
+ax.set(xlabel="step", ylabel="loss (nats/token)", title=f"transformer-small, English -> Spanish Bible verses, seed {seed}: {both}")
 ax.legend(); ax.grid(alpha=0.3)
 fig.savefig("docs/learning_translation.png", dpi=110, bbox_inches="tight")
 PY
