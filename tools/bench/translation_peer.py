@@ -44,45 +44,42 @@ cfg = json.load(open(os.path.join(args.run, "config.json")))
 C, V = cfg["d_model"], cfg["vocab_size"]
 
 
-def to_marian(sd):
-    """The peer's state dict under Marian's names (nn.MultiheadAttention packs q, k, v)."""
-    out = {"model.shared.weight": sd["shared"], "final_logits_bias": torch.zeros(1, V)}
+def name_map():
+    """The peer's tensor names against Marian's: one-to-one pairs, and the
+    attention blocks whose q, k, v nn.MultiheadAttention packs into one."""
+    pairs, packed = [("shared", "model.shared.weight")], []
     for side, n in [("encoder", cfg["encoder_layers"]), ("decoder", cfg["decoder_layers"])]:
+        attns = [("self_attn", "self_attn")] + ([("multihead_attn", "encoder_attn")] if side == "decoder" else [])
+        norms = ["self_attn_layer_norm"] + (["encoder_attn_layer_norm"] if side == "decoder" else []) + ["final_layer_norm"]
         for i in range(n):
             p, q = f"{side}.layers.{i}.", f"model.{side}.layers.{i}."
-            attns = [("self_attn", "self_attn")] + ([("multihead_attn", "encoder_attn")] if side == "decoder" else [])
-            for src_name, dst in attns:
-                w, b = sd[p + src_name + ".in_proj_weight"], sd[p + src_name + ".in_proj_bias"]
-                for j, x in enumerate(["q", "k", "v"]):
-                    out[q + f"{dst}.{x}_proj.weight"] = w[j * C : (j + 1) * C].contiguous()
-                    out[q + f"{dst}.{x}_proj.bias"] = b[j * C : (j + 1) * C].contiguous()
-                out[q + f"{dst}.out_proj.weight"] = sd[p + src_name + ".out_proj.weight"]
-                out[q + f"{dst}.out_proj.bias"] = sd[p + src_name + ".out_proj.bias"]
-            out[q + "fc1.weight"], out[q + "fc1.bias"] = sd[p + "linear1.weight"], sd[p + "linear1.bias"]
-            out[q + "fc2.weight"], out[q + "fc2.bias"] = sd[p + "linear2.weight"], sd[p + "linear2.bias"]
-            norms = ["self_attn_layer_norm", "final_layer_norm"] if side == "encoder" else ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"]
-            for j, nm in enumerate(norms):
-                out[q + f"{nm}.weight"], out[q + f"{nm}.bias"] = sd[p + f"norm{j + 1}.weight"], sd[p + f"norm{j + 1}.bias"]
+            for mine, theirs in attns:
+                packed.append((p + mine, q + theirs))
+                pairs += [(p + f"{mine}.out_proj.{w}", q + f"{theirs}.out_proj.{w}") for w in ("weight", "bias")]
+            named = [("linear1", "fc1"), ("linear2", "fc2")] + [(f"norm{j + 1}", nm) for j, nm in enumerate(norms)]
+            pairs += [(p + f"{mine}.{w}", q + f"{theirs}.{w}") for mine, theirs in named for w in ("weight", "bias")]
+    return pairs, packed
+
+
+def to_marian(sd):
+    """The peer's state dict under Marian's names."""
+    pairs, packed = name_map()
+    out = {theirs: sd[mine] for mine, theirs in pairs}
+    out["final_logits_bias"] = torch.zeros(1, V)
+    for mine, theirs in packed:
+        for w in ("weight", "bias"):
+            for j, x in enumerate("qkv"):
+                out[f"{theirs}.{x}_proj.{w}"] = sd[f"{mine}.in_proj_{w}"][j * C : (j + 1) * C].contiguous()
     return out
 
 
 def from_marian(t):
     """The inverse of to_marian: a Marian folder's tensors as the peer's state dict."""
-    sd = {"shared": t["model.shared.weight"]}
-    for side, n in [("encoder", cfg["encoder_layers"]), ("decoder", cfg["decoder_layers"])]:
-        for i in range(n):
-            p, q = f"{side}.layers.{i}.", f"model.{side}.layers.{i}."
-            attns = [("self_attn", "self_attn")] + ([("multihead_attn", "encoder_attn")] if side == "decoder" else [])
-            for dst, src_name in attns:
-                sd[p + dst + ".in_proj_weight"] = torch.cat([t[q + f"{src_name}.{x}_proj.weight"] for x in "qkv"])
-                sd[p + dst + ".in_proj_bias"] = torch.cat([t[q + f"{src_name}.{x}_proj.bias"] for x in "qkv"])
-                sd[p + dst + ".out_proj.weight"] = t[q + f"{src_name}.out_proj.weight"]
-                sd[p + dst + ".out_proj.bias"] = t[q + f"{src_name}.out_proj.bias"]
-            sd[p + "linear1.weight"], sd[p + "linear1.bias"] = t[q + "fc1.weight"], t[q + "fc1.bias"]
-            sd[p + "linear2.weight"], sd[p + "linear2.bias"] = t[q + "fc2.weight"], t[q + "fc2.bias"]
-            norms = ["self_attn_layer_norm", "final_layer_norm"] if side == "encoder" else ["self_attn_layer_norm", "encoder_attn_layer_norm", "final_layer_norm"]
-            for j, nm in enumerate(norms):
-                sd[p + f"norm{j + 1}.weight"], sd[p + f"norm{j + 1}.bias"] = t[q + f"{nm}.weight"], t[q + f"{nm}.bias"]
+    pairs, packed = name_map()
+    sd = {mine: t[theirs] for mine, theirs in pairs}
+    for mine, theirs in packed:
+        for w in ("weight", "bias"):
+            sd[f"{mine}.in_proj_{w}"] = torch.cat([t[f"{theirs}.{x}_proj.{w}"] for x in "qkv"])
     return sd
 
 
