@@ -296,24 +296,64 @@ pub fn attention_cached(
 dispatch! {
     [Avx512]
     fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], stride: usize, scale: f32) {
-        let hs = out.len();
-        let mut max = f32::NEG_INFINITY;
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s = dot(q, &k[j * stride..j * stride + hs]) * scale;
-            max = max.max(*s);
-        }
-        let mut sum = 0.0f32;
-        for s in scores.iter_mut() {
-            *s = crate::simd::exp(*s - max);
-            sum += *s;
-        }
-        let inv = 1.0 / sum;
-        out.fill(0.0);
-        for (j, s) in scores.iter_mut().enumerate() {
-            *s *= inv;
-            crate::simd::axpy(out, *s, &v[j * stride..j * stride + hs]);
+        // The common head sizes as compile-time lengths, so that the key's
+        // partial sums and the output row live in registers across keys.
+        match out.len() {
+            64 => decode_head_n::<64>(out, scores, q, k, v, stride, scale),
+            128 => decode_head_n::<128>(out, scores, q, k, v, stride, scale),
+            _ => decode_head_any(out, scores, q, k, v, stride, scale),
         }
     }
+}
+
+/// One query (HS) against S cached keys and values (rows `stride` apart):
+/// scores, softmax, weighted sum of values. The exponentials and their sum
+/// are separate passes so that both vectorize (a running float sum would
+/// keep the exponentials scalar).
+#[inline(always)]
+fn decode_head_n<const HS: usize>(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], stride: usize, scale: f32) {
+    const W: usize = 16;
+    let q: &[f32; HS] = q[..HS].try_into().expect("head size");
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in scores.iter_mut().enumerate() {
+        let kj: &[f32; HS] = k[j * stride..j * stride + HS].try_into().expect("head size");
+        let mut acc = [0.0f32; W];
+        for c in 0..HS / W {
+            for l in 0..W {
+                acc[l] += q[c * W + l] * kj[c * W + l];
+            }
+        }
+        *s = crate::simd::sum16(&acc) * scale;
+        max = max.max(*s);
+    }
+    scores.iter_mut().for_each(|s| *s = crate::simd::exp(*s - max));
+    let inv = 1.0 / crate::simd::sum_lanes(scores);
+    let mut o = [0.0f32; HS];
+    for (j, &p) in scores.iter().enumerate() {
+        let vj: &[f32; HS] = v[j * stride..j * stride + HS].try_into().expect("head size");
+        for i in 0..HS {
+            o[i] += p * vj[i];
+        }
+    }
+    out.iter_mut().zip(&o).for_each(|(y, &x)| *y = x * inv);
+}
+
+/// `decode_head_n` for any head size.
+#[inline(always)]
+fn decode_head_any(out: &mut [f32], scores: &mut [f32], q: &[f32], k: &[f32], v: &[f32], stride: usize, scale: f32) {
+    let hs = out.len();
+    let mut max = f32::NEG_INFINITY;
+    for (j, s) in scores.iter_mut().enumerate() {
+        *s = dot(q, &k[j * stride..j * stride + hs]) * scale;
+        max = max.max(*s);
+    }
+    scores.iter_mut().for_each(|s| *s = crate::simd::exp(*s - max));
+    let inv = 1.0 / crate::simd::sum_lanes(scores);
+    out.fill(0.0);
+    for (j, &p) in scores.iter().enumerate() {
+        crate::simd::axpy(out, p, &v[j * stride..j * stride + hs]);
+    }
+    out.iter_mut().for_each(|y| *y *= inv);
 }
 
 /// Reference forward: explicit loops over every (b, h, query, key), in f64.

@@ -32,6 +32,30 @@ pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {
     }
 }
 
+/// The fixed reduction of 16 partial sums.
+#[inline(always)]
+pub fn sum16(a: &[f32; 16]) -> f32 {
+    let mut h = [0.0f32; 8];
+    for j in 0..8 {
+        h[j] = a[j] + a[j + 8];
+    }
+    ((h[0] + h[4]) + (h[2] + h[6])) + ((h[1] + h[5]) + (h[3] + h[7]))
+}
+
+/// The sum of a slice as 16 running partial sums (so that it vectorizes),
+/// then `sum16` and the tail in order.
+#[inline(always)]
+pub fn sum_lanes(x: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let whole = x.len() / 16 * 16;
+    for c in x[..whole].chunks_exact(16) {
+        for l in 0..16 {
+            acc[l] += c[l];
+        }
+    }
+    x[whole..].iter().fold(sum16(&acc), |s, &v| s + v)
+}
+
 /// exp(x) in straight-line f32 arithmetic, so a loop of it vectorizes (libm's
 /// `expf` is a call per element). Range reduction x = n ln2 + r with ln2 split
 /// in two for exactness, then the Cephes minimax polynomial on |r| <= ln2/2:

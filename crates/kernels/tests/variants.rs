@@ -224,9 +224,10 @@ fn matvec_matches_naive_and_is_batch_invariant() {
 #[test]
 fn cached_attention_matches_rows_of_causal_attention() {
     use attn_kernels::attention::{attention_cached, attention_cached_scratch_len};
-    for threads in [1, 3] {
+    // Head sizes 64 and 128 take decoding's fixed-size paths, 8 the general one.
+    for (threads, hs) in [(1, 8), (3, 8), (1, 64), (3, 128)] {
         with_threads(threads, || {
-            let (t, nh, nkv, hs) = (150, 6, 2, 8);
+            let (t, nh, nkv) = (150, 6, 2);
             let s = AttnShape { b: 1, t, nh, nkv, hs, causal: true };
             let (w, oc, kvw) = (s.qkv_width(), s.out_width(), nkv * hs);
             let qkv = randn(t * w, 21);
@@ -244,7 +245,7 @@ fn cached_attention_matches_rows_of_causal_attention() {
                 let mut out = vec![0.0; rows * oc];
                 attention_cached(&mut out, &mut scratch, &qkv[p0 * w..], &k, &v, w, rows, p0, nh, nkv, hs);
                 let d = max_diff(&out, &full[p0 * oc..(p0 + rows) * oc]);
-                assert!(d < 1e-5, "p0 {p0} rows {rows}: {d:e}");
+                assert!(d < 1e-5, "hs {hs} p0 {p0} rows {rows}: {d:e}");
             }
         });
     }

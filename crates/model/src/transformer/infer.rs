@@ -20,6 +20,7 @@ use super::Transformer;
 use crate::config::Position;
 use crate::error::{ModelError, Result};
 use crate::params::{LayerIndex, Lin};
+use crate::quant::WeightDtype;
 
 /// Rows of a prompt processed together: large enough for efficient GEMMs,
 /// small enough that the per-chunk buffers stay a few MB.
@@ -164,7 +165,10 @@ impl Transformer {
     /// Total next-token cross-entropy (nats) of `targets[i]` after
     /// `tokens[..=i]`, through the inference path: what `forward` with
     /// targets sums, for models that only have that path (bf16 and int8
-    /// weights). Runs in a cache of its own, a chunk of rows at a time.
+    /// weights). Runs in a cache of its own, a chunk of rows at a time; one
+    /// row at a time for int8 weights, whose decoding kernel rounds its input
+    /// to fixed point (`attn_kernels::quant::fixed16`) where a chunk's GEMM
+    /// does not, so that the score is that of the model as it generates.
     pub fn score_cached(&self, tokens: &[u32], targets: &[u32]) -> Result<f64> {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         if tokens.is_empty() || tokens.len() != targets.len() || tokens.len() > self.config.n_ctx {
@@ -180,7 +184,8 @@ impl Transformer {
         let (Some(nf), Some(head)) = (&self.idx.norm_f, self.head_lin()) else { unreachable!("new_cache refuses encoders") };
         let mut logits = vec![0.0f32; CHUNK.min(tokens.len()) * v];
         let mut nats = 0.0f64;
-        for (chunk, ys) in tokens.chunks(CHUNK).zip(targets.chunks(CHUNK)) {
+        let rows = if matches!(self.weight_dtype(), WeightDtype::Int8 { .. }) { 1 } else { CHUNK };
+        for (chunk, ys) in tokens.chunks(rows).zip(targets.chunks(rows)) {
             self.forward_cached(&mut cache, chunk)?;
             let rows = chunk.len();
             let Cache { x, ln, mean, rstd, partials, .. } = &mut cache;
