@@ -16,11 +16,11 @@ use attn_kernels::residual::residual_forward;
 use attn_kernels::rope::rope_forward;
 use attn_kernels::swiglu::swiglu_forward;
 
+use super::quantized::QROWS;
 use super::Transformer;
 use crate::config::Position;
 use crate::error::{ModelError, Result};
 use crate::params::{LayerIndex, Lin};
-use crate::quant::WeightDtype;
 
 /// Rows of a prompt processed together: large enough for efficient GEMMs,
 /// small enough that the per-chunk buffers stay a few MB.
@@ -120,7 +120,9 @@ impl Transformer {
             act: z(rows * f),
             scores: z(attention_cached_scratch_len(cfg.n_head, capacity) / CACHED_BLOCK * CACHED_BLOCK.min(rows)),
             logits: z(cfg.vocab_size),
-            partials: z(matvec_scratch_len(1, cfg.vocab_size.max(f).max(w))),
+            // int8 models run chunks of up to QROWS rows through the
+            // quantized matrix-vector kernel, whose scratch is per row.
+            partials: z(matvec_scratch_len(if self.is_int8() { QROWS } else { 1 }, cfg.vocab_size.max(f).max(w))),
             cos,
             sin,
         })
@@ -165,10 +167,11 @@ impl Transformer {
     /// Total next-token cross-entropy (nats) of `targets[i]` after
     /// `tokens[..=i]`, through the inference path: what `forward` with
     /// targets sums, for models that only have that path (bf16 and int8
-    /// weights). Runs in a cache of its own, a chunk of rows at a time; one
-    /// row at a time for int8 weights, whose decoding kernel rounds its input
-    /// to fixed point (`attn_kernels::quant::fixed16`) where a chunk's GEMM
-    /// does not, so that the score is that of the model as it generates.
+    /// weights). Runs in a cache of its own, a chunk of rows at a time; for
+    /// int8 weights chunks of QROWS, which take the decoding kernel (it
+    /// rounds its input to fixed point, `attn_kernels::quant::fixed16`,
+    /// where a larger chunk's GEMM would not), so that the score is the
+    /// model's as it generates.
     pub fn score_cached(&self, tokens: &[u32], targets: &[u32]) -> Result<f64> {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         if tokens.is_empty() || tokens.len() != targets.len() || tokens.len() > self.config.n_ctx {
@@ -184,7 +187,7 @@ impl Transformer {
         let (Some(nf), Some(head)) = (&self.idx.norm_f, self.head_lin()) else { unreachable!("new_cache refuses encoders") };
         let mut logits = vec![0.0f32; CHUNK.min(tokens.len()) * v];
         let mut nats = 0.0f64;
-        let rows = if matches!(self.weight_dtype(), WeightDtype::Int8 { .. }) { 1 } else { CHUNK };
+        let rows = if self.is_int8() { QROWS } else { CHUNK };
         for (chunk, ys) in tokens.chunks(rows).zip(targets.chunks(rows)) {
             self.forward_cached(&mut cache, chunk)?;
             let rows = chunk.len();

@@ -22,6 +22,10 @@ thread_local! {
     static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Rows a chunk may have to take the quantized matrix-vector kernel (more
+/// go through a GEMM over widened weights).
+pub(super) const QROWS: usize = 8;
+
 impl Transformer {
     /// How the dense weights are held.
     pub fn weight_dtype(&self) -> WeightDtype {
@@ -195,7 +199,7 @@ impl Transformer {
     /// holds them), else W widened to f32 (one matrix at a time, in a reused
     /// buffer) and a GEMM.
     pub(super) fn dense_q(&self, out: &mut [f32], scratch: &mut [f32], inp: &[f32], m: &QMatrix, bias: Option<&[f32]>, rows: usize) {
-        if rows <= 8 && scratch.len() >= rows * m.rows {
+        if rows <= QROWS && scratch.len() >= rows * m.rows {
             return qmatvec_forward(out, scratch, inp, m, bias, rows);
         }
         WIDE.with_borrow_mut(|wide| {
@@ -203,6 +207,11 @@ impl Transformer {
             m.dequantize_rows(wide, 0);
             matmul_forward(out, inp, wide, bias, rows, m.cols, m.rows, WeightLayout::OutIn);
         });
+    }
+
+    /// Whether the dense weights are int8.
+    pub(super) fn is_int8(&self) -> bool {
+        matches!(self.weight_dtype(), WeightDtype::Int8 { .. })
     }
 
     /// The quantized matrix of `lin`, if it has one.
