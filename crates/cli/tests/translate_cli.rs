@@ -269,6 +269,21 @@ fn fine_tuning_starts_from_a_folder() {
     let err = stderr(&o);
     assert!(!o.status.success() && err.contains("model_type") && !err.contains("panicked"), "{err}");
     assert!(!tmp.path().join("y").exists());
+    // A tokenizer that does not end sequences with the model's EOS is refused
+    // (trained on, the model would never learn to stop).
+    let noeos = tmp.path().join("noeos");
+    std::fs::create_dir(&noeos).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(base.join(f), noeos.join(f)).unwrap();
+    }
+    let mut tok: serde_json::Value = serde_json::from_slice(&read(&base, "tokenizer.json")).unwrap();
+    assert!(!tok["post_processor"].is_null(), "the trained tokenizer appends EOS with a post-processor");
+    tok["post_processor"] = serde_json::Value::Null;
+    std::fs::write(noeos.join("tokenizer.json"), serde_json::to_vec(&tok).unwrap()).unwrap();
+    let o = tune(&noeos, &tmp.path().join("z"), "2", "1e-3", &[]);
+    let err = stderr(&o);
+    assert!(!o.status.success() && err.contains("eos_token_id") && err.contains("post-processor") && !err.contains("panicked"), "{err}");
+    assert!(!tmp.path().join("z").exists());
 }
 
 /// A Hub-style Marian folder (source.spm, target.spm, vocab.json, no
