@@ -62,13 +62,14 @@ pub fn dot_fixed16(w: &[i8], w_scales: &[f32], group: usize, x: &Fixed16) -> f32
     for (g, &sw) in w_scales.iter().enumerate() {
         let mut isum = [0i32; L];
         for k in (g * group..(g + 1) * group).step_by(32) {
-            for l in 0..L {
-                let i = k + 2 * l;
-                isum[l] += w[i] as i32 * x.q[i] as i32 + w[i + 1] as i32 * x.q[i + 1] as i32;
+            // Lane l: inputs k + 2l and k + 2l + 1.
+            let pairs = w[k..k + 32].chunks_exact(2).zip(x.q[k..k + 32].chunks_exact(2));
+            for (s, (wp, xp)) in isum.iter_mut().zip(pairs) {
+                *s += wp[0] as i32 * xp[0] as i32 + wp[1] as i32 * xp[1] as i32;
             }
         }
-        for l in 0..L {
-            acc[l] = (isum[l] as f32 * x.scales[g]).mul_add(sw, acc[l]);
+        for (a, &s) in acc.iter_mut().zip(&isum) {
+            *a = (s as f32 * x.scales[g]).mul_add(sw, *a);
         }
     }
     crate::simd::sum16(&acc)
