@@ -1,6 +1,6 @@
 //! Weights stored small for decoding: bf16, or int8 with one f32 scale per
 //! group of G consecutive inputs (symmetric, round to nearest), and the
-//! matrix-vector product that widens them to f32 inside its loop.
+//! matrix-vector products that read them (see below for the arithmetic).
 //!
 //! Decoding reads every weight once per token, so its speed is bytes read per
 //! token: 4 for f32, 2 for bf16, 1 + 4/G for int8. For bf16 the arithmetic
@@ -18,9 +18,6 @@ use crate::matmul::WeightLayout;
 
 pub mod fixed16;
 pub use fixed16::Fixed16;
-
-/// Lanes of the fixed-point int8 dot product (`fixed16`).
-const LANES16: usize = 16;
 
 /// Lanes of the accumulators: every output is summed as 32 partial sums
 /// (lane j takes inputs j, j + 32, ...), then a fixed reduction. Two AVX-512
@@ -523,7 +520,7 @@ mod x86 {
     #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
     unsafe fn dot_u16_512<const R: usize>(w: [&[u16]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
         let n = w[0].len();
-        debug_assert!(scales.iter().all(|s| s == &[1.0]) && group >= n);
+        assert!(scales.iter().all(|s| s == &[1.0]) && group >= n, "bf16 rows are one group of scale 1");
         let whole = n / 32 * 32;
         let xp = x.as_ptr();
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);

@@ -17,7 +17,8 @@
 //! kernels compute this bit for bit (integer sums are exact; the f32 steps
 //! happen in the same order), so a row's result is the same on every level.
 
-use super::LANES16 as L;
+/// Lanes of the accumulators: one AVX-512 or two AVX2 registers.
+const L: usize = 16;
 
 /// An input vector rounded to 16-bit fixed point, a scale per group.
 #[derive(Clone, Debug, Default)]
