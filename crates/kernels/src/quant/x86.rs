@@ -1,0 +1,195 @@
+//! The x86 kernels of `quant`'s grouped dot products (AVX-512 and AVX2),
+//! each equal bit for bit to the portable `dot_grouped`.
+
+use std::arch::x86_64::*;
+
+use super::PREFETCH_ROWS;
+
+#[derive(Clone, Copy)]
+pub enum Level {
+    Avx512,
+    Avx2,
+}
+
+/// Every level this CPU runs, the best first.
+pub fn levels() -> Vec<(&'static str, Level)> {
+    crate::simd::levels().into_iter().filter_map(|l| Some((l.name(), of(l)?))).collect()
+}
+
+/// The level `simd::active()` allows.
+pub fn level() -> Option<Level> {
+    of(crate::simd::active())
+}
+
+fn of(l: crate::simd::Level) -> Option<Level> {
+    match l {
+        crate::simd::Level::Avx512 => Some(Level::Avx512),
+        crate::simd::Level::Avx2 => Some(Level::Avx2),
+        _ => None,
+    }
+}
+
+/// `dot_grouped` of R rows with one x, in vector registers: 32 lanes are
+/// two AVX-512 or four AVX2 registers per row; R rows side by side keep
+/// R independent chains in flight (the running lanes' fused
+/// multiply-add chain would otherwise bound a row). `$l16` / `$l8` widen
+/// 16 / 8 weights at a pointer.
+macro_rules! grouped {
+    ($name:ident, $name512:ident, $name256:ident, $t:ty, $l16:expr, $l8:expr, $scalar:expr) => {
+        grouped!(@dispatch $name, $name512, $name256, $t, $l8, $scalar);
+        grouped!(@avx512 $name512, $t, $l16, $scalar);
+    };
+    (@dispatch $name:ident, $name512:ident, $name256:ident, $t:ty, $l8:expr, $scalar:expr) => {
+        pub unsafe fn $name<const R: usize>(level: Level, w: [&[$t]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+            match level {
+                Level::Avx512 => $name512(w, scales, group, x),
+                Level::Avx2 => $name256(w, scales, group, x),
+            }
+        }
+        grouped!(@avx2 $name256, $t, $l8, $scalar);
+    };
+    (@avx512 $name512:ident, $t:ty, $l16:expr, $scalar:expr) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+        unsafe fn $name512<const R: usize>(w: [&[$t]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+            let n = w[0].len();
+            let xp = x.as_ptr();
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            let mut t = [0.0f32; R];
+            for g in 0..scales[0].len() {
+                let (a, b) = (g * group, ((g + 1) * group).min(n));
+                let whole = a + (b - a) / 32 * 32;
+                let mut p = [[_mm512_setzero_ps(); 2]; R];
+                let mut i = a;
+                while i < whole {
+                    let xv = [_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(xp.add(i + 16))];
+                    for r in 0..R {
+                        _mm_prefetch::<_MM_HINT_T0>(w[r].as_ptr().wrapping_add(i + PREFETCH_ROWS * R * n) as *const i8);
+                        for k in 0..2 {
+                            p[r][k] = _mm512_fmadd_ps($l16(w[r].as_ptr().add(i + 16 * k)), xv[k], p[r][k]);
+                        }
+                    }
+                    i += 32;
+                }
+                for r in 0..R {
+                    let s = scales[r][g];
+                    let sv = _mm512_set1_ps(s);
+                    for k in 0..2 {
+                        acc[r][k] = _mm512_fmadd_ps(p[r][k], sv, acc[r][k]);
+                    }
+                    t[r] = super::group_tail(&|i| $scalar(w[r][i]), whole..b, x).mul_add(s, t[r]);
+                }
+            }
+            let mut out = [0.0f32; R];
+            for r in 0..R {
+                let mut lanes = [0.0f32; 32];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), acc[r][0]);
+                _mm512_storeu_ps(lanes.as_mut_ptr().add(16), acc[r][1]);
+                out[r] = super::reduce(&lanes, t[r]);
+            }
+            out
+        }
+    };
+    (@avx2 $name256:ident, $t:ty, $l8:expr, $scalar:expr) => {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $name256<const R: usize>(w: [&[$t]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+            let n = w[0].len();
+            let xp = x.as_ptr();
+            let mut acc = [[_mm256_setzero_ps(); 4]; R];
+            let mut t = [0.0f32; R];
+            for g in 0..scales[0].len() {
+                let (a, b) = (g * group, ((g + 1) * group).min(n));
+                let whole = a + (b - a) / 32 * 32;
+                let mut p = [[_mm256_setzero_ps(); 4]; R];
+                let mut i = a;
+                while i < whole {
+                    for k in 0..4 {
+                        let xv = _mm256_loadu_ps(xp.add(i + 8 * k));
+                        for r in 0..R {
+                            p[r][k] = _mm256_fmadd_ps($l8(w[r].as_ptr().add(i + 8 * k)), xv, p[r][k]);
+                        }
+                    }
+                    i += 32;
+                }
+                for r in 0..R {
+                    let s = scales[r][g];
+                    let sv = _mm256_set1_ps(s);
+                    for k in 0..4 {
+                        acc[r][k] = _mm256_fmadd_ps(p[r][k], sv, acc[r][k]);
+                    }
+                    t[r] = super::group_tail(&|i| $scalar(w[r][i]), whole..b, x).mul_add(s, t[r]);
+                }
+            }
+            let mut out = [0.0f32; R];
+            for r in 0..R {
+                let mut lanes = [0.0f32; 32];
+                for k in 0..4 {
+                    _mm256_storeu_ps(lanes.as_mut_ptr().add(8 * k), acc[r][k]);
+                }
+                out[r] = super::reduce(&lanes, t[r]);
+            }
+            out
+        }
+    };
+}
+
+grouped!(
+    dot_i8,
+    dot_i8_512,
+    dot_i8_256,
+    i8,
+    |p: *const i8| _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p as *const __m128i))),
+    |p: *const i8| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i))),
+    |v: i8| v as f32
+);
+grouped!(
+    @dispatch dot_u16,
+    dot_u16_512,
+    dot_u16_256,
+    u16,
+    |p: *const u16| _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)))),
+    super::bf16_to_f32
+);
+
+/// bf16 rows (one group, scale 1) without widening each weight: 32 bf16
+/// in a register are 16 f32 in their upper halves (the odd elements,
+/// masked) and 16 in their lower halves (the even ones, shifted up), so
+/// two multiply-adds take the even and odd inputs (deinterleaved once for
+/// all rows). Lane 2l of `dot_grouped` is then even-lane l, lane 2l + 1
+/// odd-lane l: the same 32 chains, in the same order, bit for bit.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+unsafe fn dot_u16_512<const R: usize>(w: [&[u16]; R], scales: [&[f32]; R], group: usize, x: &[f32]) -> [f32; R] {
+    let n = w[0].len();
+    assert!(scales.iter().all(|s| s == &[1.0]) && group >= n, "bf16 rows are one group of scale 1");
+    let whole = n / 32 * 32;
+    let xp = x.as_ptr();
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let upper = _mm512_set1_epi32(0xffff_0000u32 as i32);
+    let mut pe = [_mm512_setzero_ps(); R];
+    let mut po = [_mm512_setzero_ps(); R];
+    let mut i = 0;
+    while i < whole {
+        let (x0, x1) = (_mm512_loadu_ps(xp.add(i)), _mm512_loadu_ps(xp.add(i + 16)));
+        let (xe, xo) = (_mm512_permutex2var_ps(x0, even, x1), _mm512_permutex2var_ps(x0, odd, x1));
+        for r in 0..R {
+            _mm_prefetch::<_MM_HINT_T0>(w[r].as_ptr().wrapping_add(i + PREFETCH_ROWS * R * n) as *const i8);
+            let v = _mm512_loadu_si512(w[r].as_ptr().add(i) as *const _);
+            pe[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)), xe, pe[r]);
+            po[r] = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, upper)), xo, po[r]);
+        }
+        i += 32;
+    }
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        let (mut e, mut o) = ([0.0f32; 16], [0.0f32; 16]);
+        // The group's scale step of the definition, fma(p, 1, 0).
+        let (one, zero) = (_mm512_set1_ps(1.0), _mm512_setzero_ps());
+        _mm512_storeu_ps(e.as_mut_ptr(), _mm512_fmadd_ps(pe[r], one, zero));
+        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_fmadd_ps(po[r], one, zero));
+        let lanes: [f32; 32] = std::array::from_fn(|j| if j % 2 == 0 { e[j / 2] } else { o[j / 2] });
+        let t = super::group_tail(&|i| super::bf16_to_f32(w[r][i]), whole..n, x).mul_add(1.0, 0.0);
+        out[r] = super::reduce(&lanes, t);
+    }
+    out
+}
+grouped!(dot_f32, dot_f32_512, dot_f32_256, f32, |p: *const f32| _mm512_loadu_ps(p), |p: *const f32| _mm256_loadu_ps(p), |v: f32| v);
