@@ -37,6 +37,7 @@ pub mod few_rows;
 pub mod flash;
 pub mod gelu;
 pub mod gradcheck;
+pub mod kv_cache;
 pub mod layernorm;
 pub mod matmul;
 pub mod matvec;

@@ -220,12 +220,14 @@ fn matvec_matches_naive_and_is_batch_invariant() {
 
 /// The inference kernel (queries at positions P0.., keys from a cache)
 /// against rows of the full causal attention: decoding (T = 1), a prompt of
-/// more than one query block, and a chunk that starts mid-sequence.
+/// more than one query block, and a chunk that starts mid-sequence; and a
+/// position scores alike decoded and inside a prompt.
 #[test]
 fn cached_attention_matches_rows_of_causal_attention() {
-    use attn_kernels::attention::{attention_cached, attention_cached_scratch_len};
-    // Head sizes 64 and 128 take decoding's fixed-size paths, 8 the general one.
-    for (threads, hs) in [(1, 8), (3, 8), (1, 64), (3, 128)] {
+    use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len, kv_store};
+    // Head sizes 64 and 128 take decoding's fixed-size paths, 8 and 13 the
+    // general one (13: dimensions past the last group of four).
+    for (threads, hs) in [(1, 8), (3, 13), (1, 64), (3, 128)] {
         with_threads(threads, || {
             let (t, nh, nkv) = (150, 6, 2);
             let s = AttnShape { b: 1, t, nh, nkv, hs, causal: true };
@@ -233,20 +235,24 @@ fn cached_attention_matches_rows_of_causal_attention() {
             let qkv = randn(t * w, 21);
             let (mut full, mut att) = (vec![0.0; t * oc], vec![0.0; nh * t * t]);
             attention_forward_naive(&mut full, &mut att, &qkv, s);
-            // The cache: K and V rows of every position, (S, NKV*HS) with S > t.
-            let cap = 160;
-            let (mut k, mut v) = (vec![0.0; cap * kvw], vec![0.0; cap * kvw]);
+            // The cache of every position, with room for more (S > t, not a
+            // whole number of tiles).
+            let cap = 163;
+            let (mut k, mut v) = (vec![0.0; kv_layer_len(nkv, hs, cap)], vec![0.0; kv_layer_len(nkv, hs, cap)]);
             for j in 0..t {
-                k[j * kvw..(j + 1) * kvw].copy_from_slice(&qkv[j * w + oc..j * w + oc + kvw]);
-                v[j * kvw..(j + 1) * kvw].copy_from_slice(&qkv[j * w + oc + kvw..j * w + oc + 2 * kvw]);
+                kv_store(&mut k, &mut v, &qkv[j * w + oc..j * w + oc + kvw], &qkv[j * w + oc + kvw..j * w + oc + 2 * kvw], j, nkv, hs, cap);
             }
             let mut scratch = vec![0.0; attention_cached_scratch_len(nh, cap)];
+            let mut last = vec![];
             for (p0, rows) in [(0, t), (t - 1, 1), (37, 100)] {
                 let mut out = vec![0.0; rows * oc];
-                attention_cached(&mut out, &mut scratch, &qkv[p0 * w..], &k, &v, w, rows, p0, nh, nkv, hs);
+                attention_cached(&mut out, &mut scratch, &qkv[p0 * w..], &k, &v, w, rows, p0, nh, nkv, hs, cap);
                 let d = max_diff(&out, &full[p0 * oc..(p0 + rows) * oc]);
                 assert!(d < 1e-5, "hs {hs} p0 {p0} rows {rows}: {d:e}");
+                last.push(out[(t - 1 - p0).min(rows - 1) * oc..][..oc].to_vec());
             }
+            // The last position, as the prompt's last row and decoded alone.
+            assert!(max_diff(&last[0], &last[1]) < 1e-6, "hs {hs}");
         });
     }
 }

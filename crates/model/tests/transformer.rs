@@ -146,8 +146,9 @@ fn the_cache_is_sized_to_the_request_and_full_is_an_error() {
     let model = Transformer::new(TransformerConfig { n_ctx: 64, ..llama(64) }, 0).unwrap();
     let mut cache = model.new_cache(5).unwrap();
     assert_eq!(cache.capacity(), 5);
-    // 2 layers x 5 positions x 2 KV heads x 6 = 120 floats each for K and V.
-    assert_eq!(cache.kv_bytes(), 2 * 120 * 4);
+    // 2 layers x 16 positions (whole tiles of keys, attn_kernels::kv_cache)
+    // x 2 KV heads x 6 = 384 floats each for K and V.
+    assert_eq!(cache.kv_bytes(), 2 * 384 * 4);
     model.prefill(&mut cache, &[1, 2, 3, 4, 5]).unwrap();
     assert!(cache.is_full());
     assert!(model.decode(&mut cache, 1).unwrap_err().to_string().contains("holds 5 positions"));

@@ -10,7 +10,7 @@
 //! row-wise or sums each output in an order independent of the batch size
 //! (see `matvec_forward`). Greedy and seeded output then do not depend on load.
 
-use attn_kernels::attention::attention_cached;
+use attn_kernels::kv_cache::{attention_cached, kv_layer_len, kv_store};
 use attn_kernels::matmul::WeightLayout::OutIn;
 use attn_kernels::matvec::matvec_scratch_len;
 use attn_kernels::rope::rope_forward;
@@ -85,9 +85,8 @@ impl Transformer {
         if scratch.logits.len() != scratch.max_rows * cfg.vocab_size || scratch.x.len() != scratch.max_rows * cfg.n_embd {
             return Err(ModelError::InvalidConfig("these batch buffers were made for a model of another shape".into()));
         }
-        let kvw = cfg.n_kv_head * cfg.head_dim;
         for cache in caches.iter() {
-            if cache.kvw != kvw || cache.k.len() != cfg.n_layer * cache.capacity * kvw {
+            if !cache.fits(cfg) {
                 return Err(ModelError::InvalidConfig("a KV cache in the batch was made for a model of another shape".into()));
             }
             if cache.len >= cache.capacity {
@@ -125,12 +124,11 @@ impl Transformer {
                     rope_forward(row, &cache.cos, &cache.sin, 1, 1, w, 0, nh, hd, p0);
                     rope_forward(row, &cache.cos, &cache.sin, 1, 1, w, at, nkv, hd, p0);
                 }
-                let base = li * cap * kvw;
+                let per = kv_layer_len(nkv, hd, cap);
                 let Cache { k, v: vc, scores, .. } = &mut **cache;
-                let (kl, vl) = (&mut k[base..base + cap * kvw], &mut vc[base..base + cap * kvw]);
-                kl[p0 * kvw..][..kvw].copy_from_slice(&row[at..at + kvw]);
-                vl[p0 * kvw..][..kvw].copy_from_slice(&row[at + kvw..at + 2 * kvw]);
-                attention_cached(&mut atty[r * at..(r + 1) * at], scores, row, kl, vl, w, 1, p0, nh, nkv, hd);
+                let (kl, vl) = (&mut k[li * per..(li + 1) * per], &mut vc[li * per..(li + 1) * per]);
+                kv_store(kl, vl, &row[at..at + kvw], &row[at + kvw..at + 2 * kvw], p0, nkv, hd, cap);
+                attention_cached(&mut atty[r * at..(r + 1) * at], scores, row, kl, vl, w, 1, p0, nh, nkv, hd, cap);
             }
             let t = Tail {
                 x: &mut x[..],

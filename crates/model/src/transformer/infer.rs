@@ -7,7 +7,7 @@
 //! The cache holds NKV heads (grouped-query attention reads them by stride)
 //! for exactly the positions the request asked for.
 
-use attn_kernels::attention::{attention_cached, attention_cached_scratch_len, CACHED_BLOCK};
+use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len, kv_store, CACHED_BLOCK};
 use attn_kernels::gelu::gelu_forward;
 use attn_kernels::matmul::{matmul_forward, WeightLayout, WeightLayout::OutIn};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
@@ -32,8 +32,8 @@ pub struct Cache {
     pub(super) capacity: usize,
     pub(super) len: usize,
     pub(super) kvw: usize,
-    pub(super) k: Vec<f32>,      // (L, capacity, NKV*HD)
-    pub(super) v: Vec<f32>,      // (L, capacity, NKV*HD)
+    pub(super) k: Vec<f32>,      // (L, kv_layer_len): keys in transposed tiles, attn_kernels::kv_cache
+    pub(super) v: Vec<f32>,      // (L, kv_layer_len): values, (NKV, capacity, HD)
     x: Vec<f32>,                 // (rows, C) the residual stream
     ln: Vec<f32>,                // (rows, C)
     mean: Vec<f32>,              // (rows)
@@ -70,6 +70,11 @@ impl Cache {
     pub fn clear(&mut self) {
         self.len = 0;
     }
+    /// Whether this cache was made for a model of `cfg`'s shape.
+    pub(super) fn fits(&self, cfg: &crate::TransformerConfig) -> bool {
+        let kvw = cfg.n_kv_head * cfg.head_dim;
+        self.kvw == kvw && self.k.len() == cfg.n_layer * kv_layer_len(cfg.n_kv_head, cfg.head_dim, self.capacity)
+    }
     /// Bytes held by the keys and values.
     pub fn kv_bytes(&self) -> usize {
         (self.k.len() + self.v.len()) * 4
@@ -78,7 +83,7 @@ impl Cache {
 
 /// Bytes a cache of `capacity` positions needs for its keys and values.
 pub fn kv_cache_bytes(cfg: &crate::TransformerConfig, capacity: usize) -> u128 {
-    2 * 4 * cfg.n_layer as u128 * capacity as u128 * (cfg.n_kv_head * cfg.head_dim) as u128
+    2 * 4 * cfg.n_layer as u128 * kv_layer_len(cfg.n_kv_head, cfg.head_dim, capacity) as u128
 }
 
 impl Transformer {
@@ -100,7 +105,7 @@ impl Transformer {
         let rows = CHUNK.min(capacity);
         let (c, w, a, f, kvw) = (cfg.n_embd, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff, cfg.n_kv_head * cfg.head_dim);
         let z = |n: usize| vec![0.0f32; n];
-        let kv = cfg.n_layer * capacity * kvw;
+        let kv = cfg.n_layer * kv_layer_len(cfg.n_kv_head, cfg.head_dim, capacity);
         let (cos, sin) = if self.rope_is_dynamic() { (Vec::new(), Vec::new()) } else { self.rope_tables(capacity, capacity) };
         Ok(Cache {
             capacity,
@@ -145,7 +150,7 @@ impl Transformer {
     /// (V) for the token after the last of them.
     pub fn forward_cached<'c>(&self, cache: &'c mut Cache, tokens: &[u32]) -> Result<&'c [f32]> {
         let cfg = &self.config;
-        if cache.k.len() != cfg.n_layer * cache.capacity * cache.kvw || cache.kvw != cfg.n_kv_head * cfg.head_dim || cache.logits.len() != cfg.vocab_size {
+        if !cache.fits(cfg) || cache.logits.len() != cfg.vocab_size {
             return Err(ModelError::InvalidConfig("this KV cache was made for a model of another shape".into()));
         }
         if cache.len + tokens.len() > cache.capacity {
@@ -266,14 +271,13 @@ impl Transformer {
                 rope_forward(qkv, cos, sin, 1, rows, w, 0, nh, hd, p0);
                 rope_forward(qkv, cos, sin, 1, rows, w, at, nkv, hd, p0);
             }
-            let base = li * cap * kvw;
-            let (kl, vl) = (&mut k[base..base + cap * kvw], &mut vc[base..base + cap * kvw]);
+            let per = kv_layer_len(nkv, hd, cap);
+            let (kl, vl) = (&mut k[li * per..(li + 1) * per], &mut vc[li * per..(li + 1) * per]);
             for r in 0..rows {
                 let row = &qkv[r * w..(r + 1) * w];
-                kl[(p0 + r) * kvw..][..kvw].copy_from_slice(&row[at..at + kvw]);
-                vl[(p0 + r) * kvw..][..kvw].copy_from_slice(&row[at + kvw..at + 2 * kvw]);
+                kv_store(kl, vl, &row[at..at + kvw], &row[at + kvw..at + 2 * kvw], p0 + r, nkv, hd, cap);
             }
-            attention_cached(atty, scores, qkv, kl, vl, w, rows, p0, nh, nkv, hd);
+            attention_cached(atty, scores, qkv, kl, vl, w, rows, p0, nh, nkv, hd, cap);
             let dense =
                 |out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &Lin, ic: usize, oc: usize| self.dense(out, partials, inp, lin, rows, ic, oc, lay);
             self.block_tail(wi, Tail { x, ln, mean, rstd, atty, tmp, h, gate, act, partials }, rows, &dense);

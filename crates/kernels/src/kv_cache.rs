@@ -1,0 +1,240 @@
+//! A decoder's key/value cache and attention over it (inference: a prompt's
+//! prefill, then decoding one query at a time).
+//!
+//! One layer's cache holds NKV heads of CAPR positions each (the capacity
+//! rounded up to whole tiles of `TILE`), head after head:
+//!   V[g][j][d] at (g * CAPR + j) * HS + d                                  rows
+//!   K[g][j][d] at g * CAPR * HS + (j / TILE) * TILE * HS + d * TILE + j % TILE
+//! so each tile of TILE keys is stored transposed, (HS, TILE).
+//! Why head-major: a head reads its keys and values as two contiguous
+//! streams, which the hardware prefetchers follow; with the rows of all heads
+//! interleaved a head's 256 bytes lie a few KB apart, a new page every few
+//! keys, and decoding waited on memory. Why transposed tiles: a query's
+//! scores against TILE keys are TILE independent sums, one vector lane each,
+//! updated by one multiply-add per dimension, where a key-at-a-time dot
+//! product ends in a horizontal sum for every key.
+
+use rayon::prelude::*;
+
+use crate::attention::softmax_row;
+use crate::matmul::sgemm_serial;
+use crate::simd::dispatch;
+use crate::SendPtr;
+
+/// Keys a transposed tile holds (one AVX-512 vector of scores).
+pub const TILE: usize = 16;
+
+/// Queries per block in `attention_cached`: the scratch holds one
+/// (block, S) score matrix per head, never (T, S), so a long prompt needs no
+/// T x T memory.
+pub const CACHED_BLOCK: usize = 64;
+
+/// Floats one layer's keys take for `cap` positions (its values take as many).
+pub fn kv_layer_len(nkv: usize, hs: usize, cap: usize) -> usize {
+    nkv * head_len(hs, cap)
+}
+
+/// Floats one head's keys take: whole tiles.
+fn head_len(hs: usize, cap: usize) -> usize {
+    cap.div_ceil(TILE) * TILE * hs
+}
+
+/// Scratch floats `attention_cached` needs for `nh` heads over up to `max_s` keys.
+pub fn attention_cached_scratch_len(nh: usize, max_s: usize) -> usize {
+    nh * CACHED_BLOCK * max_s
+}
+
+/// Stores position `pos`'s key and value rows (NKV*HS each, heads in order)
+/// into one layer's cache of `cap` positions.
+pub fn kv_store(k_cache: &mut [f32], v_cache: &mut [f32], k: &[f32], v: &[f32], pos: usize, nkv: usize, hs: usize, cap: usize) {
+    let per_head = head_len(hs, cap);
+    assert!(pos < cap && k.len() == nkv * hs && v.len() == nkv * hs);
+    assert!(k_cache.len() >= nkv * per_head && v_cache.len() >= nkv * per_head, "KV cache smaller than its capacity");
+    for g in 0..nkv {
+        let base = g * per_head;
+        v_cache[base + pos * hs..][..hs].copy_from_slice(&v[g * hs..(g + 1) * hs]);
+        let tile = &mut k_cache[base + pos / TILE * TILE * hs..][..TILE * hs];
+        for (d, &x) in k[g * hs..(g + 1) * hs].iter().enumerate() {
+            tile[d * TILE + pos % TILE] = x;
+        }
+    }
+}
+
+/// The key row of head `g` at position `pos` (HS), read back from the tiles.
+pub fn kv_key(k_cache: &[f32], g: usize, pos: usize, hs: usize, cap: usize) -> Vec<f32> {
+    let tile = &k_cache[g * head_len(hs, cap) + pos / TILE * TILE * hs..][..TILE * hs];
+    (0..hs).map(|d| tile[d * TILE + pos % TILE]).collect()
+}
+
+/// Attention for T new queries at positions P0 .. P0+T-1 over the first
+/// P0 + T keys and values of one layer's cache (prefill with T = the
+/// prompt's length, decoding with T = 1). Query i sees keys 0 ..= P0 + i.
+/// Every query's scores come from the same per-row kernel, so a position
+/// scores alike in a prompt and when decoded; decoding keeps its scores and
+/// output row in registers, a prompt's block of queries takes a GEMM with
+/// the values. Keeps no probabilities.
+pub fn attention_cached(
+    out: &mut [f32],     // (T, NH*HS)
+    scratch: &mut [f32], // (NH, CACHED_BLOCK, S) or more, see `attention_cached_scratch_len`
+    q: &[f32],           // (T, q_stride): head h at columns h*HS..
+    k_cache: &[f32],     // (NKV, CAPR/TILE, HS, TILE), positions 0 .. P0+T filled
+    v_cache: &[f32],     // (NKV, CAPR, HS)
+    q_stride: usize,
+    t: usize,
+    p0: usize,
+    nh: usize,
+    nkv: usize,
+    hs: usize,
+    cap: usize,
+) {
+    let s_len = p0 + t;
+    let (oc, group, per_head) = (nh * hs, nh / nkv, head_len(hs, cap));
+    assert!(nkv > 0 && nh % nkv == 0 && t >= 1 && s_len <= cap);
+    assert!(out.len() >= t * oc && q.len() >= (t - 1) * q_stride + oc && k_cache.len() >= nkv * per_head && v_cache.len() >= nkv * per_head);
+    let scratch_per_head = scratch.len() / nh;
+    assert!(scratch_per_head >= CACHED_BLOCK.min(t) * s_len, "attention scratch too small");
+    let scale = 1.0 / (hs as f32).sqrt();
+    let out_ptr = SendPtr(out.as_mut_ptr());
+    scratch[..nh * scratch_per_head].par_chunks_mut(scratch_per_head).enumerate().for_each(|(h, sc)| {
+        let g = h / group;
+        let (kt, v) = (&k_cache[g * per_head..(g + 1) * per_head], &v_cache[g * per_head..(g + 1) * per_head]);
+        if t == 1 {
+            // SAFETY: head h writes only its own HS columns.
+            let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(h * hs), hs) };
+            decode_head(o, &mut sc[..s_len], &q[h * hs..(h + 1) * hs], kt, v, scale);
+            return;
+        }
+        for r0 in (0..t).step_by(CACHED_BLOCK) {
+            let rows = CACHED_BLOCK.min(t - r0);
+            // Keys this block can see at most: up to its last query's position.
+            let keys = p0 + r0 + rows;
+            let scores = &mut sc[..rows * keys];
+            block_scores(scores, &q[r0 * q_stride + h * hs..], q_stride, kt, hs, keys);
+            for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+                let live = p0 + r0 + i + 1;
+                softmax_row(&mut row[..live], scale);
+                row[live..].fill(0.0);
+            }
+            unsafe {
+                // out_h (rows, HS) = probs (rows, keys) @ V_g (keys, HS); head h's columns only.
+                let o = out_ptr.get().add(r0 * oc + h * hs);
+                sgemm_serial(rows, hs, keys, o, oc as isize, 1, false, scores.as_ptr(), keys as isize, 1, v.as_ptr(), hs as isize, 1);
+            }
+        }
+    });
+}
+
+/// Scores of one query (HS) against the first `scores.len()` keys of a
+/// head's tiles, times `scale`. Four partial sums over the dimensions
+/// (d mod 4) keep four independent chains of multiply-adds in flight.
+#[inline(always)]
+fn tile_scores(scores: &mut [f32], q: &[f32], kt: &[f32], scale: f32) {
+    let hs = q.len();
+    let whole = hs / 4 * 4;
+    for (b, s) in scores.chunks_mut(TILE).enumerate() {
+        let tile = &kt[b * TILE * hs..(b + 1) * TILE * hs];
+        let mut acc = [[0.0f32; TILE]; 4];
+        for d0 in (0..whole).step_by(4) {
+            for (c, a) in acc.iter_mut().enumerate() {
+                let (qd, kd): (f32, &[f32; TILE]) = (q[d0 + c], tile[(d0 + c) * TILE..][..TILE].try_into().expect("tile"));
+                for l in 0..TILE {
+                    a[l] += qd * kd[l];
+                }
+            }
+        }
+        for d in whole..hs {
+            let kd = &tile[d * TILE..(d + 1) * TILE];
+            for l in 0..TILE {
+                acc[0][l] += q[d] * kd[l];
+            }
+        }
+        for (l, y) in s.iter_mut().enumerate() {
+            *y = ((acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l])) * scale;
+        }
+    }
+}
+
+dispatch! {
+    /// Unscaled scores (rows, keys) of a block of queries (rows `q_stride`
+    /// apart, HS each) against a head's tiles.
+    [Avx512]
+    fn block_scores(scores: &mut [f32], q: &[f32], q_stride: usize, kt: &[f32], hs: usize, keys: usize) {
+        for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+            tile_scores(row, &q[i * q_stride..i * q_stride + hs], kt, 1.0);
+        }
+    }
+}
+
+dispatch! {
+    [Avx512]
+    fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], kt: &[f32], v: &[f32], scale: f32) {
+        // The common head sizes as compile-time lengths, so that the output
+        // row lives in registers across keys.
+        tile_scores(scores, q, kt, scale);
+        match out.len() {
+            64 => weighted_values::<64>(out, scores, v),
+            128 => weighted_values::<128>(out, scores, v),
+            _ => weighted_values_any(out, scores, v),
+        }
+    }
+}
+
+/// softmax(scores) @ V for one query over S = scores.len() value rows (HS,
+/// contiguous). The exponentials and their sum are separate passes so that
+/// both vectorize (a running float sum would keep the exponentials scalar).
+#[inline(always)]
+fn weighted_values<const HS: usize>(out: &mut [f32], scores: &mut [f32], v: &[f32]) {
+    let inv = exp_normalizer(scores);
+    let mut o = [0.0f32; HS];
+    for (&p, vj) in scores.iter().zip(v.chunks_exact(HS)) {
+        let vj: &[f32; HS] = vj.try_into().expect("head size");
+        for i in 0..HS {
+            o[i] += p * vj[i];
+        }
+    }
+    out.iter_mut().zip(&o).for_each(|(y, &x)| *y = x * inv);
+}
+
+/// `weighted_values` for any head size.
+#[inline(always)]
+fn weighted_values_any(out: &mut [f32], scores: &mut [f32], v: &[f32]) {
+    let inv = exp_normalizer(scores);
+    out.fill(0.0);
+    for (&p, vj) in scores.iter().zip(v.chunks_exact(out.len())) {
+        crate::simd::axpy(out, p, vj);
+    }
+    out.iter_mut().for_each(|y| *y *= inv);
+}
+
+/// In place: scores -> exp(scores - max); returns 1 / their sum.
+#[inline(always)]
+fn exp_normalizer(scores: &mut [f32]) -> f32 {
+    let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    scores.iter_mut().for_each(|s| *s = crate::simd::exp(*s - max));
+    1.0 / crate::simd::sum_lanes(scores)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Stored rows read back unchanged, a whole tile and a partial one.
+    #[test]
+    fn store_reads_back() {
+        let (nkv, hs, cap) = (3, 5, 21);
+        let len = kv_layer_len(nkv, hs, cap);
+        assert_eq!(len, 3 * 32 * 5);
+        let (mut k, mut v) = (vec![0.0; len], vec![0.0; len]);
+        let row = |pos: usize, o: f32| (0..nkv * hs).map(|i| pos as f32 * 100.0 + i as f32 + o).collect::<Vec<f32>>();
+        for pos in 0..cap {
+            kv_store(&mut k, &mut v, &row(pos, 0.0), &row(pos, 0.5), pos, nkv, hs, cap);
+        }
+        for pos in 0..cap {
+            for g in 0..nkv {
+                assert_eq!(kv_key(&k, g, pos, hs, cap), row(pos, 0.0)[g * hs..(g + 1) * hs]);
+                let vb = g * len / nkv + pos * hs;
+                assert_eq!(v[vb..vb + hs], row(pos, 0.5)[g * hs..(g + 1) * hs]);
+            }
+        }
+    }
+}
