@@ -4,6 +4,7 @@
 
 use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
 use attn_kernels::gelu::{gelu_backward, gelu_forward};
+use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len};
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
@@ -174,6 +175,30 @@ fn bench_few_rows(c: &mut Criterion) {
     g.finish();
 }
 
+/// One decoded query through the attention of all 12 layers of gpt2-124m
+/// (12 heads of 64) over 288 cached positions, 2 threads. Throughput is the
+/// cache's bytes read (keys and values).
+fn bench_decode_attention(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_attention");
+    let p = pool(2);
+    let (layers, nh, hs, s) = (12usize, 12usize, 64usize, 288usize);
+    let per = kv_layer_len(nh, hs, s);
+    let k: Vec<f32> = (0..layers * per).map(|i| ((i * 7919) % 1000) as f32 * 1e-3 - 0.5).collect();
+    let v = k.iter().rev().copied().collect::<Vec<f32>>();
+    let q: Vec<f32> = (0..3 * nh * hs).map(|i| (i % 13) as f32 * 0.1).collect();
+    let (mut out, mut scratch) = (vec![0.0f32; nh * hs], vec![0.0f32; attention_cached_scratch_len(nh, s)]);
+    g.throughput(Throughput::Bytes((2 * layers * s * nh * hs * 4) as u64));
+    g.bench_function("gpt2-124m/s288/t2", |b| {
+        p.install(|| {
+            b.iter(|| {
+                for l in 0..layers {
+                    attention_cached(&mut out, &mut scratch, &q, &k[l * per..], &v[l * per..], 3 * nh * hs, 1, s - 1, nh, nh, hs, s);
+                }
+            })
+        })
+    });
+}
+
 /// One decoding row through gpt2-124m's MLP up-projection (768 -> 3072)
 /// and its head (768 -> 50257): f32, bf16 and int8 weights, 2 threads.
 /// Throughput is weight bytes read.
@@ -231,6 +256,6 @@ fn bench_decode_weights(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_matmul, bench_matmul_bf16, bench_few_rows, bench_other, bench_decode_weights, bench_optimizer, bench_long_attention
+    targets = bench_matmul, bench_matmul_bf16, bench_few_rows, bench_other, bench_decode_weights, bench_decode_attention, bench_optimizer, bench_long_attention
 }
 criterion_main!(benches);
