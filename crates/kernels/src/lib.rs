@@ -77,3 +77,20 @@ impl SendPtr {
         self.0
     }
 }
+
+/// Runs `f` on a thread of rayon's pool. A model's pass starts tens to
+/// hundreds of parallel regions; from a thread outside the pool each one is
+/// handed over through the pool's queue and waited for on a lock (a sleep
+/// and a wake-up each), from a thread inside it a region is a push onto that
+/// thread's own queue, which the other threads steal from. So the entry
+/// points of a pass (a decoding step, a training forward or backward, an
+/// optimizer step) run their whole body in the pool. Anything they keep in a
+/// thread-local must expect to be re-entered: a thread waiting on a region
+/// may take up another caller's pass meanwhile.
+pub fn in_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}

@@ -75,14 +75,15 @@ async fn a_full_queue_answers_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_requests_in_flight_finish() {
-    let mut s = Server::start(ServeOptions::default()).await;
-    let body = json!({"prompt": "Hello", "max_tokens": 120, "temperature": 0, "ignore_eos": true});
+    // The slower model and a long request: short ones can finish between two polls.
+    let mut s = slow(ServeOptions::default()).await;
+    let body = json!({"prompt": "Hello", "max_tokens": 1000, "temperature": 0, "ignore_eos": true});
     let (client, url) = (s.client.clone(), format!("{}/v1/completions", s.url));
     let inflight = tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap() });
     assert!(eventually(10, || async { s.metric("attn_slots_busy").await == 1.0 }).await);
     s.shutdown();
     let r = inflight.await.unwrap();
-    assert_eq!(r["usage"]["completion_tokens"], 120, "{r}");
+    assert_eq!(r["usage"]["completion_tokens"], 1000, "{r}");
     tokio::time::timeout(Duration::from_secs(10), s.done.take().unwrap()).await.expect("serve returned after the drain").unwrap();
     assert!(s.client.get(format!("{}/health", s.url)).send().await.is_err(), "still listening after shutdown");
 }

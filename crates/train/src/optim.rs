@@ -179,11 +179,13 @@ impl Optimizer {
     /// parameters or the moments: `NaN.min(1.0)` is 1.0, so clipping alone
     /// would let it through.
     pub fn step(&mut self, params: &mut [f32], grads: &[f32], lr: f32, max_norm: f32) -> f32 {
-        let norm = grad_norm(grads);
-        if norm.is_finite() {
-            self.update(params, grads, lr, clip_coefficient(norm, max_norm));
-        }
-        norm
+        attn_kernels::in_pool(|| {
+            let norm = grad_norm(grads);
+            if norm.is_finite() {
+                self.update(params, grads, lr, clip_coefficient(norm, max_norm));
+            }
+            norm
+        })
     }
 
     /// One update of `params` from `grads * grad_scale` at learning rate `lr`.

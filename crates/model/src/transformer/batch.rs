@@ -94,7 +94,7 @@ impl Transformer {
             }
         }
         self.check_ids("token", tokens)?;
-        self.batch_forward(scratch, caches, tokens);
+        attn_kernels::in_pool(|| self.batch_forward(scratch, caches, tokens));
         Ok(&scratch.logits[..n * cfg.vocab_size])
     }
 

@@ -163,9 +163,11 @@ impl Transformer {
         }
         self.check_ids("token", tokens)?;
         let chunks = tokens.len().div_ceil(CHUNK);
-        for (i, chunk) in tokens.chunks(CHUNK).enumerate() {
-            self.chunk_forward(cache, chunk, i + 1 == chunks);
-        }
+        attn_kernels::in_pool(|| {
+            for (i, chunk) in tokens.chunks(CHUNK).enumerate() {
+                self.chunk_forward(cache, chunk, i + 1 == chunks);
+            }
+        });
         Ok(&cache.logits)
     }
 

@@ -18,7 +18,9 @@ use crate::params::{Lin, ParamLayout};
 use crate::quant::{self, part_f32, Src, WeightDtype};
 
 thread_local! {
-    /// A quantized matrix widened to f32 for a prefill GEMM, reused.
+    /// A quantized matrix widened to f32 for a prefill GEMM, reused. Held
+    /// while the GEMM runs in parallel, so it may be in use when a pass
+    /// starts on the same thread (`dense_q`).
     static WIDE: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -202,10 +204,16 @@ impl Transformer {
         if rows <= QROWS && scratch.len() >= rows * m.rows {
             return qmatvec_forward(out, scratch, inp, m, bias, rows);
         }
-        WIDE.with_borrow_mut(|wide| {
+        let mut widen_and_multiply = |wide: &mut Vec<f32>| {
             wide.resize(m.rows * m.cols, 0.0);
             m.dequantize_rows(wide, 0);
             matmul_forward(out, inp, wide, bias, rows, m.cols, m.rows, WeightLayout::OutIn);
+        };
+        WIDE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut wide) => widen_and_multiply(&mut wide),
+            // This thread took another pass's task while its own GEMM waits
+            // (work stealing): that one widens into a buffer of its own.
+            Err(_) => widen_and_multiply(&mut Vec::new()),
         });
     }
 

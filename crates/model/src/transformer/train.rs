@@ -61,6 +61,10 @@ impl Transformer {
     /// labels of -100 in transformers), which it returns, and prepares for
     /// `backward`. With no labelled position the loss is 0.
     pub fn forward(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
+        attn_kernels::in_pool(|| self.forward_in_pool(tokens, targets, b, t))
+    }
+
+    fn forward_in_pool(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
         self.require_f32("the training forward pass (training, eval loss over batches, attention maps)")?;
         let v = self.config.vocab_size;
         let n = b * t;
@@ -197,6 +201,10 @@ impl Transformer {
     /// Accumulates d(loss_scale * mean loss)/d(params) into the gradients.
     /// `loss_scale` is 1 / grad_accum_steps when accumulating micro-batches.
     pub fn backward(&mut self, loss_scale: f32) -> Result<()> {
+        attn_kernels::in_pool(|| self.backward_in_pool(loss_scale))
+    }
+
+    fn backward_in_pool(&mut self, loss_scale: f32) -> Result<()> {
         if !self.has_targets {
             return Err(ModelError::InvalidConfig("backward needs a forward pass with targets first".into()));
         }
