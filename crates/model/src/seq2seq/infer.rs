@@ -53,6 +53,10 @@ impl Seq2Seq {
     /// Encodes B right-padded sources (B, S) and projects the cross-attention
     /// keys and values of every decoder layer.
     pub fn encode_sources(&self, src: &[u32], src_len: &[usize], s: usize) -> Result<EncoderMemory> {
+        attn_kernels::in_pool(|| self.encode_sources_in_pool(src, src_len, s))
+    }
+
+    fn encode_sources_in_pool(&self, src: &[u32], src_len: &[usize], s: usize) -> Result<EncoderMemory> {
         let (c, b) = (self.config.d_model, src_len.len());
         if b == 0 || s == 0 || src.len() != b * s || src_len.iter().any(|&l| l == 0 || l > s) {
             return Err(ModelError::InvalidConfig(format!("encode_sources needs B*S = {b}*{s} ids and lengths in 1..=S")));
@@ -92,6 +96,10 @@ impl Seq2Seq {
     /// One decoder step: `tokens` (rows) enter at position `cache.len`.
     /// Returns the next-token logits (rows, V).
     pub fn decode_step(&self, tokens: &[u32], cache: &mut DecoderCache, mem: &EncoderMemory) -> Result<Vec<f32>> {
+        attn_kernels::in_pool(|| self.decode_step_in_pool(tokens, cache, mem))
+    }
+
+    fn decode_step_in_pool(&self, tokens: &[u32], cache: &mut DecoderCache, mem: &EncoderMemory) -> Result<Vec<f32>> {
         let (c, v) = (self.config.d_model, self.config.vocab_size);
         let rows = cache.rows;
         if tokens.len() != rows || rows % mem.b != 0 {

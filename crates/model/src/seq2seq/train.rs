@@ -286,6 +286,10 @@ impl Seq2Seq {
     /// `labels` it returns the loss and prepares for `backward`;
     /// `smoothing` is the label smoothing (0 for the plain loss).
     pub fn forward(&mut self, batch: &Seq2SeqBatch, with_labels: bool, smoothing: f32) -> Result<Option<Seq2SeqLoss>> {
+        attn_kernels::in_pool(|| self.forward_in_pool(batch, with_labels, smoothing))
+    }
+
+    fn forward_in_pool(&mut self, batch: &Seq2SeqBatch, with_labels: bool, smoothing: f32) -> Result<Option<Seq2SeqLoss>> {
         self.check_batch(batch)?;
         let Seq2SeqBatch { b, s, t, .. } = *batch;
         self.reserve(b, s, t);
@@ -393,6 +397,10 @@ impl Seq2Seq {
 
     /// Accumulates d(loss_scale * loss)/d(params) into the gradients.
     pub fn backward(&mut self, loss_scale: f32) -> Result<()> {
+        attn_kernels::in_pool(|| self.backward_in_pool(loss_scale))
+    }
+
+    fn backward_in_pool(&mut self, loss_scale: f32) -> Result<()> {
         let Some(mut a) = self.acts.take().filter(|a| a.has_labels) else {
             return Err(ModelError::InvalidConfig("backward needs a forward pass with labels first".into()));
         };

@@ -28,6 +28,10 @@ impl Transformer {
     /// token type 0, with bidirectional attention within each text. With
     /// `keep_attention`, also returns every layer's attention probabilities.
     pub fn encode(&self, ids: &[u32], lens: &[usize], keep_attention: bool) -> Result<EncoderOutput> {
+        attn_kernels::in_pool(|| self.encode_in_pool(ids, lens, keep_attention))
+    }
+
+    fn encode_in_pool(&self, ids: &[u32], lens: &[usize], keep_attention: bool) -> Result<EncoderOutput> {
         self.require_f32("encoding")?;
         let cfg = &self.config;
         let (c, nh, f) = (cfg.n_embd, cfg.n_head, cfg.d_ff);
