@@ -4,11 +4,12 @@
 //! (only the last position's), and works through a long prompt in chunks of
 //! `CHUNK` rows, so its memory is the weights, the cache, and a few MB.
 //!
-//! The cache holds NKV heads (grouped-query attention reads them by stride)
-//! for exactly the positions the request asked for.
+//! The cache holds NKV heads (query heads of a group share one) for the
+//! positions the request asked for, rounded up to whole tiles of 16 keys,
+//! head after head (`attn_kernels::kv_cache` has the layout and its reasons).
 
-use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len, kv_store, CACHED_BLOCK};
 use attn_kernels::gelu::gelu_forward;
+use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len, kv_store, CACHED_BLOCK};
 use attn_kernels::matmul::{matmul_forward, WeightLayout, WeightLayout::OutIn};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
 use attn_kernels::quant::qmatvec_forward;
