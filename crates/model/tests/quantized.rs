@@ -166,3 +166,27 @@ fn scoring_through_the_cache_equals_the_training_loss() {
         assert!((got - want).abs() < 1e-4 * want, "{name} int8: {got} vs {want}");
     }
 }
+
+/// Passes run inside rayon's pool (`attn_kernels::in_pool`), so a worker
+/// waiting on one pass's parallel region may take up another caller's pass
+/// meanwhile: several threads prefilling int8 prompts (the GEMM over
+/// weights widened into a reused per-thread buffer) at once get what each
+/// gets alone, and nothing panics.
+#[test]
+fn concurrent_passes_share_the_pool() {
+    let mut m = Transformer::new(TransformerConfig::baby(), 5).unwrap();
+    m.quantize(WeightDtype::Int8 { group: 32 }).unwrap();
+    let run = |n: usize| {
+        let mut cache = m.new_cache(n).unwrap();
+        m.prefill(&mut cache, &prompt(n)).unwrap().to_vec()
+    };
+    let alone: Vec<Vec<f32>> = (0..4).map(|k| run(20 + 7 * k)).collect();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4).map(|k| s.spawn(move || (0..10).map(|_| run(20 + 7 * k)).collect::<Vec<_>>())).collect();
+        for (k, h) in handles.into_iter().enumerate() {
+            for got in h.join().expect("a pass panicked") {
+                assert_eq!(got, alone[k], "prompt {k}");
+            }
+        }
+    });
+}
