@@ -181,6 +181,10 @@ impl Transformer {
     /// where a larger chunk's GEMM would not), so that the score is the
     /// model's as it generates.
     pub fn score_cached(&self, tokens: &[u32], targets: &[u32]) -> Result<f64> {
+        attn_kernels::in_pool(|| self.score_cached_in_pool(tokens, targets))
+    }
+
+    fn score_cached_in_pool(&self, tokens: &[u32], targets: &[u32]) -> Result<f64> {
         let (c, v) = (self.config.n_embd, self.config.vocab_size);
         if tokens.is_empty() || tokens.len() != targets.len() || tokens.len() > self.config.n_ctx {
             return Err(ModelError::InvalidConfig(format!(
