@@ -60,12 +60,6 @@ pub fn kv_store(k_cache: &mut [f32], v_cache: &mut [f32], k: &[f32], v: &[f32], 
     }
 }
 
-/// The key row of head `g` at position `pos` (HS), read back from the tiles.
-pub fn kv_key(k_cache: &[f32], g: usize, pos: usize, hs: usize, cap: usize) -> Vec<f32> {
-    let tile = &k_cache[g * head_len(hs, cap) + pos / TILE * TILE * hs..][..TILE * hs];
-    (0..hs).map(|d| tile[d * TILE + pos % TILE]).collect()
-}
-
 /// Attention for T new queries at positions P0 .. P0+T-1 over the first
 /// P0 + T keys and values of one layer's cache (prefill with T = the
 /// prompt's length, decoding with T = 1). Query i sees keys 0 ..= P0 + i.
@@ -217,6 +211,12 @@ fn exp_normalizer(scores: &mut [f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key row of head `g` at position `pos` (HS), read back from the tiles.
+    fn kv_key(k_cache: &[f32], g: usize, pos: usize, hs: usize, cap: usize) -> Vec<f32> {
+        let tile = &k_cache[g * head_len(hs, cap) + pos / TILE * TILE * hs..][..TILE * hs];
+        (0..hs).map(|d| tile[d * TILE + pos % TILE]).collect()
+    }
 
     /// Stored rows read back unchanged, a whole tile and a partial one.
     #[test]

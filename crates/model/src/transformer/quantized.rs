@@ -204,16 +204,14 @@ impl Transformer {
         if rows <= QROWS && scratch.len() >= rows * m.rows {
             return qmatvec_forward(out, scratch, inp, m, bias, rows);
         }
-        let mut widen_and_multiply = |wide: &mut Vec<f32>| {
+        WIDE.with(|cell| {
+            // In use when this thread took up another pass's task while its
+            // own GEMM waits (work stealing): that one gets a buffer of its own.
+            let (mut own, mut kept) = (Vec::new(), cell.try_borrow_mut());
+            let wide = kept.as_deref_mut().unwrap_or(&mut own);
             wide.resize(m.rows * m.cols, 0.0);
             m.dequantize_rows(wide, 0);
             matmul_forward(out, inp, wide, bias, rows, m.cols, m.rows, WeightLayout::OutIn);
-        };
-        WIDE.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut wide) => widen_and_multiply(&mut wide),
-            // This thread took another pass's task while its own GEMM waits
-            // (work stealing): that one widens into a buffer of its own.
-            Err(_) => widen_and_multiply(&mut Vec::new()),
         });
     }
 
