@@ -71,6 +71,9 @@ pub enum BenchCommand {
         /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
         #[arg(long, default_value = "auto")]
         dtype: crate::DtypeArg,
+        /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16
+        #[arg(long, default_value = "auto")]
+        kv_dtype: crate::KvDtypeArg,
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
@@ -94,6 +97,9 @@ pub enum BenchCommand {
         /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
         #[arg(long, default_value = "auto")]
         dtype: crate::DtypeArg,
+        /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16
+        #[arg(long, default_value = "auto")]
+        kv_dtype: crate::KvDtypeArg,
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
@@ -156,13 +162,13 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             crate::set_threads(threads)?;
             crate::bench_seq2seq::bench_translate(&model, &data, beam, max_new_tokens, batch_size, rounds)
         }
-        BenchCommand::Generate { model, preset, prompt_len, new_tokens, dtype, threads } => {
+        BenchCommand::Generate { model, preset, prompt_len, new_tokens, dtype, kv_dtype, threads } => {
             crate::set_threads(threads)?;
-            bench_generate(model, &preset, prompt_len, new_tokens, dtype)
+            bench_generate(model, &preset, prompt_len, new_tokens, dtype, kv_dtype)
         }
-        BenchCommand::Decode { model, preset, rows, prompt_len, steps, dtype, threads } => {
+        BenchCommand::Decode { model, preset, rows, prompt_len, steps, dtype, kv_dtype, threads } => {
             crate::set_threads(threads)?;
-            bench_decode(model, &preset, &rows, prompt_len, steps, dtype)
+            bench_decode(model, &preset, &rows, prompt_len, steps, dtype, kv_dtype)
         }
         BenchCommand::Tokenizer { src, data, rounds, threads } => {
             crate::set_threads(threads)?;
@@ -353,19 +359,21 @@ fn read_bandwidth() -> f64 {
 }
 
 /// A decoder to time: a folder's (as `dtype` asks) or a random preset.
-fn bench_model(dir: Option<&std::path::Path>, preset: &str, dtype: crate::DtypeArg) -> anyhow::Result<attn_model::Transformer> {
-    Ok(match dir {
+fn bench_model(dir: Option<&std::path::Path>, preset: &str, dtype: crate::DtypeArg, kv: crate::KvDtypeArg) -> anyhow::Result<attn_model::Transformer> {
+    let mut m = match dir {
         Some(d) => attn_model::Transformer::load_as(d, dtype.0)?.0,
         None => {
             let mut m = attn_model::Transformer::preset(preset, 0)?;
             m.quantize(dtype.0.unwrap_or(attn_model::quant::WeightDtype::F32))?;
             m
         }
-    })
+    };
+    kv.apply(&mut m);
+    Ok(m)
 }
 
-fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize, dtype: crate::DtypeArg) -> anyhow::Result<()> {
-    let model = bench_model(dir.as_deref(), preset, dtype)?;
+fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize, dtype: crate::DtypeArg, kv: crate::KvDtypeArg) -> anyhow::Result<()> {
+    let model = bench_model(dir.as_deref(), preset, dtype, kv)?;
     let ctx = model.context();
     anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= ctx, "prompt + new tokens must fit in the context of {ctx}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -399,16 +407,16 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
         "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
         "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
         "peak_rss_mb": peak_rss, "weights_mb": weight_bytes / 1e6,
-        "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens) as f64 / 1e6,
-        "dtype": model.weight_dtype().name(),
+        "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens, model.kv_dtype()) as f64 / 1e6,
+        "dtype": model.weight_dtype().name(), "kv_dtype": model.kv_dtype().name(),
     }));
     Ok(())
 }
 
 /// Median step time of `decode_batch` for each batch size; tokens per
 /// second is rows / step time.
-fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], prompt_len: usize, steps: usize, dtype: crate::DtypeArg) -> anyhow::Result<()> {
-    let model = bench_model(dir.as_deref(), preset, dtype)?;
+fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], prompt_len: usize, steps: usize, dtype: crate::DtypeArg, kv: crate::KvDtypeArg) -> anyhow::Result<()> {
+    let model = bench_model(dir.as_deref(), preset, dtype, kv)?;
     anyhow::ensure!(prompt_len >= 1 && prompt_len + steps + 2 <= model.context(), "prompt + steps must fit in the context of {}", model.context());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let mut out = Vec::new();
@@ -442,6 +450,6 @@ fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], p
     }
     report(serde_json::json!({"model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
         "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "steps": steps, "peak_rss_mb": peak_rss_mb(), "batches": out,
-        "dtype": model.weight_dtype().name()}));
+        "dtype": model.weight_dtype().name(), "kv_dtype": model.kv_dtype().name()}));
     Ok(())
 }

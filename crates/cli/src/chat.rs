@@ -24,6 +24,9 @@ pub struct ChatArgs {
     /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
     #[arg(long, default_value = "auto")]
     dtype: crate::DtypeArg,
+    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (half the memory and of what attention reads)
+    #[arg(long, default_value = "auto")]
+    kv_dtype: crate::KvDtypeArg,
     /// A system message that opens the conversation (kept across /reset)
     #[arg(long)]
     system: Option<String>,
@@ -57,7 +60,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let gen_cfg = GenerationConfig::from_dir(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
-    let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype)?;
+    let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
     // A reply ends at the template's end-of-turn string, or an EOS token.
     let turn_ends = template.end_of_turn();
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();

@@ -14,6 +14,9 @@ pub struct EvalArgs {
     /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
     #[arg(long, default_value = "auto")]
     dtype: crate::DtypeArg,
+    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (half the memory and of what attention reads)
+    #[arg(long, default_value = "auto")]
+    kv_dtype: crate::KvDtypeArg,
     /// UTF-8 text file to score, or a token shard such as RUN/data/val.bin;
     /// for an encoder-decoder, source<TAB>target pairs
     #[arg(long)]
@@ -57,7 +60,7 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         return crate::classify::eval(&a.model, &a.data, a.json, a.out.as_deref(), a.batch_size, a.seq_len);
     }
     anyhow::ensure!(a.out.is_none(), "--out draws a classifier's confusion matrix; {} is not a classifier", a.model.display());
-    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype)?;
+    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let shard = attn_train::data::TokenShard::open(&a.data)?;
         shard.check_tokenizer(tok.as_ref(), &format!("the model in {}", a.model.display()))?;

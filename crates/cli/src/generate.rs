@@ -52,6 +52,9 @@ pub struct GenerateArgs {
     /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
     #[arg(long, default_value = "auto")]
     dtype: crate::DtypeArg,
+    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (half the memory and of what attention reads)
+    #[arg(long, default_value = "auto")]
+    kv_dtype: crate::KvDtypeArg,
     /// The text to continue; "-" reads it from standard input
     #[arg(long, required_unless_present = "prompt_file", conflicts_with = "prompt_file")]
     prompt: Option<String>,
@@ -98,7 +101,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let gen_cfg = GenerationConfig::from_dir(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let text = read_prompt(&a)?;
-    let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype)?;
+    let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
     let prompt = tok.encode(&text)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization; give at least one character");
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();

@@ -156,27 +156,55 @@ impl std::str::FromStr for DtypeArg {
     }
 }
 
-/// A decoder and its tokenizer with its weights as `dtype` asks, for the
-/// commands that only run the inference path (generate, chat, eval, serve).
+/// `--kv-dtype`: how the KV cache holds keys and values.
+#[derive(Clone, Copy, Debug)]
+pub struct KvDtypeArg(pub Option<attn_model::KvDtype>);
+
+impl std::str::FromStr for KvDtypeArg {
+    type Err = String;
+    /// `auto` (f32 for f32 weights, bf16 for bf16 or int8 ones), `f32`, `bf16`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(KvDtypeArg(None)),
+            _ => attn_model::KvDtype::parse(s).map(|d| KvDtypeArg(Some(d))).ok_or_else(|| format!("unknown KV cache dtype {s:?}: expected auto, f32 or bf16")),
+        }
+    }
+}
+
+impl KvDtypeArg {
+    pub fn apply(self, m: &mut attn_model::Transformer) {
+        if let Some(d) = self.0 {
+            m.set_kv_dtype(d);
+        }
+    }
+}
+
+/// A decoder and its tokenizer with its weights as `dtype` asks and its KV
+/// cache as `kv` asks, for the commands that only run the inference path
+/// (generate, chat, eval, serve).
 pub fn load_model_as(
     dir: &std::path::Path,
     adapter: Option<&std::path::Path>,
     dtype: DtypeArg,
+    kv: KvDtypeArg,
 ) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
     use anyhow::Context;
     let plain = adapter.is_none() && !attn_model::lora::is_adapter_dir(dir);
-    if plain && !attn_model::is_seq2seq_dir(dir) && dtype.0 != Some(attn_model::quant::WeightDtype::F32) {
+    let (mut m, tok) = if plain && !attn_model::is_seq2seq_dir(dir) && dtype.0 != Some(attn_model::quant::WeightDtype::F32) {
         let (m, _) = attn_model::Transformer::load_as(dir, dtype.0).with_context(|| format!("loading the model in {}", dir.display()))?;
         if !m.config.has_head() {
             return Err(not_a_decoder(dir));
         }
         let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
-        return Ok((m, tok));
-    }
-    let (mut m, tok) = load_model_with(dir, adapter)?;
-    if let Some(d) = dtype.0 {
-        m.quantize(d).with_context(|| format!("converting the model in {} to {}", dir.display(), d.name()))?;
-    }
+        (m, tok)
+    } else {
+        let (mut m, tok) = load_model_with(dir, adapter)?;
+        if let Some(d) = dtype.0 {
+            m.quantize(d).with_context(|| format!("converting the model in {} to {}", dir.display(), d.name()))?;
+        }
+        (m, tok)
+    };
+    kv.apply(&mut m);
     Ok((m, tok))
 }
 

@@ -17,6 +17,9 @@ pub struct ServeArgs {
     /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
     #[arg(long, default_value = "auto")]
     dtype: crate::DtypeArg,
+    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (half the memory and of what attention reads)
+    #[arg(long, default_value = "auto")]
+    kv_dtype: crate::KvDtypeArg,
     /// A BERT / sentence-transformers folder for POST /v1/embeddings (e.g. all-MiniLM-L6-v2)
     #[arg(long)]
     embedding_model: Option<PathBuf>,
@@ -55,8 +58,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(origin) = &a.cors_origin {
         anyhow::ensure!(origin.parse::<http_origin::Check>().is_ok(), "--cors-origin {origin:?} is not an origin such as http://localhost:3000");
     }
-    let (model_dir, adapter, emb_dir, dtype) = (a.model.clone(), a.adapter.clone(), a.embedding_model.clone(), a.dtype);
-    let load = move || load(&model_dir, adapter.as_deref(), emb_dir.as_deref(), dtype).map_err(|e| format!("{e:#}"));
+    let (model_dir, adapter, emb_dir, dtype, kv) = (a.model.clone(), a.adapter.clone(), a.embedding_model.clone(), a.dtype, a.kv_dtype);
+    let load = move || load(&model_dir, adapter.as_deref(), emb_dir.as_deref(), dtype, kv).map_err(|e| format!("{e:#}"));
     let (host, keyed) = (a.host.clone(), opts.api_key.is_some());
     attn_serve::run_blocking(&a.host, a.port, opts, load, |addr| {
         eprintln!("attn serve: listening on http://{addr} (model {}, loading)", a.model.display());
@@ -67,8 +70,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(dir: &std::path::Path, adapter: Option<&std::path::Path>, emb: Option<&std::path::Path>, dtype: crate::DtypeArg) -> anyhow::Result<Loaded> {
-    let (model, tok) = crate::load_model_as(dir, adapter, dtype)?;
+fn load(dir: &std::path::Path, adapter: Option<&std::path::Path>, emb: Option<&std::path::Path>, dtype: crate::DtypeArg, kv: crate::KvDtypeArg) -> anyhow::Result<Loaded> {
+    let (model, tok) = crate::load_model_as(dir, adapter, dtype, kv)?;
     let template = attn_tokenizer::chat::ChatTemplate::for_dir(dir).map_err(|e| e.to_string());
     if let Err(e) = &template {
         eprintln!("warning: chat requests will fail: {e}");

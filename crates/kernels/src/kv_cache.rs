@@ -13,13 +13,152 @@
 //! scores against TILE keys are TILE independent sums, one vector lane each,
 //! updated by one multiply-add per dimension, where a key-at-a-time dot
 //! product ends in a horizontal sum for every key.
+//!
+//! The elements are f32 or bf16 (`KvElem`). Decoding reads the whole cache
+//! once per token, so a bf16 cache halves what attention reads (and the
+//! memory a long context holds); its values are widened exactly as they are
+//! read, so attention over a bf16 cache computes the same numbers as over an
+//! f32 cache holding the same rounded keys and values.
+
+use std::borrow::Cow;
 
 use rayon::prelude::*;
 
 use crate::attention::softmax_row;
 use crate::matmul::sgemm_serial;
+use crate::quant::{bf16_bits, bf16_to_f32};
 use crate::simd::dispatch;
 use crate::SendPtr;
+
+/// An element of the cache: `f32`, or `u16` holding a bf16 (the upper half
+/// of an f32, rounded to nearest even, as `quant::bf16_bits`).
+pub trait KvElem: Copy + Default + Send + Sync + 'static {
+    fn from_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+    /// A run of elements as f32: borrowed when they already are.
+    fn widen(s: &[Self]) -> Cow<'_, [f32]>;
+}
+
+impl KvElem for f32 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    fn widen(s: &[f32]) -> Cow<'_, [f32]> {
+        Cow::Borrowed(s)
+    }
+}
+
+impl KvElem for u16 {
+    #[inline(always)]
+    fn from_f32(x: f32) -> Self {
+        bf16_bits(x)
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        bf16_to_f32(self)
+    }
+    fn widen(s: &[u16]) -> Cow<'_, [f32]> {
+        Cow::Owned(s.iter().map(|&h| bf16_to_f32(h)).collect())
+    }
+}
+
+/// How a cache stores its keys and values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvDtype {
+    F32,
+    Bf16,
+}
+
+impl KvDtype {
+    pub fn name(self) -> &'static str {
+        match self {
+            KvDtype::F32 => "f32",
+            KvDtype::Bf16 => "bf16",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "f32" => Some(KvDtype::F32),
+            "bf16" => Some(KvDtype::Bf16),
+            _ => None,
+        }
+    }
+    /// Bytes an element takes.
+    pub fn size(self) -> usize {
+        match self {
+            KvDtype::F32 => 4,
+            KvDtype::Bf16 => 2,
+        }
+    }
+}
+
+/// Every layer's keys and values, (L, kv_layer_len) each, in one element type.
+#[derive(Clone, Debug)]
+pub enum KvStore {
+    F32 { k: Vec<f32>, v: Vec<f32> },
+    Bf16 { k: Vec<u16>, v: Vec<u16> },
+}
+
+impl KvStore {
+    /// Zeroed keys and values of `len` elements each.
+    pub fn zeros(dtype: KvDtype, len: usize) -> Self {
+        match dtype {
+            KvDtype::F32 => KvStore::F32 { k: vec![0.0; len], v: vec![0.0; len] },
+            KvDtype::Bf16 => KvStore::Bf16 { k: vec![0; len], v: vec![0; len] },
+        }
+    }
+    pub fn dtype(&self) -> KvDtype {
+        match self {
+            KvStore::F32 { .. } => KvDtype::F32,
+            KvStore::Bf16 { .. } => KvDtype::Bf16,
+        }
+    }
+    /// Elements the keys take (the values take as many).
+    pub fn len(&self) -> usize {
+        match self {
+            KvStore::F32 { k, .. } => k.len(),
+            KvStore::Bf16 { k, .. } => k.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Bytes the keys and values take.
+    pub fn bytes(&self) -> usize {
+        2 * self.len() * self.dtype().size()
+    }
+    /// `kv_store` into the layer at elements `layer` (one `kv_layer_len`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn store(&mut self, layer: std::ops::Range<usize>, k: &[f32], v: &[f32], pos: usize, nkv: usize, hs: usize, cap: usize) {
+        match self {
+            KvStore::F32 { k: kc, v: vc } => kv_store(&mut kc[layer.clone()], &mut vc[layer], k, v, pos, nkv, hs, cap),
+            KvStore::Bf16 { k: kc, v: vc } => kv_store(&mut kc[layer.clone()], &mut vc[layer], k, v, pos, nkv, hs, cap),
+        }
+    }
+    /// `attention_cached` over the layer at elements `layer`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        layer: std::ops::Range<usize>,
+        out: &mut [f32],
+        scratch: &mut [f32],
+        q: &[f32],
+        q_stride: usize,
+        t: usize,
+        p0: usize,
+        (nh, nkv, hs, cap): (usize, usize, usize, usize),
+    ) {
+        match self {
+            KvStore::F32 { k, v } => attention_cached(out, scratch, q, &k[layer.clone()], &v[layer], q_stride, t, p0, nh, nkv, hs, cap),
+            KvStore::Bf16 { k, v } => attention_cached(out, scratch, q, &k[layer.clone()], &v[layer], q_stride, t, p0, nh, nkv, hs, cap),
+        }
+    }
+}
 
 /// Keys a transposed tile holds (one AVX-512 vector of scores).
 pub const TILE: usize = 16;
@@ -46,16 +185,18 @@ pub fn attention_cached_scratch_len(nh: usize, max_s: usize) -> usize {
 
 /// Stores position `pos`'s key and value rows (NKV*HS each, heads in order)
 /// into one layer's cache of `cap` positions.
-pub fn kv_store(k_cache: &mut [f32], v_cache: &mut [f32], k: &[f32], v: &[f32], pos: usize, nkv: usize, hs: usize, cap: usize) {
+#[allow(clippy::too_many_arguments)]
+pub fn kv_store<T: KvElem>(k_cache: &mut [T], v_cache: &mut [T], k: &[f32], v: &[f32], pos: usize, nkv: usize, hs: usize, cap: usize) {
     let per_head = head_len(hs, cap);
     assert!(pos < cap && k.len() == nkv * hs && v.len() == nkv * hs);
     assert!(k_cache.len() >= nkv * per_head && v_cache.len() >= nkv * per_head, "KV cache smaller than its capacity");
     for g in 0..nkv {
         let base = g * per_head;
-        v_cache[base + pos * hs..][..hs].copy_from_slice(&v[g * hs..(g + 1) * hs]);
+        let vr = &mut v_cache[base + pos * hs..][..hs];
+        vr.iter_mut().zip(&v[g * hs..(g + 1) * hs]).for_each(|(o, &x)| *o = T::from_f32(x));
         let tile = &mut k_cache[base + pos / TILE * TILE * hs..][..TILE * hs];
         for (d, &x) in k[g * hs..(g + 1) * hs].iter().enumerate() {
-            tile[d * TILE + pos % TILE] = x;
+            tile[d * TILE + pos % TILE] = T::from_f32(x);
         }
     }
 }
@@ -67,12 +208,13 @@ pub fn kv_store(k_cache: &mut [f32], v_cache: &mut [f32], k: &[f32], v: &[f32], 
 /// scores alike in a prompt and when decoded; decoding keeps its scores and
 /// output row in registers, a prompt's block of queries takes a GEMM with
 /// the values. Keeps no probabilities.
-pub fn attention_cached(
+#[allow(clippy::too_many_arguments)]
+pub fn attention_cached<T: KvElem>(
     out: &mut [f32],     // (T, NH*HS)
     scratch: &mut [f32], // (NH, CACHED_BLOCK, S) or more, see `attention_cached_scratch_len`
     q: &[f32],           // (T, q_stride): head h at columns h*HS..
-    k_cache: &[f32],     // (NKV, CAPR/TILE, HS, TILE), positions 0 .. P0+T filled
-    v_cache: &[f32],     // (NKV, CAPR, HS)
+    k_cache: &[T],       // (NKV, CAPR/TILE, HS, TILE), positions 0 .. P0+T filled
+    v_cache: &[T],       // (NKV, CAPR, HS)
     q_stride: usize,
     t: usize,
     p0: usize,
@@ -98,6 +240,8 @@ pub fn attention_cached(
             decode_head(o, &mut sc[..s_len], &q[h * hs..(h + 1) * hs], kt, v, scale);
             return;
         }
+        // The GEMM below reads f32 values: a bf16 head's are widened once.
+        let v = T::widen(&v[..s_len * hs]);
         for r0 in (0..t).step_by(CACHED_BLOCK) {
             let rows = CACHED_BLOCK.min(t - r0);
             // Keys this block can see at most: up to its last query's position.
@@ -122,7 +266,7 @@ pub fn attention_cached(
 /// head's tiles, times `scale`. Four partial sums over the dimensions
 /// (d mod 4) keep four independent chains of multiply-adds in flight.
 #[inline(always)]
-fn tile_scores(scores: &mut [f32], q: &[f32], kt: &[f32], scale: f32) {
+fn tile_scores<T: KvElem>(scores: &mut [f32], q: &[f32], kt: &[T], scale: f32) {
     let hs = q.len();
     let whole = hs / 4 * 4;
     for (b, s) in scores.chunks_mut(TILE).enumerate() {
@@ -130,16 +274,16 @@ fn tile_scores(scores: &mut [f32], q: &[f32], kt: &[f32], scale: f32) {
         let mut acc = [[0.0f32; TILE]; 4];
         for d0 in (0..whole).step_by(4) {
             for (c, a) in acc.iter_mut().enumerate() {
-                let (qd, kd): (f32, &[f32; TILE]) = (q[d0 + c], tile[(d0 + c) * TILE..][..TILE].try_into().expect("tile"));
+                let (qd, kd): (f32, &[T; TILE]) = (q[d0 + c], tile[(d0 + c) * TILE..][..TILE].try_into().expect("tile"));
                 for l in 0..TILE {
-                    a[l] += qd * kd[l];
+                    a[l] += qd * kd[l].to_f32();
                 }
             }
         }
         for d in whole..hs {
             let kd = &tile[d * TILE..(d + 1) * TILE];
             for l in 0..TILE {
-                acc[0][l] += q[d] * kd[l];
+                acc[0][l] += q[d] * kd[l].to_f32();
             }
         }
         for (l, y) in s.iter_mut().enumerate() {
@@ -152,7 +296,7 @@ dispatch! {
     /// Unscaled scores (rows, keys) of a block of queries (rows `q_stride`
     /// apart, HS each) against a head's tiles.
     [Avx512]
-    fn block_scores(scores: &mut [f32], q: &[f32], q_stride: usize, kt: &[f32], hs: usize, keys: usize) {
+    fn block_scores<T: KvElem>(scores: &mut [f32], q: &[f32], q_stride: usize, kt: &[T], hs: usize, keys: usize) {
         for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
             tile_scores(row, &q[i * q_stride..i * q_stride + hs], kt, 1.0);
         }
@@ -161,13 +305,13 @@ dispatch! {
 
 dispatch! {
     [Avx512]
-    fn decode_head(out: &mut [f32], scores: &mut [f32], q: &[f32], kt: &[f32], v: &[f32], scale: f32) {
+    fn decode_head<T: KvElem>(out: &mut [f32], scores: &mut [f32], q: &[f32], kt: &[T], v: &[T], scale: f32) {
         // The common head sizes as compile-time lengths, so that the output
         // row lives in registers across keys.
         tile_scores(scores, q, kt, scale);
         match out.len() {
-            64 => weighted_values::<64>(out, scores, v),
-            128 => weighted_values::<128>(out, scores, v),
+            64 => weighted_values::<T, 64>(out, scores, v),
+            128 => weighted_values::<T, 128>(out, scores, v),
             _ => weighted_values_any(out, scores, v),
         }
     }
@@ -177,13 +321,13 @@ dispatch! {
 /// contiguous). The exponentials and their sum are separate passes so that
 /// both vectorize (a running float sum would keep the exponentials scalar).
 #[inline(always)]
-fn weighted_values<const HS: usize>(out: &mut [f32], scores: &mut [f32], v: &[f32]) {
+fn weighted_values<T: KvElem, const HS: usize>(out: &mut [f32], scores: &mut [f32], v: &[T]) {
     let inv = exp_normalizer(scores);
     let mut o = [0.0f32; HS];
     for (&p, vj) in scores.iter().zip(v.chunks_exact(HS)) {
-        let vj: &[f32; HS] = vj.try_into().expect("head size");
+        let vj: &[T; HS] = vj.try_into().expect("head size");
         for i in 0..HS {
-            o[i] += p * vj[i];
+            o[i] += p * vj[i].to_f32();
         }
     }
     out.iter_mut().zip(&o).for_each(|(y, &x)| *y = x * inv);
@@ -191,11 +335,11 @@ fn weighted_values<const HS: usize>(out: &mut [f32], scores: &mut [f32], v: &[f3
 
 /// `weighted_values` for any head size.
 #[inline(always)]
-fn weighted_values_any(out: &mut [f32], scores: &mut [f32], v: &[f32]) {
+fn weighted_values_any<T: KvElem>(out: &mut [f32], scores: &mut [f32], v: &[T]) {
     let inv = exp_normalizer(scores);
     out.fill(0.0);
     for (&p, vj) in scores.iter().zip(v.chunks_exact(out.len())) {
-        crate::simd::axpy(out, p, vj);
+        out.iter_mut().zip(vj).for_each(|(y, &x)| *y += p * x.to_f32());
     }
     out.iter_mut().for_each(|y| *y *= inv);
 }

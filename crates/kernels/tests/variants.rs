@@ -257,6 +257,51 @@ fn cached_attention_matches_rows_of_causal_attention() {
     }
 }
 
+/// A bf16 cache computes what an f32 cache holding the same rounded keys
+/// and values computes, bit for bit (its elements are widened exactly as
+/// they are read), prompt and decoding alike; and it stays close to the
+/// unrounded f32 cache.
+#[test]
+fn bf16_cache_equals_f32_cache_of_rounded_rows() {
+    use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len, kv_store};
+    use attn_kernels::quant::{bf16_bits, bf16_to_f32};
+    for (threads, hs) in [(1, 13), (3, 64), (1, 128)] {
+        with_threads(threads, || {
+            let (t, nh, nkv, cap) = (90, 4, 2, 97);
+            let (oc, kvw) = (nh * hs, nkv * hs);
+            let w = oc + 2 * kvw;
+            let qkv = randn(t * w, 33);
+            let rounded: Vec<f32> = qkv.iter().map(|&x| bf16_to_f32(bf16_bits(x))).collect();
+            let len = kv_layer_len(nkv, hs, cap);
+            let (mut kb, mut vb) = (vec![0u16; len], vec![0u16; len]);
+            let (mut kr, mut vr) = (vec![0.0f32; len], vec![0.0f32; len]);
+            let (mut kf, mut vf) = (vec![0.0f32; len], vec![0.0f32; len]);
+            for j in 0..t {
+                let (k, v) = (j * w + oc..j * w + oc + kvw, j * w + oc + kvw..j * w + oc + 2 * kvw);
+                kv_store(&mut kb, &mut vb, &qkv[k.clone()], &qkv[v.clone()], j, nkv, hs, cap);
+                kv_store(&mut kr, &mut vr, &rounded[k.clone()], &rounded[v.clone()], j, nkv, hs, cap);
+                kv_store(&mut kf, &mut vf, &qkv[k], &qkv[v], j, nkv, hs, cap);
+            }
+            let mut scratch = vec![0.0; attention_cached_scratch_len(nh, cap)];
+            for (p0, rows) in [(0, t), (t - 1, 1), (20, 70)] {
+                let mut run = |k: &dyn Fn(&mut [f32], &mut [f32])| {
+                    let mut out = vec![0.0; rows * oc];
+                    k(&mut out, &mut scratch);
+                    out
+                };
+                let q = &qkv[p0 * w..];
+                let b = run(&|o, sc| attention_cached(o, sc, q, &kb, &vb, w, rows, p0, nh, nkv, hs, cap));
+                let r = run(&|o, sc| attention_cached(o, sc, q, &kr, &vr, w, rows, p0, nh, nkv, hs, cap));
+                let f = run(&|o, sc| attention_cached(o, sc, q, &kf, &vf, w, rows, p0, nh, nkv, hs, cap));
+                assert!(b.iter().zip(&r).all(|(x, y)| x.to_bits() == y.to_bits()), "hs {hs} p0 {p0}: bf16 cache differs from its rounded f32 twin");
+                // bf16 keeps 8 bits of mantissa: outputs (|x| ~ 1) move by about 2^-9.
+                let d = max_diff(&b, &f);
+                assert!(d > 0.0 && d < 2e-2, "hs {hs} p0 {p0}: bf16 vs f32 cache {d:e}");
+            }
+        });
+    }
+}
+
 #[test]
 fn llama_kernels_match_naive() {
     use attn_kernels::rmsnorm::*;

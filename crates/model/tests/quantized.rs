@@ -3,7 +3,7 @@
 //! what needs f32 weights says so.
 
 use attn_model::quant::WeightDtype;
-use attn_model::{Family, Transformer, TransformerConfig};
+use attn_model::{Family, KvDtype, Transformer, TransformerConfig};
 
 /// GPT-2 (tied, Conv1D layout), Llama (GQA, tied), and a Qwen2-like model
 /// (q/k/v biases, untied head, C = 96 so int8:40 leaves a short group).
@@ -42,6 +42,11 @@ fn quantized_equals_its_dequantized_twin() {
             q.quantize(dtype).unwrap();
             assert_eq!(q.weight_dtype(), dtype);
             let r = q.dequantized().unwrap();
+            // Both caches f32, so the two differ only in how the weights are
+            // read (a bf16 cache, a quantized model's default, would round
+            // keys differing in their last bits to different bf16 values).
+            assert_eq!((q.kv_dtype(), r.kv_dtype()), (KvDtype::Bf16, KvDtype::F32));
+            q.set_kv_dtype(KvDtype::F32);
             let ratio = q.weight_bytes() as f64 / before as f64;
             let bound = if dtype == WeightDtype::Bf16 { 0.55 } else { 0.35 };
             assert!(ratio < bound, "{name} {dtype:?}: weights {ratio:.2} of f32");
@@ -57,6 +62,34 @@ fn quantized_equals_its_dequantized_twin() {
                 lq = q.decode(&mut cq, next).unwrap().to_vec();
                 lr = r.decode(&mut cr, next).unwrap().to_vec();
             }
+        }
+    }
+}
+
+/// An f32 model's cache in bf16: half the bytes, the logits of prompt and
+/// decoding steps close to the f32 cache's (the keys and values rounded to
+/// 8 bits of mantissa), and the same greedy tokens.
+#[test]
+fn bf16_cache_stays_close_to_f32() {
+    for (name, cfg) in configs() {
+        let mut m = Transformer::new(cfg, 4).unwrap();
+        let (mut cf, mut lf) = (m.new_cache(50).unwrap(), Vec::new());
+        m.set_kv_dtype(KvDtype::Bf16);
+        let (mut cb, mut lb) = (m.new_cache(50).unwrap(), Vec::new());
+        assert_eq!((cf.kv_dtype(), cb.kv_dtype()), (KvDtype::F32, KvDtype::Bf16));
+        assert_eq!(cb.kv_bytes() * 2, cf.kv_bytes(), "{name}");
+        lf.push(m.prefill(&mut cf, &prompt(30)).unwrap().to_vec());
+        lb.push(m.prefill(&mut cb, &prompt(30)).unwrap().to_vec());
+        for _ in 0..8 {
+            let next = argmax(&lf[lf.len() - 1]);
+            assert_eq!(next, argmax(&lb[lb.len() - 1]), "{name}: greedy tokens part");
+            lf.push(m.decode(&mut cf, next).unwrap().to_vec());
+            lb.push(m.decode(&mut cb, next).unwrap().to_vec());
+        }
+        for (step, (a, b)) in lf.iter().zip(&lb).enumerate() {
+            let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            let worst = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            assert!(worst > 0.0 && worst < 1e-2 * scale, "{name} step {step}: {worst} of {scale}");
         }
     }
 }

@@ -43,8 +43,9 @@ pub fn score_tokens_with_progress(
         return Err(TrainError::Config(format!("window {window} must be in 1..={}", model.context())));
     }
     let preds = ids.len() - 1;
-    if model.weight_dtype() != attn_model::quant::WeightDtype::F32 {
-        // bf16 / int8 weights have only the inference path: a window at a time.
+    if model.weight_dtype() != attn_model::quant::WeightDtype::F32 || model.kv_dtype() != attn_model::KvDtype::F32 {
+        // bf16 / int8 weights have only the inference path, and a bf16 KV
+        // cache is only on it: a window at a time.
         let mut nats = 0.0f64;
         for s in (0..preds).step_by(window) {
             let e = (s + window).min(preds);

@@ -10,7 +10,7 @@
 //! row-wise or sums each output in an order independent of the batch size
 //! (see `matvec_forward`). Greedy and seeded output then do not depend on load.
 
-use attn_kernels::kv_cache::{attention_cached, kv_layer_len, kv_store};
+use attn_kernels::kv_cache::kv_layer_len;
 use attn_kernels::matmul::WeightLayout::OutIn;
 use attn_kernels::matvec::matvec_scratch_len;
 use attn_kernels::rope::rope_forward;
@@ -125,10 +125,10 @@ impl Transformer {
                     rope_forward(row, &cache.cos, &cache.sin, 1, 1, w, at, nkv, hd, p0);
                 }
                 let per = kv_layer_len(nkv, hd, cap);
-                let Cache { k, v: vc, scores, .. } = &mut **cache;
-                let (kl, vl) = (&mut k[li * per..(li + 1) * per], &mut vc[li * per..(li + 1) * per]);
-                kv_store(kl, vl, &row[at..at + kvw], &row[at + kvw..at + 2 * kvw], p0, nkv, hd, cap);
-                attention_cached(&mut atty[r * at..(r + 1) * at], scores, row, kl, vl, w, 1, p0, nh, nkv, hd, cap);
+                let Cache { kv, scores, .. } = &mut **cache;
+                let layer = li * per..(li + 1) * per;
+                kv.store(layer.clone(), &row[at..at + kvw], &row[at + kvw..at + 2 * kvw], p0, nkv, hd, cap);
+                kv.attention(layer, &mut atty[r * at..(r + 1) * at], scores, row, w, 1, p0, (nh, nkv, hd, cap));
             }
             let t = Tail {
                 x: &mut x[..],

@@ -9,7 +9,7 @@
 //! head after head (`attn_kernels::kv_cache` has the layout and its reasons).
 
 use attn_kernels::gelu::gelu_forward;
-use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len, kv_store, CACHED_BLOCK};
+use attn_kernels::kv_cache::{attention_cached_scratch_len, kv_layer_len, KvDtype, KvStore, CACHED_BLOCK};
 use attn_kernels::matmul::{matmul_forward, WeightLayout, WeightLayout::OutIn};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
 use attn_kernels::quant::qmatvec_forward;
@@ -33,8 +33,7 @@ pub struct Cache {
     pub(super) capacity: usize,
     pub(super) len: usize,
     pub(super) kvw: usize,
-    pub(super) k: Vec<f32>,      // (L, kv_layer_len): keys in transposed tiles, attn_kernels::kv_cache
-    pub(super) v: Vec<f32>,      // (L, kv_layer_len): values, (NKV, capacity, HD)
+    pub(super) kv: KvStore,      // (L, kv_layer_len) keys in transposed tiles and values, attn_kernels::kv_cache
     x: Vec<f32>,                 // (rows, C) the residual stream
     ln: Vec<f32>,                // (rows, C)
     mean: Vec<f32>,              // (rows)
@@ -74,20 +73,37 @@ impl Cache {
     /// Whether this cache was made for a model of `cfg`'s shape.
     pub(super) fn fits(&self, cfg: &crate::TransformerConfig) -> bool {
         let kvw = cfg.n_kv_head * cfg.head_dim;
-        self.kvw == kvw && self.k.len() == cfg.n_layer * kv_layer_len(cfg.n_kv_head, cfg.head_dim, self.capacity)
+        self.kvw == kvw && self.kv.len() == cfg.n_layer * kv_layer_len(cfg.n_kv_head, cfg.head_dim, self.capacity)
     }
     /// Bytes held by the keys and values.
     pub fn kv_bytes(&self) -> usize {
-        (self.k.len() + self.v.len()) * 4
+        self.kv.bytes()
+    }
+    /// How the keys and values are stored.
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv.dtype()
     }
 }
 
 /// Bytes a cache of `capacity` positions needs for its keys and values.
-pub fn kv_cache_bytes(cfg: &crate::TransformerConfig, capacity: usize) -> u128 {
-    2 * 4 * cfg.n_layer as u128 * kv_layer_len(cfg.n_kv_head, cfg.head_dim, capacity) as u128
+pub fn kv_cache_bytes(cfg: &crate::TransformerConfig, capacity: usize, dtype: KvDtype) -> u128 {
+    2 * dtype.size() as u128 * cfg.n_layer as u128 * kv_layer_len(cfg.n_kv_head, cfg.head_dim, capacity) as u128
 }
 
 impl Transformer {
+    /// How new KV caches store keys and values: as set by `set_kv_dtype`,
+    /// else f32 for an f32 model and bf16 for a bf16 or int8 one (whose
+    /// decoding reads so few weight bytes that an f32 cache would be a
+    /// large part of each token's reads).
+    pub fn kv_dtype(&self) -> KvDtype {
+        self.kv_dtype.unwrap_or(if self.quant.is_some() { KvDtype::Bf16 } else { KvDtype::F32 })
+    }
+
+    /// Sets how caches made from now on store keys and values.
+    pub fn set_kv_dtype(&mut self, dtype: KvDtype) {
+        self.kv_dtype = Some(dtype);
+    }
+
     /// A KV cache for up to `capacity` positions (at most the model's context).
     pub fn new_cache(&self, capacity: usize) -> Result<Cache> {
         let cfg = &self.config;
@@ -95,7 +111,7 @@ impl Transformer {
             return Err(ModelError::InvalidConfig(format!("a {} encoder does not generate; it has no KV cache", self.model_type())));
         }
         let capacity = capacity.clamp(1, cfg.n_ctx);
-        let need = kv_cache_bytes(cfg, capacity);
+        let need = kv_cache_bytes(cfg, capacity, self.kv_dtype());
         if let Some(avail) = super::available_memory().filter(|&a| need > a as u128) {
             return Err(ModelError::InvalidConfig(format!(
                 "a KV cache for {capacity} positions needs {:.1} GB, more than the {:.1} GB available; ask for fewer tokens",
@@ -112,8 +128,7 @@ impl Transformer {
             capacity,
             len: 0,
             kvw,
-            k: z(kv),
-            v: z(kv),
+            kv: KvStore::zeros(self.kv_dtype(), kv),
             x: z(rows * c),
             ln: z(rows * c),
             mean: z(rows),
@@ -266,7 +281,7 @@ impl Transformer {
             // recomputes them once a sequence passes the original context.
             (cache.cos, cache.sin) = self.rope_tables(p0 + rows, p0 + rows);
         }
-        let Cache { k, v: vc, x, ln, mean, rstd, qkv, atty, tmp, h, gate, act, scores, logits, partials, cos, sin, .. } = cache;
+        let Cache { kv, x, ln, mean, rstd, qkv, atty, tmp, h, gate, act, scores, logits, partials, cos, sin, .. } = cache;
         for (r, &id) in tokens.iter().enumerate() {
             self.embed_row(&mut x[r * c..(r + 1) * c], id, p0 + r);
         }
@@ -279,12 +294,12 @@ impl Transformer {
                 rope_forward(qkv, cos, sin, 1, rows, w, at, nkv, hd, p0);
             }
             let per = kv_layer_len(nkv, hd, cap);
-            let (kl, vl) = (&mut k[li * per..(li + 1) * per], &mut vc[li * per..(li + 1) * per]);
+            let layer = li * per..(li + 1) * per;
             for r in 0..rows {
                 let row = &qkv[r * w..(r + 1) * w];
-                kv_store(kl, vl, &row[at..at + kvw], &row[at + kvw..at + 2 * kvw], p0 + r, nkv, hd, cap);
+                kv.store(layer.clone(), &row[at..at + kvw], &row[at + kvw..at + 2 * kvw], p0 + r, nkv, hd, cap);
             }
-            attention_cached(atty, scores, qkv, kl, vl, w, rows, p0, nh, nkv, hd, cap);
+            kv.attention(layer, atty, scores, qkv, w, rows, p0, (nh, nkv, hd, cap));
             let dense =
                 |out: &mut [f32], partials: &mut [f32], inp: &[f32], lin: &Lin, ic: usize, oc: usize| self.dense(out, partials, inp, lin, rows, ic, oc, lay);
             self.block_tail(wi, Tail { x, ln, mean, rstd, atty, tmp, h, gate, act, partials }, rows, &dense);

@@ -55,6 +55,8 @@ pub struct Transformer {
     cls_acts: Option<classify::ClsActs>,
     /// The bf16 or int8 matrices of a quantized model (see `crate::quant`).
     pub(crate) quant: Option<crate::quant::Quant>,
+    /// How new KV caches store keys and values, when set (`kv_dtype`).
+    kv_dtype: Option<attn_kernels::kv_cache::KvDtype>,
 }
 
 impl Transformer {
@@ -113,6 +115,7 @@ impl Transformer {
             lora: None,
             cls_acts: None,
             quant: None,
+            kv_dtype: None,
         }
     }
 
