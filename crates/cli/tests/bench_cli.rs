@@ -27,4 +27,9 @@ fn bench_json_carries_simd_dtype_and_peak_memory() {
     let v = json(&["bench", "decode", "--preset", "baby", "--rows", "1,3", "--steps", "2", "--prompt-len", "4"]);
     assert_eq!(v["batches"].as_array().unwrap().len(), 2);
     assert_eq!(v["batches"][1]["rows"], 3);
+    assert_eq!(v["kv_dtype"], "f32", "{v}");
+    // Quantized weights take a bf16 KV cache unless --kv-dtype says otherwise.
+    let q = ["bench", "decode", "--preset", "baby", "--rows", "1", "--steps", "2", "--prompt-len", "4", "--dtype", "int8"];
+    assert_eq!(json(&q)["kv_dtype"], "bf16");
+    assert_eq!(json(&[&q[..], &["--kv-dtype", "f32"]].concat())["kv_dtype"], "f32");
 }

@@ -11,8 +11,12 @@ fn stdout(o: &std::process::Output) -> String {
 }
 
 fn eval_loss(model: &str, data: &str, dtype: &str) -> f64 {
-    let o = attn(&["eval", "--model", model, "--data", data, "--seq-len", "64", "--dtype", dtype, "--json"]);
-    assert!(o.status.success(), "eval --dtype {dtype}: {}", stderr(&o));
+    eval_loss_kv(model, data, dtype, "auto")
+}
+
+fn eval_loss_kv(model: &str, data: &str, dtype: &str, kv: &str) -> f64 {
+    let o = attn(&["eval", "--model", model, "--data", data, "--seq-len", "64", "--dtype", dtype, "--kv-dtype", kv, "--json"]);
+    assert!(o.status.success(), "eval --dtype {dtype} --kv-dtype {kv}: {}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     v["loss"].as_f64().unwrap()
 }
@@ -39,6 +43,10 @@ fn quantized_folders_generate_and_score() {
         let fly = eval_loss(run, data, dtype);
         assert_eq!(saved, fly, "{dtype}: saved folder and on-the-fly quantization");
         assert!((saved - f32_loss).abs() <= tol * f32_loss, "{dtype}: loss {saved} vs f32 {f32_loss}");
+        // Its KV cache is bf16 unless asked otherwise: f32 keys and values
+        // score a little differently, within the same bar.
+        let kv32 = eval_loss_kv(out, data, "auto", "f32");
+        assert!(kv32 != saved && (kv32 - f32_loss).abs() <= tol * f32_loss, "{dtype} --kv-dtype f32: {kv32} vs {saved}");
         let prompt: String = std::fs::read_to_string(data).unwrap().chars().take(4).collect();
         let o = attn(&["generate", "--model", out, "--prompt", &prompt, "--max-new-tokens", "20", "--temperature", "0"]);
         assert!(o.status.success(), "{}", stderr(&o));
@@ -47,6 +55,11 @@ fn quantized_folders_generate_and_score() {
         let o = attn(&["quantize", "--model", run, "--dtype", dtype, "--out", out]);
         assert!(!o.status.success() && stderr(&o).contains("not empty"), "{}", stderr(&o));
     }
+    // f32 weights with a bf16 cache score through the inference path.
+    let kv16 = eval_loss_kv(run, data, "f32", "bf16");
+    assert!(kv16 != f32_loss && (kv16 - f32_loss).abs() <= 0.002 * f32_loss, "f32 --kv-dtype bf16: {kv16} vs {f32_loss}");
+    let o = attn(&["eval", "--model", run, "--data", data, "--kv-dtype", "f16"]);
+    assert!(!o.status.success() && stderr(&o).contains("auto, f32 or bf16"), "{}", stderr(&o));
     let int8 = tmp.path().join("int8");
     let o = attn(&["generate", "--model", int8.to_str().unwrap(), "--dtype", "bf16", "--prompt", "x", "--max-new-tokens", "2"]);
     assert!(!o.status.success() && stderr(&o).contains("int8"), "{}", stderr(&o));
