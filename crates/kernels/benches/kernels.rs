@@ -8,7 +8,7 @@ use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
-use attn_kernels::quant::{qmatvec_forward, QMatrix};
+use attn_kernels::quant::{bf16_bits, qmatvec_forward, QMatrix};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn pool(n: usize) -> rayon::ThreadPool {
@@ -193,6 +193,18 @@ fn bench_decode_attention(c: &mut Criterion) {
             b.iter(|| {
                 for l in 0..layers {
                     attention_cached(&mut out, &mut scratch, &q, &k[l * per..], &v[l * per..], 3 * nh * hs, 1, s - 1, nh, nh, hs, s);
+                }
+            })
+        })
+    });
+    // The same cache in bf16: half the bytes (throughput counts the bytes read).
+    let (kb, vb): (Vec<u16>, Vec<u16>) = (k.iter().map(|&x| bf16_bits(x)).collect(), v.iter().map(|&x| bf16_bits(x)).collect());
+    g.throughput(Throughput::Bytes((2 * layers * s * nh * hs * 2) as u64));
+    g.bench_function("gpt2-124m/s288/bf16/t2", |b| {
+        p.install(|| {
+            b.iter(|| {
+                for l in 0..layers {
+                    attention_cached(&mut out, &mut scratch, &q, &kb[l * per..], &vb[l * per..], 3 * nh * hs, 1, s - 1, nh, nh, hs, s);
                 }
             })
         })
