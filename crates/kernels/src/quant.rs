@@ -74,12 +74,20 @@ impl QMatrix {
         match layout {
             WeightLayout::OutIn => std::borrow::Cow::Borrowed(w),
             WeightLayout::InOut => {
+                // 16 output rows a task: each input row gives them one cache
+                // line, and each of them is written in order (a plain
+                // transpose wrote one float per cache line, on one thread,
+                // and was most of a quantized model's loading time).
                 let mut t = vec![0.0; c * oc];
-                for (i, row) in w.chunks(oc).enumerate() {
-                    for (o, &x) in row.iter().enumerate() {
-                        t[o * c + i] = x;
+                t.par_chunks_mut(16 * c).enumerate().for_each(|(b, rows)| {
+                    let o0 = 16 * b;
+                    let n = rows.len() / c;
+                    for (i, wr) in w.chunks(oc).enumerate() {
+                        for (o, &x) in wr[o0..o0 + n].iter().enumerate() {
+                            rows[o * c + i] = x;
+                        }
                     }
-                }
+                });
                 std::borrow::Cow::Owned(t)
             }
         }
