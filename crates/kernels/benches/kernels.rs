@@ -4,7 +4,7 @@
 
 use attn_kernels::attention::{attention_backward, attention_forward, AttnShape};
 use attn_kernels::gelu::{gelu_backward, gelu_forward};
-use attn_kernels::kv_cache::{attention_cached, attention_cached_scratch_len, kv_layer_len};
+use attn_kernels::kv_cache::{attention_cached_scratch_len, kv_layer_len, KvDtype, KvStore};
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
@@ -187,28 +187,22 @@ fn bench_decode_attention(c: &mut Criterion) {
     let v = k.iter().rev().copied().collect::<Vec<f32>>();
     let q: Vec<f32> = (0..3 * nh * hs).map(|i| (i % 13) as f32 * 0.1).collect();
     let (mut out, mut scratch) = (vec![0.0f32; nh * hs], vec![0.0f32; attention_cached_scratch_len(nh, s)]);
-    g.throughput(Throughput::Bytes((2 * layers * s * nh * hs * 4) as u64));
-    g.bench_function("gpt2-124m/s288/t2", |b| {
-        p.install(|| {
-            b.iter(|| {
-                for l in 0..layers {
-                    attention_cached(&mut out, &mut scratch, &q, &k[l * per..], &v[l * per..], 3 * nh * hs, 1, s - 1, nh, nh, hs, s);
-                }
+    // f32, and the same cache in bf16 (half the bytes; throughput counts the bytes read).
+    let bf16 = |x: &[f32]| x.iter().map(|&y| bf16_bits(y)).collect::<Vec<u16>>();
+    let caches = [KvStore::Bf16 { k: bf16(&k), v: bf16(&v) }, KvStore::F32 { k, v }];
+    for kv in caches.iter().rev() {
+        let name = if kv.dtype() == KvDtype::F32 { "gpt2-124m/s288/t2" } else { "gpt2-124m/s288/bf16/t2" };
+        g.throughput(Throughput::Bytes((2 * layers * s * nh * hs * kv.dtype().size()) as u64));
+        g.bench_function(name, |b| {
+            p.install(|| {
+                b.iter(|| {
+                    for l in 0..layers {
+                        kv.attention(l * per..(l + 1) * per, &mut out, &mut scratch, &q, 3 * nh * hs, 1, s - 1, (nh, nh, hs, s));
+                    }
+                })
             })
-        })
-    });
-    // The same cache in bf16: half the bytes (throughput counts the bytes read).
-    let (kb, vb): (Vec<u16>, Vec<u16>) = (k.iter().map(|&x| bf16_bits(x)).collect(), v.iter().map(|&x| bf16_bits(x)).collect());
-    g.throughput(Throughput::Bytes((2 * layers * s * nh * hs * 2) as u64));
-    g.bench_function("gpt2-124m/s288/bf16/t2", |b| {
-        p.install(|| {
-            b.iter(|| {
-                for l in 0..layers {
-                    attention_cached(&mut out, &mut scratch, &q, &kb[l * per..], &vb[l * per..], 3 * nh * hs, 1, s - 1, nh, nh, hs, s);
-                }
-            })
-        })
-    });
+        });
+    }
 }
 
 /// One decoding row through gpt2-124m's MLP up-projection (768 -> 3072)
