@@ -6,7 +6,8 @@
 //!
 //! The cache holds NKV heads (query heads of a group share one) for the
 //! positions the request asked for, rounded up to whole tiles of 16 keys,
-//! head after head (`attn_kernels::kv_cache` has the layout and its reasons).
+//! head after head (`attn_kernels::kv_cache` has the layout and its reasons),
+//! as f32 or bf16 (`Transformer::kv_dtype`: bf16 for bf16 and int8 weights).
 
 use attn_kernels::gelu::gelu_forward;
 use attn_kernels::kv_cache::{attention_cached_scratch_len, kv_layer_len, KvDtype, KvStore, CACHED_BLOCK};
