@@ -44,13 +44,16 @@ pub struct EvalArgs {
 
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let decoder_only = || attn_model::is_seq2seq_dir(&a.model) || attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier());
-    if a.dtype.0.is_some_and(|d| d != attn_model::quant::WeightDtype::F32) && decoder_only() {
+    let not_a_language_model = || attn_model::is_seq2seq_dir(&a.model) || attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier());
+    if a.dtype.0.is_some_and(|d| d != attn_model::quant::WeightDtype::F32) && not_a_language_model() {
         anyhow::bail!(
             "--dtype {} applies to decoders (language models); {} is an encoder-decoder or a classifier",
             a.dtype.0.map(|d| d.name()).unwrap_or_default(),
             a.model.display()
         );
+    }
+    if a.kv_dtype.0 == Some(attn_model::KvDtype::Bf16) && not_a_language_model() {
+        anyhow::bail!("--kv-dtype bf16 applies to decoders (language models); {} is an encoder-decoder or a classifier", a.model.display());
     }
     if attn_model::is_seq2seq_dir(&a.model) {
         anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");

@@ -80,6 +80,9 @@ fn classifier_trains_evaluates_and_labels() {
     assert_eq!(e["labels"], serde_json::json!(["blue", "red"]));
     let conf: Vec<Vec<u64>> = serde_json::from_value(e["confusion"].clone()).unwrap();
     assert_eq!(conf.iter().flatten().sum::<u64>(), 240);
+    // A classifier has no KV cache to shrink: said, not ignored.
+    let o = attn(&["eval", "--model", m, "--data", &csv, "--kv-dtype", "bf16"]);
+    assert!(!o.status.success() && stderr(&o).contains("applies to decoders"), "{}", stderr(&o));
     assert!(std::fs::metadata(&png).unwrap().len() > 1000, "no confusion-matrix picture");
 
     // The first two texts of the set: red, then blue.
