@@ -24,7 +24,7 @@ pub struct ChatArgs {
     /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
     #[arg(long, default_value = "auto")]
     dtype: crate::DtypeArg,
-    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (half the memory and of what attention reads)
+    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (bf16 halves its memory and what attention reads a token)
     #[arg(long, default_value = "auto")]
     kv_dtype: crate::KvDtypeArg,
     /// A system message that opens the conversation (kept across /reset)
