@@ -372,7 +372,14 @@ fn bench_model(dir: Option<&std::path::Path>, preset: &str, dtype: crate::DtypeA
     Ok(m)
 }
 
-fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usize, new_tokens: usize, dtype: crate::DtypeArg, kv: crate::KvDtypeArg) -> anyhow::Result<()> {
+fn bench_generate(
+    dir: Option<std::path::PathBuf>,
+    preset: &str,
+    prompt_len: usize,
+    new_tokens: usize,
+    dtype: crate::DtypeArg,
+    kv: crate::KvDtypeArg,
+) -> anyhow::Result<()> {
     let model = bench_model(dir.as_deref(), preset, dtype, kv)?;
     let ctx = model.context();
     anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= ctx, "prompt + new tokens must fit in the context of {ctx}");
@@ -415,7 +422,15 @@ fn bench_generate(dir: Option<std::path::PathBuf>, preset: &str, prompt_len: usi
 
 /// Median step time of `decode_batch` for each batch size; tokens per
 /// second is rows / step time.
-fn bench_decode(dir: Option<std::path::PathBuf>, preset: &str, rows: &[usize], prompt_len: usize, steps: usize, dtype: crate::DtypeArg, kv: crate::KvDtypeArg) -> anyhow::Result<()> {
+fn bench_decode(
+    dir: Option<std::path::PathBuf>,
+    preset: &str,
+    rows: &[usize],
+    prompt_len: usize,
+    steps: usize,
+    dtype: crate::DtypeArg,
+    kv: crate::KvDtypeArg,
+) -> anyhow::Result<()> {
     let model = bench_model(dir.as_deref(), preset, dtype, kv)?;
     anyhow::ensure!(prompt_len >= 1 && prompt_len + steps + 2 <= model.context(), "prompt + steps must fit in the context of {}", model.context());
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);

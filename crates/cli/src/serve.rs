@@ -70,7 +70,13 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(dir: &std::path::Path, adapter: Option<&std::path::Path>, emb: Option<&std::path::Path>, dtype: crate::DtypeArg, kv: crate::KvDtypeArg) -> anyhow::Result<Loaded> {
+fn load(
+    dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
+    emb: Option<&std::path::Path>,
+    dtype: crate::DtypeArg,
+    kv: crate::KvDtypeArg,
+) -> anyhow::Result<Loaded> {
     let (model, tok) = crate::load_model_as(dir, adapter, dtype, kv)?;
     let template = attn_tokenizer::chat::ChatTemplate::for_dir(dir).map_err(|e| e.to_string());
     if let Err(e) = &template {

@@ -242,6 +242,14 @@ fn bench_decode_weights(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function("stream8/f32-inout", |b| {
+        p.install(|| {
+            b.iter(|| {
+                k = (k + 1) % 8;
+                matvec_forward(&mut out, &mut scratch, &x, &ws[k], None, 1, ic, oc, WeightLayout::InOut)
+            })
+        })
+    });
     for dt in ["bf16", "int8"] {
         let qs: Vec<QMatrix> = ws
             .iter()

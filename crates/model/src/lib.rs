@@ -31,9 +31,9 @@ pub mod quant;
 mod seq2seq;
 mod transformer;
 
+pub use attn_kernels::kv_cache::KvDtype;
 pub use config::{Family, Mlp, Norm, NormPosition, Position, RopeScaling, TransformerConfig, PRESETS};
 pub use error::{ModelError, Result};
 pub use seq2seq::{is_seq2seq_dir, DecoderCache, EncoderMemory, Seq2Seq, Seq2SeqBatch, Seq2SeqConfig, Seq2SeqFamily, Seq2SeqLoss, SEQ2SEQ_PRESETS};
 pub use transformer::config_from_dir;
-pub use attn_kernels::kv_cache::KvDtype;
 pub use transformer::{available_memory, kv_cache_bytes, BatchScratch, Cache, EncoderOutput, Transformer};
