@@ -148,12 +148,7 @@ dispatch! {
 #[inline(always)]
 pub(crate) fn softmax_row(live: &mut [f32], scale: f32) {
     let max = live.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x)) * scale;
-    let mut sum = 0.0f32;
-    for x in live.iter_mut() {
-        *x = crate::simd::exp(*x * scale - max);
-        sum += *x;
-    }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / crate::simd::exp_sum_lanes(live, scale, max);
     for x in live.iter_mut() {
         *x *= inv;
     }

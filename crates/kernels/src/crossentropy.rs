@@ -30,14 +30,10 @@ pub fn crossentropy_forward(
 }
 
 dispatch! {
-    [Avx2]
+    [Avx512]
     fn logsumexp(row: &[f32]) -> f32 {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let mut sum = 0.0f32;
-        for &x in row {
-            sum += crate::simd::exp(x - max);
-        }
-        max + sum.ln()
+        max + crate::simd::sum_exp_lanes(row, max).ln()
     }
 }
 
@@ -65,7 +61,7 @@ pub fn crossentropy_backward_inplace(
 
 dispatch! {
     /// row = exp(row - lse) * d
-    [Avx2]
+    [Avx512]
     fn softmax_scaled(row: &mut [f32], lse: f32, d: f32) {
         for x in row.iter_mut() {
             *x = crate::simd::exp(*x - lse) * d;

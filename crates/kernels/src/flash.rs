@@ -214,16 +214,12 @@ dispatch! {
         let bmax = row[..live].iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x)) * scale;
         let m_new = m.max(bmax);
         let corr = if *m == f32::NEG_INFINITY { 0.0 } else { crate::simd::exp(*m - m_new) };
-        let mut sum = [0.0f32; 8];
-        for (k, x) in row[..live].iter_mut().enumerate() {
-            *x = crate::simd::exp(*x * scale - m_new);
-            sum[k % 8] += *x;
-        }
+        let sum = crate::simd::exp_sum_lanes(&mut row[..live], scale, m_new);
         row[live..].fill(0.0);
         if m_new != f32::NEG_INFINITY {
             *m = m_new;
         }
-        *l = *l * corr + sum.iter().sum::<f32>();
+        *l = *l * corr + sum;
         acc.iter_mut().for_each(|a| *a *= corr);
     }
 }

@@ -248,11 +248,7 @@ pub fn attention_cached<T: KvElem>(
             let keys = p0 + r0 + rows;
             let scores = &mut sc[..rows * keys];
             block_scores(scores, &q[r0 * q_stride + h * hs..], q_stride, kt, hs, keys);
-            for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
-                let live = p0 + r0 + i + 1;
-                softmax_row(&mut row[..live], scale);
-                row[live..].fill(0.0);
-            }
+            causal_softmax(scores, keys, p0 + r0 + 1, scale);
             unsafe {
                 // out_h (rows, HS) = probs (rows, keys) @ V_g (keys, HS); head h's columns only.
                 let o = out_ptr.get().add(r0 * oc + h * hs);
@@ -342,6 +338,19 @@ fn weighted_values_any<T: KvElem>(out: &mut [f32], scores: &mut [f32], v: &[T]) 
         out.iter_mut().zip(vj).for_each(|(y, &x)| *y += p * x.to_f32());
     }
     out.iter_mut().for_each(|y| *y *= inv);
+}
+
+dispatch! {
+    /// Row i of `scores` (rows of `keys`) -> the softmax of its first
+    /// `first_live + i` scores (times `scale`), the masked rest 0.
+    [Avx512]
+    fn causal_softmax(scores: &mut [f32], keys: usize, first_live: usize, scale: f32) {
+        for (i, row) in scores.chunks_exact_mut(keys).enumerate() {
+            let live = first_live + i;
+            softmax_row(&mut row[..live], scale);
+            row[live..].fill(0.0);
+        }
+    }
 }
 
 /// In place: scores -> exp(scores - max); returns 1 / their sum.

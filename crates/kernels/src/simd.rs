@@ -56,6 +56,39 @@ pub fn sum_lanes(x: &[f32]) -> f32 {
     x[whole..].iter().fold(sum16(&acc), |s, &v| s + v)
 }
 
+/// x -> exp(x * scale - sub) in place, returning the sum of the results as
+/// 16 running partial sums, `sum16`, then the tail in order: the form that
+/// vectorizes (one running sum would keep every `exp` scalar).
+#[inline(always)]
+pub fn exp_sum_lanes(x: &mut [f32], scale: f32, sub: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let whole = x.len() / 16 * 16;
+    let (body, tail) = x.split_at_mut(whole);
+    for c in body.chunks_exact_mut(16) {
+        for l in 0..16 {
+            c[l] = exp(c[l] * scale - sub);
+            acc[l] += c[l];
+        }
+    }
+    tail.iter_mut().fold(sum16(&acc), |s, v| {
+        *v = exp(*v * scale - sub);
+        s + *v
+    })
+}
+
+/// The sum of exp(x - sub) over a slice, summed as `exp_sum_lanes` sums.
+#[inline(always)]
+pub fn sum_exp_lanes(x: &[f32], sub: f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let whole = x.len() / 16 * 16;
+    for c in x[..whole].chunks_exact(16) {
+        for l in 0..16 {
+            acc[l] += exp(c[l] - sub);
+        }
+    }
+    x[whole..].iter().fold(sum16(&acc), |s, &v| s + exp(v - sub))
+}
+
 /// exp(x) in straight-line f32 arithmetic, so a loop of it vectorizes (libm's
 /// `expf` is a call per element). Range reduction x = n ln2 + r with ln2 split
 /// in two for exactness, then the Cephes minimax polynomial on |r| <= ln2/2:
@@ -260,6 +293,24 @@ mod tests {
         }
         // 1.5e-7 from the formula, the rest from evaluating it in f32.
         assert!(worst < 1e-6, "erf absolute error {worst:e}");
+    }
+
+    /// Both lane sums store / add exp(x * scale - sub) for every element,
+    /// the tail after the last 16 included, and agree with each other.
+    #[test]
+    fn exp_lane_sums_cover_every_element() {
+        for n in [0usize, 5, 16, 37] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+            let want: f64 = x.iter().map(|&v| (v as f64 * 0.5 - 1.0).exp()).sum();
+            let mut y = x.clone();
+            let got = super::exp_sum_lanes(&mut y, 0.5, 1.0);
+            assert!((got as f64 - want).abs() <= 1e-6 * want.max(1.0), "n = {n}: {got} vs {want}");
+            for (a, b) in y.iter().zip(&x) {
+                assert!((*a as f64 - (*b as f64 * 0.5 - 1.0).exp()).abs() < 1e-6, "n = {n}");
+            }
+            let scaled: Vec<f32> = x.iter().map(|v| v * 0.5).collect();
+            assert_eq!(super::sum_exp_lanes(&scaled, 1.0).to_bits(), got.to_bits(), "n = {n}");
+        }
     }
 
     #[test]

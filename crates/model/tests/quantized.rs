@@ -57,7 +57,13 @@ fn quantized_equals_its_dequantized_twin() {
             for step in 0..9 {
                 let scale = 1.0 + lr.iter().fold(0.0f32, |m, x| m.max(x.abs()));
                 let worst = lq.iter().zip(&lr).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
-                assert!(worst <= 2e-5 * scale, "{name} {dtype:?} step {step}: logits differ by {worst}");
+                // int8 rows round each input to 16-bit fixed point per group
+                // (kernels::quant::fixed16: up to 1/65534 of the group's
+                // largest input), which the f32 twin does not: a drift of a
+                // few 1e-5 over 12 layers and 9 steps. bf16 rows read exactly
+                // what the twin holds: under 1% of their bound here.
+                let tol = if dtype == WeightDtype::Bf16 { 2e-5 } else { 5e-5 };
+                assert!(worst <= tol * scale, "{name} {dtype:?} step {step}: logits differ by {worst}");
                 let next = argmax(&lr);
                 lq = q.decode(&mut cq, next).unwrap().to_vec();
                 lr = r.decode(&mut cr, next).unwrap().to_vec();
