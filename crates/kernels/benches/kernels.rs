@@ -80,6 +80,7 @@ fn bench_matmul_bf16(c: &mut Criterion) {
 /// backward, 2 threads: with the saved (T, T) probabilities, and flash.
 fn bench_long_attention(c: &mut Criterion) {
     use attn_kernels::flash::{flash_backward, flash_forward, flash_scratch_len};
+    use attn_kernels::mixed::Precision;
     let mut g = c.benchmark_group("attention_t1024");
     g.sample_size(10);
     let s = AttnShape::mha(1, 1024, 768, 12, true);
@@ -97,14 +98,16 @@ fn bench_long_attention(c: &mut Criterion) {
             })
         })
     });
-    g.bench_function("flash/fwd+bwd", |b| {
-        p.install(|| {
-            b.iter(|| {
-                flash_forward(&mut out, &mut lse, &mut scratch, &qkv, s, &[]);
-                flash_backward(&mut dqkv, &mut scratch, &dout, &qkv, &out, &lse, s, &[]);
+    for prec in [Precision::F32, Precision::Bf16] {
+        g.bench_function(format!("flash/fwd+bwd/{}", prec.name()), |b| {
+            p.install(|| {
+                b.iter(|| {
+                    flash_forward(&mut out, &mut lse, &mut scratch, &qkv, s, &[], prec);
+                    flash_backward(&mut dqkv, &mut scratch, &dout, &qkv, &out, &lse, s, &[], prec);
+                })
             })
-        })
-    });
+        });
+    }
 }
 
 /// One AdamW step over gpt2-124m's 124M parameters (reads parameters,

@@ -13,7 +13,8 @@ use crate::simd::dispatch;
 use rayon::prelude::*;
 
 use crate::attention::AttnShape;
-use crate::matmul::sgemm_serial;
+use crate::matmul::{sgemm_serial, Mat};
+use crate::mixed::Precision;
 use crate::SendPtr;
 
 /// Queries and keys per block.
@@ -65,6 +66,7 @@ pub fn flash_forward(
     qkv: &[f32],         // (B, T, W)
     s: AttnShape,
     key_lens: &[usize], // (B) or empty: every key is real
+    precision: Precision,
 ) {
     let AttnShape { b, t, nh, nkv, hs, .. } = s;
     let (w, oc, group) = (s.qkv_width(), s.out_width(), nh / nkv);
@@ -94,7 +96,8 @@ pub fn flash_forward(
                 // SAFETY: the pointers stay inside this task's rows of qkv and scratch.
                 unsafe {
                     // S (rows, cols) = Q_blk (rows, HS) @ K_blk^T (HS, cols)
-                    sgemm_serial(
+                    block_gemm(
+                        precision,
                         rows,
                         cols,
                         hs,
@@ -117,7 +120,22 @@ pub fn flash_forward(
                 // SAFETY: as above.
                 unsafe {
                     // acc (rows, HS) += P (rows, cols) @ V_blk (cols, HS)
-                    sgemm_serial(rows, hs, cols, acc.as_mut_ptr(), hs as isize, 1, true, sp.as_ptr(), BK as isize, 1, v[j0 * w..].as_ptr(), w as isize, 1);
+                    block_gemm(
+                        precision,
+                        rows,
+                        hs,
+                        cols,
+                        acc.as_mut_ptr(),
+                        hs as isize,
+                        1,
+                        true,
+                        sp.as_ptr(),
+                        BK as isize,
+                        1,
+                        v[j0 * w..].as_ptr(),
+                        w as isize,
+                        1,
+                    );
                 }
             }
             for r in 0..rows {
@@ -146,6 +164,7 @@ pub fn flash_backward(
     lse: &[f32],         // (B, NH, T)
     s: AttnShape,
     key_lens: &[usize],
+    precision: Precision,
 ) {
     let AttnShape { b, t, nh, nkv, hs, .. } = s;
     let (w, oc, group) = (s.qkv_width(), s.out_width(), nh / nkv);
@@ -181,9 +200,9 @@ pub fn flash_backward(
                     // (this head's columns) and dK_g, dV_g, owned by this task.
                     unsafe {
                         // S (rows, cols) = Q_blk @ K_blk^T
-                        sgemm_serial(rows, cols, hs, p.as_mut_ptr(), BK as isize, 1, false, qp, w as isize, 1, kp, 1, w as isize);
+                        block_gemm(precision, rows, cols, hs, p.as_mut_ptr(), BK as isize, 1, false, qp, w as isize, 1, kp, 1, w as isize);
                         // dP (rows, cols) = dO_blk (rows, HS) @ V_blk^T (HS, cols)
-                        sgemm_serial(rows, cols, hs, dp.as_mut_ptr(), BK as isize, 1, false, dyp, oc as isize, 1, vp, 1, w as isize);
+                        block_gemm(precision, rows, cols, hs, dp.as_mut_ptr(), BK as isize, 1, false, dyp, oc as isize, 1, vp, 1, w as isize);
                     }
                     for r in 0..rows {
                         let live = live_keys(&s, key_lens, bi, i0 + r).saturating_sub(j0).min(cols);
@@ -192,16 +211,48 @@ pub fn flash_backward(
                     unsafe {
                         let d = dptr.get().add(base);
                         // dV_blk (cols, HS) += P^T (cols, rows) @ dO_blk (rows, HS)
-                        sgemm_serial(cols, hs, rows, d.add(j0 * w + vo), w as isize, 1, true, p.as_ptr(), 1, BK as isize, dyp, oc as isize, 1);
+                        block_gemm(precision, cols, hs, rows, d.add(j0 * w + vo), w as isize, 1, true, p.as_ptr(), 1, BK as isize, dyp, oc as isize, 1);
                         // dQ_blk (rows, HS) += dS (rows, cols) @ K_blk (cols, HS)
-                        sgemm_serial(rows, hs, cols, d.add(i0 * w + qo), w as isize, 1, true, dp.as_ptr(), BK as isize, 1, kp, w as isize, 1);
+                        block_gemm(precision, rows, hs, cols, d.add(i0 * w + qo), w as isize, 1, true, dp.as_ptr(), BK as isize, 1, kp, w as isize, 1);
                         // dK_blk (cols, HS) += dS^T (cols, rows) @ Q_blk (rows, HS)
-                        sgemm_serial(cols, hs, rows, d.add(j0 * w + ko), w as isize, 1, true, dp.as_ptr(), 1, BK as isize, qp, w as isize, 1);
+                        block_gemm(precision, cols, hs, rows, d.add(j0 * w + ko), w as isize, 1, true, dp.as_ptr(), 1, BK as isize, qp, w as isize, 1);
                     }
                 }
             }
         }
     });
+}
+
+/// dst (m, n) = [dst +] a (m, k) @ b (k, n) for one block: f32, or with
+/// `Precision::Bf16` bf16 operands and f32 sums (scores, probabilities and
+/// gradients rounded to bf16 as they enter a product), as the dense layers
+/// under that precision and as autocast runs attention.
+///
+/// Safety: as for `sgemm_serial`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block_gemm(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    dst_cs: isize,
+    accumulate: bool,
+    a: *const f32,
+    a_rs: isize,
+    a_cs: isize,
+    b: *const f32,
+    b_rs: isize,
+    b_cs: isize,
+) {
+    match precision {
+        Precision::F32 => sgemm_serial(m, n, k, dst, dst_rs, dst_cs, accumulate, a, a_rs, a_cs, b, b_rs, b_cs),
+        Precision::Bf16 => {
+            let (a, b) = (Mat { ptr: a, rs: a_rs, cs: a_cs }, Mat { ptr: b, rs: b_rs, cs: b_cs });
+            crate::mixed::gemm_bf16(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b, 1)
+        }
+    }
 }
 
 dispatch! {

@@ -14,6 +14,7 @@ use attn_kernels::flash::{flash_backward, flash_forward, flash_probs};
 use attn_kernels::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
 use attn_kernels::layernorm::layernorm_backward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
+use attn_kernels::mixed::matmul_precision;
 use attn_kernels::residual::residual_forward;
 use attn_kernels::rmsnorm::rmsnorm_backward;
 use attn_kernels::rope::{rope_backward, rope_forward};
@@ -151,7 +152,7 @@ impl Transformer {
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_forward(&mut l.qkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
             }
-            flash_forward(&mut l.atty, &mut l.lse, &mut a.flash, &l.qkv, shape, &a.key_lens);
+            flash_forward(&mut l.atty, &mut l.lse, &mut a.flash, &l.qkv, shape, &a.key_lens, matmul_precision());
             matmul_forward(&mut l.res2, &l.atty, &p[wi.proj.w.clone()], bias(&wi.proj.b), n, at, c, lay);
             if let Some(lo) = lora.as_deref_mut() {
                 lo.forward(li, Site::Proj, &mut l.res2, &l.atty, n, c);
@@ -324,7 +325,7 @@ impl Transformer {
                 lo.backward(li, Site::Proj, &a.dres, &l.atty, &mut a.da, n, c);
             }
             a.dqkv.fill(0.0);
-            flash_backward(&mut a.dqkv, &mut a.flash, &a.da, &l.qkv, &l.atty, &l.lse, shape, &a.key_lens);
+            flash_backward(&mut a.dqkv, &mut a.flash, &a.da, &l.qkv, &l.atty, &l.lse, shape, &a.key_lens, matmul_precision());
             if rope {
                 rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
                 rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, at, nkv, hd, 0);
