@@ -19,7 +19,7 @@ pub fn gelu_forward(
 }
 
 dispatch! {
-    [Avx2]
+    [Avx512]
     fn forward_chunk(out: &mut [f32], inp: &[f32]) {
         for (o, &x) in out.iter_mut().zip(inp) {
             *o = 0.5 * x * (1.0 + tanh(K * (x + A * x * x * x)));
@@ -38,7 +38,7 @@ pub fn gelu_backward(
 }
 
 dispatch! {
-    [Avx2]
+    [Avx512]
     fn backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
         for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
             let th = tanh(K * (x + A * x * x * x));
@@ -68,7 +68,7 @@ pub fn gelu_erf_forward(
 }
 
 dispatch! {
-    [Avx2]
+    [Avx512]
     fn erf_chunk(out: &mut [f32], inp: &[f32]) {
         for (o, &x) in out.iter_mut().zip(inp) {
             *o = 0.5 * x * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
@@ -88,7 +88,7 @@ pub fn gelu_erf_backward(
 }
 
 dispatch! {
-    [Avx2]
+    [Avx512]
     fn erf_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
         const INV_SQRT_2PI: f32 = 0.398_942_3;
         for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {

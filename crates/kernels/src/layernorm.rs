@@ -1,7 +1,7 @@
 //! LayerNorm: y = (x - mean) * rstd * weight + bias, over the last dimension.
 //! The forward pass saves mean and rstd (1/std) per row for the backward pass.
 
-use crate::simd::dispatch;
+use crate::simd::{dispatch, lane_sum, lane_sum2};
 use rayon::prelude::*;
 
 use crate::rows_per_task;
@@ -31,11 +31,9 @@ dispatch! {
     [Avx2]
     fn forward_rows(out: &mut [f32], mean: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], bias: &[f32], c: usize, eps: f32) {
         for (((o, x), m), r) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).zip(mean.iter_mut()).zip(rstd.iter_mut()) {
-            let mu = x.iter().sum::<f32>() / c as f32;
-            let mut var = 0.0f32;
-            for &xi in x {
-                var += (xi - mu) * (xi - mu);
-            }
+            let x = &x[..c];
+            let mu = lane_sum(c, |i| x[i]) / c as f32;
+            let var = lane_sum(c, |i| (x[i] - mu) * (x[i] - mu));
             // Biased variance, as torch.nn.LayerNorm uses.
             let rs = 1.0 / (var / c as f32 + eps).sqrt();
             for i in 0..c {
@@ -84,14 +82,11 @@ dispatch! {
     fn backward_rows(dinp: &mut [f32], dout: &[f32], inp: &[f32], weight: &[f32], mean: &[f32], rstd: &[f32], c: usize) {
         for (((di, dy), x), (&mu, &rs)) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).zip(mean.iter().zip(rstd)) {
             // dnorm = dy * w; dx = rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm))
-            let mut sum_dn = 0.0f32;
-            let mut sum_dn_n = 0.0f32;
-            for i in 0..c {
-                let norm = (x[i] - mu) * rs;
+            let (x, dy, weight) = (&x[..c], &dy[..c], &weight[..c]);
+            let (sum_dn, sum_dn_n) = lane_sum2(c, |i| {
                 let dn = dy[i] * weight[i];
-                sum_dn += dn;
-                sum_dn_n += dn * norm;
-            }
+                (dn, dn * (x[i] - mu) * rs)
+            });
             let mean_dn = sum_dn / c as f32;
             let mean_dn_n = sum_dn_n / c as f32;
             for i in 0..c {

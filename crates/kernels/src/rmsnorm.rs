@@ -1,7 +1,7 @@
 //! RMSNorm (Llama): y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps).
 //! No centring and no bias. The forward pass saves rstd per row.
 
-use crate::simd::dispatch;
+use crate::simd::{dispatch, lane_sum};
 use rayon::prelude::*;
 
 use crate::rows_per_task;
@@ -28,7 +28,8 @@ dispatch! {
     [Avx2]
     fn forward_rows(out: &mut [f32], rstd: &mut [f32], inp: &[f32], weight: &[f32], c: usize, eps: f32) {
         for ((o, x), r) in out.chunks_exact_mut(c).zip(inp.chunks_exact(c)).zip(rstd.iter_mut()) {
-            let ms = x.iter().map(|v| v * v).sum::<f32>() / c as f32;
+            let x = &x[..c];
+            let ms = lane_sum(c, |i| x[i] * x[i]) / c as f32;
             let rs = 1.0 / (ms + eps).sqrt();
             for i in 0..c {
                 o[i] = x[i] * rs * weight[i];
@@ -75,10 +76,8 @@ dispatch! {
     fn backward_rows(dinp: &mut [f32], dout: &[f32], inp: &[f32], weight: &[f32], rstd: &[f32], c: usize) {
         for (((di, dy), x), &rs) in dinp.chunks_exact_mut(c).zip(dout.chunks_exact(c)).zip(inp.chunks_exact(c)).zip(rstd) {
             // With n = x * rstd and dn = dy * w: dx = rstd * (dn - n * mean(dn * n)).
-            let mut dot = 0.0f32;
-            for i in 0..c {
-                dot += dy[i] * weight[i] * x[i] * rs;
-            }
+            let (x, dy, weight) = (&x[..c], &dy[..c], &weight[..c]);
+            let dot = lane_sum(c, |i| dy[i] * weight[i] * x[i] * rs);
             let m = dot / c as f32;
             for i in 0..c {
                 di[i] += rs * (dy[i] * weight[i] - x[i] * rs * m);

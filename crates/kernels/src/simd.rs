@@ -56,6 +56,39 @@ pub fn sum_lanes(x: &[f32]) -> f32 {
     x[whole..].iter().fold(sum16(&acc), |s, &v| s + v)
 }
 
+/// The sum of f(i) over 0..n as 16 running partial sums (lane i % 16),
+/// `sum16`, then the tail in order. One running sum would be a serial chain
+/// the compiler must keep in order, scalar; lanes let the loop vectorize.
+#[inline(always)]
+pub fn lane_sum(n: usize, f: impl Fn(usize) -> f32) -> f32 {
+    let mut acc = [0.0f32; 16];
+    let whole = n / 16 * 16;
+    for i in (0..whole).step_by(16) {
+        for (l, a) in acc.iter_mut().enumerate() {
+            *a += f(i + l);
+        }
+    }
+    (whole..n).fold(sum16(&acc), |s, i| s + f(i))
+}
+
+/// Two such sums in one pass: (sum of f(i).0, sum of f(i).1).
+#[inline(always)]
+pub fn lane_sum2(n: usize, f: impl Fn(usize) -> (f32, f32)) -> (f32, f32) {
+    let (mut a, mut b) = ([0.0f32; 16], [0.0f32; 16]);
+    let whole = n / 16 * 16;
+    for i in (0..whole).step_by(16) {
+        for l in 0..16 {
+            let (x, y) = f(i + l);
+            a[l] += x;
+            b[l] += y;
+        }
+    }
+    (whole..n).fold((sum16(&a), sum16(&b)), |(s, t), i| {
+        let (x, y) = f(i);
+        (s + x, t + y)
+    })
+}
+
 /// x -> exp(x * scale - sub) in place, returning the sum of the results as
 /// 16 running partial sums, `sum16`, then the tail in order: the form that
 /// vectorizes (one running sum would keep every `exp` scalar).
@@ -293,6 +326,17 @@ mod tests {
         }
         // 1.5e-7 from the formula, the rest from evaluating it in f32.
         assert!(worst < 1e-6, "erf absolute error {worst:e}");
+    }
+
+    /// Lane sums add every term once, the tail after the last 16 included.
+    #[test]
+    fn lane_sums_add_every_term() {
+        for n in [0usize, 7, 16, 50] {
+            let f = |i: usize| (i * i % 17) as f32;
+            let want: f32 = (0..n).map(f).sum();
+            assert_eq!(super::lane_sum(n, f), want, "n = {n}");
+            assert_eq!(super::lane_sum2(n, |i| (f(i), 2.0 * f(i))), (want, 2.0 * want), "n = {n}");
+        }
     }
 
     /// Both lane sums store / add exp(x * scale - sub) for every element,
