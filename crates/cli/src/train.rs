@@ -189,8 +189,8 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value = "f32")]
     pub(crate) optimizer_dtype: OptDtype,
     /// The dense layers' matrix products: f32, or bf16 operands with f32 sums
-    /// (mixed precision: AMX tiles where the CPU has them; weights, optimizer,
-    /// norms, softmax and loss stay f32)
+    /// (mixed precision, attention's products included: AMX tiles where the
+    /// CPU has them; weights, optimizer, norms, softmax and loss stay f32)
     #[arg(long, value_enum, default_value = "f32")]
     pub(crate) dtype: OptDtype,
     /// AdamW first-moment decay

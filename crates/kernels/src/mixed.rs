@@ -3,6 +3,7 @@
 //! With `Precision::Bf16` every product of `matmul_forward` / `matmul_backward`
 //! rounds both operands to bf16 (nearest even) and sums their products in f32;
 //! weights, gradients, optimizer state, norms, softmax and the loss stay f32.
+//! Flash attention's block products follow the same precision (`flash.rs`).
 //! This is `torch.autocast(dtype=torch.bfloat16)` for the linear layers, set
 //! process-wide like `torch.set_float32_matmul_precision`.
 //!
