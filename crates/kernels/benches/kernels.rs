@@ -253,43 +253,6 @@ fn bench_decode_weights(c: &mut Criterion) {
             })
         })
     });
-    {
-        // 48 GPT-2 MLP-shaped matrices (768 -> 3072) in turn, as a model's
-        // layers are read: bf16 in each layout, f32 in each layout.
-        let (ic, oc) = (768usize, 3072usize);
-        let ws: Vec<Vec<f32>> = (0..48).map(|k| (0..ic * oc).map(|i| ((i * 7919 + k) % 1000) as f32 * 1e-4 - 0.05).collect()).collect();
-        let hs: Vec<Vec<u16>> = ws.iter().map(|w| w.iter().map(|&v| attn_kernels::quant::bf16_bits(v)).collect()).collect();
-        let qs: Vec<QMatrix> = ws.iter().map(|w| QMatrix::bf16(w, ic, oc, WeightLayout::InOut)).collect();
-        let mut out = vec![0.0f32; oc];
-        let mut scratch = vec![0.0f32; matvec_scratch_len(1, oc)];
-        let mut k = 0;
-        g.throughput(Throughput::Bytes((ic * oc * 2) as u64));
-        g.bench_function("mlp48/bf16-inout", |b| {
-            p.install(|| {
-                b.iter(|| {
-                    k = (k + 1) % 48;
-                    attn_kernels::matvec::matvec_in_out(&mut out, &mut scratch, &x, &hs[k], None, 1, ic, oc)
-                })
-            })
-        });
-        g.bench_function("mlp48/bf16-outin", |b| {
-            p.install(|| {
-                b.iter(|| {
-                    k = (k + 1) % 48;
-                    qmatvec_forward(&mut out, &mut [], &x, &qs[k], None, 1)
-                })
-            })
-        });
-        g.throughput(Throughput::Bytes((ic * oc * 4) as u64));
-        g.bench_function("mlp48/f32-inout", |b| {
-            p.install(|| {
-                b.iter(|| {
-                    k = (k + 1) % 48;
-                    matvec_forward(&mut out, &mut scratch, &x, &ws[k], None, 1, ic, oc, WeightLayout::InOut)
-                })
-            })
-        });
-    }
     for dt in ["bf16", "int8"] {
         let qs: Vec<QMatrix> = ws
             .iter()

@@ -8,7 +8,6 @@
 use crate::simd::dispatch;
 use rayon::prelude::*;
 
-use crate::kv_cache::KvElem;
 use crate::matmul::WeightLayout;
 use crate::simd::axpy;
 
@@ -47,7 +46,29 @@ pub fn matvec_forward(
     assert!(n >= 1 && out.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc);
     let (out, inp) = (&mut out[..n * oc], &inp[..n * c]);
     match layout {
-        WeightLayout::InOut => matvec_in_out(out, scratch, inp, weight, bias, n, c, oc),
+        WeightLayout::InOut => {
+            let blocks = (scratch.len() / (n * oc).max(1) + 1).min(rayon::current_num_threads()).min(c.div_ceil(8)).max(1);
+            let rows = c.div_ceil(blocks);
+            for o in out.chunks_mut(oc) {
+                match bias {
+                    Some(b) => o.copy_from_slice(&b[..oc]),
+                    None => o.fill(0.0),
+                }
+            }
+            let partials = &mut scratch[..(blocks - 1) * n * oc];
+            partials.fill(0.0);
+            rayon::scope(|s| {
+                for (j, part) in partials.chunks_mut(n * oc).enumerate() {
+                    let r0 = ((j + 1) * rows).min(c);
+                    let r1 = (r0 + rows).min(c);
+                    s.spawn(move |_| rows_in_out(part, inp, &weight[r0 * oc..], r0..r1, c, oc));
+                }
+                rows_in_out(out, inp, weight, 0..rows.min(c), c, oc);
+            });
+            for part in scratch[..(blocks - 1) * n * oc].chunks(n * oc) {
+                axpy(out, 1.0, part);
+            }
+        }
         WeightLayout::OutIn if n == 1 => out.par_chunks_mut(ROWS).enumerate().for_each(|(j, o)| {
             let (r0, rows) = (j * ROWS, o.len());
             rows_out_in(o, inp, &weight[r0 * c..(r0 + rows) * c], c, 1);
@@ -73,43 +94,6 @@ pub fn matvec_forward(
     }
 }
 
-/// out = inp @ W + bias for (C, OC) weights stored as f32 or bf16 (`E`),
-/// each weight widened as it is read; see `matvec_forward` for the split.
-pub fn matvec_in_out<E: KvElem>(
-    out: &mut [f32],      // (N, OC)
-    scratch: &mut [f32],  // see `matvec_scratch_len`
-    inp: &[f32],          // (N, C)
-    weight: &[E],         // (C, OC)
-    bias: Option<&[f32]>, // (OC)
-    n: usize,
-    c: usize,
-    oc: usize,
-) {
-    assert!(n >= 1 && out.len() >= n * oc && inp.len() >= n * c && weight.len() >= c * oc);
-    let (out, inp) = (&mut out[..n * oc], &inp[..n * c]);
-    let blocks = (scratch.len() / (n * oc).max(1) + 1).min(rayon::current_num_threads()).min(c.div_ceil(8)).max(1);
-    let rows = c.div_ceil(blocks);
-    for o in out.chunks_mut(oc) {
-        match bias {
-            Some(b) => o.copy_from_slice(&b[..oc]),
-            None => o.fill(0.0),
-        }
-    }
-    let partials = &mut scratch[..(blocks - 1) * n * oc];
-    partials.fill(0.0);
-    rayon::scope(|s| {
-        for (j, part) in partials.chunks_mut(n * oc).enumerate() {
-            let r0 = ((j + 1) * rows).min(c);
-            let r1 = (r0 + rows).min(c);
-            s.spawn(move |_| rows_in_out(part, inp, &weight[r0 * oc..], r0..r1, c, oc));
-        }
-        rows_in_out(out, inp, weight, 0..rows.min(c), c, oc);
-    });
-    for part in scratch[..(blocks - 1) * n * oc].chunks(n * oc) {
-        axpy(out, 1.0, part);
-    }
-}
-
 fn add_bias(o: &mut [f32], bias: Option<&[f32]>) {
     if let Some(b) = bias {
         for (x, &bi) in o.iter_mut().zip(b) {
@@ -125,7 +109,7 @@ dispatch! {
     /// while adding the terms in the same order as one row at a time: each
     /// output is fma(x1, w1, fma(x0, w0, o))..., the same for every b and n.
     [Avx512]
-    fn rows_in_out<E: KvElem>(o: &mut [f32], inp: &[f32], weight: &[E], range: std::ops::Range<usize>, c: usize, oc: usize) {
+    fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], range: std::ops::Range<usize>, c: usize, oc: usize) {
         let (i0, len) = (range.start, range.len());
         let quads = len / 4;
         for q in 0..quads {
@@ -138,7 +122,7 @@ dispatch! {
                 let x = &xb[i0 + k..i0 + k + 4];
                 let (x0, x1, x2, x3) = (x[0], x[1], x[2], x[3]);
                 for ((((y, &a), &b), &cc), &d) in ob.iter_mut().zip(w0).zip(w1).zip(w2).zip(w3) {
-                    *y = x3.mul_add(d.to_f32(), x2.mul_add(cc.to_f32(), x1.mul_add(b.to_f32(), x0.mul_add(a.to_f32(), *y))));
+                    *y = x3.mul_add(d, x2.mul_add(cc, x1.mul_add(b, x0.mul_add(a, *y))));
                 }
             }
         }
@@ -147,7 +131,7 @@ dispatch! {
             for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
                 let x = xb[i0 + k];
                 for (y, &a) in ob.iter_mut().zip(w) {
-                    *y = x.mul_add(a.to_f32(), *y);
+                    *y = x.mul_add(a, *y);
                 }
             }
         }
