@@ -15,7 +15,12 @@
 # folder and given to `attn train --init`), so they differ only in their
 # arithmetic; INIT=own: each side initialises itself (same distribution,
 # different draws), which adds the spread between initialisations.
-#   SEEDS="1337 1 2" [INIT=shared|own] tools/bench/translation_learning.sh [STEPS=600]
+#
+# PARALLEL=1: attn and the peer of a seed train side by side, one thread
+# each, the peer starting as soon as attn has written the plan (which holds
+# the recipe): about half the wall time of taking turns on two threads. The
+# runs' results do not depend on this; their seconds per step do.
+#   SEEDS="1337 1 2" [INIT=shared|own] [PARALLEL=1] tools/bench/translation_learning.sh [STEPS=600]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.cache/venv-ref5/bin/python}
@@ -28,8 +33,12 @@ echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) | load before: $
 init=${INIT:-shared}
 summary=runs/translate-seeds.jsonl
 : > "$summary"
+parallel=${PARALLEL:-0}
+[ "$parallel" = 1 ] && [ "$init" != shared ] && { echo "PARALLEL=1 needs INIT=shared (the peer starts before attn writes its folder)" >&2; exit 2; }
+threads=2
+[ "$parallel" = 1 ] && threads=1
 recipe=(--task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --overwrite --steps "$steps" --eval-every 100
-        --batch-tokens 4096 --lr 1e-3 --warmup 100 --threads 2)
+        --batch-tokens 4096 --lr 1e-3 --warmup 100 --threads $threads)
 model=(--preset transformer-small --tokenizer bpe:8000)
 if [ "$init" = shared ]; then
   # The joint BPE and the model's config.json (one step, thrown away).
@@ -45,9 +54,28 @@ for seed in "${seeds[@]}"; do
     model=(--init "runs/translate-init-s$seed")
     peer_init=(--init "runs/translate-init-s$seed")
   fi
-  "$attn" train "${model[@]}" "${recipe[@]}" --out "$out" --seed "$seed" --export-plan "runs/translate-plan-s$seed.json" | tail -1
-  $PY tools/bench/translation_peer.py "$out" "runs/translate-plan-s$seed.json" "$peer" --seed "$seed" --threads 2 "${peer_init[@]}" \
+  plan=runs/translate-plan-s$seed.json
+  rm -f "$plan"
+  if [ "$parallel" = 1 ]; then
+    "$attn" train "${model[@]}" "${recipe[@]}" --out "$out" --seed "$seed" --export-plan "$plan" > "runs/translate-attn-s$seed.log" &
+    pid=$!
+    # The plan is complete once it parses; the peer takes the shapes and
+    # tokenizer from the vocabulary run, which every seed shares.
+    until $PY -c "import json, sys; json.load(open(sys.argv[1]))" "$plan" 2>/dev/null; do
+      kill -0 $pid 2>/dev/null || { echo "attn train (seed $seed) stopped before writing its plan: runs/translate-attn-s$seed.log" >&2; exit 1; }
+      sleep 2
+    done
+    peer_run=runs/translate-vocab
+  else
+    "$attn" train "${model[@]}" "${recipe[@]}" --out "$out" --seed "$seed" --export-plan "$plan" | tail -1
+    peer_run=$out
+  fi
+  $PY tools/bench/translation_peer.py "$peer_run" "$plan" "$peer" --seed "$seed" --threads $threads "${peer_init[@]}" \
     --metrics "runs/translate-peer-s$seed.jsonl" | tail -1
+  if [ "$parallel" = 1 ]; then
+    wait $pid
+    tail -1 "runs/translate-attn-s$seed.log"
+  fi
   for m in "$out" "$peer"; do
     val=$("$attn" eval --model "$m" --data "$pairs/val.tsv" --json --threads 2)
     test=$("$attn" eval --model "$m" --data "$pairs/test.tsv" --beam 4 --json --threads 2)

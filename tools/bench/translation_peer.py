@@ -105,8 +105,11 @@ if args.init:
     model.load_state_dict(state, strict=True)
 assert args.plan and args.out, "PLAN and OUT are needed to train"
 plan = json.load(open(args.plan))
-with safe_open(os.path.join(args.run, "trainer_state.safetensors"), "pt") as f:
-    tc = json.loads(f.metadata()["train_config"])
+if "train_config" in plan:
+    tc = plan["train_config"]
+else:  # a plan from before attn wrote the recipe into it
+    with safe_open(os.path.join(args.run, "trainer_state.safetensors"), "pt") as f:
+        tc = json.loads(f.metadata()["train_config"])
 pad, start = plan["pad"], plan["start"]
 assert cfg["activation_function"] == "relu" and cfg["scale_embedding"]
 

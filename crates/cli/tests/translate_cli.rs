@@ -74,8 +74,29 @@ fn train_translate_eval_and_resume() {
     let tmp = tempfile::tempdir().unwrap();
     let (tsv, _, _) = pairs(tmp.path());
     let full = tmp.path().join("full");
-    let o = train(&tsv, full.to_str().unwrap(), "10", &[]);
+    let plan = tmp.path().join("plan.json");
+    let o = train(&tsv, full.to_str().unwrap(), "10", &["--export-plan", plan.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
+    // The plan a PyTorch peer trains from: every micro-batch, and the recipe
+    // the trainer state records (the peer may start before any checkpoint),
+    // its numbers as the exact f32 values attn trains with.
+    let plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    assert_eq!(plan["micro_batches"].as_array().unwrap().len(), 10);
+    let state = attn_model::checkpoint::TensorFile::open(&full.join("trainer_state.safetensors")).unwrap();
+    let recorded: serde_json::Value = serde_json::from_str(&state.metadata().unwrap()["train_config"]).unwrap();
+    fn widened(v: &serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Number(x) if x.is_f64() => serde_json::json!(x.as_f64().unwrap() as f32),
+            serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), widened(v))).collect(),
+            v => v.clone(),
+        }
+    }
+    let recipe = plan["train_config"].as_object().unwrap();
+    assert_eq!(recipe.len(), recorded.as_object().unwrap().len());
+    for (k, v) in recipe {
+        assert_eq!(widened(v), widened(&recorded[k]), "train_config.{k}");
+    }
+    assert_eq!((recipe["lr"].as_f64(), recipe["warmup"].as_u64()), (Some(3e-3f32 as f64), Some(5)));
     let summary: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(summary["step"], 10);
     assert!(summary["val_loss"].as_f64().unwrap() < (300f64).ln(), "{summary}");
