@@ -19,7 +19,8 @@
 # PARALLEL=1: attn and the peer of a seed train side by side, one thread
 # each, the peer starting as soon as attn has written the plan (which holds
 # the recipe): about half the wall time of taking turns on two threads. The
-# runs' results do not depend on this; their seconds per step do.
+# thread count changes a run's arithmetic at most at rounding level (how
+# products are cut between threads), its recipe and batches not at all.
 #   SEEDS="1337 1 2" [INIT=shared|own] [PARALLEL=1] tools/bench/translation_learning.sh [STEPS=600]
 set -euo pipefail
 cd "$(dirname "$0")/../.."

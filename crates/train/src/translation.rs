@@ -391,8 +391,9 @@ fn run_loop(run: &TranslationRun, s: &mut State, train: &[Pair], val: &[Pair]) -
         let plan = serde_json::json!({
             "pad": pad, "start": start, "eos": s.model.config.eos_token_id, "vocab": s.model.config.vocab_size,
             "train": side(&train_ids), "val": side(&val_ids), "micro_batches": micro, "grad_accum": cfg.grad_accum,
-            // The recipe, as the checkpoint's trainer state records it, so a
-            // peer can start from the plan alone while this run trains.
+            // The recipe (the trainer state's train_config, its numbers the
+            // exact f32 values this run uses), so that a peer can start from
+            // the plan alone while this run trains.
             "train_config": cfg,
         });
         std::fs::write(path, serde_json::to_vec(&plan).expect("serializes")).map_err(TrainError::io(path))?;
