@@ -288,6 +288,8 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     let mut model = attn_model::Transformer::new(arch, 0)?;
     let mut opt =
         Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, model.layout(), attn_train::optim::Dtype::F32);
+    // Refused here if the activations would not fit, before the batch buffers.
+    model.reserve(b, t)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let v = model.vocab_size() as u32;
     let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
@@ -437,6 +439,17 @@ fn bench_decode(
     let mut out = Vec::new();
     for &n in rows {
         anyhow::ensure!(n >= 1, "--rows must be at least 1");
+        // All n caches and the step's buffers, checked together before any
+        // is made (each cache alone would pass).
+        let need = n as u128 * attn_model::kv_cache_bytes(&model.config, prompt_len + steps + 2, model.kv_dtype());
+        let avail = attn_model::available_memory().unwrap_or(u64::MAX) as u128;
+        anyhow::ensure!(
+            need <= avail,
+            "--rows {n}: {n} KV caches need {:.1} GB, more than the {:.1} GB of memory available",
+            need as f64 / 1e9,
+            avail as f64 / 1e9
+        );
+        let mut scratch = model.new_batch_scratch(n)?;
         let mut caches = Vec::new();
         for _ in 0..n {
             let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.gen_range(0..model.vocab_size() as u32)).collect();
@@ -444,7 +457,6 @@ fn bench_decode(
             model.prefill(&mut c, &prompt)?;
             caches.push(c);
         }
-        let mut scratch = model.new_batch_scratch(n);
         let tokens: Vec<u32> = (0..n as u32).collect();
         let mut times = Vec::new();
         for step in 0..steps + 2 {

@@ -19,6 +19,8 @@ pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize,
     let mut model = Seq2Seq::new(cfg, 0)?;
     let mut opt =
         Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.98, eps: 1e-9 }, 0.0, DecayRule::Matrices, &model.layout, attn_train::optim::Dtype::F32);
+    // Refused here if the activations would not fit, before any batch buffer.
+    model.reserve(b, t, t)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     // Ids 2.. leave out pad (0) and EOS (1); every position is real, as in the peer.
     let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.gen_range(2..vocab as u32)).collect() };

@@ -91,7 +91,7 @@ fn load(
         }
         None => None,
     };
-    eprintln!("attn serve: ready ({})", model.describe());
+    eprintln!("attn serve: loaded ({})", model.describe());
     Ok(Loaded { chat: ChatModel { name: crate::inspect::model_name(dir), model, tok: Arc::from(tok), template, gen_cfg }, embedder })
 }
 

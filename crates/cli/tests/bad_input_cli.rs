@@ -360,6 +360,8 @@ fn bad_inputs_get_clear_errors() {
         (&["--preset", "llama-baby", "--position", "sinusoidal"][..], "--position"),
         (&["--init", "/nonexistent/model"][..], "/nonexistent/model"),
         (&["--resume"][..], "--resume"),
+        // Refused before allocating, not an abort in the allocator.
+        (&["--batch-size", "100000000"][..], "GB of memory available"),
     ] {
         cases.push(Case { name: format!("train {}", extra.join(" ")), args: tr(extra), expect: vec![expect.into()] });
     }
@@ -419,6 +421,14 @@ fn bad_inputs_get_clear_errors() {
         ("bench gemm size huge", vec!["bench", "gemm", "--size", "1000000"], "--size"),
         ("bench gemm size 0", vec!["bench", "gemm", "--size", "0"], "--size"),
         ("bench train seq-len past context", vec!["bench", "train", "--preset", "baby", "--seq-len", "65", "--steps", "1"], "65"),
+        ("bench train batch past memory", vec!["bench", "train", "--preset", "baby", "--batch-size", "100000000", "--steps", "1"], "GB of memory available"),
+        (
+            "bench train seq2seq batch past memory",
+            vec!["bench", "train", "--preset", "transformer-tiny", "--batch-size", "100000000", "--steps", "1"],
+            "GB of memory available",
+        ),
+        ("bench decode rows past memory", vec!["bench", "decode", "--preset", "baby", "--rows", "100000000", "--steps", "1"], "GB of memory available"),
+        ("serve parallel past memory", vec!["serve", "--model", &g, "--port", "0", "--parallel", "100000000"], "--parallel 100000000"),
         ("bench generate too long", vec!["bench", "generate", "--preset", "baby", "--prompt-len", "60", "--new-tokens", "10"], "context"),
         ("unknown subcommand", vec!["fly"], "fly"),
         ("completions unknown shell", vec!["completions", "tcsh"], "tcsh"),

@@ -124,6 +124,19 @@ fn train_translate_eval_and_resume() {
     assert_eq!(t.len(), 2);
     assert_eq!(t[0]["source"], "the king");
     assert!(t[0]["ids"].as_array().unwrap().len() <= 8 && t[0]["score"].is_number() && t[0]["text"].is_string());
+    // A beam wider than memory holds is refused up front, not allocated
+    // until the process is killed: under a 4 GB address space (2 GB
+    // counted available), a million beams' scores need several GB.
+    #[cfg(target_os = "linux")]
+    {
+        let o = std::process::Command::new("sh")
+            .args(["-c", "ulimit -v 4194304 && exec \"$0\" translate --model \"$1\" --beam 1000000 --max-new-tokens 8 light"])
+            .args([env!("CARGO_BIN_EXE_attn"), model])
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert!(!o.status.success() && err.contains("--beam 1000000") && err.contains("GB available"), "{err}");
+    }
     let o = attn(&["eval", "--model", model, "--data", &tsv, "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

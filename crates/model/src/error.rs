@@ -22,6 +22,9 @@ pub enum ModelError {
     DType { path: PathBuf, name: String, dtype: String },
     #[error("{path}: field \"{field}\" {msg}")]
     Field { path: PathBuf, field: String, msg: String },
+    /// A request (batch, beam, cache) whose buffers exceed the memory available.
+    #[error("{what} need {needed_gb:.1} GB, more than the {available_gb:.1} GB of memory available; {hint}")]
+    OutOfMemory { what: String, needed_gb: f64, available_gb: f64, hint: String },
     #[error("{path}: the model needs {needed_gb:.1} GB for its weights alone, more than the {available_gb:.1} GB of memory available; {hint}")]
     TooLarge { path: PathBuf, needed_gb: f64, available_gb: f64, hint: String },
     #[error("{path}: tensor '{name}' holds {value} at index {index}; the weights are corrupt or came from a diverged run, use an earlier checkpoint")]

@@ -34,7 +34,7 @@ fn check(cfg: TransformerConfig, threads: usize) {
         let mut caches: Vec<_> = ps.iter().map(|p| model.new_cache(p.len() + steps).unwrap()).collect();
         let mut last: Vec<Vec<f32>> = vec![Vec::new(); ps.len()];
         let mut done = vec![0usize; ps.len()];
-        let mut scratch = model.new_batch_scratch(8);
+        let mut scratch = model.new_batch_scratch(8).unwrap();
         for step in 0..steps + ps.len() {
             if step < ps.len() {
                 last[step] = model.prefill(&mut caches[step], &ps[step]).unwrap().to_vec();
@@ -85,7 +85,7 @@ fn llama_gqa_batched_decode_equals_alone() {
 #[test]
 fn bad_batches_are_refused() {
     let model = Transformer::new(TransformerConfig::gpt2(65, 32, 1, 2, 16), 1).unwrap();
-    let mut scratch = model.new_batch_scratch(2);
+    let mut scratch = model.new_batch_scratch(2).unwrap();
     let (mut a, mut b, mut c) = (model.new_cache(2).unwrap(), model.new_cache(2).unwrap(), model.new_cache(2).unwrap());
     let err = model.decode_batch(&mut scratch, &mut [&mut a, &mut b, &mut c], &[1, 2, 3]).err().unwrap().to_string();
     assert!(err.contains("1 to 2"), "{err}");

@@ -118,7 +118,7 @@ fn quantized_batches_are_bit_exact() {
             alone.push(m.decode(&mut c, 7).unwrap().to_vec());
             caches.push(c2);
         }
-        let mut scratch = m.new_batch_scratch(4);
+        let mut scratch = m.new_batch_scratch(4).unwrap();
         let mut refs: Vec<&mut attn_model::Cache> = caches.iter_mut().collect();
         let out = m.decode_batch(&mut scratch, &mut refs, &[7, 7, 7]).unwrap();
         for (i, a) in alone.iter().enumerate() {

@@ -107,11 +107,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Runs until every sender of `rx` is gone and all work is done.
-    pub fn run(mut self, rx: Receiver<Work>) {
+    /// Runs until every sender of `rx` is gone and all work is done, in
+    /// `scratch` (buffers for `parallel` rows, made by the caller so that a
+    /// size too large for memory is an error before the engine starts).
+    pub fn run(mut self, rx: Receiver<Work>, mut scratch: attn_model::BatchScratch) {
         let mut waiting: VecDeque<(GenRequest, Instant)> = VecDeque::new();
         let mut active: Vec<Seq> = Vec::new();
-        let mut scratch = self.model.new_batch_scratch(self.parallel);
         self.metrics.set_slots(self.parallel);
         loop {
             if active.is_empty() && waiting.is_empty() {

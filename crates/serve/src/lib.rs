@@ -143,7 +143,7 @@ where
     let st = state.clone();
     let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
     tokio::task::spawn_blocking(move || {
-        let ready = load().map(|loaded| start_engine(loaded, &st));
+        let ready = load().and_then(|loaded| start_engine(loaded, &st));
         let failed = ready.is_err();
         // Set before the stop signal, so `serve` sees the error on its way out.
         let _ = st.ready.set(ready);
@@ -165,7 +165,7 @@ where
     }
 }
 
-fn start_engine(loaded: Loaded, st: &AppState) -> Ready {
+fn start_engine(loaded: Loaded, st: &AppState) -> Result<Ready, String> {
     let ChatModel { name, model, tok, template, gen_cfg } = loaded.chat;
     let mut eos = model.config.eos_token_ids.clone();
     eos.extend(&gen_cfg.eos_token_ids);
@@ -175,9 +175,11 @@ fn start_engine(loaded: Loaded, st: &AppState) -> Ready {
     }
     let ctx = model.context();
     let (tx, rx) = std::sync::mpsc::channel();
-    let engine = engine::Engine { model, tok: tok.clone(), name: name.clone(), parallel: st.opts.parallel.max(1), metrics: st.metrics.clone() };
-    std::thread::Builder::new().name("attn-engine".into()).spawn(move || engine.run(rx)).expect("spawning the engine thread");
-    Ready { name, tok, template, gen_cfg, ctx, eos, eos_chat, work: tx, embedder: loaded.embedder.map(Arc::new) }
+    let parallel = st.opts.parallel.max(1);
+    let scratch = model.new_batch_scratch(parallel).map_err(|e| format!("--parallel {parallel}: {e}"))?;
+    let engine = engine::Engine { model, tok: tok.clone(), name: name.clone(), parallel, metrics: st.metrics.clone() };
+    std::thread::Builder::new().name("attn-engine".into()).spawn(move || engine.run(rx, scratch)).map_err(|e| format!("starting the decoding thread: {e}"))?;
+    Ok(Ready { name, tok, template, gen_cfg, ctx, eos, eos_chat, work: tx, embedder: loaded.embedder.map(Arc::new) })
 }
 
 fn router(state: Arc<AppState>) -> Router {

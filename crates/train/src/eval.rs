@@ -55,11 +55,18 @@ pub fn score_tokens_with_progress(
         return Ok((nats, preds));
     }
     let full = preds / window;
+    // The batch only sets the speed: no larger than the windows there are,
+    // and halved until its activations take at most half the memory free.
+    let mut batch = batch.clamp(1, full.max(1));
+    let room = attn_model::available_memory().map_or(u128::MAX, |a| a as u128 / 2);
+    while batch > 1 && model.activation_bytes(batch, window) > room {
+        batch /= 2;
+    }
     let (mut x, mut y) = (Vec::with_capacity(batch * window), Vec::with_capacity(batch * window));
     let mut nats = 0.0f64;
     let mut w = 0;
     while w < full {
-        let n = batch.max(1).min(full - w);
+        let n = batch.min(full - w);
         x.clear();
         y.clear();
         for i in w..w + n {

@@ -302,6 +302,9 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
             println!("resuming after step {}", s.start_step);
         }
     }
+    // Activations first: a batch too large for memory is refused here,
+    // before the buffers below or the first step allocate anything.
+    s.model.reserve(b, t)?;
     let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
     let bar = progress_bar(cfg.steps, s.start_step, run.quiet);
     // Without a terminal the bar is hidden: lines go to stdout instead, and a

@@ -12,7 +12,7 @@ use attn_kernels::layernorm::{layernorm_backward, layernorm_forward};
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
 use attn_kernels::residual::residual_forward;
 
-use super::train::{AttnActs, FfnActs, LayerActs, Scratch, StackActs};
+use super::acts::{AttnActs, FfnActs, LayerActs, Scratch, StackActs};
 use super::{AttnIdx, FfnIdx, Seq2Seq, StackIdx};
 use crate::config::NormPosition;
 use crate::params::{lin_mut, Lin};

@@ -89,8 +89,20 @@ impl Seq2Seq {
             return Err(ModelError::InvalidConfig(format!("{cap} target positions exceed the model's {}", self.config.n_ctx)));
         }
         let rows = mem.b * k;
+        crate::transformer::ensure_memory(
+            self.decoder_cache_bytes(rows, cap),
+            || format!("a decoder cache for {rows} hypotheses ({} sources x {k}) of {cap} positions, with their logits, would", mem.b),
+            "ask for fewer beams, sources at once or new tokens",
+        )?;
         let kv = (0..self.config.decoder_layers).map(|_| vec![0.0; rows * cap * 2 * self.config.d_model]).collect();
         Ok(DecoderCache { rows, cap, len: 0, kv })
+    }
+
+    /// Bytes a decoder cache of `rows` hypotheses and `cap` positions holds,
+    /// plus the (rows, V) logits each step returns.
+    pub fn decoder_cache_bytes(&self, rows: usize, cap: usize) -> u128 {
+        let c = &self.config;
+        4 * rows as u128 * (c.decoder_layers as u128 * cap as u128 * 2 * c.d_model as u128 + c.vocab_size as u128)
     }
 
     /// One decoder step: `tokens` (rows) enter at position `cache.len`.

@@ -14,6 +14,7 @@
 //! or pre-norm (mBART): x -> x + SelfAttn(N(x)) -> ... with a final norm
 //! after each stack.
 
+mod acts;
 mod blocks;
 mod config;
 mod infer;
@@ -92,7 +93,7 @@ pub struct Seq2Seq {
     grads: Vec<f32>,
     /// Marian's sinusoidal table (maxT, C), or empty.
     pub(crate) pos_table: Vec<f32>,
-    acts: Option<train::Acts>,
+    acts: Option<acts::Acts>,
 }
 
 impl Seq2Seq {

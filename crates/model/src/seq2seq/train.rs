@@ -12,6 +12,7 @@ use attn_kernels::crossentropy::{crossentropy_smoothed_backward_inplace, crossen
 use attn_kernels::layernorm::{layernorm_backward, layernorm_forward};
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
 
+use super::acts::{z, Acts, Caps, StackActs};
 use super::blocks::norm_params;
 use super::{Seq2Seq, StackIdx, BART_POS_OFFSET};
 use crate::config::Position;
@@ -71,176 +72,6 @@ pub struct Seq2SeqLoss {
     pub tokens: usize,
 }
 
-#[derive(Default)]
-pub(super) struct AttnActs {
-    pub(super) q: Vec<f32>,    // (Nq, C)
-    pub(super) kv: Vec<f32>,   // (Nk, 2C)
-    pub(super) att: Vec<f32>,  // (B, NH, TQ, TK)
-    pub(super) atty: Vec<f32>, // (Nq, C)
-    pub(super) res: Vec<f32>,  // (Nq, C) input + attention
-    pub(super) ln: Vec<f32>,   // (Nq, C) the sub-block's output
-    pub(super) mean: Vec<f32>, // (Nq)
-    pub(super) rstd: Vec<f32>, // (Nq)
-}
-
-#[derive(Default)]
-pub(super) struct FfnActs {
-    pub(super) h: Vec<f32>,   // (N, F)
-    pub(super) act: Vec<f32>, // (N, F)
-    pub(super) res: Vec<f32>, // (N, C)
-    pub(super) ln: Vec<f32>,  // (N, C)
-    pub(super) mean: Vec<f32>,
-    pub(super) rstd: Vec<f32>,
-}
-
-pub(super) struct LayerActs {
-    pub(super) sa: AttnActs,
-    pub(super) ca: Option<AttnActs>,
-    pub(super) ffn: FfnActs,
-}
-
-pub(super) struct StackActs {
-    pub(super) tokens: Vec<u32>,   // (N)
-    pub(super) emb_raw: Vec<f32>,  // (N, C) before the embedding norm, if any
-    pub(super) emb_mean: Vec<f32>, // (N)
-    pub(super) emb_rstd: Vec<f32>, // (N)
-    pub(super) x0: Vec<f32>,       // (N, C) the first block's input
-    pub(super) layers: Vec<LayerActs>,
-    pub(super) fin: Vec<f32>,      // (N, C) the final norm's output (pre-norm only)
-    pub(super) fin_mean: Vec<f32>, // (N)
-    pub(super) fin_rstd: Vec<f32>, // (N)
-}
-
-impl StackActs {
-    /// The stack's output: the final norm (pre-norm) or the last block's (post-norm).
-    pub(super) fn out(&self, pre: bool) -> &[f32] {
-        if pre {
-            &self.fin
-        } else {
-            self.layers.last().expect("at least one layer").ffn.out(false)
-        }
-    }
-    /// The input of block `li`.
-    pub(super) fn input(&self, li: usize, pre: bool) -> &[f32] {
-        if li == 0 {
-            &self.x0
-        } else {
-            self.layers[li - 1].ffn.out(pre)
-        }
-    }
-}
-
-/// Backward scratch for one side.
-#[derive(Default)]
-pub(super) struct Scratch {
-    pub(super) d0: Vec<f32>,   // (N, C) ping
-    pub(super) d1: Vec<f32>,   // (N, C) pong
-    pub(super) dres: Vec<f32>, // (N, C)
-    pub(super) da: Vec<f32>,   // (N, C) d(attention output)
-    pub(super) dq: Vec<f32>,   // (N, C)
-    pub(super) dkv: Vec<f32>,  // (N, 2C)
-    pub(super) datt: Vec<f32>, // (B, NH, TQ, TK), the largest attention of the side
-    pub(super) dh: Vec<f32>,   // (N, F)
-    pub(super) dact: Vec<f32>, // (N, F)
-}
-
-/// Capacities the buffers were allocated for.
-#[derive(Clone, Copy, Default, PartialEq, Debug)]
-struct Caps {
-    ns: usize,
-    nt: usize,
-    att_ss: usize,
-    att_tt: usize,
-    att_ts: usize,
-}
-
-pub(super) struct Acts {
-    caps: Caps,
-    b: usize,
-    s: usize,
-    t: usize,
-    src_len: Vec<usize>,
-    tgt_len: Vec<usize>,
-    enc: StackActs,
-    dec: StackActs,
-    labels: Vec<u32>,  // (Nt)
-    logits: Vec<f32>,  // (Nt, V); d(logits) after backward
-    losses: Vec<f32>,  // (Nt)
-    lse: Vec<f32>,     // (Nt)
-    dlosses: Vec<f32>, // (Nt)
-    n_labels: usize,
-    smoothing: f32,
-    has_labels: bool,
-    se: Scratch,
-    sd: Scratch,
-    denc: Vec<f32>, // (Ns, C) d(encoder output), summed over decoder layers
-    dkvx: Vec<f32>, // (Ns, 2C) d(cross-attention k | v)
-}
-
-fn z(n: usize) -> Vec<f32> {
-    vec![0.0; n]
-}
-
-fn attn_acts(nq: usize, nk: usize, c: usize, att: usize) -> AttnActs {
-    AttnActs { q: z(nq * c), kv: z(nk * 2 * c), att: z(att), atty: z(nq * c), res: z(nq * c), ln: z(nq * c), mean: z(nq), rstd: z(nq) }
-}
-
-fn ffn_acts(n: usize, c: usize, f: usize) -> FfnActs {
-    FfnActs { h: z(n * f), act: z(n * f), res: z(n * c), ln: z(n * c), mean: z(n), rstd: z(n) }
-}
-
-fn scratch(n: usize, c: usize, f: usize, att: usize) -> Scratch {
-    Scratch { d0: z(n * c), d1: z(n * c), dres: z(n * c), da: z(n * c), dq: z(n * c), dkv: z(n * 2 * c), datt: z(att), dh: z(n * f), dact: z(n * f) }
-}
-
-impl Acts {
-    fn new(m: &Seq2Seq, caps: Caps) -> Self {
-        let cfg = &m.config;
-        let (c, v) = (cfg.d_model, cfg.vocab_size);
-        let Caps { ns, nt, att_ss, att_tt, att_ts } = caps;
-        let pre = m.pre_norm();
-        let stack = |n: usize, layers: usize, f: usize, decoder: bool| StackActs {
-            fin: z(if pre { n * c } else { 0 }),
-            fin_mean: z(if pre { n } else { 0 }),
-            fin_rstd: z(if pre { n } else { 0 }),
-            tokens: vec![0; n],
-            emb_raw: z(if cfg.embed_norm { n * c } else { 0 }),
-            emb_mean: z(n),
-            emb_rstd: z(n),
-            x0: z(n * c),
-            layers: (0..layers)
-                .map(|_| LayerActs {
-                    sa: attn_acts(n, n, c, if decoder { att_tt } else { att_ss }),
-                    ca: decoder.then(|| attn_acts(nt, ns, c, att_ts)),
-                    ffn: ffn_acts(n, c, f),
-                })
-                .collect(),
-        };
-        Acts {
-            caps,
-            b: 0,
-            s: 0,
-            t: 0,
-            src_len: Vec::new(),
-            tgt_len: Vec::new(),
-            enc: stack(ns, cfg.encoder_layers, cfg.encoder_ffn, false),
-            dec: stack(nt, cfg.decoder_layers, cfg.decoder_ffn, true),
-            labels: vec![IGNORE; nt],
-            logits: z(nt * v),
-            losses: z(nt),
-            lse: z(nt),
-            dlosses: z(nt),
-            n_labels: 0,
-            smoothing: 0.0,
-            has_labels: false,
-            se: scratch(ns, c, cfg.encoder_ffn, att_ss),
-            sd: scratch(nt, c, cfg.decoder_ffn, att_tt.max(att_ts)),
-            denc: z(ns * c),
-            dkvx: z(ns * 2 * c),
-        }
-    }
-}
-
 impl Seq2Seq {
     fn check_batch(&self, batch: &Seq2SeqBatch) -> Result<()> {
         let Seq2SeqBatch { b, s, t, .. } = *batch;
@@ -264,9 +95,22 @@ impl Seq2Seq {
         Ok(())
     }
 
-    fn reserve(&mut self, b: usize, s: usize, t: usize) {
-        let (nhe, nhd) = (self.config.encoder_heads, self.config.decoder_heads);
-        let need = Caps { ns: b * s, nt: b * t, att_ss: b * nhe * s * s, att_tt: b * nhd * t * t, att_ts: b * nhd * t * s };
+    /// Bytes of the activation buffers a batch of B pairs (S source, T
+    /// target positions) trains with.
+    pub fn activation_bytes(&self, b: usize, s: usize, t: usize) -> u128 {
+        Acts::bytes(self, Self::caps(&self.config, b, s, t))
+    }
+
+    fn caps(cfg: &super::Seq2SeqConfig, b: usize, s: usize, t: usize) -> Caps {
+        let (nhe, nhd) = (cfg.encoder_heads, cfg.decoder_heads);
+        Caps { ns: b * s, nt: b * t, att_ss: b * nhe * s * s, att_tt: b * nhd * t * t, att_ts: b * nhd * t * s }
+    }
+
+    /// Makes sure the activation buffers hold B pairs of (S, T) positions;
+    /// reallocates only when they grow, and refuses (rather than have the
+    /// allocation abort the process) a set larger than the memory available.
+    pub fn reserve(&mut self, b: usize, s: usize, t: usize) -> Result<()> {
+        let need = Self::caps(&self.config, b, s, t);
         let have = self.acts.as_ref().map(|a| a.caps).unwrap_or_default();
         let fits = have.ns >= need.ns && have.nt >= need.nt && have.att_ss >= need.att_ss && have.att_tt >= need.att_tt && have.att_ts >= need.att_ts;
         if !fits {
@@ -277,9 +121,15 @@ impl Seq2Seq {
                 att_tt: have.att_tt.max(need.att_tt),
                 att_ts: have.att_ts.max(need.att_ts),
             };
+            crate::transformer::ensure_memory(
+                Acts::bytes(self, caps),
+                || format!("activations for a batch of {b} pairs of {s} source and {t} target positions"),
+                "use smaller batches (attn train: --batch-tokens; attn bench: --batch-size or --seq-len)",
+            )?;
             self.acts = None; // free before allocating the larger set
             self.acts = Some(Acts::new(self, caps));
         }
+        Ok(())
     }
 
     /// Runs encoder and decoder on a batch, keeping every activation. With
@@ -292,7 +142,7 @@ impl Seq2Seq {
     fn forward_in_pool(&mut self, batch: &Seq2SeqBatch, with_labels: bool, smoothing: f32) -> Result<Option<Seq2SeqLoss>> {
         self.check_batch(batch)?;
         let Seq2SeqBatch { b, s, t, .. } = *batch;
-        self.reserve(b, s, t);
+        self.reserve(b, s, t)?;
         let mut a = self.acts.take().expect("reserved");
         (a.b, a.s, a.t) = (b, s, t);
         a.src_len = batch.src_len.clone();

@@ -65,6 +65,26 @@ pub(super) struct Acts {
 }
 
 impl Acts {
+    /// Bytes `new` allocates for (B, T), buffer by buffer as it sizes them
+    /// (a test counts the real allocation against this).
+    pub(super) fn bytes(m: &Transformer, b: usize, t: usize) -> u128 {
+        let cfg = &m.config;
+        let u = |x: usize| x as u128;
+        let (n, c, nh, w, a, f) = (u(b) * u(t), u(cfg.n_embd), u(cfg.n_head), u(cfg.qkv_width()), u(cfg.attn_width()), u(cfg.d_ff));
+        let ln = u((cfg.norm == Norm::Layer) as usize);
+        let swiglu = u((cfg.mlp == Mlp::SwiGlu) as usize);
+        let en = if cfg.embed_norm { n } else { 0 };
+        let v = if cfg.has_head() { u(cfg.vocab_size) } else { 0 };
+        let rope = if matches!(cfg.position, crate::config::Position::Rope { .. }) { u(t) * u(cfg.head_dim) } else { 0 };
+        // ln1 atty res2 ln2 res3, qkv, h act gate, mean1 rstd1 mean2 rstd2, lse
+        let layer = n * (4 * c + w + a + (2 + swiglu) * f + 2 + 2 * ln) + u(b) * nh * u(t);
+        // x0 lnf dres dc da_ln2, emb_raw, dqkv da, df1-3, logits,
+        // lnf_mean lnf_rstd losses lse dlosses, emb_mean emb_rstd, tokens targets
+        let global = n * (5 * c + w + a + 3 * f + v + 5 + 2) + en * (c + 2) + rope + u(flash_scratch_len(cfg.head_dim));
+        // The floats (and ids, also 4 bytes), and the per-layer headers.
+        4 * (u(cfg.n_layer) * layer + global) + u(cfg.n_layer) * u(std::mem::size_of::<LayerActs>())
+    }
+
     pub(super) fn new(m: &Transformer, b: usize, t: usize) -> Self {
         let cfg = &m.config;
         let (n, c, nh, v, w, a, f) = (b * t, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);

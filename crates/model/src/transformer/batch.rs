@@ -45,13 +45,17 @@ impl BatchScratch {
 }
 
 impl Transformer {
-    /// Buffers for decoding up to `max_rows` sequences together.
-    pub fn new_batch_scratch(&self, max_rows: usize) -> BatchScratch {
+    /// Buffers for decoding up to `max_rows` sequences together; refused
+    /// when they would not fit in the memory available.
+    pub fn new_batch_scratch(&self, max_rows: usize) -> Result<BatchScratch> {
         let cfg = &self.config;
         let n = max_rows.max(1);
         let (c, w, a, f, v) = (cfg.n_embd, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff, cfg.vocab_size);
+        let part = matvec_scratch_len(n, v.max(f).max(w).max(c)) as u128;
+        let need = 4 * (n as u128 * (3 * c + w + a + 3 * f + v + 2) as u128 + part);
+        super::ensure_memory(need, || format!("decoding buffers for {n} sequences at once"), "decode fewer sequences together (attn serve: --parallel)")?;
         let z = |k: usize| vec![0.0f32; k];
-        BatchScratch {
+        Ok(BatchScratch {
             max_rows: n,
             x: z(n * c),
             ln: z(n * c),
@@ -67,7 +71,7 @@ impl Transformer {
             // Sized for the most rows, so the kernel splits every layer the
             // same way at any batch size (see `matvec_forward`).
             partials: z(matvec_scratch_len(n, v.max(f).max(w).max(c))),
-        }
+        })
     }
 
     /// Appends `tokens[i]` to `caches[i]` for every i and returns the next

@@ -59,7 +59,7 @@ impl Transformer {
         if let Some(l) = &self.lora {
             l.sync_head(&self.layout, &mut self.params);
         }
-        self.reserve(b, t);
+        self.reserve(b, t)?;
         let mut a = self.take_acts().expect("reserved");
         self.refresh_rope(&mut a, t);
         a.key_lens = if cfg.causal { Vec::new() } else { lens.to_vec() };

@@ -112,14 +112,7 @@ impl Transformer {
             return Err(ModelError::InvalidConfig(format!("a {} encoder does not generate; it has no KV cache", self.model_type())));
         }
         let capacity = capacity.clamp(1, cfg.n_ctx);
-        let need = kv_cache_bytes(cfg, capacity, self.kv_dtype());
-        if let Some(avail) = super::available_memory().filter(|&a| need > a as u128) {
-            return Err(ModelError::InvalidConfig(format!(
-                "a KV cache for {capacity} positions needs {:.1} GB, more than the {:.1} GB available; ask for fewer tokens",
-                need as f64 / 1e9,
-                avail as f64 / 1e9
-            )));
-        }
+        super::ensure_memory(kv_cache_bytes(cfg, capacity, self.kv_dtype()), || format!("a KV cache for {capacity} positions would"), "ask for fewer tokens")?;
         let rows = CHUNK.min(capacity);
         let (c, w, a, f, kvw) = (cfg.n_embd, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff, cfg.n_kv_head * cfg.head_dim);
         let z = |n: usize| vec![0.0f32; n];

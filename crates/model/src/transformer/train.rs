@@ -47,13 +47,27 @@ fn norm_backward(m: &Transformer, g: &mut [f32], dx: &mut [f32], dout: &[f32], x
 }
 
 impl Transformer {
-    /// Make sure activation buffers can hold (B, T); reallocates only when they grow.
-    pub fn reserve(&mut self, b: usize, t: usize) {
+    /// Make sure activation buffers can hold (B, T); reallocates only when
+    /// they grow, and refuses (rather than have the allocation abort the
+    /// process) when the new set would not fit in the memory available.
+    pub fn reserve(&mut self, b: usize, t: usize) -> Result<()> {
         let fits = self.acts.as_ref().is_some_and(|a| a.b * a.t >= b * t && a.t >= t);
         if !fits {
+            super::ensure_memory(
+                self.activation_bytes(b, t),
+                || format!("activations for a batch of {b} x {t} tokens"),
+                "lower --batch-size or --seq-len (attn train: --grad-accum keeps the tokens per step)",
+            )?;
             self.acts = None; // free before allocating the larger set
             self.acts = Some(Acts::new(self, b, t));
         }
+        Ok(())
+    }
+
+    /// Bytes of the activation buffers a (B, T) batch trains with: what the
+    /// forward pass keeps for the backward pass, and the backward's scratch.
+    pub fn activation_bytes(&self, b: usize, t: usize) -> u128 {
+        Acts::bytes(self, b, t)
     }
 
     /// Runs the model on `tokens` (B, T), keeping every activation. With
@@ -87,7 +101,7 @@ impl Transformer {
             let labelled: Vec<u32> = tg.iter().copied().filter(|&x| x != IGNORE).collect();
             self.check_ids("target", &labelled)?;
         }
-        self.reserve(b, t);
+        self.reserve(b, t)?;
         let mut a = self.acts.take().expect("reserved");
         self.refresh_rope(&mut a, t);
         a.key_lens.clear();
