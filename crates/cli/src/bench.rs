@@ -442,13 +442,7 @@ fn bench_decode(
         // All n caches and the step's buffers, checked together before any
         // is made (each cache alone would pass).
         let need = n as u128 * attn_model::kv_cache_bytes(&model.config, prompt_len + steps + 2, model.kv_dtype());
-        let avail = attn_model::available_memory().unwrap_or(u64::MAX) as u128;
-        anyhow::ensure!(
-            need <= avail,
-            "--rows {n}: {n} KV caches need {:.1} GB, more than the {:.1} GB of memory available",
-            need as f64 / 1e9,
-            avail as f64 / 1e9
-        );
+        attn_model::ensure_memory(need, || format!("--rows {n}: {n} KV caches"), "ask for fewer --rows")?;
         let mut scratch = model.new_batch_scratch(n)?;
         let mut caches = Vec::new();
         for _ in 0..n {

@@ -135,7 +135,7 @@ fn train_translate_eval_and_resume() {
             .output()
             .unwrap();
         let err = stderr(&o);
-        assert!(!o.status.success() && err.contains("--beam 1000000") && err.contains("GB available"), "{err}");
+        assert!(!o.status.success() && err.contains("--beam 1000000") && err.contains("GB of memory available"), "{err}");
     }
     let o = attn(&["eval", "--model", model, "--data", &tsv, "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -148,16 +148,11 @@ fn beam_search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Resu
     let max_length = cfg.max_new_tokens + 1;
     let lp = cfg.length_penalty as f64;
     let keep = 2 * k; // (1 + number of EOS ids) * K, at least 2K
-                      // Each source's K * V candidate scores (f32) and their order (usize),
-                      // beside the cache: a wide beam over a large vocabulary is gigabytes.
+
+    // Each source's K * V candidate scores (f32) and their order (usize),
+    // beside the cache: a wide beam over a large vocabulary is gigabytes.
     let need = model.decoder_cache_bytes(b * k, max_length) + k as u128 * v as u128 * (4 + std::mem::size_of::<usize>() as u128);
-    if let Some(avail) = attn_model::available_memory().filter(|&a| need > a as u128) {
-        return Err(GenerateError::Config(format!(
-            "--beam {k} over {b} sources and {v} vocabulary ids needs {:.1} GB, more than the {:.1} GB available; use a smaller --beam or fewer sources at once",
-            need as f64 / 1e9,
-            avail as f64 / 1e9
-        )));
-    }
+    attn_model::ensure_memory(need, || format!("--beam {k} over {b} sources and {v} vocabulary ids would"), "use a smaller --beam or fewer sources at once")?;
     let mut cache = model.new_decoder_cache(mem, k, max_length)?;
     let mut beams: Vec<Beams> = (0..b)
         .map(|_| Beams {

@@ -36,4 +36,4 @@ pub use config::{Family, Mlp, Norm, NormPosition, Position, RopeScaling, Transfo
 pub use error::{ModelError, Result};
 pub use seq2seq::{is_seq2seq_dir, DecoderCache, EncoderMemory, Seq2Seq, Seq2SeqBatch, Seq2SeqConfig, Seq2SeqFamily, Seq2SeqLoss, SEQ2SEQ_PRESETS};
 pub use transformer::config_from_dir;
-pub use transformer::{available_memory, kv_cache_bytes, BatchScratch, Cache, EncoderOutput, Transformer};
+pub use transformer::{available_memory, ensure_memory, kv_cache_bytes, BatchScratch, Cache, EncoderOutput, Transformer};

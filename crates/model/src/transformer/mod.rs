@@ -285,7 +285,7 @@ pub(crate) fn norm_forward(cfg: &TransformerConfig, p: &[f32], out: &mut [f32], 
 /// Refuses `need` bytes for `what` when more than the memory available,
 /// with the way out in `hint`: an allocation past it would abort the
 /// process (or wake the OOM killer) instead of reporting.
-pub(crate) fn ensure_memory(need: u128, what: impl FnOnce() -> String, hint: &str) -> Result<()> {
+pub fn ensure_memory(need: u128, what: impl FnOnce() -> String, hint: &str) -> Result<()> {
     match available_memory() {
         Some(avail) if need > avail as u128 => {
             Err(ModelError::OutOfMemory { what: what(), needed_gb: need as f64 / 1e9, available_gb: avail as f64 / 1e9, hint: hint.into() })
