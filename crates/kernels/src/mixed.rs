@@ -10,7 +10,7 @@
 //! Paths, chosen at run time:
 //! - "amx": operands packed into bf16 tiles and multiplied by AMX (`amx.rs`).
 //! - "avx512-bf16": the same packed tiles multiplied with `vdpbf16ps`
-//!   (`dpbf16.rs`); asked for by ATTN_BF16_PATH (see `microkernel`).
+//!   (`dpbf16.rs`): the default on AMD CPUs without AMX (see `microkernel`).
 //! - "f32-emulated": operands rounded to bf16 values kept in f32, then the
 //!   f32 GEMM. The product of two bf16 values is exact in f32, so this computes
 //!   the same sums as the tiles in another order: correct everywhere, not faster.
@@ -64,22 +64,38 @@ pub fn bf16_path() -> &'static str {
     }
 }
 
-/// The tile microkernel bf16 products use: AMX where present. The
-/// environment variable ATTN_BF16_PATH=avx512-bf16|f32-emulated asks for
-/// another path where the CPU has it. The `vdpbf16ps` kernel is not the
-/// default without AMX: on the Intel Xeon measured it ran at 95-102 GFLOP/s
-/// against 135-165 for the f32 GEMM (`vdpbf16ps` issues once a cycle, FMA
-/// twice); CPUs where it issues as fast as FMA are not measured yet.
+/// The tile microkernel bf16 products use: AMX where present; else
+/// `vdpbf16ps` on AMD CPUs with AVX512-BF16; else none (the f32-emulated
+/// path). The environment variable ATTN_BF16_PATH=amx|avx512-bf16|f32-emulated
+/// asks for another path where the CPU has it.
+///
+/// Why the vendor decides: Intel issues `vdpbf16ps` once a cycle and FMA
+/// twice, so on the Intel Xeon measured the kernel ran at 95-102 GFLOP/s
+/// against 135-165 for the f32 GEMM; on the AMD EPYC measured (Zen, AVX512-BF16,
+/// no AMX) it issues as often as FMA and ran at 960-976 GFLOP/s against
+/// 492-512 (docs/PERFORMANCE.md). Decided once, so a process never mixes paths.
 #[cfg(target_arch = "x86_64")]
 fn microkernel() -> Option<crate::tiles::Microkernel> {
     use crate::tiles::Microkernel;
     static CHOICE: std::sync::OnceLock<Option<Microkernel>> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| match std::env::var("ATTN_BF16_PATH").ok().as_deref() {
+        Some("amx") if crate::amx::available() => Some(Microkernel::Amx),
         Some("avx512-bf16") if crate::dpbf16::available() => Some(Microkernel::Avx512Bf16),
         Some("f32-emulated") => None,
         _ if crate::amx::available() => Some(Microkernel::Amx),
+        _ if crate::dpbf16::available() && is_amd() => Some(Microkernel::Avx512Bf16),
         _ => None,
     })
+}
+
+/// The CPU's vendor string (CPUID leaf 0) is "AuthenticAMD".
+// `__cpuid` is safe from Rust 1.87 on; the workspace supports 1.80.
+#[cfg(target_arch = "x86_64")]
+#[allow(unused_unsafe)]
+fn is_amd() -> bool {
+    let id = unsafe { std::arch::x86_64::__cpuid(0) };
+    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+    vendor == b"AuthenticAMD"
 }
 
 #[cfg(not(target_arch = "x86_64"))]
