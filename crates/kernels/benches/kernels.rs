@@ -8,7 +8,7 @@ use attn_kernels::kv_cache::{attention_cached_scratch_len, kv_layer_len, KvDtype
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
-use attn_kernels::quant::{bf16_bits, qmatvec_forward, QMatrix};
+use attn_kernels::quant::{bf16_bits, qmatvec_forward, QMatrix, Reading};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn pool(n: usize) -> rayon::ThreadPool {
@@ -253,10 +253,17 @@ fn bench_decode_weights(c: &mut Criterion) {
             })
         })
     });
-    for dt in ["bf16", "int8"] {
+    // Rows one at a time (as a model larger than the last-level cache
+    // reads them) and four side by side (as one that fits does).
+    for (dt, reading) in [("bf16", Reading::Streamed), ("bf16-four-rows", Reading::InCache), ("int8", Reading::Streamed), ("int8-four-rows", Reading::InCache)]
+    {
         let qs: Vec<QMatrix> = ws
             .iter()
-            .map(|w| if dt == "bf16" { QMatrix::bf16(w, ic, oc, WeightLayout::OutIn) } else { QMatrix::int8(w, ic, oc, WeightLayout::OutIn, 32) })
+            .map(|w| match dt.starts_with("bf16") {
+                true => QMatrix::bf16(w, ic, oc, WeightLayout::OutIn),
+                false => QMatrix::int8(w, ic, oc, WeightLayout::OutIn, 32),
+            })
+            .map(|q| QMatrix { reading, ..q })
             .collect();
         g.throughput(Throughput::Bytes(qs[0].bytes() as u64));
         g.bench_function(format!("stream8/{dt}"), |b| {

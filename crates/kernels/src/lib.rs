@@ -28,6 +28,7 @@ pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod amx;
 pub mod attention;
+pub mod cache;
 pub mod cross_attention;
 pub mod crossentropy;
 #[cfg(target_arch = "x86_64")]

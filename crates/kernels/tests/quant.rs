@@ -4,7 +4,7 @@
 mod common;
 
 use attn_kernels::matmul::WeightLayout;
-use attn_kernels::quant::{bf16_bits, bf16_to_f32, qmatvec_forward, qmatvec_naive, QData, QMatrix};
+use attn_kernels::quant::{bf16_bits, bf16_to_f32, qmatvec_forward, qmatvec_naive, QData, QMatrix, Reading};
 use rand::{Rng, SeedableRng};
 
 fn randn(n: usize, seed: u64) -> Vec<f32> {
@@ -79,11 +79,16 @@ fn kernel_matches_naive_and_is_batch_invariant() {
             for (a, b) in fast.iter().zip(&slow) {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "c={c} oc={oc}: {a} vs {b}");
             }
-            for b in 0..n {
-                let mut one = vec![0.0; oc];
-                qmatvec_forward(&mut one, &mut [], &x[b * c..(b + 1) * c], &q, Some(&bias), 1);
-                let same = one.iter().zip(&fast[b * oc..(b + 1) * oc]).all(|(p, q)| p.to_bits() == q.to_bits());
-                assert!(same, "row {b} of a batch of {n} differs from the row alone (c={c})");
+            // A row alone takes the one-input kernel, with rows read four
+            // side by side or one at a time (`Reading`): the same bits.
+            for reading in [Reading::InCache, Reading::Streamed] {
+                let q = QMatrix { reading, ..q.clone() };
+                for b in 0..n {
+                    let mut one = vec![0.0; oc];
+                    qmatvec_forward(&mut one, &mut [], &x[b * c..(b + 1) * c], &q, Some(&bias), 1);
+                    let same = one.iter().zip(&fast[b * oc..(b + 1) * oc]).all(|(p, q)| p.to_bits() == q.to_bits());
+                    assert!(same, "row {b} of a batch of {n} differs from the row alone (c={c}, {reading:?})");
+                }
             }
         }
     }
@@ -163,12 +168,14 @@ fn fixed_point_products_agree_on_every_level() {
         let QData::Int8 { q, scales, .. } = &m.data else { panic!("int8") };
         let mut f = Fixed16::default();
         f.quantize(&x, group);
-        let mut out = vec![0.0f32; 7 * 3];
-        rows_fixed16(&mut out, 3, q, scales, c, group, &f);
-        let g = c / group;
-        for r in 0..7 {
-            let want = dot_fixed16(&q[r * c..(r + 1) * c], &scales[r * g..(r + 1) * g], group, &f);
-            assert_eq!(out[r * 3].to_bits(), want.to_bits(), "row {r} group {group}");
+        for reading in [Reading::InCache, Reading::Streamed] {
+            let mut out = vec![0.0f32; 7 * 3];
+            rows_fixed16(&mut out, 3, q, scales, c, group, &f, reading);
+            let g = c / group;
+            for r in 0..7 {
+                let want = dot_fixed16(&q[r * c..(r + 1) * c], &scales[r * g..(r + 1) * g], group, &f);
+                assert_eq!(out[r * 3].to_bits(), want.to_bits(), "row {r} group {group} {reading:?}");
+            }
         }
     }
     let mut f = Fixed16::default();

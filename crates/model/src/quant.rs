@@ -17,7 +17,7 @@
 use std::ops::Range;
 
 use attn_kernels::matmul::WeightLayout;
-use attn_kernels::quant::{QData, QMatrix};
+use attn_kernels::quant::{streamed_from_memory, QData, QMatrix, Reading};
 
 use crate::error::{ModelError, Result};
 use crate::params::{Index, ParamEntry, ParamKind, ParamLayout};
@@ -170,6 +170,10 @@ pub(crate) fn build(
     if idx.wte_q.is_none() {
         idx.wte_q = Some(add(Target { range: idx.wte.clone(), cols: c }, &mut quant, &mut removed)?);
     }
+    // Decoding reads every matrix once a token: one row at a time when they
+    // are too large together to stay in the last-level cache.
+    let reading = if streamed_from_memory(quant.mats.iter().map(QMatrix::bytes).sum()) { Reading::Streamed } else { Reading::InCache };
+    quant.mats.iter_mut().for_each(|m| m.reading = reading);
     let (compact, shift) = layout.without(&removed);
     // Quantized weights keep an empty range; every other range moves with its tensor.
     let quantized: Vec<Range<usize>> = removed.clone();
@@ -204,7 +208,7 @@ fn quantize_part(src: Src, e: &ParamEntry, dtype: WeightDtype, lay: WeightLayout
                     rows * cols.div_ceil(group)
                 )));
             }
-            Ok(QMatrix { rows, cols, data: QData::Int8 { q, scales, group } })
+            Ok(QMatrix { rows, cols, data: QData::Int8 { q, scales, group }, reading: Reading::InCache })
         }
         (Src::Int8 { group, .. }, want) => Err(ModelError::InvalidConfig(format!(
             "{} is stored as int8 in groups of {group}; it can't be loaded as {} (load it with --dtype int8{}, or quantize the f32 original)",
@@ -232,7 +236,7 @@ pub(crate) fn concat_rows(parts: Vec<QMatrix>, cols: usize) -> QMatrix {
         }
         _ => unreachable!("one dtype per model"),
     });
-    QMatrix { rows, cols, data }
+    QMatrix { rows, cols, data, reading: Reading::InCache }
 }
 
 /// Tensor `part` of `m` back in its own layout as f32 (for bf16 saving).

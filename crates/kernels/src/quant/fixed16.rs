@@ -17,6 +17,8 @@
 //! kernels compute this bit for bit (integer sums are exact; the f32 steps
 //! happen in the same order), so a row's result is the same on every level.
 
+use super::Reading;
+
 /// Lanes of the accumulators: one AVX-512 or two AVX2 registers.
 const L: usize = 16;
 
@@ -80,7 +82,7 @@ pub fn dot_fixed16(w: &[i8], w_scales: &[f32], group: usize, x: &Fixed16) -> f32
 /// as `dot_fixed16`: the whole block in one call on the active level, so
 /// that per-row costs (checks, dispatch, division by the group) are paid
 /// once per block.
-pub fn rows_fixed16(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], cols: usize, group: usize, x: &Fixed16) {
+pub fn rows_fixed16(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], cols: usize, group: usize, x: &Fixed16, reading: Reading) {
     assert!(eligible(cols, group) && q.len() % cols == 0 && x.q.len() >= cols && x.scales.len() >= cols / group);
     let rows = q.len() / cols;
     let g = cols / group;
@@ -88,8 +90,8 @@ pub fn rows_fixed16(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], co
     #[cfg(target_arch = "x86_64")]
     match crate::simd::active() {
         // SAFETY: `active` never exceeds the detected level; lengths checked above.
-        crate::simd::Level::Avx512 => return unsafe { x86::rows512(out, stride, q, scales, cols, group, x) },
-        crate::simd::Level::Avx2 => return unsafe { x86::rows256(out, stride, q, scales, cols, group, x) },
+        crate::simd::Level::Avx512 => return unsafe { x86::rows512(out, stride, q, scales, cols, group, x, reading) },
+        crate::simd::Level::Avx2 => return unsafe { x86::rows256(out, stride, q, scales, cols, group, x, reading) },
         _ => {}
     }
     for r in 0..rows {
@@ -117,7 +119,7 @@ pub fn on_every_level(w: &[i8], w_scales: &[f32], group: usize, x: &Fixed16) -> 
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::Fixed16;
+    use super::{Fixed16, Reading};
     use crate::quant::PREFETCH_ROWS;
 
     /// 32 inputs a step: one register of i16 inputs, each row's 32 int8
@@ -202,27 +204,31 @@ mod x86 {
         acc.map(|[lo, hi]| sum8(_mm256_add_ps(lo, hi)))
     }
 
-    /// Four rows at a time (a last short block repeats its last row), the
+    /// R rows at a time (a last short block repeats its last row): four for
+    /// rows in cache, one for rows streamed from memory (`Reading`); the
     /// group a compile-time constant for the usual 32 and 64.
     macro_rules! rows {
         ($name:ident, $dots:ident, $feat:literal) => {
             #[target_feature(enable = $feat)]
-            pub unsafe fn $name(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], c: usize, group: usize, x: &Fixed16) {
-                match group {
-                    32 => block::<32>(out, stride, q, scales, c, group, x),
-                    64 => block::<64>(out, stride, q, scales, c, group, x),
-                    _ => block::<0>(out, stride, q, scales, c, group, x),
+            pub unsafe fn $name(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], c: usize, group: usize, x: &Fixed16, reading: Reading) {
+                match (group, reading) {
+                    (32, Reading::InCache) => block::<32, 4>(out, stride, q, scales, c, group, x),
+                    (64, Reading::InCache) => block::<64, 4>(out, stride, q, scales, c, group, x),
+                    (_, Reading::InCache) => block::<0, 4>(out, stride, q, scales, c, group, x),
+                    (32, Reading::Streamed) => block::<32, 1>(out, stride, q, scales, c, group, x),
+                    (64, Reading::Streamed) => block::<64, 1>(out, stride, q, scales, c, group, x),
+                    (_, Reading::Streamed) => block::<0, 1>(out, stride, q, scales, c, group, x),
                 }
                 #[inline]
                 #[target_feature(enable = $feat)]
-                unsafe fn block<const G: usize>(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], c: usize, group: usize, x: &Fixed16) {
+                unsafe fn block<const G: usize, const R: usize>(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], c: usize, group: usize, x: &Fixed16) {
                     let rows = q.len() / c;
                     let g = c / if G > 0 { G } else { group };
-                    for k0 in (0..rows).step_by(4) {
+                    for k0 in (0..rows).step_by(R) {
                         let row = |k: usize| (k0 + k).min(rows - 1);
-                        let qs = [0, 1, 2, 3].map(|k| q.get_unchecked(row(k) * c..(row(k) + 1) * c));
-                        let ss = [0, 1, 2, 3].map(|k| scales.get_unchecked(row(k) * g..(row(k) + 1) * g));
-                        let d = $dots::<4, G>(qs, ss, group, x);
+                        let qs: [&[i8]; R] = std::array::from_fn(|k| q.get_unchecked(row(k) * c..(row(k) + 1) * c));
+                        let ss: [&[f32]; R] = std::array::from_fn(|k| scales.get_unchecked(row(k) * g..(row(k) + 1) * g));
+                        let d = $dots::<R, G>(qs, ss, group, x);
                         for (k, &v) in d.iter().enumerate().take(rows - k0) {
                             *out.get_unchecked_mut((k0 + k) * stride) = v;
                         }
