@@ -21,9 +21,11 @@ fn read_sysfs(dir: &str) -> Option<usize> {
         let read = |name: &str| std::fs::read_to_string(entry.path().join(name)).ok();
         let (Some(level), Some(size)) = (read("level"), read("size")) else { continue };
         let (Ok(level), Some(bytes)) = (level.trim().parse::<u32>(), parse_size(size.trim())) else { continue };
-        if best.map_or(true, |old| (level, bytes) > old) {
-            best = Some((level, bytes));
-        }
+        // The highest level, and the largest if CPU 0 lists two of it.
+        best = match best {
+            Some(old) if old >= (level, bytes) => Some(old),
+            _ => Some((level, bytes)),
+        };
     }
     best.map(|(_, bytes)| bytes)
 }
