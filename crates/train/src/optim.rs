@@ -54,8 +54,9 @@ impl Moments {
     /// Zeros written to memory, not only allocated. `vec![0.0; n]` maps
     /// every page to the kernel's shared zero page, and AdamW's first step
     /// reads each moment before writing it: every 4 KiB then took a
-    /// copy-on-write fault and a TLB flush on every core, 1.1-3.4 s for
-    /// gpt2-124m's 1 GB of moments against 125 ms for a later step.
+    /// copy-on-write fault and a TLB flush on every core: 2.0 s for
+    /// gpt2-124m's 1 GB of moments against 65-85 ms for a later step, where
+    /// writing them here takes 170-220 ms once.
     fn zeros(dtype: Dtype, n: usize) -> Self {
         attn_kernels::in_pool(|| match dtype {
             Dtype::F32 => Moments::F32((0..n).into_par_iter().map(|_| 0.0).collect()),
