@@ -94,8 +94,8 @@ fn microkernel() -> Option<crate::tiles::Microkernel> {
 #[allow(unused_unsafe)]
 fn is_amd() -> bool {
     let id = unsafe { std::arch::x86_64::__cpuid(0) };
-    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
-    vendor == b"AuthenticAMD"
+    // The 12 bytes come in EBX, EDX, ECX order: "Auth", "enti", "cAMD".
+    [id.ebx, id.edx, id.ecx] == [u32::from_le_bytes(*b"Auth"), u32::from_le_bytes(*b"enti"), u32::from_le_bytes(*b"cAMD")]
 }
 
 #[cfg(not(target_arch = "x86_64"))]

@@ -54,11 +54,10 @@ pub struct QMatrix {
 /// How a one-row matrix-vector pass walks a thread's block of rows. Both
 /// compute each output by the same definition, bit for bit; only speed
 /// differs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reading {
     /// Four rows side by side: more loads in flight, fastest when the rows
     /// are in cache (a small model's weights stay there between tokens).
-    #[default]
     InCache,
     /// One row at a time, so that each thread reads one sequential stream:
     /// fastest from memory. On a Zen 5 EPYC (32 MiB L3), gpt2-124m: bf16
