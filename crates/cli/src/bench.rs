@@ -57,7 +57,7 @@ pub enum BenchCommand {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Time generation at batch 1: prefill a prompt, then decode with the KV cache
+    /// Time generation at batch 1: prefill a prompt, then decode with the KV cache (median of 3 rounds, each against the read bandwidth measured beside it)
     Generate {
         /// A model folder; without it, a randomly initialised preset
         #[arg(long)]
@@ -388,9 +388,8 @@ fn bench_generate(
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let prompt: Vec<u32> = (0..prompt_len).map(|_| rng.gen_range(0..model.vocab_size() as u32)).collect();
     let mut sampler = attn_generate::Sampler::new(attn_generate::SamplerConfig { temperature: 0.0, ..Default::default() }, 0)?;
-    // One untimed run warms caches and page tables, then the timed one.
-    let mut timings = Vec::new();
-    for _ in 0..2 {
+    // (seconds in all, seconds to the first token, tokens)
+    let mut run = || -> anyhow::Result<(f64, f64, usize)> {
         let t0 = Instant::now();
         let mut first = None;
         let mut n = 0;
@@ -399,22 +398,42 @@ fn bench_generate(
             n += 1;
             true
         })?;
-        timings.push((t0.elapsed().as_secs_f64(), first.unwrap_or(0.0), n));
-    }
-    // Peak memory before the bandwidth probe, whose 512 MB buffer would hide it.
+        Ok((t0.elapsed().as_secs_f64(), first.unwrap_or(0.0), n))
+    };
+    // One untimed run warms caches and page tables. Peak memory is read
+    // before the bandwidth probe, whose 512 MB buffer would hide it.
+    run()?;
     let peak_rss = peak_rss_mb();
-    let bw = read_bandwidth();
-    let (total, prefill, n) = timings[1];
+    // Then timed rounds between bandwidth probes: on a shared machine the
+    // neighbours move both, so each round is set against the bandwidth
+    // measured on either side of it (the higher of the two).
+    const ROUNDS: usize = 3;
+    let mut probes = vec![read_bandwidth()];
+    let mut rounds = Vec::new();
+    for _ in 0..ROUNDS {
+        rounds.push(run()?);
+        probes.push(read_bandwidth());
+    }
     // Decoding reads every weight once per token (a tied embedding twice: as
     // the embedding row, negligible, and as the output head).
     let weight_bytes = model.weight_bytes() as f64;
-    let decode_tok_s = (n - 1) as f64 / (total - prefill);
+    let decode = |&(total, prefill, n): &(f64, f64, usize)| (n - 1) as f64 / (total - prefill);
+    let fractions: Vec<f64> = rounds.iter().zip(probes.windows(2)).map(|(r, p)| decode(r) / (p[0].max(p[1]) * 1e9 / weight_bytes)).collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let n = rounds[0].2;
+    let decode_tok_s = median(rounds.iter().map(decode).collect());
+    let bw = median(probes.clone());
     let bound = bw * 1e9 / weight_bytes;
+    let (total, prefill) = (median(rounds.iter().map(|r| r.0).collect()), median(rounds.iter().map(|r| r.1).collect()));
     report(serde_json::json!({
         "model": dir.map(|d| d.display().to_string()).unwrap_or_else(|| format!("{preset} (random init)")),
         "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
         "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
-        "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound, "fraction_of_bound": decode_tok_s / bound,
+        "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound,
+        "fraction_of_bound": median(fractions.clone()), "fraction_of_bound_rounds": fractions, "read_bandwidth_gbps_probes": probes, "rounds": ROUNDS,
         "peak_rss_mb": peak_rss, "weights_mb": weight_bytes / 1e6,
         "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens, model.kv_dtype()) as f64 / 1e6,
         "dtype": model.weight_dtype().name(), "kv_dtype": model.kv_dtype().name(),

@@ -33,3 +33,15 @@ fn bench_json_carries_simd_dtype_and_peak_memory() {
     assert_eq!(json(&q)["kv_dtype"], "bf16");
     assert_eq!(json(&[&q[..], &["--kv-dtype", "f32"]].concat())["kv_dtype"], "f32");
 }
+
+#[test]
+fn bench_generate_sets_each_round_against_its_own_bandwidth() {
+    let v = json(&["bench", "generate", "--preset", "baby", "--prompt-len", "4", "--new-tokens", "8"]);
+    let (rounds, probes) = (v["fraction_of_bound_rounds"].as_array().unwrap(), v["read_bandwidth_gbps_probes"].as_array().unwrap());
+    assert_eq!((rounds.len(), probes.len()), (3, 4), "a probe before the first round and after each: {v}");
+    let mut f: Vec<f64> = rounds.iter().map(|x| x.as_f64().unwrap()).collect();
+    f.sort_by(f64::total_cmp);
+    assert_eq!(v["fraction_of_bound"].as_f64().unwrap(), f[1], "the median round: {v}");
+    assert!(f[0] > 0.0 && probes.iter().all(|p| p.as_f64().unwrap() > 0.0), "{v}");
+    assert_eq!((v["simd"].is_string(), v["dtype"].as_str(), v["new_tokens"].as_u64()), (true, Some("f32"), Some(8)), "{v}");
+}
