@@ -136,6 +136,12 @@ pub enum BenchCommand {
     Gemm {
         #[arg(long, default_value_t = 1024)]
         size: usize,
+        /// Instead: the dense layers' products on training shapes, with each f32 GEMM this CPU runs, alternated
+        #[arg(long)]
+        shapes: bool,
+        /// Rounds of --shapes (medians reported)
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
         threads: Option<usize>,
@@ -207,8 +213,11 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                     "sentences_per_s": texts.len() as f64 / secs[0], "sentences_per_s_median": texts.len() as f64 / secs[secs.len() / 2]}));
             Ok(())
         }
-        BenchCommand::Gemm { size, threads } => {
+        BenchCommand::Gemm { size, shapes, rounds, threads } => {
             crate::set_threads(threads)?;
+            if shapes {
+                return crate::bench_gemm::bench_shapes(rounds);
+            }
             // Three size x size f32 matrices; checked before allocating.
             let bytes = size.checked_mul(size).and_then(|n| n.checked_mul(12));
             let avail = attn_model::available_memory().unwrap_or(u64::MAX);
@@ -250,12 +259,13 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Prints a benchmark's JSON with what every figure needs beside it: the
-/// vector path the kernels took (`simd`), the number format (`dtype`: the
+/// vector path the kernels took (`simd`; `f32_gemm` for f32 products), the number format (`dtype`: the
 /// weights' for generation, else the products'; `bf16_path` when bf16) and
 /// the process's peak resident memory.
 pub(crate) fn report(mut v: serde_json::Value) {
     if let Some(o) = v.as_object_mut() {
         o.insert("simd".into(), attn_kernels::simd::level().into());
+        o.insert("f32_gemm".into(), attn_kernels::matmul::f32_gemm().name().into());
         if attn_kernels::mixed::matmul_precision() == attn_kernels::mixed::Precision::Bf16 {
             o.insert("bf16_path".into(), attn_kernels::mixed::bf16_path().into());
         }
@@ -419,10 +429,6 @@ fn bench_generate(
     let weight_bytes = model.weight_bytes() as f64;
     let decode = |&(total, prefill, n): &(f64, f64, usize)| (n - 1) as f64 / (total - prefill);
     let fractions: Vec<f64> = rounds.iter().zip(probes.windows(2)).map(|(r, p)| decode(r) / (p[0].max(p[1]) * 1e9 / weight_bytes)).collect();
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let n = rounds[0].2;
     let decode_tok_s = median(rounds.iter().map(decode).collect());
     let bw = median(probes.clone());

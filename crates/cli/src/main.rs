@@ -2,6 +2,7 @@
 //! exit code. The work lives in the library crates.
 
 mod bench;
+mod bench_gemm;
 mod bench_seq2seq;
 mod chat;
 mod classify;
@@ -307,17 +308,18 @@ fn main() -> std::process::ExitCode {
 /// `ATTN_SIMD=avx512|avx2|avx|portable` runs attn's own loop kernels at that
 /// level or the best one below it the CPU has (to compare paths, or to test
 /// a lower one); the kernels ignore a name they do not know, so it is
-/// refused here.
+/// refused here. `ATTN_F32_GEMM=avx512|gemm-crate` likewise picks the f32 GEMM.
 fn simd_override() -> anyhow::Result<()> {
     use attn_kernels::simd::Level;
-    match std::env::var("ATTN_SIMD") {
-        Ok(v) => match Level::parse(&v) {
-            Some(l) => {
-                attn_kernels::simd::set_level(l);
-                Ok(())
-            }
+    if let Ok(v) = std::env::var("ATTN_SIMD") {
+        match Level::parse(&v) {
+            Some(l) => attn_kernels::simd::set_level(l),
             None => anyhow::bail!("ATTN_SIMD={v:?} is not a level: use avx512, avx2, avx or portable (or unset it for the best this CPU has)"),
-        },
-        Err(_) => Ok(()),
+        };
+    }
+    // The same for the f32 GEMM (`attn_kernels::matmul::f32_gemm`).
+    match std::env::var("ATTN_F32_GEMM").as_deref() {
+        Ok("avx512" | "gemm-crate") | Err(_) => Ok(()),
+        Ok(v) => anyhow::bail!("ATTN_F32_GEMM={v:?} is not a GEMM: use avx512 or gemm-crate (or unset it for the best this CPU has)"),
     }
 }

@@ -45,3 +45,33 @@ fn bench_generate_sets_each_round_against_its_own_bandwidth() {
     assert!(f[0] > 0.0 && probes.iter().all(|p| p.as_f64().unwrap() > 0.0), "{v}");
     assert_eq!((v["simd"].is_string(), v["dtype"].as_str(), v["new_tokens"].as_u64()), (true, Some("f32"), Some(8)), "{v}");
 }
+
+#[test]
+fn the_f32_gemm_is_named_and_a_wrong_name_refused() {
+    let v = json(&["bench", "gemm", "--size", "64"]);
+    assert_eq!(v["f32_gemm"], "gemm-crate", "the default: {v}");
+    let run = |value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_attn")).args(["bench", "gemm", "--size", "64"]).env("ATTN_F32_GEMM", value).output().unwrap()
+    };
+    let o = run("avx512");
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    // attn's own kernel when asked, where the loop kernels run at AVX-512.
+    let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(v["f32_gemm"] == "avx512", v["simd"] == "avx512", "{v}");
+    let o = run("mkl");
+    assert!(!o.status.success() && common::stderr(&o).contains("ATTN_F32_GEMM=\"mkl\" is not a GEMM"), "{}", common::stderr(&o));
+}
+
+#[test]
+fn bench_gemm_shapes_times_each_f32_gemm() {
+    let v = json(&["bench", "gemm", "--shapes", "--rounds", "1"]);
+    let rows = v["gflops"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(rows.len(), 8, "{v}");
+    for r in rows {
+        for p in ["gemm-crate"].into_iter().chain((v["simd"] == "avx512").then_some("avx512")) {
+            for k in ["fwd", "dinp", "dw"] {
+                assert!(r[p][k].as_f64().is_some_and(|g| g > 0.0), "{p} {k} in {r}");
+            }
+        }
+    }
+}

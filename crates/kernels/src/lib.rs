@@ -48,6 +48,8 @@ pub mod quant;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
+#[cfg(target_arch = "x86_64")]
+mod sgemm;
 pub mod simd;
 pub mod swiglu;
 #[cfg(target_arch = "x86_64")]

@@ -95,9 +95,68 @@ impl SendMat {
 
 /// One single-threaded GEMM call.
 unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat) {
+    #[cfg(target_arch = "x86_64")]
+    if dst_cs == 1 && f32_gemm() == F32Gemm::Avx512 {
+        return crate::sgemm::gemm(m, n, k, dst, dst_rs, accumulate, a, b);
+    }
     // gemm computes dst = alpha*dst + beta*(a@b): the scale names are swapped
     // relative to BLAS.
     gemm::gemm(m, n, k, dst, dst_cs, dst_rs, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0f32, 1.0f32, false, false, false, gemm::Parallelism::None);
+}
+
+/// The f32 GEMM that runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum F32Gemm {
+    /// attn's own kernel (`sgemm.rs`), where the loop kernels run at AVX-512.
+    Avx512,
+    /// The `gemm` crate: the default, and the only one for column-major outputs.
+    Crate,
+}
+
+impl F32Gemm {
+    pub fn name(self) -> &'static str {
+        match self {
+            F32Gemm::Avx512 => "avx512",
+            F32Gemm::Crate => "gemm-crate",
+        }
+    }
+}
+
+static F32_GEMM: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
+
+/// The f32 GEMM products take: the `gemm` crate unless `set_f32_gemm` or
+/// ATTN_F32_GEMM=avx512 (read once) asked for attn's kernel and the loop
+/// kernels run at AVX-512 (`simd::active`).
+///
+/// Why the crate stays the default: on the AVX-512 AMD EPYC measured, both
+/// run the training shapes at 230-260 GFLOP/s a core, the peak, and whole
+/// `baby` steps took the same time (docs/PERFORMANCE.md); attn's kernel
+/// was written for the Intel Xeons, where the crate trailed MKL by 10-50%
+/// on those shapes, and is to be measured there (`attn bench gemm
+/// --shapes`) before it becomes anyone's default.
+pub fn f32_gemm() -> F32Gemm {
+    use std::sync::atomic::Ordering;
+    let want = match F32_GEMM.load(Ordering::Relaxed) {
+        0 => F32Gemm::Avx512,
+        1 => F32Gemm::Crate,
+        _ => {
+            let env = std::env::var("ATTN_F32_GEMM").ok();
+            let w = if env.as_deref() == Some("avx512") { F32Gemm::Avx512 } else { F32Gemm::Crate };
+            F32_GEMM.store(w as u8, Ordering::Relaxed);
+            w
+        }
+    };
+    if want == F32Gemm::Avx512 && crate::simd::active() == crate::simd::Level::Avx512 && cfg!(target_arch = "x86_64") {
+        F32Gemm::Avx512
+    } else {
+        F32Gemm::Crate
+    }
+}
+
+/// Asks for an f32 GEMM for this process (the tests and benchmarks compare
+/// the two); `Avx512` still falls back to the crate where it cannot run.
+pub fn set_f32_gemm(g: F32Gemm) {
+    F32_GEMM.store(g as u8, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Single-threaded strided GEMM for kernels that parallelize at a coarser level
