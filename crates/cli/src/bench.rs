@@ -259,9 +259,9 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Prints a benchmark's JSON with what every figure needs beside it: the
-/// vector path the kernels took (`simd`; `f32_gemm` for f32 products), the number format (`dtype`: the
-/// weights' for generation, else the products'; `bf16_path` when bf16) and
-/// the process's peak resident memory.
+/// vector path the kernels took (`simd`; `f32_gemm` for f32 products), the
+/// number format (`dtype`: the weights' for generation, else the products';
+/// `bf16_path` when bf16) and the process's peak resident memory.
 pub(crate) fn report(mut v: serde_json::Value) {
     if let Some(o) = v.as_object_mut() {
         o.insert("simd".into(), attn_kernels::simd::level().into());

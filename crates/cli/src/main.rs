@@ -320,6 +320,6 @@ fn simd_override() -> anyhow::Result<()> {
     // The same for the f32 GEMM (`attn_kernels::matmul::f32_gemm`).
     match std::env::var("ATTN_F32_GEMM").as_deref() {
         Ok("avx512" | "gemm-crate") | Err(_) => Ok(()),
-        Ok(v) => anyhow::bail!("ATTN_F32_GEMM={v:?} is not a GEMM: use avx512 or gemm-crate (or unset it for the best this CPU has)"),
+        Ok(v) => anyhow::bail!("ATTN_F32_GEMM={v:?} is not a GEMM: use avx512 or gemm-crate (or unset it for the default, the gemm crate)"),
     }
 }

@@ -3,11 +3,11 @@
 //!
 //! Why beside `gemm`: on the Intel Xeons measured, the crate's forward
 //! products of training trailed MKL's sgemm by 10-50% (most on `baby`'s
-//! 128-wide ones and transformer-base's 512^3, docs/PERFORMANCE.md), and small K leaves little
-//! work to pay for packing both operands. Here A is not packed at all (its
-//! 12 rows x K block is read by broadcasts and stays in L1 across every
-//! panel of B), and B is packed once per thread in blocks that fit in L2.
-//! Which one runs is `matmul::f32_gemm`'s choice.
+//! 128-wide ones and transformer-base's 512^3, docs/PERFORMANCE.md), and
+//! small K leaves little work to pay for packing both operands. Here A is
+//! not packed at all (its 12 rows x K block is read by broadcasts and stays
+//! in L1 across every panel of B), and B is packed once per thread in
+//! blocks that fit in L2. Which one runs is `matmul::f32_gemm`'s choice.
 //!
 //! Each output is summed in one fixed order, K ascending in blocks of
 //! `KC`, whatever the thread count or where the row falls in the matrix.
@@ -39,8 +39,8 @@ struct Line([f32; 16]);
 /// dst (m, n) = [dst +] a (m, k) @ b (k, n) on the calling thread, for a
 /// row-major dst (columns contiguous).
 ///
-/// Safety: the CPU has AVX-512F (`matmul::f32_gemm`); every operand covers its strided extent; dst does
-/// not alias a or b.
+/// Safety: the CPU has AVX-512F (`matmul::f32_gemm` checks); every operand
+/// covers its strided extent; dst does not alias a or b.
 pub(crate) unsafe fn gemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, accumulate: bool, a: Mat, b: Mat) {
     if k == 0 {
         if !accumulate {
@@ -104,14 +104,7 @@ unsafe fn panel(rows: usize, kc: usize, ap: *const f32, a: Mat, bp: *const f32, 
 /// nor written.
 #[target_feature(enable = "avx512f")]
 unsafe fn micro<const R: usize>(kc: usize, a: *const f32, a_rs: isize, a_cs: isize, b: *const f32, c: *mut f32, c_rs: isize, cols: usize, add: bool) {
-    let m0: __mmask16 = if cols >= 16 { 0xffff } else { (1u16 << cols) - 1 };
-    let m1: __mmask16 = if cols >= 32 {
-        0xffff
-    } else if cols > 16 {
-        (1u16 << (cols - 16)) - 1
-    } else {
-        0
-    };
+    let (m0, m1) = masks(cols);
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     if add {
         for (r, acc) in acc.iter_mut().enumerate() {
@@ -150,6 +143,14 @@ unsafe fn micro<const R: usize>(kc: usize, a: *const f32, a_rs: isize, a_cs: isi
     }
 }
 
+/// The lanes of the two vectors of a 32-column row that hold the first
+/// `cols` columns.
+#[inline(always)]
+fn masks(cols: usize) -> (__mmask16, __mmask16) {
+    let lanes = |n: usize| if n >= 16 { 0xffff } else { (1u16 << n) - 1 };
+    (lanes(cols), lanes(cols.saturating_sub(16)))
+}
+
 /// b[p0.., j0..] (kc, cols) into panels [cols / 32][kc][32], the last one
 /// zero-padded.
 #[target_feature(enable = "avx512f")]
@@ -158,16 +159,7 @@ unsafe fn pack_b(dst: *mut f32, b: Mat, p0: usize, kc: usize, j0: usize, cols: u
     for jp in 0..cols.div_ceil(NR) {
         let panel = dst.add(jp * kc * NR);
         let w = NR.min(cols - jp * NR);
-        let (m0, m1): (__mmask16, __mmask16) = (
-            if w >= 16 { 0xffff } else { (1 << w) - 1 },
-            if w >= 32 {
-                0xffff
-            } else if w > 16 {
-                (1 << (w - 16)) - 1
-            } else {
-                0
-            },
-        );
+        let (m0, m1) = masks(w);
         if b.cs == 1 {
             // Rows of B contiguous: 32 floats a row, masked at the edge.
             for p in 0..kc {
