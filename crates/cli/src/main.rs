@@ -2,6 +2,7 @@
 //! exit code. The work lives in the library crates.
 
 mod bench;
+mod bench_decode;
 mod bench_gemm;
 mod bench_seq2seq;
 mod chat;

@@ -49,6 +49,8 @@ pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
 #[cfg(target_arch = "x86_64")]
+mod scratch;
+#[cfg(target_arch = "x86_64")]
 mod sgemm;
 pub mod simd;
 pub mod swiglu;

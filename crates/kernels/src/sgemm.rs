@@ -16,6 +16,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use crate::matmul::Mat;
+use crate::scratch::Scratch;
 
 /// Columns per packed panel of B: two vectors of 16.
 const NR: usize = 32;
@@ -29,12 +30,8 @@ const PACK_BYTES: usize = 512 << 10;
 
 thread_local! {
     /// The packed block of B, kept between calls (no fresh pages per GEMM).
-    static PACKED: RefCell<Vec<Line>> = const { RefCell::new(Vec::new()) };
+    static PACKED: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([f32; 16]);
 
 /// dst (m, n) = [dst +] a (m, k) @ b (k, n) on the calling thread, for a
 /// row-major dst (columns contiguous).
@@ -52,16 +49,8 @@ pub(crate) unsafe fn gemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: i
     }
     let kc_max = KC.min(k);
     let nc = (PACK_BYTES / (4 * kc_max) / NR * NR).max(NR);
-    PACKED.with(|cell| {
-        // A thread that runs another GEMM's task while this one waits finds
-        // the buffer in use and packs into its own.
-        let (mut own, mut kept) = (Vec::new(), cell.try_borrow_mut());
-        let buf = kept.as_deref_mut().unwrap_or(&mut own);
-        let need = kc_max * nc.min(n.next_multiple_of(NR)) / 16;
-        if buf.len() < need {
-            buf.resize(need, Line([0.0; 16]));
-        }
-        let packed = buf.as_mut_ptr() as *mut f32;
+    crate::scratch::with(&PACKED, |buf| {
+        let packed = buf.get::<f32>(kc_max * nc.min(n.next_multiple_of(NR))).as_mut_ptr();
         for p0 in (0..k).step_by(KC) {
             let kc = KC.min(k - p0);
             let add = accumulate || p0 > 0;

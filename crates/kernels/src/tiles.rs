@@ -14,6 +14,7 @@ use rayon::prelude::*;
 use crate::matmul::{Mat, SendMat};
 use crate::mixed::TILE;
 use crate::quant::bf16_bits;
+use crate::scratch::Scratch;
 use crate::SendPtr;
 
 thread_local! {
@@ -21,7 +22,7 @@ thread_local! {
     /// fresh memory: all of A on the calling thread, one strip of B per worker.
     /// A thread that steals another GEMM's task while it waits finds its
     /// buffer in use and packs into a fresh one instead.
-    static PACKED: RefCell<TileBuf> = const { RefCell::new(TileBuf(Vec::new())) };
+    static PACKED: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
 /// The 32x32 microkernels that run over the packed tiles.
@@ -60,17 +61,14 @@ pub(crate) unsafe fn gemm(
     }
     // Tile pairs per dimension; M and N are padded to 32, K to 32.
     let (mp, np, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32).max(1));
-    PACKED.with(|cell| {
-        let (mut own, mut kept) = (TileBuf(Vec::new()), cell.try_borrow_mut());
-        let pa = kept.as_deref_mut().unwrap_or(&mut own).get(2 * mp * kt * TILE);
+    crate::scratch::with(&PACKED, |buf| {
+        let pa = buf.get::<u16>(2 * mp * kt * TILE);
         pack_a(pa, a, m, k, kt);
         let (pa, b, dst) = (SendU16(pa.as_ptr()), SendMat(b), SendPtr(dst));
         let parts = if m * n * k >= 48 * 48 * 48 { threads.min(np).max(1) } else { 1 };
         let run = |part: usize| {
             let (pa, b, dst) = (pa.get(), b.get(), dst.get());
-            STRIP.with(|cell| {
-                let (mut own, mut kept) = (TileBuf(Vec::new()), cell.try_borrow_mut());
-                let strip = kept.as_deref_mut().unwrap_or(&mut own);
+            crate::scratch::with(&STRIP, |strip| {
                 if kernel == Microkernel::Amx {
                     crate::amx::configure();
                 }
@@ -141,23 +139,9 @@ unsafe fn kernel_32x32(
 }
 
 thread_local! {
-    static STRIP: RefCell<TileBuf> = const { RefCell::new(TileBuf(Vec::new())) };
-}
-
-/// Packed tiles on 64-byte boundaries: a tile row that straddled two cache
-/// lines would cost two loads.
-struct TileBuf(Vec<Line>);
-
-#[derive(Clone, Copy)]
-#[repr(C, align(64))]
-struct Line([u16; 32]);
-
-impl TileBuf {
-    /// The first `len` elements (a multiple of 32), grown as needed.
-    fn get(&mut self, len: usize) -> &mut [u16] {
-        self.0.resize(len.div_ceil(32), Line([0; 32]));
-        unsafe { std::slice::from_raw_parts_mut(self.0.as_mut_ptr() as *mut u16, len) }
-    }
+    /// One worker's strips of packed B (`crate::scratch`: tile rows on
+    /// cache-line boundaries).
+    static STRIP: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
 /// Bytes of packed B a thread works over at once.
