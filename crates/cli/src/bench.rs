@@ -15,13 +15,13 @@ pub enum BenchCommand {
         #[arg(long, default_value = "baby")]
         preset: String,
         /// Sequences (translation presets: pairs) per micro-batch
-        #[arg(long, default_value_t = 12)]
+        #[arg(long, default_value_t = 12, value_parser = crate::count)]
         batch_size: usize,
         /// Default: the model's context (translation presets: 64, for source and target alike)
-        #[arg(long)]
+        #[arg(long, value_parser = crate::count)]
         seq_len: Option<usize>,
         /// Timed steps (after 2 untimed warmup steps)
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = crate::count)]
         steps: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
@@ -42,16 +42,16 @@ pub enum BenchCommand {
         #[arg(long)]
         data: std::path::PathBuf,
         /// Beam width (1: greedy)
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, value_parser = crate::count)]
         beam: usize,
         /// Tokens to generate per source, EOS included
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 64, value_parser = crate::count)]
         max_new_tokens: usize,
         /// Sources per batch
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 8, value_parser = crate::count)]
         batch_size: usize,
         /// Timed rounds (after one untimed)
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::count)]
         rounds: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
@@ -64,9 +64,9 @@ pub enum BenchCommand {
         model: Option<std::path::PathBuf>,
         #[arg(long, default_value = "gpt2-124m")]
         preset: String,
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = crate::count)]
         prompt_len: usize,
-        #[arg(long, default_value_t = 256)]
+        #[arg(long, default_value_t = 256, value_parser = crate::count)]
         new_tokens: usize,
         /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
         #[arg(long, default_value = "auto")]
@@ -86,13 +86,13 @@ pub enum BenchCommand {
         #[arg(long, default_value = "gpt2-124m")]
         preset: String,
         /// Sequences per step, comma-separated
-        #[arg(long, default_value = "1,2,4,8", value_delimiter = ',')]
+        #[arg(long, default_value = "1,2,4,8", value_delimiter = ',', value_parser = crate::count)]
         rows: Vec<usize>,
         /// Each sequence's prompt length (its cache position when the timed steps start)
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = crate::count)]
         prompt_len: usize,
         /// Timed steps per batch size (after 2 untimed)
-        #[arg(long, default_value_t = 32)]
+        #[arg(long, default_value_t = 32, value_parser = crate::count)]
         steps: usize,
         /// Dense weights: auto (the folder's own), f32, bf16, int8 or int8:G
         #[arg(long, default_value = "auto")]
@@ -112,7 +112,7 @@ pub enum BenchCommand {
         #[arg(long)]
         data: std::path::PathBuf,
         /// Timed encodes (after one untimed)
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = crate::count)]
         rounds: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
@@ -126,7 +126,7 @@ pub enum BenchCommand {
         /// Input text file
         #[arg(long)]
         data: std::path::PathBuf,
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::count)]
         rounds: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
@@ -134,13 +134,13 @@ pub enum BenchCommand {
     },
     /// Measure single-precision GEMM throughput (the MFU denominator)
     Gemm {
-        #[arg(long, default_value_t = 1024)]
+        #[arg(long, default_value_t = 1024, value_parser = crate::count)]
         size: usize,
         /// Instead: the dense layers' products on training shapes, with each f32 GEMM this CPU runs, alternated
         #[arg(long)]
         shapes: bool,
         /// Rounds of --shapes (medians reported)
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = crate::count)]
         rounds: usize,
         /// Worker threads (default: all cores)
         #[arg(long)]
@@ -181,7 +181,7 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             let tok = src.load()?;
             let text = attn_train::data::read_corpus(&[data])?;
             let n = tok.encode(&text)?.len();
-            let mut secs: Vec<f64> = (0..rounds.max(1))
+            let mut secs: Vec<f64> = (0..rounds)
                 .map(|_| {
                     let t = Instant::now();
                     let ids = tok.encode(&text);
@@ -206,7 +206,7 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
                 Ok(t.elapsed().as_secs_f64())
             };
             run()?;
-            let mut secs = (0..rounds.max(1)).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?;
+            let mut secs = (0..rounds).map(|_| run()).collect::<anyhow::Result<Vec<f64>>>()?;
             secs.sort_by(f64::total_cmp);
             let tokens: usize = texts.iter().map(|t| enc.ids(t).map(|i| i.len()).unwrap_or(0)).sum();
             report(serde_json::json!({"sentences": texts.len(), "tokens": tokens, "threads": rayon::current_num_threads(),

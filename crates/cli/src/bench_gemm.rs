@@ -47,7 +47,7 @@ pub fn bench_shapes(rounds: usize) -> anyhow::Result<()> {
                 })
                 .fold(f64::INFINITY, f64::min)
         };
-        for _ in 0..rounds.max(1) {
+        for _ in 0..rounds {
             for (p, &path) in paths.iter().enumerate() {
                 set_f32_gemm(path);
                 let t = [

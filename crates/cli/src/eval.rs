@@ -22,14 +22,14 @@ pub struct EvalArgs {
     #[arg(long)]
     data: PathBuf,
     /// Encoder-decoders: beam width of the translations BLEU and chrF score (1: greedy)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::count)]
     beam: usize,
     /// Window length (default: the model's context; use the training --seq-len
     /// to reproduce a run's final val loss); classifiers: texts are cut to it (default: at most 512)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::count)]
     seq_len: Option<usize>,
     /// Windows per forward pass (speed only)
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::count)]
     batch_size: usize,
     /// Print one JSON object: loss, perplexity, bits_per_byte, tokens (encoder-decoders: loss, perplexity, tokens, bleu, chrf)
     #[arg(long)]
@@ -56,7 +56,6 @@ pub fn run(a: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("--kv-dtype bf16 applies to decoders (language models); {} is an encoder-decoder or a classifier", a.model.display());
     }
     if attn_model::is_seq2seq_dir(&a.model) {
-        anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");
         return crate::translate::eval(&a.model, &a.data, a.beam, a.json);
     }
     if a.adapter.is_none() && attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier()) {

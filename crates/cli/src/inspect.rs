@@ -47,7 +47,7 @@ pub enum InspectCommand {
     Next {
         #[command(flatten)]
         m: ModelText,
-        #[arg(long, default_value_t = 10)]
+        #[arg(long, default_value_t = 10, value_parser = crate::count)]
         top: usize,
         #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
         temperature: f32,
@@ -65,7 +65,7 @@ pub enum InspectCommand {
         #[command(flatten)]
         m: ModelText,
         /// Candidates per cell in --json
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 3, value_parser = crate::count)]
         top: usize,
         /// Print JSON instead of text
         #[arg(long)]
@@ -79,7 +79,7 @@ pub enum InspectCommand {
         /// Comma-separated words, e.g. king,queen,man,woman
         #[arg(long, value_delimiter = ',', required = true)]
         words: Vec<String>,
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = crate::count)]
         neighbours: usize,
         /// PCA scatter plot: FILE.png or FILE.svg
         #[arg(long)]

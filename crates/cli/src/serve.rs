@@ -30,10 +30,10 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Sequences generated together, each with its own KV cache (continuous batching)
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::count)]
     parallel: usize,
     /// Requests that may wait for a free sequence slot; past it the server answers 429
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::count)]
     queue: usize,
     /// Require `Authorization: Bearer KEY` on every API request [env: ATTN_API_KEY]
     #[arg(long)]
@@ -51,8 +51,6 @@ pub struct ServeArgs {
 
 pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    anyhow::ensure!(a.parallel >= 1, "--parallel must be at least 1");
-    anyhow::ensure!(a.queue >= 1, "--queue must be at least 1");
     let api_key = a.api_key.clone().or_else(|| std::env::var("ATTN_API_KEY").ok().filter(|k| !k.is_empty()));
     let opts = ServeOptions { parallel: a.parallel, queue: a.queue, api_key, cors_origin: a.cors_origin.clone(), max_body_bytes: a.max_body_bytes };
     if let Some(origin) = &a.cors_origin {

@@ -168,10 +168,10 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 100)]
     pub(crate) warmup: usize,
     /// Evaluate and checkpoint every this many steps
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = crate::count)]
     pub(crate) eval_every: usize,
     /// Validation batches per evaluation
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = crate::count)]
     pub(crate) eval_batches: usize,
     /// Micro-batches accumulated per optimizer step
     #[arg(long, default_value_t = 1)]

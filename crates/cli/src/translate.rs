@@ -27,16 +27,16 @@ pub struct TranslateArgs {
     #[arg(long)]
     data: Option<PathBuf>,
     /// Beam width (1: greedy)
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::count)]
     beam: usize,
     /// Beam scores are log-probability sums divided by length^A
     #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
     length_penalty: f32,
     /// Tokens to generate at most, EOS included (default: twice the source's tokens plus 16, within the model's positions)
-    #[arg(long)]
+    #[arg(long, value_parser = crate::count)]
     max_new_tokens: Option<usize>,
     /// Sources per batch (speed only)
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = crate::count)]
     batch_size: usize,
     /// Print {"translations": [{"source", "text", "ids", "score"}]}
     #[arg(long)]
@@ -125,7 +125,6 @@ pub fn translate_texts(
 
 pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    anyhow::ensure!(a.beam >= 1, "--beam must be at least 1");
     let texts: Vec<String> = match &a.data {
         Some(p) => {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;

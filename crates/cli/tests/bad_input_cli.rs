@@ -396,7 +396,7 @@ fn bad_inputs_get_clear_errors() {
     cases.push(case("train --resume changed lr", &["train", "--data", &data_s, "--out", &g, "--resume", "--lr", "0.5", "--steps", "3", "--quiet"], &["lr"]));
     // eval, inspect, embed, tokenizer and bench.
     for (name, args, expect) in [
-        ("eval seq-len 0", vec!["eval", "--model", &g, "--data", &data_s, "--seq-len", "0"], "window"),
+        ("eval seq-len 0", vec!["eval", "--model", &g, "--data", &data_s, "--seq-len", "0"], "--seq-len"),
         ("eval seq-len past context", vec!["eval", "--model", &g, "--data", &data_s, "--seq-len", "65"], "window"),
         ("eval one character", vec!["eval", "--model", &g, "--data", one.to_str().unwrap()], "at least 2"),
         ("eval missing data", vec!["eval", "--model", &g, "--data", "/nonexistent/x.txt"], "/nonexistent/x.txt"),
@@ -434,6 +434,39 @@ fn bad_inputs_get_clear_errors() {
         ("completions unknown shell", vec!["completions", "tcsh"], "tcsh"),
     ] {
         cases.push(case(name, &args, &[expect]));
+    }
+
+    // Counts where 0 means nothing are refused by name, before any work: a
+    // median of no rounds used to panic, and 0 new tokens printed 2e22 tok/s.
+    for (cmd, flag) in [
+        (&["bench", "train", "--preset", "baby"][..], "--steps"),
+        (&["bench", "train", "--preset", "baby"], "--batch-size"),
+        (&["bench", "train", "--preset", "baby"], "--seq-len"),
+        (&["bench", "train", "--preset", "transformer-tiny"], "--steps"),
+        (&["bench", "generate", "--preset", "baby"], "--new-tokens"),
+        (&["bench", "generate", "--preset", "baby"], "--prompt-len"),
+        (&["bench", "decode", "--preset", "baby"], "--steps"),
+        (&["bench", "decode", "--preset", "baby"], "--rows"),
+        (&["bench", "gemm", "--shapes"], "--rounds"),
+        (&["bench", "tokenizer", "--tokenizer", "x", "--data", "x"], "--rounds"),
+        (&["bench", "embed", "--model", "x", "--data", "x"], "--rounds"),
+        (&["bench", "translate", "--model", "x", "--data", "x"], "--rounds"),
+        (&["bench", "translate", "--model", "x", "--data", "x"], "--beam"),
+        (&["bench", "translate", "--model", "x", "--data", "x"], "--batch-size"),
+        (&["eval", "--model", &g, "--data", &data_s], "--batch-size"),
+        (&["eval", "--model", &g, "--data", &data_s], "--beam"),
+        (&["translate", "--model", "x", "hello"], "--beam"),
+        (&["translate", "--model", "x", "hello"], "--max-new-tokens"),
+        (&["translate", "--model", "x", "hello"], "--batch-size"),
+        (&["inspect", "next", "--model", &g, "--text", "the"], "--top"),
+        (&["inspect", "lens", "--model", &g, "--text", "the"], "--top"),
+        (&["inspect", "embeddings", "--model", &g, "--words", "a,b"], "--neighbours"),
+        (&["train", "--data", &data_s, "--out", "x"], "--eval-every"),
+        (&["train", "--data", &data_s, "--out", "x"], "--eval-batches"),
+        (&["serve", "--model", &g], "--queue"),
+    ] {
+        let args: Vec<&str> = cmd.iter().copied().chain([flag, "0"]).collect();
+        cases.push(case(format!("{} {flag} 0", cmd[..2].join(" ")), &args, &[flag, "at least 1"]));
     }
 
     let total = cases.len();

@@ -79,5 +79,6 @@ fn a_model_that_fails_to_load_ends_the_server_with_the_file_named() {
     let e = common::stderr(&o);
     assert!(e.contains("/nonexistent/model/config.json"), "{e}");
     let o = common::attn(&["serve", "--model", "x", "--parallel", "0"]);
-    assert!(common::stderr(&o).contains("--parallel must be at least 1"));
+    let e = common::stderr(&o);
+    assert!(e.contains("--parallel") && e.contains("must be at least 1"), "{e}");
 }
