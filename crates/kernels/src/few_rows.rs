@@ -67,12 +67,26 @@ pub fn few_rows_forward(
     }
 }
 
+/// The kernel `few_rows_forward` runs at the active vector level: "avx512",
+/// "avx2" (with FMA) or "portable".
+pub fn path() -> &'static str {
+    use crate::simd::Level;
+    match crate::simd::active() {
+        Level::Avx512 if cfg!(target_arch = "x86_64") => "avx512",
+        Level::Avx2 if cfg!(target_arch = "x86_64") => "avx2",
+        _ => "portable",
+    }
+}
+
 /// o (rows, 32) = w (rows, C) @ panel (C, 32), R weight rows at a time.
 fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::active() == crate::simd::Level::Avx512 {
-        // SAFETY: the active level implies AVX-512F; the slices hold (rows, C) and (C, 32).
-        return unsafe { x86::block_rows(o, panel, w, c) };
+    match crate::simd::active() {
+        // SAFETY: the active level never exceeds the CPU's (AVX-512F; AVX2
+        // and FMA); the slices hold (rows, C) and (C, 32).
+        crate::simd::Level::Avx512 => return unsafe { x86::block_rows(o, panel, w, c) },
+        crate::simd::Level::Avx2 => return unsafe { x86::block_rows_avx2(o, panel, w, c) },
+        _ => {}
     }
     block_rows_portable(o, panel, w, c)
 }
@@ -80,8 +94,10 @@ fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
 dispatch! {
     /// `block_rows` in plain loops, vectorized by the compiler. Written for
     /// AVX-512 it kept only 9 of its 12 sums in registers and ran at ~60 GFLOP/s
-    /// on 2 cores, hence the intrinsics there.
-    [Avx2]
+    /// on 2 cores; for AVX2 (16 registers of 8) its 24 vectors of sums spilled
+    /// and it ran at 20-40 GFLOP/s, slower than gemm: hence the intrinsics
+    /// for both.
+    [Avx]
     fn block_rows_portable(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
         let rows = o.len() / LANES;
         let mut r = 0;
@@ -153,6 +169,51 @@ mod x86 {
                     _mm512_storeu_ps(dst(i).add(16), a[1]);
                 }
                 r += R;
+            }
+        }
+    }
+
+    /// Weight rows per register block at AVX2: 6 x 2 sums over 16 of the
+    /// panel's 32 columns, 2 panel vectors and a broadcast, 15 of the 16
+    /// vector registers. The two halves of the panel take turns over the same
+    /// 6 weight rows, which the second half then reads from L1.
+    const R2: usize = 6;
+
+    /// `block_rows` for AVX2 + FMA: the same fused chains as the AVX-512
+    /// kernel and the portable loops, so every level gives the same bits.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_rows_avx2(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
+        let rows = o.len() / LANES;
+        let (p, out) = (panel.as_ptr(), o.as_mut_ptr());
+        for k0 in (0..c).step_by(KC) {
+            let k1 = (k0 + KC).min(c);
+            let mut r = 0;
+            while r < rows {
+                let k = R2.min(rows - r);
+                let ws: [*const f32; R2] = std::array::from_fn(|i| w.as_ptr().add((r + i.min(k - 1)) * c));
+                for h in [0, 16] {
+                    let dst = |i: usize| out.add((r + i.min(k - 1)) * LANES + h);
+                    let mut acc = [[_mm256_setzero_ps(); 2]; R2];
+                    if k0 > 0 {
+                        for (i, a) in acc.iter_mut().enumerate() {
+                            *a = [_mm256_loadu_ps(dst(i)), _mm256_loadu_ps(dst(i).add(8))];
+                        }
+                    }
+                    for kk in k0..k1 {
+                        let row = p.add(kk * LANES + h);
+                        let (p0, p1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
+                        for i in 0..R2 {
+                            let a = _mm256_set1_ps(*ws[i].add(kk));
+                            acc[i][0] = _mm256_fmadd_ps(a, p0, acc[i][0]);
+                            acc[i][1] = _mm256_fmadd_ps(a, p1, acc[i][1]);
+                        }
+                    }
+                    for (i, a) in acc.iter().enumerate().take(k) {
+                        _mm256_storeu_ps(dst(i), a[0]);
+                        _mm256_storeu_ps(dst(i).add(8), a[1]);
+                    }
+                }
+                r += R2;
             }
         }
     }

@@ -347,10 +347,17 @@ fn llama_kernels_match_naive() {
 #[test]
 fn few_rows_match_naive_bit_for_bit_and_alone() {
     use attn_kernels::few_rows::{few_rows_forward, few_rows_forward_naive};
-    let path = if cfg!(target_arch = "x86_64") && std::arch::is_x86_feature_detected!("avx512f") { "AVX-512" } else { "portable" };
-    eprintln!("few_rows_forward: the {path} kernel ran");
-    if path != "AVX-512" {
-        eprintln!("NOT TESTED: the AVX-512 few-rows kernel (this CPU lacks AVX-512F)");
+    // The level reruns (`rerun_at_every_level`) take it through each kernel
+    // this CPU has; the top level names the ones it lacks.
+    let path = attn_kernels::few_rows::path();
+    eprintln!("few-rows kernel tested on: {path}");
+    let detected = attn_kernels::simd::detected();
+    if attn_kernels::simd::active() == detected {
+        for (level, name) in [(attn_kernels::simd::Level::Avx512, "AVX-512"), (attn_kernels::simd::Level::Avx2, "AVX2")] {
+            if detected < level {
+                eprintln!("NOT TESTED: the {name} few-rows kernel (this CPU lacks it)");
+            }
+        }
     }
     for threads in [1, 3] {
         with_threads(threads, || {
