@@ -13,6 +13,7 @@ tokens, 2 threads. Prints the medians, the ratios and the peak RSS.
 import argparse, json, os, resource, statistics, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ATTN = os.environ.get("ATTN", "target/release/attn")
 DIR = os.path.join(ROOT, ".cache", "gpt2-124m-random")
 
 
@@ -49,14 +50,15 @@ def main():
         from transformers import GPT2Config, GPT2LMHeadModel
         torch.manual_seed(0)
         GPT2LMHeadModel(GPT2Config()).save_pretrained(DIR, safe_serialization=True)
-    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
+    if "ATTN" not in os.environ:  # ATTN=binary: another build (tools/bench/as_avx2.sh)
+        subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
     flags = sorted({f for l in open("/proc/cpuinfo") if l.startswith("flags") for f in l.split()[2:] if f.startswith(("avx512_bf16", "avx512f", "avx2", "amx", "fma"))})
     print(json.dumps({"cpu_flags": flags, "load_before": open("/proc/loadavg").read().split()[:3]}), flush=True)
     runs = {k: [] for k in ["attn f32", "attn bf16", "attn int8", "attn int8:64", "transformers f32", "transformers bf16"]}
     rss, frac, peer = {}, [], ""
     for _ in range(a.rounds):
         for d in ["f32", "bf16", "int8", "int8:64"]:
-            r = json.loads(subprocess.run(["target/release/attn", "bench", "generate", "--model", DIR, "--dtype", d, "--prompt-len", "32", "--new-tokens", "256",
+            r = json.loads(subprocess.run([ATTN, "bench", "generate", "--model", DIR, "--dtype", d, "--prompt-len", "32", "--new-tokens", "256",
                                            "--threads", str(a.threads)], cwd=ROOT, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             runs[f"attn {d}"].append(r["tok_per_s"])
             rss[f"attn {d}"] = round(r["peak_rss_mb"])

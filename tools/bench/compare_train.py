@@ -12,6 +12,7 @@ in bf16, both with f32 master weights and AdamW.
 import argparse, json, os, statistics, subprocess, sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ATTN = os.environ.get("ATTN", "target/release/attn")
 CASES = [  # (preset, batch, seq_len, attn steps, torch steps)
     ("baby", 12, 64, 30, 30),
     ("llama-baby", 12, 64, 30, 30),
@@ -33,7 +34,8 @@ def main():
     ap.add_argument("--seq-len", type=int, help="run the cases of this sequence length only")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
     a = ap.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
+    if "ATTN" not in os.environ:  # ATTN=binary: another build (tools/bench/as_avx2.sh)
+        subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
     print(json.dumps({"load_before": open("/proc/loadavg").read().split()[:3], "threads": a.threads}), flush=True)
     for preset, b, t, steps, tsteps in CASES:
         if (a.only and preset != a.only) or (a.seq_len and t != a.seq_len):
@@ -42,7 +44,7 @@ def main():
         for _ in range(a.rounds):
             # baby uses the 65-symbol vocabulary of the char-level Shakespeare preset.
             extra = ["--vocab", "65"] if preset in ("baby", "llama-baby") else []
-            ours.append(run(["target/release/attn", "bench", "train", "--preset", preset, "--batch-size", str(b), "--seq-len", str(t),
+            ours.append(run([ATTN, "bench", "train", "--preset", preset, "--batch-size", str(b), "--seq-len", str(t),
                              "--steps", str(steps), "--threads", str(a.threads), "--dtype", a.dtype] + extra))
             theirs.append(run([sys.executable, "tools/bench/torch_gpt.py", "bench", "--preset", preset, "--batch-size", str(b),
                                "--seq-len", str(t), "--steps", str(tsteps), "--threads", str(a.threads), "--dtype", a.dtype]))
