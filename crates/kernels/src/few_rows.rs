@@ -127,20 +127,96 @@ mod x86 {
     use super::LANES;
     use std::arch::x86_64::*;
 
-    /// Weight rows per register block: 8 x 2 sums, 2 panel vectors and a
-    /// broadcast, 19 of the 32 vector registers.
-    const R: usize = 8;
-
     /// Panel rows (of C) per pass: 32 KiB of the panel, which then stays in
     /// L1 while every weight row of the task goes by (the whole panel, 64 KiB
     /// at C = 512, came from L2; on 2 cores transformer-base's head went from
     /// 75 to 87 GFLOP/s, its MLP layers from 96 to 98-100).
     const KC: usize = 256;
 
-    /// `block_rows_portable` with AVX-512 intrinsics: the same fused chains
-    /// (a chain that spans two passes is stored and reloaded as the f32 it is).
+    /// `block_rows_portable` with AVX-512 intrinsics: 8 weight rows x 2
+    /// vectors of sums (all 32 panel columns), 2 panel vectors and a
+    /// broadcast, 19 of the 32 registers.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
+        block_rows_in::<__m512, 8>(o, panel, w, c)
+    }
+
+    /// The same with AVX2 + FMA: 6 weight rows x 2 vectors of sums over 16
+    /// of the 32 panel columns, 15 of the 16 registers. The two halves of the
+    /// panel take turns over the same 6 weight rows, which the second half
+    /// then reads from L1.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_rows_avx2(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
+        block_rows_in::<__m256, 6>(o, panel, w, c)
+    }
+
+    /// A vector of f32 lanes: the operations the kernel needs.
+    trait Vf32: Copy {
+        const LANES: usize;
+        unsafe fn zero() -> Self;
+        unsafe fn load(p: *const f32) -> Self;
+        unsafe fn store(self, p: *mut f32);
+        unsafe fn splat(x: f32) -> Self;
+        /// self * b + c, one rounding.
+        unsafe fn fma(self, b: Self, c: Self) -> Self;
+    }
+
+    // Inlined into the `target_feature` functions above, where the
+    // intrinsics are available.
+    impl Vf32 for __m512 {
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm512_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm512_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm512_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            _mm512_fmadd_ps(self, b, c)
+        }
+    }
+
+    impl Vf32 for __m256 {
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn zero() -> Self {
+            _mm256_setzero_ps()
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            _mm256_loadu_ps(p)
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self)
+        }
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> Self {
+            _mm256_set1_ps(x)
+        }
+        #[inline(always)]
+        unsafe fn fma(self, b: Self, c: Self) -> Self {
+            _mm256_fmadd_ps(self, b, c)
+        }
+    }
+
+    /// o (rows, 32) = w (rows, C) @ panel (C, 32), R weight rows at a time,
+    /// 2 vectors V of panel columns per pass: the same fused chains as
+    /// `block_rows_portable`, so every level gives the same bits (a chain
+    /// that spans two K passes is stored and reloaded as the f32 it is).
+    #[inline(always)]
+    unsafe fn block_rows_in<V: Vf32, const R: usize>(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
         let rows = o.len() / LANES;
         let (p, out) = (panel.as_ptr(), o.as_mut_ptr());
         for k0 in (0..c).step_by(KC) {
@@ -148,72 +224,31 @@ mod x86 {
             let mut r = 0;
             while r < rows {
                 let k = R.min(rows - r);
+                // The last block repeats its final row to fill R; only k are stored.
                 let ws: [*const f32; R] = std::array::from_fn(|i| w.as_ptr().add((r + i.min(k - 1)) * c));
-                let dst = |i: usize| out.add((r + i.min(k - 1)) * LANES);
-                let mut acc = [[_mm512_setzero_ps(); 2]; R];
-                if k0 > 0 {
-                    for (i, a) in acc.iter_mut().enumerate() {
-                        *a = [_mm512_loadu_ps(dst(i)), _mm512_loadu_ps(dst(i).add(16))];
-                    }
-                }
-                for kk in k0..k1 {
-                    let (p0, p1) = (_mm512_loadu_ps(p.add(kk * LANES)), _mm512_loadu_ps(p.add(kk * LANES + 16)));
-                    for i in 0..R {
-                        let a = _mm512_set1_ps(*ws[i].add(kk));
-                        acc[i][0] = _mm512_fmadd_ps(a, p0, acc[i][0]);
-                        acc[i][1] = _mm512_fmadd_ps(a, p1, acc[i][1]);
-                    }
-                }
-                for (i, a) in acc.iter().enumerate().take(k) {
-                    _mm512_storeu_ps(dst(i), a[0]);
-                    _mm512_storeu_ps(dst(i).add(16), a[1]);
-                }
-                r += R;
-            }
-        }
-    }
-
-    /// Weight rows per register block at AVX2: 6 x 2 sums over 16 of the
-    /// panel's 32 columns, 2 panel vectors and a broadcast, 15 of the 16
-    /// vector registers. The two halves of the panel take turns over the same
-    /// 6 weight rows, which the second half then reads from L1.
-    const R2: usize = 6;
-
-    /// `block_rows` for AVX2 + FMA: the same fused chains as the AVX-512
-    /// kernel and the portable loops, so every level gives the same bits.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block_rows_avx2(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
-        let rows = o.len() / LANES;
-        let (p, out) = (panel.as_ptr(), o.as_mut_ptr());
-        for k0 in (0..c).step_by(KC) {
-            let k1 = (k0 + KC).min(c);
-            let mut r = 0;
-            while r < rows {
-                let k = R2.min(rows - r);
-                let ws: [*const f32; R2] = std::array::from_fn(|i| w.as_ptr().add((r + i.min(k - 1)) * c));
-                for h in [0, 16] {
+                for h in (0..LANES).step_by(2 * V::LANES) {
                     let dst = |i: usize| out.add((r + i.min(k - 1)) * LANES + h);
-                    let mut acc = [[_mm256_setzero_ps(); 2]; R2];
+                    let mut acc = [[V::zero(); 2]; R];
                     if k0 > 0 {
                         for (i, a) in acc.iter_mut().enumerate() {
-                            *a = [_mm256_loadu_ps(dst(i)), _mm256_loadu_ps(dst(i).add(8))];
+                            *a = [V::load(dst(i)), V::load(dst(i).add(V::LANES))];
                         }
                     }
                     for kk in k0..k1 {
                         let row = p.add(kk * LANES + h);
-                        let (p0, p1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
-                        for i in 0..R2 {
-                            let a = _mm256_set1_ps(*ws[i].add(kk));
-                            acc[i][0] = _mm256_fmadd_ps(a, p0, acc[i][0]);
-                            acc[i][1] = _mm256_fmadd_ps(a, p1, acc[i][1]);
+                        let (p0, p1) = (V::load(row), V::load(row.add(V::LANES)));
+                        for i in 0..R {
+                            let a = V::splat(*ws[i].add(kk));
+                            acc[i][0] = a.fma(p0, acc[i][0]);
+                            acc[i][1] = a.fma(p1, acc[i][1]);
                         }
                     }
                     for (i, a) in acc.iter().enumerate().take(k) {
-                        _mm256_storeu_ps(dst(i), a[0]);
-                        _mm256_storeu_ps(dst(i).add(8), a[1]);
+                        a[0].store(dst(i));
+                        a[1].store(dst(i).add(V::LANES));
                     }
                 }
-                r += R2;
+                r += R;
             }
         }
     }
