@@ -68,12 +68,11 @@ pub fn few_rows_forward(
 }
 
 /// The kernel `few_rows_forward` runs at the active vector level: "avx512",
-/// "avx2" (with FMA) or "portable".
+/// or "portable" (the loops below, compiled for AVX2 + FMA where the CPU
+/// has it).
 pub fn path() -> &'static str {
-    use crate::simd::Level;
     match crate::simd::active() {
-        Level::Avx512 if cfg!(target_arch = "x86_64") => "avx512",
-        Level::Avx2 if cfg!(target_arch = "x86_64") => "avx2",
+        crate::simd::Level::Avx512 if cfg!(target_arch = "x86_64") => "avx512",
         _ => "portable",
     }
 }
@@ -81,12 +80,9 @@ pub fn path() -> &'static str {
 /// o (rows, 32) = w (rows, C) @ panel (C, 32), R weight rows at a time.
 fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
     #[cfg(target_arch = "x86_64")]
-    match crate::simd::active() {
-        // SAFETY: the active level never exceeds the CPU's (AVX-512F; AVX2
-        // and FMA); the slices hold (rows, C) and (C, 32).
-        crate::simd::Level::Avx512 => return unsafe { x86::block_rows(o, panel, w, c) },
-        crate::simd::Level::Avx2 => return unsafe { x86::block_rows_avx2(o, panel, w, c) },
-        _ => {}
+    if crate::simd::active() == crate::simd::Level::Avx512 {
+        // SAFETY: the active level implies AVX-512F; the slices hold (rows, C) and (C, 32).
+        return unsafe { x86::block_rows(o, panel, w, c) };
     }
     block_rows_portable(o, panel, w, c)
 }
@@ -94,10 +90,10 @@ fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
 dispatch! {
     /// `block_rows` in plain loops, vectorized by the compiler. Written for
     /// AVX-512 it kept only 9 of its 12 sums in registers and ran at ~60 GFLOP/s
-    /// on 2 cores; for AVX2 (16 registers of 8) its 24 vectors of sums spilled
-    /// and it ran at 20-40 GFLOP/s, slower than gemm: hence the intrinsics
-    /// for both.
-    [Avx]
+    /// on 2 cores, hence the intrinsics there. At AVX2 it stays: AVX2 + FMA
+    /// intrinsics (6 rows x 16 columns, and 3 rows x 32) ran no faster on the
+    /// Zen 5 measured (70-100 GFLOP/s on 2 cores, either way, round by round).
+    [Avx2]
     fn block_rows_portable(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
         let rows = o.len() / LANES;
         let mut r = 0;
@@ -127,96 +123,20 @@ mod x86 {
     use super::LANES;
     use std::arch::x86_64::*;
 
+    /// Weight rows per register block: 8 x 2 sums, 2 panel vectors and a
+    /// broadcast, 19 of the 32 vector registers.
+    const R: usize = 8;
+
     /// Panel rows (of C) per pass: 32 KiB of the panel, which then stays in
     /// L1 while every weight row of the task goes by (the whole panel, 64 KiB
     /// at C = 512, came from L2; on 2 cores transformer-base's head went from
     /// 75 to 87 GFLOP/s, its MLP layers from 96 to 98-100).
     const KC: usize = 256;
 
-    /// `block_rows_portable` with AVX-512 intrinsics: 8 weight rows x 2
-    /// vectors of sums (all 32 panel columns), 2 panel vectors and a
-    /// broadcast, 19 of the 32 registers.
+    /// `block_rows_portable` with AVX-512 intrinsics: the same fused chains
+    /// (a chain that spans two passes is stored and reloaded as the f32 it is).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
-        block_rows_in::<__m512, 8>(o, panel, w, c)
-    }
-
-    /// The same with AVX2 + FMA: 6 weight rows x 2 vectors of sums over 16
-    /// of the 32 panel columns, 15 of the 16 registers. The two halves of the
-    /// panel take turns over the same 6 weight rows, which the second half
-    /// then reads from L1.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn block_rows_avx2(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
-        block_rows_in::<__m256, 6>(o, panel, w, c)
-    }
-
-    /// A vector of f32 lanes: the operations the kernel needs.
-    trait Vf32: Copy {
-        const LANES: usize;
-        unsafe fn zero() -> Self;
-        unsafe fn load(p: *const f32) -> Self;
-        unsafe fn store(self, p: *mut f32);
-        unsafe fn splat(x: f32) -> Self;
-        /// self * b + c, one rounding.
-        unsafe fn fma(self, b: Self, c: Self) -> Self;
-    }
-
-    // Inlined into the `target_feature` functions above, where the
-    // intrinsics are available.
-    impl Vf32 for __m512 {
-        const LANES: usize = 16;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm512_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm512_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm512_storeu_ps(p, self)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            _mm512_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn fma(self, b: Self, c: Self) -> Self {
-            _mm512_fmadd_ps(self, b, c)
-        }
-    }
-
-    impl Vf32 for __m256 {
-        const LANES: usize = 8;
-        #[inline(always)]
-        unsafe fn zero() -> Self {
-            _mm256_setzero_ps()
-        }
-        #[inline(always)]
-        unsafe fn load(p: *const f32) -> Self {
-            _mm256_loadu_ps(p)
-        }
-        #[inline(always)]
-        unsafe fn store(self, p: *mut f32) {
-            _mm256_storeu_ps(p, self)
-        }
-        #[inline(always)]
-        unsafe fn splat(x: f32) -> Self {
-            _mm256_set1_ps(x)
-        }
-        #[inline(always)]
-        unsafe fn fma(self, b: Self, c: Self) -> Self {
-            _mm256_fmadd_ps(self, b, c)
-        }
-    }
-
-    /// o (rows, 32) = w (rows, C) @ panel (C, 32), R weight rows at a time,
-    /// 2 vectors V of panel columns per pass: the same fused chains as
-    /// `block_rows_portable`, so every level gives the same bits (a chain
-    /// that spans two K passes is stored and reloaded as the f32 it is).
-    #[inline(always)]
-    unsafe fn block_rows_in<V: Vf32, const R: usize>(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
         let rows = o.len() / LANES;
         let (p, out) = (panel.as_ptr(), o.as_mut_ptr());
         for k0 in (0..c).step_by(KC) {
@@ -224,29 +144,25 @@ mod x86 {
             let mut r = 0;
             while r < rows {
                 let k = R.min(rows - r);
-                // The last block repeats its final row to fill R; only k are stored.
                 let ws: [*const f32; R] = std::array::from_fn(|i| w.as_ptr().add((r + i.min(k - 1)) * c));
-                for h in (0..LANES).step_by(2 * V::LANES) {
-                    let dst = |i: usize| out.add((r + i.min(k - 1)) * LANES + h);
-                    let mut acc = [[V::zero(); 2]; R];
-                    if k0 > 0 {
-                        for (i, a) in acc.iter_mut().enumerate() {
-                            *a = [V::load(dst(i)), V::load(dst(i).add(V::LANES))];
-                        }
+                let dst = |i: usize| out.add((r + i.min(k - 1)) * LANES);
+                let mut acc = [[_mm512_setzero_ps(); 2]; R];
+                if k0 > 0 {
+                    for (i, a) in acc.iter_mut().enumerate() {
+                        *a = [_mm512_loadu_ps(dst(i)), _mm512_loadu_ps(dst(i).add(16))];
                     }
-                    for kk in k0..k1 {
-                        let row = p.add(kk * LANES + h);
-                        let (p0, p1) = (V::load(row), V::load(row.add(V::LANES)));
-                        for i in 0..R {
-                            let a = V::splat(*ws[i].add(kk));
-                            acc[i][0] = a.fma(p0, acc[i][0]);
-                            acc[i][1] = a.fma(p1, acc[i][1]);
-                        }
+                }
+                for kk in k0..k1 {
+                    let (p0, p1) = (_mm512_loadu_ps(p.add(kk * LANES)), _mm512_loadu_ps(p.add(kk * LANES + 16)));
+                    for i in 0..R {
+                        let a = _mm512_set1_ps(*ws[i].add(kk));
+                        acc[i][0] = _mm512_fmadd_ps(a, p0, acc[i][0]);
+                        acc[i][1] = _mm512_fmadd_ps(a, p1, acc[i][1]);
                     }
-                    for (i, a) in acc.iter().enumerate().take(k) {
-                        a[0].store(dst(i));
-                        a[1].store(dst(i).add(V::LANES));
-                    }
+                }
+                for (i, a) in acc.iter().enumerate().take(k) {
+                    _mm512_storeu_ps(dst(i), a[0]);
+                    _mm512_storeu_ps(dst(i).add(16), a[1]);
                 }
                 r += R;
             }
