@@ -10,7 +10,7 @@
 # The scripts it wraps take the binary from $ATTN. What this shows is the
 # code paths an AVX2 machine runs, on this machine's cores, caches and memory:
 # a check between sessions on such a machine, not a measurement of one.
-#   tools/bench/as_avx2.sh tools/bench/translation_speed.sh 3
+#   BF16=0 tools/bench/as_avx2.sh tools/bench/translation_speed.sh 3
 #   tools/bench/as_avx2.sh .cache/venv-ref5/bin/python tools/bench/compare_train.py --rounds 3
 set -euo pipefail
 cd "$(dirname "$0")/../.."

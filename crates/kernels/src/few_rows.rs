@@ -23,6 +23,15 @@ const TASK_ROWS: usize = 48;
 /// weights are re-read once per 32 rows and gemm's packed layout pays off.
 pub const FEW_ROWS_MAX: usize = 64;
 
+/// Whether `n` rows go faster here than through gemm on this CPU: up to
+/// `FEW_ROWS_MAX`, with the AVX-512 kernel. The loops at AVX2 run at a third
+/// of gemm's AVX2 products: beam-4 translation of transformer-base's shapes on
+/// the AVX2 paths (`tools/bench/as_avx2.sh`) went from 259-271 tok/s with
+/// them to 376-389 with gemm, round by round.
+pub fn pays(n: usize) -> bool {
+    n <= FEW_ROWS_MAX && path() == "avx512"
+}
+
 /// out (N, OC) = inp (N, C) @ W^T + bias, W (OC, C) row-major.
 ///
 /// Each output is one chain of fused multiply-adds over C in order, plus the

@@ -10,7 +10,7 @@
 
 use attn_kernels::activation::activation_forward;
 use attn_kernels::cross_attention::{cross_attention_forward, CrossShape};
-use attn_kernels::few_rows::{few_rows_forward, FEW_ROWS_MAX};
+use attn_kernels::few_rows::{few_rows_forward, pays as few_rows_pay};
 use attn_kernels::layernorm::layernorm_forward;
 use attn_kernels::matmul::{matmul_forward, WeightLayout::OutIn};
 use attn_kernels::matvec::{matvec_forward, matvec_scratch_len};
@@ -195,7 +195,7 @@ impl Seq2Seq {
         if n <= MATVEC_ROWS {
             let mut scratch = vec![0.0; matvec_scratch_len(n, oc)];
             matvec_forward(&mut out, &mut scratch, x, &p[w.w.clone()], bias, n, c, oc, OutIn);
-        } else if n <= FEW_ROWS_MAX {
+        } else if few_rows_pay(n) {
             few_rows_forward(&mut out, x, &p[w.w.clone()], bias, n, c, oc);
         } else {
             matmul_forward(&mut out, x, &p[w.w.clone()], bias, n, c, oc, OutIn);
