@@ -352,10 +352,8 @@ fn few_rows_match_naive_bit_for_bit_and_alone() {
     let path = attn_kernels::few_rows::path();
     eprintln!("few-rows kernel tested on: {path}");
     let detected = attn_kernels::simd::detected();
-    if attn_kernels::simd::active() == detected {
-        if detected < attn_kernels::simd::Level::Avx512 {
-            eprintln!("NOT TESTED: the AVX-512 few-rows kernel (this CPU lacks AVX-512F)");
-        }
+    if attn_kernels::simd::active() == detected && detected < attn_kernels::simd::Level::Avx512 {
+        eprintln!("NOT TESTED: the AVX-512 few-rows kernel (this CPU lacks AVX-512F)");
     }
     for threads in [1, 3] {
         with_threads(threads, || {
