@@ -331,7 +331,19 @@ fn simd_override() -> anyhow::Result<()> {
     }
     // The same for the f32 GEMM (`attn_kernels::matmul::f32_gemm`).
     match std::env::var("ATTN_F32_GEMM").as_deref() {
-        Ok("avx512" | "gemm-crate") | Err(_) => Ok(()),
+        Ok("avx512" | "gemm-crate") | Err(_) => {}
         Ok(v) => anyhow::bail!("ATTN_F32_GEMM={v:?} is not a GEMM: use avx512 or gemm-crate (or unset it for the default, the gemm crate)"),
+    }
+    // And the bf16 path (`attn_kernels::mixed::bf16_path`), which the kernels
+    // would otherwise quietly replace by the default when the name is unknown
+    // or the CPU lacks the path.
+    match std::env::var("ATTN_BF16_PATH").as_deref() {
+        Err(_) => Ok(()),
+        Ok(v @ ("amx" | "avx512-bf16" | "f32-emulated")) => {
+            let got = attn_kernels::mixed::bf16_path();
+            anyhow::ensure!(got == v, "ATTN_BF16_PATH={v:?}: this CPU lacks that path (it runs {got:?}); unset it for the best this CPU has");
+            Ok(())
+        }
+        Ok(v) => anyhow::bail!("ATTN_BF16_PATH={v:?} is not a bf16 path: use amx, avx512-bf16 or f32-emulated (or unset it for the best this CPU has)"),
     }
 }

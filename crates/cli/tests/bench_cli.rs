@@ -63,6 +63,29 @@ fn the_f32_gemm_is_named_and_a_wrong_name_refused() {
 }
 
 #[test]
+fn a_bf16_path_that_is_unknown_or_missing_is_refused() {
+    let run = |value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_attn")).args(["bench", "gemm", "--size", "64"]).env("ATTN_BF16_PATH", value).output().unwrap()
+    };
+    let o = run("fast");
+    assert!(!o.status.success() && common::stderr(&o).contains("ATTN_BF16_PATH=\"fast\" is not a bf16 path"), "{}", common::stderr(&o));
+    // The portable path runs everywhere and is reported as asked.
+    let o = run("f32-emulated");
+    assert!(o.status.success(), "{}", common::stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"bf16_path\":\"f32-emulated\""));
+    // A path this CPU has runs; one it lacks is an error naming what runs instead.
+    let has: Vec<&str> = attn_kernels::mixed::gemm_bf16_paths(1, 1, 1, &[1.0], &[1.0]).into_iter().map(|(name, _)| name).collect();
+    for path in ["amx", "avx512-bf16"] {
+        let o = run(path);
+        if has.contains(&path) {
+            assert!(o.status.success(), "{path}: {}", common::stderr(&o));
+        } else {
+            assert!(!o.status.success() && common::stderr(&o).contains("this CPU lacks that path"), "{path}: {}", common::stderr(&o));
+        }
+    }
+}
+
+#[test]
 fn bench_gemm_shapes_times_each_f32_gemm() {
     let v = json(&["bench", "gemm", "--shapes", "--rounds", "1"]);
     let rows = v["gflops"].as_array().unwrap_or_else(|| panic!("{v}"));
