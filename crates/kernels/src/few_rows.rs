@@ -47,33 +47,46 @@ pub fn few_rows_forward(
     oc: usize,
 ) {
     assert!(out.len() >= n * oc && inp.len() >= n * c && weight.len() >= oc * c && bias.iter().all(|b| b.len() >= oc));
-    for g in (0..n).step_by(LANES) {
-        let rows = LANES.min(n - g);
-        // panel (C, 32): panel[k][j] = inp[g + j][k], zero past the last row.
-        let mut panel = vec![0.0f32; c * LANES];
-        for j in 0..rows {
-            for (k, &x) in inp[(g + j) * c..(g + j + 1) * c].iter().enumerate() {
-                panel[k * LANES + j] = x;
+    // The panel and out^T in this thread's scratch: fresh vectors of this
+    // size (64 + 256 KiB at transformer-base's MLP) came from mmap every call,
+    // and the kernel zeroing their pages was 17% of the time.
+    crate::scratch::with(&BUFFERS, |buf| {
+        let (panel, outt) = buf.get::<f32>((c + oc) * LANES).split_at_mut(c * LANES);
+        for g in (0..n).step_by(LANES) {
+            let rows = LANES.min(n - g);
+            // panel (C, 32): panel[k][j] = inp[g + j][k]. Columns past the
+            // last row keep whatever they held: each column is its own chain
+            // of sums, and those columns of out^T are never read.
+            for j in 0..rows {
+                for (k, &x) in inp[(g + j) * c..(g + j + 1) * c].iter().enumerate() {
+                    panel[k * LANES + j] = x;
+                }
+            }
+            // out^T blocks (TASK_ROWS, 32), each task its own weight rows;
+            // every value is written before it is read.
+            let panel = &*panel;
+            let task = |(t, o): (usize, &mut [f32])| {
+                let r0 = t * TASK_ROWS;
+                block_rows(o, panel, &weight[r0 * c..(r0 + o.len() / LANES) * c], c);
+            };
+            if oc * c >= 1 << 16 {
+                outt.par_chunks_mut(TASK_ROWS * LANES).enumerate().for_each(task);
+            } else {
+                outt.chunks_mut(TASK_ROWS * LANES).enumerate().for_each(task);
+            }
+            for j in 0..rows {
+                let o = &mut out[(g + j) * oc..(g + j + 1) * oc];
+                for (r, y) in o.iter_mut().enumerate() {
+                    *y = outt[r * LANES + j] + bias.map_or(0.0, |b| b[r]);
+                }
             }
         }
-        // out^T blocks (TASK_ROWS, 32), each task its own weight rows.
-        let mut outt = vec![0.0f32; oc * LANES];
-        let task = |(t, o): (usize, &mut [f32])| {
-            let r0 = t * TASK_ROWS;
-            block_rows(o, &panel, &weight[r0 * c..(r0 + o.len() / LANES) * c], c);
-        };
-        if oc * c >= 1 << 16 {
-            outt.par_chunks_mut(TASK_ROWS * LANES).enumerate().for_each(task);
-        } else {
-            outt.chunks_mut(TASK_ROWS * LANES).enumerate().for_each(task);
-        }
-        for j in 0..rows {
-            let o = &mut out[(g + j) * oc..(g + j + 1) * oc];
-            for (r, y) in o.iter_mut().enumerate() {
-                *y = outt[r * LANES + j] + bias.map_or(0.0, |b| b[r]);
-            }
-        }
-    }
+    })
+}
+
+thread_local! {
+    /// `few_rows_forward`'s panel and transposed output, kept between calls.
+    static BUFFERS: std::cell::RefCell<crate::scratch::Scratch> = const { std::cell::RefCell::new(crate::scratch::Scratch::new()) };
 }
 
 /// The kernel `few_rows_forward` runs at the active vector level: "avx512",
