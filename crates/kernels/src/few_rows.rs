@@ -24,10 +24,11 @@ const TASK_ROWS: usize = 48;
 pub const FEW_ROWS_MAX: usize = 64;
 
 /// Whether `n` rows go faster here than through gemm on this CPU: up to
-/// `FEW_ROWS_MAX`, with the AVX-512 kernel. The loops at AVX2 run at a third
-/// of gemm's AVX2 products: beam-4 translation of transformer-base's shapes on
-/// the AVX2 paths (`tools/bench/as_avx2.sh`) went from 259-271 tok/s with
-/// them to 376-389 with gemm, round by round.
+/// `FEW_ROWS_MAX`, with the AVX-512 kernel. The loops at AVX2 ran at 70-100
+/// GFLOP/s on the 2 Zen 5 cores measured, where gemm's AVX2 products reach
+/// 253: beam-4 translation of transformer-base's shapes on the AVX2 paths
+/// (`tools/bench/as_avx2.sh`) went from 259-271 tok/s with them to 376-389
+/// with gemm, round by round.
 pub fn pays(n: usize) -> bool {
     n <= FEW_ROWS_MAX && path() == "avx512"
 }
@@ -49,7 +50,8 @@ pub fn few_rows_forward(
     assert!(out.len() >= n * oc && inp.len() >= n * c && weight.len() >= oc * c && bias.iter().all(|b| b.len() >= oc));
     // The panel and out^T in this thread's scratch: fresh vectors of this
     // size (64 + 256 KiB at transformer-base's MLP) came from mmap every call,
-    // and the kernel zeroing their pages was 17% of the time.
+    // and the kernel zeroing their pages showed in `perf` beside the products
+    // (the criterion benchmark gained 3-8%).
     crate::scratch::with(&BUFFERS, |buf| {
         let (panel, outt) = buf.get::<f32>((c + oc) * LANES).split_at_mut(c * LANES);
         for g in (0..n).step_by(LANES) {
