@@ -30,7 +30,7 @@ pub const FEW_ROWS_MAX: usize = 64;
 /// (`tools/bench/as_avx2.sh`) went from 259-271 tok/s with them to 376-389
 /// with gemm, round by round.
 pub fn pays(n: usize) -> bool {
-    n <= FEW_ROWS_MAX && path() == "avx512"
+    n <= FEW_ROWS_MAX && avx512()
 }
 
 /// out (N, OC) = inp (N, C) @ W^T + bias, W (OC, C) row-major.
@@ -95,16 +95,23 @@ thread_local! {
 /// or "portable" (the loops below, compiled for AVX2 + FMA where the CPU
 /// has it).
 pub fn path() -> &'static str {
-    match crate::simd::active() {
-        crate::simd::Level::Avx512 if cfg!(target_arch = "x86_64") => "avx512",
-        _ => "portable",
+    if avx512() {
+        "avx512"
+    } else {
+        "portable"
     }
+}
+
+/// The AVX-512 kernel runs: the one question `pays`, `path` and
+/// `block_rows` ask.
+fn avx512() -> bool {
+    cfg!(target_arch = "x86_64") && crate::simd::active() == crate::simd::Level::Avx512
 }
 
 /// o (rows, 32) = w (rows, C) @ panel (C, 32), R weight rows at a time.
 fn block_rows(o: &mut [f32], panel: &[f32], w: &[f32], c: usize) {
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::active() == crate::simd::Level::Avx512 {
+    if avx512() {
         // SAFETY: the active level implies AVX-512F; the slices hold (rows, C) and (C, 32).
         return unsafe { x86::block_rows(o, panel, w, c) };
     }

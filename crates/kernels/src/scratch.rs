@@ -1,6 +1,6 @@
 //! Per-thread scratch on 64-byte boundaries, kept between calls so that a
-//! GEMM packs its operands into memory already paged in (and a vector row
-//! never straddles two cache lines).
+//! GEMM packs its operands (and the few-rows product builds its panel) in
+//! memory already paged in, and a vector row never straddles two cache lines.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
@@ -35,7 +35,8 @@ impl Scratch {
 }
 
 /// Runs `f` on this thread's buffer in `key`, or on a fresh one when that is
-/// in use: a thread that runs another GEMM's task while it waits inside one.
+/// in use: a thread that runs another product's task while it waits inside
+/// one of its own.
 pub(crate) fn with<R>(key: &'static LocalKey<RefCell<Scratch>>, f: impl FnOnce(&mut Scratch) -> R) -> R {
     key.with(|cell| {
         let (mut own, mut kept) = (Scratch::new(), cell.try_borrow_mut());
