@@ -87,6 +87,7 @@ async fn shutdown_lets_requests_in_flight_finish() {
     let (client, url) = (s.client.clone(), format!("{}/v1/completions", s.url));
     let inflight = tokio::spawn(async move { client.post(url).json(&body).send().await.unwrap().json::<Value>().await.unwrap() });
     assert!(eventually(10, || async { s.metric("attn_slots_busy").await == 1.0 }).await);
+    assert!(!inflight.is_finished(), "the request finished before the shutdown: nothing was in flight");
     s.shutdown();
     let r = inflight.await.unwrap();
     assert_eq!(r["usage"]["completion_tokens"], 1000, "{r}");
