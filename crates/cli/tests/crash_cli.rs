@@ -106,8 +106,17 @@ fn a_second_run_into_a_live_runs_folder_is_refused() {
     let data = corpus(dir.path());
     let out = dir.path().join("run");
     let (data_s, out_s) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let first = Command::new(env!("CARGO_BIN_EXE_attn")).args(args(data_s, out_s, "60")).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let first = Command::new(env!("CARGO_BIN_EXE_attn")).args(args(data_s, out_s, "200")).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    // Live: it has written a checkpoint (so it holds the lock, and there is
+    // something to resume), and 200 steps with a checkpoint at each take
+    // seconds, not the milliseconds the checks need. (A fixed 300 ms wait
+    // could land before a slow machine's run took the lock, or after a fast
+    // machine's 60-step run had ended.)
+    let t0 = std::time::Instant::now();
+    while !out.join("trainer_state.safetensors").exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the first run wrote no checkpoint in 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     for extra in [vec!["--overwrite"], vec!["--resume"]] {
         let o = attn(&[args(data_s, out_s, "5"), extra.clone()].concat());
         assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
@@ -116,7 +125,7 @@ fn a_second_run_into_a_live_runs_folder_is_refused() {
     }
     let o = first.wait_with_output().unwrap();
     assert!(o.status.success(), "the first run: {}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(steps_logged(&out), (1..=60).collect::<Vec<_>>(), "the first run is whole");
+    assert_eq!(steps_logged(&out), (1..=200).collect::<Vec<_>>(), "the first run is whole");
     assert!(!dir.path().join(".run.attn-lock").exists(), "the lock is released");
 }
 
