@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use attn_generate::{search, EarlyStopping, SearchConfig};
+use attn_generate::{search, SearchConfig};
 use attn_model::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig};
 use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
 use rand::{Rng, SeedableRng};
@@ -62,7 +62,7 @@ pub fn bench_translate(dir: &Path, data: &Path, beam: usize, max_new: usize, bat
     let texts: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split('\t').next().unwrap_or(l)).collect();
     anyhow::ensure!(!texts.is_empty() && beam >= 1 && batch >= 1, "need sources in --data, --beam >= 1 and --batch-size >= 1");
     let sources = texts.iter().map(|t| crate::translate::source_ids(&model, tok.as_ref(), t)).collect::<anyhow::Result<Vec<_>>>()?;
-    let cfg = SearchConfig { max_new_tokens: max_new, num_beams: beam, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic };
+    let cfg = SearchConfig { max_new_tokens: max_new, num_beams: beam, ..Default::default() };
     let run = || -> anyhow::Result<(f64, usize)> {
         let t0 = Instant::now();
         let mut generated = 0;

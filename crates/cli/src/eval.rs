@@ -21,9 +21,9 @@ pub struct EvalArgs {
     /// for an encoder-decoder, source<TAB>target pairs
     #[arg(long)]
     data: PathBuf,
-    /// Encoder-decoders: beam width of the translations BLEU and chrF score (1: greedy)
-    #[arg(long, default_value_t = 1, value_parser = crate::count)]
-    beam: usize,
+    /// Encoder-decoders: beam width of the translations BLEU and chrF score, 1 is greedy [default: the folder's num_beams, else 1]
+    #[arg(long, value_parser = crate::count)]
+    beam: Option<usize>,
     /// Window length (default: the model's context; use the training --seq-len
     /// to reproduce a run's final val loss); classifiers: texts are cut to it (default: at most 512)
     #[arg(long, value_parser = crate::count)]

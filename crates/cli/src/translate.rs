@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use attn_generate::{search, EarlyStopping, SearchConfig};
+use attn_generate::{search, SearchConfig, Seq2SeqSettings};
 use attn_model::{EncoderMemory, Seq2Seq, Seq2SeqConfig};
 use attn_tokenizer::Tokenizer;
 use attn_train::optim::DecayRule;
@@ -26,13 +26,13 @@ pub struct TranslateArgs {
     /// A file of texts, one a line (a source<TAB>target file's targets are ignored)
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Beam width (1: greedy)
-    #[arg(long, default_value_t = 1, value_parser = crate::count)]
-    beam: usize,
-    /// Beam scores are log-probability sums divided by length^A
-    #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
-    length_penalty: f32,
-    /// Tokens to generate at most, EOS included (default: twice the source's tokens plus 16, within the model's positions)
+    /// Beam width, 1 is greedy [default: the folder's num_beams, else 1]
+    #[arg(long, value_parser = crate::count)]
+    beam: Option<usize>,
+    /// Beam scores are log-probability sums divided by length^A [default: the folder's, else 1.0]
+    #[arg(long, allow_negative_numbers = true)]
+    length_penalty: Option<f32>,
+    /// Tokens to generate at most, EOS included [default: the folder's max_new_tokens or max_length - 1, else twice the source's tokens plus 16; within the model's positions]
     #[arg(long, value_parser = crate::count)]
     max_new_tokens: Option<usize>,
     /// Sources per batch (speed only)
@@ -96,24 +96,49 @@ pub fn encode_batch(model: &Seq2Seq, sources: &[Vec<u32>]) -> anyhow::Result<(En
     Ok((model.encode_sources(&src, &sources.iter().map(Vec::len).collect::<Vec<_>>(), s)?, s))
 }
 
-/// Translates `texts` in batches; ids are the generated tokens without the EOS.
-pub fn translate_texts(
-    model: &Seq2Seq,
-    tok: &dyn Tokenizer,
-    texts: &[String],
-    beam: usize,
-    length_penalty: f32,
+/// How to decode: the flags given, else the model folder's generation
+/// settings (as transformers' `generate()` reads them), else attn's
+/// defaults. The folder's settings attn does not apply are named on stderr.
+pub struct Decoding {
+    /// max_new_tokens is set per batch from `max_new`.
+    search: SearchConfig,
     max_new: Option<usize>,
-    batch: usize,
-) -> anyhow::Result<Vec<Translated>> {
+}
+
+impl Decoding {
+    pub fn new(dir: &Path, model: &Seq2Seq, beam: Option<usize>, length_penalty: Option<f32>, max_new: Option<usize>) -> anyhow::Result<Decoding> {
+        let s = Seq2SeqSettings::from_dir(dir, model.vocab_size(), model.config.eos_token_id)?;
+        for field in &s.ignored {
+            eprintln!("note: {field}: not applied by attn's greedy and beam search");
+        }
+        let search = SearchConfig {
+            max_new_tokens: 0,
+            num_beams: beam.or(s.num_beams).unwrap_or(1),
+            length_penalty: length_penalty.or(s.length_penalty).unwrap_or(1.0),
+            early_stopping: s.early_stopping.unwrap_or(attn_generate::EarlyStopping::Heuristic),
+            rules: s.rules,
+        };
+        // A folder's max_length (opus-mt: 512) may name every position, one of
+        // which is the start token's; a flag asking past them is refused.
+        let folder_max = s.max_new_tokens.map(|n| n.min(model.config.n_ctx - 1));
+        Ok(Decoding { search, max_new: max_new.or(folder_max) })
+    }
+
+    pub fn beam(&self) -> usize {
+        self.search.num_beams
+    }
+}
+
+/// Translates `texts` in batches; ids are the generated tokens without the EOS.
+pub fn translate_texts(model: &Seq2Seq, tok: &dyn Tokenizer, texts: &[String], how: &Decoding, batch: usize) -> anyhow::Result<Vec<Translated>> {
     let (pad, eos) = (model.config.pad_token_id, model.config.eos_token_id);
     let limit = model.config.n_ctx;
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch.max(1)) {
         let ids = chunk.iter().map(|t| source_ids(model, tok, t)).collect::<anyhow::Result<Vec<_>>>()?;
         let (mem, s) = encode_batch(model, &ids)?;
-        let max_new_tokens = max_new.unwrap_or((2 * s + 16).min(limit - 1));
-        let cfg = SearchConfig { max_new_tokens, num_beams: beam, length_penalty, early_stopping: EarlyStopping::Heuristic };
+        let max_new_tokens = how.max_new.unwrap_or((2 * s + 16).min(limit - 1));
+        let cfg = SearchConfig { max_new_tokens, ..how.search.clone() };
         for (h, text) in search(model, &mem, &cfg)?.into_iter().zip(chunk) {
             let ids: Vec<u32> = h.ids.iter().copied().filter(|&x| x != eos && x != pad).collect();
             let text_out = tok.decode(&ids)?;
@@ -134,7 +159,8 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(!texts.is_empty(), "nothing to translate: give TEXT arguments or --data FILE");
     let (model, tok) = load_seq2seq(&a.model)?;
-    let out = translate_texts(&model, tok.as_ref(), &texts, a.beam, a.length_penalty, a.max_new_tokens, a.batch_size)?;
+    let how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens)?;
+    let out = translate_texts(&model, tok.as_ref(), &texts, &how, a.batch_size)?;
     let mut stdout = std::io::stdout().lock();
     if a.json {
         crate::print_or_quiet(&mut stdout, &format!("{}\n", serde_json::to_string(&serde_json::json!({ "translations": out }))?))?;
@@ -148,8 +174,10 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
 
 /// `attn eval` on an encoder-decoder: loss over every target token (EOS
 /// included, no label smoothing), and BLEU / chrF of the translations.
-pub fn eval(model_dir: &Path, data: &Path, beam: usize, json: bool) -> anyhow::Result<()> {
+pub fn eval(model_dir: &Path, data: &Path, beam: Option<usize>, json: bool) -> anyhow::Result<()> {
     let (mut model, tok) = load_seq2seq(model_dir)?;
+    let how = Decoding::new(model_dir, &model, beam, None, None)?;
+    let beam = how.beam();
     let pairs = read_tsv(&[data.to_path_buf()])?;
     let (ids, kept) = attn_train::pairs::encode_pairs(tok.as_ref(), &pairs, model.config.n_ctx)?;
     let long = pairs.len() - kept.len();
@@ -157,7 +185,7 @@ pub fn eval(model_dir: &Path, data: &Path, beam: usize, json: bool) -> anyhow::R
     let (nats, tokens) = attn_train::translation::score_pairs(&mut model, &ids, 4096)?;
     let sources: Vec<String> = kept.iter().map(|&i| pairs[i].0.clone()).collect();
     let refs: Vec<String> = kept.iter().map(|&i| pairs[i].1.clone()).collect();
-    let hyps: Vec<String> = translate_texts(&model, tok.as_ref(), &sources, beam, 1.0, None, 16)?.into_iter().map(|t| t.text).collect();
+    let hyps: Vec<String> = translate_texts(&model, tok.as_ref(), &sources, &how, 16)?.into_iter().map(|t| t.text).collect();
     let loss = nats / tokens as f64;
     let r = serde_json::json!({
         "loss": loss,

@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 
 use common::{attn, stderr};
+use serde_json::json;
 
 /// English -> Spanish word lists, 1 to 5 words a pair.
 fn pairs(dir: &Path) -> (String, String, String) {
@@ -350,4 +351,39 @@ fn marian_sentencepiece_folder_translates_as_transformers() {
     assert!(o.status.success(), "{}", stderr(&o));
     let got: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(got["target_ids"], case["target_ids"], "target ids of {text:?}");
+}
+
+/// Without flags, `attn translate` decodes as the folder's
+/// generation_config.json says (here beam 3 and 12 tokens, which give the
+/// fixture's beam-3 ids); flags win over it; settings attn's search does not
+/// apply are named on stderr rather than dropped silently.
+#[test]
+fn a_folders_generation_config_sets_the_defaults() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("marian_spm_ids.json")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(root.join("marian_spm")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let gen = dir.path().join("generation_config.json");
+    let mut g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gen).unwrap()).unwrap();
+    for (k, v) in [("num_beams", json!(3)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("repetition_penalty", json!(1.2))] {
+        g[k] = v;
+    }
+    std::fs::write(&gen, g.to_string()).unwrap();
+    let m = dir.path().to_str().unwrap();
+    for (flags, beam) in [(vec![], 3), (vec!["--beam", "1"], 1)] {
+        let case = fixture["generate"].as_array().unwrap().iter().find(|c| c["beam"] == beam && c["source"].as_str().unwrap().starts_with("The LORD")).unwrap();
+        let o = attn(&[vec!["translate", "--model", m, "--json"], flags, vec![case["source"].as_str().unwrap()]].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(got["translations"][0]["ids"], case["ids"], "beam {beam}");
+        let err = stderr(&o);
+        assert!(err.contains("do_sample = true") && err.contains("repetition_penalty = 1.2") && err.contains("generation_config.json"), "{err}");
+    }
+    // A setting attn can't read is an error naming the file and the field.
+    std::fs::write(&gen, r#"{"num_beams": "four"}"#).unwrap();
+    let o = attn(&["translate", "--model", m, "light"]);
+    assert!(!o.status.success() && stderr(&o).contains("generation_config.json") && stderr(&o).contains("\"num_beams\""), "{}", stderr(&o));
 }

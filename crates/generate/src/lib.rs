@@ -12,11 +12,15 @@
 //! ```
 
 mod config;
+mod rules;
 mod search;
+mod seq2seq_settings;
 mod stream;
 
 pub use config::GenerationConfig;
+pub use rules::Rules;
 pub use search::{search, EarlyStopping, Hypothesis, SearchConfig};
+pub use seq2seq_settings::Seq2SeqSettings;
 pub use stream::{StopStrings, TextStream, Utf8Stream};
 
 use attn_model::Transformer;

@@ -2,8 +2,9 @@
 //! sources, encoded once, stepping the decoder with its KV cache.
 //!
 //! Both follow transformers' `generate()` so that the same model gives the
-//! same tokens: `max_new_tokens` counts the EOS; with `forced_eos_token_id`
-//! the last allowed token is EOS; beam search keeps 2K candidates a step,
+//! same tokens: `max_new_tokens` counts the EOS; each hypothesis's next
+//! token obeys the folder's rules (`rules.rs`: with `forced_eos_token_id` the
+//! last allowed token is EOS, and so on); beam search keeps 2K candidates a step,
 //! scores a finished hypothesis by sum(log p) / length^length_penalty (length
 //! = tokens generated, EOS included), and stops, with `early_stopping` false,
 //! when the best running beam, scored at its current length, cannot beat the
@@ -11,6 +12,7 @@
 
 use attn_model::{EncoderMemory, Seq2Seq};
 
+use crate::rules::Rules;
 use crate::GenerateError;
 
 /// transformers' `early_stopping`: when beam search may stop.
@@ -24,7 +26,7 @@ pub enum EarlyStopping {
     Never,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct SearchConfig {
     /// Tokens to generate at most, EOS included.
     pub max_new_tokens: usize,
@@ -32,11 +34,13 @@ pub struct SearchConfig {
     pub num_beams: usize,
     pub length_penalty: f32,
     pub early_stopping: EarlyStopping,
+    /// What may come next (a folder's generation settings: `Seq2SeqSettings`).
+    pub rules: Rules,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { max_new_tokens: 64, num_beams: 1, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic }
+        SearchConfig { max_new_tokens: 64, num_beams: 1, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic, rules: Rules::default() }
     }
 }
 
@@ -61,15 +65,17 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
     row.iter().map(|&x| x - lse).collect()
 }
 
-/// Logits processors transformers applies by default for these models: at
-/// the last allowed position only the forced EOS remains (with score 0).
-fn force_eos(model: &Seq2Seq, scores: &mut [f32], cur_len: usize, max_length: usize) {
-    if let Some(eos) = model.config.forced_eos_token_id {
-        if cur_len + 1 == max_length {
-            scores.fill(f32::NEG_INFINITY);
-            scores[eos as usize] = 0.0;
-        }
-    }
+/// The decoder sequence of a hypothesis (start token first) and the rules
+/// applied to its next token's scores.
+fn apply_rules(model: &Seq2Seq, cfg: &SearchConfig, start: u32, ids: &[u32], scores: &mut [f32], max_length: usize) {
+    let mut seq = Vec::with_capacity(ids.len() + 1);
+    seq.push(start);
+    seq.extend_from_slice(ids);
+    cfg.rules.apply(&seq, scores, model.config.eos_token_id, model.config.forced_eos_token_id, max_length);
+}
+
+fn start_token(model: &Seq2Seq, cfg: &SearchConfig) -> u32 {
+    cfg.rules.decoder_start_token_id.unwrap_or(model.config.decoder_start_token_id)
 }
 
 fn check(model: &Seq2Seq, cfg: &SearchConfig) -> Result<(), GenerateError> {
@@ -108,8 +114,9 @@ fn greedy(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Ve
     let max_length = cfg.max_new_tokens + 1;
     let mut cache = model.new_decoder_cache(mem, 1, max_length)?;
     let mut out: Vec<Hypothesis> = (0..b).map(|_| Hypothesis { ids: Vec::new(), score: 0.0, finished: false }).collect();
-    let mut tokens = vec![model.config.decoder_start_token_id; b];
-    for cur_len in 1..max_length {
+    let start = start_token(model, cfg);
+    let mut tokens = vec![start; b];
+    for _ in 1..max_length {
         let logits = model.decode_step(&tokens, &mut cache, mem)?;
         for (i, h) in out.iter_mut().enumerate() {
             if h.finished {
@@ -118,7 +125,7 @@ fn greedy(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Ve
                 continue;
             }
             let mut row = logits[i * v..][..v].to_vec();
-            force_eos(model, &mut row, cur_len, max_length);
+            apply_rules(model, cfg, start, &h.ids, &mut row, max_length);
             // The first of equal maxima, as torch.argmax picks.
             let next = row.iter().enumerate().fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
             h.score += log_softmax(&logits[i * v..][..v])[next];
@@ -161,7 +168,8 @@ fn beam_search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Resu
             open: true,
         })
         .collect();
-    let mut tokens = vec![model.config.decoder_start_token_id; b * k];
+    let start = start_token(model, cfg);
+    let mut tokens = vec![start; b * k];
     for cur_len in 1..max_length {
         let logits = model.decode_step(&tokens, &mut cache, mem)?;
         let mut from = vec![0usize; b * k];
@@ -169,9 +177,9 @@ fn beam_search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Resu
         for (i, bm) in beams.iter_mut().enumerate() {
             // Accumulated scores of every (beam, token), flattened to K * V.
             let mut acc = Vec::with_capacity(k * v);
-            for (j, (_, score)) in bm.running.iter().enumerate() {
+            for (j, (ids, score)) in bm.running.iter().enumerate() {
                 let mut lp_row = log_softmax(&logits[(i * k + j) * v..][..v]);
-                force_eos(model, &mut lp_row, cur_len, max_length);
+                apply_rules(model, cfg, start, ids, &mut lp_row, max_length);
                 acc.extend(lp_row.iter().map(|&x| x + score));
             }
             let top = top_indices(&acc, keep);

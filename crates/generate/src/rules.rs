@@ -1,0 +1,133 @@
+//! The rules a model folder's generation settings put on an encoder-decoder's
+//! next token (transformers' logits processors of the same names), applied
+//! to one hypothesis' scores in transformers' order, so that a folder decodes
+//! to the same tokens as `generate()` with no arguments:
+//!
+//! no_repeat_ngram_size, bad_words_ids, min_length / min_new_tokens,
+//! forced_bos_token_id, forced_eos_token_id.
+//!
+//! Every rule sets a score to -inf (and a forced token's to 0), so applying
+//! them to logits (greedy) or to log-probabilities (beam search, as
+//! transformers does) picks the same tokens.
+
+/// Rules for the next token of every hypothesis. The default is what
+/// transformers applies to a folder that sets nothing but the model config's
+/// `forced_eos_token_id`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rules {
+    /// EOS is refused while the decoder sequence, start token included, is
+    /// shorter than this (min_length, or 1 + min_new_tokens, the larger).
+    pub min_length: usize,
+    /// No n-gram of this many tokens occurs twice in a decoder sequence (the
+    /// start token counts); 0 is off.
+    pub no_repeat_ngram_size: usize,
+    /// Token sequences never produced: a sequence's last token is refused
+    /// where the hypothesis ends with the rest of it (a one-token sequence:
+    /// always). A sequence that is just the EOS is dropped, as transformers
+    /// drops it.
+    pub bad_words: Vec<Vec<u32>>,
+    /// The first generated token.
+    pub forced_bos_token_id: Option<u32>,
+    /// The token forced at the last position: `None` takes the model config's
+    /// `forced_eos_token_id`; `Some(None)` forces none (a generation_config.json
+    /// without the field).
+    pub forced_eos_token_id: Option<Option<u32>>,
+    /// The decoder's first input; `None` takes the model config's.
+    pub decoder_start_token_id: Option<u32>,
+}
+
+impl Rules {
+    /// Applies the rules to `scores` (V) of the hypothesis whose decoder
+    /// sequence so far (start token first) is `seq`; the next token is
+    /// position `seq.len()` of at most `max_length`.
+    pub(crate) fn apply(&self, seq: &[u32], scores: &mut [f32], eos: u32, forced_eos: Option<u32>, max_length: usize) {
+        let cur_len = seq.len();
+        let mut ban = |t: u32| {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        };
+        let n = self.no_repeat_ngram_size;
+        if n > 0 && cur_len + 1 >= n {
+            // Every earlier n-gram whose first n-1 tokens equal the last n-1.
+            let prefix = &seq[cur_len + 1 - n..];
+            for w in seq.windows(n) {
+                if &w[..n - 1] == prefix {
+                    ban(w[n - 1]);
+                }
+            }
+        }
+        for w in &self.bad_words {
+            let Some((&last, rest)) = w.split_last() else { continue };
+            if (rest.is_empty() && last == eos) || rest.len() > cur_len {
+                continue;
+            }
+            if seq.ends_with(rest) {
+                ban(last);
+            }
+        }
+        if cur_len < self.min_length {
+            ban(eos);
+        }
+        let force = |scores: &mut [f32], t: u32| {
+            if (t as usize) < scores.len() {
+                scores.fill(f32::NEG_INFINITY);
+                scores[t as usize] = 0.0;
+            }
+        };
+        if let Some(bos) = self.forced_bos_token_id {
+            if cur_len == 1 {
+                force(scores, bos);
+            }
+        }
+        if let Some(eos) = self.forced_eos_token_id.unwrap_or(forced_eos) {
+            if cur_len + 1 == max_length {
+                force(scores, eos);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn banned(r: &Rules, seq: &[u32]) -> Vec<u32> {
+        let mut s = vec![0.0f32; 10];
+        r.apply(seq, &mut s, 2, None, 100);
+        (0..10).filter(|&i| s[i as usize] == f32::NEG_INFINITY).collect()
+    }
+
+    #[test]
+    fn no_repeat_ngrams_count_the_start_token() {
+        let r = Rules { no_repeat_ngram_size: 2, ..Default::default() };
+        // Bigrams (1,5), (5,7), (7,5): after 5 the 7 is refused.
+        assert_eq!(banned(&r, &[1, 5, 7, 5]), vec![7]);
+        let r = Rules { no_repeat_ngram_size: 1, ..Default::default() };
+        assert_eq!(banned(&r, &[1, 5, 7]), vec![1, 5, 7]);
+        let r = Rules { no_repeat_ngram_size: 3, ..Default::default() };
+        assert_eq!(banned(&r, &[1, 5]), Vec::<u32>::new());
+    }
+
+    #[test]
+    fn bad_words_min_length_and_forced_tokens() {
+        let r = Rules { bad_words: vec![vec![4], vec![6, 8], vec![2]], min_length: 3, ..Default::default() };
+        // [2] alone is the EOS: dropped. min_length refuses the EOS until 3 tokens.
+        assert_eq!(banned(&r, &[1, 6]), vec![2, 4, 8]);
+        assert_eq!(banned(&r, &[1, 6, 7]), vec![4]);
+        let r = Rules { forced_bos_token_id: Some(3), ..Default::default() };
+        let mut s = vec![0.5f32; 5];
+        r.apply(&[1], &mut s, 2, Some(2), 10);
+        assert_eq!(s, [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY]);
+        // The forced EOS comes after min_length, so it wins at the limit;
+        // Some(None) turns the model's forced EOS off.
+        let r = Rules { min_length: 50, ..Default::default() };
+        let mut s = vec![0.5f32; 5];
+        r.apply(&[1, 3], &mut s, 2, Some(2), 3);
+        assert_eq!(s[2], 0.0);
+        let r = Rules { forced_eos_token_id: Some(None), ..Default::default() };
+        let mut s = vec![0.5f32; 5];
+        r.apply(&[1, 3], &mut s, 2, Some(2), 3);
+        assert_eq!(s, [0.5; 5]);
+    }
+}

@@ -1,0 +1,79 @@
+"""Writes testdata/seq2seq/generation.json: what transformers' generate()
+produces when a model folder's own generation settings drive it (no
+arguments besides the inputs), for the random-init Marian and BART folders
+of seq2seq_golden.py and the same padded batch of two sources.
+
+Each case names a folder, where its settings live (generation_config.json,
+or config.json's legacy keys when a folder has no generation_config.json,
+as transformers 4.x folders often do) and the settings, which mirror real
+checkpoints: bart-large-cnn's (forced BOS, no_repeat_ngram_size 3,
+min_length, length_penalty 2, early_stopping true), opus-mt's (bad_words_ids
+= [[pad]], num_beams, max_length), and the corners where the rules meet (a
+min_length past the length limit, where the forced EOS wins; a two-token
+bad word; early_stopping "never"). The test copies a folder, writes the
+settings where the case says, runs `attn`'s search with the settings read
+from the folder and compares token for token.
+
+Run after seq2seq_golden.py: .cache/venv-ref5/bin/python tools/reference/seq2seq_generation_golden.py
+"""
+import json
+import os
+import shutil
+import tempfile
+
+import torch
+from safetensors.torch import load_file
+from transformers import BartForConditionalGeneration, MarianMTModel
+
+SEQ = "testdata/seq2seq"
+CLASSES = {"marian": MarianMTModel, "bart": BartForConditionalGeneration}
+CASES = [
+    ("bart-cnn-like", "bart", "generation_config.json",
+     {"num_beams": 4, "length_penalty": 2.0, "early_stopping": True, "no_repeat_ngram_size": 3, "min_length": 12,
+      "max_length": 30, "forced_bos_token_id": 0, "forced_eos_token_id": 2, "decoder_start_token_id": 2,
+      "bos_token_id": 0, "eos_token_id": 2, "pad_token_id": 1}),
+    ("bart-greedy-rules", "bart", "generation_config.json",
+     {"no_repeat_ngram_size": 2, "min_new_tokens": 8, "max_new_tokens": 20, "bad_words_ids": [[5], [23, 23], [9, 9]],
+      "decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}),
+    # No forced_eos_token_id in the file: transformers then forces none, even
+    # though config.json names one.
+    ("bart-no-forced-eos", "bart", "generation_config.json",
+     {"num_beams": 3, "max_new_tokens": 16, "decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}),
+    ("marian-opus-like", "marian", "config.json",
+     {"num_beams": 3, "max_length": 25, "bad_words_ids": [[60], [53, 53]], "length_penalty": 0.6}),
+    ("marian-min-past-limit", "marian", "generation_config.json",
+     {"num_beams": 2, "min_length": 40, "max_new_tokens": 18, "early_stopping": "never", "forced_eos_token_id": 0,
+      "decoder_start_token_id": 60, "eos_token_id": 0, "pad_token_id": 60}),
+    ("marian-greedy-ngram", "marian", "config.json",
+     {"no_repeat_ngram_size": 1, "max_new_tokens": 24}),
+]
+
+golden = load_file(f"{SEQ}/golden.safetensors")
+out = {"transformers": __import__("transformers").__version__, "torch": torch.__version__, "cases": []}
+for name, folder, where, settings in CASES:
+    with tempfile.TemporaryDirectory() as tmp:
+        for f in os.listdir(f"{SEQ}/{folder}"):
+            shutil.copy(f"{SEQ}/{folder}/{f}", tmp)
+        if where == "config.json":
+            cfg = json.load(open(f"{tmp}/config.json"))
+            cfg.update(settings)
+            json.dump(cfg, open(f"{tmp}/config.json", "w"), indent=2)
+        else:
+            json.dump(settings, open(f"{tmp}/generation_config.json", "w"), indent=2)
+        model = CLASSES[folder].from_pretrained(tmp).eval()
+        src = golden[f"{folder}.src"].long()
+        lens = golden[f"{folder}.src_len"].long()
+        mask = (torch.arange(src.shape[1])[None, :] < lens[:, None]).long()
+        with torch.no_grad():
+            gen = model.generate(input_ids=src, attention_mask=mask)
+    pad, eos = model.config.pad_token_id, model.config.eos_token_id
+    rows = []
+    for row in gen.tolist():
+        # The tokens after the start token, up to and including the first EOS.
+        ids = row[1:]
+        if eos in ids:
+            ids = ids[: ids.index(eos) + 1]
+        rows.append(ids)
+    print(name, rows)
+    out["cases"].append({"name": name, "folder": folder, "file": where, "settings": settings, "expect": rows})
+json.dump(out, open(f"{SEQ}/generation.json", "w"), indent=1)
