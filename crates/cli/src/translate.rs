@@ -35,6 +35,9 @@ pub struct TranslateArgs {
     /// Tokens to generate at most, EOS included [default: the folder's max_new_tokens or max_length - 1, else twice the source's tokens plus 16; within the model's positions]
     #[arg(long, value_parser = crate::count)]
     max_new_tokens: Option<usize>,
+    /// No run of N tokens appears twice in a translation; 0 is off [default: the folder's no_repeat_ngram_size, else 0]
+    #[arg(long)]
+    no_repeat_ngram_size: Option<usize>,
     /// Sources per batch (speed only)
     #[arg(long, default_value_t = 16, value_parser = crate::count)]
     batch_size: usize,
@@ -106,8 +109,19 @@ pub struct Decoding {
 }
 
 impl Decoding {
-    pub fn new(dir: &Path, model: &Seq2Seq, beam: Option<usize>, length_penalty: Option<f32>, max_new: Option<usize>) -> anyhow::Result<Decoding> {
-        let s = Seq2SeqSettings::from_dir(dir, model.vocab_size(), model.config.eos_token_id)?;
+    /// `beam`, `length_penalty`, `max_new` and `no_repeat` are the flags' values, when given.
+    pub fn new(
+        dir: &Path,
+        model: &Seq2Seq,
+        beam: Option<usize>,
+        length_penalty: Option<f32>,
+        max_new: Option<usize>,
+        no_repeat: Option<usize>,
+    ) -> anyhow::Result<Decoding> {
+        let mut s = Seq2SeqSettings::from_dir(dir, model.vocab_size(), model.config.eos_token_id)?;
+        if let Some(n) = no_repeat {
+            s.rules.no_repeat_ngram_size = n;
+        }
         for field in &s.ignored {
             eprintln!("note: {field}: not applied by attn's greedy and beam search");
         }
@@ -159,7 +173,7 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
     };
     anyhow::ensure!(!texts.is_empty(), "nothing to translate: give TEXT arguments or --data FILE");
     let (model, tok) = load_seq2seq(&a.model)?;
-    let how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens)?;
+    let how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens, a.no_repeat_ngram_size)?;
     let out = translate_texts(&model, tok.as_ref(), &texts, &how, a.batch_size)?;
     let mut stdout = std::io::stdout().lock();
     if a.json {
@@ -176,7 +190,7 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
 /// included, no label smoothing), and BLEU / chrF of the translations.
 pub fn eval(model_dir: &Path, data: &Path, beam: Option<usize>, json: bool) -> anyhow::Result<()> {
     let (mut model, tok) = load_seq2seq(model_dir)?;
-    let how = Decoding::new(model_dir, &model, beam, None, None)?;
+    let how = Decoding::new(model_dir, &model, beam, None, None, None)?;
     let beam = how.beam();
     let pairs = read_tsv(&[data.to_path_buf()])?;
     let (ids, kept) = attn_train::pairs::encode_pairs(tok.as_ref(), &pairs, model.config.n_ctx)?;

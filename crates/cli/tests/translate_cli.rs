@@ -382,6 +382,12 @@ fn a_folders_generation_config_sets_the_defaults() {
         let err = stderr(&o);
         assert!(err.contains("do_sample = true") && err.contains("repetition_penalty = 1.2") && err.contains("generation_config.json"), "{err}");
     }
+    // --no-repeat-ngram-size 1: no token twice (the greedy fixture repeats one).
+    let o = attn(&["translate", "--model", m, "--beam", "1", "--no-repeat-ngram-size", "1", "--json", "The LORD is my shepherd: I shall not want."]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let ids: Vec<u64> = got["translations"][0]["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
+    assert!(ids.len() > 2 && ids.iter().collect::<std::collections::HashSet<_>>().len() == ids.len(), "{ids:?}");
     // A setting attn can't read is an error naming the file and the field.
     std::fs::write(&gen, r#"{"num_beams": "four"}"#).unwrap();
     let o = attn(&["translate", "--model", m, "light"]);
