@@ -23,7 +23,7 @@ pub struct TranslateArgs {
     /// Texts to translate
     #[arg(conflicts_with = "data")]
     text: Vec<String>,
-    /// A file of texts, one a line (a source<TAB>target file's targets are ignored)
+    /// A file of texts, one a line, or - for standard input (a source<TAB>target file's targets are ignored); a blank line gives a blank line
     #[arg(long)]
     data: Option<PathBuf>,
     /// Beam width, 1 is greedy [default: the folder's num_beams, else 1]
@@ -164,17 +164,28 @@ pub fn translate_texts(model: &Seq2Seq, tok: &dyn Tokenizer, texts: &[String], h
 
 pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let texts: Vec<String> = match &a.data {
+    let lines: Vec<String> = match &a.data {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            text.lines().filter(|l| !l.trim().is_empty()).map(|l| l.split('\t').next().unwrap_or(l).to_string()).collect()
+            let text = if p.as_os_str() == "-" {
+                let mut t = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut t).context("reading the texts from standard input")?;
+                t
+            } else {
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?
+            };
+            text.lines().map(|l| l.split('\t').next().unwrap_or(l).to_string()).collect()
         }
         None => a.text.clone(),
     };
+    // Blank lines are kept as blank translations, so that line i of the
+    // output is the translation of line i of the input.
+    let texts: Vec<String> = lines.iter().filter(|l| !l.trim().is_empty()).cloned().collect();
     anyhow::ensure!(!texts.is_empty(), "nothing to translate: give TEXT arguments or --data FILE");
     let (model, tok) = load_seq2seq(&a.model)?;
     let how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens, a.no_repeat_ngram_size)?;
-    let out = translate_texts(&model, tok.as_ref(), &texts, &how, a.batch_size)?;
+    let mut done = translate_texts(&model, tok.as_ref(), &texts, &how, a.batch_size)?.into_iter();
+    let blank = |l: &String| Translated { source: l.clone(), text: String::new(), ids: Vec::new(), score: 0.0 };
+    let out: Vec<Translated> = lines.iter().map(|l| if l.trim().is_empty() { blank(l) } else { done.next().expect("one per text") }).collect();
     let mut stdout = std::io::stdout().lock();
     if a.json {
         crate::print_or_quiet(&mut stdout, &format!("{}\n", serde_json::to_string(&serde_json::json!({ "translations": out }))?))?;

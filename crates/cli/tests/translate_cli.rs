@@ -393,3 +393,25 @@ fn a_folders_generation_config_sets_the_defaults() {
     let o = attn(&["translate", "--model", m, "light"]);
     assert!(!o.status.success() && stderr(&o).contains("generation_config.json") && stderr(&o).contains("\"num_beams\""), "{}", stderr(&o));
 }
+
+/// `--data -` reads standard input; a blank line gives a blank line, so that
+/// output line i translates input line i.
+#[test]
+fn data_from_stdin_keeps_blank_lines_in_place() {
+    use std::io::Write;
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_attn"))
+        .args(["translate", "--model", model.to_str().unwrap(), "--max-new-tokens", "6", "--data", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Let there be light.\n\n  \nLet there be light.\tignored target\n").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out:?}");
+    assert!(!lines[0].is_empty() && lines[1].is_empty() && lines[2].is_empty() && lines[3] == lines[0], "{out:?}");
+}
