@@ -42,7 +42,8 @@ enum Command {
     Classify(classify::ClassifyArgs),
     /// Chat with a model through its chat template (multi-turn, streamed); --render prints the prompt
     Chat(chat::ChatArgs),
-    /// Translate with an encoder-decoder (greedy or beam search)
+    /// Translate or summarize with an encoder-decoder (greedy or beam search, as the folder's generation settings say)
+    #[command(visible_alias = "summarize")]
     Translate(translate::TranslateArgs),
     /// Score a text file (loss, perplexity, bits per byte), translations (BLEU, chrF) or a classifier (accuracy, F1)
     Eval(eval::EvalArgs),

@@ -38,6 +38,9 @@ pub struct TranslateArgs {
     /// No run of N tokens appears twice in a translation; 0 is off [default: the folder's no_repeat_ngram_size, else 0]
     #[arg(long)]
     no_repeat_ngram_size: Option<usize>,
+    /// Cut a source longer than the model's positions to fit, keeping its end-of-sequence token, rather than refuse it (long documents to summarize)
+    #[arg(long)]
+    truncate: bool,
     /// Sources per batch (speed only)
     #[arg(long, default_value_t = 16, value_parser = crate::count)]
     batch_size: usize,
@@ -73,6 +76,20 @@ pub fn source_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::R
     ids_with_eos(model, tok.encode(text), text)
 }
 
+/// A source's ids cut to the model's positions: the first n_ctx - 1 and the
+/// EOS (what a transformers tokenizer called with truncation=True and
+/// max_length = n_ctx gives for these models).
+fn cut_source_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
+    let eos = model.config.eos_token_id;
+    let mut v = tok.encode(text).with_context(|| format!("tokenizing {text:?}"))?;
+    if v.last() == Some(&eos) {
+        v.pop();
+    }
+    v.truncate(model.config.n_ctx - 1);
+    v.push(eos);
+    Ok(v)
+}
+
 /// A target's ids (Marian folders tokenize targets with target.spm), as `source_ids`.
 fn target_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
     ids_with_eos(model, tok.encode_target(text), text)
@@ -85,7 +102,12 @@ fn ids_with_eos(model: &Seq2Seq, ids: attn_tokenizer::Result<Vec<u32>>, text: &s
         v.push(eos);
     }
     let limit = model.config.n_ctx;
-    anyhow::ensure!(v.len() <= limit, "a text has {} tokens, more than the model's {limit} positions: {text:?}", v.len());
+    if v.len() > limit {
+        // The start of the text names it; a document to summarize may be pages long.
+        let head: String = text.chars().take(80).collect();
+        let more = if head.len() < text.len() { "..." } else { "" };
+        anyhow::bail!("a text has {} tokens, more than the model's {limit} positions: {head:?}{more} (attn translate --truncate cuts sources to fit)", v.len());
+    }
     Ok(v)
 }
 
@@ -106,6 +128,8 @@ pub struct Decoding {
     /// max_new_tokens is set per batch from `max_new`.
     search: SearchConfig,
     max_new: Option<usize>,
+    /// Sources past the model's positions are cut, not refused.
+    pub truncate: bool,
 }
 
 impl Decoding {
@@ -135,7 +159,7 @@ impl Decoding {
         // A folder's max_length (opus-mt: 512) may name every position, one of
         // which is the start token's; a flag asking past them is refused.
         let folder_max = s.max_new_tokens.map(|n| n.min(model.config.n_ctx - 1));
-        Ok(Decoding { search, max_new: max_new.or(folder_max) })
+        Ok(Decoding { search, max_new: max_new.or(folder_max), truncate: false })
     }
 
     pub fn beam(&self) -> usize {
@@ -149,7 +173,8 @@ pub fn translate_texts(model: &Seq2Seq, tok: &dyn Tokenizer, texts: &[String], h
     let limit = model.config.n_ctx;
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch.max(1)) {
-        let ids = chunk.iter().map(|t| source_ids(model, tok, t)).collect::<anyhow::Result<Vec<_>>>()?;
+        let ids =
+            chunk.iter().map(|t| if how.truncate { cut_source_ids(model, tok, t) } else { source_ids(model, tok, t) }).collect::<anyhow::Result<Vec<_>>>()?;
         let (mem, s) = encode_batch(model, &ids)?;
         let max_new_tokens = how.max_new.unwrap_or((2 * s + 16).min(limit - 1));
         let cfg = SearchConfig { max_new_tokens, ..how.search.clone() };
@@ -182,7 +207,8 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
     let texts: Vec<String> = lines.iter().filter(|l| !l.trim().is_empty()).cloned().collect();
     anyhow::ensure!(!texts.is_empty(), "nothing to translate: give TEXT arguments or --data FILE");
     let (model, tok) = load_seq2seq(&a.model)?;
-    let how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens, a.no_repeat_ngram_size)?;
+    let mut how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens, a.no_repeat_ngram_size)?;
+    how.truncate = a.truncate;
     let mut done = translate_texts(&model, tok.as_ref(), &texts, &how, a.batch_size)?.into_iter();
     let blank = |l: &String| Translated { source: l.clone(), text: String::new(), ids: Vec::new(), score: 0.0 };
     let out: Vec<Translated> = lines.iter().map(|l| if l.trim().is_empty() { blank(l) } else { done.next().expect("one per text") }).collect();

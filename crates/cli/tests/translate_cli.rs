@@ -415,3 +415,18 @@ fn data_from_stdin_keeps_blank_lines_in_place() {
     assert_eq!(lines.len(), 4, "{out:?}");
     assert!(!lines[0].is_empty() && lines[1].is_empty() && lines[2].is_empty() && lines[3] == lines[0], "{out:?}");
 }
+
+/// `attn summarize` is `attn translate`; a source past the model's positions
+/// is refused with --truncate named, and with --truncate it is cut to fit.
+#[test]
+fn summarize_and_truncate_a_long_source() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm");
+    let m = model.to_str().unwrap();
+    let long = "In the beginning God created the heavens and the earth. ".repeat(200);
+    let o = attn(&["summarize", "--model", m, "--max-new-tokens", "4", &long]);
+    assert!(!o.status.success() && stderr(&o).contains("--truncate") && stderr(&o).len() < 600, "{}", stderr(&o));
+    let o = attn(&["summarize", "--model", m, "--max-new-tokens", "4", "--truncate", "--json", &long]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["translations"][0]["ids"].as_array().is_some_and(|a| !a.is_empty()), "{v}");
+}
