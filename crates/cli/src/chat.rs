@@ -59,6 +59,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     }
     crate::set_threads(a.threads)?;
     let gen_cfg = GenerationConfig::from_dir(&a.model)?;
+    crate::note_unapplied(&gen_cfg.ignored, "attn's sampler");
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
     // A reply ends at the template's end-of-turn string, or an EOS token.

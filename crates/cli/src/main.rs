@@ -78,6 +78,14 @@ pub fn quiet_on_broken_pipe(e: std::io::Error) -> anyhow::Result<()> {
     Err(e.into())
 }
 
+/// Names on stderr the generation settings of a model folder that `what`
+/// does not apply, rather than dropping them silently.
+pub fn note_unapplied(fields: &[String], what: &str) {
+    for f in fields {
+        eprintln!("note: {f}: not applied by {what}");
+    }
+}
+
 /// Writes `text` and flushes, treating a closed pipe as a normal end.
 pub fn print_or_quiet(out: &mut impl std::io::Write, text: &str) -> anyhow::Result<()> {
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {

@@ -81,6 +81,7 @@ fn load(
         eprintln!("warning: chat requests will fail: {e}");
     }
     let gen_cfg = attn_generate::GenerationConfig::from_dir(dir)?;
+    crate::note_unapplied(&gen_cfg.ignored, "attn's sampler");
     let embedder = match emb {
         Some(d) => {
             let enc = crate::embed::Encoder::load(d)?;

@@ -146,9 +146,7 @@ impl Decoding {
         if let Some(n) = no_repeat {
             s.rules.no_repeat_ngram_size = n;
         }
-        for field in &s.ignored {
-            eprintln!("note: {field}: not applied by attn's greedy and beam search");
-        }
+        crate::note_unapplied(&s.ignored, "attn's greedy and beam search");
         let search = SearchConfig {
             max_new_tokens: 0,
             num_beams: beam.or(s.num_beams).unwrap_or(1),

@@ -15,6 +15,9 @@ pub struct GenerationConfig {
     /// `do_sample: false` means greedy whatever the temperature.
     pub do_sample: Option<bool>,
     pub eos_token_ids: Vec<u32>,
+    /// Settings the file asks for that attn's sampler does not apply, as
+    /// "FILE: field = value", for the caller to print.
+    pub ignored: Vec<String>,
 }
 
 impl GenerationConfig {
@@ -50,6 +53,67 @@ impl GenerationConfig {
             max_new_tokens: num("max_new_tokens")?.map(|x| x as usize),
             do_sample: v.get("do_sample").and_then(serde_json::Value::as_bool),
             eos_token_ids,
+            ignored: unapplied(
+                &path,
+                &v,
+                &[
+                    ("num_beams", 1.0),
+                    ("num_beam_groups", 1.0),
+                    ("diversity_penalty", 0.0),
+                    ("no_repeat_ngram_size", 0.0),
+                    ("min_new_tokens", 0.0),
+                    ("typical_p", 1.0),
+                    ("epsilon_cutoff", 0.0),
+                    ("eta_cutoff", 0.0),
+                    ("min_p", 0.0),
+                    ("guidance_scale", 1.0),
+                ],
+            ),
         })
+    }
+}
+
+/// Fields of the generation settings `v` (read from `path`) that are set
+/// away from their no-op value (`noops`, or for the list and object fields
+/// below, anything non-empty): what a caller that does not apply them should
+/// name rather than drop silently.
+pub(crate) fn unapplied(path: &std::path::Path, v: &serde_json::Value, noops: &[(&str, f64)]) -> Vec<String> {
+    use serde_json::Value;
+    let mut out = Vec::new();
+    let mut note = |field: &str, x: &Value| out.push(format!("{}: {field} = {x}", path.display()));
+    for &(field, noop) in noops {
+        match v.get(field) {
+            None | Some(Value::Null) => {}
+            Some(x) if x.as_f64() == Some(noop) || x.as_bool() == Some(noop != 0.0) => {}
+            Some(x) => note(field, x),
+        }
+    }
+    let lists =
+        ["bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "sequence_bias", "exponential_decay_length_penalty", "force_words_ids", "constraints"];
+    for field in lists {
+        match v.get(field) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(Value::Object(o)) if o.is_empty() => {}
+            Some(x) => note(field, x),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_the_sampler_does_not_apply_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let json = r#"{"temperature": 0.7, "do_sample": true, "num_beams": 4, "no_repeat_ngram_size": 3, "bad_words_ids": [[1]],
+            "suppress_tokens": [], "typical_p": 1.0, "min_p": null}"#;
+        std::fs::write(dir.path().join("generation_config.json"), json).unwrap();
+        let g = GenerationConfig::from_dir(dir.path()).unwrap();
+        assert_eq!(g.temperature, Some(0.7));
+        let fields: Vec<&str> = g.ignored.iter().map(|s| s.rsplit(": ").next().unwrap()).collect();
+        assert_eq!(fields, ["num_beams = 4", "no_repeat_ngram_size = 3", "bad_words_ids = [[1]]"]);
     }
 }

@@ -120,33 +120,27 @@ impl Reader {
 
     /// Fields set away from their no-op value that the search does not apply.
     fn ignored(&self, eos: u32) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut note = |field: &str, x: &Value| out.push(format!("{}: {field} = {x}", self.path.display()));
-        for (field, noop) in [
-            ("do_sample", Value::Bool(false)),
-            ("repetition_penalty", Value::from(1.0)),
-            ("encoder_no_repeat_ngram_size", Value::from(0)),
-            ("num_beam_groups", Value::from(1)),
-            ("diversity_penalty", Value::from(0.0)),
-            ("num_return_sequences", Value::from(1)),
-            ("renormalize_logits", Value::Bool(false)),
-        ] {
-            if let Some(x) = self.get(field) {
-                if x.as_f64().zip(noop.as_f64()).map_or(*x != noop, |(a, b)| a != b) {
-                    note(field, x);
-                }
-            }
+        // do_sample and renormalize_logits: false (0) is the no-op.
+        let noops = [
+            ("do_sample", 0.0),
+            ("repetition_penalty", 1.0),
+            ("encoder_no_repeat_ngram_size", 0.0),
+            ("num_beam_groups", 1.0),
+            ("diversity_penalty", 0.0),
+            ("num_return_sequences", 1.0),
+            ("renormalize_logits", 0.0),
+        ];
+        let mut v = self.v.clone();
+        // bad_words_ids is applied here, not ignored.
+        if let Some(o) = v.as_object_mut() {
+            o.remove("bad_words_ids");
         }
-        for field in ["suppress_tokens", "begin_suppress_tokens", "sequence_bias", "exponential_decay_length_penalty", "force_words_ids", "constraints"] {
-            if let Some(x) = self.get(field).filter(|x| !matches!(x.as_array(), Some(a) if a.is_empty())) {
-                note(field, x);
-            }
-        }
+        let mut out = crate::config::unapplied(&self.path, &v, &noops);
         // More end-of-sequence ids than the model's one.
         if let Some(x) = self.get("eos_token_id") {
             let same = x.as_u64() == Some(eos as u64) || x.as_array().is_some_and(|a| a.len() == 1 && a[0].as_u64() == Some(eos as u64));
             if !same {
-                note("eos_token_id", x);
+                out.push(format!("{}: eos_token_id = {x}", self.path.display()));
             }
         }
         out
