@@ -242,7 +242,11 @@ fn bad_translation_input_is_named() {
     let corpus = common::corpus(tmp.path());
     assert!(common::tiny_run(corpus.to_str().unwrap(), lm.to_str().unwrap(), "baby").status.success());
     let o = attn(&["translate", "--model", lm.to_str().unwrap(), "hello"]);
-    assert!(!o.status.success() && stderr(&o).contains("model_type"), "{}", stderr(&o));
+    assert!(!o.status.success() && stderr(&o).contains("model_type") && stderr(&o).contains("attn generate"), "{}", stderr(&o));
+    // And the other way: a translation folder names the commands that run it.
+    let marian = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm");
+    let o = attn(&["generate", "--model", marian.to_str().unwrap(), "--prompt", "hello"]);
+    assert!(!o.status.success() && stderr(&o).contains("encoder-decoder") && stderr(&o).contains("attn translate"), "{}", stderr(&o));
     let o = attn(&["translate", "--model", lm.to_str().unwrap(), "--beam", "0", "hello"]);
     assert!(!o.status.success() && stderr(&o).contains("--beam"), "{}", stderr(&o));
 }

@@ -182,6 +182,13 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
         "qwen2" => Family::Qwen2,
         "mistral" => Family::Mistral,
         "bert" => Family::Bert,
+        m if crate::seq2seq::SEQ2SEQ_MODEL_TYPES.contains(&m) => {
+            let hint = format!(
+                "an encoder-decoder: attn translate (or summarize), eval and inspect attention --kind cross run it; this command takes {}",
+                MODEL_TYPES.join(", ")
+            );
+            return Err(unsupported(path, "model_type", m, &hint));
+        }
         other => return Err(unsupported(path, "model_type", other, &format!("model types attn runs: {}", MODEL_TYPES.join(", ")))),
     };
     let cfg = match family {

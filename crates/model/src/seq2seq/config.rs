@@ -79,6 +79,9 @@ pub struct Seq2SeqConfig {
 /// Names accepted by `--preset` for translation.
 pub const SEQ2SEQ_PRESETS: &[&str] = &["transformer-tiny", "transformer-small", "transformer-base"];
 
+/// Every encoder-decoder `model_type` attn loads.
+pub const SEQ2SEQ_MODEL_TYPES: &[&str] = &["marian", "bart", "mbart"];
+
 impl Seq2SeqConfig {
     /// The paper's shape of model: post-norm, sinusoidal positions, ReLU,
     /// embeddings scaled by sqrt(d_model) and shared by source, target and
@@ -201,7 +204,15 @@ impl Seq2SeqConfig {
             Some("marian") => Seq2SeqFamily::Marian,
             Some("bart") => Seq2SeqFamily::Bart,
             Some("mbart") => Seq2SeqFamily::MBart,
-            other => return Err(field_err(path, "model_type", format!("{other:?} is not an encoder-decoder attn runs (marian, bart, mbart)"))),
+            Some(m) if crate::hf::MODEL_TYPES.contains(&m) => return Err(field_err(
+                path,
+                "model_type",
+                format!(
+                    "\"{m}\" is not an encoder-decoder: attn generate, chat and serve (decoders) or embed and classify (encoders) run it; translate takes {}",
+                    SEQ2SEQ_MODEL_TYPES.join(", ")
+                ),
+            )),
+            other => return Err(field_err(path, "model_type", format!("{other:?} is not an encoder-decoder attn runs ({})", SEQ2SEQ_MODEL_TYPES.join(", ")))),
         };
         let marian = family == Seq2SeqFamily::Marian;
         let mbart = family == Seq2SeqFamily::MBart;

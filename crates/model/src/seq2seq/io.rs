@@ -30,7 +30,7 @@ pub fn is_seq2seq_dir(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join(CONFIG_FILE))
         .ok()
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(|m| matches!(m, "marian" | "bart" | "mbart")))
+        .and_then(|v| v.get("model_type").and_then(|m| m.as_str()).map(|m| super::config::SEQ2SEQ_MODEL_TYPES.contains(&m)))
         .unwrap_or(false)
 }
 

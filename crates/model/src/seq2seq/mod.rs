@@ -21,7 +21,7 @@ mod infer;
 mod io;
 mod train;
 
-pub use config::{Seq2SeqConfig, Seq2SeqFamily, SEQ2SEQ_PRESETS};
+pub use config::{Seq2SeqConfig, Seq2SeqFamily, SEQ2SEQ_MODEL_TYPES, SEQ2SEQ_PRESETS};
 pub use infer::{DecoderCache, EncoderMemory};
 pub use io::is_seq2seq_dir;
 pub use train::{Seq2SeqBatch, Seq2SeqLoss};
