@@ -4,7 +4,7 @@
 //! to the same tokens as `generate()` with no arguments:
 //!
 //! no_repeat_ngram_size, bad_words_ids, min_length / min_new_tokens,
-//! forced_bos_token_id, forced_eos_token_id.
+//! forced_bos_token_id, forced_eos_token_id, and renormalize_logits last.
 //!
 //! Every rule sets a score to -inf (and a forced token's to 0), so applying
 //! them to logits (greedy) or to log-probabilities (beam search, as
@@ -34,6 +34,10 @@ pub struct Rules {
     pub forced_eos_token_id: Option<Option<u32>>,
     /// The decoder's first input; `None` takes the model config's.
     pub decoder_start_token_id: Option<u32>,
+    /// Log-softmax the scores again after the rules (transformers'
+    /// `renormalize_logits`): beam scores then sum probabilities of the
+    /// allowed tokens only. Greedy picks the same token either way.
+    pub renormalize: bool,
 }
 
 impl Rules {

@@ -180,6 +180,9 @@ fn beam_search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Resu
             for (j, (ids, score)) in bm.running.iter().enumerate() {
                 let mut lp_row = log_softmax(&logits[(i * k + j) * v..][..v]);
                 apply_rules(model, cfg, start, ids, &mut lp_row, max_length);
+                if cfg.rules.renormalize && lp_row.iter().any(|x| x.is_finite()) {
+                    lp_row = log_softmax(&lp_row);
+                }
                 acc.extend(lp_row.iter().map(|&x| x + score));
             }
             let top = top_indices(&acc, keep);

@@ -114,13 +114,17 @@ impl Reader {
             // EOS); config.json's field is the model config's already.
             forced_eos_token_id: if own_file { Some(self.id("forced_eos_token_id")?) } else { None },
             decoder_start_token_id: if own_file { self.id("decoder_start_token_id")? } else { None },
+            renormalize: match self.get("renormalize_logits") {
+                None => false,
+                Some(x) => x.as_bool().ok_or_else(|| self.bad("renormalize_logits", "true or false"))?,
+            },
         };
         Ok(Seq2SeqSettings { num_beams, length_penalty, early_stopping, max_new_tokens, rules, ignored: self.ignored(eos) })
     }
 
     /// Fields set away from their no-op value that the search does not apply.
     fn ignored(&self, eos: u32) -> Vec<String> {
-        // do_sample and renormalize_logits: false (0) is the no-op.
+        // do_sample: false (0) is the no-op.
         let noops = [
             ("do_sample", 0.0),
             ("repetition_penalty", 1.0),
@@ -128,7 +132,6 @@ impl Reader {
             ("num_beam_groups", 1.0),
             ("diversity_penalty", 0.0),
             ("num_return_sequences", 1.0),
-            ("renormalize_logits", 0.0),
         ];
         let mut v = self.v.clone();
         // bad_words_ids is applied here, not ignored.

@@ -204,14 +204,16 @@ impl Seq2SeqConfig {
             Some("marian") => Seq2SeqFamily::Marian,
             Some("bart") => Seq2SeqFamily::Bart,
             Some("mbart") => Seq2SeqFamily::MBart,
-            Some(m) if crate::hf::MODEL_TYPES.contains(&m) => return Err(field_err(
-                path,
-                "model_type",
-                format!(
+            Some(m) if crate::hf::MODEL_TYPES.contains(&m) => {
+                return Err(field_err(
+                    path,
+                    "model_type",
+                    format!(
                     "\"{m}\" is not an encoder-decoder: attn generate, chat and serve (decoders) or embed and classify (encoders) run it; translate takes {}",
                     SEQ2SEQ_MODEL_TYPES.join(", ")
                 ),
-            )),
+                ))
+            }
             other => return Err(field_err(path, "model_type", format!("{other:?} is not an encoder-decoder attn runs ({})", SEQ2SEQ_MODEL_TYPES.join(", ")))),
         };
         let marian = family == Seq2SeqFamily::Marian;
