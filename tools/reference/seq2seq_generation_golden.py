@@ -10,7 +10,8 @@ checkpoints: bart-large-cnn's (forced BOS, no_repeat_ngram_size 3,
 min_length, length_penalty 2, early_stopping true), opus-mt's (bad_words_ids
 = [[pad]], num_beams, max_length), and the corners where the rules meet (a
 min_length past the length limit, where the forced EOS wins; a two-token
-bad word; early_stopping "never"; renormalize_logits). The test copies a folder, writes the
+bad word; early_stopping "never"; renormalize_logits; the repetition penalty
+in greedy and beam search). The test copies a folder, writes the
 settings where the case says, runs `attn`'s search with the settings read
 from the folder and compares token for token.
 
@@ -46,6 +47,13 @@ CASES = [
       "decoder_start_token_id": 60, "eos_token_id": 0, "pad_token_id": 60}),
     ("marian-greedy-ngram", "marian", "config.json",
      {"no_repeat_ngram_size": 1, "max_new_tokens": 24}),
+    # The repetition penalty acts on logits in greedy search and on
+    # log-probabilities in beam search: one case of each.
+    ("marian-greedy-penalty", "marian", "generation_config.json",
+     {"repetition_penalty": 1.5, "max_new_tokens": 20, "forced_eos_token_id": 0, "decoder_start_token_id": 60,
+      "eos_token_id": 0, "pad_token_id": 60}),
+    ("bart-beam-penalty", "bart", "config.json",
+     {"num_beams": 3, "repetition_penalty": 1.3, "max_new_tokens": 20}),
     # opus-mt's generation_config.json sets renormalize_logits: the scores are
     # log-softmaxed again after the bans, which reorders beams whose banned
     # mass differs (here the bans take the most likely tokens).

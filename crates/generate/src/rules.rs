@@ -3,18 +3,24 @@
 //! to one hypothesis' scores in transformers' order, so that a folder decodes
 //! to the same tokens as `generate()` with no arguments:
 //!
-//! no_repeat_ngram_size, bad_words_ids, min_length / min_new_tokens,
-//! forced_bos_token_id, forced_eos_token_id, and renormalize_logits last.
+//! repetition_penalty, no_repeat_ngram_size, bad_words_ids, min_length /
+//! min_new_tokens, forced_bos_token_id, forced_eos_token_id, and
+//! renormalize_logits last.
 //!
-//! Every rule sets a score to -inf (and a forced token's to 0), so applying
-//! them to logits (greedy) or to log-probabilities (beam search, as
-//! transformers does) picks the same tokens.
+//! Every rule but the repetition penalty sets a score to -inf (and a forced
+//! token's to 0). Greedy applies them to logits and beam search to
+//! log-probabilities, as transformers does: the penalty divides a positive
+//! score and multiplies a negative one, so which it sees matters.
 
 /// Rules for the next token of every hypothesis. The default is what
 /// transformers applies to a folder that sets nothing but the model config's
 /// `forced_eos_token_id`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Rules {
+    /// Scores of tokens already in the decoder sequence (start token
+    /// included) are divided by this where positive and multiplied where
+    /// negative; `None` is off.
+    pub repetition_penalty: Option<f32>,
     /// EOS is refused while the decoder sequence, start token included, is
     /// shorter than this (min_length, or 1 + min_new_tokens, the larger).
     pub min_length: usize,
@@ -46,6 +52,18 @@ impl Rules {
     /// position `seq.len()` of at most `max_length`.
     pub(crate) fn apply(&self, seq: &[u32], scores: &mut [f32], eos: u32, forced_eos: Option<u32>, max_length: usize) {
         let cur_len = seq.len();
+        if let Some(p) = self.repetition_penalty {
+            // Each token once, however often it occurs (transformers gathers
+            // then scatters the same value).
+            let mut seen = seq.to_vec();
+            seen.sort_unstable();
+            seen.dedup();
+            for t in seen {
+                if let Some(s) = scores.get_mut(t as usize) {
+                    *s = if *s < 0.0 { *s * p } else { *s / p };
+                }
+            }
+        }
         let mut ban = |t: u32| {
             if let Some(s) = scores.get_mut(t as usize) {
                 *s = f32::NEG_INFINITY;
@@ -133,5 +151,10 @@ mod tests {
         let mut s = vec![0.5f32; 5];
         r.apply(&[1, 3], &mut s, 2, Some(2), 3);
         assert_eq!(s, [0.5; 5]);
+        // The penalty: once per token seen, divide positive and multiply negative scores.
+        let r = Rules { repetition_penalty: Some(2.0), ..Default::default() };
+        let mut s = vec![1.0f32, -1.0, 1.0, -1.0];
+        r.apply(&[0, 1, 1], &mut s, 9, None, 100);
+        assert_eq!(s, [0.5, -2.0, 1.0, -1.0]);
     }
 }

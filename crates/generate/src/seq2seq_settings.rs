@@ -105,7 +105,16 @@ impl Reader {
                 out
             }
         };
+        let repetition_penalty = match self.get("repetition_penalty") {
+            None => None,
+            Some(x) => match x.as_f64().filter(|p| p.is_finite() && *p > 0.0) {
+                Some(p) if p == 1.0 => None,
+                Some(p) => Some(p as f32),
+                None => return Err(self.bad("repetition_penalty", "a number above 0")),
+            },
+        };
         let rules = Rules {
+            repetition_penalty,
             min_length: if min_length > 1 { min_length } else { 0 },
             no_repeat_ngram_size: self.count("no_repeat_ngram_size")?.unwrap_or(0),
             bad_words,
@@ -125,14 +134,8 @@ impl Reader {
     /// Fields set away from their no-op value that the search does not apply.
     fn ignored(&self, eos: u32) -> Vec<String> {
         // do_sample: false (0) is the no-op.
-        let noops = [
-            ("do_sample", 0.0),
-            ("repetition_penalty", 1.0),
-            ("encoder_no_repeat_ngram_size", 0.0),
-            ("num_beam_groups", 1.0),
-            ("diversity_penalty", 0.0),
-            ("num_return_sequences", 1.0),
-        ];
+        let noops =
+            [("do_sample", 0.0), ("encoder_no_repeat_ngram_size", 0.0), ("num_beam_groups", 1.0), ("diversity_penalty", 0.0), ("num_return_sequences", 1.0)];
         let mut v = self.v.clone();
         // bad_words_ids is applied here, not ignored.
         if let Some(o) = v.as_object_mut() {
