@@ -108,7 +108,7 @@ impl Reader {
         let repetition_penalty = match self.get("repetition_penalty") {
             None => None,
             Some(x) => match x.as_f64().filter(|p| p.is_finite() && *p > 0.0) {
-                Some(p) if p == 1.0 => None,
+                Some(1.0) => None,
                 Some(p) => Some(p as f32),
                 None => return Err(self.bad("repetition_penalty", "a number above 0")),
             },
