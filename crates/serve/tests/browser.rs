@@ -1,7 +1,10 @@
 //! The web page in a real browser: Debian's chromium driven through
 //! chromium-driver by fantoccini. The test opens the page, sends a chat
 //! message, waits for the streamed answer, switches to the inspector, checks
-//! that the heatmap has one row per token, and saves screenshots into docs/.
+//! that the heatmap has one row per token, and takes screenshots: into
+//! docs/ with ATTN_UPDATE_SCREENSHOTS=1 (the pictures the README shows),
+//! else into the build's temporary folder, so that a test run leaves the
+//! checkout as it was.
 //!
 //! Needs /usr/bin/chromium and /usr/bin/chromedriver (`apt-get install
 //! chromium chromium-driver`; .ci/run installs them). Without them the test
@@ -86,7 +89,10 @@ async fn chat_and_inspector_in_chromium() {
 }
 
 async fn drive(c: &fantoccini::Client, s: &Server) -> Result<(), fantoccini::error::CmdError> {
-    let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs");
+    let docs = match std::env::var_os("ATTN_UPDATE_SCREENSHOTS") {
+        Some(_) => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs"),
+        None => PathBuf::from(env!("CARGO_TARGET_TMPDIR")),
+    };
     c.goto(&s.url).await?;
     wait_js(c, "the model's name", "return document.getElementById('model-name').textContent.startsWith('tiny');").await;
 
@@ -103,7 +109,7 @@ async fn drive(c: &fantoccini::Client, s: &Server) -> Result<(), fantoccini::err
     let (_, whole) = s.post("/v1/chat/completions", body).await;
     let prompt_tokens = whole["usage"]["prompt_tokens"].as_u64().unwrap();
     assert!(meta.starts_with(&format!("{prompt_tokens} prompt + ")), "{meta}");
-    std::fs::write(docs.join("serve-chat.png"), c.screenshot().await?).expect("writing docs/serve-chat.png");
+    std::fs::write(docs.join("serve-chat.png"), c.screenshot().await?).expect("writing serve-chat.png");
 
     // Inspector: one heatmap row per token of the text.
     c.find(Locator::Id("tab-inspect")).await?.click().await?;
@@ -125,6 +131,6 @@ async fn drive(c: &fantoccini::Client, s: &Server) -> Result<(), fantoccini::err
     c.execute("const l = document.getElementById('layer'); l.value = '1'; l.dispatchEvent(new Event('change'));", vec![]).await?;
     let title = c.find(Locator::Id("heatmap-title")).await?.text().await?;
     assert!(title.contains("layer 1"), "{title}");
-    std::fs::write(docs.join("serve-inspect.png"), c.screenshot().await?).expect("writing docs/serve-inspect.png");
+    std::fs::write(docs.join("serve-inspect.png"), c.screenshot().await?).expect("writing serve-inspect.png");
     Ok(())
 }
