@@ -27,7 +27,7 @@ pub enum InspectCommand {
         /// Encoder-decoders: the target sentence, read by the decoder as in training
         #[arg(long, requires = "source")]
         target: Option<String>,
-        /// Encoder-decoders: cross (target x source alignment, the one drawn so far)
+        /// Which attention: self (decoders, encoders); for encoder-decoders, cross (target x source alignment), encoder or decoder
         #[arg(long, value_enum, default_value = "self")]
         kind: AttnKind,
         /// Worker threads (default: all cores)
@@ -108,6 +108,10 @@ pub enum AttnKind {
     Self_,
     /// Cross-attention of an encoder-decoder: target rows, source columns
     Cross,
+    /// An encoder-decoder's encoder: the source attending to itself
+    Encoder,
+    /// An encoder-decoder's decoder: masked self-attention over its inputs (the start token, then the target)
+    Decoder,
 }
 
 #[derive(Args)]
@@ -137,15 +141,23 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
         InspectCommand::Attention { model, adapter, text, source, target, kind, threads, layer, head, out: file } => {
             crate::set_threads(threads)?;
             if attn_model::is_seq2seq_dir(&model) {
-                anyhow::ensure!(kind == AttnKind::Cross, "{} is an encoder-decoder: use --kind cross with --source and --target", model.display());
+                use crate::translate::Seq2SeqAttention as S;
+                let which = match kind {
+                    AttnKind::Cross => S::Cross,
+                    AttnKind::Encoder => S::Encoder,
+                    AttnKind::Decoder => S::Decoder,
+                    AttnKind::Self_ => {
+                        anyhow::bail!("{} is an encoder-decoder: use --kind cross, encoder or decoder with --source and --target", model.display())
+                    }
+                };
                 let (Some(src), Some(tgt)) = (source, target) else {
                     anyhow::bail!("an encoder-decoder needs --source TEXT and --target TEXT");
                 };
-                return crate::translate::cross_attention(&model, &src, &tgt, layer, head, file);
+                return crate::translate::seq2seq_attention(&model, &src, &tgt, which, layer, head, file);
             }
             anyhow::ensure!(
                 kind == AttnKind::Self_ && source.is_none(),
-                "--kind cross and --source / --target are for encoder-decoders (Marian, BART, attn translation runs)"
+                "--kind cross, encoder or decoder and --source / --target are for encoder-decoders (Marian, BART, attn translation runs)"
             );
             let text = text.expect("clap requires --text without --source");
             let m = ModelText { model, adapter, text, threads };

@@ -344,38 +344,76 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `attn inspect attention --kind cross`: the decoder's attention over the
-/// source while it reads the target (teacher forcing, as in training). Rows
-/// are the target tokens being predicted, columns the source tokens. Without
-/// --layer / --head, the mean over the heads of the last layer.
-pub fn cross_attention(dir: &Path, source: &str, target: &str, layer: Option<usize>, head: Option<usize>, out: Option<PathBuf>) -> anyhow::Result<()> {
+/// Which attention of an encoder-decoder `attn inspect attention` shows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Seq2SeqAttention {
+    /// The source attending to itself (S x S).
+    Encoder,
+    /// The decoder's masked self-attention over its inputs, the start token
+    /// and the target but its last token (T x T).
+    Decoder,
+    /// Rows: the target tokens being predicted; columns: the source (T x S).
+    Cross,
+}
+
+/// `attn inspect attention` on an encoder-decoder: the model reads the source
+/// and, teacher-forced as in training, the target; one of its attentions is
+/// drawn. Without --layer / --head, the mean over the heads of the last layer.
+pub fn seq2seq_attention(
+    dir: &Path,
+    source: &str,
+    target: &str,
+    kind: Seq2SeqAttention,
+    layer: Option<usize>,
+    head: Option<usize>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<()> {
     let (mut model, tok) = load_seq2seq(dir)?;
-    let (nl, nh) = (model.config.decoder_layers, model.config.decoder_heads);
+    let (side, nl, nh) = match kind {
+        Seq2SeqAttention::Encoder => ("encoder", model.config.encoder_layers, model.config.encoder_heads),
+        _ => ("decoder", model.config.decoder_layers, model.config.decoder_heads),
+    };
     for (what, v, n) in [("--layer", layer, nl), ("--head", head, nh)] {
-        anyhow::ensure!(v.is_none_or(|v| v < n), "{what} {} is out of range: the decoder has {n} (counting from 0)", v.unwrap_or(0));
+        anyhow::ensure!(v.is_none_or(|v| v < n), "{what} {} is out of range: the {side} has {n} (counting from 0)", v.unwrap_or(0));
     }
     let (src, tgt) = (source_ids(&model, tok.as_ref(), source)?, target_ids(&model, tok.as_ref(), target)?);
-    let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, model.config.decoder_start_token_id);
+    let start = model.config.decoder_start_token_id;
+    let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, start);
     model.forward(&batch, false, 0.0)?;
-    let (s, t) = (src.len(), tgt.len());
     let piece = |i: u32| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned();
-    let (rows, cols): (Vec<String>, Vec<String>) = (tgt.iter().map(|&i| piece(i)).collect(), src.iter().map(|&i| piece(i)).collect());
-    let maps: Vec<Vec<f32>> = (0..nl).map(|l| model.cross_attention_probs(l).to_vec()).collect();
+    let dec_in: Vec<u32> = std::iter::once(start).chain(tgt[..tgt.len() - 1].iter().copied()).collect();
+    let (row_ids, col_ids, key) = match kind {
+        Seq2SeqAttention::Encoder => (&src, &src, "encoder_attention"),
+        Seq2SeqAttention::Decoder => (&dec_in, &dec_in, "decoder_attention"),
+        Seq2SeqAttention::Cross => (&tgt, &src, "cross_attention"),
+    };
+    let (t, s) = (row_ids.len(), col_ids.len());
+    let pieces = |ids: &[u32]| ids.iter().map(|&i| piece(i)).collect::<Vec<String>>();
+    let (rows, cols) = (pieces(row_ids), pieces(col_ids));
+    let maps: Vec<Vec<f32>> = (0..nl)
+        .map(|l| match kind {
+            Seq2SeqAttention::Cross => model.cross_attention_probs(l).to_vec(),
+            k => model.self_attention_probs(k == Seq2SeqAttention::Decoder, l).to_vec(),
+        })
+        .collect();
     let l = layer.unwrap_or(nl - 1);
     let map: Vec<f32> = match head {
         Some(h) => maps[l][h * t * s..][..t * s].to_vec(),
         None => (0..t * s).map(|i| (0..nh).map(|h| maps[l][h * t * s + i]).sum::<f32>() / nh as f32).collect(),
     };
     let name = crate::inspect::model_name(dir);
+    let what = key.replace('_', "-");
     let title = match head {
-        Some(h) => format!("{name} — cross-attention, layer {l}, head {h}"),
-        None => format!("{name} — cross-attention, layer {l}, mean of {nh} heads"),
+        Some(h) => format!("{name} — {what}, layer {l}, head {h}"),
+        None => format!("{name} — {what}, layer {l}, mean of {nh} heads"),
     };
     match out {
         Some(f) if f.extension().is_some_and(|e| e == "json") => {
             let all: Vec<Vec<Vec<&[f32]>>> = maps.iter().map(|m| (0..nh).map(|h| m[h * t * s..][..t * s].chunks(s).collect()).collect()).collect();
-            let v =
-                serde_json::json!({"model": name, "source_tokens": cols, "target_tokens": rows, "source_ids": src, "target_ids": tgt, "cross_attention": all});
+            let v = serde_json::json!({
+                "model": name, "source_tokens": pieces(&src), "target_tokens": pieces(&tgt), "source_ids": src, "target_ids": tgt,
+                "decoder_input_ids": dec_in, "row_tokens": rows, "column_tokens": cols, key: all,
+            });
             std::fs::write(&f, v.to_string()).with_context(|| format!("writing {}", f.display()))?;
             eprintln!("wrote {}", f.display());
         }
@@ -384,7 +422,7 @@ pub fn cross_attention(dir: &Path, source: &str, target: &str, layer: Option<usi
             eprintln!("wrote {}", f.display());
         }
         None => {
-            // A terminal table: for each target token, the source token it attends to most.
+            // A terminal table: for each row token, the column token it attends to most.
             for (r, row) in map.chunks(s).enumerate() {
                 let (best, p) = row.iter().enumerate().fold((0, 0.0f32), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
                 println!("{:>16} -> {:<16} {:.2}", attn_inspect::plot::label(&rows[r]), attn_inspect::plot::label(&cols[best]), p);

@@ -245,6 +245,15 @@ impl Seq2Seq {
         self.acts.as_ref().and_then(|a| a.dec.layers.get(l).and_then(|x| x.ca.as_ref()).map(|ca| &ca.att[..a.b * nh * a.t * a.s])).unwrap_or(&[])
     }
 
+    /// Self-attention probabilities of layer `l` in the last forward pass:
+    /// the encoder's (B, NH, S, S), or the decoder's (B, NH, T, T), zero
+    /// above the diagonal.
+    pub fn self_attention_probs(&self, decoder: bool, l: usize) -> &[f32] {
+        let Some(a) = self.acts.as_ref() else { return &[] };
+        let (stack, nh, n) = if decoder { (&a.dec, self.config.decoder_heads, a.t) } else { (&a.enc, self.config.encoder_heads, a.s) };
+        stack.layers.get(l).map(|x| &x.sa.att[..a.b * nh * n * n]).unwrap_or(&[])
+    }
+
     /// Accumulates d(loss_scale * loss)/d(params) into the gradients.
     pub fn backward(&mut self, loss_scale: f32) -> Result<()> {
         attn_kernels::in_pool(|| self.backward_in_pool(loss_scale))
