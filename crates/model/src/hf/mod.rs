@@ -184,7 +184,7 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
         "bert" => Family::Bert,
         m if crate::seq2seq::SEQ2SEQ_MODEL_TYPES.contains(&m) => {
             let hint = format!(
-                "an encoder-decoder: attn translate (or summarize), eval and inspect attention --kind cross run it; this command takes {}",
+                "an encoder-decoder: attn translate (or summarize), eval and inspect attention run it; this command takes {}",
                 MODEL_TYPES.join(", ")
             );
             return Err(unsupported(path, "model_type", m, &hint));
