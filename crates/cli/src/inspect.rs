@@ -56,6 +56,9 @@ pub enum InspectCommand {
         /// Keep the smallest set of tokens whose probability reaches p
         #[arg(long, allow_negative_numbers = true, default_value_t = 1.0)]
         top_p: f32,
+        /// Encoder-decoders: the target so far (--text is the source); the distribution is of the target token after it
+        #[arg(long)]
+        target: Option<String>,
         /// Print JSON instead of text
         #[arg(long)]
         json: bool,
@@ -210,17 +213,29 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 }
             }
         }
-        InspectCommand::Next { m, top, temperature, top_k, top_p, json } => {
+        InspectCommand::Next { m, top, temperature, top_k, top_p, target, json } => {
             crate::set_threads(m.threads)?;
-            let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;
-            let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
             let cfg = SamplerConfig { temperature, top_k, top_p, repetition_penalty: 1.0 };
-            let next = attn_inspect::next_token(&tr, tok.as_ref(), top, cfg)?;
+            let (next, what) = if attn_model::is_seq2seq_dir(&m.model) {
+                anyhow::ensure!(m.adapter.is_none(), "--adapter is for decoders; {} is an encoder-decoder", m.model.display());
+                let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
+                let prefix = target.unwrap_or_default();
+                let (logits, ids) = crate::translate::next_logits(&mut model, tok.as_ref(), &m.text, &prefix)?;
+                (
+                    attn_inspect::next_token_of(&logits, tok.as_ref(), top, cfg)?,
+                    format!("next target token after {prefix:?} ({} tokens), source {:?}", ids.len(), m.text),
+                )
+            } else {
+                anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
+                let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;
+                let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
+                (attn_inspect::next_token(&tr, tok.as_ref(), top, cfg)?, format!("next token after {:?} ({} tokens)", m.text, tr.len()))
+            };
             if json {
                 writeln!(out, "{}", serde_json::to_string(&next)?)?;
                 return Ok(());
             }
-            writeln!(out, "next token after {:?} ({} tokens); bars are scaled to the largest probability shown", m.text, tr.len())?;
+            writeln!(out, "{what}; bars are scaled to the largest probability shown")?;
             let scale = next.candidates.iter().map(|c| c.prob.max(c.filtered_prob)).fold(1e-12, f64::max);
             writeln!(
                 out,

@@ -344,6 +344,27 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `attn inspect next` on an encoder-decoder: the decoder's logits (V) for
+/// the target token after `prefix`, given `source`; and the target prefix's
+/// ids (the start token not included).
+pub fn next_logits(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str) -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
+    let src = source_ids(model, tok, source)?;
+    let eos = model.config.eos_token_id;
+    let mut tgt = if prefix.is_empty() { Vec::new() } else { tok.encode_target(prefix).with_context(|| format!("tokenizing {prefix:?}"))? };
+    if tgt.last() == Some(&eos) {
+        tgt.pop();
+    }
+    anyhow::ensure!(tgt.len() < model.config.n_ctx, "the target prefix has {} tokens, as many as the model's {} positions", tgt.len(), model.config.n_ctx);
+    let prefix_ids = tgt.clone();
+    // The decoder reads the start token and the prefix; the last label is a
+    // placeholder whose row holds the logits asked for.
+    tgt.push(eos);
+    let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, model.config.decoder_start_token_id);
+    model.forward(&batch, false, 0.0)?;
+    let v = model.vocab_size();
+    Ok((model.logits()[(tgt.len() - 1) * v..][..v].to_vec(), prefix_ids))
+}
+
 /// Which attention of an encoder-decoder `attn inspect attention` shows.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Seq2SeqAttention {

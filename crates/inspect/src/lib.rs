@@ -179,7 +179,12 @@ pub struct NextToken {
 /// The next-token distribution after the last token: the `top` most likely,
 /// with their probabilities before and after the sampler's filters.
 pub fn next_token(trace: &Trace, tok: &dyn Tokenizer, top: usize, sampler: SamplerConfig) -> Result<NextToken> {
-    let logits = trace.logits_at(trace.len() - 1);
+    next_token_of(trace.logits_at(trace.len() - 1), tok, top, sampler)
+}
+
+/// The next-token distribution of one position's `logits` (V), as
+/// `next_token` gives it (an encoder-decoder's decoder, for one).
+pub fn next_token_of(logits: &[f32], tok: &dyn Tokenizer, top: usize, sampler: SamplerConfig) -> Result<NextToken> {
     let p = softmax(logits);
     let mut s = Sampler::new(sampler, 0)?;
     let filtered = s.distribution(logits);

@@ -183,10 +183,8 @@ pub fn from_hf(v: &Value, path: &Path) -> Result<TransformerConfig> {
         "mistral" => Family::Mistral,
         "bert" => Family::Bert,
         m if crate::seq2seq::SEQ2SEQ_MODEL_TYPES.contains(&m) => {
-            let hint = format!(
-                "an encoder-decoder: attn translate (or summarize), eval and inspect attention run it; this command takes {}",
-                MODEL_TYPES.join(", ")
-            );
+            let hint =
+                format!("an encoder-decoder: attn translate (or summarize), eval and inspect attention run it; this command takes {}", MODEL_TYPES.join(", "));
             return Err(unsupported(path, "model_type", m, &hint));
         }
         other => return Err(unsupported(path, "model_type", other, &format!("model types attn runs: {}", MODEL_TYPES.join(", ")))),
