@@ -67,6 +67,9 @@ pub enum InspectCommand {
     Lens {
         #[command(flatten)]
         m: ModelText,
+        /// Encoder-decoders: the target so far (--text is the source); the lens reads the decoder at the start token and each prefix token
+        #[arg(long)]
+        target: Option<String>,
         /// Candidates per cell in --json
         #[arg(long, default_value_t = 3, value_parser = crate::count)]
         top: usize,
@@ -223,7 +226,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 let (logits, ids) = crate::translate::next_logits(&mut model, tok.as_ref(), &m.text, &prefix)?;
                 (
                     attn_inspect::next_token_of(&logits, tok.as_ref(), top, cfg)?,
-                    format!("next target token after {prefix:?} ({} tokens), source {:?}", ids.len(), m.text),
+                    format!("next target token after {prefix:?} ({} tokens), source {:?}", ids, m.text),
                 )
             } else {
                 anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
@@ -262,12 +265,21 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 next.entropy, next.filtered_entropy, next.kept
             )?;
         }
-        InspectCommand::Lens { m, top, json } => {
+        InspectCommand::Lens { m, top, target, json } => {
             crate::set_threads(m.threads)?;
-            let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;
-            let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
-            let lens = attn_inspect::logit_lens(&model, &tr, top.max(1));
+            let (ids, lens, tok) = if attn_model::is_seq2seq_dir(&m.model) {
+                anyhow::ensure!(m.adapter.is_none(), "--adapter is for decoders; {} is an encoder-decoder", m.model.display());
+                let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
+                let (ids, lens) = crate::translate::decoder_lens(&mut model, tok.as_ref(), &m.text, &target.unwrap_or_default(), top.max(1))?;
+                (ids, lens, tok)
+            } else {
+                anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
+                let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;
+                let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
+                (tr.ids.clone(), attn_inspect::logit_lens(&model, &tr, top.max(1)), tok)
+            };
             let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();
+            let tokens: Vec<String> = ids.iter().map(|&i| piece(i)).collect();
             if json {
                 let layers: Vec<serde_json::Value> = lens
                     .iter()
@@ -278,13 +290,13 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                         serde_json::json!({"layer": l, "positions": pos})
                     })
                     .collect();
-                writeln!(out, "{}", serde_json::json!({"tokens": tr.tokens, "ids": tr.ids, "layers": layers}))?;
+                writeln!(out, "{}", serde_json::json!({"tokens": tokens, "ids": ids, "layers": layers}))?;
                 return Ok(());
             }
             writeln!(out, "logit lens: the top next-token guess at each position, read from each layer (0 = embeddings)")?;
             let w = 12;
             write!(out, "{:>7} ", "")?;
-            for t in &tr.tokens {
+            for t in &tokens {
                 write!(out, "{:<w$}", fit(&label(t), w - 1))?;
             }
             writeln!(out)?;

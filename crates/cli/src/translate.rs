@@ -344,10 +344,11 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `attn inspect next` on an encoder-decoder: the decoder's logits (V) for
-/// the target token after `prefix`, given `source`; and the target prefix's
-/// ids (the start token not included).
-pub fn next_logits(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str) -> anyhow::Result<(Vec<f32>, Vec<u32>)> {
+/// Runs an encoder-decoder on `source` with the decoder reading the start
+/// token and the target `prefix` (as `inspect next` and `inspect lens` look
+/// at it); returns the decoder's inputs. Row i of the logits is the guess for
+/// the token after input i.
+fn forward_prefix(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str) -> anyhow::Result<Vec<u32>> {
     let src = source_ids(model, tok, source)?;
     let eos = model.config.eos_token_id;
     let mut tgt = if prefix.is_empty() { Vec::new() } else { tok.encode_target(prefix).with_context(|| format!("tokenizing {prefix:?}"))? };
@@ -355,14 +356,30 @@ pub fn next_logits(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefi
         tgt.pop();
     }
     anyhow::ensure!(tgt.len() < model.config.n_ctx, "the target prefix has {} tokens, as many as the model's {} positions", tgt.len(), model.config.n_ctx);
-    let prefix_ids = tgt.clone();
-    // The decoder reads the start token and the prefix; the last label is a
-    // placeholder whose row holds the logits asked for.
+    // The last label is a placeholder: only the decoder's inputs matter.
+    let inputs: Vec<u32> = std::iter::once(model.config.decoder_start_token_id).chain(tgt.iter().copied()).collect();
     tgt.push(eos);
     let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, model.config.decoder_start_token_id);
     model.forward(&batch, false, 0.0)?;
+    Ok(inputs)
+}
+
+/// `attn inspect next` on an encoder-decoder: the decoder's logits (V) for
+/// the target token after `prefix`, given `source`; and the number of prefix tokens.
+pub fn next_logits(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str) -> anyhow::Result<(Vec<f32>, usize)> {
+    let inputs = forward_prefix(model, tok, source, prefix)?;
     let v = model.vocab_size();
-    Ok((model.logits()[(tgt.len() - 1) * v..][..v].to_vec(), prefix_ids))
+    Ok((model.logits()[(inputs.len() - 1) * v..][..v].to_vec(), inputs.len() - 1))
+}
+
+/// `attn inspect lens` on an encoder-decoder: the decoder's inputs (the start
+/// token and the target prefix) and, for the embeddings and each decoder
+/// layer, the top-`k` guesses (id, probability) at every input.
+pub fn decoder_lens(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str, k: usize) -> anyhow::Result<(Vec<u32>, Vec<Vec<Vec<(u32, f64)>>>)> {
+    let inputs = forward_prefix(model, tok, source, prefix)?;
+    let v = model.vocab_size();
+    let lens = (0..=model.config.decoder_layers).map(|l| model.decoder_lens_logits(l).chunks(v).map(|row| attn_inspect::top_probs(row, k)).collect()).collect();
+    Ok((inputs, lens))
 }
 
 /// Which attention of an encoder-decoder `attn inspect attention` shows.

@@ -148,9 +148,9 @@ fn encoder_decoder_and_cross_attention_match_transformers() {
     assert!(!o.status.success() && stderr(&o).contains("--kind cross, encoder or decoder"), "{}", stderr(&o));
 }
 
-/// `attn inspect next` on an encoder-decoder (--text is the source, --target
-/// the target so far): with no prefix, the most likely token is the first
-/// one transformers' greedy `generate()` picks.
+/// `attn inspect next` and `lens` on an encoder-decoder (--text is the
+/// source, --target the target so far): with no prefix, the most likely
+/// token is the first one transformers' greedy `generate()` picks.
 #[test]
 fn next_token_of_an_encoder_decoder() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
@@ -162,6 +162,16 @@ fn next_token_of_an_encoder_decoder() {
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(v["candidates"][0]["id"], case["ids"][0], "{}", case["source"]);
     }
+    // The lens reads the decoder's last layer as the model does: its guess at
+    // the start token is that same first token; one row per layer and the embeddings.
+    let case = fixture["generate"].as_array().unwrap().iter().find(|c| c["beam"] == 1).unwrap();
+    let o = attn(&["inspect", "lens", "--model", m.to_str().unwrap(), "--text", case["source"].as_str().unwrap(), "--target", "Luz", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let layers = v["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 3, "embeddings + 2 decoder layers");
+    assert_eq!(layers[2]["positions"][0][0]["id"], case["ids"][0]);
+    assert_eq!(v["ids"][0], 1096, "the decoder start token (the pad) comes first");
     let o = attn(&["inspect", "next", "--model", m.to_str().unwrap(), "--text", "Light.", "--target", "Luz"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("next target token after \"Luz\""), "{}", stderr(&o));
 }

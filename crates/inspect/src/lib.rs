@@ -216,20 +216,21 @@ pub fn logit_lens(model: &Transformer, trace: &Trace, k: usize) -> Vec<Vec<Vec<(
     (0..=trace.n_layer)
         .map(|l| {
             let logits = model.head(&trace.hidden[l * t * c..(l + 1) * t * c], t);
-            logits
-                .chunks(trace.vocab_size)
-                .map(|row| {
-                    let p = softmax(row);
-                    let mut idx: Vec<u32> = (0..p.len() as u32).collect();
-                    let k = k.min(idx.len());
-                    idx.select_nth_unstable_by(k - 1, |&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
-                    idx.truncate(k);
-                    idx.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
-                    idx.into_iter().map(|i| (i, p[i as usize])).collect()
-                })
-                .collect()
+            logits.chunks(trace.vocab_size).map(|row| top_probs(row, k)).collect()
         })
         .collect()
+}
+
+/// The `k` most likely ids of one row of logits and their probabilities,
+/// most likely first (ties: the lower id).
+pub fn top_probs(logits: &[f32], k: usize) -> Vec<(u32, f64)> {
+    let p = softmax(logits);
+    let mut idx: Vec<u32> = (0..p.len() as u32).collect();
+    let k = k.clamp(1, idx.len().max(1));
+    idx.select_nth_unstable_by(k - 1, |&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx.sort_by(|&a, &b| p[b as usize].total_cmp(&p[a as usize]).then(a.cmp(&b)));
+    idx.into_iter().map(|i| (i, p[i as usize])).collect()
 }
 
 /// A word's vector: its token's embedding row, or the mean of its tokens'

@@ -235,3 +235,20 @@ fn a_smaller_batch_after_a_larger_one_is_unaffected() {
         assert!(d == 0.0, "{v}: gradients differ by {d} after a larger batch");
     }
 }
+
+/// The logit lens read at the decoder's last layer is the model's logits, bit
+/// for bit, whether the stack ends in a final norm (mBART, pre-norm) or not
+/// (Marian, BART); the embeddings' row has the same shape.
+#[test]
+fn the_lens_at_the_last_layer_is_the_logits() {
+    let g = golden();
+    for v in ["marian", "bart", "mbart"] {
+        let (mut m, _) = Seq2Seq::load(&testdata(v)).unwrap();
+        let batch = batch_of(&g, v);
+        m.forward(&batch, false, 0.0).unwrap();
+        let last = m.decoder_lens_logits(m.config.decoder_layers);
+        assert!(last == m.logits(), "{v}: the last layer's lens is not the logits");
+        assert_eq!(m.decoder_lens_logits(0).len(), last.len(), "{v}");
+        assert!(m.decoder_lens_logits(0) != last, "{v}: the embeddings read like the last layer");
+    }
+}

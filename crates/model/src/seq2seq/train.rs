@@ -245,6 +245,31 @@ impl Seq2Seq {
         self.acts.as_ref().and_then(|a| a.dec.layers.get(l).and_then(|x| x.ca.as_ref()).map(|ca| &ca.att[..a.b * nh * a.t * a.s])).unwrap_or(&[])
     }
 
+    /// The logit lens on the decoder after the last forward pass: the output
+    /// (B, T, V) of decoder layer `l` (0: the embeddings, `decoder_layers`:
+    /// the last block, whose lens is the model's logits) read through the
+    /// final norm (pre-norm models) and the output head.
+    pub fn decoder_lens_logits(&self, l: usize) -> Vec<f32> {
+        let Some(a) = self.acts.as_ref() else { return Vec::new() };
+        let (c, v, nt, pre) = (self.config.d_model, self.config.vocab_size, a.b * a.t, self.pre_norm());
+        let x = &a.dec.input(l.min(self.config.decoder_layers), pre)[..nt * c];
+        let mut normed = Vec::new();
+        let x: &[f32] = match &self.idx.dec.final_norm {
+            Some(fw) => {
+                let (w, bias) = norm_params(&self.params, fw);
+                let (mut mean, mut rstd) = (vec![0.0; nt], vec![0.0; nt]);
+                normed.resize(nt * c, 0.0);
+                layernorm_forward(&mut normed, &mut mean, &mut rstd, x, w, bias, nt, c, self.config.norm_eps);
+                &normed
+            }
+            None => x,
+        };
+        let p = &self.params;
+        let mut logits = vec![0.0; nt * v];
+        matmul_forward(&mut logits, x, &p[self.idx.shared.clone()], Some(&p[self.idx.final_logits_bias.clone()]), nt, c, v, OutIn);
+        logits
+    }
+
     /// Self-attention probabilities of layer `l` in the last forward pass:
     /// the encoder's (B, NH, S, S), or the decoder's (B, NH, T, T), zero
     /// above the diagonal.
