@@ -375,7 +375,7 @@ pub fn next_logits(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefi
 /// `attn inspect lens` on an encoder-decoder: the decoder's inputs (the start
 /// token and the target prefix) and, for the embeddings and each decoder
 /// layer, the top-`k` guesses (id, probability) at every input.
-pub fn decoder_lens(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str, k: usize) -> anyhow::Result<(Vec<u32>, Vec<Vec<Vec<(u32, f64)>>>)> {
+pub fn decoder_lens(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str, k: usize) -> anyhow::Result<(Vec<u32>, attn_inspect::Lens)> {
     let inputs = forward_prefix(model, tok, source, prefix)?;
     let v = model.vocab_size();
     let lens = (0..=model.config.decoder_layers).map(|l| model.decoder_lens_logits(l).chunks(v).map(|row| attn_inspect::top_probs(row, k)).collect()).collect();

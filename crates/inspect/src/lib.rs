@@ -208,10 +208,13 @@ pub fn next_token_of(logits: &[f32], tok: &dyn Tokenizer, top: usize, sampler: S
     Ok(NextToken { candidates, entropy: entropy_bits(&p), filtered_entropy: entropy_bits(&fp), kept: filtered.len() })
 }
 
+/// A logit lens: `[layer][position][rank]` (id, probability).
+pub type Lens = Vec<Vec<Vec<(u32, f64)>>>;
+
 /// For each layer's residual stream (0 = embeddings, L = the last block), the
 /// top-`k` (id, probability) the output head reads from it at each position:
 /// `[layer][position][rank]`.
-pub fn logit_lens(model: &Transformer, trace: &Trace, k: usize) -> Vec<Vec<Vec<(u32, f64)>>> {
+pub fn logit_lens(model: &Transformer, trace: &Trace, k: usize) -> Lens {
     let (t, c) = (trace.len(), trace.n_embd);
     (0..=trace.n_layer)
         .map(|l| {
