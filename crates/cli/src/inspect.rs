@@ -318,8 +318,17 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
             anyhow::ensure!(words.len() >= 2, "--words needs at least two words, comma-separated");
             let k = if three_d { 3 } else { 2 };
             let name = model_name(&dir);
+            if attn_model::is_seq2seq_dir(&dir) {
+                // One table for both languages: the source's, the target's and the head's.
+                let (model, tok) = crate::translate::load_seq2seq(&dir)?;
+                let table = (model.token_embeddings(), model.config.d_model);
+                return embeddings(&mut out, table, tok.as_ref(), &name, &words, neighbours, file.as_deref(), k, json);
+            }
             match crate::load_any(&dir)? {
-                (crate::Loaded::Decoder(model), tok) => embeddings(&mut out, &model, tok.as_ref(), &name, &words, neighbours, file.as_deref(), k, json)?,
+                (crate::Loaded::Decoder(model), tok) => {
+                    let table = (model.token_embeddings(), model.n_embd());
+                    embeddings(&mut out, table, tok.as_ref(), &name, &words, neighbours, file.as_deref(), k, json)?
+                }
                 (crate::Loaded::Encoder(_), _) => sentence_embeddings(&mut out, &dir, &name, &words, file.as_deref(), k, json)?,
             }
         }
@@ -396,7 +405,7 @@ fn terminal_heatmap(out: &mut impl Write, title: &str, tokens: &[String], att: &
 
 fn embeddings(
     out: &mut impl Write,
-    model: &attn_model::Transformer,
+    (wte, c): (&[f32], usize),
     tok: &dyn attn_tokenizer::Tokenizer,
     name: &str,
     words: &[String],
@@ -408,17 +417,14 @@ fn embeddings(
     let mut vecs = Vec::new();
     let mut ids = Vec::new();
     for w in words {
-        let (v, i) = attn_inspect::word_vector(model, tok, w)?;
+        let (v, i) = attn_inspect::word_vector(wte, c, tok, w)?;
         vecs.push(v);
         ids.push(i);
     }
     let cos: Vec<Vec<f64>> = vecs.iter().map(|a| vecs.iter().map(|b| attn_inspect::cosine(a, b)).collect()).collect();
     let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();
-    let near: Vec<Vec<(String, f64)>> = vecs
-        .iter()
-        .zip(&ids)
-        .map(|(v, own)| attn_inspect::nearest_tokens(model, v, neighbours, own).into_iter().map(|(i, c)| (piece(i), c)).collect())
-        .collect();
+    let near: Vec<Vec<(String, f64)>> =
+        vecs.iter().zip(&ids).map(|(v, own)| attn_inspect::nearest_tokens(wte, v, neighbours, own).into_iter().map(|(i, c)| (piece(i), c)).collect()).collect();
     let proj = project(&vecs, k, words, file, &format!("{name} — token embeddings, PCA"))?;
     if json {
         let near_json: Vec<Vec<serde_json::Value>> =

@@ -175,3 +175,20 @@ fn next_token_of_an_encoder_decoder() {
     let o = attn(&["inspect", "next", "--model", m.to_str().unwrap(), "--text", "Light.", "--target", "Luz"]);
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("next target token after \"Luz\""), "{}", stderr(&o));
 }
+
+/// `attn inspect embeddings` reads an encoder-decoder's shared table (one for
+/// both languages); a word's vector is the mean of its own pieces, without the
+/// EOS the folder's tokenizer adds to a text.
+#[test]
+fn embeddings_of_an_encoder_decoder() {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm");
+    let o = attn(&["inspect", "embeddings", "--model", m.to_str().unwrap(), "--words", "God,Dios,earth,tierra", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    for ids in v["ids"].as_array().unwrap() {
+        let ids = ids.as_array().unwrap();
+        assert!(!ids.is_empty() && !ids.contains(&json!(0)), "a word's pieces include the EOS: {ids:?}");
+    }
+    assert_eq!(v["cosine"][1][1].as_f64().map(|c| (c - 1.0).abs() < 1e-9), Some(true));
+    assert_eq!(v["nearest"].as_array().unwrap().len(), 4);
+}

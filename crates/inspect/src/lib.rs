@@ -243,17 +243,22 @@ pub fn top_probs(logits: &[f32], k: usize) -> Vec<(u32, f64)> {
 /// leading space (" king"), and that is usually the form that got a token
 /// of its own; so the spelling with fewer tokens is used, the spaced one on
 /// a tie. Character-level models take the word as given.
-pub fn word_vector(model: &Transformer, tok: &dyn Tokenizer, word: &str) -> Result<(Vec<f32>, Vec<u32>)> {
-    let bare = tok.encode(word)?;
-    let ids = match tok.encode(&format!(" {word}")) {
+///
+/// `wte` is the token embedding table (V, C): a decoder's
+/// `token_embeddings()`, or an encoder-decoder's shared table.
+pub fn word_vector(wte: &[f32], c: usize, tok: &dyn Tokenizer, word: &str) -> Result<(Vec<f32>, Vec<u32>)> {
+    // The word's own pieces: no BOS, EOS, CLS or SEP a post-processor adds.
+    let bare = tok.encode_plain(word)?;
+    let ids = match tok.encode_plain(&format!(" {word}")) {
         Ok(spaced) if !spaced.is_empty() && (bare.is_empty() || spaced.len() <= bare.len()) => spaced,
         _ => bare,
     };
     if ids.is_empty() {
         return Err(InspectError::Input(format!("{word:?} has no tokens")));
     }
-    let c = model.n_embd();
-    let wte = model.token_embeddings();
+    if let Some(&bad) = ids.iter().find(|&&id| (id as usize + 1) * c > wte.len()) {
+        return Err(InspectError::Input(format!("{word:?} has token {bad}, past the embedding table's {} rows", wte.len() / c.max(1))));
+    }
     let mut v = vec![0.0f32; c];
     for &id in &ids {
         for (a, b) in v.iter_mut().zip(&wte[id as usize * c..(id as usize + 1) * c]) {
@@ -274,12 +279,12 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-/// The `k` vocabulary tokens whose embeddings are closest (by cosine) to `v`,
-/// leaving out `exclude`.
-pub fn nearest_tokens(model: &Transformer, v: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f64)> {
-    let c = model.n_embd();
+/// The `k` vocabulary tokens whose embeddings (rows of `wte`, C wide) are
+/// closest (by cosine) to `v`, leaving out `exclude`.
+pub fn nearest_tokens(wte: &[f32], v: &[f32], k: usize, exclude: &[u32]) -> Vec<(u32, f64)> {
+    let c = v.len().max(1);
     let mut all: Vec<(u32, f64)> =
-        model.token_embeddings().chunks(c).enumerate().filter(|(i, _)| !exclude.contains(&(*i as u32))).map(|(i, row)| (i as u32, cosine(v, row))).collect();
+        wte.chunks(c).enumerate().filter(|(i, _)| !exclude.contains(&(*i as u32))).map(|(i, row)| (i as u32, cosine(v, row))).collect();
     all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     all.truncate(k);
     all

@@ -138,6 +138,13 @@ impl Tokenizer for MarianTokenizer {
         Ok(self.encode_with(text, &self.target, self.target_vocab.as_ref().unwrap_or(&self.vocab)))
     }
 
+    /// Without the `</s>` MarianTokenizer appends (its `add_special_tokens=False`).
+    fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        ids.pop();
+        Ok(ids)
+    }
+
     fn decode(&self, ids: &[u32]) -> Result<String> {
         self.decode_impl(ids, false)
     }

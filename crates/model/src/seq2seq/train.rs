@@ -245,6 +245,11 @@ impl Seq2Seq {
         self.acts.as_ref().and_then(|a| a.dec.layers.get(l).and_then(|x| x.ca.as_ref()).map(|ca| &ca.att[..a.b * nh * a.t * a.s])).unwrap_or(&[])
     }
 
+    /// The shared token embeddings (V, C) of source, target and output head.
+    pub fn token_embeddings(&self) -> &[f32] {
+        &self.params[self.idx.shared.clone()]
+    }
+
     /// The logit lens on the decoder after the last forward pass: the output
     /// (B, T, V) of decoder layer `l` (0: the embeddings, `decoder_layers`:
     /// the last block, whose lens is the model's logits) read through the
