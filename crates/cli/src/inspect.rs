@@ -223,10 +223,10 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 anyhow::ensure!(m.adapter.is_none(), "--adapter is for decoders; {} is an encoder-decoder", m.model.display());
                 let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
                 let prefix = target.unwrap_or_default();
-                let (logits, ids) = crate::translate::next_logits(&mut model, tok.as_ref(), &m.text, &prefix)?;
+                let (logits, n) = crate::translate::next_logits(&mut model, tok.as_ref(), &m.text, &prefix)?;
                 (
                     attn_inspect::next_token_of(&logits, tok.as_ref(), top, cfg)?,
-                    format!("next target token after {prefix:?} ({} tokens), source {:?}", ids, m.text),
+                    format!("next target token after {prefix:?} ({n} tokens), source {:?}", m.text),
                 )
             } else {
                 anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
@@ -267,19 +267,20 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
         }
         InspectCommand::Lens { m, top, target, json } => {
             crate::set_threads(m.threads)?;
-            let (ids, lens, tok) = if attn_model::is_seq2seq_dir(&m.model) {
+            let (ids, tokens, lens, tok) = if attn_model::is_seq2seq_dir(&m.model) {
                 anyhow::ensure!(m.adapter.is_none(), "--adapter is for decoders; {} is an encoder-decoder", m.model.display());
                 let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
                 let (ids, lens) = crate::translate::decoder_lens(&mut model, tok.as_ref(), &m.text, &target.unwrap_or_default(), top.max(1))?;
-                (ids, lens, tok)
+                let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+                (ids, tokens, lens, tok)
             } else {
                 anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
                 let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;
                 let tr = attn_inspect::trace(&mut model, tok.as_ref(), &m.text)?;
-                (tr.ids.clone(), attn_inspect::logit_lens(&model, &tr, top.max(1)), tok)
+                let lens = attn_inspect::logit_lens(&model, &tr, top.max(1));
+                (tr.ids, tr.tokens, lens, tok)
             };
             let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();
-            let tokens: Vec<String> = ids.iter().map(|&i| piece(i)).collect();
             if json {
                 let layers: Vec<serde_json::Value> = lens
                     .iter()
