@@ -11,7 +11,7 @@ min_length, length_penalty 2, early_stopping true), opus-mt's (bad_words_ids
 = [[pad]], num_beams, max_length), and the corners where the rules meet (a
 min_length past the length limit, where the forced EOS wins; a two-token
 bad word; early_stopping "never"; renormalize_logits; the repetition penalty
-in greedy and beam search). The test copies a folder, writes the
+in greedy and beam search; the source's n-grams refused). The test copies a folder, writes the
 settings where the case says, runs `attn`'s search with the settings read
 from the folder and compares token for token.
 
@@ -54,6 +54,14 @@ CASES = [
       "eos_token_id": 0, "pad_token_id": 60}),
     ("bart-beam-penalty", "bart", "config.json",
      {"num_beams": 3, "repetition_penalty": 1.3, "max_new_tokens": 20}),
+    # No n-gram of the source (its padded row) in the output: single tokens
+    # in beam search (the sources end in the EOS, so it is refused until the
+    # forced one at the limit), bigrams in greedy search.
+    ("marian-encoder-unigram", "marian", "generation_config.json",
+     {"encoder_no_repeat_ngram_size": 1, "num_beams": 3, "max_new_tokens": 20, "forced_eos_token_id": 0,
+      "decoder_start_token_id": 60, "eos_token_id": 0, "pad_token_id": 60}),
+    ("bart-encoder-bigram", "bart", "config.json",
+     {"encoder_no_repeat_ngram_size": 2, "max_new_tokens": 24}),
     # opus-mt's generation_config.json sets renormalize_logits: the scores are
     # log-softmaxed again after the bans, which reorders beams whose banned
     # mass differs (here the bans take the most likely tokens).

@@ -224,10 +224,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
                 let prefix = target.unwrap_or_default();
                 let (logits, n) = crate::translate::next_logits(&mut model, tok.as_ref(), &m.text, &prefix)?;
-                (
-                    attn_inspect::next_token_of(&logits, tok.as_ref(), top, cfg)?,
-                    format!("next target token after {prefix:?} ({n} tokens), source {:?}", m.text),
-                )
+                (attn_inspect::next_token_of(&logits, tok.as_ref(), top, cfg)?, format!("next target token after {prefix:?} ({n} tokens), source {:?}", m.text))
             } else {
                 anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
                 let (mut model, tok) = crate::load_model_with(&m.model, m.adapter.as_deref())?;

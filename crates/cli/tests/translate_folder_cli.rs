@@ -26,7 +26,7 @@ fn a_folders_generation_config_sets_the_defaults() {
     }
     let gen = dir.path().join("generation_config.json");
     let mut g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gen).unwrap()).unwrap();
-    for (k, v) in [("num_beams", json!(3)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("encoder_no_repeat_ngram_size", json!(3))] {
+    for (k, v) in [("num_beams", json!(3)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("diversity_penalty", json!(0.5))] {
         g[k] = v;
     }
     std::fs::write(&gen, g.to_string()).unwrap();
@@ -38,7 +38,7 @@ fn a_folders_generation_config_sets_the_defaults() {
         let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(got["translations"][0]["ids"], case["ids"], "beam {beam}");
         let err = stderr(&o);
-        assert!(err.contains("do_sample = true") && err.contains("encoder_no_repeat_ngram_size = 3") && err.contains("generation_config.json"), "{err}");
+        assert!(err.contains("do_sample = true") && err.contains("diversity_penalty = 0.5") && err.contains("generation_config.json"), "{err}");
     }
     // --no-repeat-ngram-size 1: no token twice (the greedy fixture repeats one).
     let o = attn(&["translate", "--model", m, "--beam", "1", "--no-repeat-ngram-size", "1", "--json", "The LORD is my shepherd: I shall not want."]);

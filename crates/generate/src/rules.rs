@@ -3,9 +3,9 @@
 //! to one hypothesis' scores in transformers' order, so that a folder decodes
 //! to the same tokens as `generate()` with no arguments:
 //!
-//! repetition_penalty, no_repeat_ngram_size, bad_words_ids, min_length /
-//! min_new_tokens, forced_bos_token_id, forced_eos_token_id, and
-//! renormalize_logits last.
+//! repetition_penalty, no_repeat_ngram_size, encoder_no_repeat_ngram_size,
+//! bad_words_ids, min_length / min_new_tokens, forced_bos_token_id,
+//! forced_eos_token_id, and renormalize_logits last.
 //!
 //! Every rule but the repetition penalty sets a score to -inf (and a forced
 //! token's to 0). Greedy applies them to logits and beam search to
@@ -27,6 +27,9 @@ pub struct Rules {
     /// No n-gram of this many tokens occurs twice in a decoder sequence (the
     /// start token counts); 0 is off.
     pub no_repeat_ngram_size: usize,
+    /// No n-gram of this many tokens of the source (its padded row, as given
+    /// to the encoder) occurs in the decoder sequence; 0 is off.
+    pub encoder_no_repeat_ngram_size: usize,
     /// Token sequences never produced: a sequence's last token is refused
     /// where the hypothesis ends with the rest of it (a one-token sequence:
     /// always). A sequence that is just the EOS is dropped, as transformers
@@ -48,9 +51,9 @@ pub struct Rules {
 
 impl Rules {
     /// Applies the rules to `scores` (V) of the hypothesis whose decoder
-    /// sequence so far (start token first) is `seq`; the next token is
-    /// position `seq.len()` of at most `max_length`.
-    pub(crate) fn apply(&self, seq: &[u32], scores: &mut [f32], eos: u32, forced_eos: Option<u32>, max_length: usize) {
+    /// sequence so far (start token first) is `seq` and whose source row is
+    /// `src`; the next token is position `seq.len()` of at most `max_length`.
+    pub(crate) fn apply(&self, seq: &[u32], src: &[u32], scores: &mut [f32], eos: u32, forced_eos: Option<u32>, max_length: usize) {
         let cur_len = seq.len();
         if let Some(p) = self.repetition_penalty {
             // Each token once, however often it occurs (transformers gathers
@@ -69,16 +72,19 @@ impl Rules {
                 *s = f32::NEG_INFINITY;
             }
         };
-        let n = self.no_repeat_ngram_size;
-        if n > 0 && cur_len + 1 >= n {
-            // Every earlier n-gram whose first n-1 tokens equal the last n-1.
-            let prefix = &seq[cur_len + 1 - n..];
-            for w in seq.windows(n) {
-                if &w[..n - 1] == prefix {
-                    ban(w[n - 1]);
+        // Every n-gram of `within` whose first n-1 tokens equal the last n-1 of the sequence.
+        let mut ngram_ban = |n: usize, within: &[u32]| {
+            if n > 0 && cur_len + 1 >= n {
+                let prefix = &seq[cur_len + 1 - n..];
+                for w in within.windows(n) {
+                    if &w[..n - 1] == prefix {
+                        ban(w[n - 1]);
+                    }
                 }
             }
-        }
+        };
+        ngram_ban(self.no_repeat_ngram_size, seq);
+        ngram_ban(self.encoder_no_repeat_ngram_size, src);
         for w in &self.bad_words {
             let Some((&last, rest)) = w.split_last() else { continue };
             if (rest.is_empty() && last == eos) || rest.len() > cur_len {
@@ -116,7 +122,7 @@ mod tests {
 
     fn banned(r: &Rules, seq: &[u32]) -> Vec<u32> {
         let mut s = vec![0.0f32; 10];
-        r.apply(seq, &mut s, 2, None, 100);
+        r.apply(seq, &[], &mut s, 2, None, 100);
         (0..10).filter(|&i| s[i as usize] == f32::NEG_INFINITY).collect()
     }
 
@@ -129,6 +135,11 @@ mod tests {
         assert_eq!(banned(&r, &[1, 5, 7]), vec![1, 5, 7]);
         let r = Rules { no_repeat_ngram_size: 3, ..Default::default() };
         assert_eq!(banned(&r, &[1, 5]), Vec::<u32>::new());
+        // The source's bigrams (5, 6) and (5, 8): after 5, both are refused.
+        let r = Rules { encoder_no_repeat_ngram_size: 2, ..Default::default() };
+        let mut s = vec![0.0f32; 10];
+        r.apply(&[1, 5], &[5, 6, 7, 5, 8], &mut s, 2, None, 100);
+        assert_eq!((0..10).filter(|&i| s[i] == f32::NEG_INFINITY).collect::<Vec<_>>(), [6, 8]);
     }
 
     #[test]
@@ -139,22 +150,22 @@ mod tests {
         assert_eq!(banned(&r, &[1, 6, 7]), vec![4]);
         let r = Rules { forced_bos_token_id: Some(3), ..Default::default() };
         let mut s = vec![0.5f32; 5];
-        r.apply(&[1], &mut s, 2, Some(2), 10);
+        r.apply(&[1], &[], &mut s, 2, Some(2), 10);
         assert_eq!(s, [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY]);
         // The forced EOS comes after min_length, so it wins at the limit;
         // Some(None) turns the model's forced EOS off.
         let r = Rules { min_length: 50, ..Default::default() };
         let mut s = vec![0.5f32; 5];
-        r.apply(&[1, 3], &mut s, 2, Some(2), 3);
+        r.apply(&[1, 3], &[], &mut s, 2, Some(2), 3);
         assert_eq!(s[2], 0.0);
         let r = Rules { forced_eos_token_id: Some(None), ..Default::default() };
         let mut s = vec![0.5f32; 5];
-        r.apply(&[1, 3], &mut s, 2, Some(2), 3);
+        r.apply(&[1, 3], &[], &mut s, 2, Some(2), 3);
         assert_eq!(s, [0.5; 5]);
         // The penalty: once per token seen, divide positive and multiply negative scores.
         let r = Rules { repetition_penalty: Some(2.0), ..Default::default() };
         let mut s = vec![1.0f32, -1.0, 1.0, -1.0];
-        r.apply(&[0, 1, 1], &mut s, 9, None, 100);
+        r.apply(&[0, 1, 1], &[], &mut s, 9, None, 100);
         assert_eq!(s, [0.5, -2.0, 1.0, -1.0]);
     }
 }

@@ -67,11 +67,11 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
 
 /// The decoder sequence of a hypothesis (start token first) and the rules
 /// applied to its next token's scores.
-fn apply_rules(model: &Seq2Seq, cfg: &SearchConfig, start: u32, ids: &[u32], scores: &mut [f32], max_length: usize) {
+fn apply_rules(model: &Seq2Seq, cfg: &SearchConfig, start: u32, ids: &[u32], src: &[u32], scores: &mut [f32], max_length: usize) {
     let mut seq = Vec::with_capacity(ids.len() + 1);
     seq.push(start);
     seq.extend_from_slice(ids);
-    cfg.rules.apply(&seq, scores, model.config.eos_token_id, model.config.forced_eos_token_id, max_length);
+    cfg.rules.apply(&seq, src, scores, model.config.eos_token_id, model.config.forced_eos_token_id, max_length);
 }
 
 fn start_token(model: &Seq2Seq, cfg: &SearchConfig) -> u32 {
@@ -125,7 +125,7 @@ fn greedy(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Ve
                 continue;
             }
             let mut row = logits[i * v..][..v].to_vec();
-            apply_rules(model, cfg, start, &h.ids, &mut row, max_length);
+            apply_rules(model, cfg, start, &h.ids, &mem.src[i * mem.s..][..mem.s], &mut row, max_length);
             // The first of equal maxima, as torch.argmax picks.
             let next = row.iter().enumerate().fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
             h.score += log_softmax(&logits[i * v..][..v])[next];
@@ -179,7 +179,7 @@ fn beam_search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Resu
             let mut acc = Vec::with_capacity(k * v);
             for (j, (ids, score)) in bm.running.iter().enumerate() {
                 let mut lp_row = log_softmax(&logits[(i * k + j) * v..][..v]);
-                apply_rules(model, cfg, start, ids, &mut lp_row, max_length);
+                apply_rules(model, cfg, start, ids, &mem.src[i * mem.s..][..mem.s], &mut lp_row, max_length);
                 if cfg.rules.renormalize && lp_row.iter().any(|x| x.is_finite()) {
                     lp_row = log_softmax(&lp_row);
                 }

@@ -117,6 +117,7 @@ impl Reader {
             repetition_penalty,
             min_length: if min_length > 1 { min_length } else { 0 },
             no_repeat_ngram_size: self.count("no_repeat_ngram_size")?.unwrap_or(0),
+            encoder_no_repeat_ngram_size: self.count("encoder_no_repeat_ngram_size")?.unwrap_or(0),
             bad_words,
             forced_bos_token_id: self.id("forced_bos_token_id")?,
             // generation_config.json decides alone (a missing field forces no
@@ -134,8 +135,7 @@ impl Reader {
     /// Fields set away from their no-op value that the search does not apply.
     fn ignored(&self, eos: u32) -> Vec<String> {
         // do_sample: false (0) is the no-op.
-        let noops =
-            [("do_sample", 0.0), ("encoder_no_repeat_ngram_size", 0.0), ("num_beam_groups", 1.0), ("diversity_penalty", 0.0), ("num_return_sequences", 1.0)];
+        let noops = [("do_sample", 0.0), ("num_beam_groups", 1.0), ("diversity_penalty", 0.0), ("num_return_sequences", 1.0)];
         let mut v = self.v.clone();
         // bad_words_ids is applied here, not ignored.
         if let Some(o) = v.as_object_mut() {

@@ -26,6 +26,9 @@ pub struct EncoderMemory {
     /// Source positions, padded to the longest.
     pub s: usize,
     pub src_len: Vec<usize>,
+    /// The source ids as given (B, S), padding included: what
+    /// `encoder_no_repeat_ngram_size` reads.
+    pub src: Vec<u32>,
     /// The encoder's output (B, S, C).
     pub hidden: Vec<f32>,
     /// Per decoder layer: cross-attention k | v (B, S, 2C).
@@ -80,7 +83,7 @@ impl Seq2Seq {
             x = self.layernorm(&x, fw, n);
         }
         let cross_kv = self.idx.dec.layers.iter().map(|w| self.project(&x, &w.cross.as_ref().expect("decoder layer").kv, n, 2 * c)).collect();
-        Ok(EncoderMemory { b, s, src_len: src_len.to_vec(), hidden: x, cross_kv })
+        Ok(EncoderMemory { b, s, src_len: src_len.to_vec(), src: src.to_vec(), hidden: x, cross_kv })
     }
 
     /// A cache for `k` hypotheses per source of `mem`, holding `cap` target positions.
