@@ -6,7 +6,7 @@ use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use attn_generate::{generate, GenerationConfig, TextStream};
+use attn_generate::{generate, TextStream};
 use attn_tokenizer::chat::{ChatTemplate, Message};
 use clap::Args;
 
@@ -58,8 +58,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
         return crate::print_or_quiet(&mut std::io::stdout().lock(), &prompt);
     }
     crate::set_threads(a.threads)?;
-    let gen_cfg = GenerationConfig::from_dir(&a.model)?;
-    crate::note_unapplied(&gen_cfg.ignored, "attn's sampler");
+    let gen_cfg = crate::generation_config(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
     // A reply ends at the template's end-of-turn string, or an EOS token.

@@ -98,8 +98,7 @@ fn read_prompt(a: &GenerateArgs) -> anyhow::Result<String> {
 
 pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
-    let gen_cfg = GenerationConfig::from_dir(&a.model)?;
-    crate::note_unapplied(&gen_cfg.ignored, "attn's sampler");
+    let gen_cfg = crate::generation_config(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let text = read_prompt(&a)?;
     let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;

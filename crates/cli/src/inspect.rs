@@ -147,19 +147,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
         InspectCommand::Attention { model, adapter, text, source, target, kind, threads, layer, head, out: file } => {
             crate::set_threads(threads)?;
             if attn_model::is_seq2seq_dir(&model) {
-                use crate::translate::Seq2SeqAttention as S;
-                let which = match kind {
-                    AttnKind::Cross => S::Cross,
-                    AttnKind::Encoder => S::Encoder,
-                    AttnKind::Decoder => S::Decoder,
-                    AttnKind::Self_ => {
-                        anyhow::bail!("{} is an encoder-decoder: use --kind cross, encoder or decoder with --source and --target", model.display())
-                    }
-                };
-                let (Some(src), Some(tgt)) = (source, target) else {
-                    anyhow::bail!("an encoder-decoder needs --source TEXT and --target TEXT");
-                };
-                return crate::translate::seq2seq_attention(&model, &src, &tgt, which, layer, head, file);
+                return crate::inspect_seq2seq::attention(&model, source, target, kind, layer, head, file);
             }
             anyhow::ensure!(
                 kind == AttnKind::Self_ && source.is_none(),
@@ -223,7 +211,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 anyhow::ensure!(m.adapter.is_none(), "--adapter is for decoders; {} is an encoder-decoder", m.model.display());
                 let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
                 let prefix = target.unwrap_or_default();
-                let (logits, n) = crate::translate::next_logits(&mut model, tok.as_ref(), &m.text, &prefix)?;
+                let (logits, n) = crate::inspect_seq2seq::next_logits(&mut model, tok.as_ref(), &m.text, &prefix)?;
                 (attn_inspect::next_token_of(&logits, tok.as_ref(), top, cfg)?, format!("next target token after {prefix:?} ({n} tokens), source {:?}", m.text))
             } else {
                 anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
@@ -267,7 +255,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
             let (ids, tokens, lens, tok) = if attn_model::is_seq2seq_dir(&m.model) {
                 anyhow::ensure!(m.adapter.is_none(), "--adapter is for decoders; {} is an encoder-decoder", m.model.display());
                 let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
-                let (ids, lens) = crate::translate::decoder_lens(&mut model, tok.as_ref(), &m.text, &target.unwrap_or_default(), top.max(1))?;
+                let (ids, lens) = crate::inspect_seq2seq::decoder_lens(&mut model, tok.as_ref(), &m.text, &target.unwrap_or_default(), top.max(1))?;
                 let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
                 (ids, tokens, lens, tok)
             } else {

@@ -11,6 +11,7 @@ mod embed;
 mod eval;
 mod generate;
 mod inspect;
+mod inspect_seq2seq;
 mod lora;
 mod quantize;
 mod serve;
@@ -84,6 +85,14 @@ pub fn note_unapplied(fields: &[String], what: &str) {
     for f in fields {
         eprintln!("note: {f}: not applied by {what}");
     }
+}
+
+/// A decoder folder's generation_config.json, the settings the sampler does
+/// not apply named on stderr (generate, chat and serve).
+pub fn generation_config(dir: &std::path::Path) -> anyhow::Result<attn_generate::GenerationConfig> {
+    let g = attn_generate::GenerationConfig::from_dir(dir)?;
+    note_unapplied(&g.ignored, "attn's sampler");
+    Ok(g)
 }
 
 /// Writes `text` and flushes, treating a closed pipe as a normal end.

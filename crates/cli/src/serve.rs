@@ -80,8 +80,7 @@ fn load(
     if let Err(e) = &template {
         eprintln!("warning: chat requests will fail: {e}");
     }
-    let gen_cfg = attn_generate::GenerationConfig::from_dir(dir)?;
-    crate::note_unapplied(&gen_cfg.ignored, "attn's sampler");
+    let gen_cfg = crate::generation_config(dir)?;
     let embedder = match emb {
         Some(d) => {
             let enc = crate::embed::Encoder::load(d)?;

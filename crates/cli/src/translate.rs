@@ -73,35 +73,27 @@ pub fn load_seq2seq(dir: &Path) -> anyhow::Result<(Seq2Seq, Box<dyn Tokenizer>)>
 /// A source's ids, ending with EOS (tokenizers without a template, such as a
 /// plain vocab.json, do not add it), within the model's positions.
 pub fn source_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
-    ids_with_eos(model, tok.encode(text), text)
-}
-
-/// A source's ids cut to the model's positions: the first n_ctx - 1 and the
-/// EOS (what a transformers tokenizer called with truncation=True and
-/// max_length = n_ctx gives for these models).
-fn cut_source_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
-    let eos = model.config.eos_token_id;
-    let mut v = tok.encode(text).with_context(|| format!("tokenizing {text:?}"))?;
-    if v.last() == Some(&eos) {
-        v.pop();
-    }
-    v.truncate(model.config.n_ctx - 1);
-    v.push(eos);
-    Ok(v)
+    ids_with_eos(model, tok.encode(text), text, false)
 }
 
 /// A target's ids (Marian folders tokenize targets with target.spm), as `source_ids`.
-fn target_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
-    ids_with_eos(model, tok.encode_target(text), text)
+pub(crate) fn target_ids(model: &Seq2Seq, tok: &dyn Tokenizer, text: &str) -> anyhow::Result<Vec<u32>> {
+    ids_with_eos(model, tok.encode_target(text), text, false)
 }
 
-fn ids_with_eos(model: &Seq2Seq, ids: attn_tokenizer::Result<Vec<u32>>, text: &str) -> anyhow::Result<Vec<u32>> {
-    let eos = model.config.eos_token_id;
+/// `ids` ending with the EOS. Past the model's positions: with `cut`, the
+/// first n_ctx - 1 and the EOS (what a transformers tokenizer called with
+/// truncation=True and max_length = n_ctx gives these models), else an error.
+fn ids_with_eos(model: &Seq2Seq, ids: attn_tokenizer::Result<Vec<u32>>, text: &str, cut: bool) -> anyhow::Result<Vec<u32>> {
+    let (eos, limit) = (model.config.eos_token_id, model.config.n_ctx);
     let mut v = ids.with_context(|| format!("tokenizing {text:?}"))?;
     if v.last() != Some(&eos) {
         v.push(eos);
     }
-    let limit = model.config.n_ctx;
+    if v.len() > limit && cut {
+        v.truncate(limit - 1);
+        v.push(eos);
+    }
     if v.len() > limit {
         // The start of the text names it; a document to summarize may be pages long.
         let head: String = text.chars().take(80).collect();
@@ -171,8 +163,7 @@ pub fn translate_texts(model: &Seq2Seq, tok: &dyn Tokenizer, texts: &[String], h
     let limit = model.config.n_ctx;
     let mut out = Vec::with_capacity(texts.len());
     for chunk in texts.chunks(batch.max(1)) {
-        let ids =
-            chunk.iter().map(|t| if how.truncate { cut_source_ids(model, tok, t) } else { source_ids(model, tok, t) }).collect::<anyhow::Result<Vec<_>>>()?;
+        let ids = chunk.iter().map(|t| ids_with_eos(model, tok.encode(t), t, how.truncate)).collect::<anyhow::Result<Vec<_>>>()?;
         let (mem, s) = encode_batch(model, &ids)?;
         let max_new_tokens = how.max_new.unwrap_or((2 * s + 16).min(limit - 1));
         let cfg = SearchConfig { max_new_tokens, ..how.search.clone() };
@@ -341,131 +332,5 @@ pub fn train(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let s = train_translation(&run)?;
     println!("{}", serde_json::to_string(&s)?);
     exit_if_signalled(s.interrupted, &stop, &sigterm);
-    Ok(())
-}
-
-/// Runs an encoder-decoder on `source` with the decoder reading the start
-/// token and the target `prefix` (as `inspect next` and `inspect lens` look
-/// at it); returns the decoder's inputs. Row i of the logits is the guess for
-/// the token after input i.
-fn forward_prefix(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str) -> anyhow::Result<Vec<u32>> {
-    let src = source_ids(model, tok, source)?;
-    let eos = model.config.eos_token_id;
-    let mut tgt = if prefix.is_empty() { Vec::new() } else { tok.encode_target(prefix).with_context(|| format!("tokenizing {prefix:?}"))? };
-    if tgt.last() == Some(&eos) {
-        tgt.pop();
-    }
-    anyhow::ensure!(tgt.len() < model.config.n_ctx, "the target prefix has {} tokens, as many as the model's {} positions", tgt.len(), model.config.n_ctx);
-    // The last label is a placeholder: only the decoder's inputs matter.
-    let inputs: Vec<u32> = std::iter::once(model.config.decoder_start_token_id).chain(tgt.iter().copied()).collect();
-    tgt.push(eos);
-    let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, model.config.decoder_start_token_id);
-    model.forward(&batch, false, 0.0)?;
-    Ok(inputs)
-}
-
-/// `attn inspect next` on an encoder-decoder: the decoder's logits (V) for
-/// the target token after `prefix`, given `source`; and the number of prefix tokens.
-pub fn next_logits(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str) -> anyhow::Result<(Vec<f32>, usize)> {
-    let inputs = forward_prefix(model, tok, source, prefix)?;
-    let v = model.vocab_size();
-    Ok((model.logits()[(inputs.len() - 1) * v..][..v].to_vec(), inputs.len() - 1))
-}
-
-/// `attn inspect lens` on an encoder-decoder: the decoder's inputs (the start
-/// token and the target prefix) and, for the embeddings and each decoder
-/// layer, the top-`k` guesses (id, probability) at every input.
-pub fn decoder_lens(model: &mut Seq2Seq, tok: &dyn Tokenizer, source: &str, prefix: &str, k: usize) -> anyhow::Result<(Vec<u32>, attn_inspect::Lens)> {
-    let inputs = forward_prefix(model, tok, source, prefix)?;
-    let v = model.vocab_size();
-    let lens = (0..=model.config.decoder_layers).map(|l| model.decoder_lens_logits(l).chunks(v).map(|row| attn_inspect::top_probs(row, k)).collect()).collect();
-    Ok((inputs, lens))
-}
-
-/// Which attention of an encoder-decoder `attn inspect attention` shows.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Seq2SeqAttention {
-    /// The source attending to itself (S x S).
-    Encoder,
-    /// The decoder's masked self-attention over its inputs, the start token
-    /// and the target but its last token (T x T).
-    Decoder,
-    /// Rows: the target tokens being predicted; columns: the source (T x S).
-    Cross,
-}
-
-/// `attn inspect attention` on an encoder-decoder: the model reads the source
-/// and, teacher-forced as in training, the target; one of its attentions is
-/// drawn. Without --layer / --head, the mean over the heads of the last layer.
-pub fn seq2seq_attention(
-    dir: &Path,
-    source: &str,
-    target: &str,
-    kind: Seq2SeqAttention,
-    layer: Option<usize>,
-    head: Option<usize>,
-    out: Option<PathBuf>,
-) -> anyhow::Result<()> {
-    let (mut model, tok) = load_seq2seq(dir)?;
-    let (side, nl, nh) = match kind {
-        Seq2SeqAttention::Encoder => ("encoder", model.config.encoder_layers, model.config.encoder_heads),
-        _ => ("decoder", model.config.decoder_layers, model.config.decoder_heads),
-    };
-    for (what, v, n) in [("--layer", layer, nl), ("--head", head, nh)] {
-        anyhow::ensure!(v.is_none_or(|v| v < n), "{what} {} is out of range: the {side} has {n} (counting from 0)", v.unwrap_or(0));
-    }
-    let (src, tgt) = (source_ids(&model, tok.as_ref(), source)?, target_ids(&model, tok.as_ref(), target)?);
-    let start = model.config.decoder_start_token_id;
-    let batch = attn_model::Seq2SeqBatch::from_pairs(&[(src.as_slice(), tgt.as_slice())], model.config.pad_token_id, start);
-    model.forward(&batch, false, 0.0)?;
-    let piece = |i: u32| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned();
-    let dec_in: Vec<u32> = std::iter::once(start).chain(tgt[..tgt.len() - 1].iter().copied()).collect();
-    let (row_ids, col_ids, key) = match kind {
-        Seq2SeqAttention::Encoder => (&src, &src, "encoder_attention"),
-        Seq2SeqAttention::Decoder => (&dec_in, &dec_in, "decoder_attention"),
-        Seq2SeqAttention::Cross => (&tgt, &src, "cross_attention"),
-    };
-    let (t, s) = (row_ids.len(), col_ids.len());
-    let pieces = |ids: &[u32]| ids.iter().map(|&i| piece(i)).collect::<Vec<String>>();
-    let (rows, cols) = (pieces(row_ids), pieces(col_ids));
-    let maps: Vec<Vec<f32>> = (0..nl)
-        .map(|l| match kind {
-            Seq2SeqAttention::Cross => model.cross_attention_probs(l).to_vec(),
-            k => model.self_attention_probs(k == Seq2SeqAttention::Decoder, l).to_vec(),
-        })
-        .collect();
-    let l = layer.unwrap_or(nl - 1);
-    let map: Vec<f32> = match head {
-        Some(h) => maps[l][h * t * s..][..t * s].to_vec(),
-        None => (0..t * s).map(|i| (0..nh).map(|h| maps[l][h * t * s + i]).sum::<f32>() / nh as f32).collect(),
-    };
-    let name = crate::inspect::model_name(dir);
-    let what = key.replace('_', "-");
-    let title = match head {
-        Some(h) => format!("{name} — {what}, layer {l}, head {h}"),
-        None => format!("{name} — {what}, layer {l}, mean of {nh} heads"),
-    };
-    match out {
-        Some(f) if f.extension().is_some_and(|e| e == "json") => {
-            let all: Vec<Vec<Vec<&[f32]>>> = maps.iter().map(|m| (0..nh).map(|h| m[h * t * s..][..t * s].chunks(s).collect()).collect()).collect();
-            let v = serde_json::json!({
-                "model": name, "source_tokens": pieces(&src), "target_tokens": pieces(&tgt), "source_ids": src, "target_ids": tgt,
-                "decoder_input_ids": dec_in, "row_tokens": rows, "column_tokens": cols, key: all,
-            });
-            std::fs::write(&f, v.to_string()).with_context(|| format!("writing {}", f.display()))?;
-            eprintln!("wrote {}", f.display());
-        }
-        Some(f) => {
-            attn_inspect::plot::alignment(&f, &title, &rows, &cols, &map)?;
-            eprintln!("wrote {}", f.display());
-        }
-        None => {
-            // A terminal table: for each row token, the column token it attends to most.
-            for (r, row) in map.chunks(s).enumerate() {
-                let (best, p) = row.iter().enumerate().fold((0, 0.0f32), |b, (i, &p)| if p > b.1 { (i, p) } else { b });
-                println!("{:>16} -> {:<16} {:.2}", attn_inspect::plot::label(&rows[r]), attn_inspect::plot::label(&cols[best]), p);
-            }
-        }
-    }
     Ok(())
 }

@@ -56,6 +56,7 @@ impl GenerationConfig {
             ignored: unapplied(
                 &path,
                 &v,
+                &[],
                 &[
                     ("num_beams", 1.0),
                     ("num_beam_groups", 1.0),
@@ -75,9 +76,9 @@ impl GenerationConfig {
 
 /// Fields of the generation settings `v` (read from `path`) that are set
 /// away from their no-op value (`noops`, or for the list and object fields
-/// below, anything non-empty): what a caller that does not apply them should
-/// name rather than drop silently.
-pub(crate) fn unapplied(path: &std::path::Path, v: &serde_json::Value, noops: &[(&str, f64)]) -> Vec<String> {
+/// below but those in `applied`, anything non-empty): what a caller that does
+/// not apply them should name rather than drop silently.
+pub(crate) fn unapplied(path: &std::path::Path, v: &serde_json::Value, applied: &[&str], noops: &[(&str, f64)]) -> Vec<String> {
     use serde_json::Value;
     let mut out = Vec::new();
     let mut note = |field: &str, x: &Value| out.push(format!("{}: {field} = {x}", path.display()));
@@ -90,7 +91,7 @@ pub(crate) fn unapplied(path: &std::path::Path, v: &serde_json::Value, noops: &[
     }
     let lists =
         ["bad_words_ids", "suppress_tokens", "begin_suppress_tokens", "sequence_bias", "exponential_decay_length_penalty", "force_words_ids", "constraints"];
-    for field in lists {
+    for field in lists.into_iter().filter(|f| !applied.contains(f)) {
         match v.get(field) {
             None | Some(Value::Null) => {}
             Some(Value::Array(a)) if a.is_empty() => {}

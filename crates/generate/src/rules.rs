@@ -51,9 +51,44 @@ pub struct Rules {
 
 impl Rules {
     /// Applies the rules to `scores` (V) of the hypothesis whose decoder
-    /// sequence so far (start token first) is `seq` and whose source row is
-    /// `src`; the next token is position `seq.len()` of at most `max_length`.
-    pub(crate) fn apply(&self, seq: &[u32], src: &[u32], scores: &mut [f32], eos: u32, forced_eos: Option<u32>, max_length: usize) {
+    /// sequence so far is `start` then `ids`, and whose source row is `src`;
+    /// the next token is position `ids.len() + 1` of at most `max_length`.
+    /// The sequence is copied out only when a rule reads it.
+    pub(crate) fn apply(&self, start: u32, ids: &[u32], src: &[u32], scores: &mut [f32], eos: u32, forced_eos: Option<u32>, max_length: usize) {
+        let cur_len = ids.len() + 1;
+        if self.repetition_penalty.is_some() || self.no_repeat_ngram_size > 0 || self.encoder_no_repeat_ngram_size > 0 || !self.bad_words.is_empty() {
+            let seq: Vec<u32> = std::iter::once(start).chain(ids.iter().copied()).collect();
+            self.apply_history(&seq, src, scores, eos);
+        }
+        let mut ban = |t: u32| {
+            if let Some(s) = scores.get_mut(t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        };
+        if cur_len < self.min_length {
+            ban(eos);
+        }
+        let force = |scores: &mut [f32], t: u32| {
+            if (t as usize) < scores.len() {
+                scores.fill(f32::NEG_INFINITY);
+                scores[t as usize] = 0.0;
+            }
+        };
+        if let Some(bos) = self.forced_bos_token_id {
+            if cur_len == 1 {
+                force(scores, bos);
+            }
+        }
+        if let Some(eos) = self.forced_eos_token_id.unwrap_or(forced_eos) {
+            if cur_len + 1 == max_length {
+                force(scores, eos);
+            }
+        }
+    }
+
+    /// The rules that read the sequence so far `seq` (start token first),
+    /// which transformers applies before the length rules.
+    fn apply_history(&self, seq: &[u32], src: &[u32], scores: &mut [f32], eos: u32) {
         let cur_len = seq.len();
         if let Some(p) = self.repetition_penalty {
             // Each token once, however often it occurs (transformers gathers
@@ -94,25 +129,6 @@ impl Rules {
                 ban(last);
             }
         }
-        if cur_len < self.min_length {
-            ban(eos);
-        }
-        let force = |scores: &mut [f32], t: u32| {
-            if (t as usize) < scores.len() {
-                scores.fill(f32::NEG_INFINITY);
-                scores[t as usize] = 0.0;
-            }
-        };
-        if let Some(bos) = self.forced_bos_token_id {
-            if cur_len == 1 {
-                force(scores, bos);
-            }
-        }
-        if let Some(eos) = self.forced_eos_token_id.unwrap_or(forced_eos) {
-            if cur_len + 1 == max_length {
-                force(scores, eos);
-            }
-        }
     }
 }
 
@@ -122,7 +138,7 @@ mod tests {
 
     fn banned(r: &Rules, seq: &[u32]) -> Vec<u32> {
         let mut s = vec![0.0f32; 10];
-        r.apply(seq, &[], &mut s, 2, None, 100);
+        r.apply(seq[0], &seq[1..], &[], &mut s, 2, None, 100);
         (0..10).filter(|&i| s[i as usize] == f32::NEG_INFINITY).collect()
     }
 
@@ -138,7 +154,7 @@ mod tests {
         // The source's bigrams (5, 6) and (5, 8): after 5, both are refused.
         let r = Rules { encoder_no_repeat_ngram_size: 2, ..Default::default() };
         let mut s = vec![0.0f32; 10];
-        r.apply(&[1, 5], &[5, 6, 7, 5, 8], &mut s, 2, None, 100);
+        r.apply(1, &[5], &[5, 6, 7, 5, 8], &mut s, 2, None, 100);
         assert_eq!((0..10).filter(|&i| s[i] == f32::NEG_INFINITY).collect::<Vec<_>>(), [6, 8]);
     }
 
@@ -150,22 +166,22 @@ mod tests {
         assert_eq!(banned(&r, &[1, 6, 7]), vec![4]);
         let r = Rules { forced_bos_token_id: Some(3), ..Default::default() };
         let mut s = vec![0.5f32; 5];
-        r.apply(&[1], &[], &mut s, 2, Some(2), 10);
+        r.apply(1, &[], &[], &mut s, 2, Some(2), 10);
         assert_eq!(s, [f32::NEG_INFINITY, f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, f32::NEG_INFINITY]);
         // The forced EOS comes after min_length, so it wins at the limit;
         // Some(None) turns the model's forced EOS off.
         let r = Rules { min_length: 50, ..Default::default() };
         let mut s = vec![0.5f32; 5];
-        r.apply(&[1, 3], &[], &mut s, 2, Some(2), 3);
+        r.apply(1, &[3], &[], &mut s, 2, Some(2), 3);
         assert_eq!(s[2], 0.0);
         let r = Rules { forced_eos_token_id: Some(None), ..Default::default() };
         let mut s = vec![0.5f32; 5];
-        r.apply(&[1, 3], &[], &mut s, 2, Some(2), 3);
+        r.apply(1, &[3], &[], &mut s, 2, Some(2), 3);
         assert_eq!(s, [0.5; 5]);
         // The penalty: once per token seen, divide positive and multiply negative scores.
         let r = Rules { repetition_penalty: Some(2.0), ..Default::default() };
         let mut s = vec![1.0f32, -1.0, 1.0, -1.0];
-        r.apply(&[0, 1, 1], &[], &mut s, 9, None, 100);
+        r.apply(0, &[1, 1], &[], &mut s, 9, None, 100);
         assert_eq!(s, [0.5, -2.0, 1.0, -1.0]);
     }
 }

@@ -65,13 +65,10 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
     row.iter().map(|&x| x - lse).collect()
 }
 
-/// The decoder sequence of a hypothesis (start token first) and the rules
-/// applied to its next token's scores.
+/// The folder's rules on the next token's scores of the hypothesis `ids`
+/// (after `start`), whose source row is `src`.
 fn apply_rules(model: &Seq2Seq, cfg: &SearchConfig, start: u32, ids: &[u32], src: &[u32], scores: &mut [f32], max_length: usize) {
-    let mut seq = Vec::with_capacity(ids.len() + 1);
-    seq.push(start);
-    seq.extend_from_slice(ids);
-    cfg.rules.apply(&seq, src, scores, model.config.eos_token_id, model.config.forced_eos_token_id, max_length);
+    cfg.rules.apply(start, ids, src, scores, model.config.eos_token_id, model.config.forced_eos_token_id, max_length);
 }
 
 fn start_token(model: &Seq2Seq, cfg: &SearchConfig) -> u32 {

@@ -136,12 +136,8 @@ impl Reader {
     fn ignored(&self, eos: u32) -> Vec<String> {
         // do_sample: false (0) is the no-op.
         let noops = [("do_sample", 0.0), ("num_beam_groups", 1.0), ("diversity_penalty", 0.0), ("num_return_sequences", 1.0)];
-        let mut v = self.v.clone();
-        // bad_words_ids is applied here, not ignored.
-        if let Some(o) = v.as_object_mut() {
-            o.remove("bad_words_ids");
-        }
-        let mut out = crate::config::unapplied(&self.path, &v, &noops);
+        // bad_words_ids is applied here.
+        let mut out = crate::config::unapplied(&self.path, &self.v, &["bad_words_ids"], &noops);
         // More end-of-sequence ids than the model's one.
         if let Some(x) = self.get("eos_token_id") {
             let same = x.as_u64() == Some(eos as u64) || x.as_array().is_some_and(|a| a.len() == 1 && a[0].as_u64() == Some(eos as u64));
