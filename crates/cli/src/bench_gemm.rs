@@ -1,33 +1,69 @@
 //! `attn bench gemm --shapes`: the dense layers' products on training shapes
-//! with each f32 GEMM this CPU runs, alternated round by round so that a
-//! noisy machine slows both alike; medians in GFLOP/s.
+//! with each f32 GEMM this CPU runs, and the bf16 tiles where it has them,
+//! alternated round by round so that a noisy machine slows all alike; medians
+//! in GFLOP/s.
 
 use std::time::Instant;
 
 use attn_kernels::matmul::{matmul_backward, matmul_forward, set_f32_gemm, F32Gemm, WeightLayout};
+use attn_kernels::mixed::{bf16_path, matmul_precision, set_matmul_precision, Precision};
 
 /// (name, rows N, inputs C, outputs OC, layout): `baby`'s, gpt2-124m's and
 /// transformer-base's projections.
-const SHAPES: [(&str, usize, usize, usize, WeightLayout); 8] = [
+const SHAPES: [(&str, usize, usize, usize, WeightLayout); 10] = [
     ("baby qkv", 768, 128, 384, WeightLayout::InOut),
     ("baby fc", 768, 128, 512, WeightLayout::InOut),
     ("baby fc-proj", 768, 512, 128, WeightLayout::InOut),
     ("gpt2-124m fc 4x64", 256, 768, 3072, WeightLayout::InOut),
     ("gpt2-124m fc-proj 4x64", 256, 3072, 768, WeightLayout::InOut),
     ("gpt2-124m qkv 1x1024", 1024, 768, 2304, WeightLayout::InOut),
+    ("gpt2-124m fc-proj 1x1024", 1024, 3072, 768, WeightLayout::InOut),
+    ("gpt2-124m lm-head 1x1024", 1024, 768, 50257, WeightLayout::OutIn),
     ("transformer-base attention 8x64", 512, 512, 512, WeightLayout::OutIn),
     ("transformer-base fc 8x64", 512, 512, 2048, WeightLayout::OutIn),
 ];
 
+/// A way to run the products: one of the f32 GEMMs, or bf16 operands.
+#[derive(Clone, Copy)]
+enum Path {
+    F32(F32Gemm),
+    Bf16,
+}
+
+impl Path {
+    fn name(self) -> &'static str {
+        match self {
+            Path::F32(g) => g.name(),
+            Path::Bf16 => bf16_path(),
+        }
+    }
+
+    fn set(self) {
+        match self {
+            Path::F32(g) => {
+                set_f32_gemm(g);
+                set_matmul_precision(Precision::F32);
+            }
+            Path::Bf16 => set_matmul_precision(Precision::Bf16),
+        }
+    }
+}
+
 pub fn bench_shapes(rounds: usize) -> anyhow::Result<()> {
-    let before = attn_kernels::matmul::f32_gemm();
-    let paths: Vec<F32Gemm> = [F32Gemm::Avx512, F32Gemm::Crate]
+    let (gemm_before, precision_before) = (attn_kernels::matmul::f32_gemm(), matmul_precision());
+    let mut paths: Vec<Path> = [F32Gemm::Avx512, F32Gemm::Crate]
         .into_iter()
         .filter(|&p| {
             set_f32_gemm(p);
             attn_kernels::matmul::f32_gemm() == p
         })
+        .map(Path::F32)
         .collect();
+    set_f32_gemm(gemm_before);
+    // The emulated bf16 path is the f32 GEMM plus rounding: not worth a column.
+    if bf16_path() != "f32-emulated" {
+        paths.push(Path::Bf16);
+    }
     let mut rows = Vec::new();
     for &(name, n, c, oc, layout) in &SHAPES {
         // Values of size ~1 whose products neither vanish nor overflow.
@@ -49,7 +85,7 @@ pub fn bench_shapes(rounds: usize) -> anyhow::Result<()> {
         };
         for _ in 0..rounds {
             for (p, &path) in paths.iter().enumerate() {
-                set_f32_gemm(path);
+                path.set();
                 let t = [
                     time(&mut || matmul_forward(&mut out, &x, &w, None, n, c, oc, layout)),
                     time(&mut || matmul_backward(Some(&mut dx), &mut [], None, &dy, &x, &w, n, c, oc, layout)),
@@ -68,7 +104,8 @@ pub fn bench_shapes(rounds: usize) -> anyhow::Result<()> {
         eprintln!("{row}");
         rows.push(row);
     }
-    set_f32_gemm(before);
+    set_f32_gemm(gemm_before);
+    set_matmul_precision(precision_before);
     crate::bench::report(serde_json::json!({"threads": rayon::current_num_threads(), "rounds": rounds, "gflops": rows}));
     Ok(())
 }

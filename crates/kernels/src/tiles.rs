@@ -59,28 +59,39 @@ pub(crate) unsafe fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    if m > 2 * n {
+        // A is packed (a K block at a time) and read again for every group of
+        // B's strips, so it should be the smaller operand: dst^T (n, m) = B^T
+        // A^T instead. The output head's weight gradient (V, C) = dlogits^T X
+        // ran at 345 GFLOP/s the other way round, 880 this way (docs/PERFORMANCE.md).
+        let t = |x: Mat| Mat { rs: x.cs, cs: x.rs, ..x };
+        return gemm(kernel, n, m, k, dst, dst_cs, dst_rs, accumulate, t(b), t(a), threads);
+    }
     // Tile pairs per dimension; M and N are padded to 32, K to 32.
     let (mp, np, kt) = (m.div_ceil(32), n.div_ceil(32), k.div_ceil(32).max(1));
+    let parts = if m * n * k >= 48 * 48 * 48 { threads.min(np).max(1) } else { 1 };
     crate::scratch::with(&PACKED, |buf| {
-        let pa = buf.get::<u16>(2 * mp * kt * TILE);
-        pack_a(pa, a, m, k, kt);
-        let (pa, b, dst) = (SendU16(pa.as_ptr()), SendMat(b), SendPtr(dst));
-        let parts = if m * n * k >= 48 * 48 * 48 { threads.min(np).max(1) } else { 1 };
-        let run = |part: usize| {
-            let (pa, b, dst) = (pa.get(), b.get(), dst.get());
-            crate::scratch::with(&STRIP, |strip| {
-                if kernel == Microkernel::Amx {
-                    crate::amx::configure();
-                }
-                let mut block = Block([0.0; 1024]);
-                let (lo, hi) = (part * np / parts, (part + 1) * np / parts);
-                // K in blocks, so that a strip of B stays small whatever K is
-                // (the output head's backward has K = V); later blocks add.
-                for kb in (0..kt).step_by(K_TILES) {
-                    let kn = K_TILES.min(kt - kb);
-                    let bk = Mat { ptr: b.ptr.offset((32 * kb) as isize * b.rs), ..b };
-                    let k_rem = (k - 32 * kb).min(32 * kn);
-                    let add = accumulate || kb > 0;
+        // K in blocks, so that packed operands stay small whatever K is (the
+        // output head's backward has K = V): each block of A is packed, then
+        // every strip of B runs over it while it is in the last-level cache;
+        // later blocks add.
+        for kb in (0..kt).step_by(K_TILES) {
+            let kn = K_TILES.min(kt - kb);
+            let k_rem = (k - 32 * kb).min(32 * kn);
+            let at_k = |x: Mat, stride: isize| Mat { ptr: x.ptr.offset((32 * kb) as isize * stride), ..x };
+            let (ak, bk) = (at_k(a, a.cs), at_k(b, b.rs));
+            let pa = buf.get::<u16>(2 * mp * kn * TILE);
+            pack_a(pa, ak, m, k_rem, kn);
+            let (pa, bk, dst) = (SendU16(pa.as_ptr()), SendMat(bk), SendPtr(dst));
+            let add = accumulate || kb > 0;
+            let run = |part: usize| {
+                let (pa, bk, dst) = (pa.get(), bk.get(), dst.get());
+                crate::scratch::with(&STRIP, |strip| {
+                    if kernel == Microkernel::Amx {
+                        crate::amx::configure();
+                    }
+                    let mut block = Block([0.0; 1024]);
+                    let (lo, hi) = (part * np / parts, (part + 1) * np / parts);
                     // Strips of B packed together: up to 8 (256 columns, 1 KiB
                     // of each row), while they fit in half of a 2 MiB L2.
                     let strips = (STRIP_BYTES / (2 * kn * TILE * 2)).clamp(1, 8);
@@ -92,8 +103,8 @@ pub(crate) unsafe fn gemm(
                             let b0 = strip.as_ptr().add((j - jb) * 2 * kn * TILE);
                             let b1 = b0.add(kn * TILE);
                             for i in 0..mp {
-                                let a0 = pa.add((2 * i * kt + kb) * TILE);
-                                let a1 = a0.add(kt * TILE);
+                                let a0 = pa.add(2 * i * kn * TILE);
+                                let a1 = a0.add(kn * TILE);
                                 let (rows, cols) = ((m - 32 * i).min(32), (n - 32 * j).min(32));
                                 if rows == 32 && cols == 32 && dst_cs == 1 {
                                     // A whole block of row-major dst: the tiles read and write it.
@@ -106,16 +117,16 @@ pub(crate) unsafe fn gemm(
                             }
                         }
                     }
-                }
-                if kernel == Microkernel::Amx {
-                    crate::amx::release();
-                }
-            });
-        };
-        if parts == 1 {
-            run(0);
-        } else {
-            (0..parts).into_par_iter().for_each(run);
+                    if kernel == Microkernel::Amx {
+                        crate::amx::release();
+                    }
+                });
+            };
+            if parts == 1 {
+                run(0);
+            } else {
+                (0..parts).into_par_iter().for_each(run);
+            }
         }
     });
 }
@@ -167,6 +178,18 @@ impl SendU16 {
 /// dst[r0 + i, c0 + j] (+)= block[i, j] for i < rows, j < cols.
 #[inline(always)]
 unsafe fn store_block(block: &[f32; 1024], dst: *mut f32, rs: isize, cs: isize, accumulate: bool, r0: usize, rows: usize, c0: usize, cols: usize) {
+    if rs == 1 && cs != 1 {
+        // A transposed dst (the swapped product in `gemm`): the block's columns
+        // are memory rows, so write along them.
+        for j in 0..cols {
+            let d = std::slice::from_raw_parts_mut(dst.offset((c0 + j) as isize * cs + r0 as isize), rows);
+            for (i, d) in d.iter_mut().enumerate() {
+                let s = block[i * 32 + j];
+                *d = if accumulate { *d + s } else { s };
+            }
+        }
+        return;
+    }
     for i in 0..rows {
         let src = &block[i * 32..i * 32 + cols];
         let base = dst.offset((r0 + i) as isize * rs + c0 as isize * cs);
