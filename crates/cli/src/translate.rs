@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use attn_generate::{search, SearchConfig, Seq2SeqSettings};
+use attn_generate::{search, SamplerConfig, Sampling, SearchConfig, Seq2SeqSettings};
 use attn_model::{EncoderMemory, Seq2Seq, Seq2SeqConfig};
 use attn_tokenizer::Tokenizer;
 use attn_train::optim::DecayRule;
@@ -38,6 +38,8 @@ pub struct TranslateArgs {
     /// No run of N tokens appears twice in a translation; 0 is off [default: the folder's no_repeat_ngram_size, else 0]
     #[arg(long)]
     no_repeat_ngram_size: Option<usize>,
+    #[command(flatten)]
+    sample: SampleFlags,
     /// Cut a source longer than the model's positions to fit, keeping its end-of-sequence token, rather than refuse it (long documents to summarize)
     #[arg(long)]
     truncate: bool,
@@ -50,6 +52,23 @@ pub struct TranslateArgs {
     /// Worker threads (default: all cores)
     #[arg(long)]
     threads: Option<usize>,
+}
+
+/// Sampling instead of greedy or beam search, as transformers' `do_sample`.
+#[derive(Args, Default)]
+pub struct SampleFlags {
+    /// Sample each token at this softmax temperature; 0 is greedy or beam search [default: the folder's when its do_sample is true, else 1 once --top-k or --top-p asks to sample]
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// Sample from the k most likely tokens, 0 keeps all; asks to sample [default: the folder's, else 50]
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample from the smallest set of tokens whose probability reaches p; asks to sample [default: the folder's, else 1]
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// Seed of the sampler's random numbers; text i of the input draws from seed + i
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(Serialize)]
@@ -125,7 +144,7 @@ pub struct Decoding {
 }
 
 impl Decoding {
-    /// `beam`, `length_penalty`, `max_new` and `no_repeat` are the flags' values, when given.
+    /// `beam`, `length_penalty`, `max_new`, `no_repeat` and `flags` are the flags' values, when given.
     pub fn new(
         dir: &Path,
         model: &Seq2Seq,
@@ -133,18 +152,44 @@ impl Decoding {
         length_penalty: Option<f32>,
         max_new: Option<usize>,
         no_repeat: Option<usize>,
+        flags: &SampleFlags,
     ) -> anyhow::Result<Decoding> {
         let mut s = Seq2SeqSettings::from_dir(dir, model.vocab_size(), model.config.eos_token_id)?;
         if let Some(n) = no_repeat {
             s.rules.no_repeat_ngram_size = n;
         }
-        crate::note_unapplied(&s.ignored, "attn's greedy and beam search");
+        // Whether to sample: the flags, else the folder's do_sample, which
+        // with the folder's beams would be beam sampling (not supported).
+        let asked = match flags.temperature {
+            Some(t) => Some(t != 0.0),
+            None => (flags.top_k.is_some() || flags.top_p.is_some()).then_some(true),
+        };
+        let folder_beams = s.num_beams.unwrap_or(1);
+        let sampling = asked.unwrap_or(s.sample.is_some() && beam.unwrap_or(folder_beams) == 1);
+        if asked.is_none() && beam.is_none() && s.sample.is_some() && folder_beams > 1 {
+            let file = s.file.as_ref().map(|f| f.display().to_string()).unwrap_or_default();
+            s.ignored.push(format!("{file}: do_sample = true with num_beams = {folder_beams} (beam sampling; --beam 1 samples)"));
+        }
+        crate::note_unapplied(&s.ignored, "attn's greedy, sampling and beam search");
+        let folder = s.sample.unwrap_or(SamplerConfig { temperature: 1.0, top_k: 50, top_p: 1.0, repetition_penalty: 1.0 });
+        let sample = sampling.then(|| Sampling {
+            sampler: SamplerConfig {
+                temperature: flags.temperature.unwrap_or(folder.temperature),
+                top_k: flags.top_k.unwrap_or(folder.top_k),
+                top_p: flags.top_p.unwrap_or(folder.top_p),
+                repetition_penalty: 1.0,
+            },
+            seed: flags.seed,
+        });
+        // Flags that ask to sample overrule the folder's beams, not --beam.
+        let num_beams = if asked == Some(true) { beam.unwrap_or(1) } else { beam.unwrap_or(folder_beams) };
         let search = SearchConfig {
             max_new_tokens: 0,
-            num_beams: beam.or(s.num_beams).unwrap_or(1),
+            num_beams,
             length_penalty: length_penalty.or(s.length_penalty).unwrap_or(1.0),
             early_stopping: s.early_stopping.unwrap_or(attn_generate::EarlyStopping::Heuristic),
             rules: s.rules,
+            sample,
         };
         // A folder's max_length (opus-mt: 512) may name every position, one of
         // which is the start token's; a flag asking past them is refused.
@@ -162,11 +207,14 @@ pub fn translate_texts(model: &Seq2Seq, tok: &dyn Tokenizer, texts: &[String], h
     let (pad, eos) = (model.config.pad_token_id, model.config.eos_token_id);
     let limit = model.config.n_ctx;
     let mut out = Vec::with_capacity(texts.len());
-    for chunk in texts.chunks(batch.max(1)) {
+    for (c, chunk) in texts.chunks(batch.max(1)).enumerate() {
         let ids = chunk.iter().map(|t| ids_with_eos(model, tok.encode(t), t, how.truncate)).collect::<anyhow::Result<Vec<_>>>()?;
         let (mem, s) = encode_batch(model, &ids)?;
         let max_new_tokens = how.max_new.unwrap_or((2 * s + 16).min(limit - 1));
-        let cfg = SearchConfig { max_new_tokens, ..how.search.clone() };
+        // Text i draws from seed + i whatever the batch size.
+        let first = (c * batch.max(1)) as u64;
+        let sample = how.search.sample.map(|s| Sampling { seed: s.seed.wrapping_add(first), ..s });
+        let cfg = SearchConfig { max_new_tokens, sample, ..how.search.clone() };
         for (h, text) in search(model, &mem, &cfg)?.into_iter().zip(chunk) {
             let ids: Vec<u32> = h.ids.iter().copied().filter(|&x| x != eos && x != pad).collect();
             let text_out = tok.decode(&ids)?;
@@ -196,7 +244,7 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
     let texts: Vec<String> = lines.iter().filter(|l| !l.trim().is_empty()).cloned().collect();
     anyhow::ensure!(!texts.is_empty(), "nothing to translate: give TEXT arguments or --data FILE");
     let (model, tok) = load_seq2seq(&a.model)?;
-    let mut how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens, a.no_repeat_ngram_size)?;
+    let mut how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens, a.no_repeat_ngram_size, &a.sample)?;
     how.truncate = a.truncate;
     let mut done = translate_texts(&model, tok.as_ref(), &texts, &how, a.batch_size)?.into_iter();
     let blank = |l: &String| Translated { source: l.clone(), text: String::new(), ids: Vec::new(), score: 0.0 };
@@ -216,7 +264,7 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
 /// included, no label smoothing), and BLEU / chrF of the translations.
 pub fn eval(model_dir: &Path, data: &Path, beam: Option<usize>, json: bool) -> anyhow::Result<()> {
     let (mut model, tok) = load_seq2seq(model_dir)?;
-    let how = Decoding::new(model_dir, &model, beam, None, None, None)?;
+    let how = Decoding::new(model_dir, &model, beam, None, None, None, &SampleFlags::default())?;
     let beam = how.beam();
     let pairs = read_tsv(&[data.to_path_buf()])?;
     let (ids, kept) = attn_train::pairs::encode_pairs(tok.as_ref(), &pairs, model.config.n_ctx)?;

@@ -31,14 +31,17 @@ fn a_folders_generation_config_sets_the_defaults() {
     }
     std::fs::write(&gen, g.to_string()).unwrap();
     let m = dir.path().to_str().unwrap();
-    for (flags, beam) in [(vec![], 3), (vec!["--beam", "1"], 1)] {
+    // do_sample with the folder's beams would be beam sampling: beam search
+    // runs and says so; --temperature 0 asks for no sampling at all.
+    for (flags, beam, note) in [(vec![], 3, true), (vec!["--beam", "1", "--temperature", "0"], 1, false)] {
         let case = fixture["generate"].as_array().unwrap().iter().find(|c| c["beam"] == beam && c["source"].as_str().unwrap().starts_with("The LORD")).unwrap();
         let o = attn(&[vec!["translate", "--model", m, "--json"], flags, vec![case["source"].as_str().unwrap()]].concat());
         assert!(o.status.success(), "{}", stderr(&o));
         let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(got["translations"][0]["ids"], case["ids"], "beam {beam}");
         let err = stderr(&o);
-        assert!(err.contains("do_sample = true") && err.contains("diversity_penalty = 0.5") && err.contains("generation_config.json"), "{err}");
+        assert!(err.contains("diversity_penalty = 0.5") && err.contains("generation_config.json"), "{err}");
+        assert_eq!(err.contains("do_sample = true with num_beams = 3"), note, "{err}");
     }
     // --no-repeat-ngram-size 1: no token twice (the greedy fixture repeats one).
     let o = attn(&["translate", "--model", m, "--beam", "1", "--no-repeat-ngram-size", "1", "--json", "The LORD is my shepherd: I shall not want."]);
@@ -50,6 +53,45 @@ fn a_folders_generation_config_sets_the_defaults() {
     std::fs::write(&gen, r#"{"num_beams": "four"}"#).unwrap();
     let o = attn(&["translate", "--model", m, "light"]);
     assert!(!o.status.success() && stderr(&o).contains("generation_config.json") && stderr(&o).contains("\"num_beams\""), "{}", stderr(&o));
+}
+
+/// Sampling (the folder's do_sample, or --temperature / --top-k / --top-p):
+/// text i draws from seed + i, so its output does not depend on the batch or
+/// on its neighbours; beams and sampling together are refused.
+#[test]
+fn sampling_draws_each_text_from_its_own_seed() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(root.join("marian_spm")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let gen = dir.path().join("generation_config.json");
+    let mut g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gen).unwrap()).unwrap();
+    for (k, v) in [("num_beams", json!(1)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("top_k", json!(0))] {
+        g[k] = v;
+    }
+    std::fs::write(&gen, g.to_string()).unwrap();
+    let m = dir.path().to_str().unwrap();
+    let text = "The LORD is my shepherd: I shall not want.";
+    let ids = |flags: &[&str], texts: &[&str]| -> Vec<serde_json::Value> {
+        let o = attn(&[&["translate", "--model", m, "--json"], flags, texts].concat());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v["translations"].as_array().unwrap().iter().map(|t| t["ids"].clone()).collect()
+    };
+    let both = ids(&["--seed", "5"], &[text, text]);
+    assert_eq!(ids(&["--seed", "5", "--batch-size", "1"], &[text, text]), both);
+    assert_eq!(ids(&["--seed", "6"], &[text]), [both[1].clone()], "text 1 draws from seed + 1");
+    let greedy = ids(&["--temperature", "0"], &[text]);
+    let draws: Vec<_> = (0..4).map(|s| ids(&["--seed", &s.to_string()], &[text]).remove(0)).collect();
+    assert!(draws.iter().any(|d| *d != greedy[0]) && draws.iter().any(|d| *d != draws[0]), "{draws:?} {greedy:?}");
+    // --top-k 1 draws the most likely token: greedy decoding.
+    assert_eq!(ids(&["--top-k", "1", "--seed", "3"], &[text]), greedy);
+    for (flags, says) in [(vec!["--beam", "4", "--top-k", "5"], "beam sampling"), (vec!["--temperature", "-1"], "temperature")] {
+        let o = attn(&[vec!["translate", "--model", m], flags, vec![text]].concat());
+        assert!(!o.status.success() && stderr(&o).contains(says), "{}", stderr(&o));
+    }
 }
 
 /// `--data -` reads standard input; a blank line gives a blank line, so that

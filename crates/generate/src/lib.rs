@@ -19,7 +19,7 @@ mod stream;
 
 pub use config::GenerationConfig;
 pub use rules::Rules;
-pub use search::{search, EarlyStopping, Hypothesis, SearchConfig};
+pub use search::{search, EarlyStopping, Hypothesis, Sampling, SearchConfig};
 pub use seq2seq_settings::Seq2SeqSettings;
 pub use stream::{StopStrings, TextStream, Utf8Stream};
 
@@ -40,7 +40,7 @@ pub enum GenerateError {
     Model(#[from] attn_model::ModelError),
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplerConfig {
     /// 0 means greedy.
     pub temperature: f32,

@@ -1,5 +1,6 @@
-//! Decoding for encoder-decoders: greedy and beam search over a batch of
-//! sources, encoded once, stepping the decoder with its KV cache.
+//! Decoding for encoder-decoders: greedy decoding, sampling and beam search
+//! over a batch of sources, encoded once, stepping the decoder with its KV
+//! cache.
 //!
 //! Both follow transformers' `generate()` so that the same model gives the
 //! same tokens: `max_new_tokens` counts the EOS; each hypothesis's next
@@ -13,7 +14,7 @@
 use attn_model::{EncoderMemory, Seq2Seq};
 
 use crate::rules::Rules;
-use crate::GenerateError;
+use crate::{GenerateError, Sampler, SamplerConfig};
 
 /// transformers' `early_stopping`: when beam search may stop.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,11 +37,24 @@ pub struct SearchConfig {
     pub early_stopping: EarlyStopping,
     /// What may come next (a folder's generation settings: `Seq2SeqSettings`).
     pub rules: Rules,
+    /// Draw each token instead of taking the most likely (needs `num_beams` 1).
+    pub sample: Option<Sampling>,
+}
+
+/// transformers' `do_sample` without beams: after the rules, temperature,
+/// top-k and top-p shape each row's distribution and a token is drawn from it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// Its `repetition_penalty` stays 1: the rules apply the folder's.
+    pub sampler: SamplerConfig,
+    /// Row r of the batch draws from its own stream, seeded `seed + r`, so a
+    /// source's output depends on its seed alone, not on its neighbours.
+    pub seed: u64,
 }
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { max_new_tokens: 64, num_beams: 1, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic, rules: Rules::default() }
+        SearchConfig { max_new_tokens: 64, num_beams: 1, length_penalty: 1.0, early_stopping: EarlyStopping::Heuristic, rules: Rules::default(), sample: None }
     }
 }
 
@@ -93,10 +107,19 @@ fn check(model: &Seq2Seq, cfg: &SearchConfig) -> Result<(), GenerateError> {
     if !cfg.length_penalty.is_finite() {
         return Err(GenerateError::Config("--length-penalty must be a finite number".into()));
     }
+    if let Some(s) = &cfg.sample {
+        if cfg.num_beams > 1 {
+            return Err(GenerateError::Config(format!(
+                "sampling with --beam {} (transformers' beam sampling) is not supported: sample with --beam 1, or search beams with --temperature 0",
+                cfg.num_beams
+            )));
+        }
+        Sampler::new(s.sampler, s.seed)?;
+    }
     Ok(())
 }
 
-/// Greedy decoding or beam search, by `cfg.num_beams`.
+/// Greedy decoding (or sampling, with `cfg.sample`) or beam search, by `cfg.num_beams`.
 pub fn search(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Vec<Hypothesis>, GenerateError> {
     check(model, cfg)?;
     if cfg.num_beams == 1 {
@@ -113,6 +136,10 @@ fn greedy(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Ve
     let mut out: Vec<Hypothesis> = (0..b).map(|_| Hypothesis { ids: Vec::new(), score: 0.0, finished: false }).collect();
     let start = start_token(model, cfg);
     let mut tokens = vec![start; b];
+    let mut samplers = match cfg.sample {
+        Some(s) => (0..b as u64).map(|r| Sampler::new(s.sampler, s.seed.wrapping_add(r)).map(Some)).collect::<Result<Vec<_>, _>>()?,
+        None => (0..b).map(|_| None).collect(),
+    };
     for _ in 1..max_length {
         let logits = model.decode_step(&tokens, &mut cache, mem)?;
         for (i, h) in out.iter_mut().enumerate() {
@@ -123,8 +150,12 @@ fn greedy(model: &Seq2Seq, mem: &EncoderMemory, cfg: &SearchConfig) -> Result<Ve
             }
             let mut row = logits[i * v..][..v].to_vec();
             apply_rules(model, cfg, start, &h.ids, &mem.src[i * mem.s..][..mem.s], &mut row, max_length);
-            // The first of equal maxima, as torch.argmax picks.
-            let next = row.iter().enumerate().fold(0, |best, (j, &x)| if x > row[best] { j } else { best });
+            let next = match &mut samplers[i] {
+                // Ruled-out tokens are -inf: no weight in the draw.
+                Some(s) => s.sample(&row) as usize,
+                // The first of equal maxima, as torch.argmax picks.
+                None => row.iter().enumerate().fold(0, |best, (j, &x)| if x > row[best] { j } else { best }),
+            };
             h.score += log_softmax(&logits[i * v..][..v])[next];
             h.ids.push(next as u32);
             h.finished = next as u32 == eos;

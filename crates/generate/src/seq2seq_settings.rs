@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::rules::Rules;
-use crate::{EarlyStopping, GenerateError};
+use crate::{EarlyStopping, GenerateError, SamplerConfig};
 
 /// A folder's decoding defaults; command-line flags win over them.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -20,6 +20,11 @@ pub struct Seq2SeqSettings {
     /// in max_length).
     pub max_new_tokens: Option<usize>,
     pub rules: Rules,
+    /// `do_sample: true`: temperature, top_k and top_p with transformers'
+    /// defaults (1, 50, 1) where the file has none.
+    pub sample: Option<SamplerConfig>,
+    /// The file these came from, if any.
+    pub file: Option<PathBuf>,
     /// Settings the file asks for that attn's search does not apply, as
     /// "FILE: field = value", for the caller to print.
     pub ignored: Vec<String>,
@@ -113,6 +118,11 @@ impl Reader {
                 None => return Err(self.bad("repetition_penalty", "a number above 0")),
             },
         };
+        let do_sample = match self.get("do_sample") {
+            None => false,
+            Some(x) => x.as_bool().ok_or_else(|| self.bad("do_sample", "true or false"))?,
+        };
+        let sample = if do_sample { Some(self.sampler()?) } else { None };
         let rules = Rules {
             repetition_penalty,
             min_length: if min_length > 1 { min_length } else { 0 },
@@ -129,13 +139,29 @@ impl Reader {
                 Some(x) => x.as_bool().ok_or_else(|| self.bad("renormalize_logits", "true or false"))?,
             },
         };
-        Ok(Seq2SeqSettings { num_beams, length_penalty, early_stopping, max_new_tokens, rules, ignored: self.ignored(eos) })
+        let file = Some(self.path.clone());
+        Ok(Seq2SeqSettings { num_beams, length_penalty, early_stopping, max_new_tokens, rules, sample, file, ignored: self.ignored(eos) })
+    }
+
+    /// The sampler `do_sample` asks for, with transformers' defaults; the
+    /// repetition penalty is the rules' (applied before sampling).
+    fn sampler(&self) -> Result<SamplerConfig, GenerateError> {
+        let float = |field: &str, default: f64, ok: fn(f64) -> bool, want: &str| match self.get(field) {
+            None => Ok(default as f32),
+            Some(x) => x.as_f64().filter(|&f| ok(f)).map(|f| f as f32).ok_or_else(|| self.bad(field, want)),
+        };
+        Ok(SamplerConfig {
+            temperature: float("temperature", 1.0, |t| t > 0.0 && t.is_finite(), "a number above 0 when do_sample is true")?,
+            top_k: self.count("top_k")?.unwrap_or(50),
+            top_p: float("top_p", 1.0, |p| p > 0.0 && p <= 1.0, "a number in (0, 1]")?,
+            repetition_penalty: 1.0,
+        })
     }
 
     /// Fields set away from their no-op value that the search does not apply.
     fn ignored(&self, eos: u32) -> Vec<String> {
-        // do_sample: false (0) is the no-op.
-        let noops = [("do_sample", 0.0), ("num_beam_groups", 1.0), ("diversity_penalty", 0.0), ("num_return_sequences", 1.0)];
+        // do_sample is applied (with one beam: `Decoding` names beam sampling).
+        let noops = [("num_beam_groups", 1.0), ("diversity_penalty", 0.0), ("num_return_sequences", 1.0)];
         // bad_words_ids is applied here.
         let mut out = crate::config::unapplied(&self.path, &self.v, &["bad_words_ids"], &noops);
         // More end-of-sequence ids than the model's one.
@@ -172,8 +198,16 @@ mod tests {
         assert_eq!(s.rules.bad_words, vec![vec![7], vec![8, 9]]);
         // A generation_config.json without forced_eos_token_id forces none.
         assert_eq!(s.rules.forced_eos_token_id, Some(None));
-        assert_eq!(s.ignored.len(), 2, "{:?}", s.ignored);
-        assert!(s.ignored[0].ends_with("do_sample = true") && s.ignored[1].ends_with("eos_token_id = [2,5]"), "{:?}", s.ignored);
+        assert_eq!(s.ignored.len(), 1, "{:?}", s.ignored);
+        assert!(s.ignored[0].ends_with("eos_token_id = [2,5]"), "{:?}", s.ignored);
+        // do_sample with transformers' defaults where the file has none.
+        let sampler = s.sample.unwrap();
+        assert_eq!((sampler.temperature, sampler.top_k, sampler.top_p), (1.0, 50, 1.0));
+        let s = read("generation_config.json", r#"{"do_sample": true, "temperature": 0.5, "top_k": 0, "top_p": 0.9}"#).unwrap();
+        let sampler = s.sample.unwrap();
+        assert_eq!((sampler.temperature, sampler.top_k, sampler.top_p), (0.5, 0, 0.9));
+        // Without do_sample the sampling fields change nothing.
+        assert_eq!(read("generation_config.json", r#"{"do_sample": false, "temperature": 0.5}"#).unwrap().sample, None);
         // config.json: the model config's forced EOS stands.
         let s = read("config.json", r#"{"num_beams": 2, "forced_eos_token_id": 2, "max_new_tokens": 9}"#).unwrap();
         assert_eq!((s.num_beams, s.max_new_tokens, s.rules.forced_eos_token_id), (Some(2), Some(9), None));
@@ -190,6 +224,10 @@ mod tests {
             (r#"{"early_stopping": "sometimes"}"#, "early_stopping"),
             (r#"{"forced_bos_token_id": -1}"#, "forced_bos_token_id"),
             (r#"{"length_penalty": "long"}"#, "length_penalty"),
+            (r#"{"do_sample": "yes"}"#, "do_sample"),
+            (r#"{"do_sample": true, "temperature": 0}"#, "temperature"),
+            (r#"{"do_sample": true, "top_p": 1.5}"#, "top_p"),
+            (r#"{"do_sample": true, "top_k": -1}"#, "top_k"),
         ] {
             let e = read("generation_config.json", json).unwrap_err().to_string();
             assert!(e.contains("generation_config.json") && e.contains(&format!("\"{field}\"")), "{json}: {e}");

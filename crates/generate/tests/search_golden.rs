@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use attn_generate::{search, EarlyStopping, SearchConfig, Seq2SeqSettings};
+use attn_generate::{search, EarlyStopping, Rules, SamplerConfig, Sampling, SearchConfig, Seq2SeqSettings};
 use attn_model::checkpoint::TensorFile;
 use attn_model::Seq2Seq;
 
@@ -72,6 +72,7 @@ fn a_folders_generation_settings_decode_as_transformers_does() {
             length_penalty: s.length_penalty.unwrap_or(1.0),
             early_stopping: s.early_stopping.unwrap_or(EarlyStopping::Heuristic),
             rules: s.rules,
+            sample: None,
         };
         let src = g.read_ids(&format!("{folder}.src")).unwrap();
         let src_len: Vec<usize> = g.read_ids(&format!("{folder}.src_len")).unwrap().iter().map(|&x| x as usize).collect();
@@ -81,5 +82,31 @@ fn a_folders_generation_settings_decode_as_transformers_does() {
             let want: Vec<u32> = case["expect"][i].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
             assert_eq!(h.ids, want, "{name}, source {i}");
         }
+    }
+}
+
+/// Sampling draws after the rules: near temperature 0 every draw is the most
+/// likely token, so it decodes as greedy does, with a ban and without; and a
+/// banned token is never drawn.
+#[test]
+fn sampling_draws_after_the_rules() {
+    let g = TensorFile::open(&testdata("golden.safetensors")).unwrap();
+    let (m, _) = Seq2Seq::load(&testdata("marian")).unwrap();
+    let src = g.read_ids("marian.src").unwrap();
+    let src_len: Vec<usize> = g.read_ids("marian.src_len").unwrap().iter().map(|&x| x as usize).collect();
+    let mem = m.encode_sources(&src, &src_len, src.len() / src_len.len()).unwrap();
+    let cold = Sampling { sampler: SamplerConfig { temperature: 1e-4, top_k: 0, top_p: 1.0, repetition_penalty: 1.0 }, seed: 9 };
+    let ids = |rules: Rules, sample: Option<Sampling>| -> Vec<Vec<u32>> {
+        let cfg = SearchConfig { max_new_tokens: 12, rules, sample, ..Default::default() };
+        search(&m, &mem, &cfg).unwrap().into_iter().map(|h| h.ids).collect()
+    };
+    let greedy = ids(Rules::default(), None);
+    assert_eq!(ids(Rules::default(), Some(cold)), greedy);
+    let banned: Vec<Vec<u32>> = greedy.iter().map(|h| vec![h[0]]).collect();
+    let ban = || Rules { bad_words: banned.clone(), ..Rules::default() };
+    let drawn = ids(ban(), Some(cold));
+    assert_eq!(drawn, ids(ban(), None));
+    for h in &drawn {
+        assert!(banned.iter().all(|b| !h.contains(&b[0])), "{h:?} has one of {banned:?}");
     }
 }
