@@ -11,7 +11,8 @@ min_length, length_penalty 2, early_stopping true), opus-mt's (bad_words_ids
 = [[pad]], num_beams, max_length), and the corners where the rules meet (a
 min_length past the length limit, where the forced EOS wins; a two-token
 bad word; early_stopping "never"; renormalize_logits; the repetition penalty
-in greedy and beam search; the source's n-grams refused). The test copies a folder, writes the
+in greedy and beam search; the source's n-grams refused; suppress_tokens and
+begin_suppress_tokens, the latter after a forced BOS). The test copies a folder, writes the
 settings where the case says, runs `attn`'s search with the settings read
 from the folder and compares token for token.
 
@@ -72,6 +73,37 @@ CASES = [
 ]
 
 golden = load_file(f"{SEQ}/golden.safetensors")
+
+
+def plain(folder, settings):
+    """generate()'s rows (tokens after the start token) with `settings` alone."""
+    cfg = json.load(open(f"{SEQ}/{folder}/config.json"))
+    model = CLASSES[folder].from_pretrained(f"{SEQ}/{folder}").eval()
+    src, lens = golden[f"{folder}.src"].long(), golden[f"{folder}.src_len"].long()
+    mask = (torch.arange(src.shape[1])[None, :] < lens[:, None]).long()
+    with torch.no_grad():
+        return [r[1:] for r in model.generate(input_ids=src, attention_mask=mask, **settings).tolist()], cfg
+
+
+# suppress_tokens and begin_suppress_tokens take the tokens these models
+# would produce (so that the bans change the output): the most frequent
+# greedy token, then each source's first token with that one suppressed
+# (after a forced BOS, its second, where transformers' begin index moves).
+greedy, cfg = plain("marian", {"max_new_tokens": 16})
+counts = {}
+for row in greedy:
+    for t in row:
+        if t not in (cfg["eos_token_id"], cfg["pad_token_id"]):
+            counts[t] = counts.get(t, 0) + 1
+top = sorted(counts, key=lambda t: (-counts[t], t))[:1]
+greedy, _ = plain("marian", {"max_new_tokens": 16, "suppress_tokens": top})
+CASES.append(("marian-suppress", "marian", "generation_config.json",
+              {"max_new_tokens": 16, "suppress_tokens": top, "begin_suppress_tokens": sorted({r[0] for r in greedy}),
+               "forced_eos_token_id": 0, "decoder_start_token_id": 60, "eos_token_id": 0, "pad_token_id": 60}))
+beam, cfg = plain("bart", {"max_new_tokens": 16, "num_beams": 3, "forced_bos_token_id": 0})
+CASES.append(("bart-begin-suppress-after-bos", "bart", "generation_config.json",
+              {"num_beams": 3, "max_new_tokens": 16, "forced_bos_token_id": 0, "begin_suppress_tokens": sorted({r[1] for r in beam}),
+               "decoder_start_token_id": 2, "eos_token_id": 2, "pad_token_id": 1}))
 out = {"transformers": __import__("transformers").__version__, "torch": torch.__version__, "cases": []}
 for name, folder, where, settings in CASES:
     with tempfile.TemporaryDirectory() as tmp:

@@ -43,6 +43,11 @@ pub struct Rules {
     pub forced_eos_token_id: Option<Option<u32>>,
     /// The decoder's first input; `None` takes the model config's.
     pub decoder_start_token_id: Option<u32>,
+    /// Tokens never produced (transformers' `suppress_tokens`).
+    pub suppress_tokens: Vec<u32>,
+    /// Tokens not produced first (`begin_suppress_tokens`): at the first
+    /// generated position, or the second after a forced BOS.
+    pub begin_suppress_tokens: Vec<u32>,
     /// Log-softmax the scores again after the rules (transformers'
     /// `renormalize_logits`): beam scores then sum probabilities of the
     /// allowed tokens only. Greedy picks the same token either way.
@@ -83,6 +88,18 @@ impl Rules {
             if cur_len + 1 == max_length {
                 force(scores, eos);
             }
+        }
+        let mut ban = |t: &u32| {
+            if let Some(s) = scores.get_mut(*t as usize) {
+                *s = f32::NEG_INFINITY;
+            }
+        };
+        self.suppress_tokens.iter().for_each(&mut ban);
+        // transformers' begin index: the decoder's input length (the start
+        // token), one more when the first token is a forced BOS.
+        let begin = if self.forced_bos_token_id.is_some() { 2 } else { 1 };
+        if cur_len == begin {
+            self.begin_suppress_tokens.iter().for_each(ban);
         }
     }
 
@@ -178,6 +195,13 @@ mod tests {
         let mut s = vec![0.5f32; 5];
         r.apply(1, &[3], &[], &mut s, 2, Some(2), 3);
         assert_eq!(s, [0.5; 5]);
+        // Suppressed tokens always; begin-suppressed ones at the first
+        // generated position, the second after a forced BOS.
+        let r = Rules { suppress_tokens: vec![7], begin_suppress_tokens: vec![4], ..Default::default() };
+        assert_eq!(banned(&r, &[1]), vec![4, 7]);
+        assert_eq!(banned(&r, &[1, 5]), vec![7]);
+        let r = Rules { begin_suppress_tokens: vec![4], forced_bos_token_id: Some(9), ..Default::default() };
+        assert_eq!(banned(&r, &[1, 9]), vec![4]);
         // The penalty: once per token seen, divide positive and multiply negative scores.
         let r = Rules { repetition_penalty: Some(2.0), ..Default::default() };
         let mut s = vec![1.0f32, -1.0, 1.0, -1.0];

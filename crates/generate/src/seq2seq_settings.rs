@@ -73,6 +73,14 @@ impl Reader {
         }
     }
 
+    /// A list of ids below the vocabulary size; absent or null is empty.
+    fn ids(&self, field: &str) -> Result<Vec<u32>, GenerateError> {
+        let Some(x) = self.get(field) else { return Ok(Vec::new()) };
+        let want = format!("a list of ids below the vocabulary size {}", self.vocab);
+        let list = x.as_array().ok_or_else(|| self.bad(field, &want))?;
+        list.iter().map(|i| i.as_u64().filter(|&i| (i as usize) < self.vocab).map(|i| i as u32).ok_or_else(|| self.bad(field, &want))).collect()
+    }
+
     fn settings(&self, own_file: bool, eos: u32) -> Result<Seq2SeqSettings, GenerateError> {
         let num_beams = match self.count("num_beams")? {
             Some(0) => return Err(self.bad("num_beams", "at least 1")),
@@ -134,6 +142,8 @@ impl Reader {
             // EOS); config.json's field is the model config's already.
             forced_eos_token_id: if own_file { Some(self.id("forced_eos_token_id")?) } else { None },
             decoder_start_token_id: if own_file { self.id("decoder_start_token_id")? } else { None },
+            suppress_tokens: self.ids("suppress_tokens")?,
+            begin_suppress_tokens: self.ids("begin_suppress_tokens")?,
             renormalize: match self.get("renormalize_logits") {
                 None => false,
                 Some(x) => x.as_bool().ok_or_else(|| self.bad("renormalize_logits", "true or false"))?,
@@ -163,7 +173,7 @@ impl Reader {
         // do_sample is applied (with one beam: `Decoding` names beam sampling).
         let noops = [("num_beam_groups", 1.0), ("diversity_penalty", 0.0), ("num_return_sequences", 1.0)];
         // bad_words_ids is applied here.
-        let mut out = crate::config::unapplied(&self.path, &self.v, &["bad_words_ids"], &noops);
+        let mut out = crate::config::unapplied(&self.path, &self.v, &["bad_words_ids", "suppress_tokens", "begin_suppress_tokens"], &noops);
         // More end-of-sequence ids than the model's one.
         if let Some(x) = self.get("eos_token_id") {
             let same = x.as_u64() == Some(eos as u64) || x.as_array().is_some_and(|a| a.len() == 1 && a[0].as_u64() == Some(eos as u64));
@@ -225,6 +235,8 @@ mod tests {
             (r#"{"forced_bos_token_id": -1}"#, "forced_bos_token_id"),
             (r#"{"length_penalty": "long"}"#, "length_penalty"),
             (r#"{"do_sample": "yes"}"#, "do_sample"),
+            (r#"{"suppress_tokens": [100]}"#, "suppress_tokens"),
+            (r#"{"begin_suppress_tokens": 3}"#, "begin_suppress_tokens"),
             (r#"{"do_sample": true, "temperature": 0}"#, "temperature"),
             (r#"{"do_sample": true, "top_p": 1.5}"#, "top_p"),
             (r#"{"do_sample": true, "top_k": -1}"#, "top_k"),

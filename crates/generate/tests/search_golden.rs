@@ -4,7 +4,7 @@
 //! max_new_tokens 24, forced EOS at the limit, length_penalty 1.0,
 //! early_stopping False); and with a folder's own generation settings
 //! (tools/reference/seq2seq_generation_golden.py: forced BOS, n-gram and bad
-//! word bans, minimum lengths, early stopping, in generation_config.json or
+//! word bans, minimum lengths, early stopping, suppressed tokens, in generation_config.json or
 //! config.json) they equal `generate()` called with no settings at all.
 
 use std::path::PathBuf;
