@@ -11,6 +11,23 @@ use std::path::Path;
 use common::{attn, stderr};
 use serde_json::json;
 
+/// A copy of testdata/marian_spm with `settings` merged into its
+/// generation_config.json, and that file's path.
+fn marian_with(settings: &[(&str, serde_json::Value)]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let gen = dir.path().join("generation_config.json");
+    let mut g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gen).unwrap()).unwrap();
+    for (k, v) in settings {
+        g[*k] = v.clone();
+    }
+    std::fs::write(&gen, g.to_string()).unwrap();
+    (dir, gen)
+}
+
 /// Without flags, `attn translate` decodes as the folder's
 /// generation_config.json says (here beam 3 and 12 tokens, which give the
 /// fixture's beam-3 ids); flags win over it; settings attn's search does not
@@ -19,17 +36,7 @@ use serde_json::json;
 fn a_folders_generation_config_sets_the_defaults() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
     let fixture: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(root.join("marian_spm_ids.json")).unwrap()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(root.join("marian_spm")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let gen = dir.path().join("generation_config.json");
-    let mut g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gen).unwrap()).unwrap();
-    for (k, v) in [("num_beams", json!(3)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("diversity_penalty", json!(0.5))] {
-        g[k] = v;
-    }
-    std::fs::write(&gen, g.to_string()).unwrap();
+    let (dir, gen) = marian_with(&[("num_beams", json!(3)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("diversity_penalty", json!(0.5))]);
     let m = dir.path().to_str().unwrap();
     // do_sample with the folder's beams would be beam sampling: beam search
     // runs and says so; --temperature 0 asks for no sampling at all.
@@ -60,18 +67,7 @@ fn a_folders_generation_config_sets_the_defaults() {
 /// on its neighbours; beams and sampling together are refused.
 #[test]
 fn sampling_draws_each_text_from_its_own_seed() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata");
-    let dir = tempfile::tempdir().unwrap();
-    for f in std::fs::read_dir(root.join("marian_spm")).unwrap() {
-        let f = f.unwrap().path();
-        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let gen = dir.path().join("generation_config.json");
-    let mut g: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&gen).unwrap()).unwrap();
-    for (k, v) in [("num_beams", json!(1)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("top_k", json!(0))] {
-        g[k] = v;
-    }
-    std::fs::write(&gen, g.to_string()).unwrap();
+    let (dir, _) = marian_with(&[("num_beams", json!(1)), ("max_new_tokens", json!(12)), ("do_sample", json!(true)), ("top_k", json!(0))]);
     let m = dir.path().to_str().unwrap();
     let text = "The LORD is my shepherd: I shall not want.";
     let ids = |flags: &[&str], texts: &[&str]| -> Vec<serde_json::Value> {
