@@ -16,8 +16,8 @@ fn round(x: &[f32]) -> Vec<f32> {
 /// Shapes on both sides of the 16/32 tile edges, K not a multiple of 32, ones
 /// large enough to split across threads, K over one 2048 block, and A more
 /// than twice as tall as B is wide (the tiles then compute the transpose).
-const SHAPES: [(usize, usize, usize); 9] =
-    [(1, 1, 1), (16, 16, 32), (17, 33, 31), (37, 45, 70), (64, 96, 128), (130, 257, 193), (40, 70, 2100), (130, 17, 70), (300, 40, 2100)];
+const SHAPES: [(usize, usize, usize); 10] =
+    [(1, 1, 1), (16, 16, 32), (17, 33, 31), (37, 45, 70), (64, 96, 128), (130, 257, 193), (40, 70, 2100), (130, 17, 70), (300, 40, 2100), (75, 1, 33)];
 
 #[test]
 fn every_bf16_path_matches_the_naive_twin() {
