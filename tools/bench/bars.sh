@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Every speed bar of issues 12 and 13 on this machine, in one command: each
+# peer side by side with attn (same work, same threads, alternating rounds,
+# medians inside each script), then one table of bar, measured ratio and
+# whether it is met. The machines change between sessions (AVX2 only, AVX-512
+# with or without AVX512-BF16 / AMX): run this on each kind and copy the
+# table into docs/PERFORMANCE.md with the flags it prints.
+#
+# Needs tools/reference/setup.sh 5 (torch, transformers), .cache/gpt2-124m-random
+# (compare_generate.py makes it) and a translation run's tokenizer
+# (tools/bench/translation_learning.sh). About 25 minutes on 2 cores at ROUNDS=3.
+#   tools/bench/bars.sh [ROUNDS=3]      # logs in runs/bars-DATE/
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.cache/venv-ref5/bin/python}
+rounds=${1:-3}
+cargo build --release -q
+out=runs/bars-$(date +%Y%m%d-%H%M)
+mkdir -p "$out"
+{
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) | flags: $(grep -o 'avx512[a-z_0-9]*\|avx2\|fma\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$out/machine.txt"
+./target/release/attn bench gemm --threads 2 | tail -1 | tee "$out/gemm.json"
+$PY tools/bench/compare_train.py --rounds "$rounds" | tee "$out/train_f32.jsonl"
+bf16=$(grep -o '"bf16_path":"[a-z0-9-]*"' "$out/gemm.json" | cut -d'"' -f4)
+if [ "$bf16" != f32-emulated ]; then
+  $PY tools/bench/compare_train.py --rounds "$rounds" --dtype bf16 --only gpt2-124m | tee "$out/train_bf16.jsonl"
+else
+  echo "no bf16 tiles on this CPU (AMX or AVX512-BF16): the bf16 training bars do not apply" | tee "$out/train_bf16.jsonl"
+fi
+$PY tools/bench/compare_generate.py --rounds "$rounds" | tee "$out/generate.jsonl"
+tools/bench/translation_speed.sh "$rounds" | tee "$out/translation.jsonl"
+echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
+$PY tools/bench/bars_table.py "$out" | tee "$out/bars.md"
