@@ -204,22 +204,27 @@ impl Decoding {
 
 /// Translates `texts` in batches; ids are the generated tokens without the EOS.
 pub fn translate_texts(model: &Seq2Seq, tok: &dyn Tokenizer, texts: &[String], how: &Decoding, batch: usize) -> anyhow::Result<Vec<Translated>> {
-    let (pad, eos) = (model.config.pad_token_id, model.config.eos_token_id);
-    let limit = model.config.n_ctx;
     let mut out = Vec::with_capacity(texts.len());
     for (c, chunk) in texts.chunks(batch.max(1)).enumerate() {
-        let ids = chunk.iter().map(|t| ids_with_eos(model, tok.encode(t), t, how.truncate)).collect::<anyhow::Result<Vec<_>>>()?;
-        let (mem, s) = encode_batch(model, &ids)?;
-        let max_new_tokens = how.max_new.unwrap_or((2 * s + 16).min(limit - 1));
-        // Text i draws from seed + i whatever the batch size.
-        let first = (c * batch.max(1)) as u64;
-        let sample = how.search.sample.map(|s| Sampling { seed: s.seed.wrapping_add(first), ..s });
-        let cfg = SearchConfig { max_new_tokens, sample, ..how.search.clone() };
-        for (h, text) in search(model, &mem, &cfg)?.into_iter().zip(chunk) {
-            let ids: Vec<u32> = h.ids.iter().copied().filter(|&x| x != eos && x != pad).collect();
-            let text_out = tok.decode(&ids)?;
-            out.push(Translated { source: text.clone(), text: text_out.trim().to_string(), ids, score: h.score });
-        }
+        out.extend(translate_batch(model, tok, chunk, how, c * batch.max(1))?);
+    }
+    Ok(out)
+}
+
+/// One batch of `texts`, the first of which is text `first` of the input
+/// (sampling draws text i from seed + i whatever the batch size).
+fn translate_batch(model: &Seq2Seq, tok: &dyn Tokenizer, texts: &[String], how: &Decoding, first: usize) -> anyhow::Result<Vec<Translated>> {
+    let (pad, eos) = (model.config.pad_token_id, model.config.eos_token_id);
+    let ids = texts.iter().map(|t| ids_with_eos(model, tok.encode(t), t, how.truncate)).collect::<anyhow::Result<Vec<_>>>()?;
+    let (mem, s) = encode_batch(model, &ids)?;
+    let max_new_tokens = how.max_new.unwrap_or((2 * s + 16).min(model.config.n_ctx - 1));
+    let sample = how.search.sample.map(|s| Sampling { seed: s.seed.wrapping_add(first as u64), ..s });
+    let cfg = SearchConfig { max_new_tokens, sample, ..how.search.clone() };
+    let mut out = Vec::with_capacity(texts.len());
+    for (h, text) in search(model, &mem, &cfg)?.into_iter().zip(texts) {
+        let ids: Vec<u32> = h.ids.iter().copied().filter(|&x| x != eos && x != pad).collect();
+        let text_out = tok.decode(&ids)?;
+        out.push(Translated { source: text.clone(), text: text_out.trim().to_string(), ids, score: h.score });
     }
     Ok(out)
 }
@@ -241,21 +246,45 @@ pub fn run(a: TranslateArgs) -> anyhow::Result<()> {
     };
     // Blank lines are kept as blank translations, so that line i of the
     // output is the translation of line i of the input.
-    let texts: Vec<String> = lines.iter().filter(|l| !l.trim().is_empty()).cloned().collect();
-    anyhow::ensure!(!texts.is_empty(), "nothing to translate: give TEXT arguments or --data FILE");
+    let blank = |l: &String| l.trim().is_empty();
+    anyhow::ensure!(lines.iter().any(|l| !blank(l)), "nothing to translate: give TEXT arguments or --data FILE");
     let (model, tok) = load_seq2seq(&a.model)?;
     let mut how = Decoding::new(&a.model, &model, a.beam, a.length_penalty, a.max_new_tokens, a.no_repeat_ngram_size, &a.sample)?;
     how.truncate = a.truncate;
-    let mut done = translate_texts(&model, tok.as_ref(), &texts, &how, a.batch_size)?.into_iter();
-    let blank = |l: &String| Translated { source: l.clone(), text: String::new(), ids: Vec::new(), score: 0.0 };
-    let out: Vec<Translated> = lines.iter().map(|l| if l.trim().is_empty() { blank(l) } else { done.next().expect("one per text") }).collect();
+    // Batch by batch, each batch's lines (and the blank ones before them)
+    // printed as soon as it is done: a long file shows progress, and what was
+    // printed stays if a later line fails. --json prints one object at the end.
     let mut stdout = std::io::stdout().lock();
-    if a.json {
-        crate::print_or_quiet(&mut stdout, &format!("{}\n", serde_json::to_string(&serde_json::json!({ "translations": out }))?))?;
-    } else {
-        for t in &out {
-            crate::print_or_quiet(&mut stdout, &format!("{}\n", t.text))?;
+    let mut all = Vec::new();
+    let (mut batch, mut done_texts) = (Vec::new(), 0);
+    for (i, line) in lines.iter().enumerate() {
+        if !blank(line) {
+            batch.push(line.clone());
         }
+        // A batch is run when full, at the end, or (empty) to pass on a blank
+        // line that no text waits before.
+        if !batch.is_empty() && batch.len() < a.batch_size && i + 1 < lines.len() {
+            continue;
+        }
+        // Trailing blank lines end the input with an empty batch.
+        let mut translated = if batch.is_empty() { Vec::new() } else { translate_batch(&model, tok.as_ref(), &batch, &how, done_texts)? }.into_iter();
+        done_texts += batch.len();
+        batch.clear();
+        let start = all.len();
+        for l in &lines[start..=i] {
+            all.push(if blank(l) {
+                Translated { source: l.clone(), text: String::new(), ids: Vec::new(), score: 0.0 }
+            } else {
+                translated.next().expect("one per text")
+            });
+        }
+        if !a.json {
+            let text: String = all[start..].iter().map(|t| format!("{}\n", t.text)).collect();
+            crate::print_or_quiet(&mut stdout, &text)?;
+        }
+    }
+    if a.json {
+        crate::print_or_quiet(&mut stdout, &format!("{}\n", serde_json::to_string(&serde_json::json!({ "translations": all }))?))?;
     }
     Ok(())
 }

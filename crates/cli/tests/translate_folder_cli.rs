@@ -112,6 +112,22 @@ fn data_from_stdin_keeps_blank_lines_in_place() {
     assert!(!lines[0].is_empty() && lines[1].is_empty() && lines[2].is_empty() && lines[3] == lines[0], "{out:?}");
 }
 
+/// Text output goes out batch by batch: when a later line is refused (here a
+/// source past the model's positions), the lines before it are printed.
+#[test]
+fn lines_before_a_refused_one_are_printed() {
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/marian_spm");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("in.txt");
+    let long = "In the beginning God created the heavens and the earth. ".repeat(200);
+    std::fs::write(&data, format!("Let there be light.\n\n{long}\n")).unwrap();
+    let o = attn(&["translate", "--model", model.to_str().unwrap(), "--max-new-tokens", "4", "--batch-size", "1", "--data", data.to_str().unwrap()]);
+    assert!(!o.status.success() && stderr(&o).contains("--truncate"), "{}", stderr(&o));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(out.lines().count(), 2, "{out:?}");
+    assert!(!out.lines().next().unwrap().is_empty(), "{out:?}");
+}
+
 /// `attn summarize` is `attn translate`; a source past the model's positions
 /// is refused with --truncate named, and with --truncate it is cut to fit.
 #[test]
