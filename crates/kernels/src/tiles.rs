@@ -36,11 +36,13 @@ pub(crate) enum Microkernel {
 
 /// dst (m, n) = [dst +] bf16(a) (m, k) @ bf16(b) (k, n), f32 sums.
 ///
-/// A is packed once into tiles (parallel). The columns are then split across
-/// threads; each thread packs a few strips of 32 columns of B along the whole
-/// K (2 KiB per 32 of K each, up to 1 MiB) and runs every row pair over them
-/// while they are hot, so B is read from memory once and never written back
-/// packed whole (the output head's (V, C) weight would be 77 MB packed).
+/// For each block of 2,048 of K, that block of A is packed into tiles
+/// (parallel). The columns are then split across threads; each thread packs
+/// a few strips of 32 columns of B along the block (2 KiB per 32 of K each,
+/// up to 1 MiB) and runs every row pair over them while they are hot, so B
+/// is read from memory once and never written back packed whole (the output
+/// head's (V, C) weight would be 77 MB packed). A is the operand read again,
+/// so the taller of the two is made B (the product is run transposed).
 ///
 /// Safety: `kernel` runs on this CPU; as for `matmul::sgemm`.
 pub(crate) unsafe fn gemm(
