@@ -349,6 +349,23 @@ mod tests {
         assert!(p.iter().all(|r| r[1].abs() < 0.12), "the rest is the small spread: {p:?}");
     }
 
+    /// A Llama-3-style tokenizer.json adds <|begin_of_text|> to every
+    /// encoding; a word's vector averages the word's own pieces only.
+    #[test]
+    fn a_word_vector_leaves_out_the_bos_a_post_processor_adds() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/bpe_template_tokenizer.json");
+        let tok = attn_tokenizer::load_tokenizer(&path, None).unwrap();
+        let bos = tok.encode("king").unwrap()[0];
+        let (c, rows) = (4, tok.vocab_size());
+        // Row r of the table is (r, r, r, r): the vector is the ids' mean.
+        let wte: Vec<f32> = (0..rows * c).map(|i| (i / c) as f32).collect();
+        let (v, ids) = word_vector(&wte, c, tok.as_ref(), "king").unwrap();
+        assert!(!ids.is_empty() && !ids.contains(&bos), "{ids:?} (BOS {bos})");
+        assert_eq!(&tok.encode(" king").unwrap()[1..], &ids[..], "the spaced word's pieces after the BOS");
+        let mean = ids.iter().map(|&i| i as f32).sum::<f32>() / ids.len() as f32;
+        assert!(v.iter().all(|&x| (x - mean).abs() < 1e-3), "{v:?} vs {mean}");
+    }
+
     #[test]
     fn entropy_of_uniform_is_log2_n() {
         assert!((entropy_bits(&softmax(&[0.5; 8])) - 3.0).abs() < 1e-12);
