@@ -65,13 +65,8 @@ impl Rules {
             let seq: Vec<u32> = std::iter::once(start).chain(ids.iter().copied()).collect();
             self.apply_history(&seq, src, scores, eos);
         }
-        let mut ban = |t: u32| {
-            if let Some(s) = scores.get_mut(t as usize) {
-                *s = f32::NEG_INFINITY;
-            }
-        };
         if cur_len < self.min_length {
-            ban(eos);
+            ban(scores, eos);
         }
         let force = |scores: &mut [f32], t: u32| {
             if (t as usize) < scores.len() {
@@ -89,17 +84,16 @@ impl Rules {
                 force(scores, eos);
             }
         }
-        let mut ban = |t: &u32| {
-            if let Some(s) = scores.get_mut(*t as usize) {
-                *s = f32::NEG_INFINITY;
-            }
-        };
-        self.suppress_tokens.iter().for_each(&mut ban);
+        for &t in &self.suppress_tokens {
+            ban(scores, t);
+        }
         // transformers' begin index: the decoder's input length (the start
         // token), one more when the first token is a forced BOS.
         let begin = if self.forced_bos_token_id.is_some() { 2 } else { 1 };
         if cur_len == begin {
-            self.begin_suppress_tokens.iter().for_each(ban);
+            for &t in &self.begin_suppress_tokens {
+                ban(scores, t);
+            }
         }
     }
 
@@ -119,18 +113,13 @@ impl Rules {
                 }
             }
         }
-        let mut ban = |t: u32| {
-            if let Some(s) = scores.get_mut(t as usize) {
-                *s = f32::NEG_INFINITY;
-            }
-        };
         // Every n-gram of `within` whose first n-1 tokens equal the last n-1 of the sequence.
         let mut ngram_ban = |n: usize, within: &[u32]| {
             if n > 0 && cur_len + 1 >= n {
                 let prefix = &seq[cur_len + 1 - n..];
                 for w in within.windows(n) {
                     if &w[..n - 1] == prefix {
-                        ban(w[n - 1]);
+                        ban(scores, w[n - 1]);
                     }
                 }
             }
@@ -143,9 +132,16 @@ impl Rules {
                 continue;
             }
             if seq.ends_with(rest) {
-                ban(last);
+                ban(scores, last);
             }
         }
+    }
+}
+
+/// The token `t` is not a candidate (ids past the scores are ignored).
+fn ban(scores: &mut [f32], t: u32) {
+    if let Some(s) = scores.get_mut(t as usize) {
+        *s = f32::NEG_INFINITY;
     }
 }
 

@@ -107,14 +107,12 @@ fn check(model: &Seq2Seq, cfg: &SearchConfig) -> Result<(), GenerateError> {
     if !cfg.length_penalty.is_finite() {
         return Err(GenerateError::Config("--length-penalty must be a finite number".into()));
     }
-    if let Some(s) = &cfg.sample {
-        if cfg.num_beams > 1 {
-            return Err(GenerateError::Config(format!(
-                "sampling with --beam {} (transformers' beam sampling) is not supported: sample with --beam 1, or search beams with --temperature 0",
-                cfg.num_beams
-            )));
-        }
-        Sampler::new(s.sampler, s.seed)?;
+    // The sampler's own settings are checked where greedy makes it.
+    if cfg.sample.is_some() && cfg.num_beams > 1 {
+        return Err(GenerateError::Config(format!(
+            "sampling with --beam {} (transformers' beam sampling) is not supported: sample with --beam 1, or search beams with --temperature 0",
+            cfg.num_beams
+        )));
     }
     Ok(())
 }

@@ -73,12 +73,20 @@ impl Reader {
         }
     }
 
-    /// A list of ids below the vocabulary size; absent or null is empty.
+    /// `x` as a list of ids below the vocabulary size, if it is one.
+    fn id_list(&self, x: &Value) -> Option<Vec<u32>> {
+        x.as_array()?.iter().map(|i| i.as_u64().filter(|&i| (i as usize) < self.vocab).map(|i| i as u32)).collect()
+    }
+
+    /// The field as a list of ids; absent or null is empty.
     fn ids(&self, field: &str) -> Result<Vec<u32>, GenerateError> {
         let Some(x) = self.get(field) else { return Ok(Vec::new()) };
-        let want = format!("a list of ids below the vocabulary size {}", self.vocab);
-        let list = x.as_array().ok_or_else(|| self.bad(field, &want))?;
-        list.iter().map(|i| i.as_u64().filter(|&i| (i as usize) < self.vocab).map(|i| i as u32).ok_or_else(|| self.bad(field, &want))).collect()
+        self.id_list(x).ok_or_else(|| self.bad(field, &format!("a list of ids below the vocabulary size {}", self.vocab)))
+    }
+
+    /// The field as true or false; absent or null is false.
+    fn flag(&self, field: &str) -> Result<bool, GenerateError> {
+        self.get(field).map(|x| x.as_bool().ok_or_else(|| self.bad(field, "true or false"))).transpose().map(|b| b.unwrap_or(false))
     }
 
     fn settings(&self, own_file: bool, eos: u32) -> Result<Seq2SeqSettings, GenerateError> {
@@ -109,13 +117,8 @@ impl Reader {
             Some(x) => {
                 let want = format!("a list of lists of ids below the vocabulary size {}", self.vocab);
                 let lists = x.as_array().ok_or_else(|| self.bad("bad_words_ids", &want))?;
-                let mut out = Vec::with_capacity(lists.len());
-                for l in lists {
-                    let ids = l.as_array().filter(|a| !a.is_empty()).ok_or_else(|| self.bad("bad_words_ids", &want))?;
-                    let ids = ids.iter().map(|i| i.as_u64().filter(|&i| (i as usize) < self.vocab).map(|i| i as u32)).collect::<Option<Vec<_>>>();
-                    out.push(ids.ok_or_else(|| self.bad("bad_words_ids", &want))?);
-                }
-                out
+                let one = |l: &Value| self.id_list(l).filter(|ids| !ids.is_empty()).ok_or_else(|| self.bad("bad_words_ids", &want));
+                lists.iter().map(one).collect::<Result<Vec<_>, _>>()?
             }
         };
         let repetition_penalty = match self.get("repetition_penalty") {
@@ -126,11 +129,7 @@ impl Reader {
                 None => return Err(self.bad("repetition_penalty", "a number above 0")),
             },
         };
-        let do_sample = match self.get("do_sample") {
-            None => false,
-            Some(x) => x.as_bool().ok_or_else(|| self.bad("do_sample", "true or false"))?,
-        };
-        let sample = if do_sample { Some(self.sampler()?) } else { None };
+        let sample = if self.flag("do_sample")? { Some(self.sampler()?) } else { None };
         let rules = Rules {
             repetition_penalty,
             min_length: if min_length > 1 { min_length } else { 0 },
@@ -144,10 +143,7 @@ impl Reader {
             decoder_start_token_id: if own_file { self.id("decoder_start_token_id")? } else { None },
             suppress_tokens: self.ids("suppress_tokens")?,
             begin_suppress_tokens: self.ids("begin_suppress_tokens")?,
-            renormalize: match self.get("renormalize_logits") {
-                None => false,
-                Some(x) => x.as_bool().ok_or_else(|| self.bad("renormalize_logits", "true or false"))?,
-            },
+            renormalize: self.flag("renormalize_logits")?,
         };
         let file = Some(self.path.clone());
         Ok(Seq2SeqSettings { num_beams, length_penalty, early_stopping, max_new_tokens, rules, sample, file, ignored: self.ignored(eos) })
