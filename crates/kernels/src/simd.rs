@@ -24,6 +24,18 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s + (p[0] + p[2]) + (p[1] + p[3])
 }
 
+/// Asks for the cache lines of `len` f32 from `p`; never faults.
+#[inline(always)]
+pub(crate) fn prefetch(p: *const f32, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for off in (0..len).step_by(16) {
+        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
+        unsafe { core::arch::x86_64::_mm_prefetch(p.wrapping_add(off) as *const i8, core::arch::x86_64::_MM_HINT_T0) };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, len);
+}
+
 /// y += alpha * x
 #[inline(always)]
 pub fn axpy(y: &mut [f32], alpha: f32, x: &[f32]) {

@@ -8,7 +8,7 @@
 
 use std::cell::RefCell;
 
-use crate::simd::dispatch;
+use crate::simd::{dispatch, prefetch};
 use rayon::prelude::*;
 
 use crate::matmul::{Mat, SendMat};
@@ -381,18 +381,6 @@ dispatch! {
 /// is a short stream of its own (1 KiB or less), over before the hardware
 /// prefetchers pick it up, and the loads stalled on it.
 const AHEAD: usize = 8;
-
-/// Asks for the cache lines of `len` f32 from `p`; never faults.
-#[inline(always)]
-fn prefetch(p: *const f32, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for off in (0..len).step_by(16) {
-        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-        unsafe { core::arch::x86_64::_mm_prefetch(p.wrapping_add(off) as *const i8, core::arch::x86_64::_MM_HINT_T0) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, len);
-}
 
 #[inline(always)]
 fn round_32(dst: &mut [u16; 32], src: &[f32; 32]) {
