@@ -29,8 +29,9 @@ pub fn matvec_scratch_len(n: usize, oc: usize) -> usize {
 /// (C, OC) weights are split into one contiguous block of input rows per
 /// thread, so each thread streams one contiguous region of memory (the
 /// prefetcher's best case); block 0 accumulates into `out`, the others into
-/// `scratch`, summed at the end in block order. (OC, C) weights are split by
-/// output rows, each a dot product.
+/// `scratch`, summed at the end in block order. (OC, C) weights are split
+/// into a few contiguous blocks of output rows per thread, each row a dot
+/// product (`dot_lanes`).
 pub fn matvec_forward(
     out: &mut [f32],      // (N, OC)
     scratch: &mut [f32],  // see `matvec_scratch_len`
