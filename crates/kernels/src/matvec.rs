@@ -8,7 +8,7 @@
 use rayon::prelude::*;
 
 use crate::matmul::WeightLayout;
-use crate::simd::axpy;
+use crate::simd::{axpy, dispatch};
 
 /// The fewest output rows per task for (OC, C) weights.
 const ROWS: usize = 64;
@@ -151,16 +151,19 @@ fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], range: std::ops::Rang
     }
 }
 
-/// The first `quads` groups of four rows of `rows_in_out`, in plain Rust.
-#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
-fn quads_portable(o: &mut [f32], inp: &[f32], weight: &[f32], i0: usize, quads: usize, c: usize, oc: usize) {
-    for q in 0..quads {
-        let k = q * 4;
-        let w = |r: usize| &weight[(k + r) * oc..(k + r + 1) * oc];
-        for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
-            let x = &xb[i0 + k..i0 + k + 4];
-            for (j, y) in ob.iter_mut().enumerate() {
-                *y = x[3].mul_add(w(3)[j], x[2].mul_add(w(2)[j], x[1].mul_add(w(1)[j], x[0].mul_add(w(0)[j], *y))));
+dispatch! {
+    /// The first `quads` groups of four rows of `rows_in_out`, in plain Rust
+    /// (compiled for AVX where that is the best level).
+    [Avx]
+    fn quads_portable(o: &mut [f32], inp: &[f32], weight: &[f32], i0: usize, quads: usize, c: usize, oc: usize) {
+        for q in 0..quads {
+            let k = q * 4;
+            let w = |r: usize| &weight[(k + r) * oc..(k + r + 1) * oc];
+            for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
+                let x = &xb[i0 + k..i0 + k + 4];
+                for (j, y) in ob.iter_mut().enumerate() {
+                    *y = x[3].mul_add(w(3)[j], x[2].mul_add(w(2)[j], x[1].mul_add(w(1)[j], x[0].mul_add(w(0)[j], *y))));
+                }
             }
         }
     }
@@ -250,7 +253,8 @@ mod x86 {
     use std::arch::x86_64::*;
 
     /// One input row through `quads` groups of four rows of W (C, OC): the
-    /// body of `rows_in_out`, 16 outputs (a cache line of each row) a step.
+    /// body of `rows_in_out`, 16 outputs (a cache line of each row) a step,
+    /// as one AVX-512 or two AVX2 registers.
     ///
     /// The four rows are four streams of memory; each step prefetches the
     /// next four rows' lines at the same columns. On an AMD EPYC Zen 5 (2
@@ -258,77 +262,45 @@ mod x86 {
     /// this way, against 57-62 for the same loop in plain Rust (vectorized
     /// by LLVM, without the prefetch: 66-70): the rate of one sequential
     /// stream and of the machine's parallel read.
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn quads_512(o: &mut [f32], x: &[f32], weight: &[f32], quads: usize, oc: usize) {
-        assert!(x.len() >= 4 * quads && weight.len() >= 4 * quads * oc && o.len() >= oc);
-        let (o, w) = (o.as_mut_ptr(), weight.as_ptr());
-        let whole = oc / 16 * 16;
-        for q in 0..quads {
-            let k = 4 * q;
-            let xs: [__m512; 4] = std::array::from_fn(|r| _mm512_set1_ps(x[k + r]));
-            let row = |r: usize| w.add((k + r) * oc);
-            let next = (q + 1 < quads).then(|| w.add((k + 4) * oc));
-            let mut j = 0;
-            while j < whole {
-                if let Some(p) = next {
-                    for r in 0..4 {
-                        prefetch(p.add(r * oc + j), 16);
+    macro_rules! quads {
+        ($name:ident, $feat:literal, $v:ty, $lanes:literal, $set1:ident, $load:ident, $fma:ident, $store:ident) => {
+            #[target_feature(enable = $feat)]
+            pub unsafe fn $name(o: &mut [f32], x: &[f32], weight: &[f32], quads: usize, oc: usize) {
+                assert!(x.len() >= 4 * quads && weight.len() >= 4 * quads * oc && o.len() >= oc);
+                let (o, w) = (o.as_mut_ptr(), weight.as_ptr());
+                let whole = oc / 16 * 16;
+                for q in 0..quads {
+                    let k = 4 * q;
+                    let xs: [$v; 4] = std::array::from_fn(|r| $set1(x[k + r]));
+                    let row = |r: usize| w.add((k + r) * oc);
+                    let next = (q + 1 < quads).then(|| w.add((k + 4) * oc));
+                    for j in (0..whole).step_by(16) {
+                        if let Some(p) = next {
+                            for r in 0..4 {
+                                prefetch(p.add(r * oc + j), 16);
+                            }
+                        }
+                        for h in (j..j + 16).step_by($lanes) {
+                            let mut y = $load(o.add(h));
+                            for (r, &xr) in xs.iter().enumerate() {
+                                y = $fma(xr, $load(row(r).add(h)), y);
+                            }
+                            $store(o.add(h), y);
+                        }
+                    }
+                    for j in whole..oc {
+                        let mut y = *o.add(j);
+                        for r in 0..4 {
+                            y = x[k + r].mul_add(*row(r).add(j), y);
+                        }
+                        *o.add(j) = y;
                     }
                 }
-                let mut y = _mm512_loadu_ps(o.add(j));
-                for (r, &xr) in xs.iter().enumerate() {
-                    y = _mm512_fmadd_ps(xr, _mm512_loadu_ps(row(r).add(j)), y);
-                }
-                _mm512_storeu_ps(o.add(j), y);
-                j += 16;
             }
-            for j in whole..oc {
-                let mut y = *o.add(j);
-                for r in 0..4 {
-                    y = x[k + r].mul_add(*row(r).add(j), y);
-                }
-                *o.add(j) = y;
-            }
-        }
+        };
     }
-
-    /// As `quads_512`, in AVX2 registers: two of 8 a cache line.
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn quads_256(o: &mut [f32], x: &[f32], weight: &[f32], quads: usize, oc: usize) {
-        assert!(x.len() >= 4 * quads && weight.len() >= 4 * quads * oc && o.len() >= oc);
-        let (o, w) = (o.as_mut_ptr(), weight.as_ptr());
-        let whole = oc / 16 * 16;
-        for q in 0..quads {
-            let k = 4 * q;
-            let xs: [__m256; 4] = std::array::from_fn(|r| _mm256_set1_ps(x[k + r]));
-            let row = |r: usize| w.add((k + r) * oc);
-            let next = (q + 1 < quads).then(|| w.add((k + 4) * oc));
-            let mut j = 0;
-            while j < whole {
-                if let Some(p) = next {
-                    for r in 0..4 {
-                        prefetch(p.add(r * oc + j), 16);
-                    }
-                }
-                let mut y = [_mm256_loadu_ps(o.add(j)), _mm256_loadu_ps(o.add(j + 8))];
-                for (r, &xr) in xs.iter().enumerate() {
-                    for (h, yh) in y.iter_mut().enumerate() {
-                        *yh = _mm256_fmadd_ps(xr, _mm256_loadu_ps(row(r).add(j + 8 * h)), *yh);
-                    }
-                }
-                _mm256_storeu_ps(o.add(j), y[0]);
-                _mm256_storeu_ps(o.add(j + 8), y[1]);
-                j += 16;
-            }
-            for j in whole..oc {
-                let mut y = *o.add(j);
-                for r in 0..4 {
-                    y = x[k + r].mul_add(*row(r).add(j), y);
-                }
-                *o.add(j) = y;
-            }
-        }
-    }
+    quads!(quads_512, "avx512f", __m512, 16, _mm512_set1_ps, _mm512_loadu_ps, _mm512_fmadd_ps, _mm512_storeu_ps);
+    quads!(quads_256, "avx2,fma", __m256, 8, _mm256_set1_ps, _mm256_loadu_ps, _mm256_fmadd_ps, _mm256_storeu_ps);
 
     /// o[r] = `dot_lanes`(W[r, :], x) for every row of W, in one call so
     /// that the dot products inline into the loop.
