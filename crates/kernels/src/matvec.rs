@@ -124,15 +124,14 @@ fn rows_in_out(o: &mut [f32], inp: &[f32], weight: &[f32], range: std::ops::Rang
     let quads = len / 4;
     #[cfg(target_arch = "x86_64")]
     if crate::simd::active() >= crate::simd::Level::Avx2 {
-        for (ob, xb) in o.chunks_mut(oc).zip(inp.chunks(c)) {
-            let x = &xb[i0..i0 + len];
-            // SAFETY: the active level implies the features each kernel
-            // enables; W holds `len` rows of `oc` and x `len` inputs.
-            unsafe {
-                match crate::simd::active() {
-                    crate::simd::Level::Avx512 => x86::quads_512(ob, x, weight, quads, oc),
-                    _ => x86::quads_256(ob, x, weight, quads, oc),
-                }
+        let n = o.len() / oc;
+        assert!(inp.len() >= n * c && i0 + len <= c && weight.len() >= len * oc);
+        // SAFETY: the active level implies the features each kernel
+        // enables; W holds `len` rows of OC, each input row C from `i0` on.
+        unsafe {
+            match crate::simd::active() {
+                crate::simd::Level::Avx512 => x86::quads_512(o, &inp[i0..], weight, quads, n, c, oc),
+                _ => x86::quads_256(o, &inp[i0..], weight, quads, n, c, oc),
             }
         }
     } else {
@@ -252,9 +251,10 @@ mod x86 {
     use crate::simd::prefetch;
     use std::arch::x86_64::*;
 
-    /// One input row through `quads` groups of four rows of W (C, OC): the
-    /// body of `rows_in_out`, 16 outputs (a cache line of each row) a step,
-    /// as one AVX-512 or two AVX2 registers.
+    /// N input rows (x: row b at b * C) through `quads` groups of four rows
+    /// of W (C, OC): the body of `rows_in_out`, 16 outputs (a cache line of
+    /// each row) a step, as one AVX-512 or two AVX2 registers. The inputs
+    /// go by inside each group, while its four rows are in L1.
     ///
     /// The four rows are four streams of memory; each step prefetches the
     /// next four rows' lines at the same columns. On an AMD EPYC Zen 5 (2
@@ -265,35 +265,38 @@ mod x86 {
     macro_rules! quads {
         ($name:ident, $feat:literal, $v:ty, $lanes:literal, $set1:ident, $load:ident, $fma:ident, $store:ident) => {
             #[target_feature(enable = $feat)]
-            pub unsafe fn $name(o: &mut [f32], x: &[f32], weight: &[f32], quads: usize, oc: usize) {
-                assert!(x.len() >= 4 * quads && weight.len() >= 4 * quads * oc && o.len() >= oc);
-                let (o, w) = (o.as_mut_ptr(), weight.as_ptr());
+            pub unsafe fn $name(o: &mut [f32], x: &[f32], weight: &[f32], quads: usize, n: usize, c: usize, oc: usize) {
+                assert!(n >= 1 && x.len() >= (n - 1) * c + 4 * quads && weight.len() >= 4 * quads * oc && o.len() >= n * oc);
+                let w = weight.as_ptr();
                 let whole = oc / 16 * 16;
                 for q in 0..quads {
                     let k = 4 * q;
-                    let xs: [$v; 4] = std::array::from_fn(|r| $set1(x[k + r]));
                     let row = |r: usize| w.add((k + r) * oc);
                     let next = (q + 1 < quads).then(|| w.add((k + 4) * oc));
-                    for j in (0..whole).step_by(16) {
-                        if let Some(p) = next {
-                            for r in 0..4 {
-                                prefetch(p.add(r * oc + j), 16);
+                    for b in 0..n {
+                        let (o, x) = (o.as_mut_ptr().add(b * oc), &x[b * c + k..b * c + k + 4]);
+                        let xs: [$v; 4] = std::array::from_fn(|r| $set1(x[r]));
+                        for j in (0..whole).step_by(16) {
+                            if let (0, Some(p)) = (b, next) {
+                                for r in 0..4 {
+                                    prefetch(p.add(r * oc + j), 16);
+                                }
+                            }
+                            for h in (j..j + 16).step_by($lanes) {
+                                let mut y = $load(o.add(h));
+                                for (r, &xr) in xs.iter().enumerate() {
+                                    y = $fma(xr, $load(row(r).add(h)), y);
+                                }
+                                $store(o.add(h), y);
                             }
                         }
-                        for h in (j..j + 16).step_by($lanes) {
-                            let mut y = $load(o.add(h));
-                            for (r, &xr) in xs.iter().enumerate() {
-                                y = $fma(xr, $load(row(r).add(h)), y);
+                        for j in whole..oc {
+                            let mut y = *o.add(j);
+                            for (r, &xr) in x.iter().enumerate() {
+                                y = xr.mul_add(*row(r).add(j), y);
                             }
-                            $store(o.add(h), y);
+                            *o.add(j) = y;
                         }
-                    }
-                    for j in whole..oc {
-                        let mut y = *o.add(j);
-                        for r in 0..4 {
-                            y = x[k + r].mul_add(*row(r).add(j), y);
-                        }
-                        *o.add(j) = y;
                     }
                 }
             }
@@ -353,24 +356,26 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     fn vector_quads_equal_the_plain_loop() {
         use crate::simd::{detected, Level};
+        // Two inputs of C = 15 (three groups of four and 3 more), with
+        // columns past the last whole cache line.
+        let (n, quads, c) = (2, 3, 15);
         for oc in [16, 37, 1031] {
-            let quads = 3;
             let v = |n: usize, seed: u32| -> Vec<f32> {
                 (0..n).map(|i| ((i as u32 ^ seed).wrapping_mul(2654435761) >> 8) as f32 / (1u32 << 23) as f32 - 1.0).collect()
             };
-            let (x, w, o0) = (v(4 * quads, 1), v(4 * quads * oc, 2), v(oc, 3));
+            let (x, w, o0) = (v(n * c, 1), v(4 * quads * oc, 2), v(n * oc, 3));
             let mut want = o0.clone();
-            super::quads_portable(&mut want, &x, &w, 0, quads, 4 * quads, oc);
+            super::quads_portable(&mut want, &x, &w, 0, quads, c, oc);
             let mut got = o0.clone();
             if detected() >= Level::Avx2 {
                 // SAFETY: the CPU has AVX2 and FMA.
-                unsafe { super::x86::quads_256(&mut got, &x, &w, quads, oc) };
+                unsafe { super::x86::quads_256(&mut got, &x, &w, quads, n, c, oc) };
                 assert_eq!(got, want, "avx2, oc {oc}");
             }
             if detected() >= Level::Avx512 {
                 got.copy_from_slice(&o0);
                 // SAFETY: the CPU has AVX-512.
-                unsafe { super::x86::quads_512(&mut got, &x, &w, quads, oc) };
+                unsafe { super::x86::quads_512(&mut got, &x, &w, quads, n, c, oc) };
                 assert_eq!(got, want, "avx512, oc {oc}");
             }
         }
