@@ -198,9 +198,10 @@ fn rows_out_in(o: &mut [f32], inp: &[f32], weight: &[f32], c: usize, n: usize) {
 
 /// w . x[j] for every j < NB, each as `dot_lanes` sums it.
 fn dots<const NB: usize>(w: &[f32], x: [&[f32]; NB]) -> [f32; NB] {
+    assert!(x.iter().all(|v| v.len() >= w.len()));
     #[cfg(target_arch = "x86_64")]
     if crate::simd::active() >= crate::simd::Level::Avx2 {
-        // SAFETY: the active level implies AVX2 and FMA; every slice has w's length.
+        // SAFETY: the active level implies AVX2 and FMA; every input is at least as long as w.
         return unsafe { x86::dots(w, x) };
     }
     x.map(|xj| dot_lanes(w, xj))
@@ -309,6 +310,7 @@ mod x86 {
     /// that the dot products inline into the loop.
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn rows(o: &mut [f32], x: &[f32], weight: &[f32]) {
+        assert!(weight.len() >= o.len() * x.len());
         for (y, w) in o.iter_mut().zip(weight.chunks(x.len())) {
             *y = dots(w, [x])[0];
         }
