@@ -257,12 +257,12 @@ mod x86 {
     /// each row) a step, as one AVX-512 or two AVX2 registers. The inputs
     /// go by inside each group, while its four rows are in L1.
     ///
-    /// The four rows are four streams of memory; each step prefetches the
-    /// next four rows' lines at the same columns. On an AMD EPYC Zen 5 (2
-    /// threads), gpt2-124m's block matrices streamed from memory at 74 GB/s
-    /// this way, against 57-62 for the same loop in plain Rust (vectorized
-    /// by LLVM, without the prefetch: 66-70): the rate of one sequential
-    /// stream and of the machine's parallel read.
+    /// The four rows are four streams of memory; the first input's steps
+    /// prefetch the next four rows' lines at the same columns. On an AMD
+    /// EPYC Zen 5 (2 threads), gpt2-124m's block matrices streamed from
+    /// memory at 74 GB/s this way (the machine's parallel read), 66-70
+    /// without the prefetch, and 57-62 as LLVM vectorized the same loop in
+    /// plain Rust, with or without it.
     macro_rules! quads {
         ($name:ident, $feat:literal, $v:ty, $lanes:literal, $set1:ident, $load:ident, $fma:ident, $store:ident) => {
             #[target_feature(enable = $feat)]
@@ -277,8 +277,9 @@ mod x86 {
                     for b in 0..n {
                         let (o, x) = (o.as_mut_ptr().add(b * oc), &x[b * c + k..b * c + k + 4]);
                         let xs: [$v; 4] = std::array::from_fn(|r| $set1(x[r]));
+                        let next = if b == 0 { next } else { None };
                         for j in (0..whole).step_by(16) {
-                            if let (0, Some(p)) = (b, next) {
+                            if let Some(p) = next {
                                 for r in 0..4 {
                                     prefetch(p.add(r * oc + j), 16);
                                 }
