@@ -184,3 +184,23 @@ fn fixed_point_products_agree_on_every_level() {
     let missing: Vec<_> = ["avx512", "avx2"].into_iter().filter(|l| !seen.contains(l)).collect();
     eprintln!("fixed-point int8 products tested on: {seen:?}; not tested (this CPU lacks them): {missing:?}");
 }
+
+/// A large group of equal-signed maxima: each of the fixed-point path's 16
+/// lanes sums group / 16 products of up to 127 * 32767 in 32 bits, which
+/// would pass 2^31 at groups above 8,256, so such groups must take the f32
+/// path and still give the sum.
+#[test]
+fn large_int8_groups_do_not_overflow() {
+    for (c, group) in [(1024, 1024), (8256, 8256), (16384, 8192), (32768, 32768)] {
+        let (oc, w, x) = (3, vec![0.5f32; 3 * c], vec![2.0f32; c]);
+        let q = QMatrix::int8(&w, c, oc, WeightLayout::OutIn, group);
+        for reading in [Reading::InCache, Reading::Streamed] {
+            let q = QMatrix { reading, ..q.clone() };
+            let mut out = vec![0.0f32; oc];
+            qmatvec_forward(&mut out, &mut [], &x, &q, None, 1);
+            for &v in &out {
+                assert!((v - c as f32).abs() <= 1e-3 * c as f32, "c={c} group={group} {reading:?}: {v}, want {c}");
+            }
+        }
+    }
+}

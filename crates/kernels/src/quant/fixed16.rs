@@ -29,9 +29,15 @@ pub struct Fixed16 {
     pub scales: Vec<f32>,
 }
 
+/// The largest group this path takes: each of the L lanes sums group / L
+/// products of at most 127 * 32767 in 32 bits, and 8192 / 16 of them stay
+/// below 2^31 (larger groups take the f32 path).
+pub const MAX_GROUP: usize = 8192;
+const _: () = assert!((MAX_GROUP / L) as i64 * 127 * 32767 <= i32::MAX as i64);
+
 /// Whether int8 rows of `cols` inputs in groups of `group` take this path.
 pub fn eligible(cols: usize, group: usize) -> bool {
-    cols % 32 == 0 && group % 32 == 0 && group > 0
+    cols % 32 == 0 && group % 32 == 0 && group > 0 && group <= MAX_GROUP
 }
 
 impl Fixed16 {
