@@ -9,6 +9,9 @@ cd "$(dirname "$0")/.."
 scripts/fetch_shakespeare.sh >/dev/null
 scripts/fetch_minilm.sh >/dev/null
 cargo test --workspace --release "$@"
+# The libraries' API docs build without a warning (a broken link or a
+# bracketed expression rustdoc would read as one fails here).
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 # Which vector paths the kernel tests ran on this CPU, and which it lacks
 # (cargo hides a passing test's output; this shows it).
 echo "vector paths covered by the kernel tests on this CPU:"

@@ -65,7 +65,7 @@ impl Encoder {
         self.max_len
     }
 
-    /// The ids the model sees for `text`, truncated (keeping the final [SEP]).
+    /// The ids the model sees for `text`, truncated (keeping the final `[SEP]`).
     pub fn ids(&self, text: &str) -> anyhow::Result<Vec<u32>> {
         let mut ids = self.tok.encode(text)?;
         if ids.len() > self.max_len {

@@ -93,7 +93,7 @@ fn load(
     Ok(Loaded { chat: ChatModel { name: crate::inspect::model_name(dir), model, tok: Arc::from(tok), template, gen_cfg }, embedder })
 }
 
-/// A CORS origin: scheme://host[:port], nothing after.
+/// A CORS origin: `scheme://host[:port]`, nothing after.
 mod http_origin {
     pub struct Check;
     impl std::str::FromStr for Check {

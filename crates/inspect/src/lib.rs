@@ -88,7 +88,7 @@ pub fn trace_ids(model: &mut Transformer, ids: &[u32], tokens: Vec<String>) -> R
     })
 }
 
-/// An encoder's trace: the text as its tokenizer encodes it ([CLS] ... [SEP]
+/// An encoder's trace: the text as its tokenizer encodes it (`[CLS] ... [SEP]`
 /// for BERT), with every layer's attention probabilities.
 pub fn trace_bert(bert: &Transformer, tok: &dyn Tokenizer, text: &str) -> Result<Trace> {
     let ids = tok.encode(text)?;

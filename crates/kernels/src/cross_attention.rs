@@ -3,14 +3,16 @@
 //! keys and values) and the self-attention of batches that hold sequences of
 //! different lengths (right-padded). GQA by stride, as in `attention.rs`.
 //!
-//! q  (B, TQ, NH*HS);  kv (B, TK, 2*NKV*HS), each row [K | V].
-//! key_len[b] <= TK: keys at or past it are padding and get probability 0, so
+//! q  (B, TQ, NH*HS);  kv (B, TK, 2*NKV*HS), each row `[K | V]`.
+//! `key_len[b] <= TK`: keys at or past it are padding and get probability 0, so
 //! no padded position can change a real position's result. With `causal`,
 //! query i also sees only keys j <= i.
 //! For each b and query head h (KV head g = h / (NH / NKV)):
+//! ```text
 //!   scores = Q_h K_g^T / sqrt(HS)          (TQ, L)   L = key_len[b]
 //!   att    = softmax(scores) over the live keys of each row
 //!   out_h  = att @ V_g                     (TQ, HS)
+//! ```
 //! A row with no live key (key_len 0) is all zeros, and so is its output.
 
 use rayon::prelude::*;

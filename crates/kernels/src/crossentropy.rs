@@ -6,8 +6,8 @@
 use crate::simd::dispatch;
 use rayon::prelude::*;
 
-/// losses[i] = logsumexp(logits[i]) - logits[i, targets[i]]; 0 where
-/// targets[i] is IGNORE (a position with no label: padding, or a prompt the
+/// `losses[i] = logsumexp(logits[i]) - logits[i, targets[i]]`; 0 where
+/// `targets[i]` is `IGNORE` (a position with no label: padding, or a prompt the
 /// loss does not cover).
 pub fn crossentropy_forward(
     losses: &mut [f32], // (N)
@@ -38,8 +38,8 @@ dispatch! {
 }
 
 /// In place: on entry `logits` holds the logits, on exit d(loss)/d(logits),
-/// i.e. (softmax(logits) - onehot(target)) * dlosses[i]; rows whose target
-/// is IGNORE become 0.
+/// i.e. `(softmax(logits) - onehot(target)) * dlosses[i]`; rows whose target
+/// is `IGNORE` become 0.
 pub fn crossentropy_backward_inplace(
     logits: &mut [f32], // (N, V)
     lse: &[f32],        // (N)
@@ -88,7 +88,7 @@ pub const IGNORE: u32 = u32::MAX;
 
 /// Cross-entropy against a label-smoothed target: (1 - eps) on the target and
 /// eps / V on every class, as PyTorch's `label_smoothing`:
-/// losses[i] = (1 - eps)(lse - x[t]) + eps (lse - mean(x)); 0 where targets[i] is IGNORE.
+/// `losses[i] = (1 - eps)(lse - x[t]) + eps (lse - mean(x))`; 0 where `targets[i]` is `IGNORE`.
 pub fn crossentropy_smoothed_forward(
     losses: &mut [f32], // (N)
     lse: &mut [f32],    // (N)
@@ -111,7 +111,7 @@ pub fn crossentropy_smoothed_forward(
     });
 }
 
-/// In place: logits -> d(loss)/d(logits) = (softmax - (1 - eps) onehot - eps / V) * dlosses[i];
+/// In place: logits -> d(loss)/d(logits) = `(softmax - (1 - eps) onehot - eps / V) * dlosses[i]`;
 /// rows whose target is IGNORE become 0.
 pub fn crossentropy_smoothed_backward_inplace(
     logits: &mut [f32], // (N, V)

@@ -1,4 +1,4 @@
-//! Token and position embeddings: out[b, t] = wte[tokens[b, t]] + pos[t].
+//! Token and position embeddings: `out[b, t] = wte[tokens[b, t]] + pos[t]`.
 //! `pos` is either a learned table (GPT-2's `wpe`) or the fixed sinusoidal
 //! table of "Attention Is All You Need".
 

@@ -3,8 +3,10 @@
 //!
 //! One layer's cache holds NKV heads of CAPR positions each (the capacity
 //! rounded up to whole tiles of `TILE`), head after head:
+//! ```text
 //!   V[g][j][d] at (g * CAPR + j) * HS + d                                  rows
 //!   K[g][j][d] at g * CAPR * HS + (j / TILE) * TILE * HS + d * TILE + j % TILE
+//! ```
 //! so each tile of TILE keys is stored transposed, (HS, TILE).
 //! Why head-major: a head reads its keys and values as two contiguous
 //! streams, which the hardware prefetchers follow; with the rows of all heads

@@ -112,7 +112,7 @@ pub struct TransformerConfig {
     /// A sequence classifier's labels in id order (`id2label`); empty for a
     /// language model or an encoder. A classifier has no LM head: GPT-2 and
     /// Llama end in `score` (K, C) read at the last real token, BERT in its
-    /// pooler (dense + tanh over [CLS]) and `classifier`.
+    /// pooler (dense + tanh over `[CLS]`) and `classifier`.
     pub labels: Vec<String>,
     /// The config.json this came from (or null), so that saving keeps the
     /// fields attn does not use, such as names and token ids.

@@ -1,6 +1,6 @@
 //! WordPiece, BERT's tokenizer, as Hugging Face `tokenizers` runs it:
 //!
-//! 1. special tokens written in the text ("[MASK]") are cut out first;
+//! 1. special tokens written in the text (`"[MASK]"`) are cut out first;
 //! 2. BertNormalizer: drop control characters and turn whitespace into
 //!    spaces; put spaces around CJK ideographs; strip accents (NFD, then drop
 //!    non-spacing marks); lower-case;

@@ -65,7 +65,7 @@ pub fn label_set(records: &[(String, String)]) -> Vec<String> {
 }
 
 /// Token ids of `text` cut to `max_len`. An encoder keeps its last token
-/// (BERT's [SEP]) as transformers' truncation does.
+/// (BERT's `[SEP]`) as transformers' truncation does.
 pub fn encode_text(tok: &dyn Tokenizer, text: &str, max_len: usize, keep_last: bool) -> Result<Vec<u32>> {
     let mut ids = tok.encode(text)?;
     if ids.is_empty() {
@@ -195,7 +195,7 @@ pub struct ClassifyReport {
     /// present counts 0).
     pub macro_f1: f64,
     pub labels: Vec<String>,
-    /// confusion[true][predicted]
+    /// `confusion[true][predicted]`
     pub confusion: Vec<Vec<usize>>,
     pub count: usize,
 }

@@ -10,7 +10,9 @@
 //! A group's products are then exact integer sums (`vpmaddwd`: 32 weights,
 //! two instructions), and only each group's 16 partial sums go through f32:
 //!
+//! ```text
 //!   out = sum over groups g, lanes l of  (isum[g, l] * x_scale[g]) * w_scale[g]
+//! ```
 //!
 //! where lane l of a group sums inputs 32k + 2l and 32k + 2l + 1 of every
 //! 32-block k in it. The portable definition `dot_fixed16` and the vector
