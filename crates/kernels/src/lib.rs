@@ -48,7 +48,6 @@ pub mod quant;
 pub mod residual;
 pub mod rmsnorm;
 pub mod rope;
-#[cfg(target_arch = "x86_64")]
 mod scratch;
 #[cfg(target_arch = "x86_64")]
 mod sgemm;

@@ -185,4 +185,5 @@ pub fn gemm_bf16_paths(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Ve
 }
 
 /// u16 elements in one packed tile: 16 rows of 32 bf16 (1 KiB).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const TILE: usize = 16 * 32;

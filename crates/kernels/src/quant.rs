@@ -26,6 +26,7 @@ const LANES: usize = 32;
 
 /// Blocks of rows ahead to prefetch: the kernel reads R rows side by side,
 /// and prefetches the same place PREFETCH_ROWS blocks of R rows on.
+#[cfg(target_arch = "x86_64")]
 const PREFETCH_ROWS: usize = 2;
 
 /// Output rows per parallel task.
@@ -390,6 +391,7 @@ fn dot_f32_grouped(w: &[f32], scales: &[f32], group: usize, x: &[f32]) -> f32 {
 #[doc(hidden)]
 pub fn dots_on_every_level(q: &[i8], scales: &[f32], group: usize, h: &[u16], x: &[f32]) -> Vec<(&'static str, f32, f32)> {
     let one = [1.0f32];
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut out =
         vec![("portable", dot_grouped(|i| q[i] as f32, q.len(), scales, group, x), dot_grouped(|i| bf16_to_f32(h[i]), h.len(), &one, h.len().max(1), x))];
     #[cfg(target_arch = "x86_64")]

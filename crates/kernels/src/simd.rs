@@ -26,6 +26,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// Asks for the cache lines of `len` f32 from `p`; never faults.
 #[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn prefetch(p: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for off in (0..len).step_by(16) {

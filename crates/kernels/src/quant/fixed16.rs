@@ -94,6 +94,8 @@ pub fn rows_fixed16(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], co
     assert!(eligible(cols, group) && q.len() % cols == 0 && x.q.len() >= cols && x.scales.len() >= cols / group);
     let rows = q.len() / cols;
     let g = cols / group;
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = reading; // the portable loop reads rows one at a time either way
     assert!(scales.len() == rows * g && (rows == 0 || out.len() > (rows - 1) * stride));
     #[cfg(target_arch = "x86_64")]
     match crate::simd::active() {
@@ -110,6 +112,7 @@ pub fn rows_fixed16(out: &mut [f32], stride: usize, q: &[i8], scales: &[f32], co
 /// `dot_fixed16` on the portable definition and on each x86 level this CPU
 /// has, by name (for the tests).
 pub fn on_every_level(w: &[i8], w_scales: &[f32], group: usize, x: &Fixed16) -> Vec<(&'static str, f32)> {
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut out = vec![("portable", dot_fixed16(w, w_scales, group, x))];
     #[cfg(target_arch = "x86_64")]
     for l in crate::simd::levels() {

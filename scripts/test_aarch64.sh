@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The library crates' tests on a CPU that is not x86: cross-built for
+# aarch64 (an ARM server, a Raspberry Pi, Linux on Apple silicon) and run
+# under qemu-user, so the portable code paths, the only ones such a CPU
+# takes, are tested there, and the whole workspace, the `attn` binary
+# included, is known to build for it. attn-cli's and attn-serve's tests are
+# left out: they start the `attn` binary and a browser as processes, which
+# under qemu-user needs the kernel's binfmt_misc (not every machine has it).
+#
+# Needs rustup; installs the aarch64 standard library, and Debian's
+# gcc-aarch64-linux-gnu (the linker) and qemu-user, when missing.
+#   scripts/test_aarch64.sh [cargo test args...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=aarch64-unknown-linux-gnu
+if ! command -v rustup >/dev/null; then
+  echo "NOT TESTED: aarch64 (rustup is missing, so its standard library cannot be added)"
+  exit 0
+fi
+rustup target list --installed | grep -qx "$target" || rustup target add "$target"
+if ! command -v qemu-aarch64 >/dev/null || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+  sudo=$(command -v sudo || true)
+  $sudo apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q gcc-aarch64-linux-gnu qemu-user >/dev/null
+fi
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+cargo build --release -q --target "$target" -p attn-cli
+cargo test --release --target "$target" --workspace --exclude attn-cli --exclude attn-serve "$@"
+echo "aarch64 (under qemu-user): the libraries' tests passed, on the portable code paths; attn built"
