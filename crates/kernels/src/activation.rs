@@ -9,8 +9,10 @@ use crate::simd::dispatch;
 
 const CHUNK: usize = 16 * 1024;
 
+/// The nonlinearity between a feed-forward network's two products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
+    /// max(0, x), the original Transformer's and Marian's.
     Relu,
     /// x * sigmoid(x), Hugging Face's `silu` and `swish`.
     Silu,
@@ -30,6 +32,8 @@ impl Activation {
             Activation::GeluTanh => "gelu_new",
         }
     }
+    /// The activation a Hugging Face `activation_function` (or
+    /// `hidden_act`) names; `None` for one attn does not have.
     pub fn from_hf(name: &str) -> Option<Self> {
         Some(match name {
             "relu" => Activation::Relu,
@@ -41,6 +45,7 @@ impl Activation {
     }
 }
 
+/// out = act(inp), element by element.
 pub fn activation_forward(
     act: Activation,
     out: &mut [f32], // (N)

@@ -25,7 +25,9 @@ use crate::SendPtr;
 /// Sizes shared by forward and backward.
 #[derive(Clone, Copy, Debug)]
 pub struct AttnShape {
+    /// Sequences in the batch.
     pub b: usize,
+    /// Positions per sequence.
     pub t: usize,
     /// Query heads.
     pub nh: usize,
@@ -61,6 +63,9 @@ impl AttnShape {
 /// Up to this length, attention is computed row by row instead of by GEMM.
 const SHORT: usize = 32;
 
+/// Multi-head self-attention of packed Q, K, V rows: for each sequence and
+/// head, out = softmax(Q K^T / sqrt(HS), causal or not) V, the
+/// probabilities kept in `att` for the backward pass and for looking inside.
 pub fn attention_forward(
     out: &mut [f32], // (B, T, NH*HS)
     att: &mut [f32], // (B, NH, T, T)

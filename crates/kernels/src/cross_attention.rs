@@ -20,16 +20,22 @@ use rayon::prelude::*;
 use crate::matmul::sgemm_serial;
 use crate::SendPtr;
 
+/// Sizes of a cross-attention (or a padded self-attention) call.
 #[derive(Clone, Copy, Debug)]
 pub struct CrossShape {
+    /// Sequences in the batch.
     pub b: usize,
     /// Queries per batch row.
     pub tq: usize,
     /// Key/value rows per batch row (the buffer's capacity; `key_len` says how many are real).
     pub tk: usize,
+    /// Query heads.
     pub nh: usize,
+    /// Key/value heads; divides `nh`.
     pub nkv: usize,
+    /// Head size.
     pub hs: usize,
+    /// Query i sees only keys j <= i (a padded decoder's self-attention).
     pub causal: bool,
 }
 
@@ -57,6 +63,9 @@ impl CrossShape {
     }
 }
 
+/// Attention of `q`'s rows over `kv`'s first `key_len[b]` rows (see the
+/// module comment); `att` keeps the probabilities for the backward pass and
+/// the alignment pictures.
 pub fn cross_attention_forward(
     out: &mut [f32],   // (B, TQ, NH*HS)
     att: &mut [f32],   // (B, NH, TQ, TK)

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::simd::dispatch;
 
+/// `out[b, t] = wte[tokens[b, t]] + pos[t]`.
 pub fn embedding_forward(
     out: &mut [f32], // (B, T, C)
     tokens: &[u32],  // (B, T)

@@ -10,6 +10,7 @@ const K: f32 = 0.797_884_6; // sqrt(2 / pi)
 const A: f32 = 0.044_715;
 const CHUNK: usize = 16 * 1024;
 
+/// out = gelu(inp), element by element (the tanh form above).
 pub fn gelu_forward(
     out: &mut [f32], // (N)
     inp: &[f32],     // (N)

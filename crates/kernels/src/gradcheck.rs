@@ -29,9 +29,13 @@ pub fn check_gradient(x: &mut [f32], analytic: &[f32], eps: f32, mut loss: impl 
 /// The worst element of a gradient check.
 #[derive(Debug, Clone, Copy)]
 pub struct GradCheck {
+    /// |numeric - analytic| / max(1, |numeric|, |analytic|) at `index`.
     pub max_err: f64,
+    /// The element with the largest error.
     pub index: usize,
+    /// Its central finite difference.
     pub numeric: f64,
+    /// Its gradient from the backward kernel.
     pub analytic: f64,
 }
 
@@ -48,6 +52,7 @@ pub fn projection(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
+/// The scalar loss of a check: sum(out * proj), in f64.
 pub fn weighted_sum(out: &[f32], proj: &[f32]) -> f64 {
     out.iter().zip(proj).map(|(&a, &b)| a as f64 * b as f64).sum()
 }

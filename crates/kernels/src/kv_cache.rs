@@ -35,7 +35,9 @@ use crate::SendPtr;
 /// An element of the cache: `f32`, or `u16` holding a bf16 (the upper half
 /// of an f32, rounded to nearest even, as `quant::bf16_bits`).
 pub trait KvElem: Copy + Default + Send + Sync + 'static {
+    /// x stored as this element (rounded to nearest even for bf16).
     fn from_f32(x: f32) -> Self;
+    /// The stored value as f32 (exact).
     fn to_f32(self) -> f32;
     /// A run of elements as f32: borrowed when they already are.
     fn widen(s: &[Self]) -> Cow<'_, [f32]>;
@@ -72,17 +74,21 @@ impl KvElem for u16 {
 /// How a cache stores its keys and values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KvDtype {
+    /// 4 bytes an element: the keys and values exactly as computed.
     F32,
+    /// 2 bytes an element: half the memory and half what decoding reads.
     Bf16,
 }
 
 impl KvDtype {
+    /// The name `--kv-dtype` takes and the benchmarks report.
     pub fn name(self) -> &'static str {
         match self {
             KvDtype::F32 => "f32",
             KvDtype::Bf16 => "bf16",
         }
     }
+    /// Parses `name`'s output.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "f32" => Some(KvDtype::F32),
@@ -101,6 +107,7 @@ impl KvDtype {
 
 /// Every layer's keys and values, (L, kv_layer_len) each, in one element type.
 #[derive(Clone, Debug)]
+#[allow(missing_docs)] // k: the keys, v: the values, laid out as the module comment says
 pub enum KvStore {
     F32 { k: Vec<f32>, v: Vec<f32> },
     Bf16 { k: Vec<u16>, v: Vec<u16> },
@@ -114,6 +121,7 @@ impl KvStore {
             KvDtype::Bf16 => KvStore::Bf16 { k: vec![0; len], v: vec![0; len] },
         }
     }
+    /// How this store keeps its elements.
     pub fn dtype(&self) -> KvDtype {
         match self {
             KvStore::F32 { .. } => KvDtype::F32,
@@ -127,6 +135,7 @@ impl KvStore {
             KvStore::Bf16 { k, .. } => k.len(),
         }
     }
+    /// Whether the store holds no element.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

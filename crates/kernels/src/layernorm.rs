@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::rows_per_task;
 
+/// LayerNorm of N rows of C; saves each row's mean and rstd.
 pub fn layernorm_forward(
     out: &mut [f32],  // (N, C)
     mean: &mut [f32], // (N)

@@ -24,6 +24,8 @@
 //! assert!(y[2] > 1.9 && dx[2] > 1.0);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod activation;
 #[cfg(target_arch = "x86_64")]
 mod amx;

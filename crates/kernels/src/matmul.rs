@@ -114,6 +114,7 @@ pub enum F32Gemm {
 }
 
 impl F32Gemm {
+    /// The name `ATTN_F32_GEMM` takes and the benchmarks report as `"f32_gemm"`.
     pub fn name(self) -> &'static str {
         match self {
             F32Gemm::Avx512 => "avx512",

@@ -25,11 +25,15 @@ use crate::quant::{bf16_bits, bf16_to_f32};
 /// The number format of the dense layers' products.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
+    /// f32 products (the default).
     F32,
+    /// bf16 inputs, f32 sums (`--dtype bf16`): AMX tiles, AVX512-BF16, or
+    /// a widening fallback, by what the CPU has.
     Bf16,
 }
 
 impl Precision {
+    /// The name `--dtype` takes and the benchmarks report.
     pub fn name(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
@@ -45,6 +49,7 @@ pub fn set_matmul_precision(p: Precision) {
     PRECISION.store(p as u8, Ordering::Relaxed);
 }
 
+/// The precision `set_matmul_precision` last set (f32 until then).
 pub fn matmul_precision() -> Precision {
     match PRECISION.load(Ordering::Relaxed) {
         0 => Precision::F32,

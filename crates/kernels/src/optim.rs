@@ -10,7 +10,9 @@ const CHUNK: usize = 32 * 1024;
 /// How an optimizer moment is stored: f32, or bf16 (half the memory; each
 /// update computes in f32 and rounds the moment to nearest even).
 pub trait Moment: Copy + Send + Sync {
+    /// The stored moment as f32.
     fn get(self) -> f32;
+    /// x stored as a moment.
     fn put(x: f32) -> Self;
 }
 
@@ -44,10 +46,16 @@ impl Moment for Bf16 {
 /// Hyperparameters of one AdamW step.
 #[derive(Clone, Copy, Debug)]
 pub struct AdamW {
+    /// Learning rate of this step.
     pub lr: f32,
+    /// Decay of the first moment (the gradient's running mean).
     pub beta1: f32,
+    /// Decay of the second moment (the squared gradient's running mean).
     pub beta2: f32,
+    /// Added to the second moment's square root.
     pub eps: f32,
+    /// Decoupled weight decay: each step first multiplies every weight by
+    /// 1 - lr * weight_decay.
     pub weight_decay: f32,
     /// 1-based step count, for bias correction.
     pub step: u64,
@@ -114,8 +122,11 @@ dispatch! {
 /// Hyperparameters of one SGD step.
 #[derive(Clone, Copy, Debug)]
 pub struct Sgd {
+    /// Learning rate of this step.
     pub lr: f32,
+    /// Momentum (0: plain SGD), as torch's.
     pub momentum: f32,
+    /// L2 decay added to the gradient, as torch's SGD applies it.
     pub weight_decay: f32,
     /// True on the first step: torch initialises the momentum buffer to the gradient.
     pub first_step: bool,

@@ -38,14 +38,18 @@ pub enum QData {
     /// The upper 16 bits of each f32 (rounded to nearest even).
     Bf16(Vec<u16>),
     /// w ~ q * scales[row, i / group], q in [-127, 127].
+    #[allow(missing_docs)] // as the line above says
     Int8 { q: Vec<i8>, scales: Vec<f32>, group: usize },
 }
 
 /// A (rows, cols) = (OC, C) weight matrix in a small format.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QMatrix {
+    /// Outputs (OC).
     pub rows: usize,
+    /// Inputs (C).
     pub cols: usize,
+    /// The weights, row by row.
     pub data: QData,
     /// How one input reads the rows: `Streamed` when the model's weights
     /// are larger than the last-level cache (`streamed_from_memory`).
@@ -87,6 +91,7 @@ pub fn bf16_bits(x: f32) -> u16 {
     }
 }
 
+/// The f32 a bf16 stands for (exact).
 #[inline(always)]
 pub fn bf16_to_f32(h: u16) -> f32 {
     f32::from_bits((h as u32) << 16)
@@ -118,6 +123,7 @@ impl QMatrix {
         }
     }
 
+    /// Every weight rounded to bf16 (to nearest even).
     pub fn bf16(w: &[f32], c: usize, oc: usize, layout: WeightLayout) -> Self {
         let t = Self::out_in(w, c, oc, layout);
         QMatrix { rows: oc, cols: c, data: QData::Bf16(t.iter().map(|&x| bf16_bits(x)).collect()), reading: Reading::InCache }

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use crate::rows_per_task;
 
+/// RMSNorm of N rows of C; saves each row's rstd.
 pub fn rmsnorm_forward(
     out: &mut [f32],  // (N, C)
     rstd: &mut [f32], // (N)

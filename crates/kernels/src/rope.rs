@@ -17,13 +17,16 @@ pub enum RopeScaling {
     /// `default`: theta^(-2i/HS).
     None,
     /// `linear`: every frequency divided by `factor` (positions interpolated).
+    #[allow(missing_docs)]
     Linear { factor: f32 },
     /// `dynamic` (NTK-aware): past `max_position` tokens the base grows with the
     /// sequence length; within it, the default frequencies.
+    #[allow(missing_docs)]
     Dynamic { factor: f32, max_position: usize },
     /// `llama3`: long wavelengths divided by `factor`, short ones kept, and a
     /// smooth blend between `original_max_position / low_freq_factor` and
     /// `original_max_position / high_freq_factor`.
+    #[allow(missing_docs)]
     Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_max_position: usize },
 }
 

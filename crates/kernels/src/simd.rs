@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
+/// The dot product of the common length of `a` and `b`, eight partial sums
+/// in a fixed order.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let n = a.len().min(b.len());
@@ -193,15 +195,22 @@ pub fn erf(x: f32) -> f32 {
 /// server CPU since Skylake-SP); `Avx2` means AVX2 + FMA.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
+    /// The baseline of the target: SSE2 on x86-64, NEON on aarch64, scalar
+    /// code elsewhere.
     Portable = 0,
+    /// AVX without FMA.
     Avx = 1,
+    /// AVX2 + FMA.
     Avx2 = 2,
+    /// AVX-512 F + BW + VL, with AVX2 and FMA.
     Avx512 = 3,
 }
 
 impl Level {
+    /// Every level, the highest first.
     pub const ALL: [Level; 4] = [Level::Avx512, Level::Avx2, Level::Avx, Level::Portable];
 
+    /// The name `ATTN_SIMD` takes and the benchmarks report as `"simd"`.
     pub fn name(self) -> &'static str {
         match self {
             Level::Avx512 => "avx512",

@@ -6,6 +6,7 @@ use crate::simd::dispatch;
 
 const CHUNK: usize = 16 * 1024;
 
+/// out = silu(gate) * up, element by element.
 pub fn swiglu_forward(
     out: &mut [f32], // (N, I)
     gate: &[f32],    // (N, I)

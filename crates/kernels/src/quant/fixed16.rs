@@ -27,7 +27,9 @@ const L: usize = 16;
 /// An input vector rounded to 16-bit fixed point, a scale per group.
 #[derive(Clone, Debug, Default)]
 pub struct Fixed16 {
+    /// Each input as round(x / scale of its group), in [-32767, 32767].
     pub q: Vec<i16>,
+    /// One scale per group: its largest |x| / 32767.
     pub scales: Vec<f32>,
 }
 
