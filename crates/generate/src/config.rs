@@ -7,13 +7,19 @@ use crate::GenerateError;
 /// `generation_config.json` (transformers' file), where present.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct GenerationConfig {
+    /// `temperature`.
     pub temperature: Option<f32>,
+    /// `top_k`.
     pub top_k: Option<usize>,
+    /// `top_p`.
     pub top_p: Option<f32>,
+    /// `repetition_penalty`.
     pub repetition_penalty: Option<f32>,
+    /// `max_new_tokens`.
     pub max_new_tokens: Option<usize>,
     /// `do_sample: false` means greedy whatever the temperature.
     pub do_sample: Option<bool>,
+    /// `eos_token_id`, a number or a list.
     pub eos_token_ids: Vec<u32>,
     /// Settings the file asks for that attn's sampler does not apply, as
     /// "FILE: field = value", for the caller to print.

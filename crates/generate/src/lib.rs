@@ -11,6 +11,8 @@
 //! assert_eq!(s.sample(&[0.1, 2.0, -1.0]), 1); // temperature 0 is greedy
 //! ```
 
+#![warn(missing_docs)]
+
 mod config;
 mod rules;
 mod search;
@@ -26,20 +28,30 @@ pub use stream::{StopStrings, TextStream, Utf8Stream};
 use attn_model::Transformer;
 use rand::{Rng, SeedableRng};
 
+/// Why a generation could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum GenerateError {
+    /// A sampling setting out of its range (temperature, top-k, top-p,
+    /// repetition penalty, beams).
     #[error("invalid sampler setting: {0}")]
     Sampler(String),
+    /// The prompt and the tokens asked for do not fit in the context.
     #[error("the prompt ({prompt} tokens) plus --max-new-tokens {new} exceeds the model's context of {ctx} tokens; lower --max-new-tokens (or leave it out to stop at the end of the context) or pass --sliding-window to drop the oldest tokens")]
+    #[allow(missing_docs)]
     ContextOverflow { prompt: usize, new: usize, ctx: usize },
+    /// An unreadable or invalid generation_config.json (the message names
+    /// the file and the field).
     #[error("{0}")]
     Config(String),
+    /// Nothing to condition on.
     #[error("the prompt is empty after tokenization")]
     EmptyPrompt,
+    /// The model refused a forward pass.
     #[error(transparent)]
     Model(#[from] attn_model::ModelError),
 }
 
+/// How the next token is drawn from the logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplerConfig {
     /// 0 means greedy.
@@ -59,6 +71,8 @@ impl Default for SamplerConfig {
     }
 }
 
+/// Draws tokens from logits as a `SamplerConfig` says, with its own seeded
+/// random numbers (ChaCha8), so a seed repeats a run.
 pub struct Sampler {
     cfg: SamplerConfig,
     rng: rand_chacha::ChaCha8Rng,
@@ -69,6 +83,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler for `cfg`; an out-of-range setting is an error.
     pub fn new(cfg: SamplerConfig, seed: u64) -> Result<Self, GenerateError> {
         if !(cfg.temperature >= 0.0 && cfg.temperature.is_finite()) {
             return Err(GenerateError::Sampler(format!("temperature must be >= 0, got {}", cfg.temperature)));
@@ -193,6 +208,7 @@ pub enum FinishReason {
 pub struct Generation {
     /// The prompt followed by the generated tokens (an end-of-sequence token excluded).
     pub ids: Vec<u32>,
+    /// Why it stopped.
     pub finish_reason: FinishReason,
     /// Tokens sampled, an end-of-sequence token included (it was computed).
     pub completion_tokens: usize,

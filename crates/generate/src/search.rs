@@ -27,13 +27,17 @@ pub enum EarlyStopping {
     Never,
 }
 
+/// Greedy or beam-search decoding of an encoder-decoder, as transformers'
+/// `generate()` does it.
 #[derive(Clone, Debug)]
 pub struct SearchConfig {
     /// Tokens to generate at most, EOS included.
     pub max_new_tokens: usize,
     /// 1 is greedy.
     pub num_beams: usize,
+    /// A finished beam scores sum(log p) / length^length_penalty.
     pub length_penalty: f32,
+    /// When beam search stops.
     pub early_stopping: EarlyStopping,
     /// What may come next (a folder's generation settings: `Seq2SeqSettings`).
     pub rules: Rules,

@@ -13,12 +13,17 @@ use crate::{EarlyStopping, GenerateError, SamplerConfig};
 /// A folder's decoding defaults; command-line flags win over them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Seq2SeqSettings {
+    /// `num_beams`.
     pub num_beams: Option<usize>,
+    /// `length_penalty`.
     pub length_penalty: Option<f32>,
+    /// `early_stopping`: true, false or "never".
     pub early_stopping: Option<EarlyStopping>,
     /// max_new_tokens, else max_length - 1 (the decoder's start token counts
     /// in max_length).
     pub max_new_tokens: Option<usize>,
+    /// The token rules the file sets (repetition penalty, minimum length,
+    /// n-gram bans, bad words, forced tokens).
     pub rules: Rules,
     /// `do_sample: true`: temperature, top_k and top_p with transformers'
     /// defaults (1, 50, 1) where the file has none.

@@ -10,6 +10,7 @@ pub struct Utf8Stream {
 }
 
 impl Utf8Stream {
+    /// The text that `bytes` completes; an unfinished character waits.
     pub fn push(&mut self, bytes: &[u8]) -> String {
         self.pending.extend_from_slice(bytes);
         let mut out = String::new();
@@ -55,6 +56,7 @@ pub struct StopStrings {
 }
 
 impl StopStrings {
+    /// Watches for `stops` (empty strings are dropped).
     pub fn new(stops: Vec<String>) -> Self {
         StopStrings { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
     }
@@ -99,6 +101,7 @@ pub struct TextStream {
 }
 
 impl TextStream {
+    /// A stream that stops at the first of `stops`.
     pub fn new(stops: Vec<String>) -> Self {
         TextStream { utf8: Utf8Stream::default(), stops: StopStrings::new(stops), stopped: false }
     }
@@ -110,6 +113,8 @@ impl TextStream {
         (piece, stop)
     }
 
+    /// What was held back, at the end of generation (nothing once a stop
+    /// string was reached).
     pub fn finish(&mut self) -> String {
         if self.stopped {
             return String::new();
