@@ -48,6 +48,8 @@ pub enum AllowedSpecial {
     Raise,
 }
 
+/// Byte-level BPE (GPT-2, cl100k, Llama 3, Qwen2, or trained by
+/// `BpeTrainer`): a regex splits the text, each piece's bytes merge by rank.
 pub struct BytePairEncoder {
     /// token bytes -> id (= merge rank)
     ranks: FxHashMap<Vec<u8>, u32>,
@@ -225,10 +227,12 @@ impl BytePairEncoder {
         Ok(enc)
     }
 
+    /// Tokens, special tokens included.
     pub fn vocab_size(&self) -> usize {
         self.tokens.len()
     }
 
+    /// The pre-tokenizer's regex.
     pub fn pattern(&self) -> &str {
         &self.pattern_src
     }
@@ -239,6 +243,7 @@ impl BytePairEncoder {
         (self.prefix_ids, self.suffix_ids) = (prefix, suffix);
     }
 
+    /// The special tokens and their ids.
     pub fn special_tokens(&self) -> &[(String, u32)] {
         &self.specials
     }

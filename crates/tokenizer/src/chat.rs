@@ -26,11 +26,14 @@ pub const CHATML: &str = include_str!("chatml.jinja");
 /// One turn of a conversation.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
+    /// "system", "user" or "assistant".
     pub role: String,
+    /// What was said.
     pub content: String,
 }
 
 impl Message {
+    /// A turn of `role` saying `content`.
     pub fn new(role: &str, content: &str) -> Self {
         Message { role: role.into(), content: content.into() }
     }
@@ -41,10 +44,16 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     /// Where the template came from, for error messages.
     origin: PathBuf,
+    /// The template's Jinja text.
     pub source: String,
+    /// The strings the template may write as `bos_token`, `eos_token`,
+    /// `pad_token` and `unk_token` (tokenizer_config.json's).
     pub bos_token: Option<String>,
+    #[allow(missing_docs)]
     pub eos_token: Option<String>,
+    #[allow(missing_docs)]
     pub pad_token: Option<String>,
+    #[allow(missing_docs)]
     pub unk_token: Option<String>,
 }
 

@@ -14,6 +14,8 @@
 //! assert_eq!(tok.vocab_size(), 8); // ' ', d, e, h, l, o, r, w
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod bpe;
 mod byte_alphabet;
 pub mod chat;
@@ -27,24 +29,33 @@ pub mod wordpiece;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
+/// Why a tokenizer could not load, encode or decode.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // the fields are what the messages print
 pub enum TokenizerError {
+    /// A file could not be read or written.
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
+    /// A file's contents are not a tokenizer attn reads (the message says what).
     #[error("{path}: {msg}")]
     Format { path: PathBuf, msg: String },
+    /// A character-level tokenizer met a character it was not trained on.
     #[error(
         "character {ch:?} (U+{code:04X}) is not in the tokenizer's vocabulary; a character-level tokenizer only knows the characters of its training text"
     )]
     UnknownChar { ch: char, code: u32 },
+    /// Decoding an id the vocabulary does not have.
     #[error("token id {id} is out of range for a vocabulary of {vocab} tokens")]
     IdOutOfRange { id: u32, vocab: usize },
 }
 
+/// The tokenizers' result.
 pub type Result<T> = std::result::Result<T, TokenizerError>;
 
 /// What every tokenizer offers the training and generation paths.
 pub trait Tokenizer: Send + Sync {
+    /// The ids of `text`, with whatever the tokenizer's post-processor adds
+    /// around it (BOS, CLS / SEP), as transformers' `encode` gives them.
     fn encode(&self, text: &str) -> Result<Vec<u32>>;
     /// `encode` without the tokens a post-processor adds around the text
     /// (BOS, CLS / SEP): transformers' `add_special_tokens=False`, which is
@@ -57,6 +68,8 @@ pub trait Tokenizer: Send + Sync {
     fn encode_target(&self, text: &str) -> Result<Vec<u32>> {
         self.encode(text)
     }
+    /// The text of `ids` (invalid UTF-8 from a byte-level vocabulary
+    /// becomes U+FFFD).
     fn decode(&self, ids: &[u32]) -> Result<String>;
     /// The raw bytes of `ids`. Byte-level tokenizers can end a token in the
     /// middle of a UTF-8 character; streaming output goes through this and an
@@ -64,6 +77,7 @@ pub trait Tokenizer: Send + Sync {
     fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         Ok(self.decode(ids)?.into_bytes())
     }
+    /// Ids run from 0 to this, exclusive.
     fn vocab_size(&self) -> usize;
     /// Writes a Hugging Face `tokenizer.json`.
     fn save(&self, path: &Path) -> Result<()>;
@@ -213,6 +227,7 @@ impl CharTokenizer {
         CharTokenizer { chars, ids }
     }
 
+    /// Reads a character-level `tokenizer.json` that `save` wrote.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
         let fmt = |msg: String| TokenizerError::Format { path: path.into(), msg };

@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use crate::sentencepiece::SentencePiece;
 use crate::{Result, Tokenizer, TokenizerError};
 
+/// A Marian folder's tokenizer: SentencePiece models for the source
+/// (`source.spm`) and the target (`target.spm`), ids from `vocab.json`.
 pub struct MarianTokenizer {
     source: SentencePiece,
     target: SentencePiece,
@@ -39,6 +41,8 @@ pub fn is_marian_dir(dir: &Path) -> bool {
 }
 
 impl MarianTokenizer {
+    /// Reads the folder's `source.spm`, `target.spm`, `vocab.json` (and
+    /// `target_vocab.json`, `tokenizer_config.json` where present).
     pub fn load(dir: &Path) -> Result<Self> {
         let cfg_path = dir.join("tokenizer_config.json");
         let cfg: serde_json::Value = match std::fs::read_to_string(&cfg_path) {

@@ -17,12 +17,17 @@ use crate::{Result, TokenizerError};
 
 /// Splits text into pieces.
 pub enum Splitter {
+    /// GPT-2's pattern, hand-written (no regex engine).
     Gpt2,
+    /// cl100k's pattern, hand-written.
     Cl100k,
+    /// Any other pattern, through `fancy_regex`.
     Regex(Box<fancy_regex::Regex>),
 }
 
 impl Splitter {
+    /// The splitter for `pattern`: the hand-written ones for GPT-2's and
+    /// cl100k's exact text, else the regex (an invalid one is an error).
     pub fn new(pattern: &str) -> Result<Self> {
         Ok(match pattern {
             GPT2_PATTERN => Splitter::Gpt2,

@@ -77,6 +77,7 @@ struct NormalizerSpec {
 
 /// Piece types, as `ModelProto.SentencePiece.Type` numbers them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs)] // SentencePiece's own names
 pub enum PieceKind {
     Normal,
     Unknown,
@@ -119,11 +120,13 @@ struct Normalizer {
 }
 
 impl SentencePiece {
+    /// Reads a `.model` / `.spm` file (a serialized `ModelProto`).
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|err| TokenizerError::Io { path: path.into(), err })?;
         Self::from_bytes(bytes, path)
     }
 
+    /// Parses a `ModelProto`; `path` names it in errors.
     pub fn from_bytes(raw: Vec<u8>, path: &Path) -> Result<Self> {
         let bad = |msg: String| TokenizerError::Format { path: path.into(), msg };
         let proto = ModelProto::decode(raw.as_slice()).map_err(|e| bad(format!("not a SentencePiece model file (ModelProto): {e}")))?;
@@ -216,14 +219,17 @@ impl SentencePiece {
         Ok(SentencePiece { pieces, scores, kinds, lookup, ids, max_len, user_defined, unk, unk_surface, min_score, max_score, byte_ids, normalizer, raw })
     }
 
+    /// Pieces in the model.
     pub fn len(&self) -> usize {
         self.pieces.len()
     }
 
+    /// Whether the model has no piece.
     pub fn is_empty(&self) -> bool {
         self.pieces.is_empty()
     }
 
+    /// The piece of model id `id`.
     pub fn piece(&self, id: u32) -> Option<&str> {
         self.pieces.get(id as usize).map(String::as_str)
     }

@@ -24,6 +24,8 @@ use crate::{Result, TokenizerError};
 
 const SPACE: char = '▁';
 
+/// SentencePiece-style BPE from a `tokenizer.json` (Llama 1 and 2,
+/// Mistral, TinyLlama): `▁` for spaces, merges of pieces, byte fallback.
 pub struct SentencePieceBpe {
     tokens: Vec<String>,
     vocab: FxHashMap<String, u32>,
@@ -87,6 +89,7 @@ pub(crate) fn template_ids(post: &serde_json::Value, id_of: impl Fn(&str) -> Opt
 }
 
 impl SentencePieceBpe {
+    /// From a parsed `tokenizer.json`; `path` names it in errors.
     pub fn from_hf_json(json: &serde_json::Value, path: &Path) -> Result<Self> {
         let bad = |msg: String| TokenizerError::Format { path: path.into(), msg };
         let model = &json["model"];

@@ -35,19 +35,24 @@ pub struct BpeTrainer {
     pub vocab_size: usize,
     /// Pre-tokenizer regex (`GPT2_PATTERN`, `CL100K_PATTERN` or custom).
     pub pattern: String,
+    /// Special tokens, given the ids after the merges.
     pub specials: Vec<String>,
 }
 
 /// What training did, for reports.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainStats {
+    /// Distinct pieces the pre-tokenizer cut the text into.
     pub words: usize,
+    /// Merges learned.
     pub merges: usize,
     /// Merges whose bytes were already a token (no new id).
     pub repeats: usize,
 }
 
 impl BpeTrainer {
+    /// Learns merges from `text` until the vocabulary has `vocab_size` tokens
+    /// (or no adjacent pair is left).
     pub fn train(&self, text: &str) -> Result<(BytePairEncoder, TrainStats)> {
         let min = 256 + self.specials.len();
         if self.vocab_size < min {

@@ -24,6 +24,8 @@ use unicode_normalization::UnicodeNormalization;
 use crate::pretok::{class_ranges, in_ranges};
 use crate::{Result, TokenizerError};
 
+/// BERT's WordPiece: basic tokenization (lower-casing and accent stripping
+/// where the file says), then greedy longest-match pieces with `##`.
 pub struct WordPiece {
     vocab: FxHashMap<String, u32>,
     tokens: Vec<String>,
@@ -281,6 +283,7 @@ impl WordPiece {
         out
     }
 
+    /// The token of `id`.
     pub fn token(&self, id: u32) -> Option<&str> {
         self.tokens.get(id as usize).map(String::as_str)
     }
