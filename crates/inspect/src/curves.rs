@@ -19,9 +19,13 @@ pub fn register_font() {
 
 /// A named series of (step, loss) points.
 pub struct Curve<'a> {
+    /// The legend's text.
     pub label: &'a str,
+    /// (step, loss), in order of step.
     pub points: Vec<(f64, f64)>,
+    /// The line's colour.
     pub color: RGBColor,
+    /// The line's width in pixels.
     pub width: u32,
 }
 

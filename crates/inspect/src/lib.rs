@@ -8,6 +8,8 @@
 //! generation uses the KV-cache path, which stores neither, so inspection
 //! costs generation nothing.
 
+#![warn(missing_docs)]
+
 pub mod curves;
 pub mod plot;
 
@@ -16,30 +18,43 @@ use attn_model::Transformer;
 use attn_tokenizer::Tokenizer;
 use serde::Serialize;
 
+/// Why an inspection failed.
 #[derive(Debug, thiserror::Error)]
 pub enum InspectError {
+    /// The model refused the pass.
     #[error(transparent)]
     Model(#[from] attn_model::ModelError),
+    /// The text could not be tokenized.
     #[error(transparent)]
     Tokenizer(#[from] attn_tokenizer::TokenizerError),
+    /// A sampling setting was invalid.
     #[error(transparent)]
     Generate(#[from] attn_generate::GenerateError),
+    /// A request the model cannot answer (the message says which field).
     #[error("{0}")]
     Input(String),
+    /// A picture or file could not be written.
     #[error("{path}: {msg}")]
+    #[allow(missing_docs)]
     Output { path: std::path::PathBuf, msg: String },
 }
 
+/// The inspections' result.
 pub type Result<T> = std::result::Result<T, InspectError>;
 
 /// One forward pass over a text, with everything inspection reads.
 pub struct Trace {
+    /// The token ids of the text.
     pub ids: Vec<u32>,
     /// Each token's text, as `decode` gives it (lossy for partial UTF-8).
     pub tokens: Vec<String>,
+    /// The model's layers, heads, channels and vocabulary, as its config says.
     pub n_layer: usize,
+    #[allow(missing_docs)]
     pub n_head: usize,
+    #[allow(missing_docs)]
     pub n_embd: usize,
+    #[allow(missing_docs)]
     pub vocab_size: usize,
     /// A decoder's attention is masked above the diagonal; an encoder's is not.
     pub causal: bool,
@@ -113,10 +128,12 @@ pub fn trace_bert(bert: &Transformer, tok: &dyn Tokenizer, text: &str) -> Result
 }
 
 impl Trace {
+    /// Tokens traced (T).
     pub fn len(&self) -> usize {
         self.ids.len()
     }
 
+    /// Whether no token was traced.
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
@@ -154,19 +171,25 @@ pub fn entropy_bits(p: &[f64]) -> f64 {
     -p.iter().filter(|&&x| x > 0.0).map(|&x| x * x.log2()).sum::<f64>()
 }
 
+/// One possible next token.
 #[derive(Clone, Debug, Serialize)]
 pub struct Candidate {
+    /// Its id.
     pub id: u32,
+    /// Its text.
     pub token: String,
     /// Softmax of the raw logits, before any sampling filter.
     pub prob: f64,
+    /// The raw logit.
     pub logit: f32,
     /// After temperature, top-k and top-p, renormalized; 0 if filtered out.
     pub filtered_prob: f64,
 }
 
+/// The next-token distribution after a text.
 #[derive(Clone, Debug, Serialize)]
 pub struct NextToken {
+    /// The most likely tokens, the likeliest first.
     pub candidates: Vec<Candidate>,
     /// Bits, before the filters.
     pub entropy: f64,
@@ -268,6 +291,7 @@ pub fn word_vector(wte: &[f32], c: usize, tok: &dyn Tokenizer, word: &str) -> Re
     Ok((v, ids))
 }
 
+/// The cosine similarity of two vectors, in f64.
 pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
     let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();

@@ -13,16 +13,22 @@ use serde::Deserialize;
 /// `{"error": {"message", "type", "param", "code"}}` with an HTTP status.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// What went wrong and how to fix it.
     pub message: String,
+    /// The request field at fault, where one is.
     pub param: Option<String>,
+    /// A machine-readable code (OpenAI's, e.g. `context_length_exceeded`).
     pub code: Option<&'static str>,
 }
 
 impl ApiError {
+    /// An error with `status` and `message`.
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         ApiError { status, message: message.into(), param: None, code: None }
     }
+    /// A 400.
     pub fn bad(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
@@ -30,6 +36,7 @@ impl ApiError {
     pub fn field(param: &str, message: impl Into<String>) -> Self {
         ApiError { param: Some(param.to_string()), ..Self::bad(message) }
     }
+    /// The same error with `code` set.
     pub fn code(mut self, code: &'static str) -> Self {
         self.code = Some(code);
         self

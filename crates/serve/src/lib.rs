@@ -13,6 +13,8 @@
 //! shutdown signal lets every request in flight finish before `serve`
 //! returns.
 
+#![warn(missing_docs)]
+
 mod api;
 mod engine;
 mod metrics;
@@ -36,12 +38,16 @@ use axum::Router;
 pub use api::ApiError;
 pub use metrics::Metrics;
 
+/// Why the server could not load or start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    /// A bad flag or model folder (the message names it).
     #[error("{0}")]
     Input(String),
+    /// The model could not be inspected.
     #[error(transparent)]
     Inspect(#[from] attn_inspect::InspectError),
+    /// The address could not be bound, or a file read.
     #[error(transparent)]
     Io(#[from] std::io::Error),
 }
@@ -71,18 +77,24 @@ impl Default for ServeOptions {
 pub struct ChatModel {
     /// The id `/v1/models` lists: the model folder's name.
     pub name: String,
+    /// The weights.
     pub model: Transformer,
+    /// The folder's tokenizer.
     pub tok: Arc<dyn Tokenizer>,
     /// The folder's chat template, or why it could not be read (chat
     /// requests then fail with that message rather than falling back).
     pub template: Result<ChatTemplate, String>,
+    /// The folder's sampling defaults (request fields win).
     pub gen_cfg: GenerationConfig,
 }
 
 /// An encoder for `/v1/embeddings` (`--embedding-model`).
 pub struct Embedder {
+    /// The id requests name it by: the folder's name.
     pub name: String,
+    /// The encoder.
     pub bert: Transformer,
+    /// Its tokenizer.
     pub tok: Arc<dyn Tokenizer>,
     /// Longest input, in tokens (sentence-transformers' `max_seq_length`).
     pub max_len: usize,
@@ -90,7 +102,9 @@ pub struct Embedder {
 
 /// What loading gives the server.
 pub struct Loaded {
+    /// The decoder that answers completions and chat.
     pub chat: ChatModel,
+    /// The encoder for embeddings, when one was given.
     pub embedder: Option<Embedder>,
 }
 

@@ -10,6 +10,7 @@ const TTFT_BUCKETS: [f64; 11] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 
 /// Endpoints counted in `attn_requests_total`.
 pub const ENDPOINTS: [&str; 7] = ["chat_completions", "completions", "embeddings", "attention", "tokenize", "detokenize", "models"];
 
+/// The server's counters, rendered at `/metrics` in Prometheus' text format.
 #[derive(Default)]
 pub struct Metrics {
     requests: [AtomicU64; ENDPOINTS.len()],
@@ -41,12 +42,14 @@ struct Decode {
 }
 
 impl Metrics {
+    /// Counts a request to `endpoint` (one of `ENDPOINTS`).
     pub fn request(&self, endpoint: &str) {
         if let Some(i) = ENDPOINTS.iter().position(|e| *e == endpoint) {
             self.requests[i].fetch_add(1, Relaxed);
         }
     }
 
+    /// Counts an error response with `status`.
     pub fn error(&self, status: u16) {
         let mut e = self.errors.lock().expect("metrics lock");
         match e.iter_mut().find(|(s, _)| *s == status) {
@@ -55,14 +58,17 @@ impl Metrics {
         }
     }
 
+    /// Adds `n` prompt tokens.
     pub fn prompt_tokens(&self, n: usize) {
         self.prompt_tokens.fetch_add(n as u64, Relaxed);
     }
 
+    /// Counts one generated token.
     pub fn completion_token(&self) {
         self.completion_tokens.fetch_add(1, Relaxed);
     }
 
+    /// Counts a request its client abandoned.
     pub fn cancelled(&self) {
         self.cancelled.fetch_add(1, Relaxed);
     }
@@ -72,26 +78,32 @@ impl Metrics {
         self.queued.fetch_update(Relaxed, Relaxed, |q| (q < limit).then_some(q + 1)).is_ok()
     }
 
+    /// A queued request has started.
     pub fn dequeued(&self) {
         self.queued.fetch_sub(1, Relaxed);
     }
 
+    /// Requests waiting.
     pub fn queue_len(&self) -> usize {
         self.queued.load(Relaxed)
     }
 
+    /// Sets how many sequences are being decoded.
     pub fn set_busy(&self, n: usize) {
         self.busy.store(n, Relaxed);
     }
 
+    /// Sequences being decoded.
     pub fn busy(&self) -> usize {
         self.busy.load(Relaxed)
     }
 
+    /// Sets how many sequences may decode at once.
     pub fn set_slots(&self, n: usize) {
         self.slots.store(n, Relaxed);
     }
 
+    /// Records a time to first token.
     pub fn first_token(&self, seconds: f64) {
         let mut h = self.ttft.lock().expect("metrics lock");
         for (c, &b) in h.counts.iter_mut().zip(&TTFT_BUCKETS) {
@@ -111,6 +123,7 @@ impl Metrics {
         d.last = tokens as f64 / seconds.max(1e-9);
     }
 
+    /// Every counter in Prometheus' text exposition format.
     pub fn render(&self) -> String {
         let mut o = String::new();
         head(&mut o, "attn_requests_total", "counter", "Requests received, by endpoint.");
