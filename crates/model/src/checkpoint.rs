@@ -13,7 +13,9 @@ use safetensors::SafeTensors;
 
 use crate::error::{io_err, ModelError, Result};
 
+/// A model folder's configuration file.
 pub const CONFIG_FILE: &str = "config.json";
+/// A model folder's weights file (unsharded).
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 
 /// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
@@ -30,6 +32,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     result
 }
 
+/// Where `write_atomic` stages `path`: the same name with `.tmp` added.
 pub fn tmp_path(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".tmp");
@@ -80,6 +83,7 @@ pub fn save_raw(path: &Path, tensors: &[RawTensor], metadata: Option<HashMap<Str
 /// file's pages for it, so a loader never holds the file and its f32 copy
 /// together for longer than one tensor.
 pub struct TensorFile {
+    /// The file, for error messages.
     pub path: PathBuf,
     bytes: memmap2::Mmap,
     /// name -> (dtype, shape, byte range in `bytes`)
@@ -88,6 +92,7 @@ pub struct TensorFile {
 }
 
 impl TensorFile {
+    /// Maps `path` and checks its header (a broken file is a typed error).
     pub fn open(path: &Path) -> Result<Self> {
         let file = fs::File::open(path).map_err(io_err(path))?;
         // SAFETY: attn replaces files by rename and never writes into one in
@@ -110,6 +115,7 @@ impl TensorFile {
         Ok(TensorFile { path: path.to_path_buf(), bytes, index, metadata })
     }
 
+    /// The header's `__metadata__` strings.
     pub fn metadata(&self) -> Result<HashMap<String, String>> {
         Ok(self.metadata.clone())
     }
@@ -188,6 +194,7 @@ impl TensorFile {
         Ok(out)
     }
 
+    /// The stored type of tensor `name`.
     pub fn dtype(&self, name: &str) -> Result<Dtype> {
         Ok(self.entry(name)?.0)
     }
@@ -217,6 +224,7 @@ impl TensorFile {
         })
     }
 
+    /// Whether tensor `name` is there.
     pub fn has(&self, name: &str) -> bool {
         self.index.contains_key(name)
     }
@@ -232,6 +240,7 @@ pub struct Weights {
 }
 
 impl Weights {
+    /// The weights of folder `dir`, sharded or not.
     pub fn open_dir(dir: &Path) -> Result<Self> {
         let index_path = dir.join("model.safetensors.index.json");
         if index_path.exists() {
@@ -273,6 +282,7 @@ impl Weights {
         }
     }
 
+    /// Whether tensor `name` is there.
     pub fn has(&self, name: &str) -> bool {
         self.map.contains_key(name)
     }
@@ -282,22 +292,27 @@ impl Weights {
         self.map.keys().map(String::as_str)
     }
 
+    /// `TensorFile::read_into` on the shard that holds `name`.
     pub fn read_into(&self, name: &str, expected: &[usize], out: &mut [f32]) -> Result<()> {
         self.file(name)?.read_into(name, expected, out)
     }
 
+    /// `TensorFile::read_part_into` on the shard that holds `name`.
     pub fn read_part_into(&self, name: &str, expected: &[usize], start: usize, out: &mut [f32]) -> Result<()> {
         self.file(name)?.read_part_into(name, expected, start, out)
     }
 
+    /// Shape of tensor `name`.
     pub fn shape(&self, name: &str) -> Result<Vec<usize>> {
         self.file(name)?.shape(name)
     }
 
+    /// The stored type of tensor `name`.
     pub fn dtype(&self, name: &str) -> Result<Dtype> {
         self.file(name)?.dtype(name)
     }
 
+    /// An I8 tensor of shape `shape`.
     pub fn read_i8(&self, name: &str, shape: &[usize]) -> Result<Vec<i8>> {
         self.file(name)?.read_i8(name, shape)
     }

@@ -34,6 +34,9 @@ pub enum Position {
     /// The fixed sin/cos table of "Attention Is All You Need"; no parameters.
     Sinusoidal,
     /// Rotary embeddings on queries and keys.
+    /// `theta`: the base of the rotation frequencies; `scaling`: how they
+    /// stretch past the trained context.
+    #[allow(missing_docs)]
     Rope { theta: f32, scaling: RopeScaling },
 }
 
@@ -55,13 +58,16 @@ pub enum Family {
     Gpt2,
     /// `model.layers.{i}.self_attn.q_proj`, Linear weights stored (out, in).
     Llama,
+    /// Llama's names, with biases on q, k and v.
     Qwen2,
+    /// Llama's names and shapes (`model_type` mistral).
     Mistral,
     /// `encoder.layer.{i}.attention.self.query`, an encoder without a head.
     Bert,
 }
 
 impl Family {
+    /// config.json's `model_type`.
     pub fn model_type(self) -> &'static str {
         match self {
             Family::Gpt2 => "gpt2",
@@ -76,22 +82,29 @@ impl Family {
 /// A resolved, validated decoder config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TransformerConfig {
+    /// Tensor names, layouts and `model_type`.
     pub family: Family,
+    /// Token ids run from 0 to this, exclusive.
     pub vocab_size: usize,
     /// Positions the model attends over (`n_positions`, `max_position_embeddings`).
     pub n_ctx: usize,
+    /// Transformer blocks.
     pub n_layer: usize,
     /// Query heads.
     pub n_head: usize,
     /// Key/value heads (grouped-query attention when below `n_head`).
     pub n_kv_head: usize,
+    /// Channels per head (n_embd / n_head unless the config says).
     pub head_dim: usize,
     /// Width of the residual stream.
     pub n_embd: usize,
     /// Width of the feed-forward network's hidden layer.
     pub d_ff: usize,
+    /// LayerNorm or RMSNorm.
     pub norm: Norm,
+    /// Before each sublayer (GPT-2, Llama) or after the residual add (BERT).
     pub norm_position: NormPosition,
+    /// Added to the variance inside each norm.
     pub norm_eps: f32,
     /// Queries see only earlier keys (decoders) or every key (encoders).
     pub causal: bool,
@@ -99,7 +112,9 @@ pub struct TransformerConfig {
     pub type_vocab_size: usize,
     /// A norm over the summed embeddings (BERT).
     pub embed_norm: bool,
+    /// How positions enter.
     pub position: Position,
+    /// The feed-forward network.
     pub mlp: Mlp,
     /// Biases on the q, k and v projections.
     pub qkv_bias: bool,
@@ -229,6 +244,8 @@ impl TransformerConfig {
         !self.labels.is_empty()
     }
 
+    /// A named shape (`baby`, `gpt2-124m`, `llama-baby`, ...); an unknown
+    /// name is an error listing the known ones.
     pub fn preset(name: &str) -> Result<Self> {
         match name {
             "gpt2-124m" | "gpt2" => Ok(Self::gpt2_124m()),

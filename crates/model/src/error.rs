@@ -3,6 +3,7 @@ use std::path::PathBuf;
 /// Everything that can go wrong building or loading a model. Each variant names
 /// the file and field involved so the message tells the user what to fix.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant's message, in its #[error], is its documentation
 pub enum ModelError {
     #[error("unknown preset '{0}' (available: {1})")]
     UnknownPreset(String, String),
@@ -35,6 +36,7 @@ pub enum ModelError {
     Unsupported { path: PathBuf, field: String, value: String, hint: String },
 }
 
+/// The model crate's result.
 pub type Result<T> = std::result::Result<T, ModelError>;
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> ModelError {

@@ -21,6 +21,8 @@
 //! assert!(next.iter().zip(full).all(|(a, b)| (a - b).abs() < 1e-5));
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 mod config;
 mod error;

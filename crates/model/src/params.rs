@@ -12,28 +12,39 @@ use crate::config::{Family, Position, TransformerConfig};
 /// What a tensor is, which decides weight decay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParamKind {
+    /// A projection's weight: always decayed.
     Matrix,
+    /// A token or position table: decayed only with `--decay-embeddings`.
     Embedding,
+    /// A norm's scale or shift: never decayed.
     Norm,
+    /// A bias: never decayed.
     Bias,
 }
 
+/// One tensor of the flat buffer.
 #[derive(Clone, Debug)]
 pub struct ParamEntry {
     /// Hugging Face name, e.g. `transformer.h.0.attn.c_attn.weight`.
     pub name: String,
+    /// Its shape, as the checkpoint stores it.
     pub shape: Vec<usize>,
+    /// Where it starts in the buffer.
     pub offset: usize,
+    /// What it is.
     pub kind: ParamKind,
 }
 
 impl ParamEntry {
+    /// Values it holds.
     pub fn len(&self) -> usize {
         self.shape.iter().product()
     }
+    /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+    /// Its values' range in the buffer.
     pub fn range(&self) -> Range<usize> {
         self.offset..self.offset + self.len()
     }
@@ -42,6 +53,7 @@ impl ParamEntry {
 /// Offsets of every tensor in the flat buffer.
 #[derive(Clone, Debug)]
 pub struct ParamLayout {
+    /// Every tensor, in buffer order.
     pub entries: Vec<ParamEntry>,
     total: usize,
 }
@@ -110,6 +122,7 @@ impl ParamLayout {
         self.entries.iter().map(|e| e.len()).sum()
     }
 
+    /// The tensor named `name`.
     pub fn get(&self, name: &str) -> Option<&ParamEntry> {
         self.entries.iter().find(|e| e.name == name)
     }

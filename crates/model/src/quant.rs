@@ -25,12 +25,13 @@ use crate::params::{Index, ParamEntry, ParamKind, ParamLayout};
 /// How a model holds its dense weights.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightDtype {
+    /// 4 bytes a weight.
     F32,
+    /// 2 bytes a weight, rounded to nearest even.
     Bf16,
     /// Symmetric int8, one scale per `group` inputs.
-    Int8 {
-        group: usize,
-    },
+    #[allow(missing_docs)]
+    Int8 { group: usize },
 }
 
 impl WeightDtype {
@@ -47,6 +48,7 @@ impl WeightDtype {
         }
     }
 
+    /// `parse`'s input for this dtype.
     pub fn name(&self) -> String {
         match self {
             Self::F32 => "f32".into(),

@@ -22,11 +22,14 @@ pub use write::to_hf;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(untagged)]
 pub enum TokenIds {
+    /// `"eos_token_id": 2`.
     One(u32),
+    /// `"eos_token_id": [2, 32000]`.
     Many(Vec<u32>),
 }
 
 impl TokenIds {
+    /// The ids as a list.
     pub fn to_vec(&self) -> Vec<u32> {
         match self {
             TokenIds::One(x) => vec![*x],

@@ -17,6 +17,7 @@ impl Lora {
         self.save_weights(&dir.join(ADAPTER_WEIGHTS), metadata)
     }
 
+    /// Writes `adapter_config.json` for PEFT, naming `base` as the base model.
     pub fn save_config(&self, dir: &Path, model: &TransformerConfig, base: &str) -> Result<()> {
         let gpt2 = model.family == Family::Gpt2;
         let mut targets: Vec<String> = self
@@ -48,6 +49,7 @@ impl Lora {
         crate::checkpoint::write_atomic(&path, serde_json::to_string_pretty(&cfg).expect("serializes").as_bytes()).map_err(io_err(&path))
     }
 
+    /// Writes the adapters' tensors under PEFT's names.
     pub fn save_weights(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
         save_layout(path, &self.layout, &self.params, metadata)
     }

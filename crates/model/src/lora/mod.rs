@@ -25,31 +25,43 @@ use crate::params::{ParamKind, ParamLayout};
 mod io;
 pub use io::{adapter_base, is_adapter_dir, load_base, load_merged};
 
+/// A PEFT adapter folder's configuration file.
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
+/// A PEFT adapter folder's weights file.
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 
 /// The projection of a block an adapter sits on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Site {
+    /// The query, key and value projection (its q, k or v columns).
     Qkv,
+    /// The attention output projection.
     Proj,
+    /// The MLP's up projection.
     Up,
+    /// The MLP's gate projection (SwiGLU).
     Gate,
+    /// The MLP's down projection.
     Down,
 }
 
 /// `--lora-r`, `--lora-alpha`, `--lora-dropout`, `--lora-targets`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LoraConfig {
+    /// The rank of each A (r, in) and B (out, r).
     pub r: usize,
+    /// The update B A is scaled by alpha / r (alpha / sqrt(r) with `rslora`).
     pub alpha: f32,
+    /// Dropout on the adapter's input while training.
     pub dropout: f32,
     /// attn's names: q, k, v, o, mlp.
     pub targets: Vec<String>,
+    /// Rank-stabilized scaling, PEFT's `use_rslora`.
     pub rslora: bool,
 }
 
 impl LoraConfig {
+    /// The factor B A is multiplied by at rank `r`.
     pub fn scale(&self, r: usize) -> f32 {
         if self.rslora {
             self.alpha / (r as f32).sqrt()
@@ -62,11 +74,15 @@ impl LoraConfig {
 /// One adapter: where it adds, and its A and B in the adapter buffer.
 #[derive(Clone, Debug)]
 pub struct Adapter {
+    /// The block it sits in.
     pub layer: usize,
+    /// The projection it adds to.
     pub site: Site,
     /// The output columns of the site's projection it adds to.
     pub cols: Range<usize>,
+    /// The projection's input width.
     pub d_in: usize,
+    /// Its rank.
     pub r: usize,
     /// PEFT's module path, e.g. `transformer.h.0.attn.c_attn`.
     pub module: String,
@@ -76,10 +92,15 @@ pub struct Adapter {
 
 /// The adapters of a model, their parameters, gradients and saved activations.
 pub struct Lora {
+    /// Rank, scale, dropout and targets.
     pub config: LoraConfig,
+    /// Where each A and B (and a classifier's head) lies in `params`.
     pub layout: ParamLayout,
+    /// Every trainable value, in one buffer.
     pub params: Vec<f32>,
+    /// Their gradients, same layout.
     pub grads: Vec<f32>,
+    /// One per targeted projection.
     pub adapters: Vec<Adapter>,
     /// Dropout applies when true (training steps, not evaluation).
     pub training: bool,
@@ -219,6 +240,7 @@ impl Lora {
         Ok(lora)
     }
 
+    /// Trainable values.
     pub fn num_params(&self) -> usize {
         self.layout.num_params()
     }

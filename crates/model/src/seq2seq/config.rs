@@ -26,6 +26,7 @@ pub enum Seq2SeqFamily {
 }
 
 impl Seq2SeqFamily {
+    /// config.json's `model_type`.
     pub fn model_type(self) -> &'static str {
         match self {
             Seq2SeqFamily::Marian => "marian",
@@ -42,21 +43,32 @@ impl Seq2SeqFamily {
     }
 }
 
+/// A resolved, validated encoder-decoder config.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Seq2SeqConfig {
+    /// Tensor names, layouts and `model_type`.
     pub family: Seq2SeqFamily,
     /// One vocabulary for source and target (shared embeddings).
     pub vocab_size: usize,
+    /// Width of both residual streams.
     pub d_model: usize,
+    /// Blocks, heads and feed-forward widths of each stack.
     pub encoder_layers: usize,
+    #[allow(missing_docs)]
     pub decoder_layers: usize,
+    #[allow(missing_docs)]
     pub encoder_heads: usize,
+    #[allow(missing_docs)]
     pub decoder_heads: usize,
+    #[allow(missing_docs)]
     pub encoder_ffn: usize,
+    #[allow(missing_docs)]
     pub decoder_ffn: usize,
+    /// The feed-forward networks' nonlinearity.
     pub act: Activation,
     /// Positions each side attends over (`max_position_embeddings`).
     pub n_ctx: usize,
+    /// Sinusoidal (Marian) or learned (BART) positions.
     pub position: Position,
     /// Token embeddings are multiplied by sqrt(d_model) (the paper; `scale_embedding`).
     pub scale_embedding: bool,
@@ -65,8 +77,11 @@ pub struct Seq2SeqConfig {
     /// Post: N(x + f(x)) as in the paper (Marian, BART). Pre: x + f(N(x)),
     /// with a final norm after each stack (mBART).
     pub norm_position: NormPosition,
+    /// Added to the variance inside each LayerNorm.
     pub norm_eps: f32,
+    /// The padding id: batches are padded with it, and it is never a label.
     pub pad_token_id: u32,
+    /// The id that ends a sequence.
     pub eos_token_id: u32,
     /// The first decoder input (Marian: the pad token; BART: EOS).
     pub decoder_start_token_id: u32,
@@ -135,14 +150,17 @@ impl Seq2SeqConfig {
         self
     }
 
+    /// Channels per head of the decoder's or the encoder's attention.
     pub fn head_dim(&self, decoder: bool) -> usize {
         self.d_model / if decoder { self.decoder_heads } else { self.encoder_heads }
     }
 
+    /// `validate_at` for a config not read from a file.
     pub fn validate(&self) -> Result<()> {
         self.validate_at(Path::new("the model config"))
     }
 
+    /// Checks every size and id, naming `path` and the field at fault.
     pub fn validate_at(&self, path: &Path) -> Result<()> {
         let bad = |field: &str, m: String| Err(field_err(path, field, m));
         for (field, v) in [

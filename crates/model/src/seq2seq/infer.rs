@@ -22,9 +22,11 @@ use crate::params::Lin;
 
 /// The encoded sources of one batch.
 pub struct EncoderMemory {
+    /// Sources in the batch.
     pub b: usize,
     /// Source positions, padded to the longest.
     pub s: usize,
+    /// Each source's real length.
     pub src_len: Vec<usize>,
     /// The source ids as given (B, S), padding included: what
     /// `encoder_no_repeat_ngram_size` reads.

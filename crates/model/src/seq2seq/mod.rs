@@ -84,10 +84,15 @@ pub(crate) struct S2SIndex {
 /// Rows by which BART's learned position tables are offset.
 pub(crate) const BART_POS_OFFSET: usize = 2;
 
+/// An encoder-decoder (the original Transformer; Marian, BART, mBART):
+/// its config, its weights in one buffer, and its training state.
 pub struct Seq2Seq {
+    /// The shape.
     pub config: Seq2SeqConfig,
+    /// Where each tensor lies in `params`.
     pub layout: ParamLayout,
     pub(crate) idx: S2SIndex,
+    /// Every weight, in one buffer.
     pub params: Vec<f32>,
     /// Gradients, same layout; empty until the first backward pass.
     grads: Vec<f32>,
@@ -129,19 +134,25 @@ impl Seq2Seq {
         Ok(m)
     }
 
+    /// A named shape (`transformer-tiny`, `-small`, `-base`) with random
+    /// weights drawn from `seed`.
     pub fn preset(name: &str, vocab_size: usize, seed: u64) -> Result<Self> {
         Self::new(Seq2SeqConfig::preset(name, vocab_size)?, seed)
     }
 
+    /// The shared vocabulary's size.
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }
+    /// Every weight.
     pub fn params(&self) -> &[f32] {
         &self.params
     }
+    /// Their gradients (empty before the first backward pass).
     pub fn grads(&self) -> &[f32] {
         &self.grads
     }
+    /// Weights, padding excluded.
     pub fn num_params(&self) -> usize {
         self.layout.num_params()
     }
@@ -151,6 +162,7 @@ impl Seq2Seq {
             self.grads = vec![0.0; self.params.len()];
         }
     }
+    /// Sets every gradient to 0 (backward passes add to them).
     pub fn zero_grad(&mut self) {
         self.ensure_grads();
         self.grads.fill(0.0);

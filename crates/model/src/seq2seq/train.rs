@@ -22,11 +22,15 @@ use crate::params::lin_mut;
 /// A batch of (source, target) pairs, right-padded.
 #[derive(Clone, Debug, Default)]
 pub struct Seq2SeqBatch {
+    /// Pairs in the batch.
     pub b: usize,
+    /// Source positions, padded to the longest.
     pub s: usize,
+    /// Target positions, padded to the longest.
     pub t: usize,
     /// (B, S) source ids, padded with the pad id.
     pub src: Vec<u32>,
+    /// Each source's real length.
     pub src_len: Vec<usize>,
     /// (B, T) decoder inputs: the start token, then the target shifted right.
     pub tgt_in: Vec<u32>,
@@ -69,6 +73,7 @@ pub struct Seq2SeqLoss {
     pub loss: f32,
     /// Plain cross-entropy, mean over labelled tokens (transformers' `loss` with `labels`).
     pub nll: f32,
+    /// Labelled target tokens the means are over.
     pub tokens: usize,
 }
 

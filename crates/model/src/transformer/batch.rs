@@ -39,6 +39,7 @@ pub struct BatchScratch {
 }
 
 impl BatchScratch {
+    /// Rows (sequences) it has room for in one step.
     pub fn max_rows(&self) -> usize {
         self.max_rows
     }

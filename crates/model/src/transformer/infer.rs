@@ -57,6 +57,7 @@ impl Cache {
     pub fn len(&self) -> usize {
         self.len
     }
+    /// Whether no position is held.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -68,6 +69,7 @@ impl Cache {
     pub fn is_full(&self) -> bool {
         self.len == self.capacity
     }
+    /// Forgets every position (the buffers stay allocated).
     pub fn clear(&mut self) {
         self.len = 0;
     }

@@ -34,7 +34,9 @@ use crate::params::{Index, NormIdx, ParamKind, ParamLayout};
 
 /// A decoder with its parameters, and (once it trains) gradients and activations.
 pub struct Transformer {
+    /// The shape.
     pub config: TransformerConfig,
+    /// Where each tensor lies in the parameter buffer.
     pub layout: ParamLayout,
     pub(crate) idx: Index,
     /// All parameters, laid out by `layout`.
@@ -144,9 +146,11 @@ impl Transformer {
         )
     }
 
+    /// config.json's `model_type`.
     pub fn model_type(&self) -> &'static str {
         self.config.family.model_type()
     }
+    /// Token ids run from 0 to this, exclusive.
     pub fn vocab_size(&self) -> usize {
         self.config.vocab_size
     }
@@ -154,18 +158,23 @@ impl Transformer {
     pub fn context(&self) -> usize {
         self.config.n_ctx
     }
+    /// Transformer blocks.
     pub fn n_layer(&self) -> usize {
         self.config.n_layer
     }
+    /// Query heads.
     pub fn n_head(&self) -> usize {
         self.config.n_head
     }
+    /// Width of the residual stream.
     pub fn n_embd(&self) -> usize {
         self.config.n_embd
     }
+    /// Where each tensor lies in `params`.
     pub fn layout(&self) -> &ParamLayout {
         &self.layout
     }
+    /// Every weight, in one buffer.
     pub fn params(&self) -> &[f32] {
         &self.params
     }
@@ -212,6 +221,7 @@ impl Transformer {
         }
     }
 
+    /// Sets every gradient (and the adapters') to 0; backward passes add to them.
     pub fn zero_grad(&mut self) {
         self.ensure_grads();
         self.grads.fill(0.0);
@@ -220,6 +230,8 @@ impl Transformer {
         }
     }
 
+    /// FLOPs of one training step on B sequences of T tokens (every product,
+    /// forward and backward, attention counted in full), for MFU.
     pub fn train_flops(&self, b: usize, t: usize) -> f64 {
         self.config.train_flops(b, t)
     }
