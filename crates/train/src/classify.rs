@@ -83,9 +83,13 @@ pub fn encode_text(tok: &dyn Tokenizer, text: &str, max_len: usize, keep_last: b
 
 /// Tokenized examples with label ids.
 pub struct ClassifyData {
+    /// The label names, in id order.
     pub labels: Vec<String>,
+    /// (token ids, label id) of each training text.
     pub train: Vec<(Vec<u32>, u32)>,
+    /// The same for the held-out texts.
     pub val: Vec<(Vec<u32>, u32)>,
+    /// The id padding takes.
     pub pad: u32,
 }
 
@@ -114,6 +118,9 @@ pub fn split_labelled(data: &[PathBuf], val_data: &[PathBuf], val_fraction: f64,
 }
 
 impl ClassifyData {
+    /// Tokenizes the records (texts cut to `max_len` tokens, keeping the
+    /// last one with `keep_last`) and maps their labels to ids; a label not in
+    /// `labels` is an error.
     pub fn new(
         train: &[(String, String)],
         val: &[(String, String)],
@@ -183,6 +190,7 @@ impl ClassifyData {
     }
 }
 
+/// The index of the largest value (the first on a tie).
 pub fn argmax(row: &[f32]) -> u32 {
     row.iter().enumerate().fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) }).0 as u32
 }
@@ -190,16 +198,20 @@ pub fn argmax(row: &[f32]) -> u32 {
 /// A classifier's scores on labelled texts.
 #[derive(Debug, Clone, Serialize)]
 pub struct ClassifyReport {
+    /// Correct / count.
     pub accuracy: f64,
     /// The mean over labels of each label's F1 (a label never predicted nor
     /// present counts 0).
     pub macro_f1: f64,
+    /// The label names, in id order.
     pub labels: Vec<String>,
     /// `confusion[true][predicted]`
     pub confusion: Vec<Vec<usize>>,
+    /// Texts scored.
     pub count: usize,
 }
 
+/// Accuracy, macro F1 and the confusion matrix of `pred` against `truth`.
 pub fn report(labels: &[String], truth: &[u32], pred: &[u32]) -> ClassifyReport {
     let k = labels.len();
     let mut confusion = vec![vec![0usize; k]; k];

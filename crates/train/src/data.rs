@@ -73,6 +73,7 @@ pub fn write_shard(path: &Path, tokens: &[u32], vocab_size: usize, fingerprint: 
 
 /// A memory-mapped token shard.
 pub struct TokenShard {
+    /// The file, for error messages.
     pub path: PathBuf,
     mmap: Mmap,
     header: usize,
@@ -84,6 +85,7 @@ pub struct TokenShard {
 }
 
 impl TokenShard {
+    /// Maps `path` and checks its header.
     pub fn open(path: &Path) -> Result<Self> {
         let file = fs::File::open(path).map_err(TrainError::io(path))?;
         // Safety: the shard is only ever replaced by rename, never modified in place.
@@ -113,14 +115,17 @@ impl TokenShard {
         Ok(TokenShard { path: path.to_path_buf(), mmap, header, width, len: len as usize, stamp })
     }
 
+    /// Tokens in the shard.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether it holds no token.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
 
+    /// Token `i`.
     pub fn get(&self, i: usize) -> u32 {
         let o = self.header + i * self.width;
         let b = &self.mmap[o..o + self.width];

@@ -1,6 +1,8 @@
 use std::path::{Path, PathBuf};
 
+/// Why a run could not start, go on or save.
 #[derive(Debug, thiserror::Error)]
+#[allow(missing_docs)] // each variant's message, in its #[error], is its documentation
 pub enum TrainError {
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
@@ -20,6 +22,7 @@ pub enum TrainError {
     Tokenizer(#[from] attn_tokenizer::TokenizerError),
 }
 
+/// The training crate's result.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
 impl TrainError {

@@ -6,9 +6,11 @@ use serde::Serialize;
 use crate::error::{Result, TrainError};
 
 #[derive(Debug, Clone, Serialize)]
+/// What `attn eval` reports for a language model.
 pub struct EvalResult {
     /// Mean next-token cross-entropy in nats.
     pub loss: f64,
+    /// exp(loss).
     pub perplexity: f64,
     /// Total nats / (ln 2 * bytes of text): comparable across tokenizers.
     pub bits_per_byte: f64,

@@ -6,6 +6,8 @@
 //! `config.json`, `model.safetensors`, `tokenizer.json`,
 //! `trainer_state.safetensors`, `metrics.jsonl`, `loss.png`, `data/*.bin`.
 
+#![warn(missing_docs)]
+
 pub mod classify;
 pub mod data;
 mod error;

@@ -9,19 +9,30 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Result, TrainError};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+/// One line of `metrics.jsonl`.
 pub struct StepRecord {
+    /// The step (1-based).
     pub step: usize,
+    /// Its mean training loss.
     pub train_loss: f32,
+    /// The learning rate it used.
     pub lr: f32,
+    /// Training tokens a second in that step.
     pub tok_per_s: f64,
+    /// The gradients' global norm, before clipping.
     pub grad_norm: f32,
+    /// Seconds since the run (or its resumption) started.
     pub elapsed_s: f64,
     #[serde(skip_serializing_if = "Option::is_none", default)]
+    /// The validation loss, on eval steps.
     pub val_loss: Option<f32>,
 }
 
+/// `metrics.jsonl`: every step's record, appended as it happens.
 pub struct MetricsLog {
+    /// The file.
     pub path: PathBuf,
+    /// Every record so far.
     pub records: Vec<StepRecord>,
 }
 
@@ -62,6 +73,7 @@ impl MetricsLog {
         attn_model::checkpoint::write_atomic(&self.path, text.as_bytes()).map_err(TrainError::io(&self.path))
     }
 
+    /// Appends `r` to the file and to `records`.
     pub fn push(&mut self, r: StepRecord) -> Result<()> {
         let mut f = std::fs::OpenOptions::new().append(true).create(true).open(&self.path).map_err(TrainError::io(&self.path))?;
         writeln!(f, "{}", serde_json::to_string(&r).expect("serializes")).map_err(TrainError::io(&self.path))?;

@@ -16,6 +16,7 @@ use crate::error::Result;
 #[serde(rename_all = "lowercase")]
 pub enum Dtype {
     #[default]
+    /// 4 bytes a value (the default).
     F32,
     /// Moments: half the memory of f32 (AdamW: 4 bytes a parameter instead
     /// of 8); every update computes in f32 and rounds to nearest even.
@@ -24,10 +25,12 @@ pub enum Dtype {
 }
 
 impl Dtype {
+    /// Whether this is the default, f32.
     pub fn is_f32(&self) -> bool {
         *self == Dtype::F32
     }
 
+    /// The name the flags take.
     pub fn name(self) -> &'static str {
         match self {
             Dtype::F32 => "f32",
@@ -46,7 +49,9 @@ impl Dtype {
 
 /// One moment buffer, in the parameters' layout.
 pub enum Moments {
+    /// 4 bytes a value.
     F32(Vec<f32>),
+    /// 2 bytes a value.
     Bf16(Vec<Bf16>),
 }
 
@@ -64,6 +69,7 @@ impl Moments {
         })
     }
 
+    /// Values held.
     pub fn len(&self) -> usize {
         match self {
             Moments::F32(x) => x.len(),
@@ -71,6 +77,7 @@ impl Moments {
         }
     }
 
+    /// Whether it holds none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -111,8 +118,13 @@ impl Moments {
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+/// The update rule and its settings.
 pub enum OptimizerKind {
+    /// `--optimizer adamw` with `--beta1`, `--beta2`, `--eps`.
+    #[allow(missing_docs)]
     AdamW { beta1: f32, beta2: f32, eps: f32 },
+    /// `--optimizer sgd` with `--momentum`.
+    #[allow(missing_docs)]
     Sgd { momentum: f32 },
 }
 
@@ -128,7 +140,9 @@ pub enum DecayRule {
 
 /// The optimizer's moments live in buffers with the parameters' layout.
 pub struct Optimizer {
+    /// The update rule.
     pub kind: OptimizerKind,
+    /// Weight decay for the tensors `DecayRule` picks.
     pub weight_decay: f32,
     /// (range in the flat buffer, whether it decays), one per tensor.
     groups: Vec<(Range<usize>, bool)>,
@@ -141,6 +155,7 @@ pub struct Optimizer {
 }
 
 impl Optimizer {
+    /// Zeroed moments for `layout`'s tensors, stored as `dtype`.
     pub fn new(kind: OptimizerKind, weight_decay: f32, rule: DecayRule, layout: &ParamLayout, dtype: Dtype) -> Self {
         let groups = layout
             .entries

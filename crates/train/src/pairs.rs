@@ -69,7 +69,9 @@ pub fn read_aligned(source: &Path, target: &Path) -> Result<Vec<Pair>> {
 /// Token ids of one pair; both end with EOS (the tokenizer's template adds it).
 #[derive(Clone, Debug)]
 pub struct PairIds {
+    /// The source's ids.
     pub src: Vec<u32>,
+    /// The target's ids.
     pub tgt: Vec<u32>,
 }
 
@@ -120,6 +122,8 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// The pairs `idx` as one right-padded batch: decoder inputs start with
+/// `start` and are the targets shifted right.
 pub fn make_batch(pairs: &[PairIds], idx: &[usize], pad: u32, start: u32) -> Seq2SeqBatch {
     let refs: Vec<(&[u32], &[u32])> = idx.iter().map(|&i| (pairs[i].src.as_slice(), pairs[i].tgt.as_slice())).collect();
     Seq2SeqBatch::from_pairs(&refs, pad, start)

@@ -22,7 +22,10 @@ use attn_model::lora::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 
 use crate::error::{Result, TrainError};
 
+/// Names the step of the last complete checkpoint: written last, so a
+/// crash at any instant leaves the previous one loadable.
 pub const COMMIT_FILE: &str = "checkpoint.json";
+/// The optimizer's moments and step, for `--resume`.
 pub const STATE_FILE: &str = "trainer_state.safetensors";
 
 /// `NAME.next`, where a checkpoint file waits for its commit.

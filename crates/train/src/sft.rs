@@ -48,14 +48,12 @@ pub enum LossOn {
 /// One line of an SFT file.
 #[derive(Clone, Debug)]
 pub enum SftRecord {
-    Completion {
-        prompt: String,
-        completion: String,
-    },
+    /// `{"prompt": ..., "completion": ...}`: the loss covers the completion.
+    #[allow(missing_docs)]
+    Completion { prompt: String, completion: String },
     /// Messages as written: `role` and `content`, and whatever else the template reads.
-    Chat {
-        messages: Vec<serde_json::Value>,
-    },
+    #[allow(missing_docs)]
+    Chat { messages: Vec<serde_json::Value> },
 }
 
 /// Reads `{"prompt", "completion"}` and `{"messages": [...]}` lines (blank
@@ -107,11 +105,14 @@ fn short(v: &serde_json::Value) -> String {
 /// Token ids and their next-token targets (`IGNORE` where unlabelled).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SftExample {
+    /// The tokens.
     pub ids: Vec<u32>,
+    /// Each position's next token, or `IGNORE`.
     pub targets: Vec<u32>,
 }
 
 impl SftExample {
+    /// Positions that carry a label.
     pub fn labelled(&self) -> usize {
         self.targets.iter().filter(|&&t| t != IGNORE).count()
     }
@@ -211,8 +212,11 @@ pub fn encode_records(
 
 /// Training and validation examples, batched.
 pub struct SftData {
+    /// Training examples.
     pub train: Vec<SftExample>,
+    /// Held-out examples.
     pub val: Vec<SftExample>,
+    /// The id padding takes.
     pub pad: u32,
 }
 
@@ -252,9 +256,11 @@ impl SftData {
         Ok((nats, count))
     }
 
+    /// Tokens in the training examples, labelled or not.
     pub fn train_tokens(&self) -> usize {
         self.train.iter().map(|e| e.ids.len()).sum()
     }
+    /// Tokens in the held-out examples, labelled or not.
     pub fn val_tokens(&self) -> usize {
         self.val.iter().map(|e| e.ids.len()).sum()
     }

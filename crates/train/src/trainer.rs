@@ -22,21 +22,32 @@ use crate::session::{self, Session};
 pub use crate::run_dir::STATE_FILE;
 /// Consecutive skipped steps after which a run stops as diverged.
 pub const MAX_NON_FINITE_IN_A_ROW: usize = 5;
+/// A run folder's tokenizer file.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Everything that decides the numbers a run produces. Saved in the trainer
 /// state, and compared on `--resume`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
+    /// Optimizer steps (`--steps`).
     pub steps: usize,
+    /// Sequences per micro-batch (`--batch-size`).
     pub batch_size: usize,
+    /// Tokens per sequence (`--seq-len`).
     pub seq_len: usize,
+    /// Micro-batches summed into each step (`--grad-accum`).
     pub grad_accum: usize,
+    /// Peak learning rate (`--lr`).
     pub lr: f32,
+    /// The cosine schedule's floor (`--min-lr`).
     pub min_lr: f32,
+    /// Steps of linear warmup (`--warmup`).
     pub warmup: usize,
+    /// Weight decay (`--weight-decay`).
     pub weight_decay: f32,
+    /// AdamW or SGD and their settings.
     pub optimizer: OptimizerKind,
+    /// Which tensors decay (`--decay-embeddings`).
     pub decay_rule: DecayRule,
     /// How the optimizer stores its moments (`--optimizer-dtype`).
     #[serde(default, skip_serializing_if = "Dtype::is_f32")]
@@ -47,9 +58,13 @@ pub struct TrainConfig {
     pub dtype: Dtype,
     /// Global-norm clip; 0 disables.
     pub grad_clip: f32,
+    /// Steps between validations (`--eval-every`).
     pub eval_every: usize,
+    /// Batches each validation averages (`--eval-batches`).
     pub eval_batches: usize,
+    /// The corpus's last fraction held out (`--val-fraction`).
     pub val_fraction: f64,
+    /// Seeds the initialisation, the batches and dropout (`--seed`).
     pub seed: u64,
     /// Supervised fine-tuning (`--task sft`): which tokens carry a label.
     /// None for plain language modelling.
@@ -76,6 +91,8 @@ impl TrainConfig {
         self.min_lr + (self.lr - self.min_lr) * cosine
     }
 
+    /// Checks every value (and the sequence length against the context
+    /// `n_ctx`), naming the flag at fault.
     pub fn validate(&self, n_ctx: usize) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
         if self.steps == 0 || self.batch_size == 0 || self.seq_len == 0 || self.grad_accum == 0 {
@@ -124,12 +141,17 @@ pub enum TokenizerSpec {
 
 /// One invocation of `attn train`.
 pub struct TrainRun<'a> {
+    /// The run folder (`--out`).
     pub out: PathBuf,
+    /// The training files (`--data`).
     pub data: Vec<PathBuf>,
     /// The architecture; its vocab_size is replaced by the tokenizer's.
     pub model: TransformerConfig,
+    /// The tokenizer to train or load (`--tokenizer`).
     pub tokenizer: TokenizerSpec,
+    /// The recipe.
     pub config: TrainConfig,
+    /// Continue the run in `out` from its last checkpoint (`--resume`).
     pub resume: bool,
     /// Replace a run already in `out` (a new run otherwise refuses to).
     pub overwrite: bool,
@@ -142,17 +164,24 @@ pub struct TrainRun<'a> {
     /// Supervised fine-tuning: `data` holds JSONL records (see `sft`), and
     /// these held-out ones (else the last `val_fraction` of them) validate.
     pub val_data: Vec<PathBuf>,
+    /// Print only the summary (`--quiet`).
     pub quiet: bool,
     /// Set by the Ctrl-C handler; checked after every step.
     pub stop: &'a AtomicBool,
 }
 
+/// What `attn train` prints at the end, as JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainSummary {
+    /// The last step taken.
     pub step: usize,
+    /// Its training loss.
     pub train_loss: f32,
+    /// The last validation loss, if one ran.
     pub val_loss: Option<f32>,
+    /// Training tokens a second over the run.
     pub tok_per_s: f64,
+    /// Stopped early (Ctrl-C, or `halt_at`); the checkpoint is loadable.
     pub interrupted: bool,
     /// Steps whose loss or gradient norm was not finite, skipped without an update.
     pub skipped_steps: usize,

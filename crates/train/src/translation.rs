@@ -23,11 +23,14 @@ use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, P
 use crate::run_dir::{self, STATE_FILE};
 use crate::trainer::{checkpoint_failed, commit_checkpoint, publish_at_first_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
 
-/// The special tokens of attn's translation vocabularies (Marian's names).
+/// The special tokens of attn's translation vocabularies (Marian's names):
+/// padding (also the decoder's start token).
 pub const PAD: &str = "<pad>";
+/// The end of every sentence.
 pub const EOS: &str = "</s>";
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// How the learning rate moves (`--schedule`).
 pub enum Schedule {
     /// Linear warmup, then cosine decay to min_lr.
     Cosine,
@@ -38,17 +41,25 @@ pub enum Schedule {
 /// Everything that decides the numbers a translation run produces.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TranslationConfig {
+    /// Optimizer steps (`--steps`).
     pub steps: usize,
     /// Tokens per micro-batch: pairs x the longest side.
     pub batch_tokens: usize,
+    /// Micro-batches summed into each step (`--grad-accum`).
     pub grad_accum: usize,
     /// Peak learning rate (reached at the end of warmup).
     pub lr: f32,
+    /// The cosine schedule's floor (`--min-lr`).
     pub min_lr: f32,
+    /// Steps of linear warmup (`--warmup`).
     pub warmup: usize,
+    /// Cosine or the paper's (`--schedule noam`).
     pub schedule: Schedule,
+    /// Weight decay (`--weight-decay`).
     pub weight_decay: f32,
+    /// AdamW or SGD and their settings.
     pub optimizer: OptimizerKind,
+    /// Which tensors decay (`--decay-embeddings`).
     pub decay_rule: DecayRule,
     /// How the optimizer stores its moments (`--optimizer-dtype`).
     #[serde(default, skip_serializing_if = "Dtype::is_f32")]
@@ -56,12 +67,17 @@ pub struct TranslationConfig {
     /// The dense layers' products (`--dtype`), as in `TrainConfig`.
     #[serde(default, skip_serializing_if = "Dtype::is_f32")]
     pub dtype: Dtype,
+    /// Global-norm clip; 0 disables (`--grad-clip`).
     pub grad_clip: f32,
+    /// Mass spread over the vocabulary in the loss (`--label-smoothing`, 0.1).
     pub label_smoothing: f32,
+    /// Steps between validations (`--eval-every`).
     pub eval_every: usize,
     /// Pairs with a side longer than this many tokens are left out.
     pub max_len: usize,
+    /// The training pairs' last fraction held out when no `--val-data`.
     pub val_fraction: f64,
+    /// Seeds the initialisation, the batch order and dropout (`--seed`).
     pub seed: u64,
 }
 
@@ -107,7 +123,9 @@ impl TranslationConfig {
 
 /// One invocation of `attn train --task translation`.
 pub struct TranslationRun<'a> {
+    /// The run folder (`--out`).
     pub out: PathBuf,
+    /// The training pairs.
     pub train_pairs: Vec<Pair>,
     /// Held-out pairs; None takes the last `val_fraction` of the training pairs.
     pub val_pairs: Option<Vec<Pair>>,
@@ -115,32 +133,47 @@ pub struct TranslationRun<'a> {
     pub data_files: Vec<PathBuf>,
     /// The architecture; vocabulary and special ids come from the tokenizer.
     pub model: Seq2SeqConfig,
+    /// The joint tokenizer to train or load (`--tokenizer`).
     pub tokenizer: TokenizerSpec,
     /// Fine-tuning: start from this folder's weights, config and tokenizer
     /// (an attn run, or a Marian / BART / mBART folder) instead of `model`
     /// and `tokenizer`. A resumed run reads its own folder instead.
     pub init: Option<PathBuf>,
+    /// The recipe.
     pub config: TranslationConfig,
+    /// Continue the run in `out` from its last checkpoint (`--resume`).
     pub resume: bool,
+    /// Replace a run already in `out` (`--overwrite`).
     pub overwrite: bool,
+    /// Stop after this step as if interrupted (for testing resume).
     pub halt_at: Option<usize>,
+    /// Print only the summary (`--quiet`).
     pub quiet: bool,
+    /// Set by the Ctrl-C handler; checked after every step.
     pub stop: &'a AtomicBool,
     /// Write the token ids and every micro-batch's pair indices here (JSON),
     /// so that a peer implementation can train on exactly the same batches.
     pub export_plan: Option<PathBuf>,
 }
 
+/// What `attn train --task translation` prints at the end, as JSON.
 #[derive(Debug, Clone, Serialize)]
 pub struct TranslationSummary {
+    /// The last step taken.
     pub step: usize,
+    /// Its training loss (label-smoothed as optimised).
     pub train_loss: f32,
     /// Plain cross-entropy per target token (EOS included) on the held-out pairs.
     pub val_loss: Option<f32>,
+    /// Training tokens a second over the run.
     pub tok_per_s: f64,
+    /// Stopped early; the checkpoint is loadable.
     pub interrupted: bool,
+    /// Steps whose loss or gradients were not finite, skipped.
     pub skipped_steps: usize,
+    /// Pairs trained on and held out.
     pub train_pairs: usize,
+    /// (See `train_pairs`.)
     pub val_pairs: usize,
 }
 
