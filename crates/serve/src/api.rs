@@ -85,7 +85,7 @@ pub fn typed<T: DeserializeOwned>(v: &serde_json::Value) -> Result<T, ApiError> 
 
 /// A string or a list of strings (OpenAI's `stop`).
 #[derive(Deserialize, Clone, Debug)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string or a list of strings")]
 pub enum OneOrMany {
     One(String),
     Many(Vec<String>),
@@ -178,7 +178,7 @@ pub const COMPLETION_FIELDS: &[&str] = &["prompt", "echo", "suffix"];
 
 /// A completion prompt: text, one text in a list, or token ids.
 #[derive(Deserialize, Debug)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a string, a list of strings, a list of token ids or a list of such lists")]
 pub enum Prompt {
     Text(String),
     Texts(Vec<String>),

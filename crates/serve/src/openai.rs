@@ -157,6 +157,18 @@ fn build(
         return Err(ApiError::field("prompt", "the prompt is empty after tokenization"));
     }
     let (p, ctx) = (prompt.len(), ready.ctx);
+    if p >= ctx {
+        // Whatever max_tokens says: the prompt alone is what must shrink.
+        let (field, what) = if chat { ("messages", "the conversation") } else { ("prompt", "the prompt") };
+        return Err(ApiError::field(
+            field,
+            format!(
+                "the prompt is {p} tokens, which leaves no room for a reply in the model's context of {ctx} tokens; shorten {what} to {} tokens or fewer",
+                ctx - 1
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
     let max_tokens = match s.max_completion_tokens.or(s.max_tokens) {
         Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1")),
         Some(m) if p as u64 + m > ctx as u64 => {
@@ -171,13 +183,6 @@ fn build(
             .code("context_length_exceeded"))
         }
         Some(m) => m as usize,
-        None if p >= ctx => {
-            return Err(ApiError::field(
-                "messages",
-                format!("the prompt is {p} tokens, which leaves no room for a reply in the model's context of {ctx} tokens"),
-            )
-            .code("context_length_exceeded"))
-        }
         None => ctx - p,
     };
     let g = &ready.gen_cfg;

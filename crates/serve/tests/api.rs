@@ -192,6 +192,13 @@ async fn bad_requests_get_openai_shaped_errors_naming_the_field() {
     check(st, &r, 400, &format!("the prompt is {p} tokens and max_tokens is 260"));
     assert!(r["error"]["message"].as_str().unwrap().contains("256"));
     assert_eq!(r["error"]["code"], "context_length_exceeded");
+    // A prompt that alone fills the context names the prompt, not max_tokens.
+    let (st, r) = s.post("/v1/completions", json!({"prompt": "Hello world ".repeat(300), "max_tokens": 3})).await;
+    check(st, &r, 400, "shorten the prompt to 255 tokens or fewer");
+    assert_eq!((r["error"]["param"].as_str(), r["error"]["code"].as_str()), (Some("prompt"), Some("context_length_exceeded")));
+    let (st, r) = s.post("/v1/completions", json!({"prompt": "Hello", "stop": 5})).await;
+    check(st, &r, 400, "a string or a list of strings");
+    assert_eq!(r["error"]["param"], "stop");
     let (st, r) = s.post("/v1/chat/completions", chat_body("hi", json!({"temprature": 0.5}))).await;
     check(st, &r, 400, "\"temprature\"");
     assert_eq!(r["error"]["param"], "temprature");

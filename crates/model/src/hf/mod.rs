@@ -20,7 +20,7 @@ pub use write::to_hf;
 
 /// An int or a list of ints, as `eos_token_id` may be written.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(untagged, expecting = "expected a token id or a list of token ids")]
 pub enum TokenIds {
     /// `"eos_token_id": 2`.
     One(u32),
