@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use attn_generate::SamplerConfig;
+use attn_tokenizer::TokenizerError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -66,7 +67,15 @@ async fn chat_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
     let template =
         ready.template.as_ref().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model's chat template can't be used: {e}")))?;
     let text = template.render_json(&messages, true).map_err(|e| ApiError::field("messages", format!("the chat template refused these messages: {e}")))?;
-    let prompt = ready.tok.encode_plain(&text).map_err(|e| ApiError::bad(e.to_string()))?;
+    let prompt = ready.tok.encode_plain(&text).map_err(|e| match e {
+        // A character no message holds came from the template (ChatML's
+        // `<|im_start|>` for a folder without one): no request can fix that.
+        TokenizerError::UnknownChar { ch, .. } if !messages.iter().any(|m| m["content"].as_str().is_some_and(|c| c.contains(ch))) => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the model's chat template writes {ch:?}, which its tokenizer does not know, so this model cannot chat; send the text to /v1/completions instead"),
+        ),
+        e => ApiError::field("messages", e.to_string()),
+    })?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
         (true, k) => Some(k.unwrap_or(0)),
         (false, Some(_)) => return Err(ApiError::field("top_logprobs", "top_logprobs needs \"logprobs\": true")),

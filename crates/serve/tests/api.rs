@@ -272,3 +272,30 @@ async fn sse_parser_sanity() {
     let ev = parse_sse("data: {\"a\":1}\n\ndata: [DONE]\n\n");
     assert_eq!(ev, vec![json!({"a": 1}), json!("[DONE]")]);
 }
+
+/// A character-level model (as the README's Shakespeare run is) cannot
+/// chat through ChatML, whose markers hold characters it lacks: the error
+/// says so and points to completions, instead of blaming a character the
+/// user never sent; a character the user did send is named on `messages`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_whose_tokenizer_lacks_the_template_says_it_cannot_chat() {
+    use std::sync::Arc;
+    let s = Server::start_with(ServeOptions::default(), || {
+        let tok = attn_tokenizer::CharTokenizer::train("hello there, how are you?\n");
+        let model = attn_model::Transformer::new(attn_model::TransformerConfig::gpt2(attn_tokenizer::Tokenizer::vocab_size(&tok), 64, 1, 2, 16), 3).unwrap();
+        let template = Ok(attn_tokenizer::chat::ChatTemplate::chatml());
+        let chat = attn_serve::ChatModel { name: "chars".into(), model, tok: Arc::new(tok), template, gen_cfg: Default::default() };
+        Ok(attn_serve::Loaded { chat, embedder: None })
+    })
+    .await;
+    let body = json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 2});
+    let (st, r) = s.post("/v1/chat/completions", body).await;
+    assert_eq!(st, 400, "{r}");
+    let msg = r["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("chat template writes '<'") && msg.contains("/v1/completions"), "{msg}");
+    let (st, r) = s.post("/v1/completions", json!({"prompt": "hello", "max_tokens": 2})).await;
+    assert_eq!(st, 200, "{r}");
+    let body = json!({"messages": [{"role": "user", "content": "hello <"}], "max_tokens": 2});
+    let (st, r) = s.post("/v1/chat/completions", body).await;
+    assert_eq!((st, r["error"]["param"].as_str()), (400, Some("messages")), "{r}");
+}
