@@ -61,6 +61,15 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     let gen_cfg = crate::generation_config(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    // A character the template writes and the tokenizer lacks (ChatML's `<`
+    // for a character-level model) would fail every turn: say so once.
+    if let Err(attn_tokenizer::TokenizerError::UnknownChar { ch, .. }) = tok.encode_plain(&template.render(&[Message::new("user", "")], true)?) {
+        anyhow::bail!(
+            "{}: the chat template writes {ch:?}, which the model's tokenizer does not know, so this model cannot chat; continue text with `attn generate --model {}` instead",
+            a.model.display(),
+            a.model.display()
+        );
+    }
     // A reply ends at the template's end-of-turn string, or an EOS token.
     let turn_ends = template.end_of_turn();
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();

@@ -328,6 +328,8 @@ fn bad_inputs_get_clear_errors() {
     cases.push(case("generate empty prompt", &["generate", "--model", &g, "--prompt", ""], &["prompt"]));
     cases.push(case("generate unknown character", &["generate", "--model", &g, "--prompt", "\u{4e16}"], &["\u{4e16}"]));
     cases.push(case("generate missing model", &["generate", "--model", "/nonexistent/run", "--prompt", "a"], &["/nonexistent/run"]));
+    // ChatML's `<` is not among a character-level model's characters.
+    cases.push(case("chat with a character-level model", &["chat", "--model", &g], &["cannot chat", "attn generate"]));
     cases.push(case("generate on a file", &["generate", "--model", data_s.as_str(), "--prompt", "a"], &["config.json"]));
     let tr = |extra: &[&str]| {
         let out = root.join(format!("tr-{}", extra.join("_").replace(['/', '.', ':'], "-")));
