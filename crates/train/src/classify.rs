@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use attn_model::Transformer;
-use attn_tokenizer::Tokenizer;
+use attn_tokenizer::{Tokenizer, TokenizerError};
 use serde::Serialize;
 
 use crate::error::{Result, TrainError};
@@ -67,7 +67,17 @@ pub fn label_set(records: &[(String, String)]) -> Vec<String> {
 /// Token ids of `text` cut to `max_len`. An encoder keeps its last token
 /// (BERT's `[SEP]`) as transformers' truncation does.
 pub fn encode_text(tok: &dyn Tokenizer, text: &str, max_len: usize, keep_last: bool) -> Result<Vec<u32>> {
-    let mut ids = tok.encode(text)?;
+    // Quote the text around the fault: the records were shuffled, so a
+    // position would not find it.
+    let mut ids = tok.encode(text).map_err(|e| {
+        let at = match &e {
+            TokenizerError::UnknownChar { ch, .. } => text.find(*ch).unwrap_or(0),
+            _ => 0,
+        };
+        let from = text[..at].char_indices().rev().nth(29).map_or(0, |(i, _)| i);
+        let quote: String = text[from..].chars().take(60).collect();
+        TrainError::Data(format!("{e} (in the text ...{quote:?}...)"))
+    })?;
     if ids.is_empty() {
         return Err(TrainError::Data("a text is empty after tokenization".into()));
     }
@@ -244,6 +254,16 @@ pub fn report(labels: &[String], truth: &[u32], pred: &[u32]) -> ClassifyReport 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A text the tokenizer cannot encode is quoted around the fault, which
+    /// may lie far from its start.
+    #[test]
+    fn an_unencodable_text_is_quoted_where_it_fails() {
+        let tok = attn_tokenizer::CharTokenizer::train("abc ");
+        let text = format!("{}=abc", "a".repeat(200));
+        let e = encode_text(&tok, &text, 64, false).unwrap_err().to_string();
+        assert!(e.contains(&format!("\"{}=abc\"", "a".repeat(30))), "{e}");
+    }
 
     #[test]
     fn report_counts_and_f1() {
