@@ -63,7 +63,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
     // A character the template writes and the tokenizer lacks (ChatML's `<`
     // for a character-level model) would fail every turn: say so once.
-    if let Err(attn_tokenizer::TokenizerError::UnknownChar { ch, .. }) = tok.encode_plain(&template.render(&[Message::new("user", "")], true)?) {
+    if let Some(ch) = template.unwritable_char(tok.as_ref()) {
         anyhow::bail!(
             "{}: the chat template writes {ch:?}, which the model's tokenizer does not know, so this model cannot chat; continue text with `attn generate --model {}` instead",
             a.model.display(),

@@ -330,6 +330,14 @@ fn bad_inputs_get_clear_errors() {
     cases.push(case("generate missing model", &["generate", "--model", "/nonexistent/run", "--prompt", "a"], &["/nonexistent/run"]));
     // ChatML's `<` is not among a character-level model's characters.
     cases.push(case("chat with a character-level model", &["chat", "--model", &g], &["cannot chat", "attn generate"]));
+    let chats = root.join("chats.jsonl");
+    std::fs::write(&chats, "{\"messages\": [{\"role\": \"user\", \"content\": \"the\"}, {\"role\": \"assistant\", \"content\": \"to\"}]}\n".repeat(4)).unwrap();
+    let sft = root.join("sft-chars");
+    cases.push(case(
+        "sft of a character-level model",
+        &["train", "--task", "sft", "--init", &g, "--data", chats.to_str().unwrap(), "--out", sft.to_str().unwrap(), "--steps", "1"],
+        &["chats.jsonl", "cannot learn to chat", "prompt / completion"],
+    ));
     cases.push(case("generate on a file", &["generate", "--model", data_s.as_str(), "--prompt", "a"], &["config.json"]));
     let tr = |extra: &[&str]| {
         let out = root.join(format!("tr-{}", extra.join("_").replace(['/', '.', ':'], "-")));

@@ -153,6 +153,18 @@ impl ChatTemplate {
         tmpl.render(ctx).map_err(|e| template_error(&self.origin, &e))
     }
 
+    /// A character the template itself writes (around an empty user turn)
+    /// that `tok` cannot encode: ChatML's `<` for a character-level
+    /// tokenizer. Such a model cannot chat or learn to, whatever the
+    /// messages say.
+    pub fn unwritable_char(&self, tok: &dyn crate::Tokenizer) -> Option<char> {
+        let text = self.render(&[Message::new("user", "")], true).ok()?;
+        match tok.encode_plain(&text) {
+            Err(crate::TokenizerError::UnknownChar { ch, .. }) => Some(ch),
+            _ => None,
+        }
+    }
+
     /// Strings that end an assistant turn in this template's format, most
     /// specific first: `<|im_end|>` (ChatML), `<|eot_id|>` (Llama 3),
     /// `<|end|>`, then the EOS token. Generation stops at any of them.

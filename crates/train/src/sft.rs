@@ -193,6 +193,12 @@ pub fn encode_records(
     max_len: usize,
     path: &Path,
 ) -> Result<(Vec<SftExample>, usize)> {
+    if let Some(ch) = records.iter().any(|r| matches!(r, SftRecord::Chat { .. })).then(|| template.unwritable_char(tok)).flatten() {
+        return Err(TrainError::Data(format!(
+            "{}: the chat template writes {ch:?}, which the model's tokenizer does not know, so it cannot learn to chat; start from a model whose tokenizer covers the template (a byte-level BPE), or give prompt / completion records",
+            path.display()
+        )));
+    }
     let mut out = Vec::with_capacity(records.len());
     let mut dropped = 0;
     for (i, rec) in records.iter().enumerate() {
