@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use attn_generate::SamplerConfig;
-use attn_tokenizer::TokenizerError;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -67,14 +66,14 @@ async fn chat_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
     let template =
         ready.template.as_ref().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the model's chat template can't be used: {e}")))?;
     let text = template.render_json(&messages, true).map_err(|e| ApiError::field("messages", format!("the chat template refused these messages: {e}")))?;
-    let prompt = ready.tok.encode_plain(&text).map_err(|e| match e {
-        // A character no message holds came from the template (ChatML's
-        // `<|im_start|>` for a folder without one): no request can fix that.
-        TokenizerError::UnknownChar { ch, .. } if !messages.iter().any(|m| m["content"].as_str().is_some_and(|c| c.contains(ch))) => ApiError::new(
+    let prompt = ready.tok.encode_plain(&text).map_err(|e| match template.unwritable_char(ready.tok.as_ref()) {
+        // The template itself (ChatML's `<|im_start|>` for a character-level
+        // model without one) is what fails: no request can fix that.
+        Some(ch) => ApiError::new(
             StatusCode::BAD_REQUEST,
             format!("the model's chat template writes {ch:?}, which its tokenizer does not know, so this model cannot chat; send the text to /v1/completions instead"),
         ),
-        e => ApiError::field("messages", e.to_string()),
+        None => ApiError::field("messages", e.to_string()),
     })?;
     let logprobs = match (req.logprobs, req.top_logprobs) {
         (true, k) => Some(k.unwrap_or(0)),
