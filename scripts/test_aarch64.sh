@@ -3,9 +3,10 @@
 # aarch64 (an ARM server, a Raspberry Pi, Linux on Apple silicon) and run
 # under qemu-user, so the portable code paths, the only ones such a CPU
 # takes, are tested there, and the whole workspace, the `attn` binary
-# included, is known to build for it. attn-cli's and attn-serve's tests are
-# left out: they start the `attn` binary and a browser as processes, which
-# under qemu-user needs the kernel's binfmt_misc (not every machine has it).
+# included, is known to build for it, and the binary trains and samples.
+# attn-cli's and attn-serve's tests are left out: they start the `attn`
+# binary and a browser as processes, which under qemu-user needs the
+# kernel's binfmt_misc (not every machine has it).
 #
 # Needs rustup; installs the aarch64 standard library, and Debian's
 # gcc-aarch64-linux-gnu (the linker) and qemu-user, when missing.
@@ -28,4 +29,14 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 cargo build --release -q --target "$target" -p attn-cli
 cargo test --release --target "$target" --workspace --exclude attn-cli --exclude attn-serve "$@"
-echo "aarch64 (under qemu-user): the libraries' tests passed, on the portable code paths; attn built"
+# The binary itself, end to end: two training steps on a slice of the
+# corpus (a checkpoint written and read back), then a sample from it.
+scripts/fetch_shakespeare.sh >/dev/null
+smoke=$(mktemp -d)
+trap 'rm -rf "$smoke"' EXIT
+head -c 100000 .cache/data/shakespeare.txt > "$smoke/corpus.txt"
+attn="qemu-aarch64 -L /usr/aarch64-linux-gnu target/$target/release/attn"
+$attn train --data "$smoke/corpus.txt" --preset baby --steps 2 --batch-size 2 --seq-len 32 --eval-every 2 --eval-batches 1 \
+  --out "$smoke/run" --quiet | grep -q '"step":2'
+$attn generate --model "$smoke/run" --prompt "ROMEO:" --max-new-tokens 8 --seed 1 | grep -q "ROMEO:"
+echo "aarch64 (under qemu-user): the libraries' tests passed, on the portable code paths; attn built, trained 2 steps and sampled"
