@@ -277,9 +277,52 @@ fn bench_decode_weights(c: &mut Criterion) {
     }
 }
 
+/// The 48 matrices of gpt2-124m's 12 blocks in their shapes (qkv 768 ->
+/// 2304, proj 768 -> 768, fc 768 -> 3072, fc-proj 3072 -> 768), each read
+/// once an iteration as a decoding step reads them: 170 MB of f32, more than
+/// the last-level cache, in pieces of 2.4-9.4 MB. Weights in memory order
+/// as GPT-2 keeps them, (C, OC) for f32; (OC, C) rows streamed one at a
+/// time for bf16 and int8, as `attn generate` picks for a model this size.
+fn bench_decode_blocks(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decode_blocks");
+    g.sample_size(10);
+    let p = pool(2);
+    let shapes: Vec<(usize, usize)> = (0..12).flat_map(|_| [(768, 2304), (768, 768), (768, 3072), (3072, 768)]).collect();
+    let ws: Vec<Vec<f32>> =
+        shapes.iter().enumerate().map(|(k, &(ic, oc))| (0..ic * oc).map(|i| ((i * 7919 + k) % 1000) as f32 * 1e-4 - 0.05).collect()).collect();
+    let x: Vec<f32> = (0..3072).map(|i| (i % 13) as f32 * 0.1).collect();
+    let mut out = vec![0.0f32; 3072];
+    let mut scratch = vec![0.0f32; matvec_scratch_len(1, 3072)];
+    g.throughput(Throughput::Bytes(ws.iter().map(|w| w.len() as u64 * 4).sum()));
+    g.bench_function("gpt2-124m/f32", |b| {
+        p.install(|| {
+            b.iter(|| {
+                for (w, &(ic, oc)) in ws.iter().zip(&shapes) {
+                    matvec_forward(&mut out, &mut scratch, &x[..ic], w, None, 1, ic, oc, WeightLayout::InOut)
+                }
+            })
+        })
+    });
+    for dt in ["bf16", "int8"] {
+        let qs: Vec<QMatrix> = ws
+            .iter()
+            .zip(&shapes)
+            .map(|(w, &(ic, oc))| match dt {
+                "bf16" => QMatrix::bf16(w, ic, oc, WeightLayout::InOut),
+                _ => QMatrix::int8(w, ic, oc, WeightLayout::InOut, 32),
+            })
+            .map(|q| QMatrix { reading: Reading::Streamed, ..q })
+            .collect();
+        g.throughput(Throughput::Bytes(qs.iter().map(|q| q.bytes() as u64).sum()));
+        g.bench_function(format!("gpt2-124m/{dt}"), |b| {
+            p.install(|| b.iter(|| qs.iter().for_each(|q| qmatvec_forward(&mut out, &mut [], &x[..q.cols], q, None, 1))))
+        });
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().sample_size(20).warm_up_time(std::time::Duration::from_millis(300)).measurement_time(std::time::Duration::from_secs(1));
-    targets = bench_matmul, bench_matmul_bf16, bench_few_rows, bench_other, bench_decode_weights, bench_decode_attention, bench_optimizer, bench_long_attention
+    targets = bench_matmul, bench_matmul_bf16, bench_few_rows, bench_other, bench_decode_weights, bench_decode_blocks, bench_decode_attention, bench_optimizer, bench_long_attention
 }
 criterion_main!(benches);

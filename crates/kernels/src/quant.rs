@@ -251,6 +251,11 @@ fn rows_q(o: &mut [f32], inp: &[f32], fixed: &[Fixed16], w: &QMatrix, r0: usize,
         return;
     }
     if n == 1 {
+        #[cfg(target_arch = "x86_64")]
+        if let (QData::Bf16(h), Reading::Streamed, Some(x86::Level::Avx512)) = (&w.data, w.reading, x86::level()) {
+            // SAFETY: the level's features were detected; the kernel checks the lengths.
+            return unsafe { x86::rows_u16_512(o, &h[r0 * c..], &inp[..c]) };
+        }
         match w.reading {
             Reading::InCache => rows_side_by_side::<4>(o, inp, w, r0),
             Reading::Streamed => rows_side_by_side::<1>(o, inp, w, r0),
