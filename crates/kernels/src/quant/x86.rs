@@ -5,6 +5,9 @@ use std::arch::x86_64::*;
 
 use super::PREFETCH_ROWS;
 
+/// Rows ahead that the streamed bf16 rows are prefetched into L2.
+const L2_AHEAD: usize = 4;
+
 #[derive(Clone, Copy)]
 pub enum Level {
     Avx512,
@@ -198,10 +201,12 @@ grouped!(dot_f32, dot_f32_512, dot_f32_256, f32, |p: *const f32| _mm512_loadu_ps
 /// x.len() that `w` starts with: the streamed reading of bf16 rows. Same
 /// lanes in the same order, so the same bits as `dot_grouped`. The rows'
 /// loop is inside the vector function and x is deinterleaved into its even
-/// and odd inputs once for the block, not per row; no software prefetch,
-/// which on a Zen 4 EPYC cost more than it gained on rows read in order
-/// (gpt2-124m's block matrices 18-23 -> 24-34 GiB/s streamed with the two
-/// changes, `cargo bench -p attn-kernels --bench kernels -- decode_blocks`).
+/// and odd inputs once for the block, not per row; each line is prefetched
+/// into L2 (not L1, see `simd::prefetch_l2`) `L2_AHEAD` rows before it is
+/// read. On a Zen 4 EPYC, gpt2-124m bf16 decoding (`attn bench generate`,
+/// alternated): 85-95 tok/s as `dot_u16_512::<1>` a row with an L1
+/// prefetch, 91-104 with the loop inside and no prefetch, 112-125 with it
+/// into L2.
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 pub unsafe fn rows_u16_512(o: &mut [f32], w: &[u16], x: &[f32]) {
     let n = x.len();
@@ -224,6 +229,7 @@ pub unsafe fn rows_u16_512(o: &mut [f32], w: &[u16], x: &[f32]) {
         let (mut pe, mut po) = (_mm512_setzero_ps(), _mm512_setzero_ps());
         let mut i = 0;
         while i < whole {
+            _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add(i + L2_AHEAD * n) as *const i8);
             let v = _mm512_loadu_si512(wp.add(i) as *const _);
             pe = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)), _mm512_loadu_ps(xp.add(i)), pe);
             po = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, upper)), _mm512_loadu_ps(xp.add(i + 16)), po);
