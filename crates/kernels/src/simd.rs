@@ -26,17 +26,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     s + (p[0] + p[2]) + (p[1] + p[3])
 }
 
-/// Asks for the cache lines of `len` f32 from `p`; never faults.
+/// Asks for the cache lines of `len` f32 from `p` into L1; never faults.
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn prefetch(p: *const f32, len: usize) {
-    #[cfg(target_arch = "x86_64")]
-    for off in (0..len).step_by(16) {
-        // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-        unsafe { core::arch::x86_64::_mm_prefetch(p.wrapping_add(off) as *const i8, core::arch::x86_64::_MM_HINT_T0) };
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (p, len);
+    prefetch_to::<3>(p, len) // _MM_HINT_T0
 }
 
 /// Asks for the cache lines of `len` f32 from `p` into L2, not L1; never
@@ -48,10 +42,18 @@ pub(crate) fn prefetch(p: *const f32, len: usize) {
 #[inline(always)]
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn prefetch_l2(p: *const f32, len: usize) {
+    prefetch_to::<2>(p, len) // _MM_HINT_T1
+}
+
+/// A prefetch of every cache line of `len` f32 from `p`, with x86's hint
+/// HINT (the `_MM_HINT_*` value); nothing elsewhere.
+#[inline(always)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+fn prefetch_to<const HINT: i32>(p: *const f32, len: usize) {
     #[cfg(target_arch = "x86_64")]
     for off in (0..len).step_by(16) {
         // SAFETY: a prefetch is a hint; it reads nothing and cannot fault.
-        unsafe { core::arch::x86_64::_mm_prefetch(p.wrapping_add(off) as *const i8, core::arch::x86_64::_MM_HINT_T1) };
+        unsafe { core::arch::x86_64::_mm_prefetch::<HINT>(p.wrapping_add(off) as *const i8) };
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (p, len);
