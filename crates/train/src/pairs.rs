@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use attn_model::Seq2SeqBatch;
+use attn_model::{Seq2Seq, Seq2SeqBatch};
 use attn_tokenizer::Tokenizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -127,4 +127,18 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
 pub fn make_batch(pairs: &[PairIds], idx: &[usize], pad: u32, start: u32) -> Seq2SeqBatch {
     let refs: Vec<(&[u32], &[u32])> = idx.iter().map(|&i| (pairs[i].src.as_slice(), pairs[i].tgt.as_slice())).collect();
     Seq2SeqBatch::from_pairs(&refs, pad, start)
+}
+
+/// Cross-entropy summed over every target token (EOS included) and the
+/// token count, in batches of `batch_tokens`: `attn eval`'s loss.
+pub fn score_pairs(model: &mut Seq2Seq, pairs: &[PairIds], batch_tokens: usize) -> Result<(f64, usize)> {
+    let (pad, start) = (model.config.pad_token_id, model.config.decoder_start_token_id);
+    let (mut nats, mut tokens) = (0.0f64, 0usize);
+    for idx in token_batches(pairs, batch_tokens) {
+        let batch = make_batch(pairs, &idx, pad, start);
+        let l = model.forward(&batch, true, 0.0)?.expect("labels given");
+        nats += l.nll as f64 * l.tokens as f64;
+        tokens += l.tokens;
+    }
+    Ok((nats, tokens))
 }

@@ -19,6 +19,8 @@ use crate::data::corpus_fingerprint;
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_run, MetricsLog, StepRecord};
 use crate::optim::{DecayRule, Dtype, Optimizer, OptimizerKind};
+/// `attn eval`'s loss over pairs (kept here, where callers found it).
+pub use crate::pairs::score_pairs;
 use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, PairIds};
 use crate::run_dir::{self, STATE_FILE};
 use crate::trainer::{checkpoint_failed, commit_checkpoint, publish_at_first_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
@@ -175,20 +177,6 @@ pub struct TranslationSummary {
     pub train_pairs: usize,
     /// (See `train_pairs`.)
     pub val_pairs: usize,
-}
-
-/// Cross-entropy summed over every target token (EOS included) and the
-/// token count, in batches of `batch_tokens`: `attn eval`'s loss.
-pub fn score_pairs(model: &mut Seq2Seq, pairs: &[PairIds], batch_tokens: usize) -> Result<(f64, usize)> {
-    let (pad, start) = (model.config.pad_token_id, model.config.decoder_start_token_id);
-    let (mut nats, mut tokens) = (0.0f64, 0usize);
-    for idx in token_batches(pairs, batch_tokens) {
-        let batch = make_batch(pairs, &idx, pad, start);
-        let l = model.forward(&batch, true, 0.0)?.expect("labels given");
-        nats += l.nll as f64 * l.tokens as f64;
-        tokens += l.tokens;
-    }
-    Ok((nats, tokens))
 }
 
 struct State {

@@ -165,8 +165,7 @@ unsafe fn dot_u16_512<const R: usize>(w: [&[u16]; R], scales: [&[f32]; R], group
     assert!(scales.iter().all(|s| s == &[1.0]) && group >= n, "bf16 rows are one group of scale 1");
     let whole = n / 32 * 32;
     let xp = x.as_ptr();
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    let (even, odd) = even_odd();
     let upper = _mm512_set1_epi32(0xffff_0000u32 as i32);
     let mut pe = [_mm512_setzero_ps(); R];
     let mut po = [_mm512_setzero_ps(); R];
@@ -182,18 +181,32 @@ unsafe fn dot_u16_512<const R: usize>(w: [&[u16]; R], scales: [&[f32]; R], group
         }
         i += 32;
     }
-    let mut out = [0.0f32; R];
-    for r in 0..R {
-        let (mut e, mut o) = ([0.0f32; 16], [0.0f32; 16]);
-        // The group's scale step of the definition, fma(p, 1, 0).
-        let (one, zero) = (_mm512_set1_ps(1.0), _mm512_setzero_ps());
-        _mm512_storeu_ps(e.as_mut_ptr(), _mm512_fmadd_ps(pe[r], one, zero));
-        _mm512_storeu_ps(o.as_mut_ptr(), _mm512_fmadd_ps(po[r], one, zero));
-        let lanes: [f32; 32] = std::array::from_fn(|j| if j % 2 == 0 { e[j / 2] } else { o[j / 2] });
-        let t = super::group_tail(&|i| super::bf16_to_f32(w[r][i]), whole..n, x).mul_add(1.0, 0.0);
-        out[r] = super::reduce(&lanes, t);
-    }
-    out
+    std::array::from_fn(|r| finish_u16(pe[r], po[r], w[r], whole, x))
+}
+
+/// The indices that split 32 floats in two registers into their even and
+/// their odd elements (`_mm512_permutex2var_ps`).
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn even_odd() -> (__m512i, __m512i) {
+    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    (even, _mm512_add_epi32(even, _mm512_set1_epi32(1)))
+}
+
+/// A bf16 row's dot product from its even and odd lanes (`dot_u16_512`)
+/// over its first `whole` inputs: the group's scale step of the definition,
+/// fma(p, 1, 0), the lanes back in `dot_grouped`'s order, the scalar tail
+/// and the fixed reduction.
+#[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
+#[inline]
+unsafe fn finish_u16(pe: __m512, po: __m512, row: &[u16], whole: usize, x: &[f32]) -> f32 {
+    let (mut e, mut o) = ([0.0f32; 16], [0.0f32; 16]);
+    let (one, zero) = (_mm512_set1_ps(1.0), _mm512_setzero_ps());
+    _mm512_storeu_ps(e.as_mut_ptr(), _mm512_fmadd_ps(pe, one, zero));
+    _mm512_storeu_ps(o.as_mut_ptr(), _mm512_fmadd_ps(po, one, zero));
+    let lanes: [f32; 32] = std::array::from_fn(|j| if j % 2 == 0 { e[j / 2] } else { o[j / 2] });
+    let t = super::group_tail(&|i| super::bf16_to_f32(row[i]), whole..row.len(), x).mul_add(1.0, 0.0);
+    super::reduce(&lanes, t)
 }
 grouped!(dot_f32, dot_f32_512, dot_f32_256, f32, |p: *const f32| _mm512_loadu_ps(p), |p: *const f32| _mm256_loadu_ps(p), |v: f32| v);
 
@@ -212,35 +225,34 @@ pub unsafe fn rows_u16_512(o: &mut [f32], w: &[u16], x: &[f32]) {
     let n = x.len();
     assert!(w.len() >= o.len() * n);
     let whole = n / 32 * 32;
-    // xd[32k..32k + 16]: the even inputs of run k; xd[32k + 16..32k + 32]: the odd.
-    let mut xd = vec![0.0f32; whole];
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-    for i in (0..whole).step_by(32) {
-        let (x0, x1) = (_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(x.as_ptr().add(i + 16)));
-        _mm512_storeu_ps(xd.as_mut_ptr().add(i), _mm512_permutex2var_ps(x0, even, x1));
-        _mm512_storeu_ps(xd.as_mut_ptr().add(i + 16), _mm512_permutex2var_ps(x0, odd, x1));
-    }
-    let upper = _mm512_set1_epi32(0xffff_0000u32 as i32);
-    let (one, zero) = (_mm512_set1_ps(1.0), _mm512_setzero_ps());
-    for (r, y) in o.iter_mut().enumerate() {
-        let row = &w[r * n..(r + 1) * n];
-        let (wp, xp) = (row.as_ptr(), xd.as_ptr());
-        let (mut pe, mut po) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-        let mut i = 0;
-        while i < whole {
-            _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add(i + L2_AHEAD * n) as *const i8);
-            let v = _mm512_loadu_si512(wp.add(i) as *const _);
-            pe = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)), _mm512_loadu_ps(xp.add(i)), pe);
-            po = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, upper)), _mm512_loadu_ps(xp.add(i + 16)), po);
-            i += 32;
+    crate::scratch::with(&DEINTERLEAVED, |buf| {
+        // xd[32k..32k + 16]: the even inputs of run k; xd[32k + 16..32k + 32]: the odd.
+        let xd = buf.get::<f32>(whole);
+        let (even, odd) = even_odd();
+        for i in (0..whole).step_by(32) {
+            let (x0, x1) = (_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(x.as_ptr().add(i + 16)));
+            _mm512_storeu_ps(xd.as_mut_ptr().add(i), _mm512_permutex2var_ps(x0, even, x1));
+            _mm512_storeu_ps(xd.as_mut_ptr().add(i + 16), _mm512_permutex2var_ps(x0, odd, x1));
         }
-        let (mut e, mut od) = ([0.0f32; 16], [0.0f32; 16]);
-        // The group's scale step of the definition, fma(p, 1, 0).
-        _mm512_storeu_ps(e.as_mut_ptr(), _mm512_fmadd_ps(pe, one, zero));
-        _mm512_storeu_ps(od.as_mut_ptr(), _mm512_fmadd_ps(po, one, zero));
-        let lanes: [f32; 32] = std::array::from_fn(|j| if j % 2 == 0 { e[j / 2] } else { od[j / 2] });
-        let t = super::group_tail(&|i| super::bf16_to_f32(row[i]), whole..n, x).mul_add(1.0, 0.0);
-        *y = super::reduce(&lanes, t);
-    }
+        let upper = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        for (r, y) in o.iter_mut().enumerate() {
+            let row = &w[r * n..(r + 1) * n];
+            let (wp, xp) = (row.as_ptr(), xd.as_ptr());
+            let (mut pe, mut po) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let mut i = 0;
+            while i < whole {
+                _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add(i + L2_AHEAD * n) as *const i8);
+                let v = _mm512_loadu_si512(wp.add(i) as *const _);
+                pe = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)), _mm512_loadu_ps(xp.add(i)), pe);
+                po = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, upper)), _mm512_loadu_ps(xp.add(i + 16)), po);
+                i += 32;
+            }
+            *y = finish_u16(pe, po, row, whole, x);
+        }
+    })
+}
+
+thread_local! {
+    /// `rows_u16_512`'s deinterleaved input, kept between calls.
+    static DEINTERLEAVED: std::cell::RefCell<crate::scratch::Scratch> = const { std::cell::RefCell::new(crate::scratch::Scratch::new()) };
 }
