@@ -57,6 +57,7 @@ pub mod simd;
 pub mod swiglu;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
+mod transpose;
 
 /// Rows per rayon task for row-parallel kernels. Small row counts stay on one
 /// thread: spawning costs more than the work.

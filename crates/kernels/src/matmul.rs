@@ -44,7 +44,8 @@ unsafe fn sgemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_
 /// dst (m, n) = [dst +] a (m, k) @ b (k, n) in f32.
 ///
 /// Threading: the output is cut into one block of rows (or columns, whichever
-/// dimension is larger) per thread, and each block is a single-threaded GEMM.
+/// dimension is larger; columns on a tie) per thread, and each block is a
+/// single-threaded GEMM.
 /// On the small shapes of training (m = B*T = 768, n = 128..512) this scales
 /// ~1.8x on 2 threads where gemm's internal threading managed ~1.15x
 /// (docs/PERFORMANCE.md).
@@ -59,7 +60,11 @@ pub(crate) unsafe fn sgemm_f32(m: usize, n: usize, k: usize, dst: *mut f32, dst_
     if parts <= 1 {
         return sgemm_block(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b);
     }
-    let split_rows = m >= n;
+    // On a tie, columns: the crate packs b (and attn's kernel packs b), so a
+    // split by rows would have every thread pack all of b, a split by
+    // columns packs each part of b once (transformer-base's 512^3 forward
+    // products, docs/PERFORMANCE.md).
+    let split_rows = m > n;
     let len = if split_rows { m } else { n };
     let block = len.div_ceil(parts).next_multiple_of(SPLIT_ALIGN);
     let dst = crate::SendPtr(dst);
@@ -93,8 +98,35 @@ impl SendMat {
     }
 }
 
-/// One single-threaded GEMM call.
+thread_local! {
+    /// A block of b copied row-major (`sgemm_block`), kept between calls.
+    static B_ROWS: std::cell::RefCell<crate::scratch::Scratch> = const { std::cell::RefCell::new(crate::scratch::Scratch::new()) };
+}
+
+/// Floats of b copied at a time: about half of a 1-2 MiB L2.
+const B_ROWS_FLOATS: usize = 128 << 10;
+
+/// One single-threaded GEMM call. A b stored column by column (rs = 1: the
+/// (OC, C) weight of a forward product, or a (C, OC) one of a backward) is
+/// first copied row-major, a block of columns at a time (`transpose.rs` says why).
 unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat) {
+    if b.rs == 1 && b.cs > 1 && k >= 8 && n >= 8 {
+        let w = (B_ROWS_FLOATS / k).next_multiple_of(64).min(n);
+        return crate::scratch::with(&B_ROWS, |buf| {
+            let rows = buf.get::<f32>(k * w).as_mut_ptr();
+            for j0 in (0..n).step_by(w) {
+                let cols = w.min(n - j0);
+                // b's columns j0.. are rows of the stored matrix: (cols, k) at stride b.cs.
+                crate::transpose::transpose(rows, cols, b.ptr.offset(j0 as isize * b.cs), b.cs as usize, cols, k);
+                let bc = Mat { ptr: rows, rs: cols as isize, cs: 1 };
+                sgemm_block_direct(m, cols, k, dst.offset(j0 as isize * dst_cs), dst_rs, dst_cs, accumulate, a, bc);
+            }
+        });
+    }
+    sgemm_block_direct(m, n, k, dst, dst_rs, dst_cs, accumulate, a, b)
+}
+
+unsafe fn sgemm_block_direct(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat) {
     #[cfg(target_arch = "x86_64")]
     if dst_cs == 1 && f32_gemm() == F32Gemm::Avx512 {
         return crate::sgemm::gemm(m, n, k, dst, dst_rs, accumulate, a, b);
