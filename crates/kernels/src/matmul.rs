@@ -111,7 +111,8 @@ const B_ROWS_FLOATS: usize = 128 << 10;
 /// first copied row-major, a block of columns at a time (`transpose.rs` says why).
 unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat) {
     if b.rs == 1 && b.cs > 1 && k >= 8 && n >= 8 {
-        let w = (B_ROWS_FLOATS / k).next_multiple_of(64).min(n);
+        // At least 64 columns a block, however long K is.
+        let w = (B_ROWS_FLOATS / k).next_multiple_of(64).max(64).min(n);
         return crate::scratch::with(&B_ROWS, |buf| {
             let rows = buf.get::<f32>(k * w).as_mut_ptr();
             for j0 in (0..n).step_by(w) {

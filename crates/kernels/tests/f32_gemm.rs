@@ -1,6 +1,7 @@
 //! Both f32 GEMMs (attn's AVX-512 kernel and the `gemm` crate) against the
 //! naive dense layer, on shapes that leave partial microkernel tiles and run
-//! over several blocks of K and of packed columns, with and without a bias
+//! over several blocks of K and of packed (or, column-stored, copied)
+//! columns, K past the copy's block among them, with and without a bias
 //! (a product that writes, and one that adds), at 1 and 3 threads. One test
 //! in its own binary: the GEMM choice is process-wide.
 
@@ -19,7 +20,7 @@ fn each_f32_gemm_matches_naive() {
         }
         for threads in [1, 3] {
             with_threads(threads, || {
-                for &(n, c, oc) in &[(1, 1, 1), (7, 13, 5), (13, 129, 33), (67, 129, 131), (37, 800, 700), (400, 40, 350)] {
+                for &(n, c, oc) in &[(1, 1, 1), (7, 13, 5), (13, 129, 33), (67, 129, 131), (37, 800, 700), (400, 40, 350), (2, 140_000, 9)] {
                     for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                         let (x, w, b) = (randn(n * c, 1), randn(c * oc, 2), randn(oc, 3));
                         // f32 sums of up to 800 terms of size ~1.
