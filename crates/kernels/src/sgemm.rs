@@ -164,9 +164,11 @@ unsafe fn pack_b(dst: *mut f32, b: Mat, p0: usize, kc: usize, j0: usize, cols: u
                 }
             }
         } else {
-            // Columns contiguous (a (OC, C) weight read as (C, OC)), or any
-            // other stride: a gather of 16 columns per vector; along K the
-            // same 32 cache lines serve 16 steps.
+            // Any other stride: a gather of 16 columns per vector; along K
+            // the same 32 cache lines serve 16 steps. Column-stored B (a
+            // (OC, C) weight read as (C, OC)) arrives here only in products
+            // under 8 wide or deep: larger ones are copied row-major first
+            // (`matmul::sgemm_block`).
             let step = _mm512_set1_epi32(b.cs as i32);
             let idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), step);
             let col0 = at(0, jp * NR);

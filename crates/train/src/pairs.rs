@@ -1,10 +1,13 @@
 //! Parallel text for translation: `source<TAB>target` lines or two aligned
-//! files, token ids with the tokenizer's EOS, and batches built by token
-//! count (pairs of similar length together, so little of a batch is padding).
+//! files, a joint BPE trained on both sides, token ids with the tokenizer's
+//! EOS, and batches built by token count (pairs of similar length together,
+//! so little of a batch is padding).
 
 use std::path::{Path, PathBuf};
 
 use attn_model::{Seq2Seq, Seq2SeqBatch};
+use attn_tokenizer::bpe::{BytePairEncoder, GPT2_PATTERN};
+use attn_tokenizer::train::BpeTrainer;
 use attn_tokenizer::Tokenizer;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -141,4 +144,31 @@ pub fn score_pairs(model: &mut Seq2Seq, pairs: &[PairIds], batch_tokens: usize) 
         tokens += l.tokens;
     }
     Ok((nats, tokens))
+}
+
+/// The special tokens of attn's translation vocabularies (Marian's names):
+/// padding (also the decoder's start token).
+pub const PAD: &str = "<pad>";
+/// The end of every sentence.
+pub const EOS: &str = "</s>";
+
+/// A BPE of `n` tokens over both sides, with `<pad>` and `</s>`, and a
+/// template that ends every encoding with `</s>` (as Marian's tokenizers do).
+pub fn train_joint_bpe(pairs: &[Pair], n: usize) -> Result<BytePairEncoder> {
+    let mut text = String::new();
+    for (s, t) in pairs {
+        text.push_str(s);
+        text.push('\n');
+        text.push_str(t);
+        text.push('\n');
+    }
+    let trainer = BpeTrainer { vocab_size: n, pattern: GPT2_PATTERN.into(), specials: vec![PAD.into(), EOS.into()] };
+    let (mut tok, _) = trainer.train(&text)?;
+    let eos = special_id(&tok, EOS).expect("trained with it");
+    tok.set_template(Vec::new(), vec![eos]);
+    Ok(tok)
+}
+
+fn special_id(tok: &BytePairEncoder, name: &str) -> Option<u32> {
+    tok.special_tokens().iter().find(|s| s.0 == name).map(|s| s.1)
 }

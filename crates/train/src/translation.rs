@@ -10,8 +10,6 @@ use std::time::Instant;
 
 use attn_model::checkpoint::TensorFile;
 use attn_model::{Seq2Seq, Seq2SeqConfig};
-use attn_tokenizer::bpe::{BytePairEncoder, GPT2_PATTERN};
-use attn_tokenizer::train::BpeTrainer;
 use attn_tokenizer::{load_tokenizer, Tokenizer};
 use serde::{Deserialize, Serialize};
 
@@ -19,17 +17,11 @@ use crate::data::corpus_fingerprint;
 use crate::error::{Result, TrainError};
 use crate::metrics::{plot_run, MetricsLog, StepRecord};
 use crate::optim::{DecayRule, Dtype, Optimizer, OptimizerKind};
-/// `attn eval`'s loss over pairs (kept here, where callers found it).
-pub use crate::pairs::score_pairs;
 use crate::pairs::{encode_pairs, epoch_order, make_batch, token_batches, Pair, PairIds};
+/// `attn eval`'s loss over pairs (kept here, where callers found it).
+pub use crate::pairs::{score_pairs, train_joint_bpe, EOS, PAD};
 use crate::run_dir::{self, STATE_FILE};
 use crate::trainer::{checkpoint_failed, commit_checkpoint, publish_at_first_checkpoint, refuse_non_finite, TokenizerSpec, TOKENIZER_FILE};
-
-/// The special tokens of attn's translation vocabularies (Marian's names):
-/// padding (also the decoder's start token).
-pub const PAD: &str = "<pad>";
-/// The end of every sentence.
-pub const EOS: &str = "</s>";
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 /// How the learning rate moves (`--schedule`).
@@ -187,27 +179,6 @@ struct State {
     metrics: MetricsLog,
     start_step: usize,
     fingerprint: u64,
-}
-
-/// A BPE of `n` tokens over both sides, with `<pad>` and `</s>`, and a
-/// template that ends every encoding with `</s>` (as Marian's tokenizers do).
-pub fn train_joint_bpe(pairs: &[Pair], n: usize) -> Result<BytePairEncoder> {
-    let mut text = String::new();
-    for (s, t) in pairs {
-        text.push_str(s);
-        text.push('\n');
-        text.push_str(t);
-        text.push('\n');
-    }
-    let trainer = BpeTrainer { vocab_size: n, pattern: GPT2_PATTERN.into(), specials: vec![PAD.into(), EOS.into()] };
-    let (mut tok, _) = trainer.train(&text)?;
-    let eos = special_id(&tok, EOS).expect("trained with it");
-    tok.set_template(Vec::new(), vec![eos]);
-    Ok(tok)
-}
-
-fn special_id(tok: &BytePairEncoder, name: &str) -> Option<u32> {
-    tok.special_tokens().iter().find(|s| s.0 == name).map(|s| s.1)
 }
 
 /// The files a tokenizer may live in; `load_tokenizer` picks among them in a
