@@ -7,33 +7,41 @@ use rand::{Rng, SeedableRng};
 
 use crate::bench::{median, peak_rss_mb, report};
 
-/// Read bandwidth in GB/s: the best of several parallel sums over 512 MB,
-/// which is what decoding does with the weights.
-fn read_bandwidth() -> f64 {
+/// The probe's buffer: 512 MB, about what decoding gpt2-124m reads a
+/// token, on huge pages where the kernel gives them (as the weights are).
+fn probe_buffer() -> Vec<f32> {
+    let mut buf = attn_kernels::pages::zeroed::<f32>(128 << 20);
+    buf.fill(1.0);
+    buf
+}
+
+/// One parallel sum over `buf`, in GB/s: the rate decoding reads weights
+/// at, at best.
+fn probe_once(buf: &[f32]) -> f64 {
     use rayon::prelude::*;
-    let buf = vec![1.0f32; 128 << 20];
-    let mut best = 0.0f64;
-    for _ in 0..5 {
-        let t0 = Instant::now();
-        // Eight independent partial sums: a single running sum is a serial
-        // chain of adds and would measure the adder, not memory.
-        let s: f32 = buf
-            .par_chunks(1 << 16)
-            .map(|c| {
-                let mut acc = [0.0f32; 8];
-                for x in c.chunks_exact(8) {
-                    for j in 0..8 {
-                        acc[j] += x[j];
-                    }
+    let t0 = Instant::now();
+    // Eight independent partial sums: a single running sum is a serial
+    // chain of adds and would measure the adder, not memory.
+    let s: f32 = buf
+        .par_chunks(1 << 16)
+        .map(|c| {
+            let mut acc = [0.0f32; 8];
+            for x in c.chunks_exact(8) {
+                for j in 0..8 {
+                    acc[j] += x[j];
                 }
-                acc.iter().sum::<f32>()
-            })
-            .sum();
-        let dt = t0.elapsed().as_secs_f64();
-        assert!(s > 0.0);
-        best = best.max((buf.len() * 4) as f64 / dt / 1e9);
-    }
-    best
+            }
+            acc.iter().sum::<f32>()
+        })
+        .sum();
+    let dt = t0.elapsed().as_secs_f64();
+    assert!(s > 0.0);
+    std::mem::size_of_val(buf) as f64 / dt / 1e9
+}
+
+/// Read bandwidth in GB/s: the best of five probes.
+fn read_bandwidth(buf: &[f32]) -> f64 {
+    (0..5).map(|_| probe_once(buf)).fold(0.0, f64::max)
 }
 
 /// A decoder to time: a folder's (as `dtype` asks) or a random preset.
@@ -58,7 +66,10 @@ pub(crate) fn bench_generate(
     dtype: crate::DtypeArg,
     kv: crate::KvDtypeArg,
 ) -> anyhow::Result<()> {
-    let model = bench_model(dir.as_deref(), preset, dtype, kv)?;
+    let mut model = bench_model(dir.as_deref(), preset, dtype, kv)?;
+    // As `attn generate` and `attn chat` hold it; `bench decode` times
+    // batches as `attn serve` runs them, in the family's layout.
+    model.rows_for_decoding();
     let ctx = model.context();
     anyhow::ensure!(prompt_len >= 1 && prompt_len + new_tokens <= ctx, "prompt + new tokens must fit in the context of {ctx}");
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
@@ -80,21 +91,21 @@ pub(crate) fn bench_generate(
     // before the bandwidth probe, whose 512 MB buffer would hide it.
     run()?;
     let peak_rss = peak_rss_mb();
-    // Then timed rounds between bandwidth probes: on a shared machine the
-    // neighbours move both, so each round is set against the bandwidth
-    // measured on either side of it (the higher of the two).
+    let buf = probe_buffer();
+    // Then timed rounds between bandwidth probes, for tokens per second.
     const ROUNDS: usize = 3;
-    let mut probes = vec![read_bandwidth()];
+    let mut probes = vec![read_bandwidth(&buf)];
     let mut rounds = Vec::new();
     for _ in 0..ROUNDS {
         rounds.push(run()?);
-        probes.push(read_bandwidth());
+        probes.push(read_bandwidth(&buf));
     }
     // Decoding reads every weight once per token (a tied embedding twice: as
     // the embedding row, negligible, and as the output head).
     let weight_bytes = model.weight_bytes() as f64;
     let decode = |&(total, prefill, n): &(f64, f64, usize)| (n - 1) as f64 / (total - prefill);
-    let fractions: Vec<f64> = rounds.iter().zip(probes.windows(2)).map(|(r, p)| decode(r) / (p[0].max(p[1]) * 1e9 / weight_bytes)).collect();
+    let round_fractions: Vec<f64> = rounds.iter().zip(probes.windows(2)).map(|(r, p)| decode(r) / (p[0].max(p[1]) * 1e9 / weight_bytes)).collect();
+    let paired = paired_fractions(&model, &prompt, new_tokens, &buf, weight_bytes)?;
     let n = rounds[0].2;
     let decode_tok_s = median(rounds.iter().map(decode).collect());
     let bw = median(probes.clone());
@@ -105,12 +116,37 @@ pub(crate) fn bench_generate(
         "threads": rayon::current_num_threads(), "prompt_len": prompt_len, "new_tokens": n,
         "tok_per_s": n as f64 / total, "decode_tok_per_s": decode_tok_s, "prefill_ms": prefill * 1e3,
         "read_bandwidth_gbps": bw, "bandwidth_bound_tok_per_s": bound,
-        "fraction_of_bound": median(fractions.clone()), "fraction_of_bound_rounds": fractions, "read_bandwidth_gbps_probes": probes, "rounds": ROUNDS,
+        "fraction_of_bound": median(paired.clone()), "fraction_of_bound_tokens": paired.len(),
+        "fraction_of_bound_rounds": round_fractions, "read_bandwidth_gbps_probes": probes, "rounds": ROUNDS,
         "peak_rss_mb": peak_rss, "weights_mb": weight_bytes / 1e6,
         "kv_cache_mb": attn_model::kv_cache_bytes(&model.config, prompt_len + new_tokens, model.kv_dtype()) as f64 / 1e6,
         "dtype": model.weight_dtype().name(), "kv_dtype": model.kv_dtype().name(),
     }));
     Ok(())
+}
+
+/// Each decoding step set against the bandwidth at that moment: a probe
+/// pass after every token, and the step's rate against the faster of the
+/// probes on either side of it. The machines this runs on share memory
+/// with neighbours whose load moves the bandwidth by 2x within seconds
+/// (probes of 26 to 61 GB/s a few seconds apart on a Zen 4 EPYC), so a
+/// whole run against probes before and after it measures the neighbours
+/// more than the decoder. Each step starts after a probe has filled the
+/// caches with its own buffer, which can only slow it.
+fn paired_fractions(model: &attn_model::Transformer, prompt: &[u32], new_tokens: usize, buf: &[f32], weight_bytes: f64) -> anyhow::Result<Vec<f64>> {
+    let mut sampler = attn_generate::Sampler::new(attn_generate::SamplerConfig { temperature: 0.0, ..Default::default() }, 0)?;
+    let (mut steps, mut probes) = (Vec::new(), Vec::new());
+    let mut last: Option<Instant> = None;
+    attn_generate::generate(model, prompt, Some(new_tokens), false, &[], &mut sampler, |_| {
+        // The first call ends the prefill; each later one ends a step.
+        if let Some(t) = last {
+            steps.push(t.elapsed().as_secs_f64());
+        }
+        probes.push(probe_once(buf));
+        last = Some(Instant::now());
+        true
+    })?;
+    Ok(steps.iter().zip(probes.windows(2)).map(|(dt, p)| weight_bytes / dt / (p[0].max(p[1]) * 1e9)).collect())
 }
 
 /// Median step time of `decode_batch` for each batch size; tokens per

@@ -60,7 +60,9 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let gen_cfg = crate::generation_config(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
-    let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    // One sequence at a time: the layout its matrix-vector products read fastest.
+    model.rows_for_decoding();
     // A character the template writes and the tokenizer lacks (ChatML's `<`
     // for a character-level model) would fail every turn: say so once.
     if let Some(ch) = template.unwritable_char(tok.as_ref()) {

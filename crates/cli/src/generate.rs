@@ -101,7 +101,9 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let gen_cfg = crate::generation_config(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let text = read_prompt(&a)?;
-    let (model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    // One sequence at a time: the layout its matrix-vector products read fastest.
+    model.rows_for_decoding();
     let prompt = tok.encode(&text)?;
     anyhow::ensure!(!prompt.is_empty(), "the prompt is empty after tokenization; give at least one character");
     let mut eos: Vec<u32> = model.config.eos_token_ids.clone();

@@ -294,15 +294,19 @@ fn bench_decode_blocks(c: &mut Criterion) {
     let mut out = vec![0.0f32; 3072];
     let mut scratch = vec![0.0f32; matvec_scratch_len(1, 3072)];
     g.throughput(Throughput::Bytes(ws.iter().map(|w| w.len() as u64 * 4).sum()));
-    g.bench_function("gpt2-124m/f32", |b| {
-        p.install(|| {
-            b.iter(|| {
-                for (w, &(ic, oc)) in ws.iter().zip(&shapes) {
-                    matvec_forward(&mut out, &mut scratch, &x[..ic], w, None, 1, ic, oc, WeightLayout::InOut)
-                }
+    // The same matrices read (C, OC) as GPT-2 stores them, and (OC, C) as
+    // `attn generate` holds them (`Transformer::rows_for_decoding`).
+    for (name, lay) in [("f32", WeightLayout::InOut), ("f32-rows", WeightLayout::OutIn)] {
+        g.bench_function(format!("gpt2-124m/{name}"), |b| {
+            p.install(|| {
+                b.iter(|| {
+                    for (w, &(ic, oc)) in ws.iter().zip(&shapes) {
+                        matvec_forward(&mut out, &mut scratch, &x[..ic], w, None, 1, ic, oc, lay)
+                    }
+                })
             })
-        })
-    });
+        });
+    }
     for dt in ["bf16", "int8"] {
         let qs: Vec<QMatrix> = ws
             .iter()

@@ -46,6 +46,7 @@ pub mod matmul;
 pub mod matvec;
 pub mod mixed;
 pub mod optim;
+pub mod pages;
 pub mod quant;
 pub mod residual;
 pub mod rmsnorm;
@@ -57,7 +58,7 @@ pub mod simd;
 pub mod swiglu;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
-mod transpose;
+pub mod transpose;
 
 /// Rows per rayon task for row-parallel kernels. Small row counts stay on one
 /// thread: spawning costs more than the work.

@@ -23,6 +23,13 @@ pub(crate) unsafe fn transpose(dst: *mut f32, dst_rs: usize, src: *const f32, sr
     transpose_scalar(dst, dst_rs, src, src_rs, rows, cols);
 }
 
+/// dst (cols, rows) = src (rows, cols)^T, both dense.
+pub fn transpose_into(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    assert!(src.len() == rows * cols && dst.len() == rows * cols, "transpose of ({rows}, {cols}) between buffers of {} and {}", src.len(), dst.len());
+    // SAFETY: both cover rows x cols densely, and a &mut never aliases a &.
+    unsafe { transpose(dst.as_mut_ptr(), rows, src.as_ptr(), cols, rows, cols) }
+}
+
 /// The portable twin, also the edges of the vector version: tiles of 8 x 8
 /// so that the lines of a tile's source rows stay in L1 across it.
 unsafe fn transpose_scalar(dst: *mut f32, dst_rs: usize, src: *const f32, src_rs: usize, rows: usize, cols: usize) {

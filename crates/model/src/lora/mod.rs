@@ -347,7 +347,8 @@ impl Lora {
     /// GPT-2's (in, out) matrices): the adapted model at no extra cost.
     pub fn merge_into(&self, model: &mut crate::Transformer) {
         self.sync_head(&model.layout, &mut model.params);
-        let cfg = model.config.clone();
+        // The layout the weights are held in now (`Transformer::rows_for_decoding`).
+        let in_out = model.layout_kind() == attn_kernels::matmul::WeightLayout::InOut;
         for ad in &self.adapters {
             let li = &model.idx.layers[ad.layer];
             let lin = match ad.site {
@@ -364,7 +365,7 @@ impl Lora {
             for (oi, o) in ad.cols.clone().enumerate() {
                 for i in 0..ad.d_in {
                     let d: f32 = (0..ad.r).map(|k| b[oi * ad.r + k] * a[k * ad.d_in + i]).sum();
-                    let at = if cfg.family == Family::Gpt2 { i * w_out + o } else { o * ad.d_in + i };
+                    let at = if in_out { i * w_out + o } else { o * ad.d_in + i };
                     wbuf[at] += s * d;
                 }
             }

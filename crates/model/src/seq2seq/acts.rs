@@ -114,7 +114,7 @@ pub(super) struct Acts {
 }
 
 pub(super) fn z(n: usize) -> Vec<f32> {
-    vec![0.0; n]
+    attn_kernels::pages::zeroed(n)
 }
 
 fn attn_acts(nq: usize, nk: usize, c: usize, att: usize) -> AttnActs {

@@ -110,7 +110,7 @@ impl Seq2Seq {
             Position::Sinusoidal => marian_sinusoidal(config.n_ctx, config.d_model),
             _ => Vec::new(),
         };
-        let params = vec![0.0; layout.total()];
+        let params = attn_kernels::pages::zeroed(layout.total());
         Ok(Seq2Seq { config, layout, idx, params, grads: Vec::new(), pos_table, acts: None })
     }
 
@@ -159,7 +159,7 @@ impl Seq2Seq {
 
     fn ensure_grads(&mut self) {
         if self.grads.len() != self.params.len() {
-            self.grads = vec![0.0; self.params.len()];
+            self.grads = attn_kernels::pages::zeroed(self.params.len());
         }
     }
     /// Sets every gradient to 0 (backward passes add to them).

@@ -88,7 +88,7 @@ impl Acts {
     pub(super) fn new(m: &Transformer, b: usize, t: usize) -> Self {
         let cfg = &m.config;
         let (n, c, nh, v, w, a, f) = (b * t, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
-        let z = |len: usize| vec![0.0f32; len];
+        let z = |len: usize| attn_kernels::pages::zeroed::<f32>(len);
         let ln = cfg.norm == Norm::Layer;
         let en = if cfg.embed_norm { n } else { 0 };
         let swiglu = cfg.mlp == Mlp::SwiGlu;

@@ -157,6 +157,6 @@ impl Transformer {
     /// Writes the weights as safetensors to `path`, atomically.
     pub fn save_weights(&self, path: &Path, metadata: Option<HashMap<String, String>>) -> Result<()> {
         self.require_f32("saving weights alone")?;
-        save_layout(path, &self.layout, &self.params, metadata)
+        save_layout(path, &self.layout, &self.params_in_family_layout(), metadata)
     }
 }

@@ -13,6 +13,7 @@ mod encode;
 mod infer;
 mod io;
 mod quantized;
+mod rows;
 mod train;
 
 pub use batch::BatchScratch;
@@ -57,6 +58,8 @@ pub struct Transformer {
     cls_acts: Option<classify::ClsActs>,
     /// The bf16 or int8 matrices of a quantized model (see `crate::quant`).
     pub(crate) quant: Option<crate::quant::Quant>,
+    /// GPT-2's block matrices are held (OC, C) for decoding (`rows`).
+    rows_out_in: bool,
     /// How new KV caches store keys and values, when set (`kv_dtype`).
     kv_dtype: Option<attn_kernels::kv_cache::KvDtype>,
 }
@@ -103,7 +106,7 @@ impl Transformer {
             }
             _ => Vec::new(),
         };
-        let params = vec![0.0; layout.total()];
+        let params = attn_kernels::pages::zeroed(layout.total());
         Transformer {
             config,
             layout,
@@ -117,6 +120,7 @@ impl Transformer {
             lora: None,
             cls_acts: None,
             quant: None,
+            rows_out_in: false,
             kv_dtype: None,
         }
     }
@@ -127,7 +131,11 @@ impl Transformer {
     }
 
     pub(crate) fn layout_kind(&self) -> WeightLayout {
-        layout_of(self.config.family)
+        if self.rows_out_in {
+            WeightLayout::OutIn
+        } else {
+            layout_of(self.config.family)
+        }
     }
 
     /// One line for logs: type, layers, heads, channels, context, vocabulary, parameters.
@@ -216,7 +224,7 @@ impl Transformer {
                     l.grads = vec![0.0; l.params.len()];
                 }
             }
-            None if self.grads.len() != self.params.len() => self.grads = vec![0.0; self.params.len()],
+            None if self.grads.len() != self.params.len() => self.grads = attn_kernels::pages::zeroed(self.params.len()),
             None => {}
         }
     }

@@ -61,6 +61,8 @@ impl Transformer {
         }
         check_quantizable(&self.config, self.lora.is_some(), dtype)?;
         self.require_f32("quantizing again")?;
+        // The tensors are read, and saved later, in the files' layout.
+        self.family_layout();
         let (full, params) = (self.layout.clone(), std::mem::take(&mut self.params));
         let (lay, dims) = (self.layout_kind(), quant_dims(&self.config));
         let (compact, q) = quant::build(&full, &mut self.idx, dtype, lay, dims, &mut |e| Ok(Src::F32(params[e.range()].to_vec())))?;
