@@ -34,15 +34,21 @@ fn bench_json_carries_simd_dtype_and_peak_memory() {
     assert_eq!(json(&[&q[..], &["--kv-dtype", "f32"]].concat())["kv_dtype"], "f32");
 }
 
+/// Rounds set against the probes on either side of them, and each decoding
+/// step against a probe pass on either side of it: `fraction_of_bound` is
+/// the median step.
 #[test]
-fn bench_generate_sets_each_round_against_its_own_bandwidth() {
+fn bench_generate_sets_each_round_and_step_against_its_own_bandwidth() {
     let v = json(&["bench", "generate", "--preset", "baby", "--prompt-len", "4", "--new-tokens", "8"]);
     let (rounds, probes) = (v["fraction_of_bound_rounds"].as_array().unwrap(), v["read_bandwidth_gbps_probes"].as_array().unwrap());
     assert_eq!((rounds.len(), probes.len()), (3, 4), "a probe before the first round and after each: {v}");
-    let mut f: Vec<f64> = rounds.iter().map(|x| x.as_f64().unwrap()).collect();
-    f.sort_by(f64::total_cmp);
-    assert_eq!(v["fraction_of_bound"].as_f64().unwrap(), f[1], "the median round: {v}");
-    assert!(f[0] > 0.0 && probes.iter().all(|p| p.as_f64().unwrap() > 0.0), "{v}");
+    let f: Vec<f64> = rounds.iter().map(|x| x.as_f64().unwrap()).collect();
+    assert!(f.iter().all(|&x| x > 0.0) && probes.iter().all(|p| p.as_f64().unwrap() > 0.0), "{v}");
+    let mut steps: Vec<f64> = v["fraction_of_bound_steps"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+    assert_eq!(steps.len(), 7, "a fraction for each of the 7 decoding steps after the prefill: {v}");
+    steps.sort_by(f64::total_cmp);
+    assert!(steps[0] > 0.0, "{v}");
+    assert_eq!(v["fraction_of_bound"].as_f64().unwrap(), steps[3], "the median step: {v}");
     assert_eq!((v["simd"].is_string(), v["dtype"].as_str(), v["new_tokens"].as_u64()), (true, Some("f32"), Some(8)), "{v}");
 }
 
