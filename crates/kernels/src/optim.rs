@@ -32,6 +32,9 @@ impl Moment for f32 {
 #[repr(transparent)]
 pub struct Bf16(pub u16);
 
+// SAFETY: a transparent u16, whose all-zero bytes are bf16 +0.0.
+unsafe impl bytemuck::Zeroable for Bf16 {}
+
 impl Moment for Bf16 {
     #[inline(always)]
     fn get(self) -> f32 {

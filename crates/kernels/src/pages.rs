@@ -13,44 +13,19 @@
 /// mostly hold other allocations.
 const MIN_BYTES: usize = 4 << 20;
 
-/// Element types whose all-zero bytes are the value zero.
-///
-/// # Safety
-/// An implementor must be valid, and zero, when every byte is 0.
-pub unsafe trait Zeroable: Copy {}
-// SAFETY: plain numbers; all-zero bytes are 0 (0.0 for f32).
-unsafe impl Zeroable for f32 {}
-// SAFETY: as above.
-unsafe impl Zeroable for u16 {}
-// SAFETY: as above.
-unsafe impl Zeroable for i8 {}
-// SAFETY: a transparent u16.
-unsafe impl Zeroable for crate::optim::Bf16 {}
-
 /// `len` zeros, on huge pages where available. The zeros are allocated
-/// (`alloc_zeroed`: fresh pages from the kernel, not written), so each page
-/// is faulted in on its first touch, after the advice, and the kernel can
-/// back it with a huge page.
-pub fn zeroed<T: Zeroable>(len: usize) -> Vec<T> {
-    let layout = std::alloc::Layout::array::<T>(len).expect("buffer size overflows");
-    if layout.size() == 0 {
-        return Vec::new();
-    }
-    // SAFETY: the layout has a nonzero size.
-    let p = unsafe { std::alloc::alloc_zeroed(layout) } as *mut T;
-    if p.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    // SAFETY: `p` comes from the global allocator with `Vec<T>`'s layout
-    // for `len` elements, all initialized (zero bytes are a zero T).
-    let v = unsafe { Vec::from_raw_parts(p, len, len) };
+/// (`bytemuck::zeroed_vec`: `alloc_zeroed`, fresh pages from the kernel,
+/// not written), so each page is faulted in on its first touch, after the
+/// advice, and the kernel can back it with a huge page.
+pub fn zeroed<T: bytemuck::Zeroable>(len: usize) -> Vec<T> {
+    let v = bytemuck::allocation::zeroed_vec(len);
     advise_huge(&v);
     v
 }
 
 /// Asks the kernel to back `buf`'s pages with huge pages from their next
 /// fault on. Advice only: a refusal leaves the buffer as it was.
-pub fn advise_huge<T>(buf: &[T]) {
+fn advise_huge<T>(buf: &[T]) {
     let bytes = std::mem::size_of_val(buf);
     if bytes < MIN_BYTES {
         return;

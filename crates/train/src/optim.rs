@@ -66,7 +66,7 @@ impl Moments {
     /// On huge pages where available (`attn_kernels::pages`), which also
     /// makes that first write 512 times fewer faults.
     fn zeros(dtype: Dtype, n: usize) -> Self {
-        fn touched<T: attn_kernels::pages::Zeroable + Send + Sync>(n: usize) -> Vec<T> {
+        fn touched<T: bytemuck::Zeroable + Copy + Send + Sync>(n: usize) -> Vec<T> {
             let mut v = attn_kernels::pages::zeroed::<T>(n);
             if let Some(&zero) = v.first() {
                 attn_kernels::in_pool(|| v.par_chunks_mut(1 << 16).for_each(|c| c.fill(zero)));
