@@ -114,11 +114,13 @@ pub enum KvStore {
 }
 
 impl KvStore {
-    /// Zeroed keys and values of `len` elements each.
+    /// Zeroed keys and values of `len` elements each, on huge pages where
+    /// the kernel gives them (decoding reads them all at every token).
     pub fn zeros(dtype: KvDtype, len: usize) -> Self {
+        use crate::pages::zeroed;
         match dtype {
-            KvDtype::F32 => KvStore::F32 { k: vec![0.0; len], v: vec![0.0; len] },
-            KvDtype::Bf16 => KvStore::Bf16 { k: vec![0; len], v: vec![0; len] },
+            KvDtype::F32 => KvStore::F32 { k: zeroed(len), v: zeroed(len) },
+            KvDtype::Bf16 => KvStore::Bf16 { k: zeroed(len), v: zeroed(len) },
         }
     }
     /// How this store keeps its elements.

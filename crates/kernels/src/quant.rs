@@ -18,6 +18,8 @@ use crate::matmul::WeightLayout;
 
 pub mod fixed16;
 pub use fixed16::Fixed16;
+mod held;
+pub use held::{shared_bytes, Held, Together};
 
 /// Lanes of the accumulators: every output is summed as 32 partial sums
 /// (lane j takes inputs j, j + 32, ...), then a fixed reduction. Two AVX-512
@@ -36,10 +38,10 @@ const ROWS: usize = 32;
 #[derive(Clone, Debug, PartialEq)]
 pub enum QData {
     /// The upper 16 bits of each f32 (rounded to nearest even).
-    Bf16(Vec<u16>),
+    Bf16(Held<u16>),
     /// w ~ q * scales[row, i / group], q in [-127, 127].
     #[allow(missing_docs)] // as the line above says
-    Int8 { q: Vec<i8>, scales: Vec<f32>, group: usize },
+    Int8 { q: Held<i8>, scales: Held<f32>, group: usize },
 }
 
 /// A (rows, cols) = (OC, C) weight matrix in a small format.
@@ -126,7 +128,7 @@ impl QMatrix {
     /// Every weight rounded to bf16 (to nearest even).
     pub fn bf16(w: &[f32], c: usize, oc: usize, layout: WeightLayout) -> Self {
         let t = Self::out_in(w, c, oc, layout);
-        QMatrix { rows: oc, cols: c, data: QData::Bf16(t.iter().map(|&x| bf16_bits(x)).collect()), reading: Reading::InCache }
+        QMatrix { rows: oc, cols: c, data: QData::Bf16(t.iter().map(|&x| bf16_bits(x)).collect::<Vec<_>>().into()), reading: Reading::InCache }
     }
 
     /// Symmetric int8 with a scale per `group` inputs of each output (the
@@ -148,7 +150,7 @@ impl QMatrix {
                 }
             }
         }
-        QMatrix { rows: oc, cols: c, data: QData::Int8 { q, scales, group }, reading: Reading::InCache }
+        QMatrix { rows: oc, cols: c, data: QData::Int8 { q: q.into(), scales: scales.into(), group }, reading: Reading::InCache }
     }
 
     /// Bytes the weights take in memory.

@@ -17,7 +17,7 @@
 use std::ops::Range;
 
 use attn_kernels::matmul::WeightLayout;
-use attn_kernels::quant::{streamed_from_memory, QData, QMatrix, Reading};
+use attn_kernels::quant::{shared_bytes, streamed_from_memory, QData, QMatrix, Reading, Together};
 
 use crate::error::{ModelError, Result};
 use crate::params::{Index, ParamEntry, ParamKind, ParamLayout};
@@ -127,51 +127,57 @@ pub(crate) fn build(
     read: &mut dyn FnMut(&ParamEntry) -> Result<Src>,
 ) -> Result<(ParamLayout, Quant)> {
     let mut quant = Quant { dtype, mats: Vec::new(), parts: Vec::new() };
-    let mut removed = Vec::new();
-    let mut add = |t: Target, quant: &mut Quant, removed: &mut Vec<Range<usize>>| -> Result<usize> {
-        let k = quant.mats.len();
-        let mut parts = Vec::new();
-        let mut row0 = 0;
-        for e in layout.entries.iter().filter(|e| t.range.start <= e.offset && e.range().end <= t.range.end) {
-            let elay = entry_layout(e, lay);
-            let rows = e.len() / t.cols;
-            parts.push(quantize_part(read(e)?, e, dtype, elay, t.cols, rows)?);
-            quant.parts.push(Part { name: e.name.clone(), shape: e.shape.clone(), mat: k, row0, rows, layout: elay });
-            row0 += rows;
-        }
-        quant.mats.push(concat_rows(parts, t.cols));
-        removed.push(t.range);
-        Ok(k)
-    };
+    // Every matrix to quantize, in the order decoding reads them: (layer and
+    // site, or None for the head and then the embedding, and its target).
     let dims = |r: &Range<usize>, cols: usize| Target { range: r.clone(), cols };
-    for li in 0..idx.layers.len() {
-        let l = &idx.layers[li];
-        let mut sites: Vec<(u8, Target)> = vec![(0, dims(&l.qkv.w, c)), (1, dims(&l.proj.w, a)), (3, dims(&l.up.w, c)), (4, dims(&l.down.w, f))];
+    let mut targets: Vec<(Option<(usize, u8)>, Target)> = Vec::new();
+    for (li, l) in idx.layers.iter().enumerate() {
+        targets.extend([(0, dims(&l.qkv.w, c)), (1, dims(&l.proj.w, a))].map(|(s, t)| (Some((li, s)), t)));
         if let Some(g) = &l.gate {
-            sites.push((2, dims(&g.w, c)));
+            targets.push((Some((li, 2)), dims(&g.w, c)));
         }
-        for (site, t) in sites {
-            let k = add(t, &mut quant, &mut removed)?;
-            let l = &mut idx.layers[li];
-            let lin = match site {
-                0 => &mut l.qkv,
-                1 => &mut l.proj,
-                2 => l.gate.as_mut().expect("gate"),
-                3 => &mut l.up,
-                _ => &mut l.down,
-            };
-            lin.q = Some(k);
-        }
+        targets.extend([(3, dims(&l.up.w, c)), (4, dims(&l.down.w, f))].map(|(s, t)| (Some((li, s)), t)));
     }
-    if let Some(head) = idx.head.clone() {
-        idx.head_q = Some(add(Target { range: head.clone(), cols: c }, &mut quant, &mut removed)?);
-        if head == idx.wte {
-            idx.wte_q = idx.head_q;
-        }
+    let head = idx.head.clone();
+    targets.extend(head.iter().map(|h| (None, dims(h, c))));
+    if head.as_ref() != Some(&idx.wte) {
+        targets.push((None, dims(&idx.wte, c)));
     }
-    if idx.wte_q.is_none() {
-        idx.wte_q = Some(add(Target { range: idx.wte.clone(), cols: c }, &mut quant, &mut removed)?);
+    // All of them in one buffer (`attn_kernels::quant::Together`), each
+    // copied in as soon as it is made.
+    let group = match dtype {
+        WeightDtype::Int8 { group } => Some(group),
+        _ => None,
+    };
+    let mut together = Together::with_bytes(targets.iter().map(|(_, t)| shared_bytes(t.range.len() / t.cols, t.cols, group)).sum());
+    let mut removed = Vec::new();
+    for (k, (site, t)) in targets.into_iter().enumerate() {
+        let m = quantize_target(&t, k, layout, lay, dtype, &mut quant.parts, read)?;
+        let pushed = together.push(m);
+        debug_assert_eq!(pushed, k);
+        removed.push(t.range.clone());
+        let Some((li, site)) = site else {
+            if head.as_ref() == Some(&t.range) {
+                idx.head_q = Some(k);
+                if t.range == idx.wte {
+                    idx.wte_q = Some(k);
+                }
+            } else {
+                idx.wte_q = Some(k);
+            }
+            continue;
+        };
+        let l = &mut idx.layers[li];
+        let lin = match site {
+            0 => &mut l.qkv,
+            1 => &mut l.proj,
+            2 => l.gate.as_mut().expect("gate"),
+            3 => &mut l.up,
+            _ => &mut l.down,
+        };
+        lin.q = Some(k);
     }
+    quant.mats = together.finish();
     // Decoding reads every matrix once a token: one row at a time when they
     // are too large together to stay in the last-level cache.
     let reading = if streamed_from_memory(quant.mats.iter().map(QMatrix::bytes).sum()) { Reading::Streamed } else { Reading::InCache };
@@ -189,6 +195,29 @@ pub(crate) fn build(
         }
     });
     Ok((compact, quant))
+}
+
+/// The matrix of target `t`: its tensors (one, or Q, K and V side by side)
+/// quantized and stacked by rows, recorded as `parts` of matrix `mat`.
+fn quantize_target(
+    t: &Target,
+    mat: usize,
+    layout: &ParamLayout,
+    lay: WeightLayout,
+    dtype: WeightDtype,
+    parts: &mut Vec<Part>,
+    read: &mut dyn FnMut(&ParamEntry) -> Result<Src>,
+) -> Result<QMatrix> {
+    let mut rows_of = Vec::new();
+    let mut row0 = 0;
+    for e in layout.entries.iter().filter(|e| t.range.start <= e.offset && e.range().end <= t.range.end) {
+        let elay = entry_layout(e, lay);
+        let rows = e.len() / t.cols;
+        rows_of.push(quantize_part(read(e)?, e, dtype, elay, t.cols, rows)?);
+        parts.push(Part { name: e.name.clone(), shape: e.shape.clone(), mat, row0, rows, layout: elay });
+        row0 += rows;
+    }
+    Ok(concat_rows(rows_of, t.cols))
 }
 
 fn quantize_part(src: Src, e: &ParamEntry, dtype: WeightDtype, lay: WeightLayout, cols: usize, rows: usize) -> Result<QMatrix> {
@@ -210,7 +239,7 @@ fn quantize_part(src: Src, e: &ParamEntry, dtype: WeightDtype, lay: WeightLayout
                     rows * cols.div_ceil(group)
                 )));
             }
-            Ok(QMatrix { rows, cols, data: QData::Int8 { q, scales, group }, reading: Reading::InCache })
+            Ok(QMatrix { rows, cols, data: QData::Int8 { q: q.into(), scales: scales.into(), group }, reading: Reading::InCache })
         }
         (Src::Int8 { group, .. }, want) => Err(ModelError::InvalidConfig(format!(
             "{} is stored as int8 in groups of {group}; it can't be loaded as {} (load it with --dtype int8{}, or quantize the f32 original)",
@@ -227,14 +256,16 @@ pub(crate) fn concat_rows(parts: Vec<QMatrix>, cols: usize) -> QMatrix {
     let mut it = parts.into_iter();
     let first = it.next().expect("a matrix has at least one tensor");
     let data = it.fold(first.data, |acc, p| match (acc, p.data) {
-        (QData::Bf16(mut a), QData::Bf16(b)) => {
-            a.extend(b);
-            QData::Bf16(a)
+        (QData::Bf16(a), QData::Bf16(b)) => {
+            let mut a = a.into_vec();
+            a.extend_from_slice(&b);
+            QData::Bf16(a.into())
         }
-        (QData::Int8 { mut q, mut scales, group }, QData::Int8 { q: q2, scales: s2, .. }) => {
-            q.extend(q2);
-            scales.extend(s2);
-            QData::Int8 { q, scales, group }
+        (QData::Int8 { q, scales, group }, QData::Int8 { q: q2, scales: s2, .. }) => {
+            let (mut q, mut scales) = (q.into_vec(), scales.into_vec());
+            q.extend_from_slice(&q2);
+            scales.extend_from_slice(&s2);
+            QData::Int8 { q: q.into(), scales: scales.into(), group }
         }
         _ => unreachable!("one dtype per model"),
     });
