@@ -81,9 +81,13 @@ pub struct Together {
     block: Vec<u64>,
     used: usize,
     /// Each matrix, without its numbers where they were copied in, and
-    /// their byte starts (bf16: the first only; int8: weights, scales).
-    mats: Vec<(QMatrix, Option<(usize, usize)>)>,
+    /// where they went: (byte start, elements) of the bf16 weights, or of
+    /// the int8 weights and of their scales.
+    mats: Vec<(QMatrix, Option<[Span; 2]>)>,
 }
+
+/// (byte start, elements) of one vector in the shared buffer.
+type Span = (usize, usize);
 
 impl Together {
     /// Room for `bytes` (the sum of `shared_bytes` of the matrices to come),
@@ -96,12 +100,12 @@ impl Together {
     /// than the room asked for) keeps its own vectors.
     pub fn push(&mut self, m: QMatrix) -> usize {
         let room = self.block.len() * 8;
-        let mut put = |src: &[u8], used: &mut usize| -> usize {
+        let mut put = |src: &[u8], elements: usize, used: &mut usize| -> Span {
             let start = *used;
             let bytes: &mut [u8] = bytemuck::cast_slice_mut(self.block.as_mut_slice());
             bytes[start..start + src.len()].copy_from_slice(src);
             *used = (start + src.len()).next_multiple_of(64);
-            start
+            (start, elements)
         };
         let need = match &m.data {
             QData::Bf16(h) => (h.len() * 2).next_multiple_of(64),
@@ -112,8 +116,8 @@ impl Together {
         } else {
             let mut used = self.used;
             let at = match &m.data {
-                QData::Bf16(h) => (put(bytemuck::cast_slice(h), &mut used), 0),
-                QData::Int8 { q, scales, .. } => (put(bytemuck::cast_slice(q), &mut used), put(bytemuck::cast_slice(scales), &mut used)),
+                QData::Bf16(h) => [put(bytemuck::cast_slice(h), h.len(), &mut used), (0, 0)],
+                QData::Int8 { q, scales, .. } => [put(bytemuck::cast_slice(q), q.len(), &mut used), put(bytemuck::cast_slice(scales), scales.len(), &mut used)],
             };
             self.used = used;
             Some(at)
@@ -130,22 +134,16 @@ impl Together {
     /// The matrices in the order pushed, their numbers in the shared buffer.
     pub fn finish(self) -> Vec<QMatrix> {
         let block = Arc::new(self.block);
-        let view = |start: usize, len: usize| (block.clone(), start, len);
+        fn view<T>(block: &Arc<Vec<u64>>, (start, len): Span) -> Held<T> {
+            Held::Shared { block: block.clone(), start, len }
+        }
         self.mats
             .into_iter()
             .map(|(m, at)| {
-                let Some((a, b)) = at else { return m };
-                let n = m.rows * m.cols;
+                let Some([a, b]) = at else { return m };
                 let data = match m.data {
-                    QData::Bf16(_) => {
-                        let (block, start, len) = view(a, n);
-                        QData::Bf16(Held::Shared { block, start, len })
-                    }
-                    QData::Int8 { group, .. } => {
-                        let (qb, qs, ql) = view(a, n);
-                        let (sb, ss, sl) = view(b, m.rows * m.cols.div_ceil(group));
-                        QData::Int8 { q: Held::Shared { block: qb, start: qs, len: ql }, scales: Held::Shared { block: sb, start: ss, len: sl }, group }
-                    }
+                    QData::Bf16(_) => QData::Bf16(view(&block, a)),
+                    QData::Int8 { group, .. } => QData::Int8 { q: view(&block, a), scales: view(&block, b), group },
                 };
                 QMatrix { data, ..m }
             })
