@@ -20,14 +20,17 @@ fn probe_buffer() -> Vec<f32> {
 fn probe_once(buf: &[f32]) -> f64 {
     use rayon::prelude::*;
     let t0 = Instant::now();
-    // Eight independent partial sums: a single running sum is a serial
-    // chain of adds and would measure the adder, not memory.
+    // 32 independent partial sums: a short chain of adds measures the
+    // adder, not memory. At the binary's baseline (SSE2, 4 lanes) 8 sums
+    // were two chains, one 3-cycle add per 32 bytes each: ~40 GB/s a core,
+    // near what memory gives in this machine's fast minutes; 32 are eight
+    // chains, four times that.
     let s: f32 = buf
         .par_chunks(1 << 16)
         .map(|c| {
-            let mut acc = [0.0f32; 8];
-            for x in c.chunks_exact(8) {
-                for j in 0..8 {
+            let mut acc = [0.0f32; 32];
+            for x in c.chunks_exact(32) {
+                for j in 0..32 {
                     acc[j] += x[j];
                 }
             }

@@ -182,6 +182,14 @@ fn unsupported_configs_name_the_field() {
         assert!(err.contains(field) || (field == "d_model" && err.contains("attention_heads")), "{field}: {err}");
         assert!(err.contains("x/config.json"), "{err}");
     }
+    // A missing or foreign model_type says what it must be, not a Rust debug value.
+    let mut v = base.clone();
+    v.as_object_mut().unwrap().remove("model_type");
+    let err = Seq2SeqConfig::from_hf(&v, p).unwrap_err().to_string();
+    assert!(err.contains("model_type") && err.contains("missing") && err.contains("marian") && !err.contains("None"), "{err}");
+    v["model_type"] = serde_json::json!("t5");
+    let err = Seq2SeqConfig::from_hf(&v, p).unwrap_err().to_string();
+    assert!(err.contains("\"t5\"") && !err.contains("Some("), "{err}");
 }
 
 /// A folder attn's trainer wrote gives transformers' MarianMTModel the same

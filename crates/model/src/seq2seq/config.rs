@@ -232,7 +232,8 @@ impl Seq2SeqConfig {
                 ),
                 ))
             }
-            other => return Err(field_err(path, "model_type", format!("{other:?} is not an encoder-decoder attn runs ({})", SEQ2SEQ_MODEL_TYPES.join(", ")))),
+            Some(m) => return Err(field_err(path, "model_type", format!("\"{m}\" is not an encoder-decoder attn runs ({})", SEQ2SEQ_MODEL_TYPES.join(", ")))),
+            None => return Err(field_err(path, "model_type", format!("is missing: set it to one of {}", SEQ2SEQ_MODEL_TYPES.join(", ")))),
         };
         let marian = family == Seq2SeqFamily::Marian;
         let mbart = family == Seq2SeqFamily::MBart;
