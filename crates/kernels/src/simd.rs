@@ -356,8 +356,38 @@ macro_rules! dispatch {
 }
 pub(crate) use dispatch;
 
+dispatch! {
+    /// Sampling weights: `out[i] = exp((x[i] - max) / temp)`, the unnormalized
+    /// softmax of `x / temp` (x <= max), and exactly 0 where the exponent is
+    /// below -87: `exp` clamps there, and a token suppressed with a logit of
+    /// -inf must keep no mass at all.
+    [Avx512]
+    pub fn exp_weights(out: &mut [f32], x: &[f32], max: f32, temp: f32) {
+        assert_eq!(out.len(), x.len());
+        for (o, &l) in out.iter_mut().zip(x) {
+            let z = (l - max) / temp;
+            let e = exp(z);
+            *o = if z < -87.0 { 0.0 } else { e };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn exp_weights_match_libm_and_give_suppressed_tokens_nothing() {
+        let x = [0.0f32, -1.5, 3.0, f32::NEG_INFINITY, -200.0, 2.25, -80.0, 1.0, 0.5, -3.0, 2.0, -0.25, 1.75, -5.0, 0.125, 2.5, -9.0];
+        let (max, temp) = (3.0f32, 0.7f32);
+        let mut w = vec![0.0f32; x.len()];
+        super::exp_weights(&mut w, &x, max, temp);
+        for (i, (&l, &got)) in x.iter().zip(&w).enumerate() {
+            let want = ((l as f64 - max as f64) / temp as f64).exp();
+            assert!((got as f64 - want).abs() <= 2e-6 * want.max(1e-30), "{i}: {got} vs {want}");
+        }
+        assert_eq!((w[3], w[4]), (0.0, 0.0), "-inf and far-below-max logits weigh exactly 0");
+        assert_eq!(w[2], 1.0);
+    }
+
     #[test]
     fn erf_matches_libm() {
         let mut worst = 0.0f64;
