@@ -112,7 +112,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
         let mut text = TextStream::new(turn_ends.clone());
         let (mut reply, mut io_err) = (String::new(), None);
         generate(&model, &prompt, a.max_new_tokens, false, &eos, &mut sampler, |id| {
-            let (piece, stop) = text.push(&tok.decode_bytes(&[id]).unwrap_or_default());
+            let (piece, stop) = text.push(&attn_generate::token_bytes(tok.as_ref(), id));
             reply.push_str(&piece);
             if let Err(e) = write!(out, "{piece}").and_then(|_| out.flush()) {
                 io_err = Some(e);

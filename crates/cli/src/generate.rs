@@ -123,7 +123,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let done = generate(&model, &prompt, max_new, a.sliding_window, &eos, &mut sampler, |id| {
         first_token_s.get_or_insert_with(|| t0.elapsed().as_secs_f64());
         // Bytes, not text: a byte-level token may end inside a character.
-        let (piece, stop) = text.push(&tok.decode_bytes(&[id]).unwrap_or_default());
+        let (piece, stop) = text.push(&attn_generate::token_bytes(tok.as_ref(), id));
         if a.json {
             generated.push_str(&piece);
         } else if let Err(e) = write!(out, "{}{piece}", echo.take().unwrap_or("")).and_then(|_| out.flush()) {

@@ -25,7 +25,7 @@ pub use rules::Rules;
 pub use sampler::{Sampler, SamplerConfig};
 pub use search::{search, EarlyStopping, Hypothesis, Sampling, SearchConfig};
 pub use seq2seq_settings::Seq2SeqSettings;
-pub use stream::{StopStrings, TextStream, Utf8Stream};
+pub use stream::{token_bytes, StopStrings, TextStream, Utf8Stream};
 
 use attn_model::Transformer;
 

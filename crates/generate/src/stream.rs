@@ -1,6 +1,23 @@
 //! Streaming generated text: whole UTF-8 characters only, and stop strings
 //! held back until they are ruled out.
 
+/// The bytes of one generated token. A model can produce ids its tokenizer
+/// does not have (a vocabulary padded past the tokenizer's, as in many
+/// checkpoints, or a tokenizer that is not the model's own); such an id
+/// gives no bytes, as transformers' decode skips it, and the first one a
+/// process meets is reported on stderr, so that a mismatched tokenizer is
+/// not a silent empty output.
+pub fn token_bytes(tok: &dyn attn_tokenizer::Tokenizer, id: u32) -> Vec<u8> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static REPORTED: AtomicBool = AtomicBool::new(false);
+    tok.decode_bytes(&[id]).unwrap_or_else(|e| {
+        if !REPORTED.swap(true, Ordering::Relaxed) {
+            eprintln!("note: the model generated token id {id}, which its tokenizer cannot decode ({e}); such tokens print as nothing. If most output is missing, the tokenizer is not this model's.");
+        }
+        Vec::new()
+    })
+}
+
 /// Turns a stream of byte chunks into text without ever splitting a UTF-8
 /// character: an incomplete sequence at the end of a chunk waits for the next
 /// one; bytes that can never be valid become U+FFFD.

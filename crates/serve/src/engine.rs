@@ -253,7 +253,7 @@ fn step(s: &mut Seq, logits: &[f32], tok: &dyn Tokenizer, metrics: &Metrics) -> 
     let finish = if s.req.eos.contains(&id) {
         Some("stop")
     } else {
-        let (text, stop) = s.text.push(&tok.decode_bytes(&[id]).unwrap_or_default());
+        let (text, stop) = s.text.push(&attn_generate::token_bytes(tok, id));
         if !text.is_empty() || stop {
             let logprobs = std::mem::take(&mut s.pending);
             let _ = s.req.events.send(Event::Text { text, logprobs });
