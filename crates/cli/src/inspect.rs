@@ -256,7 +256,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 anyhow::ensure!(m.adapter.is_none(), "--adapter is for decoders; {} is an encoder-decoder", m.model.display());
                 let (mut model, tok) = crate::translate::load_seq2seq(&m.model)?;
                 let (ids, lens) = crate::inspect_seq2seq::decoder_lens(&mut model, tok.as_ref(), &m.text, &target.unwrap_or_default(), top.max(1))?;
-                let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+                let tokens = ids.iter().map(|&i| tok.piece(i)).collect();
                 (ids, tokens, lens, tok)
             } else {
                 anyhow::ensure!(target.is_none(), "--target is for encoder-decoders (Marian, BART, attn translation runs)");
@@ -265,7 +265,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
                 let lens = attn_inspect::logit_lens(&model, &tr, top.max(1));
                 (tr.ids, tr.tokens, lens, tok)
             };
-            let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();
+            let piece = |id: u32| tok.piece(id);
             if json {
                 let layers: Vec<serde_json::Value> = lens
                     .iter()
@@ -321,7 +321,7 @@ pub fn run(c: InspectCommand) -> anyhow::Result<()> {
         InspectCommand::Tokens { m, json } => {
             let tok = attn_tokenizer::load_tokenizer(&m.model, None).with_context(|| format!("loading the tokenizer of {}", m.model.display()))?;
             let ids = tok.encode(&m.text)?;
-            let pieces: Vec<String> = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+            let pieces: Vec<String> = ids.iter().map(|&i| tok.piece(i)).collect();
             if json {
                 writeln!(out, "{}", serde_json::json!({"ids": ids, "tokens": pieces}))?;
                 return Ok(());
@@ -408,7 +408,7 @@ fn embeddings(
         ids.push(i);
     }
     let cos: Vec<Vec<f64>> = vecs.iter().map(|a| vecs.iter().map(|b| attn_inspect::cosine(a, b)).collect()).collect();
-    let piece = |id: u32| String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned();
+    let piece = |id: u32| tok.piece(id);
     let near: Vec<Vec<(String, f64)>> =
         vecs.iter().zip(&ids).map(|(v, own)| attn_inspect::nearest_tokens(wte, v, neighbours, own).into_iter().map(|(i, c)| (piece(i), c)).collect()).collect();
     let proj = project(&vecs, k, words, file, &format!("{name} — token embeddings, PCA"))?;

@@ -77,7 +77,7 @@ pub fn attention(
     let (src, tgt) = (source_ids(&model, tok.as_ref(), &source)?, target_ids(&model, tok.as_ref(), &target)?);
     let start = model.config.decoder_start_token_id;
     teacher_forced(&mut model, &src, &tgt)?;
-    let piece = |i: u32| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned();
+    let piece = |i: u32| tok.piece(i);
     let dec_in: Vec<u32> = std::iter::once(start).chain(tgt[..tgt.len() - 1].iter().copied()).collect();
     let (row_ids, col_ids, key) = match kind {
         AttnKind::Encoder => (&src, &src, "encoder_attention"),

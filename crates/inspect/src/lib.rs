@@ -77,7 +77,7 @@ pub fn trace(model: &mut Transformer, tok: &dyn Tokenizer, text: &str) -> Result
     if ids.len() > ctx {
         return Err(InspectError::Input(format!("the text is {} tokens; the model's context holds {ctx}: shorten --text", ids.len())));
     }
-    let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+    let tokens = ids.iter().map(|&i| tok.piece(i)).collect();
     trace_ids(model, &ids, tokens)
 }
 
@@ -112,7 +112,7 @@ pub fn trace_bert(bert: &Transformer, tok: &dyn Tokenizer, text: &str) -> Result
         return Err(InspectError::Input(format!("the text is {} tokens; the model has {} positions: shorten --text", ids.len(), cfg.n_ctx)));
     }
     let out = bert.encode(&ids, &[ids.len()], true)?;
-    let tokens = ids.iter().map(|&i| String::from_utf8_lossy(&tok.decode_bytes(&[i]).unwrap_or_default()).into_owned()).collect();
+    let tokens = ids.iter().map(|&i| tok.piece(i)).collect();
     Ok(Trace {
         ids,
         tokens,
@@ -220,13 +220,7 @@ pub fn next_token_of(logits: &[f32], tok: &dyn Tokenizer, top: usize, sampler: S
     let candidates = order
         .iter()
         .take(top)
-        .map(|&id| Candidate {
-            id,
-            token: String::from_utf8_lossy(&tok.decode_bytes(&[id]).unwrap_or_default()).into_owned(),
-            prob: p[id as usize],
-            logit: logits[id as usize],
-            filtered_prob: fp[id as usize],
-        })
+        .map(|&id| Candidate { id, token: tok.piece(id), prob: p[id as usize], logit: logits[id as usize], filtered_prob: fp[id as usize] })
         .collect();
     Ok(NextToken { candidates, entropy: entropy_bits(&p), filtered_entropy: entropy_bits(&fp), kept: filtered.len() })
 }

@@ -78,8 +78,7 @@ pub async fn tokenize(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRej
             let r = st.ready()?;
             let ids = if req.add_special { r.tok.encode(&req.content) } else { r.tok.encode_plain(&req.content) }.map_err(|e| ApiError::bad(e.to_string()))?;
             if req.with_pieces {
-                let pieces: Vec<_> =
-                    ids.iter().map(|&i| json!({"id": i, "piece": String::from_utf8_lossy(&r.tok.decode_bytes(&[i]).unwrap_or_default())})).collect();
+                let pieces: Vec<_> = ids.iter().map(|&i| json!({"id": i, "piece": r.tok.piece(i)})).collect();
                 return Ok(Json(json!({"tokens": pieces, "count": ids.len()})).into_response());
             }
             Ok(Json(json!({"tokens": ids, "count": ids.len()})).into_response())

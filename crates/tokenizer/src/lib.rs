@@ -77,6 +77,16 @@ pub trait Tokenizer: Send + Sync {
     fn decode_bytes(&self, ids: &[u32]) -> Result<Vec<u8>> {
         Ok(self.decode(ids)?.into_bytes())
     }
+    /// One token's text for display (inspection tables, token lists): its
+    /// bytes as UTF-8, invalid sequences as U+FFFD, or `<id N>` for an id
+    /// this vocabulary does not have (a model's output can be wider than its
+    /// tokenizer), so that no token shows as an empty string.
+    fn piece(&self, id: u32) -> String {
+        match self.decode_bytes(&[id]) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(_) => format!("<id {id}>"),
+        }
+    }
     /// Ids run from 0 to this, exclusive.
     fn vocab_size(&self) -> usize;
     /// Writes a Hugging Face `tokenizer.json`.
@@ -341,6 +351,8 @@ mod tests {
         let err = tok.encode("abz").unwrap_err().to_string();
         assert!(err.contains("'z'"), "{err}");
         assert!(matches!(tok.decode(&[3]), Err(TokenizerError::IdOutOfRange { id: 3, vocab: 3 })));
+        // For display, such an id is named rather than shown as nothing.
+        assert_eq!((tok.piece(1), tok.piece(3)), ("b".to_string(), "<id 3>".to_string()));
     }
 
     #[test]
