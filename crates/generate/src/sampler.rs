@@ -36,6 +36,8 @@ pub struct Sampler {
     weights: Vec<f32>,
     /// Sort keys of the filtered path (`order_key`), reused between calls.
     keys: Vec<u64>,
+    /// Top-p's histogram of the weights: (count, mass) per bucket, reused.
+    buckets: Vec<(usize, f64)>,
     /// Logits after the repetition penalty, reused between calls.
     penalized: Vec<f32>,
 }
@@ -58,6 +60,7 @@ impl Sampler {
             scratch: Vec::new(),
             weights: Vec::new(),
             keys: Vec::new(),
+            buckets: Vec::new(),
             penalized: Vec::new(),
         })
     }
@@ -89,15 +92,16 @@ impl Sampler {
         // and sorted. Should rounding leave those m short of top-p, all are.
         let mut m = n;
         if self.cfg.top_p < 1.0 {
-            let (mut count, mut mass) = (vec![0usize; 4096], vec![0.0f64; 4096]);
+            self.buckets.clear();
+            self.buckets.resize(4096, (0, 0.0));
             for &k in &self.keys {
-                let b = (k >> 52) as usize;
-                count[b] += 1;
-                mass[b] += key_weight(k) as f64;
+                let b = &mut self.buckets[(k >> 52) as usize];
+                b.0 += 1;
+                b.1 += key_weight(k) as f64;
             }
             let target = self.cfg.top_p as f64 * total as f64;
             let (mut c, mut acc) = (0, 0.0);
-            for (&cb, &mb) in count.iter().zip(&mass) {
+            for &(cb, mb) in &self.buckets {
                 c += cb;
                 acc += mb;
                 if acc >= target {

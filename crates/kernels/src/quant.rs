@@ -153,6 +153,14 @@ impl QMatrix {
         QMatrix { rows: oc, cols: c, data: QData::Int8 { q: q.into(), scales: scales.into(), group }, reading: Reading::InCache }
     }
 
+    /// The int8 group size, None for bf16.
+    pub fn group(&self) -> Option<usize> {
+        match self.data {
+            QData::Int8 { group, .. } => Some(group),
+            QData::Bf16(_) => None,
+        }
+    }
+
     /// Bytes the weights take in memory.
     pub fn bytes(&self) -> usize {
         match &self.data {

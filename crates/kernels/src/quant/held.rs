@@ -107,10 +107,7 @@ impl Together {
             *used = (start + src.len()).next_multiple_of(64);
             (start, elements)
         };
-        let need = match &m.data {
-            QData::Bf16(h) => (h.len() * 2).next_multiple_of(64),
-            QData::Int8 { q, scales, .. } => q.len().next_multiple_of(64) + (scales.len() * 4).next_multiple_of(64),
-        };
+        let need = shared_bytes(m.rows, m.cols, m.group());
         let at = if self.used + need > room {
             None
         } else {
@@ -177,7 +174,7 @@ mod tests {
             QMatrix::int8(&w(70 * 33, 2), 70, 33, WeightLayout::InOut, 64),
             QMatrix::bf16(&w(64 * 9, 3), 64, 9, WeightLayout::OutIn),
         ];
-        let room: usize = mats.iter().map(|m| shared_bytes(m.rows, m.cols, if let QData::Int8 { group, .. } = m.data { Some(group) } else { None })).sum();
+        let room: usize = mats.iter().map(|m| shared_bytes(m.rows, m.cols, m.group())).sum();
         let mut t = Together::with_bytes(room);
         for (k, m) in mats.iter().enumerate() {
             assert_eq!(t.push(m.clone()), k);
