@@ -10,15 +10,24 @@
 # (compare_generate.py makes it) and a translation run's tokenizer
 # (tools/bench/translation_learning.sh). About 25 minutes on 2 cores at ROUNDS=3.
 #   tools/bench/bars.sh [ROUNDS=3]      # logs in runs/bars-DATE/
+# PEER_MKL=full: on a non-Intel CPU, the PyTorch peer's MKL runs its AVX-512
+# kernels instead of its generic ones (tools/bench/mkl_full_path.sh); the
+# peer as shipped is the default.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.cache/venv-ref5/bin/python}
 rounds=${1:-3}
 cargo build --release -q
+peer_mkl="as shipped"
+if [ "${PEER_MKL:-}" = full ] && pre=$(tools/bench/mkl_full_path.sh) && [ -n "$pre" ]; then
+  export LD_PRELOAD=$pre
+  peer_mkl="AVX-512 path forced on this non-Intel CPU (tools/bench/mkl_full_path.sh)"
+fi
 out=runs/bars-$(date +%Y%m%d-%H%M)
 mkdir -p "$out"
 {
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) | flags: $(grep -o 'avx512[a-z_0-9]*\|avx2\|fma\|amx[a-z_0-9]*' /proc/cpuinfo | sort -u | tr '\n' ' ')"
+  echo "peer's MKL: $peer_mkl"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$out/machine.txt"
 ./target/release/attn bench gemm --threads 2 | tail -1 | tee "$out/gemm.json"
