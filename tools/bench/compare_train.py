@@ -6,6 +6,10 @@ shapes and thread count, then prints the medians and the ratio as JSON lines.
 
   .cache/venv-ref/bin/python tools/bench/compare_train.py [--rounds 3] [--threads 2] [--dtype bf16]
 
+--peer-mkl both also runs the peer with MKL's AVX-512 kernels forced on a
+non-Intel CPU (tools/bench/mkl_full_path.sh), in the same rounds, and adds
+its time and ratio ("pytorch_full_mkl_ms_per_step", "speedup_full_mkl").
+
 --dtype bf16 runs attn's bf16 products (`--dtype bf16`) against torch.autocast
 in bf16, both with f32 master weights and AdamW.
 """
@@ -21,8 +25,8 @@ CASES = [  # (preset, batch, seq_len, attn steps, torch steps)
 ]
 
 
-def run(cmd):
-    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+def run(cmd, env=None):
+    out = subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True, env=env).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -33,23 +37,36 @@ def main():
     ap.add_argument("--only", help="run one preset")
     ap.add_argument("--seq-len", type=int, help="run the cases of this sequence length only")
     ap.add_argument("--dtype", choices=["f32", "bf16"], default="f32")
+    ap.add_argument("--peer-mkl", choices=["shipped", "both"], default="shipped",
+                    help="both: the peer also with MKL's AVX-512 kernels forced on a non-Intel CPU")
     a = ap.parse_args()
+    full_env = None
+    if a.peer_mkl == "both":
+        lib = subprocess.run(["tools/bench/mkl_full_path.sh"], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
+        full_env = {**os.environ, "LD_PRELOAD": lib} if lib else None  # empty on an Intel CPU: nothing to force
     if "ATTN" not in os.environ:  # ATTN=binary: another build (tools/bench/as_avx2.sh)
         subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
     print(json.dumps({"load_before": open("/proc/loadavg").read().split()[:3], "threads": a.threads}), flush=True)
     for preset, b, t, steps, tsteps in CASES:
         if (a.only and preset != a.only) or (a.seq_len and t != a.seq_len):
             continue
-        ours, theirs = [], []
+        ours, theirs, full = [], [], []
         for _ in range(a.rounds):
             # baby uses the 65-symbol vocabulary of the char-level Shakespeare preset.
             extra = ["--vocab", "65"] if preset in ("baby", "llama-baby") else []
             ours.append(run([ATTN, "bench", "train", "--preset", preset, "--batch-size", str(b), "--seq-len", str(t),
                              "--steps", str(steps), "--threads", str(a.threads), "--dtype", a.dtype] + extra))
-            theirs.append(run([sys.executable, "tools/bench/torch_gpt.py", "bench", "--preset", preset, "--batch-size", str(b),
-                               "--seq-len", str(t), "--steps", str(tsteps), "--threads", str(a.threads), "--dtype", a.dtype]))
+            peer = [sys.executable, "tools/bench/torch_gpt.py", "bench", "--preset", preset, "--batch-size", str(b),
+                    "--seq-len", str(t), "--steps", str(tsteps), "--threads", str(a.threads), "--dtype", a.dtype]
+            theirs.append(run(peer))
+            if full_env:
+                full.append(run(peer, full_env))
         med = lambda rs, k: statistics.median(r[k] for r in rs)
         ms_a, ms_t = med(ours, "ms_per_step"), med(theirs, "ms_per_step")
+        mkl = {}
+        if full:
+            ms_f = med(full, "ms_per_step")
+            mkl = {"pytorch_full_mkl_ms_per_step": round(ms_f, 1), "speedup_full_mkl": round(ms_f / ms_a, 2)}
         print(json.dumps({
             "preset": preset, "batch_size": b, "seq_len": t, "threads": a.threads, "rounds": a.rounds, "dtype": a.dtype,
             "bf16_path": ours[0].get("bf16_path"),
@@ -59,7 +76,7 @@ def main():
             "attn_gflops": round(med(ours, "gflops"), 1), "gemm_peak_gflops": round(med(ours, "peak_gflops"), 1),
             "attn_mfu": round(med(ours, "mfu"), 3),
             "attn_peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours)), "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs)),
-            "peer": theirs[0]["peer"],
+            "peer": theirs[0]["peer"], **mkl,
         }), flush=True)
     print(json.dumps({"load_after": open("/proc/loadavg").read().split()[:3]}))
 
