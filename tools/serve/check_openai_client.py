@@ -3,8 +3,8 @@
     python tools/serve/check_openai_client.py --url http://127.0.0.1:8080 \
         --api-key KEY --attn target/release/attn --model-dir DIR [--embeddings]
 
-Checks chat and completions, streamed and not; usage equal to the
-tokenizer's counts (POST /tokenize, and `attn chat --render` for the chat
+Checks chat and completions, streamed and not, with n choices and
+logit_bias; usage equal to the tokenizer's counts (POST /tokenize, and `attn chat --render` for the chat
 prompt); models; embeddings in the client's default base64 encoding and as
 floats; and that errors arrive as the client's typed exceptions. Exits
 non-zero on the first failure.
@@ -92,6 +92,29 @@ def main():
     lp = r.choices[0].logprobs.content
     assert len(lp) == r.usage.completion_tokens <= 5 and len(lp[0].top_logprobs) == 2, lp
     assert lp[0].top_logprobs[0].logprob == lp[0].logprob and lp[0].logprob <= 0, lp[0]
+    checks += 1
+
+    # n choices through the client: indexed, each the single request of its
+    # seed (the request's seed plus the index), streamed alike, usage summed.
+    kw = dict(model=model, messages=messages, max_tokens=6, temperature=1.0)
+    r = client.chat.completions.create(n=3, seed=3, **kw)
+    singles = [client.chat.completions.create(seed=3 + i, **kw) for i in range(3)]
+    assert [c.index for c in r.choices] == [0, 1, 2], r.choices
+    assert [c.message.content for c in r.choices] == [s.choices[0].message.content for s in singles], (r.choices, singles)
+    assert r.usage.completion_tokens == sum(s.usage.completion_tokens for s in singles), r.usage
+    parts = ["", "", ""]
+    for chunk in client.chat.completions.create(n=3, seed=3, stream=True, **kw):
+        for c in chunk.choices:
+            parts[c.index] += c.delta.content or ""
+    assert parts == [c.message.content for c in r.choices], parts
+    checks += 1
+
+    # logit_bias: +100 on one token and greedy decoding writes only it.
+    seven = post(a.url, a.api_key, "/tokenize", {"content": "7"})["tokens"]
+    assert len(seven) == 1, seven
+    r = client.completions.create(model=model, prompt=prompt, max_tokens=4, temperature=0, logit_bias={str(seven[0]): 100},
+                                  extra_body={"ignore_eos": True})
+    assert r.choices[0].text == "7777", r.choices[0].text
     checks += 1
 
     if a.embeddings:

@@ -130,6 +130,9 @@ pub struct Sampling {
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
     pub response_format: Option<ResponseFormat>,
+    /// Token id (as a string, JSON keys being strings) -> a number from -100
+    /// to 100 added to that token's logit before each draw.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f32>>,
     /// attn's own: go on past end-of-sequence tokens (for benchmarks).
     #[serde(default)]
     pub ignore_eos: bool,
@@ -150,6 +153,7 @@ pub const SAMPLING_FIELDS: &[&str] = &[
     "frequency_penalty",
     "presence_penalty",
     "response_format",
+    "logit_bias",
     "ignore_eos",
     "user",
     "logprobs",

@@ -35,6 +35,9 @@ pub struct GenRequest {
     /// presence * (count > 0)`, counting the tokens generated so far.
     pub frequency_penalty: f32,
     pub presence_penalty: f32,
+    /// OpenAI's `logit_bias`: (id, bias) added to the logits before each
+    /// draw (ids within the vocabulary, biases within +-100).
+    pub logit_bias: Vec<(u32, f32)>,
     /// Strings that end the text (not included).
     pub stop: Vec<String>,
     /// Token ids that end generation (not shown).
@@ -96,6 +99,8 @@ struct Seq {
     counts: HashMap<u32, u32>,
     /// Log probabilities of tokens whose text is still held back.
     pending: Vec<TokenLogprob>,
+    /// The logits after the penalties and the bias, reused between steps.
+    adjusted: Vec<f32>,
 }
 
 pub struct Engine {
@@ -195,7 +200,7 @@ impl Engine {
             }
         };
         let text = TextStream::new(req.stop.clone());
-        let mut seq = Seq { req, enqueued, cache, sampler, text, next: 0, generated: 0, counts: HashMap::new(), pending: Vec::new() };
+        let mut seq = Seq { req, enqueued, cache, sampler, text, next: 0, generated: 0, counts: HashMap::new(), pending: Vec::new(), adjusted: Vec::new() };
         (!step(&mut seq, &logits, self.tok.as_ref(), &self.metrics)).then_some(seq)
     }
 
@@ -232,12 +237,24 @@ impl Engine {
 /// adds. True when the sequence is finished (its Done has been sent).
 fn step(s: &mut Seq, logits: &[f32], tok: &dyn Tokenizer, metrics: &Metrics) -> bool {
     let (fp, pp) = (s.req.frequency_penalty, s.req.presence_penalty);
-    let id = if (fp != 0.0 || pp != 0.0) && !s.counts.is_empty() {
-        let mut l = logits.to_vec();
-        for (&t, &c) in &s.counts {
-            l[t as usize] -= fp * c as f32 + pp;
+    let penalize = (fp != 0.0 || pp != 0.0) && !s.counts.is_empty();
+    let id = if penalize || !s.req.logit_bias.is_empty() {
+        let l = &mut s.adjusted;
+        l.clear();
+        l.extend_from_slice(logits);
+        if penalize {
+            for (&t, &c) in &s.counts {
+                l[t as usize] -= fp * c as f32 + pp;
+            }
         }
-        s.sampler.sample(&l)
+        // A model whose output is narrower than its tokenizer has no logit
+        // for the ids past it: nothing to bias.
+        for &(t, b) in &s.req.logit_bias {
+            if let Some(x) = l.get_mut(t as usize) {
+                *x += b;
+            }
+        }
+        s.sampler.sample(l)
     } else {
         s.sampler.sample(logits)
     };

@@ -146,7 +146,13 @@ fn message(i: usize, m: &Value) -> Result<Value, ApiError> {
     Ok(out)
 }
 
-/// Checks the sampling fields against the model and builds the request.
+/// Most choices one request may ask for (`n`), as OpenAI's API allows.
+const MAX_N: u64 = 128;
+
+/// Checks the sampling fields against the model and builds the requests:
+/// one per choice (`n`), each with its own seed (the request's seed plus
+/// the choice's index), so that the choices differ when sampling and a
+/// seed repeats all of them.
 fn build(
     ready: &Ready,
     prompt: Vec<u32>,
@@ -154,9 +160,10 @@ fn build(
     logprobs: Option<usize>,
     mut stop: Vec<String>,
     chat: bool,
-) -> Result<(GenRequest, UnboundedReceiver<Event>), ApiError> {
-    if s.n.is_some_and(|n| n != 1) {
-        return Err(ApiError::field("n", "only n = 1 is supported"));
+) -> Result<Vec<(GenRequest, UnboundedReceiver<Event>)>, ApiError> {
+    let n = s.n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
+        return Err(ApiError::field("n", format!("n must be between 1 and {MAX_N}, got {n}")));
     }
     if let Some(f) = s.response_format.as_ref().filter(|f| f.kind != "text") {
         return Err(ApiError::field("response_format", format!("response_format of type \"{}\" is not supported; only \"text\"", f.kind)));
@@ -222,20 +229,45 @@ fn build(
         (false, true) => ready.eos_chat.clone(),
         (false, false) => ready.eos.clone(),
     };
-    let (tx, rx) = unbounded_channel();
-    let req = GenRequest {
-        prompt,
-        max_tokens,
-        sampling,
-        seed: s.seed.map_or_else(rand::random, |x| x as u64),
-        frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
-        presence_penalty: s.presence_penalty.unwrap_or(0.0),
-        stop,
-        eos,
-        logprobs,
-        events: tx,
+    let logit_bias = logit_bias(s.logit_bias.as_ref(), ready.tok.vocab_size())?;
+    let seed = s.seed.map_or_else(rand::random, |x| x as u64);
+    let choice = |i: u64| {
+        let (tx, rx) = unbounded_channel();
+        let req = GenRequest {
+            prompt: prompt.clone(),
+            max_tokens,
+            sampling,
+            seed: seed.wrapping_add(i),
+            frequency_penalty: s.frequency_penalty.unwrap_or(0.0),
+            presence_penalty: s.presence_penalty.unwrap_or(0.0),
+            logit_bias: logit_bias.clone(),
+            stop: stop.clone(),
+            eos: eos.clone(),
+            logprobs,
+            events: tx,
+        };
+        (req, rx)
     };
-    Ok((req, rx))
+    Ok((0..n).map(choice).collect())
+}
+
+/// OpenAI's `logit_bias` as (id, bias): keys are token ids written as
+/// strings, values between -100 and 100.
+fn logit_bias(m: Option<&std::collections::BTreeMap<String, f32>>, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
+    let field = |msg: String| ApiError::field("logit_bias", msg);
+    m.into_iter()
+        .flatten()
+        .map(|(k, &b)| {
+            let id: u32 = k.trim().parse().map_err(|_| field(format!("logit_bias keys are token ids such as \"50256\"; {k:?} is not one")))?;
+            if id as usize >= vocab {
+                return Err(field(format!("token id {id} in logit_bias is out of range for the vocabulary of {vocab}")));
+            }
+            if !(-100.0..=100.0).contains(&b) {
+                return Err(field(format!("logit_bias values must be between -100 and 100; token {id} has {b}")));
+            }
+            Ok((id, b))
+        })
+        .collect()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -249,20 +281,34 @@ async fn run(
     stop: Vec<String>,
     chat: bool,
 ) -> Result<Response, ApiError> {
-    let (req, rx) = build(ready, prompt, &s, logprobs, stop, chat)?;
-    let prompt_tokens = req.prompt.len();
-    if !st.metrics.try_enqueue(st.opts.queue) {
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("the server is busy: {} requests are already waiting; try again later", st.opts.queue),
-        )
-        .code("queue_full"));
+    let reqs = build(ready, prompt, &s, logprobs, stop, chat)?;
+    let (n, prompt_tokens) = (reqs.len(), reqs[0].0.prompt.len());
+    if n > st.opts.queue {
+        return Err(ApiError::field("n", format!("n = {n} is more than the {} requests this server queues at once (--queue); lower n", st.opts.queue)));
     }
-    st.metrics.prompt_tokens(prompt_tokens);
-    if ready.work.send(Work::Generate(req, Instant::now())).is_err() {
-        st.metrics.dequeued();
-        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
+    // Every choice is a sequence of its own: all of them queue, or none.
+    for queued in 0..n {
+        if !st.metrics.try_enqueue(st.opts.queue) {
+            (0..queued).for_each(|_| st.metrics.dequeued());
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("the server is busy: {} requests are already waiting; try again later", st.opts.queue),
+            )
+            .code("queue_full"));
+        }
     }
+    // Each choice prefills the prompt (no cache is shared between them).
+    st.metrics.prompt_tokens(n * prompt_tokens);
+    let mut rxs = Vec::with_capacity(n);
+    for (i, (req, rx)) in reqs.into_iter().enumerate() {
+        if ready.work.send(Work::Generate(req, Instant::now())).is_err() {
+            (i..n).for_each(|_| st.metrics.dequeued());
+            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"));
+        }
+        rxs.push(rx);
+    }
+    // The choices' events as they come, each with its index.
+    let events = futures_util::stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |ev| (i, ev))));
     let fmt = Format {
         kind,
         id: format!("{}-{:016x}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>()),
@@ -272,38 +318,84 @@ async fn run(
         logprobs: logprobs.is_some(),
     };
     if s.stream {
-        let head = futures_util::stream::iter(fmt.start());
-        let body = UnboundedReceiverStream::new(rx).flat_map(move |ev| futures_util::stream::iter(fmt.chunks(ev)));
+        let head = futures_util::stream::iter(fmt.start(n));
+        let mut tally = Tally { left: n, prompt: prompt_tokens, completion: 0, ended: false };
+        let body = events.scan((), move |_, (i, ev)| futures_util::future::ready(tally.chunks(&fmt, i, ev))).flat_map(futures_util::stream::iter);
         let sse = axum::response::Sse::new(head.chain(body).map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default());
         return Ok(sse.into_response());
     }
-    collect(fmt, rx).await
+    collect(fmt, n, events).await
 }
 
-/// Waits for the whole generation and answers with one JSON object.
-async fn collect(fmt: Format, mut rx: UnboundedReceiver<Event>) -> Result<Response, ApiError> {
-    let (mut text, mut lps) = (String::new(), Vec::new());
-    while let Some(ev) = rx.recv().await {
+/// Waits for every choice and answers with one JSON object.
+async fn collect(fmt: Format, n: usize, mut events: impl futures_util::Stream<Item = (usize, Event)> + Unpin) -> Result<Response, ApiError> {
+    let (mut texts, mut lps, mut finish) = (vec![String::new(); n], vec![Vec::new(); n], vec![None; n]);
+    let (mut prompt, mut completion, mut left) = (0, 0, n);
+    while let Some((i, ev)) = events.next().await {
         match ev {
-            Event::Text { text: t, logprobs } => {
-                text.push_str(&t);
-                lps.extend(logprobs);
+            Event::Text { text, logprobs } => {
+                texts[i].push_str(&text);
+                lps[i].extend(logprobs);
             }
             Event::Error(e) => return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)),
             Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
-                let usage = usage(prompt_tokens, completion_tokens);
-                let lp = fmt.logprobs.then(|| fmt.logprobs_json(&lps, 0));
-                let choice = match fmt.kind {
-                    Kind::Chat => json!({"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": lp, "finish_reason": finish_reason}),
-                    Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": finish_reason}),
-                };
-                let object = if fmt.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
-                let body = json!({"id": fmt.id, "object": object, "created": fmt.created, "model": fmt.model, "choices": [choice], "usage": usage});
-                return Ok(Json(body).into_response());
+                finish[i] = Some(finish_reason);
+                // OpenAI's usage counts the prompt once, and every choice's tokens.
+                (prompt, completion, left) = (prompt_tokens, completion + completion_tokens, left - 1);
+                if left == 0 {
+                    break;
+                }
             }
         }
     }
-    Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result"))
+    if left > 0 {
+        return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result"));
+    }
+    let choices: Vec<Value> = (0..n)
+        .map(|i| {
+            let lp = fmt.logprobs.then(|| fmt.logprobs_json(&lps[i], 0));
+            match fmt.kind {
+                Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": texts[i]}, "logprobs": lp, "finish_reason": finish[i]}),
+                Kind::Completion => json!({"index": i, "text": texts[i], "logprobs": lp, "finish_reason": finish[i]}),
+            }
+        })
+        .collect();
+    let object = if fmt.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
+    let body = json!({"id": fmt.id, "object": object, "created": fmt.created, "model": fmt.model, "choices": choices, "usage": usage(prompt, completion)});
+    Ok(Json(body).into_response())
+}
+
+/// A stream's count of the choices still running and of their tokens, for
+/// the usage chunk and the final `[DONE]` after the last choice ends.
+struct Tally {
+    left: usize,
+    prompt: usize,
+    completion: usize,
+    /// `[DONE]` has been sent (after the last choice, or an error).
+    ended: bool,
+}
+
+impl Tally {
+    /// Chunks for choice `i`'s event; None ends the stream.
+    fn chunks(&mut self, fmt: &Format, i: usize, ev: Event) -> Option<Vec<Sse>> {
+        if self.ended {
+            return None;
+        }
+        match &ev {
+            Event::Done { completion_tokens, .. } => (self.left, self.completion) = (self.left - 1, self.completion + completion_tokens),
+            Event::Error(_) => self.ended = true,
+            Event::Text { .. } => {}
+        }
+        let mut out = fmt.chunks(i, ev);
+        if self.left == 0 && !self.ended {
+            if fmt.include_usage {
+                out.push(fmt.chunk(Value::Null, usage(self.prompt, self.completion)));
+            }
+            out.push(Sse::default().data("[DONE]"));
+            self.ended = true;
+        }
+        Some(out)
+    }
 }
 
 fn usage(prompt: usize, completion: usize) -> Value {
@@ -331,37 +423,34 @@ impl Format {
         Sse::default().data(c.to_string())
     }
 
-    /// The first chunk: the assistant's role (chat only).
-    fn start(&self) -> Vec<Sse> {
+    /// The first chunks: the assistant's role for each of `n` choices (chat only).
+    fn start(&self, n: usize) -> Vec<Sse> {
         match self.kind {
-            Kind::Chat => {
-                vec![self.chunk(json!({"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), Value::Null)]
-            }
+            Kind::Chat => (0..n)
+                .map(|i| self.chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), Value::Null))
+                .collect(),
             Kind::Completion => Vec::new(),
         }
     }
 
-    fn chunks(&self, ev: Event) -> Vec<Sse> {
+    /// Choice `i`'s event as chunks (`Tally` adds the usage and `[DONE]`
+    /// after the last choice).
+    fn chunks(&self, i: usize, ev: Event) -> Vec<Sse> {
         match ev {
             Event::Text { text, logprobs } => {
                 let lp = if self.logprobs { self.logprobs_json(&logprobs, 0) } else { Value::Null };
                 let choice = match self.kind {
-                    Kind::Chat => json!({"index": 0, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
-                    Kind::Completion => json!({"index": 0, "text": text, "logprobs": lp, "finish_reason": null}),
+                    Kind::Chat => json!({"index": i, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
+                    Kind::Completion => json!({"index": i, "text": text, "logprobs": lp, "finish_reason": null}),
                 };
                 vec![self.chunk(choice, Value::Null)]
             }
-            Event::Done { finish_reason, prompt_tokens, completion_tokens } => {
+            Event::Done { finish_reason, .. } => {
                 let choice = match self.kind {
-                    Kind::Chat => json!({"index": 0, "delta": {}, "logprobs": null, "finish_reason": finish_reason}),
-                    Kind::Completion => json!({"index": 0, "text": "", "logprobs": null, "finish_reason": finish_reason}),
+                    Kind::Chat => json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_reason}),
+                    Kind::Completion => json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish_reason}),
                 };
-                let mut out = vec![self.chunk(choice, Value::Null)];
-                if self.include_usage {
-                    out.push(self.chunk(Value::Null, usage(prompt_tokens, completion_tokens)));
-                }
-                out.push(Sse::default().data("[DONE]"));
-                out
+                vec![self.chunk(choice, Value::Null)]
             }
             Event::Error(e) => {
                 let err = json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}});

@@ -209,8 +209,17 @@ async fn bad_requests_get_openai_shaped_errors_naming_the_field() {
     check(st, &r, 400, "between 0 and 2");
     let (st, r) = s.post("/v1/chat/completions", json!({"messages": [{"content": "no role"}]})).await;
     check(st, &r, 400, "messages[0].role");
-    let (st, r) = s.post("/v1/chat/completions", chat_body("hi", json!({"n": 2}))).await;
-    check(st, &r, 400, "n = 1");
+    let (st, r) = s.post("/v1/chat/completions", chat_body("hi", json!({"n": 0}))).await;
+    check(st, &r, 400, "n must be between 1 and 128");
+    let (st, r) = s.post("/v1/chat/completions", chat_body("hi", json!({"n": 65}))).await;
+    check(st, &r, 400, "lower n");
+    let (st, r) = s.post("/v1/completions", json!({"prompt": "Hello", "logit_bias": {"abc": 1}})).await;
+    check(st, &r, 400, "\"abc\" is not one");
+    assert_eq!(r["error"]["param"], "logit_bias");
+    let (st, r) = s.post("/v1/completions", json!({"prompt": "Hello", "logit_bias": {"99999": 1}})).await;
+    check(st, &r, 400, "token id 99999 in logit_bias is out of range");
+    let (st, r) = s.post("/v1/completions", json!({"prompt": "Hello", "logit_bias": {"5": 150}})).await;
+    check(st, &r, 400, "between -100 and 100");
     let (st, r) = s.post("/v1/embeddings", json!({"input": "hi"})).await;
     check(st, &r, 400, "--embedding-model");
     // Not JSON, and too big.
@@ -225,7 +234,7 @@ async fn bad_requests_get_openai_shaped_errors_naming_the_field() {
     // The server keeps serving through all of it.
     let (st, _) = s.post("/v1/chat/completions", chat_body("still there?", json!({}))).await;
     assert_eq!(st, 200);
-    assert!(s.metric("attn_errors_total{status=\"400\"}").await >= 7.0);
+    assert!(s.metric("attn_errors_total{status=\"400\"}").await >= 11.0);
     assert_eq!(s.metric("attn_errors_total{status=\"413\"}").await, 1.0);
 }
 
