@@ -86,6 +86,18 @@ impl SendPtr {
     }
 }
 
+/// Sets `buf` to zero on every thread of the pool. The backward passes zero
+/// their gradient buffers before kernels add into them: megabytes a layer,
+/// and the whole gradient every step. One thread's `fill` left the other
+/// idle: 3.5% of a `baby` step's samples were memset on one thread.
+pub fn zero(buf: &mut [f32]) {
+    use rayon::prelude::*;
+    if buf.len() < 1 << 15 {
+        return buf.fill(0.0);
+    }
+    buf.par_chunks_mut(1 << 15).for_each(|c| c.fill(0.0));
+}
+
 /// Runs `f` on a thread of rayon's pool. A model's pass starts tens to
 /// hundreds of parallel regions; from a thread outside the pool each one is
 /// handed over through the pool's queue and waited for on a lock (a sleep

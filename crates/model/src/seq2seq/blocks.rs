@@ -126,7 +126,7 @@ impl Seq2Seq {
         let c = self.config.d_model;
         match &stack.final_norm {
             Some(fw) => {
-                dlast[..n * c].fill(0.0);
+                attn_kernels::zero(&mut dlast[..n * c]);
                 let last = st.layers.last().expect("at least one layer").ffn.out(true);
                 self.ln_backward(g, dlast, dout, last, fw, &st.fin_mean, &st.fin_rstd, n);
             }
@@ -137,21 +137,21 @@ impl Seq2Seq {
     pub(super) fn ffn_backward(&self, g: &mut [f32], sc: &mut Scratch, a: &FfnActs, w: &FfnIdx, x: &[f32], n: usize, f: usize) {
         let (c, p, pre) = (self.config.d_model, &self.params, self.pre_norm());
         if !pre {
-            sc.dres[..n * c].fill(0.0);
+            attn_kernels::zero(&mut sc.dres[..n * c]);
             self.ln_backward(g, &mut sc.dres, &sc.d0, &a.res, &w.norm, &a.mean, &a.rstd, n);
         }
         let dres: &[f32] = if pre { &sc.d0 } else { &sc.dres };
         // res = x + fc2(act(fc1(in))): d(x) starts as the residual's share.
         sc.d1[..n * c].copy_from_slice(&dres[..n * c]);
-        sc.dact[..n * f].fill(0.0);
+        attn_kernels::zero(&mut sc.dact[..n * f]);
         let (dw, db) = lin_mut(g, &w.fc2);
         matmul_backward(Some(&mut sc.dact), dw, db, dres, &a.act, &p[w.fc2.w.clone()], n, f, c, OutIn);
-        sc.dh[..n * f].fill(0.0);
+        attn_kernels::zero(&mut sc.dh[..n * f]);
         activation_backward(self.config.act, &mut sc.dh[..n * f], &a.h[..n * f], &sc.dact[..n * f]);
         let (dw, db) = lin_mut(g, &w.fc1);
         if pre {
             // fc1 read N(x): its input gradient goes back through the norm.
-            sc.dres[..n * c].fill(0.0);
+            attn_kernels::zero(&mut sc.dres[..n * c]);
             matmul_backward(Some(&mut sc.dres), dw, db, &sc.dh, &a.ln, &p[w.fc1.w.clone()], n, c, f, OutIn);
             self.ln_backward(g, &mut sc.d1, &sc.dres, x, &w.norm, &a.mean, &a.rstd, n);
         } else {
@@ -180,27 +180,27 @@ impl Seq2Seq {
     ) {
         let (c, p, pre) = (self.config.d_model, &self.params, self.pre_norm());
         if !pre {
-            sc.dres[..nq * c].fill(0.0);
+            attn_kernels::zero(&mut sc.dres[..nq * c]);
             self.ln_backward(g, &mut sc.dres, &sc.d0, &a.res, &w.norm, &a.mean, &a.rstd, nq);
         }
         let dres: &[f32] = if pre { &sc.d0 } else { &sc.dres };
         sc.d1[..nq * c].copy_from_slice(&dres[..nq * c]);
-        sc.da[..nq * c].fill(0.0);
+        attn_kernels::zero(&mut sc.da[..nq * c]);
         let (dw, db) = lin_mut(g, &w.out);
         matmul_backward(Some(&mut sc.da), dw, db, dres, &a.atty, &p[w.out.w.clone()], nq, c, c, OutIn);
-        sc.dq[..nq * c].fill(0.0);
+        attn_kernels::zero(&mut sc.dq[..nq * c]);
         let (dmem, dkv): (Option<&mut [f32]>, &mut [f32]) = match cross {
             Some((dmem, dkv)) => (Some(dmem), dkv),
             None => (None, &mut sc.dkv),
         };
-        dkv[..nk * 2 * c].fill(0.0);
+        attn_kernels::zero(&mut dkv[..nk * 2 * c]);
         cross_attention_backward(&mut sc.dq, dkv, &mut sc.datt, &sc.da, &a.q, &a.kv, &a.att, key_len, shape);
         // The queries (and for self-attention the keys and values) read
         // `q_in`: x itself (post-norm) or N(x) (pre-norm, whose gradient
         // collects in dres, free by now, before going back through the norm).
         let q_in: &[f32] = if pre { &a.ln } else { x };
         if pre {
-            sc.dres[..nq * c].fill(0.0);
+            attn_kernels::zero(&mut sc.dres[..nq * c]);
         }
         let dq_in: &mut [f32] = if pre { &mut sc.dres } else { &mut sc.d1 };
         let (dw, db) = lin_mut(g, &w.q);

@@ -165,7 +165,7 @@ impl Seq2Seq {
     /// Sets every gradient to 0 (backward passes add to them).
     pub fn zero_grad(&mut self) {
         self.ensure_grads();
-        self.grads.fill(0.0);
+        attn_kernels::zero(&mut self.grads);
     }
     /// Parameters to update and the gradients to update them with.
     pub fn params_and_grads(&mut self) -> (&mut [f32], &[f32]) {

@@ -319,10 +319,10 @@ impl Seq2Seq {
         // logits = out @ shared^T + bias (a buffer, not trained); then back
         // through the final norm, if there is one, into sd.d0.
         let sd = &mut a.sd;
-        sd.dres[..nt * c].fill(0.0);
+        attn_kernels::zero(&mut sd.dres[..nt * c]);
         matmul_backward(Some(&mut sd.dres), &mut g[self.idx.shared.clone()], None, &a.logits, a.dec.out(pre), &p[self.idx.shared.clone()], nt, c, v, OutIn);
         self.final_norm_backward(g, &a.dec, &self.idx.dec, &sd.dres, &mut sd.d0, nt);
-        a.denc[..ns * c].fill(0.0);
+        attn_kernels::zero(&mut a.denc[..ns * c]);
         let enc_out: &[f32] = a.enc.out(pre);
         let dec_self = CrossShape { b, tq: t, tk: t, nh: hd, nkv: hd, hs: c / hd, causal: true };
         let cross = CrossShape { b, tq: t, tk: s, nh: hd, nkv: hd, hs: c / hd, causal: false };

@@ -232,9 +232,9 @@ impl Transformer {
     /// Sets every gradient (and the adapters') to 0; backward passes add to them.
     pub fn zero_grad(&mut self) {
         self.ensure_grads();
-        self.grads.fill(0.0);
+        attn_kernels::zero(&mut self.grads);
         if let Some(l) = &mut self.lora {
-            l.grads.fill(0.0);
+            attn_kernels::zero(&mut l.grads);
         }
     }
 

@@ -19,6 +19,7 @@ use attn_kernels::residual::residual_forward;
 use attn_kernels::rmsnorm::rmsnorm_backward;
 use attn_kernels::rope::{rope_backward, rope_forward};
 use attn_kernels::swiglu::{swiglu_backward, swiglu_forward};
+use attn_kernels::zero;
 use rayon::prelude::*;
 
 use super::acts::{Acts, LayerActs};
@@ -246,8 +247,8 @@ impl Transformer {
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
         let post = cfg.norm_position == NormPosition::Post;
         let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { block_output(post, &a.layers[cfg.n_layer - 1]) };
-        a.dc.fill(0.0);
-        a.dres.fill(0.0);
+        zero(&mut a.dc[..n * c]);
+        zero(&mut a.dres[..n * c]);
         match start {
             Start::Loss(loss_scale) => {
                 let head = idx.head.clone().expect("forward refused targets without a head");
@@ -276,14 +277,14 @@ impl Transformer {
             // d(res3): for pre-norm it is dres itself (the residual stream);
             // for post-norm, back through the output norm into dc.
             let dres3: &[f32] = if post {
-                a.dc.fill(0.0);
+                zero(&mut a.dc[..n * c]);
                 norm_backward(self, g, &mut a.dc, &a.dres, &l.res3, &wi.norm2, &l.mean1, &l.rstd1, n);
                 &a.dc
             } else {
                 &a.dres
             };
             // res3 = skip + down(act(up(ln2)))
-            a.df1.fill(0.0);
+            zero(&mut a.df1[..n * f]);
             let (dw, db) = lin_mut(g, &wi.down);
             matmul_backward(Some(&mut a.df1), dw, db, dres3, &l.act, &p[wi.down.w.clone()], n, f, c, lay);
             if let Some(lo) = lora.as_deref_mut() {
@@ -291,14 +292,14 @@ impl Transformer {
             }
             // d(ln2) collects the MLP branch, plus the residual when post-norm.
             let mut dln2 = std::mem::take(&mut a.da_ln2);
-            dln2[..n * c].fill(0.0);
+            zero(&mut dln2[..n * c]);
             if post {
                 dln2[..n * c].copy_from_slice(&dres3[..n * c]);
             }
             match (&wi.gate, cfg.mlp) {
                 (Some(gate), _) => {
-                    a.df2.fill(0.0);
-                    a.df3.fill(0.0);
+                    zero(&mut a.df2[..n * f]);
+                    zero(&mut a.df3[..n * f]);
                     swiglu_backward(&mut a.df2[..n * f], &mut a.df3[..n * f], &a.df1[..n * f], &l.gate[..n * f], &l.h[..n * f]);
                     matmul_backward(Some(&mut dln2), grad_view(g, gate.w.clone()), None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
                     let (dw, db) = lin_mut(g, &wi.up);
@@ -309,7 +310,7 @@ impl Transformer {
                     }
                 }
                 (None, mlp) => {
-                    a.df2.fill(0.0);
+                    zero(&mut a.df2[..n * f]);
                     if mlp == Mlp::GeluErf {
                         gelu_erf_backward(&mut a.df2[..n * f], &l.h[..n * f], &a.df1[..n * f]);
                     } else {
@@ -325,20 +326,20 @@ impl Transformer {
             // ln2 = N(res2): d(res2) adds into dres (pre-norm, where dres
             // already holds the residual's share) or into a zeroed dres (post).
             if post {
-                a.dres.fill(0.0);
+                zero(&mut a.dres[..n * c]);
             }
             let n_mid = if post { &wi.norm1 } else { &wi.norm2 };
             norm_backward(self, g, &mut a.dres, &dln2, &l.res2, n_mid, &l.mean2, &l.rstd2, n);
             a.da_ln2 = dln2;
             // res2 = x + proj(attention(rope(qkv(attn_in)))); dres is d(res2),
             // and stays as the residual's share of d(x).
-            a.da.fill(0.0);
+            zero(&mut a.da[..n * at]);
             let (dw, db) = lin_mut(g, &wi.proj);
             matmul_backward(Some(&mut a.da), dw, db, &a.dres, &l.atty, &p[wi.proj.w.clone()], n, at, c, lay);
             if let Some(lo) = lora.as_deref_mut() {
                 lo.backward(li, Site::Proj, &a.dres, &l.atty, &mut a.da, n, c);
             }
-            a.dqkv.fill(0.0);
+            zero(&mut a.dqkv[..n * w]);
             flash_backward(&mut a.dqkv, &mut a.flash, &a.da, &l.qkv, &l.atty, &l.lse, shape, &a.key_lens, matmul_precision());
             if rope {
                 rope_backward(&mut a.dqkv, &a.cos, &a.sin, b, t, w, 0, nh, hd, 0);
@@ -351,7 +352,7 @@ impl Transformer {
                     lo.backward(li, Site::Qkv, &a.dqkv, x, &mut a.dres, n, w);
                 }
             } else {
-                a.dc.fill(0.0);
+                zero(&mut a.dc[..n * c]);
                 matmul_backward(Some(&mut a.dc), dw, db, &a.dqkv, &l.ln1, &p[wi.qkv.w.clone()], n, c, w, lay);
                 if let Some(lo) = lora.as_deref_mut() {
                     lo.backward(li, Site::Qkv, &a.dqkv, &l.ln1, &mut a.dc, n, w);
@@ -362,7 +363,7 @@ impl Transformer {
         // dres is d(x0); back through the embedding norm when there is one.
         let demb: &[f32] = match &idx.emb_norm {
             Some(en) => {
-                a.dc.fill(0.0);
+                zero(&mut a.dc[..n * c]);
                 norm_backward(self, g, &mut a.dc, &a.dres, &a.emb_raw, en, &a.emb_mean, &a.emb_rstd, n);
                 &a.dc
             }
