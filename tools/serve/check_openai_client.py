@@ -3,8 +3,8 @@
     python tools/serve/check_openai_client.py --url http://127.0.0.1:8080 \
         --api-key KEY --attn target/release/attn --model-dir DIR [--embeddings]
 
-Checks chat and completions, streamed and not, with n choices and
-logit_bias; usage equal to the tokenizer's counts (POST /tokenize, and `attn chat --render` for the chat
+Checks chat and completions, streamed and not, with n choices,
+logit_bias and echo; usage equal to the tokenizer's counts (POST /tokenize, and `attn chat --render` for the chat
 prompt); models; embeddings in the client's default base64 encoding and as
 floats; and that errors arrive as the client's typed exceptions. Exits
 non-zero on the first failure.
@@ -107,6 +107,15 @@ def main():
         for c in chunk.choices:
             parts[c.index] += c.delta.content or ""
     assert parts == [c.message.content for c in r.choices], parts
+    checks += 1
+
+    # echo with max_tokens 0 (how evaluation harnesses score a text): the
+    # prompt back, each token after the first with its log probability.
+    r = client.completions.create(model=model, prompt=prompt, max_tokens=0, echo=True, logprobs=1)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text == prompt and r.usage.completion_tokens == 0, r
+    assert len(lp.tokens) == r.usage.prompt_tokens and lp.token_logprobs[0] is None, lp
+    assert all(x <= 0 for x in lp.token_logprobs[1:]), lp.token_logprobs
     checks += 1
 
     # logit_bias: +100 on one token and greedy decoding writes only it.

@@ -82,9 +82,19 @@ pub struct InspectRequest {
     pub reply: oneshot::Sender<Result<serde_json::Value, String>>,
 }
 
+/// The log probability of each prompt token after the first, given the ones
+/// before it (`echo` with `logprobs`), run between decoding steps.
+pub struct ScoreRequest {
+    pub prompt: Vec<u32>,
+    /// Alternatives per position.
+    pub top: usize,
+    pub reply: oneshot::Sender<Result<Vec<TokenLogprob>, String>>,
+}
+
 pub enum Work {
     Generate(GenRequest, Instant),
     Inspect(InspectRequest),
+    Score(ScoreRequest),
 }
 
 struct Seq {
@@ -186,6 +196,10 @@ impl Engine {
                 let out = self.inspect(&r).map_err(|e| e.to_string());
                 let _ = r.reply.send(out);
             }
+            Work::Score(r) => {
+                let out = self.score(&r);
+                let _ = r.reply.send(out);
+            }
         }
     }
 
@@ -211,6 +225,16 @@ impl Engine {
         let sampler = Sampler::new(req.sampling, req.seed).map_err(|e| e.to_string())?;
         let logits = self.model.prefill(&mut cache, &req.prompt).map_err(|e| e.to_string())?.to_vec();
         Ok((cache, sampler, logits))
+    }
+
+    /// One forward pass over the whole prompt: position i's logits score
+    /// token i + 1, in the same form as a generated token's log probability.
+    fn score(&mut self, r: &ScoreRequest) -> Result<Vec<TokenLogprob>, String> {
+        let t = r.prompt.len();
+        self.model.forward(&r.prompt, None, 1, t).map_err(|e| e.to_string())?;
+        let logits = self.model.logits();
+        let v = logits.len() / t;
+        Ok((1..t).map(|i| token_logprob(&logits[(i - 1) * v..i * v], r.prompt[i], r.top, self.tok.as_ref())).collect())
     }
 
     fn inspect(&mut self, r: &InspectRequest) -> Result<serde_json::Value, crate::ServeError> {

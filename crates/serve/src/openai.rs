@@ -3,7 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use attn_generate::SamplerConfig;
 use axum::body::Bytes;
@@ -19,8 +19,11 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::api::{self, ApiError, ChatRequest, CompletionRequest, Prompt, Sampling};
-use crate::engine::{Event, GenRequest, TokenLogprob, Work};
+use crate::engine::{Event, GenRequest, ScoreRequest, Work};
 use crate::{AppState, Ready};
+
+mod format;
+use format::{usage, Echo, Format, Tally};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {
@@ -85,7 +88,7 @@ async fn chat_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError> {
     }
     // A reply ends at the template's end of turn, whether the model writes
     // it as one token (in `ready.eos_chat`) or as text.
-    run(st, ready, Kind::Chat, prompt, sampling, logprobs.map(|k| k as usize), template.end_of_turn(), true).await
+    run(st, ready, Kind::Chat, prompt, sampling, logprobs.map(|k| k as usize), template.end_of_turn(), true, None).await
 }
 
 pub async fn completions(State(st): State<Arc<AppState>>, b: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
@@ -98,17 +101,14 @@ async fn completions_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError
     let v = api::json_body(b, &[api::COMPLETION_FIELDS, api::SAMPLING_FIELDS].concat())?;
     let (req, sampling): (CompletionRequest, Sampling) = (api::typed(&v)?, api::typed(&v)?);
     let ready = st.ready()?;
-    if req.echo {
-        return Err(ApiError::field("echo", "echo is not supported"));
-    }
     if req.suffix.is_some() {
         return Err(ApiError::field("suffix", "suffix (fill in the middle) is not supported"));
     }
-    let prompt = match req.prompt {
-        Prompt::Text(t) => ready.tok.encode(&t).map_err(|e| ApiError::bad(e.to_string()))?,
-        Prompt::Texts(v) if v.len() == 1 => ready.tok.encode(&v[0]).map_err(|e| ApiError::bad(e.to_string()))?,
-        Prompt::Ids(ids) => ids,
-        Prompt::IdLists(mut v) if v.len() == 1 => v.remove(0),
+    let (prompt, text) = match req.prompt {
+        Prompt::Text(t) => (ready.tok.encode(&t).map_err(|e| ApiError::bad(e.to_string()))?, Some(t)),
+        Prompt::Texts(mut v) if v.len() == 1 => (ready.tok.encode(&v[0]).map_err(|e| ApiError::bad(e.to_string()))?, Some(v.remove(0))),
+        Prompt::Ids(ids) => (ids, None),
+        Prompt::IdLists(mut v) if v.len() == 1 => (v.remove(0), None),
         _ => return Err(ApiError::field("prompt", "one prompt per request: a string, or a list of token ids")),
     };
     if let Some(bad) = prompt.iter().find(|&&i| i as usize >= ready.tok.vocab_size()) {
@@ -117,7 +117,63 @@ async fn completions_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError
     if req.logprobs.is_some_and(|k| k > 5) {
         return Err(ApiError::field("logprobs", "logprobs must be between 0 and 5"));
     }
-    run(st, ready, Kind::Completion, prompt, sampling, req.logprobs.map(|k| k as usize), Vec::new(), false).await
+    let logprobs = req.logprobs.map(|k| k as usize);
+    let echo = match req.echo {
+        true => Some(echo(ready, &prompt, text, logprobs).await?),
+        false => None,
+    };
+    // `echo` with `max_tokens: 0` scores the prompt and generates nothing
+    // (what evaluation harnesses send).
+    if let (Some(e), Some(0)) = (&echo, sampling.max_tokens) {
+        if !prompt.is_empty() {
+            return echo_only(ready, e, prompt.len(), &sampling, logprobs.is_some());
+        }
+    }
+    run(st, ready, Kind::Completion, prompt, sampling, logprobs, Vec::new(), false, echo).await
+}
+
+/// The prompt as `echo` returns it: its text (as sent, or decoded from the
+/// ids sent) and, with `logprobs`, each token's log probability given the
+/// ones before it, which the engine computes in one pass over the prompt.
+async fn echo(ready: &Ready, prompt: &[u32], text: Option<String>, logprobs: Option<usize>) -> Result<Echo, ApiError> {
+    let text = match text {
+        Some(t) => t,
+        None => ready.tok.decode(prompt).map_err(|e| ApiError::field("prompt", e.to_string()))?,
+    };
+    let first = prompt.first().map(|&i| attn_generate::token_bytes(ready.tok.as_ref(), i)).unwrap_or_default();
+    let rest = match logprobs {
+        Some(top) if prompt.len() > 1 => {
+            if prompt.len() > ready.ctx {
+                return Err(ApiError::field("prompt", format!("the prompt is {} tokens, more than the model's context of {}", prompt.len(), ready.ctx)));
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job = ScoreRequest { prompt: prompt.to_vec(), top, reply: tx };
+            ready.work.send(Work::Score(job)).map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;
+            let scored = rx.await.map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;
+            scored.map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?
+        }
+        _ => Vec::new(),
+    };
+    Ok(Echo { text, first, rest, scored: logprobs.is_some() })
+}
+
+/// The answer to `echo` with `max_tokens: 0`: every choice is the prompt.
+fn echo_only(ready: &Ready, e: &Echo, prompt_tokens: usize, s: &Sampling, logprobs: bool) -> Result<Response, ApiError> {
+    let n = choices(s)? as usize;
+    let fmt = Format::new(Kind::Completion, ready, s, logprobs, None);
+    let lp = if logprobs { fmt.completion_logprobs(Some(e), &[]) } else { Value::Null };
+    let choice = |i: usize| json!({"index": i, "text": e.text, "logprobs": lp, "finish_reason": "length"});
+    if !s.stream {
+        let body = json!({"id": fmt.id, "object": "text_completion", "created": fmt.created, "model": fmt.model,
+                          "choices": (0..n).map(choice).collect::<Vec<_>>(), "usage": usage(prompt_tokens, 0)});
+        return Ok(Json(body).into_response());
+    }
+    let mut events: Vec<Sse> = (0..n).map(|i| fmt.chunk(choice(i), Value::Null)).collect();
+    if fmt.include_usage {
+        events.push(fmt.chunk(Value::Null, usage(prompt_tokens, 0)));
+    }
+    events.push(Sse::default().data("[DONE]"));
+    Ok(axum::response::Sse::new(futures_util::stream::iter(events).map(Ok::<_, Infallible>)).into_response())
 }
 
 /// A message with its content as one string (a list of text parts is joined).
@@ -161,10 +217,7 @@ fn build(
     mut stop: Vec<String>,
     chat: bool,
 ) -> Result<Vec<(GenRequest, UnboundedReceiver<Event>)>, ApiError> {
-    let n = s.n.unwrap_or(1);
-    if !(1..=MAX_N).contains(&n) {
-        return Err(ApiError::field("n", format!("n must be between 1 and {MAX_N}, got {n}")));
-    }
+    let n = choices(s)?;
     if let Some(f) = s.response_format.as_ref().filter(|f| f.kind != "text") {
         return Err(ApiError::field("response_format", format!("response_format of type \"{}\" is not supported; only \"text\"", f.kind)));
     }
@@ -251,6 +304,15 @@ fn build(
     Ok((0..n).map(choice).collect())
 }
 
+/// The number of choices asked for (`n`), checked.
+fn choices(s: &Sampling) -> Result<u64, ApiError> {
+    let n = s.n.unwrap_or(1);
+    if !(1..=MAX_N).contains(&n) {
+        return Err(ApiError::field("n", format!("n must be between 1 and {MAX_N}, got {n}")));
+    }
+    Ok(n)
+}
+
 /// OpenAI's `logit_bias` as (id, bias): keys are token ids written as
 /// strings, values between -100 and 100.
 fn logit_bias(m: Option<&std::collections::BTreeMap<String, f32>>, vocab: usize) -> Result<Vec<(u32, f32)>, ApiError> {
@@ -280,6 +342,7 @@ async fn run(
     logprobs: Option<usize>,
     stop: Vec<String>,
     chat: bool,
+    echo: Option<Echo>,
 ) -> Result<Response, ApiError> {
     let reqs = build(ready, prompt, &s, logprobs, stop, chat)?;
     let (n, prompt_tokens) = (reqs.len(), reqs[0].0.prompt.len());
@@ -309,14 +372,7 @@ async fn run(
     }
     // The choices' events as they come, each with its index.
     let events = futures_util::stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |ev| (i, ev))));
-    let fmt = Format {
-        kind,
-        id: format!("{}-{:016x}", if kind == Kind::Chat { "chatcmpl" } else { "cmpl" }, rand::random::<u64>()),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-        model: ready.name.clone(),
-        include_usage: s.stream_options.as_ref().is_some_and(|o| o.include_usage),
-        logprobs: logprobs.is_some(),
-    };
+    let fmt = Format::new(kind, ready, &s, logprobs.is_some(), echo);
     if s.stream {
         let head = futures_util::stream::iter(fmt.start(n));
         let mut tally = Tally { left: n, prompt: prompt_tokens, completion: 0, ended: false };
@@ -352,146 +408,19 @@ async fn collect(fmt: Format, n: usize, mut events: impl futures_util::Stream<It
         return Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the generation ended without a result"));
     }
     let choices: Vec<Value> = (0..n)
-        .map(|i| {
-            let lp = fmt.logprobs.then(|| fmt.logprobs_json(&lps[i], 0));
-            match fmt.kind {
-                Kind::Chat => json!({"index": i, "message": {"role": "assistant", "content": texts[i]}, "logprobs": lp, "finish_reason": finish[i]}),
-                Kind::Completion => json!({"index": i, "text": texts[i], "logprobs": lp, "finish_reason": finish[i]}),
+        .map(|i| match fmt.kind {
+            Kind::Chat => {
+                let lp = fmt.logprobs.then(|| fmt.logprobs_json(&lps[i]));
+                json!({"index": i, "message": {"role": "assistant", "content": texts[i]}, "logprobs": lp, "finish_reason": finish[i]})
+            }
+            Kind::Completion => {
+                let lp = fmt.logprobs.then(|| fmt.completion_logprobs(fmt.echo.as_ref(), &lps[i]));
+                let text = fmt.echo.as_ref().map_or(String::new(), |e| e.text.clone()) + &texts[i];
+                json!({"index": i, "text": text, "logprobs": lp, "finish_reason": finish[i]})
             }
         })
         .collect();
     let object = if fmt.kind == Kind::Chat { "chat.completion" } else { "text_completion" };
     let body = json!({"id": fmt.id, "object": object, "created": fmt.created, "model": fmt.model, "choices": choices, "usage": usage(prompt, completion)});
     Ok(Json(body).into_response())
-}
-
-/// A stream's count of the choices still running and of their tokens, for
-/// the usage chunk and the final `[DONE]` after the last choice ends.
-struct Tally {
-    left: usize,
-    prompt: usize,
-    completion: usize,
-    /// `[DONE]` has been sent (after the last choice, or an error).
-    ended: bool,
-}
-
-impl Tally {
-    /// Chunks for choice `i`'s event; None ends the stream.
-    fn chunks(&mut self, fmt: &Format, i: usize, ev: Event) -> Option<Vec<Sse>> {
-        if self.ended {
-            return None;
-        }
-        match &ev {
-            Event::Done { completion_tokens, .. } => (self.left, self.completion) = (self.left - 1, self.completion + completion_tokens),
-            Event::Error(_) => self.ended = true,
-            Event::Text { .. } => {}
-        }
-        let mut out = fmt.chunks(i, ev);
-        if self.left == 0 && !self.ended {
-            if fmt.include_usage {
-                out.push(fmt.chunk(Value::Null, usage(self.prompt, self.completion)));
-            }
-            out.push(Sse::default().data("[DONE]"));
-            self.ended = true;
-        }
-        Some(out)
-    }
-}
-
-fn usage(prompt: usize, completion: usize) -> Value {
-    json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion})
-}
-
-/// Turns engine events into OpenAI's response chunks.
-struct Format {
-    kind: Kind,
-    id: String,
-    created: u64,
-    model: String,
-    include_usage: bool,
-    logprobs: bool,
-}
-
-impl Format {
-    fn chunk(&self, choice: Value, usage: Value) -> Sse {
-        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
-        let choices = if choice.is_null() { json!([]) } else { json!([choice]) };
-        let mut c = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices});
-        if self.include_usage {
-            c["usage"] = usage;
-        }
-        Sse::default().data(c.to_string())
-    }
-
-    /// The first chunks: the assistant's role for each of `n` choices (chat only).
-    fn start(&self, n: usize) -> Vec<Sse> {
-        match self.kind {
-            Kind::Chat => (0..n)
-                .map(|i| self.chunk(json!({"index": i, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}), Value::Null))
-                .collect(),
-            Kind::Completion => Vec::new(),
-        }
-    }
-
-    /// Choice `i`'s event as chunks (`Tally` adds the usage and `[DONE]`
-    /// after the last choice).
-    fn chunks(&self, i: usize, ev: Event) -> Vec<Sse> {
-        match ev {
-            Event::Text { text, logprobs } => {
-                let lp = if self.logprobs { self.logprobs_json(&logprobs, 0) } else { Value::Null };
-                let choice = match self.kind {
-                    Kind::Chat => json!({"index": i, "delta": {"content": text}, "logprobs": lp, "finish_reason": null}),
-                    Kind::Completion => json!({"index": i, "text": text, "logprobs": lp, "finish_reason": null}),
-                };
-                vec![self.chunk(choice, Value::Null)]
-            }
-            Event::Done { finish_reason, .. } => {
-                let choice = match self.kind {
-                    Kind::Chat => json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": finish_reason}),
-                    Kind::Completion => json!({"index": i, "text": "", "logprobs": null, "finish_reason": finish_reason}),
-                };
-                vec![self.chunk(choice, Value::Null)]
-            }
-            Event::Error(e) => {
-                let err = json!({"error": {"message": e, "type": "server_error", "param": null, "code": null}});
-                vec![Sse::default().data(err.to_string()), Sse::default().data("[DONE]")]
-            }
-        }
-    }
-
-    /// Chat: `{"content": [{token, logprob, bytes, top_logprobs}]}`.
-    /// Completions: `{tokens, token_logprobs, top_logprobs, text_offset}`.
-    fn logprobs_json(&self, lps: &[TokenLogprob], offset: usize) -> Value {
-        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-        match self.kind {
-            Kind::Chat => {
-                let entry = |b: &[u8], lp: f32| json!({"token": text(b), "logprob": lp, "bytes": b});
-                let content: Vec<Value> = lps
-                    .iter()
-                    .map(|t| {
-                        let mut e = entry(&t.bytes, t.logprob);
-                        e["top_logprobs"] = t.top.iter().map(|(_, b, lp)| entry(b, *lp)).collect();
-                        e
-                    })
-                    .collect();
-                json!({"content": content})
-            }
-            Kind::Completion => {
-                let mut at = offset;
-                let mut offsets = Vec::new();
-                for t in lps {
-                    offsets.push(at);
-                    at += t.bytes.len();
-                }
-                let top: Vec<Value> =
-                    lps.iter().map(|t| t.top.iter().map(|(_, b, lp)| (text(b), json!(lp))).collect::<serde_json::Map<_, _>>().into()).collect();
-                json!({
-                    "tokens": lps.iter().map(|t| text(&t.bytes)).collect::<Vec<_>>(),
-                    "token_logprobs": lps.iter().map(|t| t.logprob).collect::<Vec<_>>(),
-                    "top_logprobs": top,
-                    "text_offset": offsets,
-                })
-            }
-        }
-    }
 }

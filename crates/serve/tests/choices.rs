@@ -1,10 +1,10 @@
-//! `n` choices per request and `logit_bias`, against the tiny random model
-//! the other API tests serve.
+//! `n` choices per request, `logit_bias` and `echo`, against the tiny random
+//! model the other API tests serve.
 
 mod common;
 
 use attn_serve::ServeOptions;
-use common::Server;
+use common::{streamed_text, Server};
 use serde_json::{json, Value};
 
 /// A completion request for 8 sampled tokens past "The quick brown".
@@ -98,4 +98,59 @@ async fn logit_bias_pushes_a_token_in_or_out() {
     // The logprobs stay the model's own (before the bias): the runner-up is
     // at most as likely as the greedy token was.
     assert!(first(&r)["logprob"].as_f64().unwrap() <= first(&base)["logprob"].as_f64().unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_returns_the_prompt_and_scores_it() {
+    let s = Server::start(ServeOptions::default()).await;
+    let tok = common::tokenizer();
+    let prompt = "The quick brown fox";
+    let ids = tok.encode(prompt).unwrap();
+    let n = ids.len();
+    let body = json!({"prompt": prompt, "max_tokens": 4, "temperature": 0, "ignore_eos": true, "logprobs": 2});
+    let (_, plain) = s.post("/v1/completions", body.clone()).await;
+    let mut echoed = body.clone();
+    echoed["echo"] = json!(true);
+    let (st, r) = s.post("/v1/completions", echoed.clone()).await;
+    assert_eq!(st, 200, "{r}");
+    // The prompt, then the very completion a plain request gets.
+    let (c, p) = (&r["choices"][0], &plain["choices"][0]);
+    assert_eq!(c["text"].as_str().unwrap(), format!("{prompt}{}", p["text"].as_str().unwrap()));
+    let (lp, plp) = (&c["logprobs"], &p["logprobs"]);
+    assert_eq!(lp["tokens"].as_array().unwrap().len(), n + 4);
+    assert!(lp["token_logprobs"][0].is_null() && lp["top_logprobs"][0].is_null(), "{lp}");
+    assert_eq!(lp["token_logprobs"].as_array().unwrap()[n..], plp["token_logprobs"].as_array().unwrap()[..]);
+    assert_eq!(lp["top_logprobs"].as_array().unwrap()[n..], plp["top_logprobs"].as_array().unwrap()[..]);
+    assert_eq!(lp["text_offset"][n], prompt.len());
+    assert_eq!(r["usage"], plain["usage"]);
+    // Prompt token i scores as log_softmax of the model's logits at i - 1,
+    // recomputed here from the same weights.
+    let mut model = common::model(tok.as_ref());
+    model.forward(&ids, None, 1, n).unwrap();
+    let v = model.logits().len() / n;
+    for i in 1..n {
+        let row = &model.logits()[(i - 1) * v..i * v];
+        let lse = row.iter().map(|&x| (x as f64).exp()).sum::<f64>().ln();
+        let want = row[ids[i] as usize] as f64 - lse;
+        let got = lp["token_logprobs"][i].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-5, "token {i}: {got} vs {want}");
+        assert_eq!(lp["top_logprobs"][i].as_object().unwrap().len(), 2);
+    }
+
+    // max_tokens 0: the prompt alone, scored, nothing generated (what
+    // evaluation harnesses send).
+    let (st, r0) = s.post("/v1/completions", json!({"prompt": prompt, "max_tokens": 0, "echo": true, "logprobs": 0})).await;
+    assert_eq!(st, 200, "{r0}");
+    assert_eq!(r0["choices"][0]["text"], prompt);
+    assert_eq!(r0["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap()[..], lp["token_logprobs"].as_array().unwrap()[..n]);
+    assert_eq!(r0["usage"]["completion_tokens"], 0);
+    // Without echo, max_tokens 0 is still refused.
+    let (st, _) = s.post("/v1/completions", json!({"prompt": prompt, "max_tokens": 0})).await;
+    assert_eq!(st, 400);
+
+    // Streamed: the first chunk is the prompt, the text adds up the same.
+    echoed["stream"] = json!(true);
+    let ev = s.stream("/v1/completions", echoed).await;
+    assert_eq!(ev[0]["choices"][0]["text"], prompt);
+    assert_eq!(streamed_text(&ev), c["text"].as_str().unwrap());
 }
