@@ -44,6 +44,9 @@ pub struct GenRequest {
     pub eos: Vec<u32>,
     /// Log probabilities of each generated token, with this many alternatives.
     pub logprobs: Option<usize>,
+    /// The next request sent is another choice of the same request: the
+    /// same prompt and length, so this one's prefill is kept for it.
+    pub prompt_for_next: bool,
     pub events: UnboundedSender<Event>,
 }
 
@@ -113,6 +116,13 @@ struct Seq {
     adjusted: Vec<f32>,
 }
 
+/// A prompt run through the model, kept for the next choice of its request.
+struct Prefilled {
+    prompt: Vec<u32>,
+    cache: Cache,
+    logits: Vec<f32>,
+}
+
 pub struct Engine {
     pub model: Transformer,
     pub tok: Arc<dyn Tokenizer>,
@@ -128,6 +138,7 @@ impl Engine {
     pub fn run(mut self, rx: Receiver<Work>, mut scratch: attn_model::BatchScratch) {
         let mut waiting: VecDeque<(GenRequest, Instant)> = VecDeque::new();
         let mut active: Vec<Seq> = Vec::new();
+        let mut shared: Option<Prefilled> = None;
         self.metrics.set_slots(self.parallel);
         loop {
             if active.is_empty() && waiting.is_empty() {
@@ -148,7 +159,7 @@ impl Engine {
                 }
                 // Busy from the prefill on: its first token reaches the client before the step.
                 self.metrics.set_busy(active.len() + 1);
-                if let Some(seq) = self.admit(req, enqueued) {
+                if let Some(seq) = self.admit(req, enqueued, &mut shared) {
                     active.push(seq);
                 }
                 self.metrics.set_busy(active.len());
@@ -205,8 +216,8 @@ impl Engine {
 
     /// Prefills a request and samples its first token. None when it is
     /// already finished (or failed; its client has been told).
-    fn admit(&mut self, req: GenRequest, enqueued: Instant) -> Option<Seq> {
-        let (cache, sampler, logits) = match self.start(&req) {
+    fn admit(&mut self, req: GenRequest, enqueued: Instant, shared: &mut Option<Prefilled>) -> Option<Seq> {
+        let (cache, sampler, logits) = match self.start(&req, shared) {
             Ok(started) => started,
             Err(e) => {
                 let _ = req.events.send(Event::Error(e));
@@ -219,11 +230,24 @@ impl Engine {
     }
 
     /// The request's cache, filled with its prompt; its sampler; the logits
-    /// of its first token.
-    fn start(&mut self, req: &GenRequest) -> Result<(Cache, Sampler, Vec<f32>), String> {
-        let mut cache = self.model.new_cache(req.prompt.len() + req.max_tokens).map_err(|e| e.to_string())?;
+    /// of its first token. The prompt is run through the model unless
+    /// `shared` holds it already (the choice before, of the same request);
+    /// a copy is kept there when the next request is another choice.
+    fn start(&mut self, req: &GenRequest, shared: &mut Option<Prefilled>) -> Result<(Cache, Sampler, Vec<f32>), String> {
         let sampler = Sampler::new(req.sampling, req.seed).map_err(|e| e.to_string())?;
-        let logits = self.model.prefill(&mut cache, &req.prompt).map_err(|e| e.to_string())?.to_vec();
+        let capacity = req.prompt.len() + req.max_tokens;
+        let (cache, logits) = match shared.take() {
+            Some(p) if p.prompt == req.prompt && p.cache.capacity() == capacity => (p.cache, p.logits),
+            _ => {
+                let mut cache = self.model.new_cache(capacity).map_err(|e| e.to_string())?;
+                let logits = self.model.prefill(&mut cache, &req.prompt).map_err(|e| e.to_string())?.to_vec();
+                self.metrics.prefill_tokens(req.prompt.len());
+                (cache, logits)
+            }
+        };
+        if req.prompt_for_next {
+            *shared = Some(Prefilled { prompt: req.prompt.clone(), cache: cache.clone(), logits: logits.clone() });
+        }
         Ok((cache, sampler, logits))
     }
 

@@ -17,6 +17,7 @@ pub struct Metrics {
     /// Error responses by status code.
     errors: Mutex<Vec<(u16, u64)>>,
     prompt_tokens: AtomicU64,
+    prefill_tokens: AtomicU64,
     completion_tokens: AtomicU64,
     cancelled: AtomicU64,
     queued: AtomicUsize,
@@ -61,6 +62,11 @@ impl Metrics {
     /// Adds `n` prompt tokens.
     pub fn prompt_tokens(&self, n: usize) {
         self.prompt_tokens.fetch_add(n as u64, Relaxed);
+    }
+
+    /// Counts prompt tokens run through the model.
+    pub fn prefill_tokens(&self, n: usize) {
+        self.prefill_tokens.fetch_add(n as u64, Relaxed);
     }
 
     /// Counts one generated token.
@@ -137,6 +143,12 @@ impl Metrics {
         let d = self.decode.lock().expect("metrics lock");
         let simple = [
             ("attn_prompt_tokens_total", "counter", "Prompt tokens of generation requests.", self.prompt_tokens.load(Relaxed).to_string()),
+            (
+                "attn_prefill_tokens_total",
+                "counter",
+                "Prompt tokens run through the model (the choices of one request share one prefill).",
+                self.prefill_tokens.load(Relaxed).to_string(),
+            ),
             ("attn_completion_tokens_total", "counter", "Tokens generated.", self.completion_tokens.load(Relaxed).to_string()),
             ("attn_requests_cancelled_total", "counter", "Generations stopped because the client went away.", self.cancelled.load(Relaxed).to_string()),
             ("attn_queue_length", "gauge", "Requests waiting for a slot.", self.queued.load(Relaxed).to_string()),

@@ -297,6 +297,7 @@ fn build(
             stop: stop.clone(),
             eos: eos.clone(),
             logprobs,
+            prompt_for_next: i + 1 < n,
             events: tx,
         };
         (req, rx)
@@ -360,8 +361,7 @@ async fn run(
             .code("queue_full"));
         }
     }
-    // Each choice prefills the prompt (no cache is shared between them).
-    st.metrics.prompt_tokens(n * prompt_tokens);
+    st.metrics.prompt_tokens(prompt_tokens);
     let mut rxs = Vec::with_capacity(n);
     for (i, (req, rx)) in reqs.into_iter().enumerate() {
         if ready.work.send(Work::Generate(req, Instant::now())).is_err() {

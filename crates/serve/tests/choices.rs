@@ -15,8 +15,12 @@ fn sampled(seed: u64, n: u64) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn n_choices_are_the_single_requests_of_their_seeds() {
     let s = Server::start(ServeOptions::default()).await;
+    let p = common::tokenizer().encode("The quick brown").unwrap().len() as u64;
+    let prefilled = s.metric("attn_prefill_tokens_total").await;
     let (st, r) = s.post("/v1/completions", sampled(7, 3)).await;
     assert_eq!(st, 200, "{r}");
+    // The three choices share one prefill of the prompt.
+    assert_eq!(s.metric("attn_prefill_tokens_total").await - prefilled, p as f64);
     let choices = r["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 3);
     for (i, c) in choices.iter().enumerate() {
@@ -29,7 +33,6 @@ async fn n_choices_are_the_single_requests_of_their_seeds() {
     let texts: std::collections::HashSet<&str> = choices.iter().map(|c| c["text"].as_str().unwrap()).collect();
     assert!(texts.len() > 1, "three sampled choices came out the same: {texts:?}");
     // The prompt is counted once, every choice's tokens.
-    let p = common::tokenizer().encode("The quick brown").unwrap().len() as u64;
     assert_eq!(r["usage"], json!({"prompt_tokens": p, "completion_tokens": 24, "total_tokens": p + 24}));
 
     // Streamed: each choice's chunks carry its index and add up to its text;

@@ -29,7 +29,9 @@ use crate::params::{LayerIndex, Lin};
 const CHUNK: usize = 256;
 
 /// Keys and values of every layer for up to `capacity` positions, plus the
-/// buffers one chunk needs, allocated once.
+/// buffers one chunk needs, allocated once. A clone holds the same positions:
+/// a prompt prefilled once can start several sequences.
+#[derive(Clone)]
 pub struct Cache {
     pub(super) capacity: usize,
     pub(super) len: usize,
