@@ -118,16 +118,19 @@ async fn completions_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError
         return Err(ApiError::field("logprobs", "logprobs must be between 0 and 5"));
     }
     let logprobs = req.logprobs.map(|k| k as usize);
+    // `echo` with `max_tokens: 0` scores the prompt and generates nothing
+    // (what evaluation harnesses send); every other field is checked first,
+    // as for a one-token request.
+    let score_only = req.echo && sampling.max_tokens == Some(0);
+    if score_only {
+        build(ready, prompt.clone(), &Sampling { max_tokens: Some(1), ..sampling.clone() }, logprobs, Vec::new(), false)?;
+    }
     let echo = match req.echo {
         true => Some(echo(ready, &prompt, text, logprobs).await?),
         false => None,
     };
-    // `echo` with `max_tokens: 0` scores the prompt and generates nothing
-    // (what evaluation harnesses send).
-    if let (Some(e), Some(0)) = (&echo, sampling.max_tokens) {
-        if !prompt.is_empty() {
-            return echo_only(ready, e, prompt.len(), &sampling, logprobs.is_some());
-        }
+    if let (Some(e), true) = (&echo, score_only) {
+        return echo_only(ready, e, prompt.len(), &sampling, logprobs.is_some());
     }
     run(st, ready, Kind::Completion, prompt, sampling, logprobs, Vec::new(), false, echo).await
 }
@@ -159,7 +162,7 @@ async fn echo(ready: &Ready, prompt: &[u32], text: Option<String>, logprobs: Opt
 
 /// The answer to `echo` with `max_tokens: 0`: every choice is the prompt.
 fn echo_only(ready: &Ready, e: &Echo, prompt_tokens: usize, s: &Sampling, logprobs: bool) -> Result<Response, ApiError> {
-    let n = choices(s)? as usize;
+    let n = s.n.unwrap_or(1) as usize;
     let fmt = Format::new(Kind::Completion, ready, s, logprobs, None);
     let lp = if logprobs { fmt.completion_logprobs(Some(e), &[]) } else { Value::Null };
     let choice = |i: usize| json!({"index": i, "text": e.text, "logprobs": lp, "finish_reason": "length"});

@@ -147,6 +147,9 @@ async fn echo_returns_the_prompt_and_scores_it() {
     assert_eq!(r0["choices"][0]["text"], prompt);
     assert_eq!(r0["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap()[..], lp["token_logprobs"].as_array().unwrap()[..n]);
     assert_eq!(r0["usage"]["completion_tokens"], 0);
+    // The other fields are still checked.
+    let (st, r) = s.post("/v1/completions", json!({"prompt": prompt, "max_tokens": 0, "echo": true, "temperature": 3})).await;
+    assert_eq!((st, r["error"]["param"].as_str()), (400, Some("temperature")), "{r}");
     // Without echo, max_tokens 0 is still refused.
     let (st, _) = s.post("/v1/completions", json!({"prompt": prompt, "max_tokens": 0})).await;
     assert_eq!(st, 400);
