@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::sse::{Event as Sse, KeepAlive};
+use axum::response::sse::KeepAlive;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures_util::StreamExt;
@@ -117,22 +117,8 @@ async fn completions_inner(st: &AppState, b: &[u8]) -> Result<Response, ApiError
     if req.logprobs.is_some_and(|k| k > 5) {
         return Err(ApiError::field("logprobs", "logprobs must be between 0 and 5"));
     }
-    let logprobs = req.logprobs.map(|k| k as usize);
-    // `echo` with `max_tokens: 0` scores the prompt and generates nothing
-    // (what evaluation harnesses send); every other field is checked first,
-    // as for a one-token request.
-    let score_only = req.echo && sampling.max_tokens == Some(0);
-    if score_only {
-        build(ready, prompt.clone(), &Sampling { max_tokens: Some(1), ..sampling.clone() }, logprobs, Vec::new(), false)?;
-    }
-    let echo = match req.echo {
-        true => Some(echo(ready, &prompt, text, logprobs).await?),
-        false => None,
-    };
-    if let (Some(e), true) = (&echo, score_only) {
-        return echo_only(ready, e, prompt.len(), &sampling, logprobs.is_some());
-    }
-    run(st, ready, Kind::Completion, prompt, sampling, logprobs, Vec::new(), false, echo).await
+    let echo = req.echo.then_some(text);
+    run(st, ready, Kind::Completion, prompt, sampling, req.logprobs.map(|k| k as usize), Vec::new(), false, echo).await
 }
 
 /// The prompt as `echo` returns it: its text (as sent, or decoded from the
@@ -158,25 +144,6 @@ async fn echo(ready: &Ready, prompt: &[u32], text: Option<String>, logprobs: Opt
         _ => Vec::new(),
     };
     Ok(Echo { text, first, rest, scored: logprobs.is_some() })
-}
-
-/// The answer to `echo` with `max_tokens: 0`: every choice is the prompt.
-fn echo_only(ready: &Ready, e: &Echo, prompt_tokens: usize, s: &Sampling, logprobs: bool) -> Result<Response, ApiError> {
-    let n = s.n.unwrap_or(1) as usize;
-    let fmt = Format::new(Kind::Completion, ready, s, logprobs, None);
-    let lp = if logprobs { fmt.completion_logprobs(Some(e), &[]) } else { Value::Null };
-    let choice = |i: usize| json!({"index": i, "text": e.text, "logprobs": lp, "finish_reason": "length"});
-    if !s.stream {
-        let body = json!({"id": fmt.id, "object": "text_completion", "created": fmt.created, "model": fmt.model,
-                          "choices": (0..n).map(choice).collect::<Vec<_>>(), "usage": usage(prompt_tokens, 0)});
-        return Ok(Json(body).into_response());
-    }
-    let mut events: Vec<Sse> = (0..n).map(|i| fmt.chunk(choice(i), Value::Null)).collect();
-    if fmt.include_usage {
-        events.push(fmt.chunk(Value::Null, usage(prompt_tokens, 0)));
-    }
-    events.push(Sse::default().data("[DONE]"));
-    Ok(axum::response::Sse::new(futures_util::stream::iter(events).map(Ok::<_, Infallible>)).into_response())
 }
 
 /// A message with its content as one string (a list of text parts is joined).
@@ -211,14 +178,17 @@ const MAX_N: u64 = 128;
 /// Checks the sampling fields against the model and builds the requests:
 /// one per choice (`n`), each with its own seed (the request's seed plus
 /// the choice's index), so that the choices differ when sampling and a
-/// seed repeats all of them.
+/// seed repeats all of them. `score_only` (`echo` with `max_tokens: 0`)
+/// checks the same fields and builds none: nothing is generated.
+#[allow(clippy::too_many_arguments)]
 fn build(
     ready: &Ready,
-    prompt: Vec<u32>,
+    prompt: &[u32],
     s: &Sampling,
     logprobs: Option<usize>,
     mut stop: Vec<String>,
     chat: bool,
+    score_only: bool,
 ) -> Result<Vec<(GenRequest, UnboundedReceiver<Event>)>, ApiError> {
     let n = choices(s)?;
     if let Some(f) = s.response_format.as_ref().filter(|f| f.kind != "text") {
@@ -241,7 +211,8 @@ fn build(
         .code("context_length_exceeded"));
     }
     let max_tokens = match s.max_completion_tokens.or(s.max_tokens) {
-        Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1")),
+        Some(0) if score_only => 0,
+        Some(0) => return Err(ApiError::field("max_tokens", "max_tokens must be at least 1 (or 0 with echo, to score the prompt)")),
         Some(m) if p as u64 + m > ctx as u64 => {
             return Err(ApiError::field(
                 "max_tokens",
@@ -286,11 +257,14 @@ fn build(
         (false, false) => ready.eos.clone(),
     };
     let logit_bias = logit_bias(s.logit_bias.as_ref(), ready.tok.vocab_size())?;
+    if score_only {
+        return Ok(Vec::new());
+    }
     let seed = s.seed.map_or_else(rand::random, |x| x as u64);
     let choice = |i: u64| {
         let (tx, rx) = unbounded_channel();
         let req = GenRequest {
-            prompt: prompt.clone(),
+            prompt: prompt.to_vec(),
             max_tokens,
             sampling,
             seed: seed.wrapping_add(i),
@@ -336,6 +310,10 @@ fn logit_bias(m: Option<&std::collections::BTreeMap<String, f32>>, vocab: usize)
         .collect()
 }
 
+/// Checks and queues the request's choices, then answers as they finish,
+/// whole or streamed. `echo` is `Some(the prompt's text as sent, or None
+/// when sent as ids)` where the prompt goes back before the completion;
+/// with `max_tokens: 0` nothing is generated and every choice ends at once.
 #[allow(clippy::too_many_arguments)]
 async fn run(
     st: &AppState,
@@ -346,14 +324,43 @@ async fn run(
     logprobs: Option<usize>,
     stop: Vec<String>,
     chat: bool,
-    echo: Option<Echo>,
+    echo: Option<Option<String>>,
 ) -> Result<Response, ApiError> {
-    let reqs = build(ready, prompt, &s, logprobs, stop, chat)?;
+    let score_only = echo.is_some() && s.max_tokens == Some(0);
+    let reqs = build(ready, &prompt, &s, logprobs, stop, chat, score_only)?;
+    let (n, prompt_tokens) = (choices(&s)? as usize, prompt.len());
+    let echo = match echo {
+        Some(text) => Some(self::echo(ready, &prompt, text, logprobs).await?),
+        None => None,
+    };
+    let events = if score_only {
+        let done = move |i| (i, Event::Done { finish_reason: "length", prompt_tokens, completion_tokens: 0 });
+        futures_util::stream::iter((0..n).map(done)).boxed()
+    } else {
+        queue(st, ready, reqs)?.boxed()
+    };
+    let fmt = Format::new(kind, ready, &s, logprobs.is_some(), echo);
+    if s.stream {
+        let head = futures_util::stream::iter(fmt.start(n));
+        let mut tally = Tally { left: n, prompt: prompt_tokens, completion: 0, ended: false };
+        let body = events.scan((), move |_, (i, ev)| futures_util::future::ready(tally.chunks(&fmt, i, ev))).flat_map(futures_util::stream::iter);
+        let sse = axum::response::Sse::new(head.chain(body).map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default());
+        return Ok(sse.into_response());
+    }
+    collect(fmt, n, events).await
+}
+
+/// Sends every choice to the engine (all of them queue, or none) and
+/// returns their events as they come, each with its index.
+fn queue(
+    st: &AppState,
+    ready: &Ready,
+    reqs: Vec<(GenRequest, UnboundedReceiver<Event>)>,
+) -> Result<impl futures_util::Stream<Item = (usize, Event)> + Send + 'static, ApiError> {
     let (n, prompt_tokens) = (reqs.len(), reqs[0].0.prompt.len());
     if n > st.opts.queue {
         return Err(ApiError::field("n", format!("n = {n} is more than the {} requests this server queues at once (--queue); lower n", st.opts.queue)));
     }
-    // Every choice is a sequence of its own: all of them queue, or none.
     for queued in 0..n {
         if !st.metrics.try_enqueue(st.opts.queue) {
             (0..queued).for_each(|_| st.metrics.dequeued());
@@ -373,17 +380,7 @@ async fn run(
         }
         rxs.push(rx);
     }
-    // The choices' events as they come, each with its index.
-    let events = futures_util::stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |ev| (i, ev))));
-    let fmt = Format::new(kind, ready, &s, logprobs.is_some(), echo);
-    if s.stream {
-        let head = futures_util::stream::iter(fmt.start(n));
-        let mut tally = Tally { left: n, prompt: prompt_tokens, completion: 0, ended: false };
-        let body = events.scan((), move |_, (i, ev)| futures_util::future::ready(tally.chunks(&fmt, i, ev))).flat_map(futures_util::stream::iter);
-        let sse = axum::response::Sse::new(head.chain(body).map(Ok::<_, Infallible>)).keep_alive(KeepAlive::default());
-        return Ok(sse.into_response());
-    }
-    collect(fmt, n, events).await
+    Ok(futures_util::stream::select_all(rxs.into_iter().enumerate().map(|(i, rx)| UnboundedReceiverStream::new(rx).map(move |ev| (i, ev)))))
 }
 
 /// Waits for every choice and answers with one JSON object.

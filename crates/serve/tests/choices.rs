@@ -147,6 +147,13 @@ async fn echo_returns_the_prompt_and_scores_it() {
     assert_eq!(r0["choices"][0]["text"], prompt);
     assert_eq!(r0["choices"][0]["logprobs"]["token_logprobs"].as_array().unwrap()[..], lp["token_logprobs"].as_array().unwrap()[..n]);
     assert_eq!(r0["usage"]["completion_tokens"], 0);
+    // Streamed alike: the prompt, a finish per choice, [DONE].
+    let ev = s.stream("/v1/completions", json!({"prompt": prompt, "max_tokens": 0, "echo": true, "n": 2, "stream": true})).await;
+    assert_eq!(ev.len(), 5, "{ev:?}");
+    for i in 0..2 {
+        assert_eq!((&ev[i]["choices"][0]["index"], &ev[i]["choices"][0]["text"]), (&json!(i), &json!(prompt)));
+        assert_eq!(ev[2 + i]["choices"][0]["finish_reason"], "length");
+    }
     // The other fields are still checked.
     let (st, r) = s.post("/v1/completions", json!({"prompt": prompt, "max_tokens": 0, "echo": true, "temperature": 3})).await;
     assert_eq!((st, r["error"]["param"].as_str()), (400, Some("temperature")), "{r}");

@@ -83,7 +83,7 @@ impl Format {
         }
     }
 
-    pub(super) fn chunk(&self, choice: Value, usage: Value) -> Sse {
+    fn chunk(&self, choice: Value, usage: Value) -> Sse {
         let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
         let choices = if choice.is_null() { json!([]) } else { json!([choice]) };
         let mut c = json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices});
