@@ -61,7 +61,7 @@ pub fn activation_forward(
     }
 }
 
-/// Accumulates dinp += dout * act'(inp).
+/// Writes dinp = dout * act'(inp) (not added: nothing else feeds it).
 pub fn activation_backward(
     act: Activation,
     dinp: &mut [f32], // (N)
@@ -99,22 +99,22 @@ dispatch! {
 }
 
 dispatch! {
-    /// dinp += dout * relu'(inp); relu'(0) = 0, as PyTorch takes it.
+    /// dinp = dout * relu'(inp); relu'(0) = 0, as PyTorch takes it.
     [Avx2]
     fn relu_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
         for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
-            *di += (if x > 0.0 { 1.0 } else { 0.0 }) * dy;
+            *di = (if x > 0.0 { 1.0 } else { 0.0 }) * dy;
         }
     }
 }
 
 dispatch! {
-    /// dinp += dout * silu'(inp), silu' = s (1 + x (1 - s)).
+    /// dinp = dout * silu'(inp), silu' = s (1 + x (1 - s)).
     [Avx2]
     fn silu_backward_chunk(dinp: &mut [f32], inp: &[f32], dout: &[f32]) {
         for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
             let s = 1.0 / (1.0 + crate::simd::exp(-x));
-            *di += s * (1.0 + x * (1.0 - s)) * dy;
+            *di = s * (1.0 + x * (1.0 - s)) * dy;
         }
     }
 }

@@ -28,7 +28,8 @@ dispatch! {
     }
 }
 
-/// Accumulates dinp += dout * gelu'(inp).
+/// Writes dinp = dout * gelu'(inp): the activation is d(up)'s only source,
+/// so its buffer needs no zeroing first.
 pub fn gelu_backward(
     dinp: &mut [f32], // (N)
     inp: &[f32],      // (N)
@@ -45,7 +46,7 @@ dispatch! {
             let th = tanh(K * (x + A * x * x * x));
             // d/dx: 0.5 (1 + th) + 0.5 x (1 - th^2) K (1 + 3 A x^2)
             let grad = 0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * K * (1.0 + 3.0 * A * x * x);
-            *di += grad * dy;
+            *di = grad * dy;
         }
     }
 }
@@ -77,7 +78,7 @@ dispatch! {
     }
 }
 
-/// Accumulates dinp += dout * gelu'(inp) for the exact GELU:
+/// Writes dinp = dout * gelu'(inp) for the exact GELU:
 /// d/dx x Phi(x) = Phi(x) + x phi(x), phi the standard normal density.
 pub fn gelu_erf_backward(
     dinp: &mut [f32], // (N)
@@ -95,7 +96,7 @@ dispatch! {
         for ((di, &x), &dy) in dinp.iter_mut().zip(inp).zip(dout) {
             let cdf = 0.5 * (1.0 + crate::simd::erf(x * std::f32::consts::FRAC_1_SQRT_2));
             let pdf = INV_SQRT_2PI * crate::simd::exp(-0.5 * x * x);
-            *di += (cdf + x * pdf) * dy;
+            *di = (cdf + x * pdf) * dy;
         }
     }
 }

@@ -19,6 +19,8 @@ pub fn check_gradient(x: &mut [f32], analytic: &[f32], eps: f32, mut loss: impl 
         let num = (lp - lm) / (2.0 * eps as f64);
         let ana = analytic[i] as f64;
         let err = (num - ana).abs() / num.abs().max(ana.abs()).max(1.0);
+        // A NaN compares false with everything: count it as the worst error.
+        let err = if err.is_nan() { f64::INFINITY } else { err };
         if err > worst.max_err {
             worst = GradCheck { max_err: err, index: i, numeric: num, analytic: ana };
         }
@@ -55,4 +57,35 @@ pub fn projection(len: usize, seed: u64) -> Vec<f32> {
 /// The scalar loss of a check: sum(out * proj), in f64.
 pub fn weighted_sum(out: &[f32], proj: &[f32]) -> f64 {
     out.iter().zip(proj).map(|(&a, &b)| a as f64 * b as f64).sum()
+}
+
+/// The largest |a[i] - b[i]|, for the tests that compare a result with its
+/// reference. A NaN (or an infinity) on one side only counts as infinitely
+/// far: `f32::max` drops NaNs, so a plain fold would let a broken result
+/// pass. Equal infinities (masked logits on both sides) are no difference.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    let d = |x: f32, y: f32| {
+        if x == y {
+            0.0
+        } else if (x - y).is_nan() || (x - y).is_infinite() {
+            f32::INFINITY
+        } else {
+            (x - y).abs()
+        }
+    };
+    a.iter().zip(b).map(|(&x, &y)| d(x, y)).fold(0.0, f32::max)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn max_diff_sees_nans_and_infinities() {
+        assert_eq!(super::max_diff(&[1.0, 2.0], &[1.0, 2.5]), 0.5);
+        assert_eq!(super::max_diff(&[f32::NAN, 2.0], &[1.0, 2.0]), f32::INFINITY);
+        assert_eq!(super::max_diff(&[1.0, f32::NEG_INFINITY], &[1.0, f32::NEG_INFINITY]), 0.0);
+        assert_eq!(super::max_diff(&[1.0, f32::INFINITY], &[1.0, 3.0]), f32::INFINITY);
+        let r = super::check_gradient(&mut [1.0], &[f32::NAN], 1e-3, |x| x[0] as f64);
+        assert_eq!(r.max_err, f64::INFINITY);
+    }
 }

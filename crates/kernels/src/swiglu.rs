@@ -25,7 +25,7 @@ dispatch! {
     }
 }
 
-/// Accumulates dgate and dup.
+/// Writes dgate and dup (not added: nothing else feeds them).
 pub fn swiglu_backward(
     dgate: &mut [f32], // (N, I)
     dup: &mut [f32],   // (N, I)
@@ -49,8 +49,8 @@ dispatch! {
         for i in 0..n {
             let s = 1.0 / (1.0 + crate::simd::exp(-g[i]));
             // d silu / dg = s (1 + g (1 - s))
-            dg[i] += dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-            du[i] += dy[i] * g[i] * s;
+            dg[i] = dy[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+            du[i] = dy[i] * g[i] * s;
         }
     }
 }

@@ -114,7 +114,7 @@ fn attention_gradients_causal_and_bidirectional() {
 fn gelu_erf_gradients() {
     let mut x = randn(37, 13, 3.0);
     let proj = projection(37, 14);
-    let mut dx = vec![0.0; 37];
+    let mut dx = vec![f32::NAN; 37]; // written, not added to
     gelu_erf_backward(&mut dx, &x, &proj);
     let mut out = vec![0.0; 37];
     assert_ok(
@@ -130,7 +130,7 @@ fn gelu_erf_gradients() {
 fn gelu_gradients() {
     let mut x = randn(37, 11, 3.0);
     let proj = projection(37, 12);
-    let mut dx = vec![0.0; 37];
+    let mut dx = vec![f32::NAN; 37]; // written, not added to
     gelu_backward(&mut dx, &x, &proj);
     let mut out = vec![0.0; 37];
     assert_ok(
@@ -245,7 +245,7 @@ fn swiglu_gradients() {
     let mut g = randn(n, 51, 3.0);
     let mut u = randn(n, 52, 1.0);
     let proj = projection(n, 53);
-    let (mut dg, mut du) = (vec![0.0; n], vec![0.0; n]);
+    let (mut dg, mut du) = (vec![f32::NAN; n], vec![f32::NAN; n]); // written, not added to
     swiglu_backward(&mut dg, &mut du, &proj, &g, &u);
     let mut out = vec![0.0; n];
     let (g0, u0) = (g.clone(), u.clone());

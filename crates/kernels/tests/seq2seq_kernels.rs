@@ -114,7 +114,7 @@ fn activations_match_naive_and_differentiate() {
         activation_forward_naive(act, &mut slow, &x);
         assert!(max_diff(&fast, &slow) < 1e-5, "{act:?} forward");
         let proj = projection(x.len(), 9);
-        let mut dx = vec![0.0; x.len()];
+        let mut dx = vec![f32::NAN; x.len()]; // written, not added to
         activation_backward(act, &mut dx, &x, &proj);
         let r = check_gradient(&mut x, &dx, 1e-3, |x| {
             activation_forward(act, &mut fast, x);

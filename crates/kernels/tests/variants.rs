@@ -31,6 +31,14 @@ fn matmul_matches_naive() {
                     matmul_backward(Some(&mut dx1), &mut dw1, Some(&mut db1), &dy, &x, &w, n, c, oc, layout);
                     matmul_backward_naive(&mut dx2, &mut dw2, Some(&mut db2), &dy, &x, &w, n, c, oc, layout);
                     assert!(max_diff(&dx1, &dx2) < 1e-4 && max_diff(&dw1, &dw2) < 1e-4 && max_diff(&db1, &db2) < 1e-4);
+                    // The writing form: dx from garbage equals the naive sum
+                    // from zero, and dW, dbias still accumulate.
+                    let (mut dx3, mut dw3, mut db3) = (vec![f32::NAN; n * c], vec![0.5; c * oc], vec![0.5; oc]);
+                    let mut dx4 = vec![0.0; n * c];
+                    let (mut dw4, mut db4) = (vec![0.5; c * oc], vec![0.5; oc]);
+                    matmul_backward_set(Some(&mut dx3), &mut dw3, Some(&mut db3), &dy, &x, &w, n, c, oc, layout);
+                    matmul_backward_naive(&mut dx4, &mut dw4, Some(&mut db4), &dy, &x, &w, n, c, oc, layout);
+                    assert!(max_diff(&dx3, &dx4) < 1e-4 && max_diff(&dw3, &dw4) < 1e-4 && max_diff(&db3, &db4) < 1e-4, "set {n}x{c}x{oc}");
                 }
             }
         });
@@ -175,6 +183,10 @@ fn sgd_momentum_and_clipping() {
     let grads = vec![3.0f32, 4.0];
     let norm = grad_norm(&grads);
     assert!((norm - 5.0).abs() < 1e-6);
+    // Several chunks and a ragged tail, against one f64 sum.
+    let long = randn(100_003, 7);
+    let want = long.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
+    assert!((grad_norm(&long) as f64 - want).abs() < 1e-6 * want, "{} vs {want}", grad_norm(&long));
     let coef = clip_coefficient(norm, 1.0);
     assert!((coef - 0.2).abs() < 1e-6);
     assert_eq!(clip_coefficient(0.5, 1.0), 1.0, "no clipping below the threshold");

@@ -18,10 +18,7 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+use attn_kernels::gradcheck::max_diff as max_abs;
 
 /// The golden fixture as an HF folder: config.json + model.safetensors.
 fn golden_folder(dir: &Path) -> TensorFile {

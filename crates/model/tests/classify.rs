@@ -16,10 +16,7 @@ fn dir(v: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/classify").join(v)
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+use attn_kernels::gradcheck::max_diff as max_abs;
 
 struct Batch {
     x: Vec<u32>,

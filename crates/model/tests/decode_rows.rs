@@ -27,7 +27,7 @@ fn decoded(m: &Transformer) -> Vec<Vec<f32>> {
 
 fn max_rel(a: &[f32], b: &[f32]) -> f32 {
     let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
+    attn_kernels::gradcheck::max_diff(a, b) / scale
 }
 
 fn saved(m: &Transformer) -> Vec<u8> {

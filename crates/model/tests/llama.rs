@@ -14,10 +14,7 @@ fn fixture() -> TensorFile {
     TensorFile::open(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/llama_golden.safetensors")).expect("fixture present")
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+use attn_kernels::gradcheck::max_diff as max_abs;
 
 fn check(variant: &str) {
     let f = fixture();

@@ -30,10 +30,7 @@ fn adapted(v: &str) -> Transformer {
     model
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+use attn_kernels::gradcheck::max_diff as max_abs;
 
 /// The adapter gradient furthest from PEFT's, relative to its tensor's largest entry.
 fn worst_gradient(f: &TensorFile, v: &str, lora: &Lora) -> (f32, String) {

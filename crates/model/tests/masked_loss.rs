@@ -84,7 +84,7 @@ fn check(variant: &str) {
     for e in &model.layout.entries {
         let theirs = f.read_f32(&format!("{variant}.grad.{}", e.name)).unwrap();
         let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
-        let d = model.grads()[e.range()].iter().zip(&theirs).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max) / scale;
+        let d = attn_kernels::gradcheck::max_diff(&model.grads()[e.range()], &theirs) / scale;
         if d > worst.0 {
             worst = (d, e.name.clone());
         }
@@ -116,7 +116,7 @@ fn padded_batch_equals_each_example_alone() {
         let len = mask[r * t..(r + 1) * t].iter().filter(|&&m| m == 1).count();
         let (xr, yr) = (&x[r * t..r * t + len], &y[r * t..r * t + len]);
         model.forward(xr, Some(yr), 1, len).unwrap();
-        let d = model.logits().iter().zip(&batch_logits[r * t * v..(r * t + len) * v]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let d = attn_kernels::gradcheck::max_diff(model.logits(), &batch_logits[r * t * v..(r * t + len) * v]);
         assert!(d < 1e-5, "example {r} (length {len}): logits alone differ from the padded batch's by {d:e}");
 
         // Labelling the prompt too changes the gradient, so ignoring it is

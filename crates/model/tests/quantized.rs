@@ -56,7 +56,7 @@ fn quantized_equals_its_dequantized_twin() {
             let mut lr = r.prefill(&mut cr, &p).unwrap().to_vec();
             for step in 0..9 {
                 let scale = 1.0 + lr.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-                let worst = lq.iter().zip(&lr).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+                let worst = attn_kernels::gradcheck::max_diff(&lq, &lr);
                 // int8 rows round each input to 16-bit fixed point per group
                 // (kernels::quant::fixed16: up to 1/65534 of the group's
                 // largest input), which the f32 twin does not: a drift of a
@@ -94,7 +94,7 @@ fn bf16_cache_stays_close_to_f32() {
         }
         for (step, (a, b)) in lf.iter().zip(&lb).enumerate() {
             let scale = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
-            let worst = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+            let worst = attn_kernels::gradcheck::max_diff(a, b);
             assert!(worst > 0.0 && worst < 1e-2 * scale, "{name} step {step}: {worst} of {scale}");
         }
     }

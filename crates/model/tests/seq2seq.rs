@@ -34,10 +34,7 @@ fn max_abs(a: &[f32]) -> f32 {
     a.iter().fold(0.0, |m, x| m.max(x.abs()))
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0.0, |m, (x, y)| m.max((x - y).abs()))
-}
+use attn_kernels::gradcheck::max_diff;
 
 #[test]
 fn marian_bart_and_mbart_match_transformers() {

@@ -120,7 +120,7 @@ fn cached_equals_uncached_to_the_end_of_the_context() {
             if t % 23 == 0 || t + 1 == ctx {
                 model.forward(&ids, None, 1, t).unwrap();
                 let full = &model.logits()[(t - 1) * v..t * v];
-                worst = worst.max(full.iter().zip(&logits).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max));
+                worst = worst.max(attn_kernels::gradcheck::max_diff(full, &logits));
                 assert_eq!(argmax(&logits), argmax(full), "{name}: greedy choice differs at position {t}");
             }
             let next = argmax(&logits);
@@ -135,7 +135,7 @@ fn cached_equals_uncached_to_the_end_of_the_context() {
         let mut cache = model.new_cache(ctx).unwrap();
         let chunked = model.prefill(&mut cache, &ids[..290]).unwrap().to_vec();
         model.forward(&ids[..290], None, 1, 290).unwrap();
-        let diff = chunked.iter().zip(&model.logits()[289 * v..290 * v]).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let diff = attn_kernels::gradcheck::max_diff(&chunked, &model.logits()[289 * v..290 * v]);
         assert!(diff < 2e-5, "{name}: chunked prefill differs by {diff:e}");
         assert!(model.decode(&mut cache, 1).is_ok());
     }

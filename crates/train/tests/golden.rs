@@ -23,10 +23,7 @@ fn load_model(f: &TensorFile) -> Transformer {
     model
 }
 
-fn max_abs(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+use attn_kernels::gradcheck::max_diff as max_abs;
 
 #[test]
 fn logits_loss_and_gradients_match_pytorch() {

@@ -1,6 +1,6 @@
 //! Helpers shared by the kernel test files (each is its own crate, and not
 //! every one uses every helper).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use rand::{Rng, SeedableRng};
 
@@ -14,10 +14,7 @@ pub fn randn(len: usize, seed: u64) -> Vec<f32> {
     randn_scaled(len, seed, 1.0)
 }
 
-pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
+pub use attn_kernels::gradcheck::max_diff;
 
 /// Runs `f` inside a rayon pool of `n` threads.
 pub fn with_threads(n: usize, f: impl FnOnce() + Send) {

@@ -9,7 +9,7 @@
 use attn_kernels::activation::{activation_backward, activation_forward};
 use attn_kernels::cross_attention::{cross_attention_backward, cross_attention_forward, CrossShape};
 use attn_kernels::layernorm::{layernorm_backward, layernorm_forward};
-use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
+use attn_kernels::matmul::{matmul_backward, matmul_backward_set, matmul_forward, WeightLayout::OutIn};
 use attn_kernels::residual::residual_forward;
 
 use super::acts::{AttnActs, FfnActs, LayerActs, Scratch, StackActs};
@@ -143,16 +143,13 @@ impl Seq2Seq {
         let dres: &[f32] = if pre { &sc.d0 } else { &sc.dres };
         // res = x + fc2(act(fc1(in))): d(x) starts as the residual's share.
         sc.d1[..n * c].copy_from_slice(&dres[..n * c]);
-        attn_kernels::zero(&mut sc.dact[..n * f]);
         let (dw, db) = lin_mut(g, &w.fc2);
-        matmul_backward(Some(&mut sc.dact), dw, db, dres, &a.act, &p[w.fc2.w.clone()], n, f, c, OutIn);
-        attn_kernels::zero(&mut sc.dh[..n * f]);
+        matmul_backward_set(Some(&mut sc.dact), dw, db, dres, &a.act, &p[w.fc2.w.clone()], n, f, c, OutIn);
         activation_backward(self.config.act, &mut sc.dh[..n * f], &a.h[..n * f], &sc.dact[..n * f]);
         let (dw, db) = lin_mut(g, &w.fc1);
         if pre {
             // fc1 read N(x): its input gradient goes back through the norm.
-            attn_kernels::zero(&mut sc.dres[..n * c]);
-            matmul_backward(Some(&mut sc.dres), dw, db, &sc.dh, &a.ln, &p[w.fc1.w.clone()], n, c, f, OutIn);
+            matmul_backward_set(Some(&mut sc.dres), dw, db, &sc.dh, &a.ln, &p[w.fc1.w.clone()], n, c, f, OutIn);
             self.ln_backward(g, &mut sc.d1, &sc.dres, x, &w.norm, &a.mean, &a.rstd, n);
         } else {
             matmul_backward(Some(&mut sc.d1), dw, db, &sc.dh, x, &p[w.fc1.w.clone()], n, c, f, OutIn);
@@ -185,9 +182,8 @@ impl Seq2Seq {
         }
         let dres: &[f32] = if pre { &sc.d0 } else { &sc.dres };
         sc.d1[..nq * c].copy_from_slice(&dres[..nq * c]);
-        attn_kernels::zero(&mut sc.da[..nq * c]);
         let (dw, db) = lin_mut(g, &w.out);
-        matmul_backward(Some(&mut sc.da), dw, db, dres, &a.atty, &p[w.out.w.clone()], nq, c, c, OutIn);
+        matmul_backward_set(Some(&mut sc.da), dw, db, dres, &a.atty, &p[w.out.w.clone()], nq, c, c, OutIn);
         attn_kernels::zero(&mut sc.dq[..nq * c]);
         let (dmem, dkv): (Option<&mut [f32]>, &mut [f32]) = match cross {
             Some((dmem, dkv)) => (Some(dmem), dkv),
@@ -199,12 +195,12 @@ impl Seq2Seq {
         // `q_in`: x itself (post-norm) or N(x) (pre-norm, whose gradient
         // collects in dres, free by now, before going back through the norm).
         let q_in: &[f32] = if pre { &a.ln } else { x };
-        if pre {
-            attn_kernels::zero(&mut sc.dres[..nq * c]);
-        }
+        // Pre-norm: the query product writes dres (free by now); post-norm:
+        // it adds into d1, which holds the residual's share.
         let dq_in: &mut [f32] = if pre { &mut sc.dres } else { &mut sc.d1 };
+        let first = if pre { matmul_backward_set } else { matmul_backward };
         let (dw, db) = lin_mut(g, &w.q);
-        matmul_backward(Some(&mut *dq_in), dw, db, &sc.dq, q_in, &p[w.q.w.clone()], nq, c, c, OutIn);
+        first(Some(&mut *dq_in), dw, db, &sc.dq, q_in, &p[w.q.w.clone()], nq, c, c, OutIn);
         let (dw, db) = lin_mut(g, &w.kv);
         match dmem {
             Some(d) => matmul_backward(Some(d), dw, db, dkv, mem.expect("cross-attention has a memory"), &p[w.kv.w.clone()], nk, c, 2 * c, OutIn),

@@ -13,7 +13,7 @@ use attn_kernels::embedding::{embedding_backward, embedding_forward};
 use attn_kernels::flash::{flash_backward, flash_forward, flash_probs};
 use attn_kernels::gelu::{gelu_backward, gelu_erf_backward, gelu_erf_forward, gelu_forward};
 use attn_kernels::layernorm::layernorm_backward;
-use attn_kernels::matmul::{matmul_backward, matmul_forward, WeightLayout::OutIn};
+use attn_kernels::matmul::{matmul_backward, matmul_backward_set, matmul_forward, WeightLayout::OutIn};
 use attn_kernels::mixed::matmul_precision;
 use attn_kernels::residual::residual_forward;
 use attn_kernels::rmsnorm::rmsnorm_backward;
@@ -247,8 +247,11 @@ impl Transformer {
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
         let post = cfg.norm_position == NormPosition::Post;
         let last: &[f32] = if cfg.n_layer == 0 { &a.x0 } else { block_output(post, &a.layers[cfg.n_layer - 1]) };
-        zero(&mut a.dc[..n * c]);
-        zero(&mut a.dres[..n * c]);
+        // dres collects the final norm's d(input) (it adds); every other
+        // buffer's first product writes it, so only dres starts at zero.
+        if idx.norm_f.is_some() {
+            zero(&mut a.dres[..n * c]);
+        }
         match start {
             Start::Loss(loss_scale) => {
                 let head = idx.head.clone().expect("forward refused targets without a head");
@@ -257,10 +260,10 @@ impl Transformer {
                 crossentropy_backward_inplace(&mut a.logits, &a.lse, &a.targets, &a.dlosses, n, v);
                 match &idx.norm_f {
                     Some(nf) => {
-                        matmul_backward(Some(&mut a.dc), grad_view(g, head.clone()), None, &a.logits, &a.lnf, &p[head.clone()], n, c, v, OutIn);
+                        matmul_backward_set(Some(&mut a.dc), grad_view(g, head.clone()), None, &a.logits, &a.lnf, &p[head.clone()], n, c, v, OutIn);
                         norm_backward(self, g, &mut a.dres, &a.dc, last, nf, &a.lnf_mean, &a.lnf_rstd, n);
                     }
-                    None => matmul_backward(Some(&mut a.dres), grad_view(g, head.clone()), None, &a.logits, last, &p[head.clone()], n, c, v, OutIn),
+                    None => matmul_backward_set(Some(&mut a.dres), grad_view(g, head.clone()), None, &a.logits, last, &p[head.clone()], n, c, v, OutIn),
                 }
             }
             // d(the final hidden states), from a head outside the LM path.
@@ -284,24 +287,23 @@ impl Transformer {
                 &a.dres
             };
             // res3 = skip + down(act(up(ln2)))
-            zero(&mut a.df1[..n * f]);
             let (dw, db) = lin_mut(g, &wi.down);
-            matmul_backward(Some(&mut a.df1), dw, db, dres3, &l.act, &p[wi.down.w.clone()], n, f, c, lay);
+            matmul_backward_set(Some(&mut a.df1), dw, db, dres3, &l.act, &p[wi.down.w.clone()], n, f, c, lay);
             if let Some(lo) = lora.as_deref_mut() {
                 lo.backward(li, Site::Down, dres3, &l.act, &mut a.df1, n, c);
             }
             // d(ln2) collects the MLP branch, plus the residual when post-norm.
+            // Pre-norm: the first product writes it; post-norm: it starts as
+            // the residual's share and every product adds.
             let mut dln2 = std::mem::take(&mut a.da_ln2);
-            zero(&mut dln2[..n * c]);
             if post {
                 dln2[..n * c].copy_from_slice(&dres3[..n * c]);
             }
+            let first = if post { matmul_backward } else { matmul_backward_set };
             match (&wi.gate, cfg.mlp) {
                 (Some(gate), _) => {
-                    zero(&mut a.df2[..n * f]);
-                    zero(&mut a.df3[..n * f]);
                     swiglu_backward(&mut a.df2[..n * f], &mut a.df3[..n * f], &a.df1[..n * f], &l.gate[..n * f], &l.h[..n * f]);
-                    matmul_backward(Some(&mut dln2), grad_view(g, gate.w.clone()), None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
+                    first(Some(&mut dln2), grad_view(g, gate.w.clone()), None, &a.df2, &l.ln2, &p[gate.w.clone()], n, c, f, lay);
                     let (dw, db) = lin_mut(g, &wi.up);
                     matmul_backward(Some(&mut dln2), dw, db, &a.df3, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
                     if let Some(lo) = lora.as_deref_mut() {
@@ -310,14 +312,13 @@ impl Transformer {
                     }
                 }
                 (None, mlp) => {
-                    zero(&mut a.df2[..n * f]);
                     if mlp == Mlp::GeluErf {
                         gelu_erf_backward(&mut a.df2[..n * f], &l.h[..n * f], &a.df1[..n * f]);
                     } else {
                         gelu_backward(&mut a.df2[..n * f], &l.h[..n * f], &a.df1[..n * f]);
                     }
                     let (dw, db) = lin_mut(g, &wi.up);
-                    matmul_backward(Some(&mut dln2), dw, db, &a.df2, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
+                    first(Some(&mut dln2), dw, db, &a.df2, &l.ln2, &p[wi.up.w.clone()], n, c, f, lay);
                     if let Some(lo) = lora.as_deref_mut() {
                         lo.backward(li, Site::Up, &a.df2, &l.ln2, &mut dln2, n, f);
                     }
@@ -333,9 +334,8 @@ impl Transformer {
             a.da_ln2 = dln2;
             // res2 = x + proj(attention(rope(qkv(attn_in)))); dres is d(res2),
             // and stays as the residual's share of d(x).
-            zero(&mut a.da[..n * at]);
             let (dw, db) = lin_mut(g, &wi.proj);
-            matmul_backward(Some(&mut a.da), dw, db, &a.dres, &l.atty, &p[wi.proj.w.clone()], n, at, c, lay);
+            matmul_backward_set(Some(&mut a.da), dw, db, &a.dres, &l.atty, &p[wi.proj.w.clone()], n, at, c, lay);
             if let Some(lo) = lora.as_deref_mut() {
                 lo.backward(li, Site::Proj, &a.dres, &l.atty, &mut a.da, n, c);
             }
@@ -352,8 +352,7 @@ impl Transformer {
                     lo.backward(li, Site::Qkv, &a.dqkv, x, &mut a.dres, n, w);
                 }
             } else {
-                zero(&mut a.dc[..n * c]);
-                matmul_backward(Some(&mut a.dc), dw, db, &a.dqkv, &l.ln1, &p[wi.qkv.w.clone()], n, c, w, lay);
+                matmul_backward_set(Some(&mut a.dc), dw, db, &a.dqkv, &l.ln1, &p[wi.qkv.w.clone()], n, c, w, lay);
                 if let Some(lo) = lora.as_deref_mut() {
                     lo.backward(li, Site::Qkv, &a.dqkv, &l.ln1, &mut a.dc, n, w);
                 }
