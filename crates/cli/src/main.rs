@@ -18,6 +18,7 @@ mod inspect_seq2seq;
 mod lora;
 mod quantize;
 mod serve;
+mod spin_yield;
 mod tokenizer;
 mod train;
 mod translate;
