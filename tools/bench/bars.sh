@@ -31,6 +31,10 @@ mkdir -p "$out"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$out/machine.txt"
 ./target/release/attn bench gemm --threads 2 | tail -1 | tee "$out/gemm.json"
+# The two vCPUs' distance changes with the host's placement (~70 ns or ~320
+# ns a round trip) and moves the small-step bars by a quarter: logged with the load.
+trip() { grep -o '"core_round_trip_ns":[0-9.]*' "$1" | cut -d: -f2 | cut -d. -f1; }
+echo "core round trip before: $(trip "$out/gemm.json") ns" >> "$out/machine.txt"
 $PY tools/bench/compare_train.py --rounds "$rounds" | tee "$out/train_f32.jsonl"
 bf16=$(grep -o '"bf16_path":"[a-z0-9-]*"' "$out/gemm.json" | cut -d'"' -f4)
 if [ "$bf16" != f32-emulated ]; then
@@ -41,4 +45,6 @@ fi
 $PY tools/bench/compare_generate.py --rounds "$rounds" | tee "$out/generate.jsonl"
 tools/bench/translation_speed.sh "$rounds" | tee "$out/translation.jsonl"
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/machine.txt"
+./target/release/attn bench gemm --threads 2 | tail -1 > "$out/gemm_after.json"
+echo "core round trip after: $(trip "$out/gemm_after.json") ns" | tee -a "$out/machine.txt"
 $PY tools/bench/bars_table.py "$out" | tee "$out/bars.md"

@@ -77,6 +77,8 @@ def main():
             "attn_mfu": round(med(ours, "mfu"), 3),
             "attn_peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours)), "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs)),
             "peer": theirs[0]["peer"], **mkl,
+            # Per round: ~70 ns with both vCPUs in one core complex, ~320 when placed apart (docs/PERFORMANCE.md).
+            "core_round_trip_ns": [round(r["core_round_trip_ns"]) if r.get("core_round_trip_ns") else None for r in ours],
         }), flush=True)
     print(json.dumps({"load_after": open("/proc/loadavg").read().split()[:3]}))
 

@@ -231,7 +231,8 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             // The same product with bf16 operands and f32 sums (`--dtype bf16`'s dense layers).
             let bf16_gflops = gemm_peak(size, bf16_gemm_peak_probe);
             report(serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops,
-                "bf16_gflops": bf16_gflops, "bf16_path": attn_kernels::mixed::bf16_path()}));
+                "bf16_gflops": bf16_gflops, "bf16_path": attn_kernels::mixed::bf16_path(),
+                "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns()}));
             Ok(())
         }
     }
@@ -335,7 +336,7 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         "ms_per_step": med * 1e3, "tok_per_s": (b * t) as f64 / med,
         "forward_ms": col(1) * 1e3, "backward_ms": col(2) * 1e3, "optimizer_ms": col(3) * 1e3,
         "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(), "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns(),
     });
     report(out);
     Ok(())

@@ -109,3 +109,83 @@ pub fn bench_shapes(rounds: usize) -> anyhow::Result<()> {
     crate::bench::report(serde_json::json!({"threads": rayon::current_num_threads(), "rounds": rounds, "gflops": rows}));
     Ok(())
 }
+
+/// The time for one cache line to go from CPU 0 to CPU 1 and back, in ns
+/// (median of 5 runs of 20,000 round trips; None on one CPU or where the
+/// threads cannot be pinned).
+///
+/// Why it is reported: these VMs' two vCPUs are sometimes ~70 ns apart
+/// (one core complex) and sometimes ~320 ns (the host placed them apart).
+/// In the far placement a `baby` step takes a third longer while one
+/// thread's speed and the GEMM peak do not change: every parallel region
+/// hands rows written on one core to the other (docs/PERFORMANCE.md,
+/// "Yielding, and the two cores' distance"). A figure without it can't be
+/// compared with another.
+pub fn core_round_trip_ns() -> Option<f64> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const TRIPS: u32 = 20_000;
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return None;
+    }
+    let pin = |cpu: usize| -> bool {
+        #[cfg(target_os = "linux")]
+        unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = cpu;
+            false
+        }
+    };
+    let once = || -> Option<f64> {
+        let flag = AtomicU32::new(0);
+        std::thread::scope(|s| {
+            let echo = s.spawn(|| {
+                if !pin(1) {
+                    flag.store(u32::MAX, Ordering::Release);
+                    return;
+                }
+                for i in 0..TRIPS {
+                    // Wait for ping i (odd), answer with pong (even).
+                    while flag.load(Ordering::Acquire) != 2 * i + 1 {
+                        if flag.load(Ordering::Relaxed) == u32::MAX {
+                            return;
+                        }
+                        std::hint::spin_loop();
+                    }
+                    flag.store(2 * i + 2, Ordering::Release);
+                }
+            });
+            // Pinned on a scoped thread too, so the caller's mask is untouched.
+            let ping = s.spawn(|| {
+                if !pin(0) {
+                    flag.store(u32::MAX, Ordering::Release);
+                    return None;
+                }
+                let t0 = std::time::Instant::now();
+                for i in 0..TRIPS {
+                    flag.store(2 * i + 1, Ordering::Release);
+                    loop {
+                        let v = flag.load(Ordering::Acquire);
+                        if v == u32::MAX {
+                            return None;
+                        }
+                        if v == 2 * i + 2 {
+                            break;
+                        }
+                        std::hint::spin_loop();
+                    }
+                }
+                Some(t0.elapsed().as_secs_f64() * 1e9 / TRIPS as f64)
+            });
+            let r = ping.join().ok().flatten();
+            let _ = echo.join();
+            r
+        })
+    };
+    let runs: Option<Vec<f64>> = (0..5).map(|_| once()).collect();
+    runs.map(crate::bench::median)
+}

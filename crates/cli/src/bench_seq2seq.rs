@@ -50,6 +50,7 @@ pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize,
         "ms_per_step": med * 1e3, "tok_per_s": (2 * b * t) as f64 / med,
         "forward_ms": col(1) * 1e3, "backward_ms": col(2) * 1e3, "optimizer_ms": col(3) * 1e3,
         "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak, "peak_rss_mb": peak_rss_mb(),
+        "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns(),
     }));
     Ok(())
 }
@@ -80,6 +81,7 @@ pub fn bench_translate(dir: &Path, data: &Path, beam: usize, max_new: usize, bat
         "model": dir.display().to_string(), "sources": sources.len(), "beam": beam, "batch_size": batch,
         "max_new_tokens": max_new, "generated_tokens": generated, "threads": rayon::current_num_threads(),
         "seconds": secs, "tok_per_s": generated as f64 / secs, "peak_rss_mb": peak_rss_mb(),
+        "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns(),
     }));
     Ok(())
 }
