@@ -226,6 +226,10 @@ fn bench_decode_weights(c: &mut Criterion) {
         for (dt, q) in [("bf16", QMatrix::bf16(&w, ic, oc, WeightLayout::OutIn)), ("int8", QMatrix::int8(&w, ic, oc, WeightLayout::OutIn, 32))] {
             g.throughput(Throughput::Bytes(q.bytes() as u64));
             g.bench_function(format!("{name}/{dt}"), |b| p.install(|| b.iter(|| qmatvec_forward(&mut out, &mut [], &x, &q, None, 1))));
+            // The streaming kernels on a matrix the caches hold: their
+            // arithmetic's ceiling, which a fast memory can reach.
+            let q = QMatrix { reading: Reading::Streamed, ..q };
+            g.bench_function(format!("{name}/{dt}-streamed"), |b| p.install(|| b.iter(|| qmatvec_forward(&mut out, &mut [], &x, &q, None, 1))));
         }
     }
     // Eight head-sized matrices in turn: more than any cache holds, as a
