@@ -59,7 +59,7 @@ pub fn weighted_sum(out: &[f32], proj: &[f32]) -> f64 {
     out.iter().zip(proj).map(|(&a, &b)| a as f64 * b as f64).sum()
 }
 
-/// The largest |a[i] - b[i]|, for the tests that compare a result with its
+/// The largest `|a[i] - b[i]|`, for the tests that compare a result with its
 /// reference. A NaN (or an infinity) on one side only counts as infinitely
 /// far: `f32::max` drops NaNs, so a plain fold would let a broken result
 /// pass. Equal infinities (masked logits on both sides) are no difference.
