@@ -65,7 +65,9 @@ fn both_layouts_quantize_to_the_same_matrix() {
 fn kernel_matches_naive_and_is_batch_invariant() {
     // C = 96 in groups of 64 ends each row on a short group: the fixed-point
     // path once took it and summed only whole groups (a silent wrong answer).
-    for (c, oc) in [(64, 96), (96, 40), (203, 70), (768, 130)] {
+    // Row counts of 37 and 3 leave blocks that are not whole multiples of
+    // the four rows the in-cache kernels take side by side.
+    for (c, oc) in [(64, 96), (96, 40), (203, 70), (768, 130), (96, 37), (768, 3)] {
         let w = randn(oc * c, 4);
         let bias = randn(oc, 5);
         let n = 5;
