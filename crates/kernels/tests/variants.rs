@@ -16,8 +16,9 @@ use common::*;
 fn matmul_matches_naive() {
     for threads in [1, 3] {
         with_threads(threads, || {
-            // Big enough to take the parallel path, and odd-sized.
-            for &(n, c, oc) in &[(1, 1, 1), (7, 13, 5), (67, 129, 131), (130, 64, 257)] {
+            // Big enough to take the parallel path, and odd-sized; (300, 16,
+            // 24) has many rows for a small weight, as `baby`'s layers do.
+            for &(n, c, oc) in &[(1, 1, 1), (7, 13, 5), (67, 129, 131), (130, 64, 257), (300, 16, 24)] {
                 for layout in [WeightLayout::InOut, WeightLayout::OutIn] {
                     let (x, w, b) = (randn(n * c, 1), randn(c * oc, 2), randn(oc, 3));
                     let (mut fast, mut slow) = (vec![0.0; n * oc], vec![0.0; n * oc]);
