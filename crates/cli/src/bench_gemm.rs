@@ -119,7 +119,7 @@ pub fn bench_shapes(rounds: usize) -> anyhow::Result<()> {
 /// In the far placement a `baby` step takes a third longer while one
 /// thread's speed and the GEMM peak do not change: every parallel region
 /// hands rows written on one core to the other (docs/PERFORMANCE.md,
-/// "Yielding, and the two cores' distance"). A figure without it can't be
+/// "The two cores' distance"). A figure without it can't be
 /// compared with another.
 pub fn core_round_trip_ns() -> Option<f64> {
     use std::sync::atomic::{AtomicU32, Ordering};
