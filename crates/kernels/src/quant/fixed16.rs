@@ -137,6 +137,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Fixed16, Reading};
+    use crate::quant::x86::{sum16, sum8};
     use crate::quant::PREFETCH_ROWS;
 
     /// 32 inputs a step: one register of i16 inputs, each row's 32 int8
@@ -172,20 +173,7 @@ mod x86 {
                 acc[r] = _mm512_fmadd_ps(p, _mm512_set1_ps(*ws[r].get_unchecked(g)), acc[r]);
             }
         }
-        acc.map(|a| {
-            let lo = _mm512_castps512_ps256(a);
-            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(a)));
-            sum8(_mm256_add_ps(lo, hi))
-        })
-    }
-
-    /// `sum16`'s order once its first step (lane j + lane j + 8) is done.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    fn sum8(h: __m256) -> f32 {
-        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
-        let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        _mm_cvtss_f32(_mm_add_ss(r, _mm_shuffle_ps::<1>(r, r)))
+        acc.map(|a| sum16(a))
     }
 
     /// The same in two AVX2 registers: lanes 0-7 take inputs 0-15 of a

@@ -184,6 +184,24 @@ unsafe fn dot_u16_512<const R: usize>(w: [&[u16]; R], scales: [&[f32]; R], group
     std::array::from_fn(|r| finish_u16(pe[r], po[r], w[r], whole, x))
 }
 
+/// 16 lanes summed in a fixed tree: lane l plus lane l + 8, then lane m
+/// plus m + 4, then (0 + 2) + (1 + 3). The int8 fixed-point rows and the
+/// bf16 rows' last step both end in it.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+pub(super) unsafe fn sum16(v: __m512) -> f32 {
+    sum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))))
+}
+
+/// `sum16` once its first step is done, or two AVX2 registers added.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(super) fn sum8(h: __m256) -> f32 {
+    let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
+    let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    _mm_cvtss_f32(_mm_add_ss(r, _mm_shuffle_ps::<1>(r, r)))
+}
+
 /// The indices that split 32 floats in two registers into their even and
 /// their odd elements (`_mm512_permutex2var_ps`).
 #[target_feature(enable = "avx512f")]
@@ -205,18 +223,8 @@ unsafe fn even_odd() -> (__m512i, __m512i) {
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 #[inline]
 unsafe fn finish_u16(pe: __m512, po: __m512, row: &[u16], whole: usize, x: &[f32]) -> f32 {
-    /// One register's 16 lanes: fma(p, 1, 0); lane l plus lane l + 8 (h);
-    /// lane m plus m + 4 (q); (q0 + q2) + (q1 + q3).
-    #[target_feature(enable = "avx512f,avx2,fma")]
-    #[inline]
-    unsafe fn tree(v: __m512) -> f32 {
-        let v = _mm512_fmadd_ps(v, _mm512_set1_ps(1.0), _mm512_setzero_ps());
-        let h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))));
-        let q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps::<1>(h));
-        let r = _mm_add_ps(q, _mm_movehl_ps(q, q));
-        _mm_cvtss_f32(r) + _mm_cvtss_f32(_mm_movehdup_ps(r))
-    }
-    let (even, odd) = (tree(pe), tree(po));
+    let one = |v: __m512| _mm512_fmadd_ps(v, _mm512_set1_ps(1.0), _mm512_setzero_ps());
+    let (even, odd) = (sum16(one(pe)), sum16(one(po)));
     let t = super::group_tail(&|i| super::bf16_to_f32(row[i]), whole..row.len(), x).mul_add(1.0, 0.0);
     t + even + odd
 }
