@@ -255,6 +255,9 @@ impl Engine {
     /// token i + 1, in the same form as a generated token's log probability.
     fn score(&mut self, r: &ScoreRequest) -> Result<Vec<TokenLogprob>, String> {
         let t = r.prompt.len();
+        if t < 2 {
+            return Ok(Vec::new()); // nothing before any token to score it by
+        }
         self.model.forward(&r.prompt, None, 1, t).map_err(|e| e.to_string())?;
         let logits = self.model.logits();
         let v = logits.len() / t;
