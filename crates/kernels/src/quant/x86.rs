@@ -5,9 +5,6 @@ use std::arch::x86_64::*;
 
 use super::PREFETCH_ROWS;
 
-/// Rows ahead that the streamed bf16 rows are prefetched into L2.
-const L2_AHEAD: usize = 4;
-
 #[derive(Clone, Copy)]
 pub enum Level {
     Avx512,
@@ -230,49 +227,43 @@ unsafe fn finish_u16(pe: __m512, po: __m512, row: &[u16], whole: usize, x: &[f32
 }
 grouped!(dot_f32, dot_f32_512, dot_f32_256, f32, |p: *const f32| _mm512_loadu_ps(p), |p: *const f32| _mm256_loadu_ps(p), |v: f32| v);
 
-/// o[r] = `dot_u16_512::<1>`(row r of `w`, x) for the o.len() rows of
-/// x.len() that `w` starts with: the streamed reading of bf16 rows. Same
-/// lanes in the same order, so the same bits as `dot_grouped`. The rows'
-/// loop is inside the vector function and x is deinterleaved into its even
-/// and odd inputs once for the block, not per row; each line is prefetched
-/// into L2 (not L1, see `simd::prefetch_l2`) `L2_AHEAD` rows before it is
-/// read. On a Zen 4 EPYC, gpt2-124m bf16 decoding (`attn bench generate`,
-/// alternated): 85-95 tok/s as `dot_u16_512::<1>` a row with an L1
-/// prefetch, 91-104 with the loop inside and no prefetch, 112-125 with it
-/// into L2.
+/// o[r] = `dot_grouped`(row r of `w`, x) (bf16, one group of scale 1) for
+/// the o.len() rows of x.len() that `w` starts with: the streamed reading
+/// of bf16 rows, for rows read from memory. Each 16 bf16 (32 bytes) widen
+/// into one register of f32 (`vpmovzxwd` and a shift), so the two
+/// accumulators hold lanes 0-15 and 16-31 of the definition, each summed in
+/// its order; then its reduction, in registers. No software prefetch: the
+/// hardware's follows one sequential stream a thread. On a Zen 4 EPYC
+/// (gpt2-124m's 49 matrices on huge pages, 2 threads, alternated in one
+/// process; docs/PERFORMANCE.md) this read 50-51 GB/s when memory gave f32
+/// rows 51-54, where the even/odd form of `dot_u16_512` (whole 64-byte
+/// loads, with an L2 prefetch four rows ahead) read 42-45; when memory gave
+/// 34-36, 34-36 against 32-34.
 #[target_feature(enable = "avx512f,avx512bw,avx2,fma")]
 pub unsafe fn rows_u16_512(o: &mut [f32], w: &[u16], x: &[f32]) {
     let n = x.len();
     assert!(w.len() >= o.len() * n);
     let whole = n / 32 * 32;
-    crate::scratch::with(&DEINTERLEAVED, |buf| {
-        // xd[32k..32k + 16]: the even inputs of run k; xd[32k + 16..32k + 32]: the odd.
-        let xd = buf.get::<f32>(whole);
-        let (even, odd) = even_odd();
-        for i in (0..whole).step_by(32) {
-            let (x0, x1) = (_mm512_loadu_ps(x.as_ptr().add(i)), _mm512_loadu_ps(x.as_ptr().add(i + 16)));
-            _mm512_storeu_ps(xd.as_mut_ptr().add(i), _mm512_permutex2var_ps(x0, even, x1));
-            _mm512_storeu_ps(xd.as_mut_ptr().add(i + 16), _mm512_permutex2var_ps(x0, odd, x1));
+    let widen = |p: *const u16| _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i))));
+    for (r, y) in o.iter_mut().enumerate() {
+        let row = &w[r * n..(r + 1) * n];
+        let (wp, xp) = (row.as_ptr(), x.as_ptr());
+        let (mut lo, mut hi) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        while i < whole {
+            lo = _mm512_fmadd_ps(widen(wp.add(i)), _mm512_loadu_ps(xp.add(i)), lo);
+            hi = _mm512_fmadd_ps(widen(wp.add(i + 16)), _mm512_loadu_ps(xp.add(i + 16)), hi);
+            i += 32;
         }
-        let upper = _mm512_set1_epi32(0xffff_0000u32 as i32);
-        for (r, y) in o.iter_mut().enumerate() {
-            let row = &w[r * n..(r + 1) * n];
-            let (wp, xp) = (row.as_ptr(), xd.as_ptr());
-            let (mut pe, mut po) = (_mm512_setzero_ps(), _mm512_setzero_ps());
-            let mut i = 0;
-            while i < whole {
-                _mm_prefetch::<_MM_HINT_T1>(wp.wrapping_add(i + L2_AHEAD * n) as *const i8);
-                let v = _mm512_loadu_si512(wp.add(i) as *const _);
-                pe = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_slli_epi32::<16>(v)), _mm512_loadu_ps(xp.add(i)), pe);
-                po = _mm512_fmadd_ps(_mm512_castsi512_ps(_mm512_and_si512(v, upper)), _mm512_loadu_ps(xp.add(i + 16)), po);
-                i += 32;
-            }
-            *y = finish_u16(pe, po, row, whole, x);
-        }
-    })
-}
-
-thread_local! {
-    /// `rows_u16_512`'s deinterleaved input, kept between calls.
-    static DEINTERLEAVED: std::cell::RefCell<crate::scratch::Scratch> = const { std::cell::RefCell::new(crate::scratch::Scratch::new()) };
+        // The group's scale step, fma(p, 1, 0); then `reduce`: lane j plus
+        // j + 16, plus j + 8, and the even and odd quarter-lanes in order.
+        let one = |v: __m512| _mm512_fmadd_ps(v, _mm512_set1_ps(1.0), _mm512_setzero_ps());
+        let h = _mm512_add_ps(one(lo), one(hi));
+        let q = _mm256_add_ps(_mm512_castps512_ps256(h), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(h))));
+        let f = _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps::<1>(q));
+        let mut l = [0.0f32; 4];
+        _mm_storeu_ps(l.as_mut_ptr(), f);
+        let t = super::group_tail(&|i| super::bf16_to_f32(row[i]), whole..n, x).mul_add(1.0, 0.0);
+        *y = t + (l[0] + l[2]) + (l[1] + l[3]);
+    }
 }
