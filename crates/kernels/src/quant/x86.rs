@@ -178,7 +178,14 @@ unsafe fn dot_u16_512<const R: usize>(w: [&[u16]; R], scales: [&[f32]; R], group
         }
         i += 32;
     }
-    std::array::from_fn(|r| finish_u16(pe[r], po[r], w[r], whole, x))
+    // A loop, not `array::from_fn`: LLVM left that closure out of line,
+    // which kept the accumulators on the stack, stored every step (bf16
+    // rows in cache at 55 GiB/s instead of 90).
+    let mut out = [0.0f32; R];
+    for r in 0..R {
+        out[r] = finish_u16(pe[r], po[r], w[r], whole, x);
+    }
+    out
 }
 
 /// 16 lanes summed in a fixed tree: lane l plus lane l + 8, then lane m
