@@ -99,10 +99,18 @@ pub fn matvec_forward(
 }
 
 /// Output rows per task for (OC, C) weights: a few contiguous blocks per
-/// thread (more than one, so that a thread the OS preempts is covered by
-/// the others), at least `ROWS`.
+/// thread (more than one, so that a thread the OS preempts, or one that
+/// finishes first, is covered by the others), at least `ROWS`.
 fn out_in_rows(oc: usize) -> usize {
-    oc.div_ceil(4 * rayon::current_num_threads()).max(ROWS)
+    rows_per_task(oc, ROWS)
+}
+
+/// Four contiguous blocks of `oc` rows per thread, at least `min` rows
+/// each: how the f32 and the quantized matrix-vector kernels split a
+/// matrix's rows. rayon hands each thread a contiguous half and its blocks
+/// in order, so each thread still streams one region of memory.
+pub(crate) fn rows_per_task(oc: usize, min: usize) -> usize {
+    oc.div_ceil(4 * rayon::current_num_threads()).max(min)
 }
 
 fn add_bias(o: &mut [f32], bias: Option<&[f32]>) {

@@ -31,7 +31,7 @@ const LANES: usize = 32;
 #[cfg(target_arch = "x86_64")]
 const PREFETCH_ROWS: usize = 2;
 
-/// Output rows per parallel task.
+/// Fewest output rows a parallel task takes.
 const ROWS: usize = 32;
 
 /// How a quantized matrix holds its weights.
@@ -220,14 +220,13 @@ pub fn qmatvec_forward(
     };
     // Results are computed as (OC, N), each task writing whole rows of it.
     let t: &mut [f32] = if n == 1 { &mut out[..oc] } else { &mut scratch[..n * oc] };
-    // Four contiguous blocks of rows per thread: rayon hands each thread a
-    // contiguous half and the blocks in order, so each thread streams one
-    // region of memory, which the prefetchers follow (many small tasks
-    // interleaved between threads measured 2x slower), and a thread that
-    // finishes first takes the other's last block. On a Zen 4 EPYC,
+    // Contiguous blocks of rows, four a thread as for f32 rows: each thread
+    // streams one region of memory, which the prefetchers follow (many small
+    // tasks interleaved between threads measured 2x slower), and a thread
+    // that finishes first takes the other's last block. On a Zen 4 EPYC,
     // gpt2-124m's 49 matrices streamed at 33-34 GB/s in bf16 and int8 this
     // way against 30-34 with one block a thread (alternated, 2 threads).
-    let per = oc.div_ceil(4 * rayon::current_num_threads()).next_multiple_of(4).max(ROWS);
+    let per = crate::matvec::rows_per_task(oc, ROWS).next_multiple_of(4);
     t.par_chunks_mut(per * n).enumerate().for_each(|(j, o)| rows_q(o, inp, &fixed, w, j * per, n));
     if n > 1 {
         for (r, col) in scratch[..n * oc].chunks(n).enumerate() {

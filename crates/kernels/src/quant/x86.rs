@@ -194,7 +194,14 @@ unsafe fn dot_u16_512<const R: usize>(w: [&[u16]; R], scales: [&[f32]; R], group
 #[target_feature(enable = "avx512f,avx2,fma")]
 #[inline]
 pub(super) unsafe fn sum16(v: __m512) -> f32 {
-    sum8(_mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)))))
+    sum8(halves(v))
+}
+
+/// Lane l plus lane l + 8: `sum16`'s first step, 16 lanes to 8.
+#[target_feature(enable = "avx512f,avx2,fma")]
+#[inline]
+unsafe fn halves(v: __m512) -> __m256 {
+    _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))))
 }
 
 /// `sum16` once its first step is done, or two AVX2 registers added.
@@ -265,8 +272,7 @@ pub unsafe fn rows_u16_512(o: &mut [f32], w: &[u16], x: &[f32]) {
         // The group's scale step, fma(p, 1, 0); then `reduce`: lane j plus
         // j + 16, plus j + 8, and the even and odd quarter-lanes in order.
         let one = |v: __m512| _mm512_fmadd_ps(v, _mm512_set1_ps(1.0), _mm512_setzero_ps());
-        let h = _mm512_add_ps(one(lo), one(hi));
-        let q = _mm256_add_ps(_mm512_castps512_ps256(h), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(h))));
+        let q = halves(_mm512_add_ps(one(lo), one(hi)));
         let f = _mm_add_ps(_mm256_castps256_ps128(q), _mm256_extractf128_ps::<1>(q));
         let mut l = [0.0f32; 4];
         _mm_storeu_ps(l.as_mut_ptr(), f);
