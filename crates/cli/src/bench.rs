@@ -32,6 +32,9 @@ pub enum BenchCommand {
         /// The dense layers' products: f32, or bf16 operands with f32 sums (as `attn train --dtype`)
         #[arg(long, value_enum, default_value = "f32")]
         dtype: crate::train::OptDtype,
+        /// Data-parallel shards a step splits the batch into (default: as `attn train` picks)
+        #[arg(long, value_parser = crate::count)]
+        data_shards: Option<usize>,
     },
     /// Time translation: encode a batch of sources, then greedy or beam search with the KV caches
     Translate {
@@ -150,7 +153,7 @@ pub enum BenchCommand {
 
 pub fn run(c: BenchCommand) -> anyhow::Result<()> {
     match c {
-        BenchCommand::Train { preset, batch_size, seq_len, steps, threads, vocab, dtype } => {
+        BenchCommand::Train { preset, batch_size, seq_len, steps, threads, vocab, dtype, data_shards } => {
             crate::set_threads(threads)?;
             let dtype = dtype.moments();
             attn_kernels::mixed::set_matmul_precision(dtype.precision());
@@ -162,7 +165,7 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             if attn_model::SEQ2SEQ_PRESETS.contains(&preset.as_str()) {
                 return crate::bench_seq2seq::bench_train(&preset, batch_size, seq_len.unwrap_or(64), steps, vocab.unwrap_or(8000), peak);
             }
-            bench_train(&preset, batch_size, seq_len, steps, vocab, peak)
+            bench_train(&preset, batch_size, seq_len, steps, vocab, data_shards, peak)
         }
         BenchCommand::Translate { model, data, beam, max_new_tokens, batch_size, rounds, threads } => {
             crate::set_threads(threads)?;
@@ -288,7 +291,7 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>, peak: f64) -> anyhow::Result<()> {
+fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>, shards: Option<usize>, peak: f64) -> anyhow::Result<()> {
     let mut arch = attn_model::TransformerConfig::preset(preset)?;
     if let Some(v) = vocab {
         arch = arch.with_vocab(v);
@@ -299,25 +302,34 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     let mut model = attn_model::Transformer::new(arch, 0)?;
     let mut opt =
         Optimizer::new(OptimizerKind::AdamW { beta1: 0.9, beta2: 0.95, eps: 1e-8 }, 0.1, DecayRule::Matrices, model.layout(), attn_train::optim::Dtype::F32);
+    let shards = shards.unwrap_or_else(|| model.config.auto_data_shards(b, threads));
+    model.set_data_shards(shards);
     // Refused here if the activations would not fit, before the batch buffers.
-    model.reserve(b, t)?;
+    model.reserve_step(b, t)?;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let v = model.vocab_size() as u32;
     let x: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
     let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
     let dtype = attn_kernels::mixed::matmul_precision().name();
     println!(
-        "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, {dtype} products, GEMM peak {peak:.1} GFLOP/s",
+        "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, {shards} data shard(s), {dtype} products, GEMM peak {peak:.1} GFLOP/s",
         model.layout().num_params() as f64 / 1e6
     );
     // Per step: (total, forward, backward, optimizer incl. zero_grad) seconds.
+    // Shards run both passes in one go: their time is the forward's.
     let mut times: Vec<[f64; 4]> = Vec::with_capacity(steps);
     for i in 0..steps + 2 {
         let t0 = Instant::now();
         model.zero_grad();
-        model.forward(&x, Some(&y), b, t)?;
+        if shards > 1 {
+            model.train_step(&x, &y, b, t, 1.0)?;
+        } else {
+            model.forward(&x, Some(&y), b, t)?;
+        }
         let t1 = Instant::now();
-        model.backward(1.0)?;
+        if shards == 1 {
+            model.backward(1.0)?;
+        }
         let t2 = Instant::now();
         let (params, grads) = model.params_and_grads();
         opt.step(params, grads, 1e-4, 1.0);
@@ -334,7 +346,9 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     let out = serde_json::json!({
         "preset": preset, "batch_size": b, "seq_len": t, "threads": threads, "steps": steps,
         "ms_per_step": med * 1e3, "tok_per_s": (b * t) as f64 / med,
-        "forward_ms": col(1) * 1e3, "backward_ms": col(2) * 1e3, "optimizer_ms": col(3) * 1e3,
+        "data_shards": shards, "optimizer_ms": col(3) * 1e3,
+        "forward_ms": (shards == 1).then(|| col(1) * 1e3), "backward_ms": (shards == 1).then(|| col(2) * 1e3),
+        "forward_backward_ms": (col(1) + col(2)) * 1e3,
         "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak,
         "peak_rss_mb": peak_rss_mb(), "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns(),
     });

@@ -176,6 +176,12 @@ pub struct TrainArgs {
     /// Micro-batches accumulated per optimizer step
     #[arg(long, default_value_t = 1)]
     pub(crate) grad_accum: usize,
+    /// Data-parallel shards: each batch's sequences split into this many runs
+    /// that train on threads of their own, their gradients then summed. The
+    /// rounding depends on it (saved with the run), not on --threads.
+    /// Default: one per thread for models of at most 16M parameters, else 1
+    #[arg(long)]
+    pub(crate) data_shards: Option<usize>,
     /// adamw or sgd
     #[arg(long, value_enum, default_value = "adamw")]
     pub(crate) optimizer: Opt,
@@ -286,6 +292,12 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         batch_size: a.batch_size,
         seq_len: a.seq_len.unwrap_or(model.n_ctx),
         grad_accum: a.grad_accum,
+        // LoRA and classifier steps run unsharded.
+        data_shards: match a.data_shards {
+            Some(n) => n,
+            None if a.lora_r.is_some() || classify => 1,
+            None => model.auto_data_shards(a.batch_size, rayon::current_num_threads()),
+        },
         lr: a.lr,
         min_lr: a.min_lr.unwrap_or(a.lr / 10.0),
         warmup: a.warmup,
@@ -320,7 +332,7 @@ pub fn run(a: TrainArgs, matches: &clap::ArgMatches) -> anyhow::Result<()> {
         macro_rules! take {
             ($($field:ident: $flag:literal),*) => {$( if given($flag) { c.$field = fresh.$field.clone(); } )*};
         }
-        take!(steps: "steps", batch_size: "batch_size", seq_len: "seq_len", grad_accum: "grad_accum", lr: "lr", min_lr: "min_lr",
+        take!(steps: "steps", batch_size: "batch_size", seq_len: "seq_len", grad_accum: "grad_accum", data_shards: "data_shards", lr: "lr", min_lr: "min_lr",
               warmup: "warmup", weight_decay: "weight_decay", grad_clip: "grad_clip", eval_every: "eval_every",
               eval_batches: "eval_batches", val_fraction: "val_fraction", seed: "seed");
         if ["optimizer", "beta1", "beta2", "momentum"].iter().any(|f| given(f)) {

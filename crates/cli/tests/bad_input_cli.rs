@@ -350,6 +350,8 @@ fn bad_inputs_get_clear_errors() {
         (&["--seq-len", "0"][..], "--seq-len"),
         (&["--seq-len", "65"][..], "context of 64"),
         (&["--grad-accum", "0"][..], "--grad-accum"),
+        (&["--data-shards", "0"][..], "--data-shards"),
+        (&["--data-shards", "3"][..], "more than the 2 sequences"),
         (&["--lr", "-1"][..], "--lr"),
         (&["--lr", "nan"][..], "--lr"),
         (&["--lr", "inf"][..], "--lr"),

@@ -373,3 +373,32 @@ fn bf16_products_are_saved_resume_bit_for_bit_and_track_f32() {
         assert!((ea - ef).abs() < 0.02 * ef, "step {}: bf16 products {ea}, f32 {ef}", ra.0);
     }
 }
+
+/// `--data-shards`: saved with the run, so a run begun on 2 threads (2
+/// shards when not told) resumes on 1 thread to the same bits; a resume
+/// that asks for another count is refused by name.
+#[test]
+fn data_shards_are_saved_and_resume_on_another_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let data = data.to_str().unwrap();
+    let run = |out: &Path, extra: &[&str]| {
+        let mut v = train_args(data, out.to_str().unwrap(), "10");
+        v.extend(extra);
+        let o = attn(&v);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    run(&a, &["--threads", "2", "--data-shards", "2"]);
+    run(&b, &["--threads", "2", "--data-shards", "2", "--halt-at", "6"]);
+    let cfg = attn_train::saved_train_config(&b).unwrap();
+    assert_eq!(cfg.data_shards, 2);
+    let o = attn(&[train_args(data, b.to_str().unwrap(), "10"), vec!["--resume", "--data-shards", "1"]].concat());
+    assert!(!o.status.success() && stderr(&o).contains("--data-shards: saved 2"), "{}", stderr(&o));
+    run(&b, &["--resume", "--threads", "1"]);
+    let (la, lb) = (losses(&a), losses(&b));
+    assert_eq!(la.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), lb.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>());
+    let (ma, _) = attn_model::Transformer::load(&a).unwrap();
+    let (mb, _) = attn_model::Transformer::load(&b).unwrap();
+    assert!(ma.params == mb.params, "final weights differ after resuming on 1 thread");
+}

@@ -56,6 +56,7 @@ mod scratch;
 mod sgemm;
 pub mod simd;
 pub mod swiglu;
+pub mod team;
 #[cfg(target_arch = "x86_64")]
 mod tiles;
 pub mod transpose;

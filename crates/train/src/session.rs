@@ -117,8 +117,7 @@ impl Data {
             return Ok((loss, tokens));
         }
         let tb = self.train_batch(x, y, b, t, seed, stream);
-        let loss = model.forward(&x[..b * tb], Some(&y[..b * tb]), b, tb)?.expect("targets given");
-        model.backward(scale)?;
+        let loss = model.train_step(&x[..b * tb], &y[..b * tb], b, tb, scale)?;
         Ok((loss, b * tb))
     }
 

@@ -37,6 +37,11 @@ pub struct TrainConfig {
     pub seq_len: usize,
     /// Micro-batches summed into each step (`--grad-accum`).
     pub grad_accum: usize,
+    /// Data-parallel shards each micro-batch splits into (`--data-shards`):
+    /// the gradient is summed per shard, so this changes the rounding; the
+    /// thread count does not. Runs saved before the option have 1.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub data_shards: usize,
     /// Peak learning rate (`--lr`).
     pub lr: f32,
     /// The cosine schedule's floor (`--min-lr`).
@@ -78,6 +83,13 @@ pub struct TrainConfig {
     pub lora: Option<attn_model::lora::LoraConfig>,
 }
 
+fn one() -> usize {
+    1
+}
+fn is_one(n: &usize) -> bool {
+    *n == 1
+}
+
 impl TrainConfig {
     /// Learning rate for 1-based `step`: linear warmup over `warmup` steps, then
     /// cosine decay from `lr` to `min_lr` at the last step.
@@ -95,8 +107,14 @@ impl TrainConfig {
     /// `n_ctx`), naming the flag at fault.
     pub fn validate(&self, n_ctx: usize) -> Result<()> {
         let bad = |m: String| Err(TrainError::Config(m));
-        if self.steps == 0 || self.batch_size == 0 || self.seq_len == 0 || self.grad_accum == 0 {
-            return bad("--steps, --batch-size, --seq-len and --grad-accum must be positive".into());
+        if self.steps == 0 || self.batch_size == 0 || self.seq_len == 0 || self.grad_accum == 0 || self.data_shards == 0 {
+            return bad("--steps, --batch-size, --seq-len, --grad-accum and --data-shards must be positive".into());
+        }
+        if self.data_shards > self.batch_size {
+            return bad(format!(
+                "--data-shards {} is more than the {} sequences of a batch; use --data-shards {} or less",
+                self.data_shards, self.batch_size, self.batch_size
+            ));
         }
         if self.seq_len > n_ctx {
             return bad(format!("--seq-len {} exceeds the model's context of {n_ctx} tokens; use --seq-len {n_ctx} or less", self.seq_len));
@@ -333,7 +351,9 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
     }
     // Activations first: a batch too large for memory is refused here,
     // before the buffers below or the first step allocate anything.
-    s.model.reserve(b, t)?;
+    s.model.set_data_shards(cfg.data_shards);
+    s.model.reserve_step(b, t)?;
+    s.model.reserve(b, t)?; // the validation batches' pass
     let (mut x, mut y) = (vec![0u32; b * t], vec![0u32; b * t]);
     let bar = progress_bar(cfg.steps, s.start_step, run.quiet);
     // Without a terminal the bar is hidden: lines go to stdout instead, and a

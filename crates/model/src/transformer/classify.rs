@@ -147,7 +147,8 @@ impl Transformer {
         }
         let mut a = self.take_acts().expect("classify ran");
         let mut lora = self.lora.take();
-        self.backward_blocks(&mut a, &mut g, lora.as_mut(), Start::Hidden(&dh));
+        let (lb, lt) = self.last_bt;
+        self.backward_blocks(&mut a, &mut g, lora.as_mut(), Start::Hidden(&dh), lb, lt);
         self.lora = lora;
         self.put_acts(a);
         self.put_grads(g);

@@ -14,6 +14,7 @@ mod infer;
 mod io;
 mod quantized;
 mod rows;
+mod shards;
 mod train;
 
 pub use batch::BatchScratch;
@@ -62,6 +63,9 @@ pub struct Transformer {
     rows_out_in: bool,
     /// How new KV caches store keys and values, when set (`kv_dtype`).
     kv_dtype: Option<attn_kernels::kv_cache::KvDtype>,
+    /// Data-parallel shards of a training step (`shards.rs`), and their buffers.
+    data_shards: usize,
+    shards: Vec<shards::Shard>,
 }
 
 impl Transformer {
@@ -122,6 +126,8 @@ impl Transformer {
             quant: None,
             rows_out_in: false,
             kv_dtype: None,
+            data_shards: 1,
+            shards: Vec::new(),
         }
     }
 

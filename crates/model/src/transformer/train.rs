@@ -81,8 +81,30 @@ impl Transformer {
     }
 
     fn forward_in_pool(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
+        self.check_batch(tokens, targets, b, t)?;
+        let (v, n) = (self.config.vocab_size, b * t);
+        self.reserve(b, t)?;
+        let mut a = self.acts.take().expect("reserved");
+        self.refresh_rope(&mut a, t);
+        a.key_lens.clear();
+        let mut lora = self.lora.take();
+        self.forward_blocks(&mut a, lora.as_mut(), tokens, b, t);
+        self.lora = lora;
+        self.last_bt = (b, t);
+        self.has_targets = targets.is_some();
+        let loss = targets.map(|tg| {
+            a.targets[..n].copy_from_slice(tg);
+            crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, tg, n, v);
+            let labelled = labelled_count(tg);
+            (a.losses[..n].iter().map(|&x| x as f64).sum::<f64>() / labelled.max(1) as f64) as f32
+        });
+        self.acts = Some(a);
+        Ok(loss)
+    }
+
+    /// Checks a training batch: sizes, ids and labels against the model.
+    pub(super) fn check_batch(&self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<()> {
         self.require_f32("the training forward pass (training, eval loss over batches, attention maps)")?;
-        let v = self.config.vocab_size;
         let n = b * t;
         if t == 0 || b == 0 || tokens.len() != n {
             return Err(ModelError::InvalidConfig(format!("forward needs B*T = {b}*{t} tokens, got {}", tokens.len())));
@@ -102,23 +124,7 @@ impl Transformer {
             let labelled: Vec<u32> = tg.iter().copied().filter(|&x| x != IGNORE).collect();
             self.check_ids("target", &labelled)?;
         }
-        self.reserve(b, t)?;
-        let mut a = self.acts.take().expect("reserved");
-        self.refresh_rope(&mut a, t);
-        a.key_lens.clear();
-        let mut lora = self.lora.take();
-        self.forward_blocks(&mut a, lora.as_mut(), tokens, b, t);
-        self.lora = lora;
-        self.last_bt = (b, t);
-        self.has_targets = targets.is_some();
-        let loss = targets.map(|tg| {
-            a.targets[..n].copy_from_slice(tg);
-            crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, tg, n, v);
-            let labelled = labelled_count(tg);
-            (a.losses[..n].iter().map(|&x| x as f64).sum::<f64>() / labelled.max(1) as f64) as f32
-        });
-        self.acts = Some(a);
-        Ok(loss)
+        Ok(())
     }
 
     pub(super) fn forward_blocks(&self, a: &mut Acts, mut lora: Option<&mut Lora>, tokens: &[u32], b: usize, t: usize) {
@@ -229,7 +235,9 @@ impl Transformer {
         let mut a = self.acts.take().expect("forward ran");
         let mut g = std::mem::take(&mut self.grads);
         let mut lora = self.lora.take();
-        self.backward_blocks(&mut a, &mut g, lora.as_mut(), Start::Loss(loss_scale));
+        let (b, t) = self.last_bt;
+        let d = loss_scale / labelled_count(&a.targets[..b * t]).max(1) as f32;
+        self.backward_blocks(&mut a, &mut g, lora.as_mut(), Start::Loss(d), b, t);
         self.lora = lora;
         self.grads = g;
         self.acts = Some(a);
@@ -238,11 +246,10 @@ impl Transformer {
 
     /// `g` is empty when the base is frozen (LoRA): then only the inputs'
     /// gradients flow, to reach the adapters.
-    pub(super) fn backward_blocks(&self, a: &mut Acts, g: &mut [f32], mut lora: Option<&mut Lora>, start: Start<'_>) {
+    pub(super) fn backward_blocks(&self, a: &mut Acts, g: &mut [f32], mut lora: Option<&mut Lora>, start: Start<'_>, b: usize, t: usize) {
         let cfg = &self.config;
         let (c, v, w, at, f) = (cfg.n_embd, cfg.vocab_size, cfg.qkv_width(), cfg.attn_width(), cfg.d_ff);
         let (nh, nkv, hd) = (cfg.n_head, cfg.n_kv_head, cfg.head_dim);
-        let (b, t) = self.last_bt;
         let n = b * t;
         let (p, idx, lay) = (&self.params, &self.idx, self.layout_kind());
         let post = cfg.norm_position == NormPosition::Post;
@@ -253,9 +260,8 @@ impl Transformer {
             zero(&mut a.dres[..n * c]);
         }
         match start {
-            Start::Loss(loss_scale) => {
+            Start::Loss(d) => {
                 let head = idx.head.clone().expect("forward refused targets without a head");
-                let d = loss_scale / labelled_count(&a.targets[..n]).max(1) as f32;
                 a.dlosses[..n].iter_mut().zip(&a.targets[..n]).for_each(|(dl, &tg)| *dl = if tg == IGNORE { 0.0 } else { d });
                 crossentropy_backward_inplace(&mut a.logits, &a.lse, &a.targets, &a.dlosses, n, v);
                 match &idx.norm_f {
@@ -468,7 +474,8 @@ impl Transformer {
 
 /// Where the backward pass starts.
 pub(super) enum Start<'a> {
-    /// The mean next-token loss, scaled.
+    /// The next-token loss: d(loss)/d(each labelled position's loss), the
+    /// scale over the count of labelled positions the mean is over.
     Loss(f32),
     /// d(final hidden states) (B, T, C): the output of the final norm, or of
     /// the last block when there is none.
@@ -476,7 +483,7 @@ pub(super) enum Start<'a> {
 }
 
 /// Positions that carry a label.
-fn labelled_count(targets: &[u32]) -> usize {
+pub(super) fn labelled_count(targets: &[u32]) -> usize {
     targets.iter().filter(|&&x| x != IGNORE).count()
 }
 

@@ -1,0 +1,81 @@
+//! A team of one-thread pools for data-parallel steps.
+//!
+//! A small model's training step is hundreds of parallel regions of tens of
+//! microseconds each. Every region hands work across cores and waits at its
+//! end, and each core then reads rows the other one wrote. When the cores
+//! are far apart (the host places these VMs' vCPUs ~70 or ~320 ns apart)
+//! that costs a third of a `baby` step. Splitting the batch instead gives
+//! each core whole sequences: it runs their forward and backward passes
+//! alone, start to end, and the cores meet once, to add up the gradients
+//! (docs/PERFORMANCE.md, "Data-parallel shards").
+//!
+//! Each member of the team is a rayon pool of one thread, so the kernels a
+//! shard calls see one thread and run serially on it, whatever the global
+//! pool's size. The pools live for the whole process.
+
+use std::sync::{Arc, Mutex};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
+
+/// The team's pools, grown on demand and never shrunk.
+static TEAM: Mutex<Vec<Arc<ThreadPool>>> = Mutex::new(Vec::new());
+
+/// The first `n` pools of the team, creating the ones missing.
+fn members(n: usize) -> Vec<Arc<ThreadPool>> {
+    let mut team = TEAM.lock().unwrap_or_else(|e| e.into_inner());
+    while team.len() < n {
+        let i = team.len();
+        let pool = ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(move |_| format!("attn-shard-{i}"))
+            .build()
+            .expect("cannot start a thread for a data-parallel shard");
+        team.push(Arc::new(pool));
+    }
+    team[..n].to_vec()
+}
+
+/// Runs `f(i)` for every i in 0..n, each on its own thread (member i of the
+/// team), and returns when all are done. Inside `f`, rayon sees a pool of one
+/// thread. The caller blocks rather than spins, so call this from outside
+/// rayon's pools to keep the cores for the shards. A panic in any `f` is
+/// raised here after the others finish.
+pub fn for_each_shard(n: usize, f: impl Fn(usize) + Sync) {
+    match n {
+        0 => {}
+        1 => members(1)[0].install(|| f(0)),
+        _ => spawn_from(&members(n), 0, &f),
+    }
+}
+
+/// Spawns `f(first)` on `pools[0]`, recurses for the rest, then waits for its
+/// own spawn: the calling thread only starts jobs and waits.
+fn spawn_from(pools: &[Arc<ThreadPool>], first: usize, f: &(dyn Fn(usize) + Sync)) {
+    let Some((pool, rest)) = pools.split_first() else { return };
+    pool.in_place_scope(|s| {
+        s.spawn(move |_| f(first));
+        spawn_from(rest, first + 1, f);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn every_shard_runs_once_on_a_one_thread_pool_of_its_own() {
+        let (seen, ones) = (Mutex::new(Vec::new()), AtomicUsize::new(0));
+        for_each_shard(3, |i| {
+            seen.lock().unwrap().push((i, std::thread::current().name().map(str::to_owned)));
+            if rayon::current_num_threads() == 1 {
+                ones.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort();
+        let want: Vec<_> = (0..3).map(|i| (i, Some(format!("attn-shard-{i}")))).collect();
+        assert_eq!(seen, want);
+        assert_eq!(ones.load(Ordering::Relaxed), 3);
+    }
+}
