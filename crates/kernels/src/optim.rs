@@ -5,7 +5,10 @@
 use crate::simd::dispatch;
 use rayon::prelude::*;
 
-const CHUNK: usize = 32 * 1024;
+/// Floats per task of the update kernels, and per partial sum of
+/// `grad_norm`: the norm adds the chunks' sums in order, so any split of the
+/// buffer at whole chunks gives it the same bits (`grad_norm_on_team`).
+pub const CHUNK: usize = 32 * 1024;
 
 /// How an optimizer moment is stored: f32, or bf16 (half the memory; each
 /// update computes in f32 and rounds the moment to nearest even).
@@ -165,6 +168,19 @@ pub fn grad_norm(grads: &[f32]) -> f32 {
     // reduction tree varies from run to run, and resume must be bit-exact.
     let partial: Vec<f64> = grads.par_chunks(CHUNK).map(sum_squares).collect();
     partial.iter().sum::<f64>().sqrt() as f32
+}
+
+/// `grad_norm` computed by the team's first `n` threads (`crate::team`),
+/// each over its part (`team::part` at whole chunks): the same chunks' sums,
+/// added in the same order, so the same bits.
+pub fn grad_norm_on_team(grads: &[f32], n: usize) -> f32 {
+    let partial: Vec<std::sync::Mutex<Vec<f64>>> = (0..n).map(|_| Default::default()).collect();
+    crate::team::for_each_shard(n, |i| {
+        let sums = grads[crate::team::part(grads.len(), n, CHUNK, i)].chunks(CHUNK).map(sum_squares).collect();
+        *partial[i].lock().unwrap_or_else(|e| e.into_inner()) = sums;
+    });
+    let partial = partial.into_iter().flat_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()));
+    partial.sum::<f64>().sqrt() as f32
 }
 
 dispatch! {

@@ -48,6 +48,16 @@ pub fn for_each_shard(n: usize, f: impl Fn(usize) + Sync) {
     }
 }
 
+/// Member `i`'s part when a buffer of `len` is split between `n` members:
+/// contiguous, every part but the last a whole multiple of `align` (so the
+/// parts can follow a kernel's fixed chunks), some possibly empty. The
+/// adding-up of the shards' gradients, the gradient norm and the optimizer
+/// update all split this way, so each member works on the part it touched last.
+pub fn part(len: usize, n: usize, align: usize, i: usize) -> std::ops::Range<usize> {
+    let size = len.div_ceil(n.max(1)).next_multiple_of(align.max(1));
+    (i * size).min(len)..((i + 1) * size).min(len)
+}
+
 /// Spawns `f(first)` on `pools[0]`, recurses for the rest, then waits for its
 /// own spawn: the calling thread only starts jobs and waits.
 fn spawn_from(pools: &[Arc<ThreadPool>], first: usize, f: &(dyn Fn(usize) + Sync)) {
@@ -62,6 +72,19 @@ fn spawn_from(pools: &[Arc<ThreadPool>], first: usize, f: &(dyn Fn(usize) + Sync
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn parts_cover_the_buffer_in_aligned_runs() {
+        for (len, n, align) in [(100, 3, 16), (5, 4, 8), (0, 2, 4), (64, 2, 32), (1000, 1, 7)] {
+            let parts: Vec<_> = (0..n).map(|i| part(len, n, align, i)).collect();
+            assert_eq!(parts[0].start, 0);
+            assert_eq!(parts[n - 1].end, len, "{len} {n} {align}");
+            for w in parts.windows(2) {
+                assert_eq!(w[0].end, w[1].start);
+                assert!(w[0].end == len || w[0].end % align == 0);
+            }
+        }
+    }
 
     #[test]
     fn every_shard_runs_once_on_a_one_thread_pool_of_its_own() {

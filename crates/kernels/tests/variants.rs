@@ -188,6 +188,10 @@ fn sgd_momentum_and_clipping() {
     let long = randn(100_003, 7);
     let want = long.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt();
     assert!((grad_norm(&long) as f64 - want).abs() < 1e-6 * want, "{} vs {want}", grad_norm(&long));
+    // Split between the team's threads at whole chunks: the same bits.
+    for n in [2, 3, 5] {
+        assert_eq!(attn_kernels::optim::grad_norm_on_team(&long, n).to_bits(), grad_norm(&long).to_bits(), "{n} threads");
+    }
     let coef = clip_coefficient(norm, 1.0);
     assert!((coef - 0.2).abs() < 1e-6);
     assert_eq!(clip_coefficient(0.5, 1.0), 1.0, "no clipping below the threshold");

@@ -2,7 +2,7 @@
 
 use std::ops::Range;
 
-use attn_kernels::optim::{adamw_update, clip_coefficient, grad_norm, sgd_update, AdamW, Bf16, Moment, Sgd};
+use attn_kernels::optim::{adamw_update, clip_coefficient, grad_norm, sgd_update, AdamW, Bf16, Moment, Sgd, CHUNK};
 use attn_model::checkpoint::{Dtype as TensorDtype, RawTensor, TensorFile};
 use attn_model::params::{ParamKind, ParamLayout};
 use rayon::prelude::*;
@@ -220,32 +220,126 @@ impl Optimizer {
         })
     }
 
+    /// `step` on the first `n` threads of `attn_kernels::team`, each on its
+    /// own part of the parameters (`team::part` at whole `CHUNK`s): the part
+    /// in which `Transformer::train_step` added its shards' gradients up, so
+    /// each core updates what it has just summed, and the pool of the
+    /// unsharded kernels is not woken. The same bits as `step`: the norm
+    /// sums the same chunks in the same order, and the update goes element
+    /// by element. Call it from outside rayon's pool.
+    pub fn step_on_team(&mut self, params: &mut [f32], grads: &[f32], lr: f32, max_norm: f32, n: usize) -> f32 {
+        if n <= 1 {
+            return self.step(params, grads, lr, max_norm);
+        }
+        let norm = attn_kernels::optim::grad_norm_on_team(grads, n);
+        if norm.is_finite() {
+            self.step += 1;
+            let grad_scale = clip_coefficient(norm, max_norm);
+            let rule = Rule { kind: self.kind, weight_decay: self.weight_decay, groups: &self.groups, step: self.step, lr, grad_scale };
+            match (&mut self.m, &mut self.v) {
+                (Moments::F32(m), Moments::F32(v)) => update_on_team(&rule, params, grads, m, v, n),
+                (Moments::Bf16(m), Moments::Bf16(v)) => update_on_team(&rule, params, grads, m, v, n),
+                _ => unreachable!("both moments are made with one dtype"),
+            }
+        }
+        norm
+    }
+
     /// One update of `params` from `grads * grad_scale` at learning rate `lr`.
     pub fn update(&mut self, params: &mut [f32], grads: &[f32], lr: f32, grad_scale: f32) {
         self.step += 1;
-        for (r, decays) in &self.groups {
-            let wd = if *decays { self.weight_decay } else { 0.0 };
-            let (p, g) = (&mut params[r.clone()], &grads[r.clone()]);
-            let sgd = |momentum| Sgd { lr, momentum, weight_decay: wd, first_step: self.step == 1, grad_scale };
-            match (self.kind, &mut self.m, &mut self.v) {
-                (OptimizerKind::AdamW { beta1, beta2, eps }, m, v) => {
-                    let h = AdamW { lr, beta1, beta2, eps, weight_decay: wd, step: self.step, grad_scale };
-                    match (m, v) {
-                        (Moments::F32(m), Moments::F32(v)) => adamw_update(p, g, &mut m[r.clone()], &mut v[r.clone()], h),
-                        (Moments::Bf16(m), Moments::Bf16(v)) => adamw_update(p, g, &mut m[r.clone()], &mut v[r.clone()], h),
-                        _ => unreachable!("both moments are made with one dtype"),
-                    }
-                }
-                (OptimizerKind::Sgd { momentum }, Moments::F32(m), _) => sgd_update(p, g, &mut m[r.clone()], sgd(momentum)),
-                (OptimizerKind::Sgd { momentum }, Moments::Bf16(m), _) => sgd_update(p, g, &mut m[r.clone()], sgd(momentum)),
+        let rule = Rule { kind: self.kind, weight_decay: self.weight_decay, groups: &self.groups, step: self.step, lr, grad_scale };
+        match (&mut self.m, &mut self.v) {
+            (Moments::F32(m), Moments::F32(v)) => update_part(&rule, params, grads, m, v, 0),
+            (Moments::Bf16(m), Moments::Bf16(v)) => update_part(&rule, params, grads, m, v, 0),
+            _ => unreachable!("both moments are made with one dtype"),
+        }
+    }
+}
+
+/// One update's settings, shared by the parts it is split into.
+struct Rule<'a> {
+    kind: OptimizerKind,
+    weight_decay: f32,
+    groups: &'a [(Range<usize>, bool)],
+    step: u64,
+    lr: f32,
+    grad_scale: f32,
+}
+
+/// Updates `p`, the parameters at `off..off + p.len()` of the flat buffer,
+/// from their gradients `g` and moments `m` and `v` (`v` empty for SGD),
+/// tensor by tensor for each one's weight decay.
+fn update_part<M: Moment>(rule: &Rule, p: &mut [f32], g: &[f32], m: &mut [M], v: &mut [M], off: usize) {
+    for (r, decays) in rule.groups {
+        let (lo, hi) = (r.start.max(off), r.end.min(off + p.len()));
+        if lo >= hi {
+            continue;
+        }
+        let s = lo - off..hi - off;
+        let wd = if *decays { rule.weight_decay } else { 0.0 };
+        let (p, g, m) = (&mut p[s.clone()], &g[s.clone()], &mut m[s.clone()]);
+        match rule.kind {
+            OptimizerKind::AdamW { beta1, beta2, eps } => {
+                let h = AdamW { lr: rule.lr, beta1, beta2, eps, weight_decay: wd, step: rule.step, grad_scale: rule.grad_scale };
+                adamw_update(p, g, m, &mut v[s], h)
+            }
+            OptimizerKind::Sgd { momentum } => {
+                sgd_update(p, g, m, Sgd { lr: rule.lr, momentum, weight_decay: wd, first_step: rule.step == 1, grad_scale: rule.grad_scale })
             }
         }
     }
 }
 
+/// One thread's share of an update: parameters, gradients, moments.
+type Part<'a, M> = (&'a mut [f32], &'a [f32], &'a mut [M], &'a mut [M]);
+
+/// `update_part` on each of the team's first `n` threads, over its part.
+fn update_on_team<M: Moment>(rule: &Rule, params: &mut [f32], grads: &[f32], m: &mut [M], v: &mut [M], n: usize) {
+    use std::sync::Mutex;
+    let len = params.len();
+    let size = attn_kernels::team::part(len, n, CHUNK, 0).len().max(1);
+    // SGD has no second moment: its parts are empty.
+    let vs: Vec<&mut [M]> = if v.is_empty() { (0..n).map(|_| &mut [][..]).collect() } else { v.chunks_mut(size).collect() };
+    let parts: Vec<Mutex<Part<M>>> =
+        params.chunks_mut(size).zip(grads.chunks(size)).zip(m.chunks_mut(size)).zip(vs).map(|(((p, g), m), v)| Mutex::new((p, g, m, v))).collect();
+    attn_kernels::team::for_each_shard(n, |i| {
+        let Some(cell) = parts.get(i) else { return };
+        let mut part = cell.lock().unwrap_or_else(|e| e.into_inner());
+        let (p, g, m, v) = &mut *part;
+        update_part(rule, p, g, m, v, i * size);
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The team's split update gives the bits of the whole one: AdamW with
+    /// f32 and bf16 moments, SGD, with clipping active, over tensors that
+    /// straddle the parts.
+    #[test]
+    fn the_update_on_the_team_is_the_whole_update() {
+        let layout = attn_model::Transformer::zeros(attn_model::TransformerConfig::gpt2(67, 16, 3, 2, 40)).unwrap().layout;
+        let n = layout.total();
+        let grads: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1013) as f32 - 506.0) * 1e-3).collect();
+        let adamw = OptimizerKind::AdamW { beta1: 0.9, beta2: 0.99, eps: 1e-8 };
+        for (kind, dtype) in [(adamw, Dtype::F32), (adamw, Dtype::Bf16), (OptimizerKind::Sgd { momentum: 0.9 }, Dtype::F32)] {
+            let run = |parts: usize| {
+                let mut opt = Optimizer::new(kind, 0.1, DecayRule::Matrices, &layout, dtype);
+                let mut params = vec![0.5f32; n];
+                let norms: Vec<u32> = (0..3).map(|_| opt.step_on_team(&mut params, &grads, 1e-2, 1.0, parts).to_bits()).collect();
+                (params, opt.m.to_f32(), norms)
+            };
+            let whole = run(1);
+            for parts in [2, 3] {
+                let split = run(parts);
+                assert_eq!(split.2, whole.2, "{kind:?} {parts} parts: the norms");
+                assert!(split.0.iter().zip(&whole.0).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?} {dtype:?} {parts} parts: the weights");
+                assert!(split.1.iter().zip(&whole.1).all(|(a, b)| a.to_bits() == b.to_bits()), "{kind:?} {dtype:?} {parts} parts: the moments");
+            }
+        }
+    }
 
     /// A NaN or infinite gradient norm leaves the parameters and the moments
     /// untouched, and does not count as a step.

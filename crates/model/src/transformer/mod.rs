@@ -238,7 +238,12 @@ impl Transformer {
     /// Sets every gradient (and the adapters') to 0; backward passes add to them.
     pub fn zero_grad(&mut self) {
         self.ensure_grads();
-        attn_kernels::zero(&mut self.grads);
+        if self.data_shards > 1 && self.lora.is_none() {
+            // Each part on the thread that will add into it and update it.
+            shards::zero_on_team(&mut self.grads, self.data_shards);
+        } else {
+            attn_kernels::zero(&mut self.grads);
+        }
         if let Some(l) = &mut self.lora {
             attn_kernels::zero(&mut l.grads);
         }

@@ -14,6 +14,7 @@
 use std::sync::Mutex;
 
 use attn_kernels::crossentropy::crossentropy_forward;
+use attn_kernels::optim::CHUNK;
 
 use super::acts::Acts;
 use super::train::{labelled_count, Start};
@@ -179,19 +180,37 @@ fn shard_bounds(b: usize, s: usize) -> Vec<usize> {
 
 /// Adds every shard's gradient into shard 0's, element by element in shard
 /// order, so the sum's rounding depends on the shard count alone. The team
-/// splits the parameters between its threads.
+/// splits the parameters as the optimizer's `step_on_team` will, so each
+/// core goes on to update the part it summed.
 fn add_up(shards: &mut [Shard]) {
     let s = shards.len();
     let (first, rest) = shards.split_first_mut().expect("at least one shard");
     let len = first.grads.len();
-    let part = len.div_ceil(s).next_multiple_of(16);
-    let parts: Vec<Mutex<&mut [f32]>> = first.grads.chunks_mut(part).map(Mutex::new).collect();
+    let parts = team_parts(&mut first.grads, s);
     attn_kernels::team::for_each_shard(s, |i| {
-        let Some(cell) = parts.get(i) else { return };
-        let mut g = cell.lock().unwrap_or_else(|e| e.into_inner());
-        let (start, len) = (i * part, g.len());
+        let r = attn_kernels::team::part(len, s, CHUNK, i);
+        let mut g = parts[i].lock().unwrap_or_else(|e| e.into_inner());
         for other in rest.iter() {
-            attn_kernels::residual::residual_forward(&mut g, &other.grads[start..start + len]);
+            attn_kernels::residual::residual_forward(&mut g, &other.grads[r.clone()]);
         }
     });
+}
+
+/// Zeroes `buf` on the team's first `n` threads, each its own part.
+pub(super) fn zero_on_team(buf: &mut [f32], n: usize) {
+    let parts = team_parts(buf, n);
+    attn_kernels::team::for_each_shard(n, |i| parts[i].lock().unwrap_or_else(|e| e.into_inner()).fill(0.0));
+}
+
+/// `buf` cut into the team's `n` parts (`team::part` at the optimizer's chunks).
+fn team_parts(buf: &mut [f32], n: usize) -> Vec<Mutex<&mut [f32]>> {
+    let len = buf.len();
+    let mut rest = buf;
+    let mut parts = Vec::with_capacity(n);
+    for i in 0..n {
+        let (part, tail) = rest.split_at_mut(attn_kernels::team::part(len, n, CHUNK, i).len());
+        parts.push(Mutex::new(part));
+        rest = tail;
+    }
+    parts
 }
