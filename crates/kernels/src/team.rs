@@ -58,6 +58,19 @@ pub fn part(len: usize, n: usize, align: usize, i: usize) -> std::ops::Range<usi
     (i * size).min(len)..((i + 1) * size).min(len)
 }
 
+/// `buf` cut into the `n` parts `part` gives, in order.
+pub fn parts_mut<T>(buf: &mut [T], n: usize, align: usize) -> Vec<&mut [T]> {
+    let len = buf.len();
+    let mut rest = buf;
+    let mut parts = Vec::with_capacity(n);
+    for i in 0..n {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(part(len, n, align, i).len());
+        parts.push(head);
+        rest = tail;
+    }
+    parts
+}
+
 /// Spawns `f(first)` on `pools[0]`, recurses for the rest, then waits for its
 /// own spawn: the calling thread only starts jobs and waits.
 fn spawn_from(pools: &[Arc<ThreadPool>], first: usize, f: &(dyn Fn(usize) + Sync)) {
@@ -83,6 +96,9 @@ mod tests {
                 assert_eq!(w[0].end, w[1].start);
                 assert!(w[0].end == len || w[0].end % align == 0);
             }
+            let mut buf: Vec<usize> = (0..len).collect();
+            let cut = parts_mut(&mut buf, n, align);
+            assert!(cut.iter().zip(&parts).all(|(c, r)| c.first() == r.clone().next().as_ref() && c.len() == r.len()));
         }
     }
 

@@ -296,18 +296,22 @@ type Part<'a, M> = (&'a mut [f32], &'a [f32], &'a mut [M], &'a mut [M]);
 
 /// `update_part` on each of the team's first `n` threads, over its part.
 fn update_on_team<M: Moment>(rule: &Rule, params: &mut [f32], grads: &[f32], m: &mut [M], v: &mut [M], n: usize) {
+    use attn_kernels::team::{part, parts_mut};
     use std::sync::Mutex;
     let len = params.len();
-    let size = attn_kernels::team::part(len, n, CHUNK, 0).len().max(1);
     // SGD has no second moment: its parts are empty.
-    let vs: Vec<&mut [M]> = if v.is_empty() { (0..n).map(|_| &mut [][..]).collect() } else { v.chunks_mut(size).collect() };
-    let parts: Vec<Mutex<Part<M>>> =
-        params.chunks_mut(size).zip(grads.chunks(size)).zip(m.chunks_mut(size)).zip(vs).map(|(((p, g), m), v)| Mutex::new((p, g, m, v))).collect();
+    let vs = if v.is_empty() { (0..n).map(|_| &mut [][..]).collect() } else { parts_mut(v, n, CHUNK) };
+    let parts: Vec<Mutex<Part<M>>> = parts_mut(params, n, CHUNK)
+        .into_iter()
+        .zip(parts_mut(m, n, CHUNK))
+        .zip(vs)
+        .enumerate()
+        .map(|(i, ((p, m), v))| Mutex::new((p, &grads[part(len, n, CHUNK, i)], m, v)))
+        .collect();
     attn_kernels::team::for_each_shard(n, |i| {
-        let Some(cell) = parts.get(i) else { return };
-        let mut part = cell.lock().unwrap_or_else(|e| e.into_inner());
-        let (p, g, m, v) = &mut *part;
-        update_part(rule, p, g, m, v, i * size);
+        let mut share = parts[i].lock().unwrap_or_else(|e| e.into_inner());
+        let (p, g, m, v) = &mut *share;
+        update_part(rule, p, g, m, v, part(len, n, CHUNK, i).start);
     });
 }
 

@@ -204,13 +204,5 @@ pub(super) fn zero_on_team(buf: &mut [f32], n: usize) {
 
 /// `buf` cut into the team's `n` parts (`team::part` at the optimizer's chunks).
 fn team_parts(buf: &mut [f32], n: usize) -> Vec<Mutex<&mut [f32]>> {
-    let len = buf.len();
-    let mut rest = buf;
-    let mut parts = Vec::with_capacity(n);
-    for i in 0..n {
-        let (part, tail) = rest.split_at_mut(attn_kernels::team::part(len, n, CHUNK, i).len());
-        parts.push(Mutex::new(part));
-        rest = tail;
-    }
-    parts
+    attn_kernels::team::parts_mut(buf, n, CHUNK).into_iter().map(Mutex::new).collect()
 }
