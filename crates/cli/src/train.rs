@@ -179,7 +179,8 @@ pub struct TrainArgs {
     /// Data-parallel shards: each batch's sequences split into this many runs
     /// that train on threads of their own, their gradients then summed. The
     /// rounding depends on it (saved with the run), not on --threads.
-    /// Default: one per thread for models of at most 16M parameters, else 1
+    /// Default: one per thread for models of at most 16M parameters (as many
+    /// as keep the extra gradient copies within 256 MiB), else 1
     #[arg(long)]
     pub(crate) data_shards: Option<usize>,
     /// adamw or sgd

@@ -86,3 +86,18 @@ fn accumulated_micro_batches_add_up() {
     let err = max_rel(&grads(2), &grads(1));
     assert!(err < 1e-4, "accumulated over 2 shards: off by {err}");
 }
+
+#[test]
+fn the_default_count_follows_the_threads_within_the_memory_bound() {
+    let baby = TransformerConfig::baby();
+    assert_eq!(baby.auto_data_shards(12, 2), 2);
+    assert_eq!(baby.auto_data_shards(12, 64), 12, "no more shards than sequences");
+    assert_eq!(baby.auto_data_shards(1, 8), 1);
+    // ~13M parameters: 53 MB a gradient copy, so at most 1 + 5 shards.
+    let mid = TransformerConfig::gpt2(4096, 256, 6, 8, 384);
+    let p = mid.param_count().unwrap();
+    assert!(p > 8 << 20 && p <= 16 << 20, "{p}");
+    let s = mid.auto_data_shards(64, 64);
+    assert!(s > 1 && (s as u128 - 1) * 4 * p <= 256 << 20, "{s} shards of {p} parameters");
+    assert_eq!(TransformerConfig::preset("gpt2-124m").unwrap().auto_data_shards(12, 2), 1);
+}

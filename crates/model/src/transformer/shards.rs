@@ -34,12 +34,20 @@ pub(super) struct Shard {
 /// parallel regions it saves (gpt2-124m's step is 1.8x PyTorch's without).
 const SHARD_MAX_PARAMS: u128 = 16 << 20;
 
+/// The most memory `auto_data_shards` spends on the extra shards' gradient
+/// copies, so that many threads do not multiply a model's size unasked.
+const SHARD_MAX_EXTRA_BYTES: u128 = 256 << 20;
+
 impl crate::config::TransformerConfig {
     /// The shard count `attn train` picks when not told: one per thread (up
-    /// to the batch size) for a model of at most 16M parameters, else 1.
+    /// to the batch size) for a model of at most 16M parameters, as many as
+    /// keep the extra gradient copies within 256 MiB; else 1.
     pub fn auto_data_shards(&self, batch_size: usize, threads: usize) -> usize {
         match self.param_count() {
-            Some(p) if p <= SHARD_MAX_PARAMS => threads.min(batch_size).max(1),
+            Some(p) if p <= SHARD_MAX_PARAMS => {
+                let by_memory = 1 + SHARD_MAX_EXTRA_BYTES / (4 * p).max(1);
+                threads.min(batch_size).min(by_memory.min(usize::MAX as u128) as usize).max(1)
+            }
             _ => 1,
         }
     }
