@@ -331,8 +331,9 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
             model.backward(1.0)?;
         }
         let t2 = Instant::now();
+        let team = model.team_size();
         let (params, grads) = model.params_and_grads();
-        opt.step_on_team(params, grads, 1e-4, 1.0, shards);
+        opt.step_on_team(params, grads, 1e-4, 1.0, team);
         let t3 = Instant::now();
         if i >= 2 {
             times.push([(t3 - t0).as_secs_f64(), (t1 - t0).as_secs_f64(), (t2 - t1).as_secs_f64(), (t3 - t2).as_secs_f64()]);

@@ -402,9 +402,10 @@ fn run_loop(run: &TrainRun, mut s: Session) -> Result<TrainSummary> {
         if let Some(l) = &mut s.model.lora {
             l.training = false;
         }
+        let team = s.model.team_size();
         let (params, grads) = s.model.params_and_grads();
         // A non-finite loss or gradient is never applied: the step is skipped.
-        let norm = if loss.is_finite() { s.opt.step_on_team(params, grads, lr, cfg.grad_clip, cfg.data_shards) } else { f32::NAN };
+        let norm = if loss.is_finite() { s.opt.step_on_team(params, grads, lr, cfg.grad_clip, team) } else { f32::NAN };
         let dt = t0.elapsed().as_secs_f64();
         tokens_done += step_tokens;
         let tok_per_s = step_tokens as f64 / dt;

@@ -238,9 +238,10 @@ impl Transformer {
     /// Sets every gradient (and the adapters') to 0; backward passes add to them.
     pub fn zero_grad(&mut self) {
         self.ensure_grads();
-        if self.data_shards > 1 && self.lora.is_none() {
+        let team = self.team_size();
+        if team > 1 {
             // Each part on the thread that will add into it and update it.
-            shards::zero_on_team(&mut self.grads, self.data_shards);
+            shards::zero_on_team(&mut self.grads, team);
         } else {
             attn_kernels::zero(&mut self.grads);
         }

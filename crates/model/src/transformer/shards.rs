@@ -13,7 +13,6 @@
 
 use std::sync::Mutex;
 
-use attn_kernels::crossentropy::crossentropy_forward;
 use attn_kernels::optim::CHUNK;
 
 use super::acts::Acts;
@@ -66,6 +65,18 @@ impl Transformer {
         self.data_shards
     }
 
+    /// How many threads of the team a training step uses: the shard count,
+    /// or 1 with LoRA adapters, which train unsharded. The zeroing, the
+    /// shards (at most one a sequence) and the optimizer
+    /// (`Optimizer::step_on_team`) all split by it.
+    pub fn team_size(&self) -> usize {
+        if self.lora.is_some() {
+            1
+        } else {
+            self.data_shards
+        }
+    }
+
     /// One micro-batch's forward and backward pass: adds d(`loss_scale` *
     /// mean loss)/d(params) into the gradients and returns the mean loss over
     /// the labelled positions, as `forward` then `backward` do. With data
@@ -73,8 +84,8 @@ impl Transformer {
     /// contiguous runs that train on threads of their own; call this from
     /// outside rayon's pool, so the calling thread only waits.
     pub fn train_step(&mut self, tokens: &[u32], targets: &[u32], b: usize, t: usize, loss_scale: f32) -> Result<f32> {
-        let s = self.data_shards.min(b);
-        if s <= 1 || self.lora.is_some() {
+        let s = self.team_size().min(b);
+        if s <= 1 {
             let loss = self.forward(tokens, Some(targets), b, t)?.expect("targets given");
             self.backward(loss_scale)?;
             return Ok(loss);
@@ -110,8 +121,8 @@ impl Transformer {
     /// than have the allocation abort the process) when they would not fit
     /// in the memory available.
     pub fn reserve_step(&mut self, b: usize, t: usize) -> Result<()> {
-        match self.data_shards.min(b) {
-            s if s > 1 && self.lora.is_none() => self.reserve_shards(&shard_bounds(b, s), t),
+        match self.team_size().min(b) {
+            s if s > 1 => self.reserve_shards(&shard_bounds(b, s), t),
             _ => self.reserve(b, t),
         }
     }
@@ -132,13 +143,10 @@ impl Transformer {
                 need += 4 * self.params.len() as u128;
             }
         }
-        if need > 0 {
-            super::ensure_memory(
-                need,
-                || format!("{s} data-parallel shards of a {}-sequence batch", bounds[s]),
-                "lower --batch-size, or pass --data-shards 1",
-            )?;
+        if need == 0 {
+            return Ok(()); // every step after the first
         }
+        super::ensure_memory(need, || format!("{s} data-parallel shards of a {}-sequence batch", bounds[s]), "lower --batch-size, or pass --data-shards 1")?;
         // Each shard allocates on its own thread, so its pages are first
         // touched (and placed) where they will be used.
         let mut shards = std::mem::take(&mut self.shards);
@@ -165,14 +173,8 @@ impl Transformer {
     /// the sum of its positions' losses.
     #[allow(clippy::too_many_arguments)]
     fn shard_pass(&self, sh: &mut Shard, tokens: &[u32], targets: &[u32], b: usize, t: usize, d: f32, own_grads: bool) -> f64 {
-        let n = b * t;
         let a = sh.acts.as_mut().expect("reserved");
-        self.refresh_rope(a, t);
-        a.key_lens.clear();
-        self.forward_blocks(a, None, tokens, b, t);
-        a.targets[..n].copy_from_slice(targets);
-        crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, targets, n, self.config.vocab_size);
-        let sum = a.losses[..n].iter().map(|&x| x as f64).sum();
+        let sum = self.forward_with_loss(a, None, tokens, Some(targets), b, t).expect("targets given");
         if own_grads {
             attn_kernels::zero(&mut sh.grads);
         }

@@ -82,24 +82,28 @@ impl Transformer {
 
     fn forward_in_pool(&mut self, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Result<Option<f32>> {
         self.check_batch(tokens, targets, b, t)?;
-        let (v, n) = (self.config.vocab_size, b * t);
         self.reserve(b, t)?;
         let mut a = self.acts.take().expect("reserved");
-        self.refresh_rope(&mut a, t);
-        a.key_lens.clear();
         let mut lora = self.lora.take();
-        self.forward_blocks(&mut a, lora.as_mut(), tokens, b, t);
+        let sum = self.forward_with_loss(&mut a, lora.as_mut(), tokens, targets, b, t);
         self.lora = lora;
         self.last_bt = (b, t);
         self.has_targets = targets.is_some();
-        let loss = targets.map(|tg| {
-            a.targets[..n].copy_from_slice(tg);
-            crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, tg, n, v);
-            let labelled = labelled_count(tg);
-            (a.losses[..n].iter().map(|&x| x as f64).sum::<f64>() / labelled.max(1) as f64) as f32
-        });
         self.acts = Some(a);
-        Ok(loss)
+        Ok(sum.zip(targets).map(|(sum, tg)| (sum / labelled_count(tg).max(1) as f64) as f32))
+    }
+
+    /// The forward pass into `a`, and with `targets` the sum of the
+    /// labelled positions' losses (`forward`, and each data-parallel shard).
+    pub(super) fn forward_with_loss(&self, a: &mut Acts, lora: Option<&mut Lora>, tokens: &[u32], targets: Option<&[u32]>, b: usize, t: usize) -> Option<f64> {
+        let n = b * t;
+        self.refresh_rope(a, t);
+        a.key_lens.clear();
+        self.forward_blocks(a, lora, tokens, b, t);
+        let tg = targets?;
+        a.targets[..n].copy_from_slice(tg);
+        crossentropy_forward(&mut a.losses, &mut a.lse, &a.logits, tg, n, self.config.vocab_size);
+        Some(a.losses[..n].iter().map(|&x| x as f64).sum())
     }
 
     /// Checks a training batch: sizes, ids and labels against the model.
