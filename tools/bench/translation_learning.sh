@@ -21,7 +21,10 @@
 # the recipe): about half the wall time of taking turns on two threads. The
 # thread count changes a run's arithmetic at most at rounding level (how
 # products are cut between threads), its recipe and batches not at all.
-#   SEEDS="1337 1 2" [INIT=shared|own] [PARALLEL=1] tools/bench/translation_learning.sh [STEPS=600]
+#
+# LR and WARMUP set the recipe's peak learning rate and warmup steps (1e-3
+# and 100 unless given); the peer takes both from attn's plan.
+#   SEEDS="1337 1 2" [INIT=shared|own] [PARALLEL=1] [LR=1e-3] [WARMUP=100] tools/bench/translation_learning.sh [STEPS=600]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.cache/venv-ref5/bin/python}
@@ -39,7 +42,7 @@ parallel=${PARALLEL:-0}
 threads=2
 [ "$parallel" = 1 ] && threads=1
 recipe=(--task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --overwrite --steps "$steps" --eval-every 100
-        --batch-tokens 4096 --lr 1e-3 --warmup 100 --threads $threads)
+        --batch-tokens 4096 --lr "${LR:-1e-3}" --warmup "${WARMUP:-100}" --threads $threads)
 model=(--preset transformer-small --tokenizer bpe:8000)
 if [ "$init" = shared ]; then
   # The joint BPE and the model's config.json (one step, thrown away).
