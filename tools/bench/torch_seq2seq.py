@@ -1,7 +1,10 @@
-"""A Marian-shaped encoder-decoder in PyTorch, from torch.nn's
-TransformerEncoder / TransformerDecoder layers (post-norm, ReLU, no dropout):
-shared embedding scaled by sqrt(d_model), Marian's sinusoidal positions, tied
-output head. The peer of attn's translation runs and benchmarks.
+"""A Marian- or mBART-shaped encoder-decoder in PyTorch, from torch.nn's
+TransformerEncoder / TransformerDecoder layers (ReLU, no dropout): shared
+embedding scaled by sqrt(d_model), tied output head. For a Marian config,
+post-norm blocks and Marian's sinusoidal positions; for an mBART config (what
+attn's `--norm-position pre` writes), pre-norm blocks with a final norm per
+stack, learned positions (offset 2) and a norm on the embeddings, per side.
+The peer of attn's translation runs and benchmarks.
 """
 import math
 
@@ -30,11 +33,22 @@ class Peer(nn.Module):
         self.shared = nn.Parameter(torch.randn(V, C) * 0.02)
         with torch.no_grad():
             self.shared[self.pad].zero_()
-        self.register_buffer("pos", sinusoidal(cfg["max_position_embeddings"], C))
-        enc = nn.TransformerEncoderLayer(C, H, cfg["encoder_ffn_dim"], dropout=0.0, activation="relu", batch_first=True)
-        dec = nn.TransformerDecoderLayer(C, cfg["decoder_attention_heads"], cfg["decoder_ffn_dim"], dropout=0.0, activation="relu", batch_first=True)
-        self.encoder = nn.TransformerEncoder(enc, cfg["encoder_layers"], norm=None, enable_nested_tensor=False)
-        self.decoder = nn.TransformerDecoder(dec, cfg["decoder_layers"], norm=None)
+        kind = cfg.get("model_type", "marian")
+        assert kind in ("marian", "mbart"), f"model_type {kind}: the peer is Marian or mBART"
+        self.pre = kind == "mbart"
+        n_pos = cfg["max_position_embeddings"]
+        self.register_buffer("pos", sinusoidal(n_pos, C))
+        if self.pre:
+            # mBART: learned positions from index 2, and the sum normalized.
+            self.enc_pos = nn.Parameter(torch.empty(n_pos + 2, C))
+            self.dec_pos = nn.Parameter(torch.empty(n_pos + 2, C))
+            self.enc_emb_norm, self.dec_emb_norm = nn.LayerNorm(C), nn.LayerNorm(C)
+        kw = dict(dropout=0.0, activation="relu", batch_first=True, norm_first=self.pre)
+        enc = nn.TransformerEncoderLayer(C, H, cfg["encoder_ffn_dim"], **kw)
+        dec = nn.TransformerDecoderLayer(C, cfg["decoder_attention_heads"], cfg["decoder_ffn_dim"], **kw)
+        final = (lambda: nn.LayerNorm(C)) if self.pre else (lambda: None)
+        self.encoder = nn.TransformerEncoder(enc, cfg["encoder_layers"], norm=final(), enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(dec, cfg["decoder_layers"], norm=final())
         for n, p in self.named_parameters():
             if n == "shared":
                 continue
@@ -45,14 +59,19 @@ class Peer(nn.Module):
             else:
                 nn.init.normal_(p, 0.0, 0.02)
 
-    def embed(self, ids):
-        return F.embedding(ids, self.shared, padding_idx=self.pad) * math.sqrt(self.C) + self.pos[: ids.shape[1]]
+    def embed(self, ids, side):
+        x = F.embedding(ids, self.shared, padding_idx=self.pad) * math.sqrt(self.C)
+        T = ids.shape[1]
+        if not self.pre:
+            return x + self.pos[:T]
+        pos, norm = (self.enc_pos, self.enc_emb_norm) if side == "encoder" else (self.dec_pos, self.dec_emb_norm)
+        return norm(x + pos[2 : 2 + T])
 
     def forward(self, src, src_pad, tgt_in):
-        mem = self.encoder(self.embed(src), src_key_padding_mask=src_pad)
+        mem = self.encoder(self.embed(src, "encoder"), src_key_padding_mask=src_pad)
         T = tgt_in.shape[1]
         causal = torch.triu(torch.full((T, T), float("-inf")), diagonal=1)
-        h = self.decoder(self.embed(tgt_in), mem, tgt_mask=causal, memory_key_padding_mask=src_pad)
+        h = self.decoder(self.embed(tgt_in, "decoder"), mem, tgt_mask=causal, memory_key_padding_mask=src_pad)
         return h @ self.shared.t()
 
 

@@ -23,8 +23,10 @@
 # products are cut between threads), its recipe and batches not at all.
 #
 # LR and WARMUP set the recipe's peak learning rate and warmup steps (1e-3
-# and 100 unless given); the peer takes both from attn's plan.
-#   SEEDS="1337 1 2" [INIT=shared|own] [PARALLEL=1] [LR=1e-3] [WARMUP=100] tools/bench/translation_learning.sh [STEPS=600]
+# and 100 unless given); the peer takes both from attn's plan. NORM=pre
+# trains both sides pre-norm (mBART-shaped: final norms, learned positions,
+# a norm on the embeddings) instead of the paper's post-norm (Marian).
+#   SEEDS="1337 1 2" [INIT=shared|own] [PARALLEL=1] [LR=1e-3] [WARMUP=100] [NORM=post|pre] tools/bench/translation_learning.sh [STEPS=600]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.cache/venv-ref5/bin/python}
@@ -43,7 +45,7 @@ threads=2
 [ "$parallel" = 1 ] && threads=1
 recipe=(--task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --overwrite --steps "$steps" --eval-every 100
         --batch-tokens 4096 --lr "${LR:-1e-3}" --warmup "${WARMUP:-100}" --threads $threads)
-model=(--preset transformer-small --tokenizer bpe:8000)
+model=(--preset transformer-small --tokenizer bpe:8000 --norm-position "${NORM:-post}")
 if [ "$init" = shared ]; then
   # The joint BPE and the model's config.json (one step, thrown away).
   "$attn" train "${model[@]}" --task translation --data "$pairs/train.tsv" --val-data "$pairs/val.tsv" --steps 1 --threads 2 \

@@ -6,13 +6,13 @@ eps 1e-9, weight decay on matrices only), warmup + cosine learning rate,
 global-norm clipping, label smoothing, and the very micro-batches the attn run
 trained on (its --export-plan file). Reports the validation loss (plain
 cross-entropy per target token, EOS included) and seconds per step, and
-saves the trained weights as a Marian folder, so `attn eval` scores both
+saves the trained weights as a Marian (or mBART) folder, so `attn eval` scores both
 models' translations with the same beam search and metrics.
 
   python tools/bench/translation_peer.py RUN_DIR PLAN.json OUT_DIR --threads 2
 
 With --save-init DIR it writes its freshly initialised weights (seeded by
---seed) as a Marian folder with RUN_DIR's tokenizer and exits: `attn train
+--seed) as a folder of RUN_DIR's kind (Marian or mBART) with RUN_DIR's tokenizer and exits: `attn train
 --init DIR` and this script's --init DIR then start from the very same
 weights, so the two runs differ only in their arithmetic.
 """
@@ -58,6 +58,11 @@ def name_map():
                 pairs += [(p + f"{mine}.out_proj.{w}", q + f"{theirs}.out_proj.{w}") for w in ("weight", "bias")]
             named = [("linear1", "fc1"), ("linear2", "fc2")] + [(f"norm{j + 1}", nm) for j, nm in enumerate(norms)]
             pairs += [(p + f"{mine}.{w}", q + f"{theirs}.{w}") for mine, theirs in named for w in ("weight", "bias")]
+        if cfg["model_type"] == "mbart":
+            s = side[:3]
+            pairs.append((f"{s}_pos", f"model.{side}.embed_positions.weight"))
+            for mine, theirs in [(f"{s}_emb_norm", "layernorm_embedding"), (f"{side}.norm", "layer_norm")]:
+                pairs += [(f"{mine}.{w}", f"model.{side}.{theirs}.{w}") for w in ("weight", "bias")]
     return pairs, packed
 
 
@@ -115,8 +120,10 @@ assert cfg["activation_function"] == "relu" and cfg["scale_embedding"]
 
 opt_kind = tc["optimizer"]
 assert opt_kind["type"] == "adamw" and tc["decay_rule"] == "matrices"
-decay = [p for n, p in model.named_parameters() if p.dim() == 2 and n != "shared"]
-other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and n != "shared")]
+# attn's "matrices" rule: embeddings (the shared table, learned positions) are not decayed.
+embeddings = ("shared", "enc_pos", "dec_pos")
+decay = [p for n, p in model.named_parameters() if p.dim() == 2 and n not in embeddings]
+other = [p for n, p in model.named_parameters() if not (p.dim() == 2 and n not in embeddings)]
 opt = torch.optim.AdamW([{"params": decay, "weight_decay": tc["weight_decay"]}, {"params": other, "weight_decay": 0.0}],
                         lr=tc["lr"], betas=(opt_kind["beta1"], opt_kind["beta2"]), eps=opt_kind["eps"])
 
