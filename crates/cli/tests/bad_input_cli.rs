@@ -415,6 +415,11 @@ fn bad_inputs_get_clear_errors() {
         ("inspect attention layer 99", vec!["inspect", "attention", "--model", &g, "--text", "the", "--layer", "99", "--head", "0"], "layer"),
         ("inspect attention head 99", vec!["inspect", "attention", "--model", &g, "--text", "the", "--layer", "0", "--head", "99"], "head"),
         ("inspect attention text past context", vec!["inspect", "attention", "--model", &g, "--text", &"the ".repeat(40)], "64"),
+        (
+            "inspect attention png in a missing folder",
+            vec!["inspect", "attention", "--model", &g, "--text", "the", "--out", "/nonexistent-dir/a.png"],
+            "/nonexistent-dir does not exist",
+        ),
         ("inspect next empty text", vec!["inspect", "next", "--model", &g, "--text", ""], "text"),
         ("inspect next top-p 2", vec!["inspect", "next", "--model", &g, "--text", "the", "--top-p", "2"], "top-p"),
         ("inspect embeddings empty words", vec!["inspect", "embeddings", "--model", &g, "--words", ",,,"], "empty word"),

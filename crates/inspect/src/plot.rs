@@ -48,6 +48,12 @@ fn heat(p: f32) -> RGBColor {
 fn render(path: &Path, size: (u32, u32), f: &dyn Fn(Draw<BitMapBackend>) -> DrawResult, g: &dyn Fn(Draw<SVGBackend>) -> DrawResult) -> Result<()> {
     crate::curves::register_font();
     let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+    // plotters reports a missing folder as an opaque backend error, found
+    // only after all the drawing; name it up front.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.is_dir()) {
+        let msg = format!("the folder {} does not exist; create it or choose another --out", dir.display());
+        return Err(InspectError::Output { path: path.into(), msg });
+    }
     let tmp = path.with_extension(format!("tmp.{ext}"));
     let res = match ext.as_str() {
         "png" => f(BitMapBackend::new(&tmp, size).into_drawing_area()),
