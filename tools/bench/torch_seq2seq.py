@@ -37,8 +37,9 @@ class Peer(nn.Module):
         assert kind in ("marian", "mbart"), f"model_type {kind}: the peer is Marian or mBART"
         self.pre = kind == "mbart"
         n_pos = cfg["max_position_embeddings"]
-        self.register_buffer("pos", sinusoidal(n_pos, C))
-        if self.pre:
+        if not self.pre:
+            self.register_buffer("pos", sinusoidal(n_pos, C))
+        else:
             # mBART: learned positions from index 2, and the sum normalized.
             self.enc_pos = nn.Parameter(torch.empty(n_pos + 2, C))
             self.dec_pos = nn.Parameter(torch.empty(n_pos + 2, C))

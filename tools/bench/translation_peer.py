@@ -106,7 +106,8 @@ if args.save_init:
 if args.init:
     from safetensors.torch import load_file
     state = from_marian(load_file(os.path.join(args.init, "model.safetensors")))
-    state["pos"] = model.pos
+    if not model.pre:  # Marian's sinusoidal table is fixed: a buffer, not in the folder
+        state["pos"] = model.pos
     model.load_state_dict(state, strict=True)
 assert args.plan and args.out, "PLAN and OUT are needed to train"
 plan = json.load(open(args.plan))
