@@ -12,6 +12,7 @@ mod classify;
 mod encode;
 mod infer;
 mod io;
+mod last_pass;
 mod quantized;
 mod rows;
 mod shards;
