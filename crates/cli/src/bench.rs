@@ -233,8 +233,13 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             let gflops = gemm_peak(size, sgemm_peak_probe);
             // The same product with bf16 operands and f32 sums (`--dtype bf16`'s dense layers).
             let bf16_gflops = gemm_peak(size, bf16_gemm_peak_probe);
+            // The ceilings above those: what the vector units compute with nothing to load.
+            let probe = std::time::Duration::from_millis(300);
+            let (fma, dot) = (attn_kernels::peak::fma_gflops(probe), attn_kernels::peak::bf16_dot_gflops(probe));
             report(serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops,
                 "bf16_gflops": bf16_gflops, "bf16_path": attn_kernels::mixed::bf16_path(),
+                "fma_gflops": fma, "gemm_of_fma": fma.map(|f| gflops / f),
+                "bf16_dot_gflops": dot, "bf16_gemm_of_dot": dot.filter(|_| attn_kernels::mixed::bf16_path() == "avx512-bf16").map(|d| bf16_gflops / d),
                 "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns()}));
             Ok(())
         }

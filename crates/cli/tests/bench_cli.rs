@@ -64,6 +64,10 @@ fn the_f32_gemm_is_named_and_a_wrong_name_refused() {
     // attn's own kernel when asked, where the loop kernels run at AVX-512.
     let v: serde_json::Value = serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(v["f32_gemm"] == "avx512", v["simd"] == "avx512", "{v}");
+    // The cores' multiply-add rate beside the GEMM's, wherever the level has a vector FMA.
+    let vector = v["simd"] == "avx512" || v["simd"] == "avx2";
+    assert_eq!(v["fma_gflops"].as_f64().is_some_and(|f| f > 0.0), vector, "{v}");
+    assert_eq!(v["gemm_of_fma"].as_f64().is_some(), vector, "{v}");
     let o = run("mkl");
     assert!(!o.status.success() && common::stderr(&o).contains("ATTN_F32_GEMM=\"mkl\" is not a GEMM"), "{}", common::stderr(&o));
 }

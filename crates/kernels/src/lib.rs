@@ -47,6 +47,7 @@ pub mod matvec;
 pub mod mixed;
 pub mod optim;
 pub mod pages;
+pub mod peak;
 pub mod quant;
 pub mod residual;
 pub mod rmsnorm;
