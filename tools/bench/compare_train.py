@@ -75,12 +75,24 @@ def main():
             "speedup": round(ms_t / ms_a, 2),
             "attn_gflops": round(med(ours, "gflops"), 1), "gemm_peak_gflops": round(med(ours, "peak_gflops"), 1),
             "attn_mfu": round(med(ours, "mfu"), 3),
+            # The cores' own multiply-add (or bf16 dot) rate, and each side's share of it:
+            # the same FLOPs a step, so the peer's share is attn's times ms_a / ms_t.
+            **core_shares(ours, med, ms_a, ms_t),
             "attn_peak_rss_mb": round(max(r["peak_rss_mb"] for r in ours)), "pytorch_peak_rss_mb": round(max(r["peak_rss_mb"] for r in theirs)),
             "peer": theirs[0]["peer"], **mkl,
             # Per round: ~70 ns with both vCPUs in one core complex, ~320 when placed apart (docs/PERFORMANCE.md).
             "core_round_trip_ns": [round(r["core_round_trip_ns"]) if r.get("core_round_trip_ns") else None for r in ours],
         }), flush=True)
     print(json.dumps({"load_after": open("/proc/loadavg").read().split()[:3]}))
+
+
+def core_shares(ours, med, ms_a, ms_t):
+    """core_peak_gflops and both sides' share of it, where attn probed one."""
+    if not all(r.get("of_core_peak") for r in ours):
+        return {}
+    share = med(ours, "of_core_peak")
+    return {"core_peak_gflops": round(med(ours, "core_peak_gflops"), 1),
+            "attn_of_core_peak": round(share, 3), "pytorch_of_core_peak": round(share * ms_a / ms_t, 3)}
 
 
 if __name__ == "__main__":

@@ -157,10 +157,16 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             crate::set_threads(threads)?;
             let dtype = dtype.moments();
             attn_kernels::mixed::set_matmul_precision(dtype.precision());
-            // MFU against the peak of the products the step runs.
+            // MFU against the peak of the products the step runs, and the
+            // cores' own rate for that arithmetic above it (where one is probed).
+            let probe = std::time::Duration::from_millis(300);
             let peak = match dtype {
-                attn_train::optim::Dtype::F32 => gemm_peak(1024, sgemm_peak_probe),
-                attn_train::optim::Dtype::Bf16 => gemm_peak(1024, bf16_gemm_peak_probe),
+                attn_train::optim::Dtype::F32 => Peaks { gemm: gemm_peak(1024, sgemm_peak_probe), core: attn_kernels::peak::fma_gflops(probe) },
+                attn_train::optim::Dtype::Bf16 => Peaks {
+                    gemm: gemm_peak(1024, bf16_gemm_peak_probe),
+                    // vdpbf16ps bounds only its own path (not AMX tiles, not the emulation).
+                    core: attn_kernels::peak::bf16_dot_gflops(probe).filter(|_| attn_kernels::mixed::bf16_path() == "avx512-bf16"),
+                },
             };
             if attn_model::SEQ2SEQ_PRESETS.contains(&preset.as_str()) {
                 return crate::bench_seq2seq::bench_train(&preset, batch_size, seq_len.unwrap_or(64), steps, vocab.unwrap_or(8000), peak);
@@ -246,6 +252,32 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The two ceilings a training step's rate is read against, in GFLOP/s.
+#[derive(Clone, Copy)]
+pub(crate) struct Peaks {
+    /// The 1024^3 GEMM in the step's precision (the MFU denominator).
+    pub(crate) gemm: f64,
+    /// The vector units' multiply-adds (f32) or dot products (bf16 on
+    /// `vdpbf16ps`), where this CPU's path has a probe (`attn_kernels::peak`).
+    pub(crate) core: Option<f64>,
+}
+
+impl Peaks {
+    /// The JSON fields for a step that ran at `gflops`.
+    pub(crate) fn fields(self, gflops: f64) -> serde_json::Value {
+        serde_json::json!({"peak_gflops": self.gemm, "mfu": gflops / self.gemm,
+            "core_peak_gflops": self.core, "of_core_peak": self.core.map(|c| gflops / c)})
+    }
+}
+
+/// Adds the fields of `extra` (an object) to `out` (an object).
+pub(crate) fn merge(mut out: serde_json::Value, extra: serde_json::Value) -> serde_json::Value {
+    if let (Some(o), serde_json::Value::Object(e)) = (out.as_object_mut(), extra) {
+        o.extend(e);
+    }
+    out
+}
+
 /// Best of several square GEMMs, in GFLOP/s.
 fn gemm_peak(size: usize, probe: fn(&mut [f32], &[f32], &[f32], usize) -> f64) -> f64 {
     let a = vec![0.5f32; size * size];
@@ -296,7 +328,7 @@ pub(crate) fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
-fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>, shards: Option<usize>, peak: f64) -> anyhow::Result<()> {
+fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, vocab: Option<usize>, shards: Option<usize>, peak: Peaks) -> anyhow::Result<()> {
     let mut arch = attn_model::TransformerConfig::preset(preset)?;
     if let Some(v) = vocab {
         arch = arch.with_vocab(v);
@@ -317,8 +349,9 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
     let y: Vec<u32> = (0..b * t).map(|_| rng.gen_range(0..v)).collect();
     let dtype = attn_kernels::mixed::matmul_precision().name();
     println!(
-        "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, {shards} data shard(s), {dtype} products, GEMM peak {peak:.1} GFLOP/s",
-        model.layout().num_params() as f64 / 1e6
+        "bench train: {preset} ({:.1}M params), B={b} T={t}, {threads} threads, {shards} data shard(s), {dtype} products, GEMM peak {:.1} GFLOP/s",
+        model.layout().num_params() as f64 / 1e6,
+        peak.gemm
     );
     // Per step: (total, forward, backward, optimizer incl. zero_grad) seconds.
     // Shards run both passes in one go: their time is the forward's.
@@ -355,9 +388,10 @@ fn bench_train(preset: &str, b: usize, seq_len: Option<usize>, steps: usize, voc
         "data_shards": shards, "optimizer_ms": col(3) * 1e3,
         "forward_ms": (shards == 1).then(|| col(1) * 1e3), "backward_ms": (shards == 1).then(|| col(2) * 1e3),
         "forward_backward_ms": (col(1) + col(2)) * 1e3,
-        "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak,
+        "gflops": gflops,
         "peak_rss_mb": peak_rss_mb(), "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns(),
     });
+    let out = merge(out, peak.fields(gflops));
     report(out);
     Ok(())
 }

@@ -8,11 +8,11 @@ use attn_model::{Seq2Seq, Seq2SeqBatch, Seq2SeqConfig};
 use attn_train::optim::{DecayRule, Optimizer, OptimizerKind};
 use rand::{Rng, SeedableRng};
 
-use crate::bench::{median, peak_rss_mb, report};
+use crate::bench::{median, merge, peak_rss_mb, report, Peaks};
 
 /// Full steps (forward, backward, clip, AdamW) on B random pairs of T source
 /// and T target tokens, label smoothing 0.1.
-pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize, peak: f64) -> anyhow::Result<()> {
+pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize, peak: Peaks) -> anyhow::Result<()> {
     let cfg = Seq2SeqConfig::preset(preset, vocab)?;
     anyhow::ensure!(t >= 2 && t <= cfg.n_ctx, "--seq-len must be in 2..={} for {preset}", cfg.n_ctx);
     anyhow::ensure!(b >= 1 && steps >= 1 && vocab > 2, "--batch-size, --steps must be positive and --vocab above 2");
@@ -26,7 +26,7 @@ pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize,
     let mut ids = |n: usize| -> Vec<u32> { (0..n).map(|_| rng.gen_range(2..vocab as u32)).collect() };
     let batch = Seq2SeqBatch { b, s: t, t, src: ids(b * t), src_len: vec![t; b], tgt_in: ids(b * t), labels: ids(b * t) };
     let threads = rayon::current_num_threads();
-    println!("bench train: {preset} ({:.1}M params), B={b} S=T={t}, {threads} threads, sgemm peak {peak:.1} GFLOP/s", model.num_params() as f64 / 1e6);
+    println!("bench train: {preset} ({:.1}M params), B={b} S=T={t}, {threads} threads, GEMM peak {:.1} GFLOP/s", model.num_params() as f64 / 1e6, peak.gemm);
     let mut times: Vec<[f64; 4]> = Vec::with_capacity(steps);
     for i in 0..steps + 2 {
         let t0 = Instant::now();
@@ -45,13 +45,14 @@ pub fn bench_train(preset: &str, b: usize, t: usize, steps: usize, vocab: usize,
     let col = |k: usize| median(times.iter().map(|r| r[k]).collect());
     let med = col(0);
     let gflops = model.train_flops(b, t, t) / med / 1e9;
-    report(serde_json::json!({
+    let out = serde_json::json!({
         "preset": preset, "batch_size": b, "seq_len": t, "vocab": vocab, "threads": threads, "steps": steps,
         "ms_per_step": med * 1e3, "tok_per_s": (2 * b * t) as f64 / med,
         "forward_ms": col(1) * 1e3, "backward_ms": col(2) * 1e3, "optimizer_ms": col(3) * 1e3,
-        "gflops": gflops, "peak_gflops": peak, "mfu": gflops / peak, "peak_rss_mb": peak_rss_mb(),
+        "gflops": gflops, "peak_rss_mb": peak_rss_mb(),
         "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns(),
-    }));
+    });
+    report(merge(out, peak.fields(gflops)));
     Ok(())
 }
 
