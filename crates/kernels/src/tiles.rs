@@ -359,11 +359,10 @@ dispatch! {
                         }
                         let base = at_pair(s, t, 0, 16 * half);
                         let out: &mut [u32; 256] = (&mut dst[base..base + 256]).try_into().unwrap();
-                        for p in 0..16 {
-                            for jj in 0..16 {
-                                out[p * 16 + jj] = pairs[jj][p];
-                            }
-                        }
+                        // out[p][jj] = pairs[jj][p], the bits moved as f32 through
+                        // register shuffles (the loop compiled to gathers).
+                        // SAFETY: two distinct 16 x 16 arrays of 4-byte values.
+                        unsafe { crate::transpose::transpose(out.as_mut_ptr() as *mut f32, 16, pairs.as_ptr() as *const f32, 16, 16, 16) };
                     }
                 }
             }
