@@ -159,14 +159,11 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             attn_kernels::mixed::set_matmul_precision(dtype.precision());
             // MFU against the peak of the products the step runs, and the
             // cores' own rate for that arithmetic above it (where one is probed).
-            let probe = std::time::Duration::from_millis(300);
             let peak = match dtype {
-                attn_train::optim::Dtype::F32 => Peaks { gemm: gemm_peak(1024, sgemm_peak_probe), core: attn_kernels::peak::fma_gflops(probe) },
-                attn_train::optim::Dtype::Bf16 => Peaks {
-                    gemm: gemm_peak(1024, bf16_gemm_peak_probe),
-                    // vdpbf16ps bounds only its own path (not AMX tiles, not the emulation).
-                    core: attn_kernels::peak::bf16_dot_gflops(probe).filter(|_| attn_kernels::mixed::bf16_path() == "avx512-bf16"),
-                },
+                attn_train::optim::Dtype::F32 => Peaks { gemm: gemm_peak(1024, sgemm_peak_probe), core: attn_kernels::peak::fma_gflops(PROBE) },
+                attn_train::optim::Dtype::Bf16 => {
+                    Peaks { gemm: gemm_peak(1024, bf16_gemm_peak_probe), core: bf16_ceiling(attn_kernels::peak::bf16_dot_gflops(PROBE)) }
+                }
             };
             if attn_model::SEQ2SEQ_PRESETS.contains(&preset.as_str()) {
                 return crate::bench_seq2seq::bench_train(&preset, batch_size, seq_len.unwrap_or(64), steps, vocab.unwrap_or(8000), peak);
@@ -240,16 +237,24 @@ pub fn run(c: BenchCommand) -> anyhow::Result<()> {
             // The same product with bf16 operands and f32 sums (`--dtype bf16`'s dense layers).
             let bf16_gflops = gemm_peak(size, bf16_gemm_peak_probe);
             // The ceilings above those: what the vector units compute with nothing to load.
-            let probe = std::time::Duration::from_millis(300);
-            let (fma, dot) = (attn_kernels::peak::fma_gflops(probe), attn_kernels::peak::bf16_dot_gflops(probe));
+            let (fma, dot) = (attn_kernels::peak::fma_gflops(PROBE), attn_kernels::peak::bf16_dot_gflops(PROBE));
             report(serde_json::json!({"size": size, "threads": rayon::current_num_threads(), "gflops": gflops,
                 "bf16_gflops": bf16_gflops, "bf16_path": attn_kernels::mixed::bf16_path(),
                 "fma_gflops": fma, "gemm_of_fma": fma.map(|f| gflops / f),
-                "bf16_dot_gflops": dot, "bf16_gemm_of_dot": dot.filter(|_| attn_kernels::mixed::bf16_path() == "avx512-bf16").map(|d| bf16_gflops / d),
+                "bf16_dot_gflops": dot, "bf16_gemm_of_dot": bf16_ceiling(dot).map(|d| bf16_gflops / d),
                 "core_round_trip_ns": crate::bench_gemm::core_round_trip_ns()}));
             Ok(())
         }
     }
+}
+
+/// How long each of the cores' peaks (`attn_kernels::peak`) is measured.
+const PROBE: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// The dot-product peak as the ceiling of bf16 products: only on the path
+/// that runs `vdpbf16ps` (not AMX tiles, not the emulation).
+fn bf16_ceiling(dot: Option<f64>) -> Option<f64> {
+    dot.filter(|_| attn_kernels::mixed::bf16_path() == "avx512-bf16")
 }
 
 /// The two ceilings a training step's rate is read against, in GFLOP/s.

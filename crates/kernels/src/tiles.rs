@@ -92,7 +92,9 @@ pub(crate) unsafe fn gemm(
                     if kernel == Microkernel::Amx {
                         crate::amx::configure();
                     }
-                    let mut block = Block([0.0; 1024]);
+                    // The kernel's block, and its transpose for a transposed dst,
+                    // once per task rather than per block.
+                    let (mut block, mut spare) = (Block([0.0; 1024]), Block([0.0; 1024]));
                     let (lo, hi) = (part * np / parts, (part + 1) * np / parts);
                     // Strips of B packed together: up to 8 (256 columns, 1 KiB
                     // of each row), while they fit in half of a 2 MiB L2.
@@ -114,7 +116,7 @@ pub(crate) unsafe fn gemm(
                                     kernel_32x32(kernel, a0, a1, b0, b1, kn, c, 4 * dst_rs as usize, add);
                                 } else {
                                     kernel_32x32(kernel, a0, a1, b0, b1, kn, block.0.as_mut_ptr(), 128, false);
-                                    store_block(&block.0, dst, dst_rs, dst_cs, add, 32 * i, rows, 32 * j, cols);
+                                    store_block(&block.0, &mut spare.0, dst, dst_rs, dst_cs, add, 32 * i, rows, 32 * j, cols);
                                 }
                             }
                         }
@@ -177,20 +179,32 @@ impl SendU16 {
     }
 }
 
-/// dst[r0 + i, c0 + j] (+)= block[i, j] for i < rows, j < cols.
+/// dst[r0 + i, c0 + j] (+)= block[i, j] for i < rows, j < cols; `spare`
+/// holds the transposed block when dst is transposed.
 #[inline(always)]
-unsafe fn store_block(block: &[f32; 1024], dst: *mut f32, rs: isize, cs: isize, accumulate: bool, r0: usize, rows: usize, c0: usize, cols: usize) {
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_block(
+    block: &[f32; 1024],
+    spare: &mut [f32; 1024],
+    dst: *mut f32,
+    rs: isize,
+    cs: isize,
+    accumulate: bool,
+    r0: usize,
+    rows: usize,
+    c0: usize,
+    cols: usize,
+) {
     if rs == 1 && cs != 1 {
         // A transposed dst (the swapped product in `gemm`): the block's columns
         // are memory rows. The block is transposed in L1 first, so that each
         // memory row is added from a contiguous run: read column by column,
         // the adds ran one float at a time (7% of a gpt2-124m bf16 step,
         // in the output head's and the MLP's weight gradients).
-        let mut t = Block([0.0; 1024]);
-        crate::transpose::transpose(t.0.as_mut_ptr(), 32, block.as_ptr(), 32, rows, cols);
+        crate::transpose::transpose(spare.as_mut_ptr(), 32, block.as_ptr(), 32, rows, cols);
         for j in 0..cols {
             let d = std::slice::from_raw_parts_mut(dst.offset((c0 + j) as isize * cs + r0 as isize), rows);
-            let s = &t.0[j * 32..j * 32 + rows];
+            let s = &spare[j * 32..j * 32 + rows];
             if accumulate {
                 d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
             } else {
