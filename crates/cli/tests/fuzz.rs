@@ -159,8 +159,11 @@ fn load_model(dir: &Path) {
 /// An encoder-decoder folder: load, encode a source, take a decoder step.
 fn load_seq2seq(dir: &Path) {
     if let Ok((m, _)) = attn_model::Seq2Seq::load(dir) {
-        let mem = m.encode_sources(&[0, 1], &[2], 2).expect("a loaded model encodes");
-        let mut cache = m.new_decoder_cache(&mem, 2, 2).expect("a loaded model makes a cache");
+        // Two positions, or one where the config allows only one (longer
+        // sources and caches are refused with an error, as they should be).
+        let n = m.config.n_ctx.min(2);
+        let mem = m.encode_sources(&[0, 1][..n], &[n], n).expect("a loaded model encodes");
+        let mut cache = m.new_decoder_cache(&mem, 2, n).expect("a loaded model makes a cache");
         let start = m.config.decoder_start_token_id;
         let _ = m.decode_step(&[start, start], &mut cache, &mem);
     }
