@@ -18,15 +18,8 @@ pub struct ChatArgs {
     /// `chat_template` or chat_template.jinja, else ChatML
     #[arg(long)]
     model: PathBuf,
-    /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
-    #[arg(long)]
-    adapter: Option<PathBuf>,
-    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
-    #[arg(long, default_value = "auto")]
-    dtype: crate::DtypeArg,
-    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (bf16 halves its memory and what attention reads a token)
-    #[arg(long, default_value = "auto")]
-    kv_dtype: crate::KvDtypeArg,
+    #[command(flatten)]
+    weights: crate::WeightArgs,
     /// A system message that opens the conversation (kept across /reset)
     #[arg(long)]
     system: Option<String>,
@@ -60,7 +53,7 @@ pub fn run(a: ChatArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let gen_cfg = crate::generation_config(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
-    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    let (mut model, tok) = a.weights.load(&a.model)?;
     // One sequence at a time: the layout its matrix-vector products read fastest.
     model.rows_for_decoding();
     // A character the template writes and the tokenizer lacks (ChatML's `<`

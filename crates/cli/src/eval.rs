@@ -8,15 +8,8 @@ pub struct EvalArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
     #[arg(long)]
     model: PathBuf,
-    /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
-    #[arg(long)]
-    adapter: Option<PathBuf>,
-    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
-    #[arg(long, default_value = "auto")]
-    dtype: crate::DtypeArg,
-    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (bf16 halves its memory and what attention reads a token)
-    #[arg(long, default_value = "auto")]
-    kv_dtype: crate::KvDtypeArg,
+    #[command(flatten)]
+    weights: crate::WeightArgs,
     /// UTF-8 text file to score, or a token shard such as RUN/data/val.bin;
     /// for an encoder-decoder, source<TAB>target pairs
     #[arg(long)]
@@ -45,24 +38,24 @@ pub struct EvalArgs {
 pub fn run(a: EvalArgs) -> anyhow::Result<()> {
     crate::set_threads(a.threads)?;
     let not_a_language_model = || attn_model::is_seq2seq_dir(&a.model) || attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier());
-    if a.dtype.0.is_some_and(|d| d != attn_model::quant::WeightDtype::F32) && not_a_language_model() {
+    if a.weights.dtype.0.is_some_and(|d| d != attn_model::quant::WeightDtype::F32) && not_a_language_model() {
         anyhow::bail!(
             "--dtype {} applies to decoders (language models); {} is an encoder-decoder or a classifier",
-            a.dtype.0.map(|d| d.name()).unwrap_or_default(),
+            a.weights.dtype.0.map(|d| d.name()).unwrap_or_default(),
             a.model.display()
         );
     }
-    if a.kv_dtype.0 == Some(attn_model::KvDtype::Bf16) && not_a_language_model() {
+    if a.weights.kv_dtype.0 == Some(attn_model::KvDtype::Bf16) && not_a_language_model() {
         anyhow::bail!("--kv-dtype bf16 applies to decoders (language models); {} is an encoder-decoder or a classifier", a.model.display());
     }
     if attn_model::is_seq2seq_dir(&a.model) {
         return crate::translate::eval(&a.model, &a.data, a.beam, a.json);
     }
-    if a.adapter.is_none() && attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier()) {
+    if a.weights.adapter.is_none() && attn_model::config_from_dir(&a.model).is_ok_and(|c| c.is_classifier()) {
         return crate::classify::eval(&a.model, &a.data, a.json, a.out.as_deref(), a.batch_size, a.seq_len);
     }
     anyhow::ensure!(a.out.is_none(), "--out draws a classifier's confusion matrix; {} is not a classifier", a.model.display());
-    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    let (mut model, tok) = a.weights.load(&a.model)?;
     let (ids, bytes) = if attn_train::data::TokenShard::is_shard(&a.data) {
         let shard = attn_train::data::TokenShard::open(&a.data)?;
         shard.check_tokenizer(tok.as_ref(), &format!("the model in {}", a.model.display()))?;

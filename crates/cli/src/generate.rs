@@ -46,15 +46,8 @@ pub struct GenerateArgs {
     /// A run folder or model folder (config.json, model.safetensors, tokenizer.json)
     #[arg(long)]
     model: PathBuf,
-    /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
-    #[arg(long)]
-    adapter: Option<PathBuf>,
-    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
-    #[arg(long, default_value = "auto")]
-    dtype: crate::DtypeArg,
-    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (bf16 halves its memory and what attention reads a token)
-    #[arg(long, default_value = "auto")]
-    kv_dtype: crate::KvDtypeArg,
+    #[command(flatten)]
+    weights: crate::WeightArgs,
     /// The text to continue; "-" reads it from standard input
     #[arg(long, required_unless_present = "prompt_file", conflicts_with = "prompt_file")]
     prompt: Option<String>,
@@ -101,7 +94,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     let gen_cfg = crate::generation_config(&a.model)?;
     let mut sampler = a.sampling.sampler(&gen_cfg)?;
     let text = read_prompt(&a)?;
-    let (mut model, tok) = crate::load_model_as(&a.model, a.adapter.as_deref(), a.dtype, a.kv_dtype)?;
+    let (mut model, tok) = a.weights.load(&a.model)?;
     // One sequence at a time: the layout its matrix-vector products read fastest.
     model.rows_for_decoding();
     let prompt = tok.encode(&text)?;

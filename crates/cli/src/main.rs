@@ -214,33 +214,45 @@ impl KvDtypeArg {
     }
 }
 
-/// A decoder and its tokenizer with its weights as `dtype` asks and its KV
-/// cache as `kv` asks, for the commands that only run the inference path
-/// (generate, chat, eval, serve).
-pub fn load_model_as(
-    dir: &std::path::Path,
-    adapter: Option<&std::path::Path>,
-    dtype: DtypeArg,
-    kv: KvDtypeArg,
-) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
-    use anyhow::Context;
-    let plain = adapter.is_none() && !attn_model::lora::is_adapter_dir(dir);
-    let (mut m, tok) = if plain && !attn_model::is_seq2seq_dir(dir) && dtype.0 != Some(attn_model::quant::WeightDtype::F32) {
-        let (m, _) = attn_model::Transformer::load_as(dir, dtype.0).with_context(|| format!("loading the model in {}", dir.display()))?;
-        if !m.config.has_head() {
-            return Err(not_a_decoder(dir));
-        }
-        let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
-        (m, tok)
-    } else {
-        let (mut m, tok) = load_model_with(dir, adapter)?;
-        if let Some(d) = dtype.0 {
-            m.quantize(d).with_context(|| format!("converting the model in {} to {}", dir.display(), d.name()))?;
-        }
-        (m, tok)
-    };
-    kv.apply(&mut m);
-    Ok((m, tok))
+/// How the commands that only run the inference path (generate, chat,
+/// eval, serve) hold a decoder: an adapter merged in, and the number
+/// formats of its dense weights and its KV cache.
+#[derive(clap::Args, Clone, Debug)]
+pub struct WeightArgs {
+    /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
+    #[arg(long)]
+    pub adapter: Option<std::path::PathBuf>,
+    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
+    #[arg(long, default_value = "auto")]
+    pub dtype: DtypeArg,
+    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (bf16 halves its memory and what attention reads a token)
+    #[arg(long, default_value = "auto")]
+    pub kv_dtype: KvDtypeArg,
+}
+
+impl WeightArgs {
+    /// The decoder in `dir` and its tokenizer, held as these arguments ask.
+    pub fn load(&self, dir: &std::path::Path) -> anyhow::Result<(attn_model::Transformer, Box<dyn attn_tokenizer::Tokenizer>)> {
+        use anyhow::Context;
+        let (adapter, dtype) = (self.adapter.as_deref(), self.dtype);
+        let plain = adapter.is_none() && !attn_model::lora::is_adapter_dir(dir);
+        let (mut m, tok) = if plain && !attn_model::is_seq2seq_dir(dir) && dtype.0 != Some(attn_model::quant::WeightDtype::F32) {
+            let (m, _) = attn_model::Transformer::load_as(dir, dtype.0).with_context(|| format!("loading the model in {}", dir.display()))?;
+            if !m.config.has_head() {
+                return Err(not_a_decoder(dir));
+            }
+            let tok = attn_tokenizer::load_tokenizer(dir, None).with_context(|| format!("loading the tokenizer of {}", dir.display()))?;
+            (m, tok)
+        } else {
+            let (mut m, tok) = load_model_with(dir, adapter)?;
+            if let Some(d) = dtype.0 {
+                m.quantize(d).with_context(|| format!("converting the model in {} to {}", dir.display(), d.name()))?;
+            }
+            (m, tok)
+        };
+        self.kv_dtype.apply(&mut m);
+        Ok((m, tok))
+    }
 }
 
 /// Refuses an `--out` that holds anything: a new model folder never

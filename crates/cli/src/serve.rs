@@ -11,15 +11,8 @@ pub struct ServeArgs {
     /// A run folder or model folder with a decoder (GPT-2, Llama, Qwen2, Mistral)
     #[arg(long)]
     model: PathBuf,
-    /// A LoRA adapter (PEFT folder) to merge into --model
-    #[arg(long)]
-    adapter: Option<PathBuf>,
-    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
-    #[arg(long, default_value = "auto")]
-    dtype: crate::DtypeArg,
-    /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (bf16 halves its memory and what attention reads a token)
-    #[arg(long, default_value = "auto")]
-    kv_dtype: crate::KvDtypeArg,
+    #[command(flatten)]
+    weights: crate::WeightArgs,
     /// A BERT / sentence-transformers folder for POST /v1/embeddings (e.g. all-MiniLM-L6-v2)
     #[arg(long)]
     embedding_model: Option<PathBuf>,
@@ -56,8 +49,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     if let Some(origin) = &a.cors_origin {
         anyhow::ensure!(origin.parse::<http_origin::Check>().is_ok(), "--cors-origin {origin:?} is not an origin such as http://localhost:3000");
     }
-    let (model_dir, adapter, emb_dir, dtype, kv) = (a.model.clone(), a.adapter.clone(), a.embedding_model.clone(), a.dtype, a.kv_dtype);
-    let load = move || load(&model_dir, adapter.as_deref(), emb_dir.as_deref(), dtype, kv).map_err(|e| format!("{e:#}"));
+    let (model_dir, weights, emb_dir) = (a.model.clone(), a.weights.clone(), a.embedding_model.clone());
+    let load = move || load(&model_dir, &weights, emb_dir.as_deref()).map_err(|e| format!("{e:#}"));
     let (host, keyed) = (a.host.clone(), opts.api_key.is_some());
     attn_serve::run_blocking(&a.host, a.port, opts, load, |addr| {
         eprintln!("attn serve: listening on http://{addr} (model {}, loading)", a.model.display());
@@ -68,14 +61,8 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn load(
-    dir: &std::path::Path,
-    adapter: Option<&std::path::Path>,
-    emb: Option<&std::path::Path>,
-    dtype: crate::DtypeArg,
-    kv: crate::KvDtypeArg,
-) -> anyhow::Result<Loaded> {
-    let (model, tok) = crate::load_model_as(dir, adapter, dtype, kv)?;
+fn load(dir: &std::path::Path, weights: &crate::WeightArgs, emb: Option<&std::path::Path>) -> anyhow::Result<Loaded> {
+    let (model, tok) = weights.load(dir)?;
     let template = attn_tokenizer::chat::ChatTemplate::for_dir(dir).map_err(|e| e.to_string());
     if let Err(e) = &template {
         eprintln!("warning: chat requests will fail: {e}");
