@@ -1,5 +1,6 @@
 """attn vs Hugging Face transformers generate(), batch 1, greedy, same weights,
-for each weight dtype: attn f32 / bf16 / int8 / int8:64 (`--dtype`), transformers f32
+for each weight dtype: attn f32 / bf16 / int8 (groups of 64, the default) / int8:32
+(`--dtype`; in runs made before 2026-12-07 plain int8 was groups of 32), transformers f32
 and bf16 (the model cast with .to(torch.bfloat16)).
 
 Writes a random-init GPT-2 124M with save_pretrained (once, into
@@ -54,10 +55,10 @@ def main():
         subprocess.run(["cargo", "build", "--release", "-q", "--bin", "attn"], cwd=ROOT, check=True)
     flags = sorted({f for l in open("/proc/cpuinfo") if l.startswith("flags") for f in l.split()[2:] if f.startswith(("avx512_bf16", "avx512f", "avx2", "amx", "fma"))})
     print(json.dumps({"cpu_flags": flags, "load_before": open("/proc/loadavg").read().split()[:3]}), flush=True)
-    runs = {k: [] for k in ["attn f32", "attn bf16", "attn int8", "attn int8:64", "transformers f32", "transformers bf16"]}
+    runs = {k: [] for k in ["attn f32", "attn bf16", "attn int8", "attn int8:32", "transformers f32", "transformers bf16"]}
     rss, frac, peer = {}, [], ""
     for _ in range(a.rounds):
-        for d in ["f32", "bf16", "int8", "int8:64"]:
+        for d in ["f32", "bf16", "int8", "int8:32"]:
             r = json.loads(subprocess.run([ATTN, "bench", "generate", "--model", DIR, "--dtype", d, "--prompt-len", "32", "--new-tokens", "256",
                                            "--threads", str(a.threads)], cwd=ROOT, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
             runs[f"attn {d}"].append(r["tok_per_s"])
@@ -75,7 +76,7 @@ def main():
                       "attn_bf16_vs_attn_f32": round(med["attn bf16"] / med["attn f32"], 2),
                       "attn_bf16_vs_transformers_bf16": round(med["attn bf16"] / med["transformers bf16"], 2),
                       "attn_int8_vs_attn_f32": round(med["attn int8"] / med["attn f32"], 2),
-                      "attn_int8_64_vs_attn_f32": round(med["attn int8:64"] / med["attn f32"], 2),
+                      "attn_int8_32_vs_attn_f32": round(med["attn int8:32"] / med["attn f32"], 2),
                       "per_round": runs,
                       "attn_f32_fraction_of_bandwidth_bound": round(statistics.median(frac), 3),
                       "peak_rss_mb": rss, "rounds": a.rounds, "peer": peer}), flush=True)

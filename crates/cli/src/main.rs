@@ -222,7 +222,7 @@ pub struct WeightArgs {
     /// A LoRA adapter (PEFT folder: adapter_config.json, adapter_model.safetensors) to merge into --model
     #[arg(long)]
     pub adapter: Option<std::path::PathBuf>,
-    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 32 inputs) or int8:G
+    /// Dense weights: auto (the folder's own: bf16 or int8 when saved so, else f32), f32, bf16, int8 (a scale per 64 inputs) or int8:G
     #[arg(long, default_value = "auto")]
     pub dtype: DtypeArg,
     /// KV cache: auto (f32 for f32 weights, bf16 for bf16 or int8 ones), f32 or bf16 (bf16 halves its memory and what attention reads a token)

@@ -15,7 +15,7 @@ pub struct QuantizeArgs {
     /// A LoRA adapter to merge in first
     #[arg(long)]
     adapter: Option<PathBuf>,
-    /// bf16 (a Hugging Face folder of BF16 matrices), int8 (a scale per 32 inputs) or int8:G
+    /// bf16 (a Hugging Face folder of BF16 matrices), int8 (a scale per 64 inputs) or int8:G
     #[arg(long)]
     dtype: crate::DtypeArg,
     /// Folder to write (new or empty)

@@ -179,6 +179,12 @@ fn what_needs_f32_weights_says_so() {
     assert!(err.contains("int8") && err.contains("bf16"), "{err}");
     assert!(WeightDtype::parse("int4").unwrap_err().contains("int8:G"));
     assert_eq!(WeightDtype::parse("int8:64"), Ok(WeightDtype::Int8 { group: 64 }));
+    // Plain int8 is groups of 64, and names itself so; other groups keep their G.
+    assert_eq!(WeightDtype::parse("int8"), Ok(WeightDtype::Int8 { group: 64 }));
+    for (d, name) in [(WeightDtype::Int8 { group: 64 }, "int8"), (WeightDtype::Int8 { group: 32 }, "int8:32")] {
+        assert_eq!(d.name(), name);
+        assert_eq!(WeightDtype::parse(name), Ok(d));
+    }
     // An encoder has no decoding path to quantize.
     let mut bert = Transformer::new(TransformerConfig::bert(50, 16, 1, 2, 32, 64), 1).unwrap();
     assert!(bert.quantize(WeightDtype::Bf16).unwrap_err().to_string().contains("decoders"));
