@@ -23,12 +23,13 @@ use crate::error::{ModelError, Result};
 use crate::params::{Index, ParamEntry, ParamKind, ParamLayout};
 
 /// Inputs per scale in plain `int8`. 64 rather than 32: with an f32 scale
-/// a weight then takes 8.5 bits instead of 9, the decoding kernel does half
-/// as many float steps (a convert, a multiply and a multiply-add a group:
-/// three of the five vector operations per 32 weights at G = 32), and on held-out text both sizes score within
-/// 0.02% of f32 (docs/PERFORMANCE.md). Rows whose length is not a multiple
-/// of 64 still quantize (the last group is shorter) but decode through the
-/// slower widening kernel: `int8:32` suits them.
+/// a weight then takes 8.5 bits instead of 9, and the decoding kernel does
+/// half as many float steps (a convert, a multiply and a multiply-add a
+/// group: three of the five vector operations per 32 weights at G = 32);
+/// on held-out text both sizes score within 0.02% of f32
+/// (docs/PERFORMANCE.md). Rows whose length is not a multiple of 64 still
+/// quantize (the last group is shorter) but decode through the slower
+/// widening kernel: `int8:32` suits them.
 pub const INT8_GROUP: usize = 64;
 
 /// How a model holds its dense weights.
@@ -52,7 +53,7 @@ impl WeightDtype {
             "int8" => Ok(Self::Int8 { group: INT8_GROUP }),
             _ => match s.strip_prefix("int8:").map(str::parse::<usize>) {
                 Some(Ok(g)) if g >= 1 => Ok(Self::Int8 { group: g }),
-                _ => Err(format!("unknown weight dtype `{s}`: expected f32, bf16, int8 or int8:G (G inputs a scale, e.g. int8:64)")),
+                _ => Err(format!("unknown weight dtype `{s}`: expected f32, bf16, int8 or int8:G (G inputs a scale, e.g. int8:32; plain int8 is int8:64)")),
             },
         }
     }
