@@ -16,7 +16,7 @@
 //! Both alternatives sum only: their outputs are not compared.
 //! Run: cargo bench -p attn-kernels --bench int8_forms
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion};
 
 #[cfg(target_arch = "x86_64")]
 mod forms {
@@ -76,6 +76,7 @@ mod forms {
 #[cfg(target_arch = "x86_64")]
 fn bench(c: &mut Criterion) {
     use attn_kernels::quant::{fixed16, Fixed16, Reading};
+    use criterion::Throughput;
     if !(is_x86_feature_detected!("avx512bw") && is_x86_feature_detected!("avx512vnni")) {
         eprintln!("int8_forms: NOT MEASURED, this CPU lacks AVX-512BW or AVX512-VNNI");
         return;
