@@ -51,7 +51,7 @@ impl Path {
 
 pub fn bench_shapes(rounds: usize) -> anyhow::Result<()> {
     let (gemm_before, precision_before) = (attn_kernels::matmul::f32_gemm(), matmul_precision());
-    let mut paths: Vec<Path> = [F32Gemm::Avx512, F32Gemm::Crate]
+    let mut paths: Vec<Path> = [F32Gemm::Avx512, F32Gemm::Avx2, F32Gemm::Crate]
         .into_iter()
         .filter(|&p| {
             set_f32_gemm(p);

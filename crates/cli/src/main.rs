@@ -354,7 +354,7 @@ fn main() -> std::process::ExitCode {
 /// `ATTN_SIMD=avx512|avx2|avx|portable` runs attn's own loop kernels at that
 /// level or the best one below it the CPU has (to compare paths, or to test
 /// a lower one); the kernels ignore a name they do not know, so it is
-/// refused here. `ATTN_F32_GEMM=avx512|gemm-crate` likewise picks the f32 GEMM.
+/// refused here. `ATTN_F32_GEMM=avx512|avx2|gemm-crate` likewise picks the f32 GEMM.
 fn simd_override() -> anyhow::Result<()> {
     use attn_kernels::simd::Level;
     if let Ok(v) = std::env::var("ATTN_SIMD") {
@@ -365,8 +365,8 @@ fn simd_override() -> anyhow::Result<()> {
     }
     // The same for the f32 GEMM (`attn_kernels::matmul::f32_gemm`).
     match std::env::var("ATTN_F32_GEMM").as_deref() {
-        Ok("avx512" | "gemm-crate") | Err(_) => {}
-        Ok(v) => anyhow::bail!("ATTN_F32_GEMM={v:?} is not a GEMM: use avx512 or gemm-crate (or unset it for the default, the gemm crate)"),
+        Ok("avx512" | "avx2" | "gemm-crate") | Err(_) => {}
+        Ok(v) => anyhow::bail!("ATTN_F32_GEMM={v:?} is not a GEMM: use avx512, avx2 or gemm-crate (or unset it for the default, the gemm crate)"),
     }
     // And the bf16 path (`attn_kernels::mixed::bf16_path`), which the kernels
     // would otherwise quietly replace by the default when the name is unknown

@@ -172,8 +172,12 @@ unsafe fn sgemm_block(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize
 
 unsafe fn sgemm_block_direct(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, dst_cs: isize, accumulate: bool, a: Mat, b: Mat) {
     #[cfg(target_arch = "x86_64")]
-    if dst_cs == 1 && f32_gemm() == F32Gemm::Avx512 {
-        return crate::sgemm::gemm(m, n, k, dst, dst_rs, accumulate, a, b);
+    if dst_cs == 1 {
+        match f32_gemm() {
+            F32Gemm::Avx512 => return crate::sgemm::gemm::<crate::sgemm::Avx512>(m, n, k, dst, dst_rs, accumulate, a, b),
+            F32Gemm::Avx2 => return crate::sgemm::gemm::<crate::sgemm::Avx2>(m, n, k, dst, dst_rs, accumulate, a, b),
+            F32Gemm::Crate => {}
+        }
     }
     // gemm computes dst = alpha*dst + beta*(a@b): the scale names are swapped
     // relative to BLAS.
@@ -187,6 +191,9 @@ pub enum F32Gemm {
     Avx512,
     /// The `gemm` crate: the default, and the only one for column-major outputs.
     Crate,
+    /// attn's own kernel at AVX2 + FMA (`sgemm/avx2.rs`), where the loop
+    /// kernels run at AVX2 or above.
+    Avx2,
 }
 
 impl F32Gemm {
@@ -195,6 +202,7 @@ impl F32Gemm {
         match self {
             F32Gemm::Avx512 => "avx512",
             F32Gemm::Crate => "gemm-crate",
+            F32Gemm::Avx2 => "avx2",
         }
     }
 }
@@ -202,8 +210,8 @@ impl F32Gemm {
 static F32_GEMM: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(u8::MAX);
 
 /// The f32 GEMM products take: the `gemm` crate unless `set_f32_gemm` or
-/// ATTN_F32_GEMM=avx512 (read once) asked for attn's kernel and the loop
-/// kernels run at AVX-512 (`simd::active`).
+/// ATTN_F32_GEMM=avx512|avx2 (read once) asked for one of attn's kernels and
+/// the loop kernels run at that level or above (`simd::active`).
 ///
 /// Why the crate stays the default: on the AVX-512 AMD EPYC measured, both
 /// run the training shapes at 230-260 GFLOP/s a core, the peak, and whole
@@ -216,17 +224,22 @@ pub fn f32_gemm() -> F32Gemm {
     let want = match F32_GEMM.load(Ordering::Relaxed) {
         0 => F32Gemm::Avx512,
         1 => F32Gemm::Crate,
+        2 => F32Gemm::Avx2,
         _ => {
-            let env = std::env::var("ATTN_F32_GEMM").ok();
-            let w = if env.as_deref() == Some("avx512") { F32Gemm::Avx512 } else { F32Gemm::Crate };
+            let w = match std::env::var("ATTN_F32_GEMM").as_deref() {
+                Ok("avx512") => F32Gemm::Avx512,
+                Ok("avx2") => F32Gemm::Avx2,
+                _ => F32Gemm::Crate,
+            };
             F32_GEMM.store(w as u8, Ordering::Relaxed);
             w
         }
     };
-    if want == F32Gemm::Avx512 && crate::simd::active() == crate::simd::Level::Avx512 && cfg!(target_arch = "x86_64") {
-        F32Gemm::Avx512
-    } else {
-        F32Gemm::Crate
+    let level = crate::simd::active();
+    match want {
+        F32Gemm::Avx512 if level == crate::simd::Level::Avx512 && cfg!(target_arch = "x86_64") => F32Gemm::Avx512,
+        F32Gemm::Avx2 if level >= crate::simd::Level::Avx2 && cfg!(target_arch = "x86_64") => F32Gemm::Avx2,
+        _ => F32Gemm::Crate,
     }
 }
 

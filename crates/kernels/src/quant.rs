@@ -265,9 +265,13 @@ fn rows_q(o: &mut [f32], inp: &[f32], fixed: &[Fixed16], w: &QMatrix, r0: usize,
     }
     if n == 1 {
         #[cfg(target_arch = "x86_64")]
-        if let (QData::Bf16(h), Reading::Streamed, Some(x86::Level::Avx512)) = (&w.data, w.reading, x86::level()) {
-            // SAFETY: the level's features were detected; the kernel checks the lengths.
-            return unsafe { x86::rows_u16_512(o, &h[r0 * c..], &inp[..c]) };
+        if let (QData::Bf16(h), Reading::Streamed) = (&w.data, w.reading) {
+            match x86::level() {
+                // SAFETY: the level's features were detected; the kernels check the lengths.
+                Some(x86::Level::Avx512) => return unsafe { x86::rows_u16_512(o, &h[r0 * c..], &inp[..c]) },
+                Some(x86::Level::Avx2) => return unsafe { x86::rows_u16_256(o, &h[r0 * c..], &inp[..c]) },
+                _ => {}
+            }
         }
         match w.reading {
             Reading::InCache => rows_side_by_side::<4>(o, inp, w, r0),

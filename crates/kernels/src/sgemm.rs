@@ -1,12 +1,14 @@
-//! f32 GEMM for AVX-512: B packed in panels of 32 columns, A read in place,
-//! a 12 x 32 microkernel of FMAs (24 accumulator registers).
+//! f32 GEMM kernels of attn's own, beside the `gemm` crate: B packed in
+//! panels of NR columns, A read in place, an MR x NR microkernel of FMAs.
+//! Two instances: AVX-512 (12 x 32, 24 accumulator registers) and AVX2 +
+//! FMA (6 x 16, 12 accumulators, `avx2.rs`).
 //!
 //! Why beside `gemm`: on the Intel Xeons measured, the crate's forward
 //! products of training trailed MKL's sgemm by 10-50% (most on `baby`'s
 //! 128-wide ones and transformer-base's 512^3, docs/PERFORMANCE.md), and
 //! small K leaves little work to pay for packing both operands. Here A is
-//! not packed at all (its 12 rows x K block is read by broadcasts and stays
-//! in L1 across every panel of B), and B is packed once per thread in
+//! not packed at all (its MR rows x KC block is read by broadcasts and
+//! stays in L1 across every panel of B), and B is packed once per thread in
 //! blocks that fit in L2. Which one runs is `matmul::f32_gemm`'s choice.
 //!
 //! Each output is summed in one fixed order, K ascending in blocks of
@@ -17,6 +19,50 @@ use std::cell::RefCell;
 
 use crate::matmul::Mat;
 use crate::scratch::Scratch;
+
+mod avx2;
+pub(crate) use avx2::Avx2;
+
+/// One instance of the kernel: its tile, its blocking and its two
+/// ISA-specific parts. The driver (`gemm`) is shared.
+pub(crate) trait Kernel {
+    /// Rows per microkernel call.
+    const MR: usize;
+    /// Columns per packed panel of B.
+    const NR: usize;
+    /// K per block: an MR-row block of A stays in L1 across the panels.
+    const KC: usize;
+    /// Packed B per block: about half of L2.
+    const PACK_BYTES: usize;
+    /// Whether an A stored column by column (a transposed operand, the
+    /// weight gradient's) is copied into [kc][MR] blocks first, so that a
+    /// step of K reads one run of MR floats instead of a cache line per row.
+    const PACK_A: bool;
+    /// c (rows, cols) [+]= a (rows, kc) @ b (kc, NR), b packed as [kc][NR]
+    /// (zeros past `cols`), for 1 <= rows <= MR; columns past `cols` are
+    /// neither read nor written.
+    unsafe fn panel(rows: usize, kc: usize, ap: *const f32, a: Mat, bp: *const f32, c: *mut f32, c_rs: isize, cols: usize, add: bool);
+    /// b[p0.., j0..] (kc, cols) into panels [cols / NR][kc][NR], the last
+    /// one zero-padded.
+    unsafe fn pack_b(dst: *mut f32, b: Mat, p0: usize, kc: usize, j0: usize, cols: usize);
+}
+
+/// The AVX-512 instance.
+pub(crate) struct Avx512;
+
+impl Kernel for Avx512 {
+    const MR: usize = MR;
+    const NR: usize = NR;
+    const KC: usize = KC;
+    const PACK_BYTES: usize = PACK_BYTES;
+    const PACK_A: bool = false;
+    unsafe fn panel(rows: usize, kc: usize, ap: *const f32, a: Mat, bp: *const f32, c: *mut f32, c_rs: isize, cols: usize, add: bool) {
+        panel(rows, kc, ap, a, bp, c, c_rs, cols, add)
+    }
+    unsafe fn pack_b(dst: *mut f32, b: Mat, p0: usize, kc: usize, j0: usize, cols: usize) {
+        pack_b(dst, b, p0, kc, j0, cols)
+    }
+}
 
 /// Columns per packed panel of B: two vectors of 16.
 const NR: usize = 32;
@@ -31,14 +77,17 @@ const PACK_BYTES: usize = 512 << 10;
 thread_local! {
     /// The packed block of B, kept between calls (no fresh pages per GEMM).
     static PACKED: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
+    /// The packed block of A (`Kernel::PACK_A`).
+    static PACKED_A: RefCell<Scratch> = const { RefCell::new(Scratch::new()) };
 }
 
 /// dst (m, n) = [dst +] a (m, k) @ b (k, n) on the calling thread, for a
-/// row-major dst (columns contiguous).
+/// row-major dst (columns contiguous), with kernel K.
 ///
-/// Safety: the CPU has AVX-512F (`matmul::f32_gemm` checks); every operand
-/// covers its strided extent; dst does not alias a or b.
-pub(crate) unsafe fn gemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, accumulate: bool, a: Mat, b: Mat) {
+/// Safety: the CPU has K's instructions (`matmul::f32_gemm` checks); every
+/// operand covers its strided extent; dst does not alias a or b.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm<K: Kernel>(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: isize, accumulate: bool, a: Mat, b: Mat) {
     if k == 0 {
         if !accumulate {
             for i in 0..m {
@@ -47,28 +96,50 @@ pub(crate) unsafe fn gemm(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: i
         }
         return;
     }
-    let kc_max = KC.min(k);
-    let nc = (PACK_BYTES / (4 * kc_max) / NR * NR).max(NR);
-    crate::scratch::with(&PACKED, |buf| {
-        let packed = buf.get::<f32>(kc_max * nc.min(n.next_multiple_of(NR))).as_mut_ptr();
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            let add = accumulate || p0 > 0;
-            for j0 in (0..n).step_by(nc) {
-                let cols = nc.min(n - j0);
-                pack_b(packed, b, p0, kc, j0, cols);
-                for i0 in (0..m).step_by(MR) {
-                    let rows = MR.min(m - i0);
-                    let ap = a.ptr.offset(i0 as isize * a.rs + p0 as isize * a.cs);
-                    for jp in 0..cols.div_ceil(NR) {
-                        let c = dst.offset(i0 as isize * dst_rs + (j0 + jp * NR) as isize);
-                        let bp = packed.add(jp * kc * NR);
-                        let w = NR.min(cols - jp * NR);
-                        panel(rows, kc, ap, a, bp, c, dst_rs, w, add);
+    let kc_max = K::KC.min(k);
+    let nc = (K::PACK_BYTES / (4 * kc_max) / K::NR * K::NR).max(K::NR);
+    let pack_a = K::PACK_A && a.cs != 1;
+    crate::scratch::with(&PACKED_A, |abuf| {
+        let apacked = abuf.get::<f32>(if pack_a { kc_max * m.next_multiple_of(K::MR) } else { 0 }).as_mut_ptr();
+        crate::scratch::with(&PACKED, |buf| {
+            let packed = buf.get::<f32>(kc_max * nc.min(n.next_multiple_of(K::NR))).as_mut_ptr();
+            for p0 in (0..k).step_by(K::KC) {
+                let kc = K::KC.min(k - p0);
+                let add = accumulate || p0 > 0;
+                if pack_a {
+                    // A (m, kc) as blocks [m / MR][kc][MR], once per block of K.
+                    for i0 in (0..m).step_by(K::MR) {
+                        let rows = K::MR.min(m - i0);
+                        let blk = apacked.add(i0 * kc);
+                        for p in 0..kc {
+                            let col = a.ptr.offset(i0 as isize * a.rs + (p0 + p) as isize * a.cs);
+                            for r in 0..rows {
+                                *blk.add(p * K::MR + r) = *col.offset(r as isize * a.rs);
+                            }
+                        }
+                    }
+                }
+                for j0 in (0..n).step_by(nc) {
+                    let cols = nc.min(n - j0);
+                    K::pack_b(packed, b, p0, kc, j0, cols);
+                    for i0 in (0..m).step_by(K::MR) {
+                        let rows = K::MR.min(m - i0);
+                        let (ap, am) = if pack_a {
+                            let p = apacked.add(i0 * kc);
+                            (p as *const f32, Mat { ptr: p, rs: 1, cs: K::MR as isize })
+                        } else {
+                            (a.ptr.offset(i0 as isize * a.rs + p0 as isize * a.cs), a)
+                        };
+                        for jp in 0..cols.div_ceil(K::NR) {
+                            let c = dst.offset(i0 as isize * dst_rs + (j0 + jp * K::NR) as isize);
+                            let bp = packed.add(jp * kc * K::NR);
+                            let w = K::NR.min(cols - jp * K::NR);
+                            K::panel(rows, kc, ap, am, bp, c, dst_rs, w, add);
+                        }
                     }
                 }
             }
-        }
+        })
     });
 }
 

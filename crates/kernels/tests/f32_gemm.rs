@@ -12,7 +12,7 @@ use common::*;
 
 #[test]
 fn each_f32_gemm_matches_naive() {
-    for path in [F32Gemm::Avx512, F32Gemm::Crate] {
+    for path in [F32Gemm::Avx512, F32Gemm::Avx2, F32Gemm::Crate] {
         set_f32_gemm(path);
         if f32_gemm() != path {
             eprintln!("NOT TESTED: the {} f32 GEMM (this CPU or level lacks it)", path.name());
