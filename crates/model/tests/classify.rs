@@ -51,7 +51,11 @@ fn check(v: &str, labels: &[&str]) {
     let mut worst = (0.0f32, String::new());
     for e in &model.layout.entries {
         let theirs = f.read_f32(&format!("{v}.grad.{}", e.name)).unwrap();
-        let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-6);
+        // The key bias has a zero gradient in exact arithmetic (softmax
+        // ignores a shift shared by a row's scores): both sides hold f32
+        // noise there, whose size depends on the GEMM's summation order, so
+        // entries are measured against a floor of 1e-5, as in seq2seq.rs.
+        let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-5);
         let rel = max_abs(&model.grads()[e.range()], &theirs) / scale;
         if rel > worst.0 {
             worst = (rel, e.name.clone());
