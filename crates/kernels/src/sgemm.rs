@@ -7,9 +7,10 @@
 //! products of training trailed MKL's sgemm by 10-50% (most on `baby`'s
 //! 128-wide ones and transformer-base's 512^3, docs/PERFORMANCE.md), and
 //! small K leaves little work to pay for packing both operands. Here A is
-//! not packed at all (its MR rows x KC block is read by broadcasts and
-//! stays in L1 across every panel of B), and B is packed once per thread in
-//! blocks that fit in L2. Which one runs is `matmul::f32_gemm`'s choice.
+//! read in place (its MR rows x KC block is read by broadcasts and stays in
+//! L1 across every panel of B; the AVX2 instance copies an A stored column
+//! by column into [KC][MR] blocks first), and B is packed once per thread
+//! in blocks that fit in L2. Which one runs is `matmul::f32_gemm`'s choice.
 //!
 //! Each output is summed in one fixed order, K ascending in blocks of
 //! `KC`, whatever the thread count or where the row falls in the matrix.

@@ -1,4 +1,4 @@
-//! Both f32 GEMMs (attn's AVX-512 kernel and the `gemm` crate) against the
+//! Every f32 GEMM (attn's AVX-512 and AVX2 kernels and the `gemm` crate) against the
 //! naive dense layer, on shapes that leave partial microkernel tiles and run
 //! over several blocks of K and of packed (or, column-stored, copied)
 //! columns, K past the copy's block among them, with and without a bias
