@@ -28,7 +28,13 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
 cargo build --release -q --target "$target" -p attn-cli
-cargo test --release --target "$target" --workspace --exclude attn-cli --exclude attn-serve "$@"
+# Two shard tests are left out: under qemu-user every floating-point
+# multiply-add is emulated in software, and they alone took 65 of the
+# run's 213 seconds (their subject, how a batch is split, is the same on
+# every CPU; the bit-for-bit thread-count test stays).
+skipped=(shards_match_the_whole_batch accumulated_micro_batches_add_up)
+cargo test --release --target "$target" --workspace --exclude attn-cli --exclude attn-serve "$@" -- "${skipped[@]/#/--skip=}"
+echo "NOT RUN under qemu-user (run natively on x86 by scripts/test.sh): ${skipped[*]}"
 # The binary itself, end to end: two training steps on a slice of the
 # corpus (a checkpoint written and read back), then a sample from it.
 scripts/fetch_shakespeare.sh >/dev/null

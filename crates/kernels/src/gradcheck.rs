@@ -77,6 +77,18 @@ pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(&x, &y)| d(x, y)).fold(0.0, f32::max)
 }
 
+/// `max_diff(got, want)` over `want`'s largest magnitude, that magnitude
+/// taken as at least 1e-5: how the model tests compare a gradient tensor
+/// with transformers'. The floor is for tensors whose true gradient is 0,
+/// the attention key biases (softmax ignores a shift shared by a row's
+/// scores): both sides hold f32 noise there, whose size depends on the
+/// GEMM's summation order (under attn's AVX2 GEMM, classify's came to
+/// 1.08e-3 of a 1e-6 floor).
+pub fn relative_diff(got: &[f32], want: &[f32]) -> f32 {
+    let scale = want.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-5);
+    max_diff(got, want) / scale
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

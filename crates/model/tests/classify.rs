@@ -16,7 +16,7 @@ fn dir(v: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/classify").join(v)
 }
 
-use attn_kernels::gradcheck::max_diff as max_abs;
+use attn_kernels::gradcheck::{max_diff as max_abs, relative_diff};
 
 struct Batch {
     x: Vec<u32>,
@@ -51,12 +51,7 @@ fn check(v: &str, labels: &[&str]) {
     let mut worst = (0.0f32, String::new());
     for e in &model.layout.entries {
         let theirs = f.read_f32(&format!("{v}.grad.{}", e.name)).unwrap();
-        // The key bias has a zero gradient in exact arithmetic (softmax
-        // ignores a shift shared by a row's scores): both sides hold f32
-        // noise there, whose size depends on the GEMM's summation order, so
-        // entries are measured against a floor of 1e-5, as in seq2seq.rs.
-        let scale = theirs.iter().fold(0.0f32, |m, x| m.max(x.abs())).max(1e-5);
-        let rel = max_abs(&model.grads()[e.range()], &theirs) / scale;
+        let rel = relative_diff(&model.grads()[e.range()], &theirs);
         if rel > worst.0 {
             worst = (rel, e.name.clone());
         }

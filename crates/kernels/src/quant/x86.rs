@@ -300,14 +300,29 @@ pub unsafe fn rows_u16_256(o: &mut [f32], w: &[u16], x: &[f32]) {
     let n = x.len();
     assert!(w.len() >= o.len() * n);
     let whole = n / 32 * 32;
-    // x as [16 blocks][8 even, 8 odd].
-    let mut xs = vec![0.0f32; whole];
-    for (d, s) in xs.chunks_exact_mut(16).zip(x[..whole].chunks_exact(16)) {
-        for l in 0..8 {
-            d[l] = s[2 * l];
-            d[8 + l] = s[2 * l + 1];
-        }
+    // x as [16 blocks][8 even, 8 odd], in this thread's kept buffer: the
+    // decoder calls this once per task per matrix per token.
+    thread_local! {
+        static EVEN_ODD: std::cell::RefCell<crate::scratch::Scratch> = const { std::cell::RefCell::new(crate::scratch::Scratch::new()) };
     }
+    crate::scratch::with(&EVEN_ODD, |buf| {
+        let xs: &mut [f32] = buf.get(whole);
+        for (d, s) in xs.chunks_exact_mut(16).zip(x[..whole].chunks_exact(16)) {
+            for l in 0..8 {
+                d[l] = s[2 * l];
+                d[8 + l] = s[2 * l + 1];
+            }
+        }
+        // SAFETY: the caller checked AVX2 and FMA, and w covers o.len() rows.
+        unsafe { rows_u16_256_even_odd(o, w, x, xs) }
+    })
+}
+
+/// `rows_u16_256`'s loop, with `xs` x's first `xs.len()` (a multiple of 32)
+/// elements in the even/odd order.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rows_u16_256_even_odd(o: &mut [f32], w: &[u16], x: &[f32], xs: &[f32]) {
+    let (n, whole) = (x.len(), xs.len());
     let upper = _mm256_set1_epi32(0xffff_0000u32 as i32);
     let xq = xs.as_ptr();
     for (r, y) in o.iter_mut().enumerate() {
