@@ -10,8 +10,10 @@ scripts/fetch_shakespeare.sh >/dev/null
 scripts/fetch_minilm.sh >/dev/null
 cargo test --workspace --release "$@"
 # The libraries' API docs build without a warning (a broken link or a
-# bracketed expression rustdoc would read as one fails here).
-RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+# bracketed expression rustdoc would read as one fails here). --release:
+# the build scripts and proc macros the test build compiled are reused
+# (without it, a fresh checkout compiled them again: 2m15s against 31s).
+RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps -q
 # Which vector paths the kernel tests ran on this CPU, and which it lacks
 # (cargo hides a passing test's output; this shows it).
 echo "vector paths covered by the kernel tests on this CPU:"
