@@ -326,7 +326,7 @@ pub unsafe fn rows_u16_256(o: &mut [f32], w: &[u16], x: &[f32]) {
 /// EPYC (gpt2-124m, 2 threads, `attn bench generate --dtype bf16`, the two
 /// builds alternated 10 times) the fraction of the bound went from
 /// 0.80-0.84 (median 0.82) to 0.81-0.89 (0.86); 0.75-1.25 KiB on did
-/// alike, 3-6 KiB on fell to 0.69-0.72.
+/// alike, 0.5 KiB no better than none, 2 KiB 0.74-0.77, 3-6 KiB 0.69-0.72.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_u16_256_even_odd(o: &mut [f32], w: &[u16], x: &[f32], xs: &[f32]) {
     const AHEAD: usize = 512;
