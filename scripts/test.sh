@@ -17,5 +17,7 @@ RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps -q
 # Which vector paths the kernel tests ran on this CPU, and which it lacks
 # (cargo hides a passing test's output; this shows it).
 echo "vector paths covered by the kernel tests on this CPU:"
-cargo test --release -q -p attn-kernels --test variants --test mixed --test quant --test f32_gemm -- --nocapture --test-threads 1 2>&1 |
+# --workspace, not -p attn-kernels: the package alone resolves its
+# dependencies' features differently and built them a third time.
+cargo test --release -q --workspace --test variants --test mixed --test quant --test f32_gemm -- --nocapture --test-threads 1 2>&1 |
   sed 's/^\.*//' | grep -E "NOT TESTED|kernels ran at|tested on|paths tested|f32 GEMM" | sort -u | sed 's/^/  /'
