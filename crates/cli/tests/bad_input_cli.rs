@@ -54,6 +54,15 @@ fn check(c: &Case) -> Option<String> {
             return Some(format!("{}: Debug output {debug:?} in: {err}", c.name));
         }
     }
+    // An error that is both a wrapper's source and in its message reads
+    // twice ("config.json: invalid JSON: EOF ...: EOF ..."), as a bad
+    // config.json once did.
+    for line in err.lines() {
+        let parts: Vec<&str> = line.split(": ").collect();
+        if parts.windows(2).any(|w| w[0] == w[1]) {
+            return Some(format!("{}: a clause repeated in: {line}", c.name));
+        }
+    }
     let missing: Vec<_> = c.expect.iter().filter(|e| !err.contains(e.as_str())).collect();
     (!missing.is_empty()).then(|| format!("{}: expected {missing:?} in: {err}", c.name))
 }

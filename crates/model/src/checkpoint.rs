@@ -245,7 +245,7 @@ impl Weights {
         let index_path = dir.join("model.safetensors.index.json");
         if index_path.exists() {
             let text = fs::read_to_string(&index_path).map_err(io_err(&index_path))?;
-            let json: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: index_path.clone(), source })?;
+            let json: serde_json::Value = serde_json::from_str(&text).map_err(|err| ModelError::Json { path: index_path.clone(), err })?;
             let wm = json["weight_map"].as_object().ok_or_else(|| ModelError::InvalidConfig(format!("{}: no \"weight_map\" object", index_path.display())))?;
             let mut shards: Vec<String> = wm.values().filter_map(|v| v.as_str().map(str::to_string)).collect();
             shards.sort();

@@ -11,8 +11,8 @@ pub enum ModelError {
     InvalidConfig(String),
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: std::io::Error },
-    #[error("{path}: invalid JSON: {source}")]
-    Json { path: PathBuf, source: serde_json::Error },
+    #[error("{path}: invalid JSON: {err}")]
+    Json { path: PathBuf, err: serde_json::Error },
     #[error("{path}: not a valid safetensors file ({detail}); the file may be truncated or corrupted, re-save or re-download it")]
     Safetensors { path: PathBuf, detail: String },
     #[error("{path}: tensor '{name}' is missing")]

@@ -60,7 +60,7 @@ impl Lora {
     pub fn load(dir: &Path, model: &TransformerConfig) -> Result<(Self, HashMap<String, String>)> {
         let path = dir.join(ADAPTER_CONFIG);
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|err| ModelError::Json { path: path.clone(), err })?;
         let bad = |field: &str, msg: String| ModelError::Field { path: path.clone(), field: field.into(), msg };
         if v["peft_type"].as_str().is_some_and(|t| t != "LORA") {
             return Err(bad("peft_type", format!("{}: only LORA adapters are supported", v["peft_type"])));
@@ -180,7 +180,7 @@ pub fn load_merged(dir: &Path, adapter: Option<&Path>) -> Result<crate::Transfor
 pub fn adapter_base(dir: &Path) -> Result<String> {
     let path = dir.join(ADAPTER_CONFIG);
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|err| ModelError::Json { path: path.clone(), err })?;
     v["base_model_name_or_path"].as_str().map(str::to_string).ok_or_else(|| ModelError::Field {
         path,
         field: "base_model_name_or_path".into(),

@@ -39,7 +39,7 @@ impl Seq2Seq {
     pub fn load(dir: &Path) -> Result<(Self, HashMap<String, String>)> {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|err| ModelError::Json { path: path.clone(), err })?;
         let config = Seq2SeqConfig::from_hf(&v, &path)?;
         let marian = config.family == super::Seq2SeqFamily::Marian;
         let w = Weights::open_dir(dir)?;

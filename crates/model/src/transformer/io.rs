@@ -47,7 +47,7 @@ pub(super) fn candidates(family: Family, name: &str) -> Vec<String> {
 pub fn config_from_dir(dir: &Path) -> Result<TransformerConfig> {
     let path = dir.join(CONFIG_FILE);
     let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.clone(), source })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|err| ModelError::Json { path: path.clone(), err })?;
     crate::hf::from_hf(&v, &path)
 }
 
