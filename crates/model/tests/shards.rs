@@ -101,3 +101,14 @@ fn the_default_count_follows_the_threads_within_the_memory_bound() {
     assert!(s > 1 && (s as u128 - 1) * 4 * p <= 256 << 20, "{s} shards of {p} parameters");
     assert_eq!(TransformerConfig::preset("gpt2-124m").unwrap().auto_data_shards(12, 2), 1);
 }
+
+#[test]
+fn a_batch_past_memory_is_refused_with_a_fix_that_fits() {
+    let mut m = Transformer::new(TransformerConfig::baby(), 7).unwrap();
+    m.set_data_shards(2);
+    // ~280 TB of activations: more than any machine here, sharded or not,
+    // so the error must not suggest one shard as the way out.
+    let err = m.reserve_step(100_000_000, 64).unwrap_err().to_string();
+    assert!(err.contains("2 data-parallel shards") && err.contains("lower --batch-size"), "{err}");
+    assert!(!err.contains("--data-shards 1"), "{err}");
+}

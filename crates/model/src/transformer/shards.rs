@@ -146,7 +146,13 @@ impl Transformer {
         if need == 0 {
             return Ok(()); // every step after the first
         }
-        super::ensure_memory(need, || format!("{s} data-parallel shards of a {}-sequence batch", bounds[s]), "lower --batch-size, or pass --data-shards 1")?;
+        // One shard (no gradient copies) is only worth suggesting if it fits.
+        let one = Acts::bytes(self, bounds[s], t);
+        let hint = match super::available_memory() {
+            Some(avail) if one > avail as u128 => "lower --batch-size".to_string(),
+            _ => format!("lower --batch-size, or pass --data-shards 1 (one shard needs {:.1} GB)", one as f64 / 1e9),
+        };
+        super::ensure_memory(need, || format!("{s} data-parallel shards of a {}-sequence batch", bounds[s]), &hint)?;
         // Each shard allocates on its own thread, so its pages are first
         // touched (and placed) where they will be used.
         let mut shards = std::mem::take(&mut self.shards);
