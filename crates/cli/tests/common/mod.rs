@@ -95,3 +95,25 @@ pub fn with_value<'a>(mut args: Vec<&'a str>, flag: &str, value: &'a str) -> Vec
     args[i + 1] = value;
     args
 }
+
+/// What is wrong with an error message as a user reads it, if anything: a
+/// panic, Debug formatting (`Some(`, `Os {`), or a clause printed twice (an
+/// error both a wrapper's source and in its message: "config.json: invalid
+/// JSON: EOF ...: EOF ...", as a bad config.json once read).
+pub fn message_flaw(err: &str) -> Option<String> {
+    if err.contains("panicked") || err.contains("stack backtrace") {
+        return Some(format!("panicked: {err}"));
+    }
+    for debug in ["Some(", "Os {", "IoError(", "TrainConfig {"] {
+        if err.contains(debug) {
+            return Some(format!("Debug output {debug:?} in: {err}"));
+        }
+    }
+    for line in err.lines() {
+        let parts: Vec<&str> = line.split(": ").collect();
+        if parts.windows(2).any(|w| w[0] == w[1]) {
+            return Some(format!("a clause repeated in: {line}"));
+        }
+    }
+    None
+}
